@@ -1,0 +1,192 @@
+//! The embedded backend: an append-only SQLite table `events` in `events.db` with a global
+//! sequence and a unique event id (a second append of the same id is a no-op). Tails poll the
+//! table and are woken at once by appends from this process; appends from other processes (the
+//! admin CLI) are seen within [`POLL_INTERVAL`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use rusqlite::{Connection, OptionalExtension, params};
+use schemas::{Envelope, Stream};
+use tokio::sync::watch;
+
+use crate::group_commit::{GroupCommit, open_durable, sqlite};
+use crate::{LogError, LogHealth, StoredEvent};
+
+/// How often a tail looks for events appended by another process.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Rows read per query while catching up.
+const READ_BATCH: i64 = 1000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id       TEXT NOT NULL UNIQUE,
+    stream   TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    payload  BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_stream ON events (stream, seq);
+";
+
+struct Row {
+    id: String,
+    stream: &'static str,
+    subject: String,
+    payload: Vec<u8>,
+}
+
+/// The embedded log. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    path: Arc<PathBuf>,
+    writer: GroupCommit<Row>,
+    appended: watch::Receiver<u64>,
+}
+
+impl EmbeddedLog {
+    /// Opens or creates the log file.
+    pub async fn open(path: &Path) -> Result<Self, LogError> {
+        let path = path.to_owned();
+        let conn = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || -> Result<Connection, LogError> {
+                let conn = open_durable(&path)?;
+                conn.execute_batch(SCHEMA).map_err(sqlite)?;
+                Ok(conn)
+            })
+            .await
+            .map_err(|e| LogError::Sqlite(e.to_string()))??
+        };
+        let (notify, appended) = watch::channel(0u64);
+        let mut commits = 0u64;
+        let writer = GroupCommit::start(
+            "llmr-events",
+            conn,
+            |t, rows: &[Row]| {
+                let mut stmt = t.prepare_cached(
+                    "INSERT OR IGNORE INTO events (id, stream, subject, payload) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for r in rows {
+                    stmt.execute(params![r.id, r.stream, r.subject, r.payload])?;
+                }
+                Ok(())
+            },
+            move || {
+                commits += 1;
+                notify.send_replace(commits);
+            },
+        )?;
+        Ok(Self { path: Arc::new(path), writer, appended })
+    }
+
+    fn row(env: &Envelope) -> Row {
+        Row { id: env.id.to_string(), stream: env.body.stream().name(), subject: env.subject(), payload: env.to_json() }
+    }
+
+    /// Appends and waits for the commit.
+    pub async fn append(&self, env: &Envelope) -> Result<(), LogError> {
+        self.writer.write(vec![Self::row(env)]).await
+    }
+
+    /// Appends without waiting.
+    pub fn append_nowait(&self, env: &Envelope) {
+        self.writer.write_nowait(vec![Self::row(env)]);
+    }
+
+    fn reader(&self) -> Result<Connection, LogError> {
+        let conn = Connection::open_with_flags(
+            self.path.as_ref(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite)?;
+        Ok(conn)
+    }
+
+    /// Catch-up then live tail of one stream.
+    pub fn tail(&self, stream: Stream, after: u64) -> BoxStream<'static, Result<StoredEvent, LogError>> {
+        let this = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<StoredEvent, LogError>>(READ_BATCH as usize);
+        tokio::spawn(async move {
+            let conn = match this.reader() {
+                Ok(c) => Arc::new(Mutex::new(c)),
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let mut appended = this.appended.clone();
+            let mut last = after;
+            loop {
+                let c = conn.clone();
+                let batch = tokio::task::spawn_blocking(move || read_batch(&c, stream, last)).await;
+                let batch = match batch {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let full = batch.len() as i64 == READ_BATCH;
+                for ev in batch {
+                    last = ev.seq;
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                if !full {
+                    tokio::select! {
+                        _ = appended.changed() => {}
+                        _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
+    /// The last sequence of `stream`.
+    pub async fn last_seq(&self, stream: Stream) -> Result<u64, LogError> {
+        let conn = self.reader()?;
+        tokio::task::spawn_blocking(move || {
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events WHERE stream = ?1", [stream.name()], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|v| v.unwrap_or(0).max(0) as u64)
+            .map_err(sqlite)
+        })
+        .await
+        .map_err(|e| LogError::Sqlite(e.to_string()))?
+    }
+
+    /// The embedded log is reachable when its file can be read.
+    pub async fn health(&self) -> LogHealth {
+        match self.last_seq(Stream::Control).await {
+            Ok(_) => LogHealth { backend: "embedded", reachable: true, spool_depth: 0, error: None },
+            Err(e) => LogHealth { backend: "embedded", reachable: false, spool_depth: 0, error: Some(e.to_string()) },
+        }
+    }
+}
+
+fn read_batch(conn: &Mutex<Connection>, stream: Stream, after: u64) -> Result<Vec<StoredEvent>, LogError> {
+    let conn = conn.lock().map_err(|_| LogError::Closed)?;
+    let mut stmt = conn
+        .prepare_cached("SELECT seq, payload FROM events WHERE stream = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")
+        .map_err(sqlite)?;
+    let rows = stmt
+        .query_map(params![stream.name(), after as i64, READ_BATCH], |r| {
+            Ok(StoredEvent {
+                stream,
+                seq: r.get::<_, i64>(0)? as u64,
+                payload: bytes::Bytes::from(r.get::<_, Vec<u8>>(1)?),
+            })
+        })
+        .map_err(sqlite)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(sqlite)
+}

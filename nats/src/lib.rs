@@ -1,0 +1,160 @@
+//! The event log. One [`EventLog`] with two backends: JetStream (with a local durable spool the
+//! gateway writes first) and an embedded append-only SQLite table. Everything above this crate
+//! appends and tails through [`EventLog`] and never sees which backend it has.
+//! Only this crate touches `async-nats`.
+
+mod embedded;
+mod group_commit;
+mod jetstream;
+mod spool;
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use schemas::{DecodeError, Envelope, Stream};
+
+pub use embedded::EmbeddedLog;
+pub use jetstream::{JetStreamLog, JetStreamOptions};
+
+/// An event as stored, with its position in its stream.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The stream it belongs to.
+    pub stream: Stream,
+    /// Its sequence number: increasing within `stream`, starting at 1 (on the embedded backend
+    /// the global sequence, which is increasing within every stream too).
+    pub seq: u64,
+    /// The stored JSON envelope.
+    pub payload: bytes::Bytes,
+}
+
+impl StoredEvent {
+    /// Decodes the envelope; an error marks a poison event.
+    pub fn decode(&self) -> Result<Envelope, DecodeError> {
+        Envelope::from_json(&self.payload)
+    }
+}
+
+/// Why the log could not take or give an event.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The local spool holds its maximum of unpublished events; billable requests get 503.
+    #[error("the event spool is full ({0} events waiting); refusing new billable work")]
+    SpoolFull(u64),
+    /// SQLite failed (embedded log or spool).
+    #[error("local event store failed: {0}")]
+    Sqlite(String),
+    /// NATS failed or timed out.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The writer thread is gone (shutting down).
+    #[error("the event writer has stopped")]
+    Closed,
+    /// A wait ran out.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// What `/api/health` shows about the log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogHealth {
+    /// `embedded` or `jetstream`.
+    pub backend: &'static str,
+    /// Whether the log answered just now.
+    pub reachable: bool,
+    /// Events written locally but not yet acknowledged by the log (0 on the embedded backend).
+    pub spool_depth: u64,
+    /// Last error seen, if the log is unreachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The event log, cheap to clone.
+#[derive(Clone)]
+pub enum EventLog {
+    /// `data/events.db`.
+    Embedded(EmbeddedLog),
+    /// NATS JetStream with a local spool.
+    JetStream(JetStreamLog),
+}
+
+impl EventLog {
+    /// Opens (creating if needed) the embedded log at `dir/events.db`.
+    pub async fn open_embedded(dir: &Path) -> Result<Self, LogError> {
+        Ok(EventLog::Embedded(EmbeddedLog::open(&dir.join("events.db")).await?))
+    }
+
+    /// Connects to JetStream, creating the streams idempotently; the spool lives at `spool_dir/spool.db`.
+    pub async fn connect_jetstream(url: &str, spool_dir: &Path, opts: JetStreamOptions) -> Result<Self, LogError> {
+        Ok(EventLog::JetStream(JetStreamLog::connect(url, &spool_dir.join("spool.db"), opts).await?))
+    }
+
+    /// Appends and waits until the event is durable locally (embedded commit, or spool commit
+    /// for JetStream). Group-committed with concurrent appends. Use for billable facts.
+    pub async fn append(&self, env: &Envelope) -> Result<(), LogError> {
+        match self {
+            EventLog::Embedded(l) => l.append(env).await,
+            EventLog::JetStream(l) => l.append(env).await,
+        }
+    }
+
+    /// Appends without waiting for the commit (request logs). Still durable soon after; never
+    /// blocks the caller.
+    pub fn append_nowait(&self, env: &Envelope) {
+        match self {
+            EventLog::Embedded(l) => l.append_nowait(env),
+            EventLog::JetStream(l) => l.append_nowait(env),
+        }
+    }
+
+    /// Appends and waits for the log itself to acknowledge (the NATS PubAck, not just the spool).
+    /// For admin commands, which run as short-lived processes.
+    pub async fn append_acked(&self, env: &Envelope) -> Result<(), LogError> {
+        match self {
+            EventLog::Embedded(l) => l.append(env).await,
+            EventLog::JetStream(l) => l.append_acked(env).await,
+        }
+    }
+
+    /// Every event of `stream` with a sequence greater than `after`, then live events as they
+    /// arrive, in order. The stream ends only on an unrecoverable error.
+    pub fn tail(&self, stream: Stream, after: u64) -> BoxStream<'static, Result<StoredEvent, LogError>> {
+        match self {
+            EventLog::Embedded(l) => l.tail(stream, after),
+            EventLog::JetStream(l) => l.tail(stream, after),
+        }
+    }
+
+    /// The last sequence of `stream` (0 when empty).
+    pub async fn last_seq(&self, stream: Stream) -> Result<u64, LogError> {
+        match self {
+            EventLog::Embedded(l) => l.last_seq(stream).await,
+            EventLog::JetStream(l) => l.last_seq(stream).await,
+        }
+    }
+
+    /// Reachability and spool depth.
+    pub async fn health(&self) -> LogHealth {
+        match self {
+            EventLog::Embedded(l) => l.health().await,
+            EventLog::JetStream(l) => l.health().await,
+        }
+    }
+
+    /// Waits until everything appended so far is acknowledged by the log (spool drained).
+    pub async fn flush(&self, timeout: Duration) -> Result<(), LogError> {
+        match self {
+            EventLog::Embedded(_) => Ok(()),
+            EventLog::JetStream(l) => l.flush(timeout).await,
+        }
+    }
+
+    /// `embedded` or `jetstream`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            EventLog::Embedded(_) => "embedded",
+            EventLog::JetStream(_) => "jetstream",
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Local durable spool for the JetStream backend (in progress).

@@ -1,0 +1,537 @@
+//! The event envelope and the v1 event types. Events are past-tense facts; the envelope is
+//! self-contained JSON. Breaking changes bump `v` and keep the old struct with an upcast on read.
+
+use serde::de::Error as _;
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::secret::Sealed;
+
+/// Tenant token used for facts that belong to no tenant (prices, global channels).
+pub const GLOBAL_TENANT: &str = "_global";
+
+/// The JetStream streams (and, on the embedded backend, the `stream` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stream {
+    /// Tenants, keys, channels, prices: kept forever.
+    Control,
+    /// `usage.recorded`: kept forever, the billing source of truth.
+    Billing,
+    /// `request.logged`: kept 90 days.
+    Requests,
+}
+
+impl Stream {
+    /// Every stream, in a fixed order.
+    pub const ALL: [Stream; 3] = [Stream::Control, Stream::Billing, Stream::Requests];
+
+    /// The JetStream stream name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Control => "LLMR_CONTROL",
+            Stream::Billing => "LLMR_BILLING",
+            Stream::Requests => "LLMR_REQUESTS",
+        }
+    }
+
+    /// The subject filter that covers the whole stream.
+    pub fn subjects(self) -> &'static str {
+        match self {
+            Stream::Control => "llmr.v1.control.>",
+            Stream::Billing => "llmr.v1.usage.>",
+            Stream::Requests => "llmr.v1.req.>",
+        }
+    }
+
+    /// Parses a stream name as returned by [`Stream::name`].
+    pub fn from_name(name: &str) -> Option<Stream> {
+        Stream::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Where the token counts of a usage event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageSource {
+    /// Reported by the upstream.
+    Upstream,
+    /// Counted by our tokenizer because the upstream reported nothing.
+    Estimated,
+}
+
+/// How the response to the client ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamOutcome {
+    /// The whole response reached the client.
+    Completed,
+    /// The client went away; the upstream was drained and billed.
+    ClientDisconnected,
+    /// The upstream failed part way; what it generated is billed.
+    UpstreamError,
+}
+
+/// `tenant.created`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantCreated {
+    /// The tenant's name (also the envelope's `tenant`).
+    pub name: String,
+}
+
+/// `api_key.issued`: only the hash and a display prefix, never the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyIssued {
+    /// Stable id (`key_…`).
+    pub key_id: String,
+    /// Hex SHA-256 of the key.
+    pub hash: String,
+    /// The first characters of the key, for display.
+    pub prefix: String,
+    /// A label chosen by the admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Models the key may use; absent means every model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+}
+
+/// `api_key.revoked`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRevoked {
+    /// The key's id.
+    pub key_id: String,
+}
+
+/// `channel.added`: an upstream endpoint with its (sealed) credential and the models it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelAdded {
+    /// Stable id (`ch_…`).
+    pub channel_id: String,
+    /// Unique display name.
+    pub name: String,
+    /// Provider adapter name (`openai`).
+    pub provider: String,
+    /// Base URL, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The upstream API key, sealed with the master key, `channel_id` as context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Sealed>,
+    /// Models this channel serves.
+    pub models: Vec<String>,
+    /// Higher is tried first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Share of traffic among channels of equal priority.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `channel.updated`: every present field replaces the old value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelUpdated {
+    /// The channel's id.
+    pub channel_id: String,
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// New sealed credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Sealed>,
+    /// New model list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// New priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// New weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Enabled or disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// `channel.removed`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRemoved {
+    /// The channel's id.
+    pub channel_id: String,
+}
+
+/// `price.published`: the price of a model from this event on. Amounts are nanos of `currency`
+/// per one million tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricePublished {
+    /// The model the price applies to.
+    pub model: String,
+    /// ISO currency code (`USD`, `CNY`).
+    pub currency: String,
+    /// Uncached input tokens.
+    pub input_per_mtok_nanos: i64,
+    /// Output tokens (reasoning included).
+    pub output_per_mtok_nanos: i64,
+    /// Cached input tokens; absent means the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_mtok_nanos: Option<i64>,
+    /// Cache-write input tokens; absent means the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok_nanos: Option<i64>,
+}
+
+/// The price a usage event was charged at, carried in the event so projections never look it up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedPrice {
+    /// Id of the `price.published` event in force.
+    pub version: String,
+    /// ISO currency code.
+    pub currency: String,
+    /// Nanos per 1M uncached input tokens.
+    pub input_per_mtok_nanos: i64,
+    /// Nanos per 1M cached input tokens.
+    pub cached_input_per_mtok_nanos: i64,
+    /// Nanos per 1M cache-write tokens.
+    pub cache_write_per_mtok_nanos: i64,
+    /// Nanos per 1M output tokens.
+    pub output_per_mtok_nanos: i64,
+}
+
+impl AppliedPrice {
+    /// Cost of the given token counts: one half-up rounding per line item, then summed.
+    pub fn cost_nanos(&self, input: u64, cached: u64, cache_write: u64, output: u64) -> i64 {
+        use crate::money::cost_nanos as line;
+        line(input, self.input_per_mtok_nanos)
+            .saturating_add(line(cached, self.cached_input_per_mtok_nanos))
+            .saturating_add(line(cache_write, self.cache_write_per_mtok_nanos))
+            .saturating_add(line(output, self.output_per_mtok_nanos))
+    }
+}
+
+impl From<(&str, &PricePublished)> for AppliedPrice {
+    fn from((version, p): (&str, &PricePublished)) -> Self {
+        AppliedPrice {
+            version: version.to_owned(),
+            currency: p.currency.clone(),
+            input_per_mtok_nanos: p.input_per_mtok_nanos,
+            cached_input_per_mtok_nanos: p.cached_input_per_mtok_nanos.unwrap_or(p.input_per_mtok_nanos),
+            cache_write_per_mtok_nanos: p.cache_write_per_mtok_nanos.unwrap_or(p.input_per_mtok_nanos),
+            output_per_mtok_nanos: p.output_per_mtok_nanos,
+        }
+    }
+}
+
+/// `usage.recorded`: one per billable request. Token counts are disjoint: `input_tokens` excludes
+/// cached and cache-write tokens; `output_tokens` includes `reasoning_tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecorded {
+    /// The request id (= envelope `correlation_id`, returned as `x-request-id`).
+    pub request_id: String,
+    /// The virtual key's id.
+    pub key_id: String,
+    /// End user, when the client said (`user` field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `chat.completions`, `completions`, `embeddings`.
+    pub endpoint: String,
+    /// The model the client asked for.
+    pub model_requested: String,
+    /// The model the upstream says it served.
+    pub model_served: String,
+    /// Provider adapter name.
+    pub provider: String,
+    /// Channel id.
+    pub channel_id: String,
+    /// Uncached input tokens.
+    pub input_tokens: u64,
+    /// Input tokens read from the provider's cache.
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+    /// Input tokens written to the provider's cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// Output tokens, reasoning included.
+    pub output_tokens: u64,
+    /// Reasoning tokens (a part of `output_tokens`).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+    /// The upstream's usage object as it arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_usage: Option<serde_json::Value>,
+    /// Upstream-reported or estimated.
+    pub usage_source: UsageSource,
+    /// Whether the response was streamed.
+    pub streamed: bool,
+    /// How the response ended.
+    pub stream_outcome: StreamOutcome,
+    /// The price applied; absent when the model has no price (cost 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<AppliedPrice>,
+    /// The charge, in nanos of `currency`.
+    pub cost_nanos: i64,
+    /// Currency of `cost_nanos`.
+    pub currency: String,
+}
+
+/// `request.logged`: one per request, billable or not. No content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLogged {
+    /// The request id.
+    pub request_id: String,
+    /// The virtual key's id, when authentication succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// `chat.completions`, …
+    pub endpoint: String,
+    /// Model asked for, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Provider, when routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Channel, when routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
+    /// HTTP status sent to the client.
+    pub status: u16,
+    /// Total time in microseconds.
+    pub latency_us: u64,
+    /// Time to the first byte of the upstream body, for streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_us: Option<u64>,
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// Stable error class, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    /// Whether the response was streamed.
+    pub streamed: bool,
+}
+
+/// The typed body of an event: its `type` and `data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventBody {
+    /// `tenant.created`
+    TenantCreated(TenantCreated),
+    /// `api_key.issued`
+    ApiKeyIssued(ApiKeyIssued),
+    /// `api_key.revoked`
+    ApiKeyRevoked(ApiKeyRevoked),
+    /// `channel.added`
+    ChannelAdded(ChannelAdded),
+    /// `channel.updated`
+    ChannelUpdated(ChannelUpdated),
+    /// `channel.removed`
+    ChannelRemoved(ChannelRemoved),
+    /// `price.published`
+    PricePublished(PricePublished),
+    /// `usage.recorded`
+    UsageRecorded(UsageRecorded),
+    /// `request.logged`
+    RequestLogged(RequestLogged),
+}
+
+impl EventBody {
+    /// The event's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventBody::TenantCreated(_) => "tenant.created",
+            EventBody::ApiKeyIssued(_) => "api_key.issued",
+            EventBody::ApiKeyRevoked(_) => "api_key.revoked",
+            EventBody::ChannelAdded(_) => "channel.added",
+            EventBody::ChannelUpdated(_) => "channel.updated",
+            EventBody::ChannelRemoved(_) => "channel.removed",
+            EventBody::PricePublished(_) => "price.published",
+            EventBody::UsageRecorded(_) => "usage.recorded",
+            EventBody::RequestLogged(_) => "request.logged",
+        }
+    }
+
+    /// The current schema version of this type's `data`.
+    pub fn version(&self) -> u32 {
+        1
+    }
+
+    /// The stream the event belongs to.
+    pub fn stream(&self) -> Stream {
+        match self {
+            EventBody::UsageRecorded(_) => Stream::Billing,
+            EventBody::RequestLogged(_) => Stream::Requests,
+            _ => Stream::Control,
+        }
+    }
+
+    /// The entity token of a control subject.
+    fn entity(&self) -> &'static str {
+        match self {
+            EventBody::TenantCreated(_) => "tenant",
+            EventBody::ApiKeyIssued(_) | EventBody::ApiKeyRevoked(_) => "api_key",
+            EventBody::ChannelAdded(_) | EventBody::ChannelUpdated(_) | EventBody::ChannelRemoved(_) => "channel",
+            EventBody::PricePublished(_) => "price",
+            EventBody::UsageRecorded(_) => "usage",
+            EventBody::RequestLogged(_) => "request",
+        }
+    }
+}
+
+/// Why stored bytes are not an event we understand (a poison event).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or the envelope or `data` has the wrong shape.
+    #[error("malformed event: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The envelope every event travels in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// UUIDv7 (UUIDv5 for facts two paths may re-derive); also the `Nats-Msg-Id`.
+    pub id: Uuid,
+    /// Microseconds since the Unix epoch at the producer.
+    pub occurred_at_us: i64,
+    /// The tenant (or [`GLOBAL_TENANT`]).
+    pub tenant: String,
+    /// The producing instance.
+    pub source: String,
+    /// Per-producer sequence number.
+    pub producer_seq: u64,
+    /// The request id for request facts.
+    pub correlation_id: Option<String>,
+    /// The event that caused this one.
+    pub causation_id: Option<Uuid>,
+    /// The admin who acted, for control events.
+    pub actor: Option<String>,
+    /// `type`, `v` and `data`.
+    pub body: EventBody,
+}
+
+impl Envelope {
+    /// A new event with a fresh UUIDv7 id.
+    pub fn new(tenant: &str, source: &str, occurred_at_us: i64, body: EventBody) -> Self {
+        Envelope {
+            id: Uuid::now_v7(),
+            occurred_at_us,
+            tenant: tenant.to_owned(),
+            source: source.to_owned(),
+            producer_seq: 0,
+            correlation_id: None,
+            causation_id: None,
+            actor: None,
+            body,
+        }
+    }
+
+    /// The NATS subject the event is published on.
+    pub fn subject(&self) -> String {
+        match self.body.stream() {
+            Stream::Control => format!("llmr.v1.control.{}.{}", self.tenant, self.body.entity()),
+            Stream::Billing => format!("llmr.v1.usage.{}", self.tenant),
+            Stream::Requests => format!("llmr.v1.req.{}", self.tenant),
+        }
+    }
+
+    /// Serialises to the JSON stored in the log.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses stored JSON, upcasting old versions.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Envelope", 11)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("type", self.body.type_name())?;
+        st.serialize_field("v", &self.body.version())?;
+        st.serialize_field("occurred_at_us", &self.occurred_at_us)?;
+        st.serialize_field("tenant", &self.tenant)?;
+        st.serialize_field("source", &self.source)?;
+        st.serialize_field("producer_seq", &self.producer_seq)?;
+        if let Some(c) = &self.correlation_id {
+            st.serialize_field("correlation_id", c)?;
+        }
+        if let Some(c) = &self.causation_id {
+            st.serialize_field("causation_id", c)?;
+        }
+        if let Some(a) = &self.actor {
+            st.serialize_field("actor", a)?;
+        }
+        match &self.body {
+            EventBody::TenantCreated(d) => st.serialize_field("data", d)?,
+            EventBody::ApiKeyIssued(d) => st.serialize_field("data", d)?,
+            EventBody::ApiKeyRevoked(d) => st.serialize_field("data", d)?,
+            EventBody::ChannelAdded(d) => st.serialize_field("data", d)?,
+            EventBody::ChannelUpdated(d) => st.serialize_field("data", d)?,
+            EventBody::ChannelRemoved(d) => st.serialize_field("data", d)?,
+            EventBody::PricePublished(d) => st.serialize_field("data", d)?,
+            EventBody::UsageRecorded(d) => st.serialize_field("data", d)?,
+            EventBody::RequestLogged(d) => st.serialize_field("data", d)?,
+        }
+        st.end()
+    }
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    id: Uuid,
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    v: u32,
+    occurred_at_us: i64,
+    tenant: String,
+    source: String,
+    #[serde(default)]
+    producer_seq: u64,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<Uuid>,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = Wire::deserialize(d)?;
+        let data = w.data.get();
+        fn p<'a, T: Deserialize<'a>, E: serde::de::Error>(s: &'a str) -> Result<T, E> {
+            serde_json::from_str(s).map_err(E::custom)
+        }
+        let body = match (w.kind.as_ref(), w.v) {
+            ("tenant.created", 1) => EventBody::TenantCreated(p(data)?),
+            ("api_key.issued", 1) => EventBody::ApiKeyIssued(p(data)?),
+            ("api_key.revoked", 1) => EventBody::ApiKeyRevoked(p(data)?),
+            ("channel.added", 1) => EventBody::ChannelAdded(p(data)?),
+            ("channel.updated", 1) => EventBody::ChannelUpdated(p(data)?),
+            ("channel.removed", 1) => EventBody::ChannelRemoved(p(data)?),
+            ("price.published", 1) => EventBody::PricePublished(p(data)?),
+            ("usage.recorded", 1) => EventBody::UsageRecorded(p(data)?),
+            ("request.logged", 1) => EventBody::RequestLogged(p(data)?),
+            (kind, v) => return Err(D::Error::custom(format!("unknown event type {kind:?} v{v}"))),
+        };
+        Ok(Envelope {
+            id: w.id,
+            occurred_at_us: w.occurred_at_us,
+            tenant: w.tenant,
+            source: w.source,
+            producer_seq: w.producer_seq,
+            correlation_id: w.correlation_id,
+            causation_id: w.causation_id,
+            actor: w.actor,
+            body,
+        })
+    }
+}

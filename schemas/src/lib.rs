@@ -1,0 +1,16 @@
+//! Leaf crate: ids, money, the event envelope and every event type, subjects, and secrets.
+//! Nothing here does I/O; no async runtime, database or broker crate may be imported.
+
+pub mod event;
+pub mod ids;
+pub mod keys;
+pub mod money;
+pub mod secret;
+
+pub use event::{
+    ApiKeyIssued, ApiKeyRevoked, AppliedPrice, ChannelAdded, ChannelRemoved, ChannelUpdated, DecodeError, Envelope,
+    EventBody, GLOBAL_TENANT, PricePublished, RequestLogged, Stream, StreamOutcome, TenantCreated, UsageRecorded,
+    UsageSource,
+};
+pub use ids::{IdError, TenantId};
+pub use money::{MoneyError, cost_nanos, format_nanos, parse_per_mtok};
