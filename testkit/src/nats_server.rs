@@ -1,0 +1,1 @@
+//! nats_server (in progress).
