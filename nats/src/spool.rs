@@ -1,1 +1,317 @@
-//! Local durable spool for the JetStream backend (in progress).
+//! The JetStream backend's local durable spool: a SQLite table of events written before NATS
+//! sees them, read back in order by the publisher and marked acked when the PubAck arrives.
+//! It owns the table, the unacked-depth counter and the spool-full check; no NATS code here.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, params};
+use schemas::Envelope;
+use tokio::sync::watch;
+
+use crate::LogError;
+use crate::group_commit::{GroupCommit, open_durable, sqlite};
+
+// `acked_at_ms` NULL means not yet acknowledged by JetStream. The partial index keeps the
+// publisher's "next unacked rows" query cheap however many acked rows await pruning.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS spool (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    subject      TEXT NOT NULL,
+    payload      BLOB NOT NULL,
+    acked_at_ms  INTEGER
+);
+CREATE INDEX IF NOT EXISTS spool_unacked ON spool (seq) WHERE acked_at_ms IS NULL;
+CREATE INDEX IF NOT EXISTS spool_acked ON spool (acked_at_ms) WHERE acked_at_ms IS NOT NULL;
+";
+
+/// A spooled event waiting for its PubAck.
+#[derive(Debug, Clone)]
+pub(crate) struct SpoolRow {
+    /// Local sequence: the publish order.
+    pub seq: i64,
+    /// The event id, sent as `Nats-Msg-Id`.
+    pub id: String,
+    pub subject: String,
+    pub payload: bytes::Bytes,
+}
+
+/// One change to the spool; all of them go through the single writer thread.
+enum Op {
+    Insert {
+        id: String,
+        subject: String,
+        payload: Vec<u8>,
+    },
+    Ack {
+        seqs: Vec<i64>,
+        at_ms: i64,
+    },
+    Prune {
+        before_ms: i64,
+    },
+    /// Writes nothing; awaiting it proves every earlier op is committed.
+    Barrier,
+}
+
+/// The spool, cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Spool {
+    writer: GroupCommit<Op>,
+    reader: Arc<Mutex<Connection>>,
+    /// Committed rows not yet acked.
+    depth: Arc<AtomicU64>,
+    /// Request-log events refused because the spool was full.
+    dropped: Arc<AtomicU64>,
+    committed: watch::Receiver<u64>,
+    max: u64,
+}
+
+impl Spool {
+    /// Opens or creates the spool file; rows left unacked by an earlier process count toward the
+    /// depth and will be published again.
+    pub async fn open(path: &Path, max: u64) -> Result<Self, LogError> {
+        let path = path.to_owned();
+        let (conn, reader, depth) = tokio::task::spawn_blocking(move || -> Result<_, LogError> {
+            let conn = open_durable(&path)?;
+            conn.execute_batch(SCHEMA).map_err(sqlite)?;
+            let depth: i64 = conn
+                .query_row("SELECT COUNT(*) FROM spool WHERE acked_at_ms IS NULL", [], |r| r.get(0))
+                .map_err(sqlite)?;
+            let reader = open_durable(&path)?;
+            Ok((conn, reader, depth.max(0) as u64))
+        })
+        .await
+        .map_err(|e| LogError::Sqlite(e.to_string()))??;
+
+        let depth = Arc::new(AtomicU64::new(depth));
+        // Rows inserted minus rows acked by the transaction being written; applied to `depth`
+        // only once it commits, so a failed commit leaves the counter true.
+        let pending = Arc::new(AtomicI64::new(0));
+        let (notify, committed) = watch::channel(0u64);
+        let writer = GroupCommit::start(
+            "llmr-spool",
+            conn,
+            {
+                let pending = pending.clone();
+                move |t, ops: &[Op]| {
+                    let mut delta = 0i64;
+                    let mut insert =
+                        t.prepare_cached("INSERT OR IGNORE INTO spool (id, subject, payload) VALUES (?1, ?2, ?3)")?;
+                    let mut ack =
+                        t.prepare_cached("UPDATE spool SET acked_at_ms = ?1 WHERE seq = ?2 AND acked_at_ms IS NULL")?;
+                    for op in ops {
+                        match op {
+                            Op::Insert { id, subject, payload } => {
+                                delta += insert.execute(params![id, subject, payload])? as i64;
+                            }
+                            Op::Ack { seqs, at_ms } => {
+                                for seq in seqs {
+                                    delta -= ack.execute(params![at_ms, seq])? as i64;
+                                }
+                            }
+                            Op::Prune { before_ms } => {
+                                t.execute(
+                                    "DELETE FROM spool WHERE acked_at_ms IS NOT NULL AND acked_at_ms < ?1",
+                                    [before_ms],
+                                )?;
+                            }
+                            Op::Barrier => {}
+                        }
+                    }
+                    pending.store(delta, Ordering::SeqCst);
+                    Ok(())
+                }
+            },
+            {
+                let depth = depth.clone();
+                let mut commits = 0u64;
+                move || {
+                    let delta = pending.swap(0, Ordering::SeqCst);
+                    let _ = depth.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| {
+                        Some(if delta >= 0 {
+                            d.saturating_add(delta as u64)
+                        } else {
+                            d.saturating_sub(delta.unsigned_abs())
+                        })
+                    });
+                    commits += 1;
+                    notify.send_replace(commits);
+                }
+            },
+        )?;
+        Ok(Spool {
+            writer,
+            reader: Arc::new(Mutex::new(reader)),
+            depth,
+            dropped: Arc::new(AtomicU64::new(0)),
+            committed,
+            max,
+        })
+    }
+
+    fn insert(env: &Envelope) -> Op {
+        Op::Insert { id: env.id.to_string(), subject: env.subject(), payload: env.to_json() }
+    }
+
+    /// Writes the event and waits for the commit. Refuses with [`LogError::SpoolFull`] when
+    /// `max` events are waiting. The check runs before the write, so concurrent appends can
+    /// overshoot `max` by at most their number; it protects the disk, not an exact count.
+    pub async fn append(&self, env: &Envelope) -> Result<(), LogError> {
+        let depth = self.depth();
+        if depth >= self.max {
+            return Err(LogError::SpoolFull(depth));
+        }
+        self.writer.write(vec![Self::insert(env)]).await
+    }
+
+    /// Queues the event without waiting. When the spool is full the event is refused with a
+    /// warning and counted in [`Spool::dropped`]: request logs must not grow the spool without
+    /// bound during a long outage, and billable appends are already being refused then.
+    pub fn append_nowait(&self, env: &Envelope) {
+        let depth = self.depth();
+        if depth >= self.max {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(depth, dropped, event_type = env.body.type_name(), "Spool full; event not spooled.");
+            return;
+        }
+        self.writer.write_nowait(vec![Self::insert(env)]);
+    }
+
+    /// Committed events not yet acknowledged by JetStream.
+    pub fn depth(&self) -> u64 {
+        self.depth.load(Ordering::SeqCst)
+    }
+
+    /// Events refused by [`Spool::append_nowait`] since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Changes every time the writer commits; the publisher waits on it.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// Waits until every op queued before this call is committed.
+    pub async fn barrier(&self) -> Result<(), LogError> {
+        self.writer.write(vec![Op::Barrier]).await
+    }
+
+    /// Up to `limit` unacked rows with a local sequence above `after`, in order.
+    pub async fn unacked_after(&self, after: i64, limit: usize) -> Result<Vec<SpoolRow>, LogError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().map_err(|_| LogError::Closed)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, id, subject, payload FROM spool WHERE acked_at_ms IS NULL AND seq > ?1 \
+                     ORDER BY seq LIMIT ?2",
+                )
+                .map_err(sqlite)?;
+            let rows = stmt
+                .query_map(params![after, limit as i64], |r| {
+                    Ok(SpoolRow {
+                        seq: r.get(0)?,
+                        id: r.get(1)?,
+                        subject: r.get(2)?,
+                        payload: bytes::Bytes::from(r.get::<_, Vec<u8>>(3)?),
+                    })
+                })
+                .map_err(sqlite)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sqlite)
+        })
+        .await
+        .map_err(|e| LogError::Sqlite(e.to_string()))?
+    }
+
+    /// Marks rows acked without waiting; losing the mark in a crash only means a duplicate
+    /// publish, which JetStream and the projections both drop by event id.
+    pub fn mark_acked_nowait(&self, seqs: Vec<i64>) {
+        if !seqs.is_empty() {
+            self.writer.write_nowait(vec![Op::Ack { seqs, at_ms: now_ms() }]);
+        }
+    }
+
+    /// Deletes rows acked more than `retention` ago, without waiting.
+    pub fn prune_nowait(&self, retention: Duration) {
+        let before_ms = now_ms().saturating_sub(retention.as_millis().min(i64::MAX as u128) as i64);
+        self.writer.write_nowait(vec![Op::Prune { before_ms }]);
+    }
+
+    /// Rows in the spool, acked or not (for tests of pruning).
+    #[cfg(test)]
+    pub async fn total_rows(&self) -> Result<u64, LogError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().map_err(|_| LogError::Closed)?;
+            conn.query_row("SELECT COUNT(*) FROM spool", [], |r| r.get::<_, i64>(0))
+                .map(|n| n.max(0) as u64)
+                .map_err(sqlite)
+        })
+        .await
+        .map_err(|e| LogError::Sqlite(e.to_string()))?
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::{EventBody, TenantCreated};
+
+    fn event(name: &str) -> Envelope {
+        Envelope::new("t1", "test", 1, EventBody::TenantCreated(TenantCreated { name: name.into() }))
+    }
+
+    #[tokio::test]
+    async fn depth_counts_unacked_rows_and_survives_reopen() -> Result<(), LogError> {
+        let dir = tempfile::tempdir().map_err(|e| LogError::Sqlite(e.to_string()))?;
+        let path = dir.path().join("spool.db");
+        let spool = Spool::open(&path, 10).await?;
+        let a = event("a");
+        spool.append(&a).await?;
+        spool.append(&a).await?; // same id: ignored
+        spool.append(&event("b")).await?;
+        assert_eq!(spool.depth(), 2);
+        let rows = spool.unacked_after(0, 10).await?;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].id, a.id.to_string());
+        spool.mark_acked_nowait(vec![rows[0].seq]);
+        spool.barrier().await?;
+        assert_eq!(spool.depth(), 1);
+        assert_eq!(spool.unacked_after(0, 10).await?.len(), 1);
+        drop(spool);
+
+        let spool = Spool::open(&path, 10).await?;
+        assert_eq!(spool.depth(), 1);
+        spool.prune_nowait(Duration::ZERO);
+        spool.barrier().await?;
+        // Pruning uses a strict "before now", so give the clock a tick.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        spool.prune_nowait(Duration::ZERO);
+        spool.barrier().await?;
+        assert_eq!(spool.total_rows().await?, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn append_refuses_when_full_and_nowait_drops_with_a_count() -> Result<(), LogError> {
+        let dir = tempfile::tempdir().map_err(|e| LogError::Sqlite(e.to_string()))?;
+        let spool = Spool::open(&dir.path().join("spool.db"), 2).await?;
+        spool.append(&event("a")).await?;
+        spool.append(&event("b")).await?;
+        assert!(matches!(spool.append(&event("c")).await, Err(LogError::SpoolFull(2))));
+        spool.append_nowait(&event("d"));
+        assert_eq!(spool.dropped(), 1);
+        spool.barrier().await?;
+        assert_eq!(spool.depth(), 2);
+        Ok(())
+    }
+}

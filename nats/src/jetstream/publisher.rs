@@ -1,0 +1,177 @@
+//! The background task that drains the spool into JetStream: unacked rows in local order, each
+//! with `Nats-Msg-Id` = event id, up to `max_in_flight` publishes awaiting their PubAck at once.
+//! On any failure it lets the in-flight acks settle, backs off, and starts again from the first
+//! unacked row with the same ids, so JetStream drops the copies it already stored.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::oneshot;
+
+use super::{Shared, streams};
+use crate::LogError;
+use crate::spool::SpoolRow;
+
+/// Rows read from the spool per query; a few windows' worth so the pipeline stays full.
+const READ_BATCH: usize = 1024;
+/// Acked rows marked in one spool write.
+const ACK_BATCH: usize = 512;
+/// First pause after a failure; doubles up to `max_retry_backoff`.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// How often acked rows older than the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// Idle wake-up, in case a commit notification was missed (another process wrote the file).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Why a pass over the spool stopped early.
+enum Failure {
+    Publish(PublishError),
+    Log(LogError),
+    Disconnected,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Publish(e) => write!(f, "publish failed: {e}"),
+            Failure::Log(e) => write!(f, "{e}"),
+            Failure::Disconnected => write!(f, "not connected to NATS"),
+        }
+    }
+}
+
+/// Runs until the log is dropped (`stop` resolves or `shared` is gone).
+pub(super) async fn run(shared: Weak<Shared>, mut stop: oneshot::Receiver<()>) {
+    let mut backoff = MIN_BACKOFF;
+    let mut next_prune = Instant::now();
+    let Some(s) = shared.upgrade() else { return };
+    let mut commits = s.spool.commits();
+    let mut connects = s.connects.clone();
+    drop(s);
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if Instant::now() >= next_prune {
+            s.spool.prune_nowait(s.opts.acked_retention);
+            next_prune = Instant::now() + PRUNE_EVERY;
+        }
+        commits.borrow_and_update();
+        let result = pass(&s).await;
+        let max_backoff = s.opts.max_retry_backoff;
+        match result {
+            Ok(()) => {
+                backoff = MIN_BACKOFF;
+                drop(s);
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = commits.changed() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+            }
+            Err(failure) => {
+                if s.spool.depth() > 0 || !s.streams_ready.load(Ordering::SeqCst) {
+                    tracing::warn!(error = %failure, depth = s.spool.depth(), "Spool not drained; will retry.");
+                }
+                s.set_error(&failure);
+                drop(s);
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                    // A reconnect is the moment to try again, whatever the backoff says.
+                    _ = connects.changed() => {}
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+/// One pass: ensure the streams if needed, then publish every unacked row in order.
+async fn pass(s: &Arc<Shared>) -> Result<(), Failure> {
+    if !s.connected() {
+        return Err(Failure::Disconnected);
+    }
+    if !s.streams_ready.load(Ordering::SeqCst) {
+        streams::ensure(&s.js, s.opts.replicas).await.map_err(Failure::Log)?;
+        s.streams_ready.store(true, Ordering::SeqCst);
+        tracing::info!("NATS streams ensured.");
+    }
+    let (acked, result) = publish_unacked(s).await;
+    // Make the ack marks durable before the next pass reads "unacked" rows again, so rows
+    // acked in this pass are not published twice. Only when there were marks: a barrier is a
+    // commit, which wakes this task, and an idle pass must not wake itself forever.
+    if acked > 0 {
+        s.spool.barrier().await.map_err(Failure::Log)?;
+    }
+    match &result {
+        Ok(()) => s.clear_error(),
+        Err(Failure::Publish(e)) if e.kind() == PublishErrorKind::StreamNotFound => {
+            // Someone deleted a stream (or NATS lost its store): create it again before retrying.
+            s.streams_ready.store(false, Ordering::SeqCst);
+        }
+        Err(_) => {}
+    }
+    result
+}
+
+/// Publishes every unacked row; returns how many were acked, and the first failure.
+async fn publish_unacked(s: &Shared) -> (usize, Result<(), Failure>) {
+    let max_in_flight = s.opts.max_in_flight.max(1);
+    let mut buffer: VecDeque<SpoolRow> = VecDeque::new();
+    let mut cursor = 0i64;
+    let mut exhausted = false;
+    let mut in_flight = FuturesUnordered::new();
+    let mut acked = Vec::with_capacity(ACK_BATCH);
+    let mut failure: Option<Failure> = None;
+    let mut total = 0usize;
+    loop {
+        // Fill the window, unless a failure means we are only letting in-flight acks settle.
+        while failure.is_none() && in_flight.len() < max_in_flight {
+            if buffer.is_empty() && !exhausted {
+                match s.spool.unacked_after(cursor, READ_BATCH).await {
+                    Ok(rows) => {
+                        exhausted = rows.is_empty();
+                        buffer.extend(rows);
+                    }
+                    Err(e) => failure = Some(Failure::Log(e)),
+                }
+            }
+            let Some(row) = buffer.pop_front() else { break };
+            cursor = row.seq;
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", row.id.as_str());
+            match s.js.publish_with_headers(row.subject.clone(), headers, row.payload.clone()).await {
+                Ok(ack) => {
+                    let seq = row.seq;
+                    in_flight.push(async move { (seq, ack.await) });
+                }
+                Err(e) => failure = Some(Failure::Publish(e)),
+            }
+        }
+        let Some((seq, result)) = in_flight.next().await else { break };
+        match result {
+            Ok(_) => {
+                total += 1;
+                acked.push(seq);
+                if acked.len() >= ACK_BATCH {
+                    s.spool.mark_acked_nowait(std::mem::take(&mut acked));
+                }
+            }
+            Err(e) => {
+                if failure.is_none() {
+                    failure = Some(Failure::Publish(e));
+                }
+            }
+        }
+    }
+    s.spool.mark_acked_nowait(acked);
+    match failure {
+        None => (total, Ok(())),
+        Some(f) => (total, Err(f)),
+    }
+}

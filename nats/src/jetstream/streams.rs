@@ -1,0 +1,52 @@
+//! The JetStream stream definitions and their idempotent creation. Only settings a 2.9 server
+//! understands are used (no per-subject discard, no subject transforms, no compression).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use schemas::Stream;
+
+use crate::LogError;
+
+/// Requests are kept for 90 days: long enough for monthly reports and disputes, short enough
+/// that the log of non-billable facts does not grow forever.
+const REQUESTS_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Billing dedups by `Nats-Msg-Id` for 10 minutes, which covers a gateway's retries through a
+/// short NATS outage; longer outages are absorbed by the projections' dedup by event id.
+const BILLING_DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// The configuration we require for `s`, with `replicas` copies.
+pub(crate) fn config(s: Stream, replicas: usize) -> stream::Config {
+    let base = stream::Config {
+        name: s.name().to_owned(),
+        subjects: vec![s.subjects().to_owned()],
+        storage: stream::StorageType::File,
+        // Replay from the start rebuilds every projection, so nothing may be dropped early.
+        retention: stream::RetentionPolicy::Limits,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    };
+    match s {
+        Stream::Control => stream::Config { deny_delete: true, deny_purge: true, ..base },
+        Stream::Billing => stream::Config {
+            deny_delete: true,
+            deny_purge: true,
+            // When an operator sets a size limit, refuse new charges rather than evict old ones.
+            discard: stream::DiscardPolicy::New,
+            duplicate_window: BILLING_DUPLICATE_WINDOW,
+            ..base
+        },
+        Stream::Requests => stream::Config { max_age: REQUESTS_MAX_AGE, ..base },
+    }
+}
+
+/// Creates the three streams, or brings existing ones to our configuration; safe to run on
+/// every start and from several processes at once.
+pub(crate) async fn ensure(js: &jetstream::Context, replicas: usize) -> Result<(), LogError> {
+    for s in Stream::ALL {
+        js.create_or_update_stream(config(s, replicas))
+            .await
+            .map_err(|e| LogError::Nats(format!("cannot ensure stream {}: {e}", s.name())))?;
+    }
+    Ok(())
+}
