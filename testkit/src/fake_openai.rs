@@ -1,1 +1,439 @@
-//! fake_openai (in progress).
+//! A fake OpenAI upstream on loopback speaking the real wire format: chat completions (JSON and
+//! SSE ending in `data: [DONE]`, with the `include_usage` chunk carrying `choices: []`),
+//! completions, embeddings and models. Every request is recorded so tests can assert what a
+//! gateway forwarded. Behaviour is chosen per request by the `x-fake-scenario` header, else by the
+//! scenario set with [`FakeOpenAi::set_scenario`]. No gateway logic goes in here.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+/// What the fake does with the next request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scenario {
+    /// A normal answer with the configured usage.
+    Normal,
+    /// A normal answer without any usage object (and no usage chunk when streaming).
+    NoUsage,
+    /// Answer with this status before any body (`retry_after` sets `Retry-After` seconds).
+    FailStatus {
+        /// HTTP status, e.g. 500, 429, 401.
+        status: u16,
+        /// `Retry-After` header value in seconds.
+        retry_after: Option<u32>,
+    },
+    /// Accept the request and never send a byte.
+    Hang,
+    /// Stream `n` content chunks, then an in-band `data: {"error":…}` event, then close.
+    ErrorAfterChunks(usize),
+    /// Stream `n` content chunks, then abort the connection (no terminating chunk, no `[DONE]`).
+    CloseAfterChunks(usize),
+    /// 200 with an HTML body (`content-type: text/html`).
+    Html200,
+    /// Normal answer, but each stream chunk is delayed by this much.
+    SlowChunks(Duration),
+    /// Stream with `: comment` lines and CRLF line endings.
+    CommentsAndCrlf,
+    /// Stream `n` good chunks, then a `data:` line that is not JSON.
+    InvalidJsonAfterChunks(usize),
+}
+
+impl Scenario {
+    /// Parses the `x-fake-scenario` header: `normal`, `no-usage`, `fail-status:500`,
+    /// `fail-status:429:7`, `hang`, `error-after:2`, `close-after:2`, `html-200`, `slow:50`
+    /// (milliseconds), `comments-crlf`, `invalid-json-after:1`.
+    pub fn parse(s: &str) -> Option<Scenario> {
+        let mut parts = s.split(':');
+        let name = parts.next()?;
+        let mut num = || parts.next().and_then(|p| p.parse::<u64>().ok());
+        Some(match name {
+            "normal" => Scenario::Normal,
+            "no-usage" => Scenario::NoUsage,
+            "fail-status" => {
+                let status = u16::try_from(num()?).ok()?;
+                Scenario::FailStatus { status, retry_after: num().and_then(|n| u32::try_from(n).ok()) }
+            }
+            "hang" => Scenario::Hang,
+            "error-after" => Scenario::ErrorAfterChunks(usize::try_from(num()?).ok()?),
+            "close-after" => Scenario::CloseAfterChunks(usize::try_from(num()?).ok()?),
+            "html-200" => Scenario::Html200,
+            "slow" => Scenario::SlowChunks(Duration::from_millis(num()?)),
+            "comments-crlf" => Scenario::CommentsAndCrlf,
+            "invalid-json-after" => Scenario::InvalidJsonAfterChunks(usize::try_from(num()?).ok()?),
+            _ => return None,
+        })
+    }
+}
+
+/// The usage the fake reports (OpenAI semantics: `prompt_tokens` includes cached tokens,
+/// `completion_tokens` includes reasoning tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FakeUsage {
+    /// `prompt_tokens`.
+    pub prompt_tokens: u64,
+    /// `completion_tokens`.
+    pub completion_tokens: u64,
+    /// `prompt_tokens_details.cached_tokens`.
+    pub cached_tokens: u64,
+    /// `completion_tokens_details.reasoning_tokens`.
+    pub reasoning_tokens: u64,
+}
+
+impl Default for FakeUsage {
+    fn default() -> Self {
+        FakeUsage { prompt_tokens: 25, completion_tokens: 12, cached_tokens: 5, reasoning_tokens: 2 }
+    }
+}
+
+impl FakeUsage {
+    fn to_json(self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+        })
+    }
+}
+
+/// A request the fake received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// Path, e.g. `/v1/chat/completions`.
+    pub path: String,
+    /// All request headers.
+    pub headers: HeaderMap,
+    /// The body, parsed as JSON (`Value::Null` when it was not JSON).
+    pub body: Value,
+}
+
+impl RecordedRequest {
+    /// The `Authorization` header value, if any.
+    pub fn authorization(&self) -> Option<&str> {
+        self.headers.get("authorization").and_then(|v| v.to_str().ok())
+    }
+}
+
+struct Shared {
+    scenario: Scenario,
+    usage: FakeUsage,
+    pieces: Vec<String>,
+    requests: Vec<RecordedRequest>,
+}
+
+#[derive(Clone)]
+struct FakeState(Arc<Mutex<Shared>>);
+
+impl FakeState {
+    fn with<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {
+        let mut guard = match self.0.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+}
+
+/// A running fake upstream; stops when dropped.
+pub struct FakeOpenAi {
+    addr: SocketAddr,
+    state: FakeState,
+    task: JoinHandle<()>,
+}
+
+impl Drop for FakeOpenAi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeOpenAi {
+    /// Starts the fake on `127.0.0.1:0`.
+    pub async fn start() -> anyhow::Result<FakeOpenAi> {
+        let state = FakeState(Arc::new(Mutex::new(Shared {
+            scenario: Scenario::Normal,
+            usage: FakeUsage::default(),
+            pieces: ["Hello", ",", " world", "!"].iter().map(|s| (*s).to_owned()).collect(),
+            requests: Vec::new(),
+        })));
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(completions))
+            .route("/v1/embeddings", post(embeddings))
+            .route("/v1/models", get(models))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(FakeOpenAi { addr, state, task })
+    }
+
+    /// The base URL a channel should use: `http://127.0.0.1:<port>/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sets the behaviour for requests without an `x-fake-scenario` header.
+    pub fn set_scenario(&self, scenario: Scenario) {
+        self.state.with(|s| s.scenario = scenario);
+    }
+
+    /// Sets the usage reported from now on.
+    pub fn set_usage(&self, usage: FakeUsage) {
+        self.state.with(|s| s.usage = usage);
+    }
+
+    /// Sets the content pieces generated (one stream chunk each; joined for non-stream answers).
+    pub fn set_pieces(&self, pieces: &[&str]) {
+        self.state.with(|s| s.pieces = pieces.iter().map(|p| (*p).to_owned()).collect());
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.with(|s| s.requests.clone())
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.state.with(|s| s.requests.clear());
+    }
+}
+
+struct Plan {
+    scenario: Scenario,
+    usage: FakeUsage,
+    pieces: Vec<String>,
+    body: Value,
+}
+
+fn record(state: &FakeState, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Plan {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let from_header = headers.get("x-fake-scenario").and_then(|v| v.to_str().ok()).and_then(Scenario::parse);
+    state.with(|s| {
+        s.requests.push(RecordedRequest {
+            path: uri.path().to_owned(),
+            headers: headers.clone(),
+            body: parsed.clone(),
+        });
+        Plan {
+            scenario: from_header.unwrap_or_else(|| s.scenario.clone()),
+            usage: s.usage,
+            pieces: s.pieces.clone(),
+            body: parsed,
+        }
+    })
+}
+
+/// The failures every endpoint shares; `None` means answer normally.
+async fn common_failure(plan: &Plan) -> Option<Response> {
+    match &plan.scenario {
+        Scenario::FailStatus { status, retry_after } => {
+            let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let (kind, c) = match *status {
+                401 => ("invalid_request_error", "invalid_api_key"),
+                429 => ("rate_limit_error", "rate_limit_exceeded"),
+                400..=499 => ("invalid_request_error", "bad_request"),
+                _ => ("server_error", "server_error"),
+            };
+            let body = json!({"error": {"message": format!("fake upstream status {status}"), "type": kind,
+                "param": null, "code": c}});
+            let mut resp = (code, axum::Json(body)).into_response();
+            if let Some(ra) = retry_after
+                && let Ok(v) = ra.to_string().parse()
+            {
+                resp.headers_mut().insert("retry-after", v);
+            }
+            Some(resp)
+        }
+        Scenario::Hang => {
+            futures::future::pending::<()>().await;
+            None
+        }
+        Scenario::Html200 => Some(
+            (StatusCode::OK, [("content-type", "text/html")], "<html><body>Bad gateway page</body></html>")
+                .into_response(),
+        ),
+        _ => None,
+    }
+}
+
+fn model_of(plan: &Plan) -> String {
+    plan.body.get("model").and_then(Value::as_str).unwrap_or("gpt-4o-mini").to_owned()
+}
+
+fn wants_stream(plan: &Plan) -> bool {
+    plan.body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn wants_usage_chunk(plan: &Plan) -> bool {
+    plan.body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+}
+
+async fn chat(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let plan = record(&state, &uri, &headers, &body);
+    if let Some(resp) = common_failure(&plan).await {
+        return resp;
+    }
+    let model = model_of(&plan);
+    if wants_stream(&plan) {
+        let chunks = plan
+            .pieces
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let delta = if i == 0 { json!({"role": "assistant", "content": p}) } else { json!({"content": p}) };
+                json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                    "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
+            })
+            .chain(std::iter::once(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                "created": 1_700_000_000, "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})))
+            .collect();
+        let usage = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
+            "model": model, "choices": [], "usage": plan.usage.to_json()});
+        return sse(&plan, chunks, usage);
+    }
+    let mut resp = json!({
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": plan.pieces.concat()},
+            "logprobs": null, "finish_reason": "stop"}],
+        "system_fingerprint": "fp_fake"
+    });
+    if plan.scenario != Scenario::NoUsage {
+        resp["usage"] = plan.usage.to_json();
+    }
+    axum::Json(resp).into_response()
+}
+
+async fn completions(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let plan = record(&state, &uri, &headers, &body);
+    if let Some(resp) = common_failure(&plan).await {
+        return resp;
+    }
+    let model = model_of(&plan);
+    if wants_stream(&plan) {
+        let chunks = plan
+            .pieces
+            .iter()
+            .map(|p| {
+                json!({"id": "cmpl-fake", "object": "text_completion", "created": 1_700_000_000, "model": model,
+                    "choices": [{"index": 0, "text": p, "logprobs": null, "finish_reason": null}]})
+            })
+            .collect();
+        let usage = json!({"id": "cmpl-fake", "object": "text_completion", "created": 1_700_000_000,
+            "model": model, "choices": [], "usage": plan.usage.to_json()});
+        return sse(&plan, chunks, usage);
+    }
+    let mut resp = json!({
+        "id": "cmpl-fake", "object": "text_completion", "created": 1_700_000_000, "model": model,
+        "choices": [{"index": 0, "text": plan.pieces.concat(), "logprobs": null, "finish_reason": "stop"}]
+    });
+    if plan.scenario != Scenario::NoUsage {
+        resp["usage"] = plan.usage.to_json();
+    }
+    axum::Json(resp).into_response()
+}
+
+async fn embeddings(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let plan = record(&state, &uri, &headers, &body);
+    if let Some(resp) = common_failure(&plan).await {
+        return resp;
+    }
+    let inputs = match plan.body.get("input") {
+        Some(Value::Array(a)) => a.len(),
+        _ => 1,
+    };
+    let data: Vec<Value> = (0..inputs)
+        .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.0023, -0.0093, 0.0158]}))
+        .collect();
+    let mut resp = json!({"object": "list", "data": data, "model": model_of(&plan)});
+    if plan.scenario != Scenario::NoUsage {
+        resp["usage"] = json!({"prompt_tokens": plan.usage.prompt_tokens, "total_tokens": plan.usage.prompt_tokens});
+    }
+    axum::Json(resp).into_response()
+}
+
+async fn models(State(state): State<FakeState>, uri: Uri, headers: HeaderMap) -> Response {
+    let _ = record(&state, &uri, &headers, &Bytes::new());
+    axum::Json(json!({"object": "list", "data": [
+        {"id": "gpt-4o-mini", "object": "model", "created": 1_700_000_000, "owned_by": "openai"},
+        {"id": "text-embedding-3-small", "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
+    ]}))
+    .into_response()
+}
+
+enum Frame {
+    Data(Bytes),
+    Abort,
+}
+
+/// Builds the SSE body for `chunks` (+ the usage chunk when asked for) per the plan's scenario.
+fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
+    let crlf = plan.scenario == Scenario::CommentsAndCrlf;
+    let eol = if crlf { "\r\n" } else { "\n" };
+    let data = |v: &Value| Frame::Data(Bytes::from(format!("data: {v}{eol}{eol}")));
+    let mut frames: Vec<Frame> = Vec::new();
+    if crlf {
+        frames.push(Frame::Data(Bytes::from(format!(": ping{eol}{eol}"))));
+    }
+    let limit = match plan.scenario {
+        Scenario::ErrorAfterChunks(n) | Scenario::CloseAfterChunks(n) | Scenario::InvalidJsonAfterChunks(n) => n,
+        _ => usize::MAX,
+    };
+    for c in chunks.iter().take(limit) {
+        frames.push(data(c));
+        if crlf {
+            frames.push(Frame::Data(Bytes::from(format!(": keep-alive{eol}"))));
+        }
+    }
+    match plan.scenario {
+        Scenario::ErrorAfterChunks(_) => frames.push(data(&json!({"error": {"message": "The server had an error \
+             while processing your request.", "type": "server_error", "param": null, "code": null}}))),
+        Scenario::CloseAfterChunks(_) => frames.push(Frame::Abort),
+        Scenario::InvalidJsonAfterChunks(_) => frames.push(Frame::Data(Bytes::from("data: {not json\n\n"))),
+        _ => {
+            if plan.scenario != Scenario::NoUsage && wants_usage_chunk(plan) {
+                frames.push(data(&usage_chunk));
+            }
+            frames.push(Frame::Data(Bytes::from(format!("data: [DONE]{eol}{eol}"))));
+        }
+    }
+    let delay = match plan.scenario {
+        Scenario::SlowChunks(d) => Some(d),
+        _ => None,
+    };
+    let stream = futures::stream::iter(frames).then(move |f| async move {
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        match f {
+            Frame::Data(b) => Ok::<Bytes, std::io::Error>(b),
+            Frame::Abort => Err(std::io::Error::other("fake upstream aborts the connection")),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

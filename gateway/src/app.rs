@@ -1,0 +1,99 @@
+//! The gateway value the binary holds, and the cheap-to-clone state every handler gets.
+//! Builds the control state, the single upstream HTTP client, and the event helpers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nats::EventLog;
+use schemas::{Envelope, EventBody, Stream};
+
+use crate::config::GatewayConfig;
+use crate::error::GatewayError;
+use crate::state::{Control, ControlState};
+
+/// Shared by every request; clone is one `Arc` bump.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] points at.
+pub struct Inner {
+    /// The event log.
+    pub log: EventLog,
+    /// Settings.
+    pub cfg: GatewayConfig,
+    /// The live control state.
+    pub control: Arc<Control>,
+    /// One client for every upstream, so connections are pooled and reused.
+    pub http: reqwest::Client,
+    producer_seq: AtomicU64,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The current control snapshot.
+    pub fn snapshot(&self) -> Arc<ControlState> {
+        self.control.snapshot()
+    }
+
+    /// A new event from this instance about request `request_id` of `tenant`.
+    pub fn envelope(&self, tenant: &str, request_id: &str, body: EventBody) -> Envelope {
+        let mut env = Envelope::new(tenant, &self.cfg.instance, now_us(), body);
+        env.producer_seq = self.producer_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        env.correlation_id = Some(request_id.to_owned());
+        env
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The running gateway: in-memory control state following `LLMR_CONTROL`, and the `/v1` router.
+#[derive(Clone)]
+pub struct Gateway {
+    state: AppState,
+}
+
+impl Gateway {
+    /// Folds `LLMR_CONTROL` from sequence 0 up to its last sequence at the time of the call, then
+    /// returns; a background task keeps following the stream for as long as the gateway (or a
+    /// router made from it) is alive.
+    pub async fn start(log: EventLog, cfg: GatewayConfig) -> Result<Gateway, GatewayError> {
+        let until = log.last_seq(Stream::Control).await?;
+        let control = Control::start(&log, cfg.master_key.clone(), until).await?;
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(cfg.connect_timeout)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            // Upstream redirects are not followed: a channel's URL is the only place we send its key.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| GatewayError::HttpClient(e.without_url().to_string()))?;
+        tracing::info!(control_seq = control.seq(), "Gateway control state caught up.");
+        Ok(Gateway { state: AppState(Arc::new(Inner { log, cfg, control, http, producer_seq: AtomicU64::new(0) })) })
+    }
+
+    /// The `/v1` routes (chat completions, completions, embeddings, models).
+    pub fn router(&self) -> axum::Router {
+        crate::routes::router(self.state.clone())
+    }
+
+    /// The last `LLMR_CONTROL` sequence folded into the in-memory state.
+    pub fn control_seq(&self) -> u64 {
+        self.state.control.seq()
+    }
+
+    /// Ready = the control state is caught up and still following the stream.
+    pub fn is_ready(&self) -> bool {
+        self.state.control.following()
+    }
+}

@@ -1,0 +1,164 @@
+//! One proxied call, run in its own task: try channels in order until one answers (only before
+//! anything reached the client), then finish as a plain JSON answer ([`unary`]) or a relayed
+//! stream ([`stream`]). Billing (`usage.recorded`) and `request.logged` happen here.
+
+mod stream;
+mod unary;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use schemas::{AppliedPrice, EventBody, RequestLogged, UsageSource};
+use tokio::sync::oneshot;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::handlers::context::RequestId;
+use crate::providers::openai;
+use crate::request::Prepared;
+use crate::state::{Channel, KeyEntry};
+use crate::tokenizer;
+use crate::usage::{BillingContext, Consumption, TokenCounts};
+
+/// Everything a call needs, owned so the task outlives the client connection.
+pub struct Call {
+    /// Request id and arrival time.
+    pub rid: RequestId,
+    /// The caller's key.
+    pub key: Arc<KeyEntry>,
+    /// The parsed request.
+    pub prepared: Prepared,
+    /// Channels to try, in order.
+    pub channels: Vec<Arc<Channel>>,
+    /// Price in force when the request arrived.
+    pub price: Option<Arc<AppliedPrice>>,
+}
+
+impl Call {
+    fn billing(&self) -> BillingContext {
+        BillingContext {
+            request_id: self.rid.id.to_string(),
+            key_id: self.key.key_id.clone(),
+            user: self.prepared.user.clone(),
+            endpoint: self.prepared.endpoint.name(),
+            model_requested: self.prepared.model.clone(),
+            price: self.price.clone(),
+        }
+    }
+}
+
+/// Runs the call and sends the response (or the stream's head) through `reply`. If the client is
+/// gone, the call still completes and is billed.
+pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
+    let max = usize::try_from(app.cfg.max_attempts.max(1)).unwrap_or(1);
+    let mut last = ApiError::Upstream;
+    let mut attempts = 0u32;
+    let mut tried: Option<Arc<Channel>> = None;
+    let channels = std::mem::take(&mut call.channels);
+    for channel in channels.iter().take(max) {
+        attempts += 1;
+        tried = Some(channel.clone());
+        let sent = openai::send(
+            &app.http,
+            channel,
+            call.prepared.endpoint,
+            call.prepared.upstream_body.clone(),
+            app.cfg.first_byte_timeout,
+            app.cfg.idle_timeout,
+        )
+        .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(a) => {
+                last = a.error;
+                if a.retriable {
+                    continue;
+                }
+                break;
+            }
+        };
+        if call.prepared.stream {
+            match stream::start(&app, resp).await {
+                Ok(started) => {
+                    stream::relay(app, call, channel.clone(), started, reply, attempts).await;
+                    return;
+                }
+                Err(a) => {
+                    last = a.error;
+                    if a.retriable {
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }
+        let answer = unary::finish(&app, &call, channel, resp).await;
+        let (status, class) = match &answer {
+            Ok(_) => (200, None),
+            Err(e) => (e.status_code().as_u16(), Some(e.class().to_owned())),
+        };
+        log_request(&app, &call, Some(channel), status, attempts, None, class);
+        let _ = reply.send(match answer {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        });
+        return;
+    }
+    log_request(
+        &app,
+        &call,
+        tried.as_deref(),
+        last.status_code().as_u16(),
+        attempts,
+        None,
+        Some(last.class().to_owned()),
+    );
+    let _ = reply.send(last.into_response());
+}
+
+/// Appends `request.logged` without waiting.
+fn log_request(
+    app: &AppState,
+    call: &Call,
+    channel: Option<&Channel>,
+    status: u16,
+    attempts: u32,
+    ttft: Option<Duration>,
+    error_class: Option<String>,
+) {
+    let data = RequestLogged {
+        request_id: call.rid.id.to_string(),
+        key_id: Some(call.key.key_id.clone()),
+        endpoint: call.prepared.endpoint.name().to_owned(),
+        model: Some(call.prepared.model.clone()),
+        provider: channel.map(|c| c.provider.clone()),
+        channel_id: channel.map(|c| c.id.clone()),
+        status,
+        latency_us: u64::try_from(call.rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ttft_us: ttft.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
+        attempts,
+        error_class,
+        streamed: call.prepared.stream,
+    };
+    app.log.append_nowait(&app.envelope(&call.key.tenant, &call.rid.id, EventBody::RequestLogged(data)));
+}
+
+/// Counts tokens ourselves when the upstream reported no usage. Runs on the blocking pool: the
+/// first call loads the BPE tables.
+async fn estimate(call: &Call, output_text: String, model_served: Option<String>) -> Consumption {
+    let endpoint = call.prepared.endpoint;
+    let model = call.prepared.model.clone();
+    let body = call.prepared.original.clone();
+    let counted = tokio::task::spawn_blocking(move || {
+        (tokenizer::prompt_tokens(endpoint, &model, &body), tokenizer::count(&model, &output_text))
+    })
+    .await;
+    let (input, output) = counted.unwrap_or((0, 0));
+    Consumption {
+        tokens: TokenCounts { input, output, ..TokenCounts::default() },
+        raw: None,
+        source: UsageSource::Estimated,
+        model_served,
+    }
+}

@@ -1,0 +1,251 @@
+//! Relaying an upstream SSE stream to the client chunk by chunk. The usage-only chunk is held
+//! back (or dropped when the client did not ask for it), `usage.recorded` is made durable before
+//! the final chunk and `[DONE]`, failures become one in-band error event and the stream closes
+//! without `[DONE]`. If the client goes away the upstream is drained (bounded) and billed.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use schemas::{EventBody, StreamOutcome, UsageSource};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Call, estimate, log_request};
+use crate::app::AppState;
+use crate::error::{ApiError, error_body};
+use crate::providers::openai::AttemptError;
+use crate::providers::openai::stream::{SseEvent, SseParser};
+use crate::providers::openai::wire::ChunkView;
+use crate::state::Channel;
+use crate::usage::{self, Consumption, TokenCounts};
+
+/// Frames buffered between the relay task and the client connection.
+const CLIENT_BUFFER: usize = 32;
+
+/// A stream whose first event has arrived.
+pub struct Started {
+    resp: reqwest::Response,
+    parser: SseParser,
+    first: SseEvent,
+    ttft: Duration,
+}
+
+/// Waits for the first complete event, so that a failure before it can still go to another
+/// channel (nothing has reached the client yet).
+pub async fn start(app: &AppState, mut resp: reqwest::Response) -> Result<Started, AttemptError> {
+    let is_sse = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+    if !is_sse {
+        return Err(AttemptError { error: ApiError::UpstreamInvalidResponse, retriable: false });
+    }
+    let began = Instant::now();
+    let deadline = tokio::time::Instant::now() + app.cfg.first_byte_timeout;
+    let mut parser = SseParser::default();
+    loop {
+        match parser.next_event() {
+            Ok(Some(first)) => return Ok(Started { resp, parser, first, ttft: began.elapsed() }),
+            Ok(None) => {}
+            Err(_) => return Err(AttemptError { error: ApiError::UpstreamInvalidResponse, retriable: false }),
+        }
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Err(_) => return Err(AttemptError { error: ApiError::UpstreamTimeout, retriable: false }),
+            Ok(Err(_)) => return Err(AttemptError { error: ApiError::Upstream, retriable: true }),
+            Ok(Ok(Some(c))) => parser.push(&c),
+            Ok(Ok(None)) => match parser.finish() {
+                Some(first) => return Ok(Started { resp, parser, first, ttft: began.elapsed() }),
+                None => return Err(AttemptError { error: ApiError::Upstream, retriable: true }),
+            },
+        }
+    }
+}
+
+/// The client side: frames go out until the client disconnects, then we only drain.
+struct Sink {
+    tx: Option<mpsc::Sender<Result<Bytes, Infallible>>>,
+    gone_at: Option<Instant>,
+    drained: usize,
+}
+
+impl Sink {
+    async fn send(&mut self, frame: Bytes) {
+        if let Some(tx) = &self.tx
+            && tx.send(Ok(frame)).await.is_err()
+        {
+            self.tx = None;
+            self.gone_at = Some(Instant::now());
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.tx.is_some()
+    }
+}
+
+/// How the upstream stream ended.
+enum End {
+    /// `[DONE]`.
+    Done,
+    /// A failure, told to the client as this in-band error (code, message).
+    Failed(&'static str, &'static str),
+    /// The client left and the drain cap was reached.
+    DrainCapped,
+}
+
+fn data_frame(payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(payload.len() + 8);
+    b.put_slice(b"data: ");
+    b.put_slice(payload);
+    b.put_slice(b"\n\n");
+    b.freeze()
+}
+
+fn error_frame(code: &str, message: &str) -> Bytes {
+    data_frame(&error_body(message, "upstream_error", None, Some(code)))
+}
+
+/// Streams to the client, bills, logs. Sends the response head through `reply` first.
+pub async fn relay(
+    app: AppState,
+    call: Call,
+    channel: Arc<Channel>,
+    started: Started,
+    reply: oneshot::Sender<Response>,
+    attempts: u32,
+) {
+    let Started { mut resp, mut parser, first, ttft } = started;
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    let mut head = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
+    *head.status_mut() = StatusCode::OK;
+    let h = head.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut sink = Sink { tx: Some(tx), gone_at: None, drained: 0 };
+    if reply.send(head).is_err() {
+        sink.tx = None;
+        sink.gone_at = Some(Instant::now());
+    }
+
+    let mut text = String::new();
+    let mut model_served: Option<String> = None;
+    let mut reported: Option<(TokenCounts, serde_json::Value)> = None;
+    let mut held: Option<Bytes> = None;
+    let mut next = Some(first);
+    let end = loop {
+        let event = match next.take() {
+            Some(e) => e,
+            None => match parser.next_event() {
+                Err(_) => break End::Failed("upstream_protocol_error", "The upstream sent an invalid stream."),
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    let wait = match sink.gone_at {
+                        None => app.cfg.idle_timeout,
+                        Some(at) => {
+                            let left = app.cfg.drain_timeout.saturating_sub(at.elapsed());
+                            if left.is_zero() || sink.drained > app.cfg.drain_max_bytes {
+                                break End::DrainCapped;
+                            }
+                            left.min(app.cfg.idle_timeout)
+                        }
+                    };
+                    match tokio::time::timeout(wait, resp.chunk()).await {
+                        Err(_) if sink.gone_at.is_some() => break End::DrainCapped,
+                        Err(_) => break End::Failed("upstream_timeout", "The upstream stopped sending."),
+                        Ok(Err(_)) => {
+                            break End::Failed("upstream_error", "The upstream connection failed mid-stream.");
+                        }
+                        Ok(Ok(Some(c))) => {
+                            if !sink.connected() {
+                                sink.drained += c.len();
+                            }
+                            parser.push(&c);
+                            continue;
+                        }
+                        Ok(Ok(None)) => match parser.finish() {
+                            Some(e) => e,
+                            None => {
+                                break End::Failed(
+                                    "upstream_error",
+                                    "The upstream closed the stream before it finished.",
+                                );
+                            }
+                        },
+                    }
+                }
+            },
+        };
+        let data = match event {
+            SseEvent::Done => break End::Done,
+            SseEvent::Data(d) => d,
+        };
+        let usage_only = {
+            let Ok(view) = serde_json::from_slice::<ChunkView<'_>>(&data) else {
+                break End::Failed("upstream_protocol_error", "The upstream sent an invalid stream chunk.");
+            };
+            if view.error.is_some() {
+                break End::Failed("upstream_error", "The upstream failed mid-stream.");
+            }
+            if model_served.is_none() {
+                model_served = view.model.as_deref().map(str::to_owned);
+            }
+            view.collect_text(&mut text);
+            if let Some(u) = view.usage {
+                reported = usage::from_openai(u).or(reported);
+            }
+            view.is_usage_only()
+        };
+        if usage_only {
+            if call.prepared.client_wants_usage {
+                held = Some(data_frame(&data));
+            }
+            continue;
+        }
+        if let Some(h) = held.take() {
+            sink.send(h).await;
+        }
+        sink.send(data_frame(&data)).await;
+    };
+
+    let outcome = match (&end, sink.connected()) {
+        (_, false) | (End::DrainCapped, _) => StreamOutcome::ClientDisconnected,
+        (End::Done, true) => StreamOutcome::Completed,
+        (End::Failed(..), true) => StreamOutcome::UpstreamError,
+    };
+    let consumption = match reported {
+        Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },
+        None => estimate(&call, text, model_served).await,
+    };
+    let record = call.billing().record(&channel.provider, &channel.id, consumption, true, outcome);
+    let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
+    let recorded = app.log.append(&env).await;
+    if let Err(e) = &recorded {
+        tracing::error!(error = %e, "Usage of a stream could not be recorded.");
+    }
+    let class = match (&end, &recorded) {
+        (End::Done, Ok(())) => {
+            if let Some(h) = held.take() {
+                sink.send(h).await;
+            }
+            sink.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+            None
+        }
+        (End::Done, Err(_)) => {
+            sink.send(error_frame("usage_not_recorded", "The service could not record usage.")).await;
+            Some("usage_not_recorded")
+        }
+        (End::Failed(code, message), _) => {
+            sink.send(error_frame(code, message)).await;
+            Some(*code)
+        }
+        (End::DrainCapped, _) => Some("client_disconnected"),
+    };
+    let class = if sink.connected() { class } else { Some("client_disconnected") };
+    log_request(&app, &call, Some(&channel), 200, attempts, Some(ttft), class.map(str::to_owned));
+}

@@ -1,0 +1,64 @@
+//! Finishing a non-stream call: read the upstream body (idle timeout between chunks, size cap),
+//! check it is JSON, bill, and only then hand the upstream's bytes to the client unchanged.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use schemas::{EventBody, StreamOutcome, UsageSource};
+
+use super::{Call, estimate};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::providers::openai::wire::{self, ResponseHead};
+use crate::state::Channel;
+use crate::usage::{self, Consumption};
+
+/// Largest upstream JSON answer we buffer (embeddings of big batches are the largest).
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Reads, bills and answers.
+pub async fn finish(
+    app: &AppState,
+    call: &Call,
+    channel: &Arc<Channel>,
+    mut resp: reqwest::Response,
+) -> Result<Response, ApiError> {
+    let mut body = Vec::with_capacity(resp.content_length().map_or(4096, |n| n.min(1 << 20) as usize));
+    loop {
+        match tokio::time::timeout(app.cfg.idle_timeout, resp.chunk()).await {
+            Err(_) => return Err(ApiError::UpstreamTimeout),
+            Ok(Err(_)) => return Err(ApiError::Upstream),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(c))) => {
+                if body.len() + c.len() > MAX_RESPONSE_BYTES {
+                    return Err(ApiError::UpstreamInvalidResponse);
+                }
+                body.extend_from_slice(&c);
+            }
+        }
+    }
+    let (usage, model_served) = {
+        let head: ResponseHead<'_> = serde_json::from_slice(&body).map_err(|_| {
+            tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");
+            ApiError::UpstreamInvalidResponse
+        })?;
+        if head.error.is_some() {
+            return Err(ApiError::Upstream);
+        }
+        (head.usage.and_then(usage::from_openai), head.model.map(|m| m.into_owned()))
+    };
+    let consumption = match usage {
+        Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },
+        None => estimate(call, wire::response_text(&body), model_served).await,
+    };
+    let record = call.billing().record(&channel.provider, &channel.id, consumption, false, StreamOutcome::Completed);
+    let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
+    if let Err(e) = app.log.append(&env).await {
+        tracing::error!(error = %e, "Usage could not be recorded; the answer is withheld.");
+        return Err(ApiError::UsageNotRecorded);
+    }
+    let mut out = (StatusCode::OK, body).into_response();
+    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(out)
+}

@@ -1,0 +1,198 @@
+//! Errors of the `/v1` surface, answered in OpenAI's shape
+//! `{"error":{"message","type","param","code"}}`, and the startup error of [`crate::Gateway`].
+//! Messages never contain a key, an `Authorization` value, an upstream URL or prompt text.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+/// Why a `/v1` request failed.
+///
+/// A wrong key is answered with `type: "authentication_error"` (OpenAI itself says
+/// `invalid_request_error` there); we follow the error-type list every route of this project uses,
+/// so clients can tell "fix your key" from "fix your request" by `type` alone. The `code`
+/// (`invalid_api_key`) is OpenAI's.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing, malformed, unknown or revoked key: always the same answer.
+    #[error("Invalid API key.")]
+    InvalidApiKey,
+    /// Body larger than the limit.
+    #[error("Request body is larger than the limit of {limit} bytes.")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Body is not valid JSON (or not UTF-8), or a field has the wrong type.
+    #[error("{message}")]
+    InvalidJson {
+        /// What is wrong.
+        message: String,
+        /// The failing field path, when known.
+        param: Option<String>,
+    },
+    /// A field we refuse to forward (`api_base`, `base_url`, `api_key`).
+    #[error("Unsupported parameter: '{param}' is not allowed.")]
+    UnsupportedParameter {
+        /// The offending field.
+        param: String,
+    },
+    /// A required field is missing.
+    #[error("Missing required parameter: '{param}'.")]
+    MissingParameter {
+        /// The missing field.
+        param: String,
+    },
+    /// Unknown model, or a model the key may not use (same answer to avoid enumeration).
+    #[error("The model `{model}` does not exist or you do not have access to it.")]
+    ModelNotFound {
+        /// The model asked for.
+        model: String,
+    },
+    /// No route under `/v1` matched.
+    #[error("Unknown request URL.")]
+    UnknownRoute,
+    /// The upstream did not answer in time.
+    #[error("The upstream provider did not respond in time.")]
+    UpstreamTimeout,
+    /// Connection failure, upstream 5xx, or an upstream refusing our credential.
+    #[error("The upstream provider failed to handle the request.")]
+    Upstream,
+    /// Every candidate upstream is rate limiting us.
+    #[error("The upstream provider is overloaded; retry later.")]
+    UpstreamOverloaded {
+        /// Seconds, passed on from the upstream's `Retry-After`.
+        retry_after: Option<u64>,
+    },
+    /// The upstream said 200 but sent something that is not the protocol.
+    #[error("The upstream provider returned an invalid response.")]
+    UpstreamInvalidResponse,
+    /// The upstream refused the request itself (4xx): passed on in OpenAI shape.
+    #[error("{message}")]
+    UpstreamRejected {
+        /// The upstream status (400, 404, 413, 422…).
+        status: StatusCode,
+        /// The upstream's message.
+        message: String,
+        /// The upstream's `param`.
+        param: Option<String>,
+        /// The upstream's `code`.
+        code: Option<String>,
+    },
+    /// The usage event could not be made durable (spool full, writer gone): the answer is withheld.
+    #[error("The service is temporarily unable to record usage; retry later.")]
+    UsageNotRecorded,
+    /// A bug or a lost task.
+    #[error("Internal server error.")]
+    Internal,
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidJson { .. }
+            | ApiError::UnsupportedParameter { .. }
+            | ApiError::MissingParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::ModelNotFound { .. } | ApiError::UnknownRoute => StatusCode::NOT_FOUND,
+            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Upstream | ApiError::UpstreamInvalidResponse => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamOverloaded { .. } | ApiError::UsageNotRecorded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UpstreamRejected { status, .. } => *status,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::InvalidApiKey => "authentication_error",
+            ApiError::TooLarge { .. }
+            | ApiError::InvalidJson { .. }
+            | ApiError::UnsupportedParameter { .. }
+            | ApiError::MissingParameter { .. }
+            | ApiError::ModelNotFound { .. }
+            | ApiError::UnknownRoute
+            | ApiError::UpstreamRejected { .. } => "invalid_request_error",
+            ApiError::UpstreamTimeout
+            | ApiError::Upstream
+            | ApiError::UpstreamOverloaded { .. }
+            | ApiError::UpstreamInvalidResponse => "upstream_error",
+            ApiError::UsageNotRecorded | ApiError::Internal => "server_error",
+        }
+    }
+
+    /// OpenAI's `code`; also the stable error class in `request.logged`.
+    pub fn code(&self) -> Option<&str> {
+        Some(match self {
+            ApiError::InvalidApiKey => "invalid_api_key",
+            ApiError::TooLarge { .. } => "request_too_large",
+            ApiError::InvalidJson { .. } => "invalid_json",
+            ApiError::UnsupportedParameter { .. } => "unsupported_parameter",
+            ApiError::MissingParameter { .. } => "missing_required_parameter",
+            ApiError::ModelNotFound { .. } => "model_not_found",
+            ApiError::UnknownRoute => "unknown_url",
+            ApiError::UpstreamTimeout => "upstream_timeout",
+            ApiError::Upstream => "upstream_error",
+            ApiError::UpstreamOverloaded { .. } => "upstream_overloaded",
+            ApiError::UpstreamInvalidResponse => "upstream_invalid_response",
+            ApiError::UpstreamRejected { code, .. } => return code.as_deref(),
+            ApiError::UsageNotRecorded => "usage_not_recorded",
+            ApiError::Internal => "internal_error",
+        })
+    }
+
+    /// The stable class recorded in `request.logged`.
+    pub fn class(&self) -> &str {
+        match self {
+            ApiError::UpstreamRejected { .. } => "upstream_rejected",
+            other => other.code().unwrap_or("error"),
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidJson { param, .. } | ApiError::UpstreamRejected { param, .. } => param.as_deref(),
+            ApiError::UnsupportedParameter { param } | ApiError::MissingParameter { param } => Some(param),
+            ApiError::ModelNotFound { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The JSON body `{"error":{…}}`.
+    pub fn body(&self) -> Bytes {
+        error_body(&self.to_string(), self.kind(), self.param(), self.code())
+    }
+}
+
+/// Serialises an OpenAI error object.
+pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
+    let v = serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status_code(), self.body()).into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let ApiError::UpstreamOverloaded { retry_after: Some(s) } = self
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
+/// Why the gateway could not start. Never becomes a response.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The event log could not be read.
+    #[error("failed to read the control stream: {0}")]
+    Log(#[from] nats::LogError),
+    /// The upstream HTTP client could not be built.
+    #[error("failed to build the upstream HTTP client: {0}")]
+    HttpClient(String),
+}

@@ -1,0 +1,95 @@
+//! Per-request context middleware: the request id (returned as `x-request-id` on every
+//! response) and authentication (the key goes into the request extensions).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use schemas::{EventBody, GLOBAL_TENANT, RequestLogged};
+
+use crate::app::AppState;
+use crate::auth;
+use crate::error::ApiError;
+use crate::state::KeyEntry;
+
+/// The request id and arrival time.
+#[derive(Debug, Clone)]
+pub struct RequestId {
+    /// UUIDv7 text.
+    pub id: Arc<str>,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Arc<KeyEntry>);
+
+/// Assigns the request id and puts it on the response.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(RequestId { id: id.clone(), started: Instant::now() });
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// Authenticates; a failure is answered here (and logged as a request) without reaching a handler.
+pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let snapshot = app.snapshot();
+    match auth::authenticate(req.headers(), &snapshot) {
+        Ok(key) => {
+            drop(snapshot);
+            req.extensions_mut().insert(Caller(key));
+            next.run(req).await
+        }
+        Err(e) => {
+            if let Some(rid) = req.extensions().get::<RequestId>() {
+                let endpoint = endpoint_of(req.uri().path());
+                log_request(&app, rid, None, endpoint, None, &e);
+            }
+            e.into_response()
+        }
+    }
+}
+
+fn endpoint_of(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "chat.completions",
+        "/v1/completions" => "completions",
+        "/v1/embeddings" => "embeddings",
+        _ => "models",
+    }
+}
+
+/// Appends `request.logged` (without waiting) for a request answered with `error`.
+pub fn log_request(
+    app: &AppState,
+    rid: &RequestId,
+    key: Option<&KeyEntry>,
+    endpoint: &str,
+    model: Option<&str>,
+    error: &ApiError,
+) {
+    let data = RequestLogged {
+        request_id: rid.id.to_string(),
+        key_id: key.map(|k| k.key_id.clone()),
+        endpoint: endpoint.to_owned(),
+        model: model.map(str::to_owned),
+        provider: None,
+        channel_id: None,
+        status: error.status_code().as_u16(),
+        latency_us: u64::try_from(rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ttft_us: None,
+        attempts: 0,
+        error_class: Some(error.class().to_owned()),
+        streamed: false,
+    };
+    let tenant = key.map_or(GLOBAL_TENANT, |k| k.tenant.as_str());
+    app.log.append_nowait(&app.envelope(tenant, &rid.id, EventBody::RequestLogged(data)));
+}

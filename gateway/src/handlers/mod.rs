@@ -1,0 +1,5 @@
+//! Thin handlers: extract, call one domain function, answer.
+
+pub mod context;
+pub mod models;
+pub mod proxy;

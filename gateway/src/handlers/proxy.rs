@@ -1,0 +1,80 @@
+//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: read and parse the body,
+//! route, then hand over to [`crate::call`], which runs in its own task so that a client
+//! disconnect never cancels an upstream call we must bill.
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::context::{Caller, RequestId, log_request};
+use crate::app::AppState;
+use crate::call;
+use crate::error::ApiError;
+use crate::request::{self, Endpoint};
+use crate::routing;
+
+/// `POST /v1/chat/completions`
+pub async fn chat_completions(
+    State(app): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    proxy(app, rid, caller, Endpoint::ChatCompletions, req).await
+}
+
+/// `POST /v1/completions`
+pub async fn completions(
+    State(app): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    proxy(app, rid, caller, Endpoint::Completions, req).await
+}
+
+/// `POST /v1/embeddings`
+pub async fn embeddings(
+    State(app): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    proxy(app, rid, caller, Endpoint::Embeddings, req).await
+}
+
+async fn proxy(app: AppState, rid: RequestId, Caller(key): Caller, endpoint: Endpoint, req: Request) -> Response {
+    let content_length =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let body: Body = req.into_body();
+    let prepared = match request::read_body(body, app.cfg.body_limit_bytes, content_length).await {
+        Ok(bytes) => request::prepare(endpoint, bytes),
+        Err(e) => Err(e),
+    };
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            log_request(&app, &rid, Some(&key), endpoint.name(), None, &e);
+            return e.into_response();
+        }
+    };
+    let snapshot = app.snapshot();
+    let routed = routing::candidates(&snapshot, &key, &prepared.model);
+    let price = snapshot.prices.get(&prepared.model).cloned();
+    drop(snapshot);
+    let channels = match routed {
+        Ok(c) => c,
+        Err(e) => {
+            log_request(&app, &rid, Some(&key), endpoint.name(), Some(&prepared.model), &e);
+            return e.into_response();
+        }
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(call::run(app, call::Call { rid, key, prepared, channels, price }, tx));
+    match rx.await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Internal.into_response(),
+    }
+}

@@ -1,0 +1,331 @@
+//! Parsing a `/v1` request body once: size limit, UTF-8, JSON syntax with the failing field path,
+//! the few fields the gateway needs (`model`, `stream`, `stream_options`, `user`), refused fields,
+//! and the body to send upstream — the client's own bytes unless `stream_options` must change.
+//! No routing, no upstream I/O.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+use axum::body::Body;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, de};
+use serde_json::value::RawValue;
+
+use crate::error::ApiError;
+
+/// The OpenAI-compatible endpoints the gateway proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`
+    ChatCompletions,
+    /// `POST /v1/completions`
+    Completions,
+    /// `POST /v1/embeddings`
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The name used in events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+
+    /// The path below the channel's base URL.
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+
+    fn streams(self) -> bool {
+        !matches!(self, Endpoint::Embeddings)
+    }
+}
+
+/// Fields that would redirect the upstream call or replace its credential; never forwarded
+/// (CVE-2024-6587 class).
+const REFUSED_FIELDS: &[&str] = &["api_base", "base_url", "api_key"];
+
+/// A request, parsed and ready to send.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Which endpoint.
+    pub endpoint: Endpoint,
+    /// The model asked for.
+    pub model: String,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Whether the client itself asked for the usage chunk (`stream_options.include_usage`).
+    pub client_wants_usage: bool,
+    /// The `user` field, if any.
+    pub user: Option<String>,
+    /// The client's body as received (kept for token estimation).
+    pub original: Bytes,
+    /// What goes upstream.
+    pub upstream_body: Bytes,
+}
+
+/// Reads the body, stopping at `limit` bytes whether or not a `Content-Length` was sent.
+pub async fn read_body(body: Body, limit: usize, content_length: Option<u64>) -> Result<Bytes, ApiError> {
+    if content_length.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(ApiError::TooLarge { limit });
+                }
+                source = err.source();
+            }
+            Err(ApiError::InvalidJson { message: "The request body could not be read.".into(), param: None })
+        }
+    }
+}
+
+/// Parses and validates `body` for `endpoint`.
+pub fn prepare(endpoint: Endpoint, body: Bytes) -> Result<Prepared, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::InvalidJson { message: "The request body is not valid UTF-8.".into(), param: None })?;
+    let fields = parse_object(text)?;
+    check_duplicates(&fields)?;
+
+    let mut model: Option<String> = None;
+    let mut stream = false;
+    let mut stream_options: Option<&RawValue> = None;
+    let mut user = None;
+    for (k, v) in &fields {
+        match k.as_ref() {
+            k if REFUSED_FIELDS.contains(&k) => return Err(ApiError::UnsupportedParameter { param: k.to_owned() }),
+            "model" => model = Some(field::<String>(v, "model", "a string")?),
+            "stream" if endpoint.streams() => {
+                stream = field::<Option<bool>>(v, "stream", "a boolean")?.unwrap_or(false)
+            }
+            "stream_options" if endpoint.streams() => stream_options = Some(v),
+            "user" => user = field::<Option<String>>(v, "user", "a string")?,
+            _ => {}
+        }
+    }
+    let model = model.ok_or_else(|| ApiError::MissingParameter { param: "model".into() })?;
+    let mut client_wants_usage = false;
+    let mut options = serde_json::Map::new();
+    if let Some(raw) = stream_options {
+        if let Some(o) =
+            field::<Option<serde_json::Map<String, serde_json::Value>>>(raw, "stream_options", "an object")?
+        {
+            options = o;
+        }
+        match options.get("include_usage") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Bool(b)) => client_wants_usage = *b,
+            Some(_) => {
+                return Err(ApiError::InvalidJson {
+                    message: "Invalid type for 'stream_options.include_usage': expected a boolean.".into(),
+                    param: Some("stream_options.include_usage".into()),
+                });
+            }
+        }
+    }
+    let upstream_body = if stream && !client_wants_usage {
+        options.insert("include_usage".into(), serde_json::Value::Bool(true));
+        rewrite(&fields, body.len(), &options)
+    } else {
+        // Nothing to change: the client's bytes go upstream as they are.
+        body.clone()
+    };
+    Ok(Prepared { endpoint, model, stream, client_wants_usage, user, original: body, upstream_body })
+}
+
+/// Rebuilds the object from its raw fields with a new `stream_options`.
+fn rewrite(
+    fields: &[(Cow<'_, str>, &RawValue)],
+    size_hint: usize,
+    options: &serde_json::Map<String, serde_json::Value>,
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(size_hint + 32);
+    out.put_u8(b'{');
+    let mut first = true;
+    for (k, v) in fields.iter().filter(|(k, _)| k != "stream_options") {
+        if !first {
+            out.put_u8(b',');
+        }
+        first = false;
+        let _ = serde_json::to_writer((&mut out).writer(), k.as_ref());
+        out.put_u8(b':');
+        out.put_slice(v.get().as_bytes());
+    }
+    if !first {
+        out.put_u8(b',');
+    }
+    out.put_slice(b"\"stream_options\":");
+    let _ = serde_json::to_writer((&mut out).writer(), options);
+    out.put_u8(b'}');
+    out.freeze()
+}
+
+fn field<'a, T: Deserialize<'a>>(raw: &'a RawValue, name: &str, expected: &str) -> Result<T, ApiError> {
+    serde_json::from_str(raw.get()).map_err(|_| ApiError::InvalidJson {
+        message: format!("Invalid type for '{name}': expected {expected}."),
+        param: Some(name.to_owned()),
+    })
+}
+
+fn check_duplicates(fields: &[(Cow<'_, str>, &RawValue)]) -> Result<(), ApiError> {
+    let dup = |k: &str| ApiError::InvalidJson { message: format!("Duplicate field '{k}'."), param: Some(k.to_owned()) };
+    // Small objects (the usual case) are checked without allocating.
+    if fields.len() <= 16 {
+        for (i, (k, _)) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|(p, _)| p == k) {
+                return Err(dup(k));
+            }
+        }
+        return Ok(());
+    }
+    let mut seen = HashSet::with_capacity(fields.len());
+    for (k, _) in fields {
+        if !seen.insert(k.as_ref()) {
+            return Err(dup(k));
+        }
+    }
+    Ok(())
+}
+
+/// Parses the top-level object into borrowed raw fields, reporting the failing path.
+fn parse_object(text: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, ApiError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed: Result<RawObject<'_>, _> = serde_path_to_error::deserialize(&mut de);
+    let obj = parsed.map_err(|e| {
+        let path = e.path().to_string();
+        let param = (path != "." && !path.is_empty()).then_some(path);
+        let inner = e.into_inner();
+        let message = match inner.classify() {
+            serde_json::error::Category::Data => "The request body must be a JSON object.".to_owned(),
+            _ => format!("We could not parse the JSON body of your request: {inner}."),
+        };
+        ApiError::InvalidJson { message, param }
+    })?;
+    de.end().map_err(|e| ApiError::InvalidJson {
+        message: format!("We could not parse the JSON body of your request: {e}."),
+        param: None,
+    })?;
+    Ok(obj.0)
+}
+
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// An object key, borrowed when it has no escapes. Deserialised through `deserialize_str` so that
+/// serde_path_to_error sees it and can name the failing field.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    let v: &'de RawValue = map.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(RawObject(out))
+            }
+        }
+        d.deserialize_map(V).map_err(|e: D::Error| de::Error::custom(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_stream_body_is_forwarded_byte_for_byte() -> Result<(), ApiError> {
+        let body = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"x":{"y":1}}"#);
+        let p = prepare(Endpoint::ChatCompletions, body.clone())?;
+        assert_eq!(p.upstream_body, body);
+        assert!(!p.stream);
+        Ok(())
+    }
+
+    #[test]
+    fn stream_body_gets_include_usage_and_keeps_other_fields() -> Result<(), ApiError> {
+        let body = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"x":1},"t\"k":[1, 2]}"#);
+        let p = prepare(Endpoint::ChatCompletions, body)?;
+        let v: serde_json::Value = serde_json::from_slice(&p.upstream_body).unwrap_or_default();
+        assert_eq!(v["stream_options"], serde_json::json!({"x": 1, "include_usage": true}));
+        assert_eq!(v["t\"k"], serde_json::json!([1, 2]));
+        assert!(!p.client_wants_usage);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_inputs_name_the_field() {
+        let cases: &[(&[u8], Option<&str>, &str)] = &[
+            (br#"{"model": 5}"#, Some("model"), "invalid_json"),
+            (br#"{"model":"m","messages":[{"a":}]}"#, Some("messages"), "invalid_json"),
+            (br#"{"model":"m","model":"n"}"#, Some("model"), "invalid_json"),
+            (br#"{"model":"m","api_base":"http://x"}"#, Some("api_base"), "unsupported_parameter"),
+            (br#"[1]"#, None, "invalid_json"),
+            (br#"{"model":"m"} x"#, None, "invalid_json"),
+            (b"{\"model\":\"\xff\"}", None, "invalid_json"),
+        ];
+        for (body, param, code) in cases {
+            match prepare(Endpoint::ChatCompletions, Bytes::copy_from_slice(body)) {
+                Err(e) => {
+                    assert_eq!(e.code(), Some(*code), "{}", String::from_utf8_lossy(body));
+                    let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap_or_default();
+                    assert_eq!(v["error"]["param"].as_str(), *param, "{}", String::from_utf8_lossy(body));
+                }
+                Ok(_) => unreachable!("accepted {}", String::from_utf8_lossy(body)),
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow_the_stack() {
+        // Raw values are skipped without recursion, so depth costs nothing here; only the
+        // estimator parses deeply, and serde_json's recursion limit stops it.
+        let mut s = String::from(r#"{"model":"m","messages":"#);
+        s.push_str(&"[".repeat(100_000));
+        s.push_str(&"]".repeat(100_000));
+        s.push('}');
+        let body = Bytes::from(s);
+        assert!(prepare(Endpoint::ChatCompletions, body.clone()).is_ok());
+        assert_eq!(crate::tokenizer::prompt_tokens(Endpoint::ChatCompletions, "m", &body), 0);
+        let unbalanced = Bytes::from(format!("{{\"model\":\"m\",\"x\":{}}}", "[".repeat(100_000)));
+        assert!(prepare(Endpoint::ChatCompletions, unbalanced).is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! The `/v1` surface: path → handler pairs and the layers, assembled in one place. Every route is
+//! authenticated; there is no unauthenticated route here. Every response carries `x-request-id`.
+
+use axum::Router;
+use axum::middleware;
+use axum::routing::{get, post};
+
+use crate::app::AppState;
+use crate::handlers;
+
+/// The router for `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(handlers::proxy::chat_completions))
+        .route("/v1/completions", post(handlers::proxy::completions))
+        .route("/v1/embeddings", post(handlers::proxy::embeddings))
+        .route("/v1/models", get(handlers::models::list))
+        .route_layer(middleware::from_fn_with_state(state.clone(), handlers::context::authenticate))
+        .with_state(state)
+        .layer(middleware::from_fn(handlers::context::request_id))
+}

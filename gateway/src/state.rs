@@ -1,0 +1,274 @@
+//! In-memory control state (keys, channels, prices) folded from `LLMR_CONTROL`, and the task that
+//! keeps following the stream. Readers take an `Arc` snapshot under a lock held for one pointer
+//! clone; the follower builds the next snapshot off to the side and swaps it in.
+//! No request handling and no upstream I/O here.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+
+use futures::{FutureExt, StreamExt};
+use nats::EventLog;
+use schemas::secret::MasterKey;
+use schemas::{AppliedPrice, Envelope, EventBody, GLOBAL_TENANT, Stream};
+use tokio::sync::watch;
+
+/// A virtual key as the gateway knows it. Never holds the key itself.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    /// `key_…`.
+    pub key_id: String,
+    /// The tenant that owns the key.
+    pub tenant: String,
+    /// Models the key may use; `None` = all.
+    pub models: Option<Vec<String>>,
+    /// Revoked keys stay in the table so a late `issued` replay cannot resurrect them.
+    pub revoked: bool,
+}
+
+impl KeyEntry {
+    /// Whether this key may call `model`.
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+    }
+}
+
+/// An upstream channel with its opened credential (memory only).
+#[derive(Clone)]
+pub struct Channel {
+    /// `ch_…`.
+    pub id: String,
+    /// Owning tenant, or [`GLOBAL_TENANT`] for channels every tenant may use.
+    pub tenant: String,
+    /// Provider adapter name.
+    pub provider: String,
+    /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The opened upstream key; `None` when the channel has none or it could not be opened.
+    pub api_key: Option<Arc<str>>,
+    /// Whether the sealed key failed to open (the channel is then never used).
+    pub key_unusable: bool,
+    /// Models served.
+    pub models: Vec<String>,
+    /// Higher first.
+    pub priority: i32,
+    /// Share among equal priority.
+    pub weight: u32,
+    /// Disabled channels are skipped.
+    pub enabled: bool,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel").field("id", &self.id).field("provider", &self.provider).finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// Whether a request of `tenant` for `model` may go to this channel.
+    pub fn serves(&self, tenant: &str, model: &str) -> bool {
+        self.enabled
+            && !self.key_unusable
+            && (self.tenant == GLOBAL_TENANT || self.tenant == tenant)
+            && self.models.iter().any(|m| m == model)
+    }
+}
+
+/// One immutable snapshot of the control state.
+#[derive(Debug, Clone, Default)]
+pub struct ControlState {
+    /// Keys by hex SHA-256.
+    pub keys: HashMap<String, Arc<KeyEntry>>,
+    key_hash_by_id: HashMap<String, String>,
+    /// Channels by id.
+    pub channels: HashMap<String, Arc<Channel>>,
+    /// The price in force per model, its `version` being the `price.published` event id.
+    pub prices: HashMap<String, Arc<AppliedPrice>>,
+}
+
+impl ControlState {
+    /// Folds one control event in. Unknown or irrelevant events are ignored.
+    pub fn apply(&mut self, env: &Envelope, master_key: &MasterKey) {
+        match &env.body {
+            EventBody::ApiKeyIssued(k) => {
+                let revoked = self.keys.get(&k.hash).is_some_and(|e| e.revoked);
+                self.key_hash_by_id.insert(k.key_id.clone(), k.hash.clone());
+                self.keys.insert(
+                    k.hash.clone(),
+                    Arc::new(KeyEntry {
+                        key_id: k.key_id.clone(),
+                        tenant: env.tenant.clone(),
+                        models: k.models.clone(),
+                        revoked,
+                    }),
+                );
+            }
+            EventBody::ApiKeyRevoked(r) => {
+                if let Some(hash) = self.key_hash_by_id.get(&r.key_id)
+                    && let Some(entry) = self.keys.get_mut(hash)
+                {
+                    Arc::make_mut(entry).revoked = true;
+                }
+            }
+            EventBody::ChannelAdded(c) => {
+                let (api_key, key_unusable) = open_key(master_key, c.api_key.as_ref(), &c.channel_id);
+                self.channels.insert(
+                    c.channel_id.clone(),
+                    Arc::new(Channel {
+                        id: c.channel_id.clone(),
+                        tenant: env.tenant.clone(),
+                        provider: c.provider.clone(),
+                        base_url: c.base_url.trim_end_matches('/').to_owned(),
+                        api_key,
+                        key_unusable,
+                        models: c.models.clone(),
+                        priority: c.priority,
+                        weight: c.weight,
+                        enabled: true,
+                    }),
+                );
+            }
+            EventBody::ChannelUpdated(u) => {
+                if let Some(ch) = self.channels.get_mut(&u.channel_id) {
+                    let ch = Arc::make_mut(ch);
+                    if let Some(b) = &u.base_url {
+                        ch.base_url = b.trim_end_matches('/').to_owned();
+                    }
+                    if let Some(sealed) = &u.api_key {
+                        (ch.api_key, ch.key_unusable) = open_key(master_key, Some(sealed), &u.channel_id);
+                    }
+                    if let Some(m) = &u.models {
+                        ch.models = m.clone();
+                    }
+                    if let Some(p) = u.priority {
+                        ch.priority = p;
+                    }
+                    if let Some(w) = u.weight {
+                        ch.weight = w;
+                    }
+                    if let Some(e) = u.enabled {
+                        ch.enabled = e;
+                    }
+                }
+            }
+            EventBody::ChannelRemoved(r) => {
+                self.channels.remove(&r.channel_id);
+            }
+            EventBody::PricePublished(p) => {
+                let version = env.id.to_string();
+                self.prices.insert(p.model.clone(), Arc::new(AppliedPrice::from((version.as_str(), p))));
+            }
+            EventBody::TenantCreated(_) | EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) => {}
+        }
+    }
+}
+
+fn open_key(
+    master_key: &MasterKey,
+    sealed: Option<&schemas::secret::Sealed>,
+    channel_id: &str,
+) -> (Option<Arc<str>>, bool) {
+    match sealed {
+        None => (None, false),
+        Some(s) => match master_key.open(s, channel_id) {
+            Ok(k) => (Some(Arc::from(k)), false),
+            Err(e) => {
+                tracing::warn!(channel_id, error = %e, "Channel credential could not be opened; channel disabled.");
+                (None, true)
+            }
+        },
+    }
+}
+
+/// The shared, live control state.
+pub struct Control {
+    current: RwLock<Arc<ControlState>>,
+    seq: AtomicU64,
+    following: AtomicBool,
+    applied: watch::Sender<u64>,
+}
+
+impl Control {
+    /// The current snapshot (one `Arc` clone under a read lock).
+    pub fn snapshot(&self) -> Arc<ControlState> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The last `LLMR_CONTROL` sequence folded in.
+    pub fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Whether the follower task is still running.
+    pub fn following(&self) -> bool {
+        self.following.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, next: ControlState, seq: u64) {
+        let next = Arc::new(next);
+        match self.current.write() {
+            Ok(mut g) => *g = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        self.seq.store(seq, Ordering::Release);
+        self.applied.send_replace(seq);
+    }
+
+    /// Starts following `LLMR_CONTROL` from sequence 0 and returns once everything up to
+    /// `until` is folded in (or the tail ends, which is an error).
+    pub async fn start(log: &EventLog, master_key: MasterKey, until: u64) -> Result<Arc<Control>, nats::LogError> {
+        let (applied, mut watcher) = watch::channel(0u64);
+        let control = Arc::new(Control {
+            current: RwLock::new(Arc::new(ControlState::default())),
+            seq: AtomicU64::new(0),
+            following: AtomicBool::new(true),
+            applied,
+        });
+        tokio::spawn(follow(log.clone(), master_key, Arc::downgrade(&control)));
+        if until > 0 {
+            watcher.wait_for(|s| *s >= until).await.map_err(|_| nats::LogError::Closed)?;
+        }
+        if !control.following() {
+            return Err(nats::LogError::Closed);
+        }
+        Ok(control)
+    }
+}
+
+/// Follows the tail until it ends or the gateway is gone. Folds every ready event into a private
+/// copy, then publishes one snapshot per batch (so a catch-up of N events costs one clone, not N).
+async fn follow(log: EventLog, master_key: MasterKey, control: Weak<Control>) {
+    let mut tail = log.tail(Stream::Control, 0);
+    let mut state = ControlState::default();
+    loop {
+        let Some(first) = tail.next().await else { break };
+        let mut last_seq = None;
+        let mut item = Some(first);
+        while let Some(next) = item {
+            match next {
+                Ok(ev) => {
+                    match ev.decode() {
+                        Ok(env) => state.apply(&env, &master_key),
+                        Err(e) => tracing::warn!(seq = ev.seq, error = %e, "Undecodable control event skipped."),
+                    }
+                    last_seq = Some(ev.seq);
+                }
+                Err(e) => tracing::warn!(error = %e, "Control tail reported an error."),
+            }
+            item = tail.next().now_or_never().flatten();
+        }
+        let Some(control) = control.upgrade() else { return };
+        if let Some(seq) = last_seq {
+            control.publish(state.clone(), seq);
+        }
+    }
+    tracing::error!("Control stream tail ended; the gateway no longer sees key revocations.");
+    if let Some(control) = control.upgrade() {
+        control.following.store(false, Ordering::Release);
+        // Wake anyone still waiting for the catch-up.
+        control.applied.send_replace(u64::MAX);
+    }
+}

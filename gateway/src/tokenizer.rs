@@ -1,0 +1,104 @@
+//! Token estimates for responses whose upstream reported no usage. The BPE tables load lazily,
+//! once per process, on the first estimate. Only counting here; no billing decisions.
+
+use serde_json::Value;
+use tiktoken_rs::CoreBPE;
+
+use crate::request::Endpoint;
+
+/// Tokens OpenAI adds per chat message for the role and separators (their cookbook's figure).
+const TOKENS_PER_MESSAGE: u64 = 3;
+/// Tokens that prime every chat reply.
+const TOKENS_PER_REPLY: u64 = 3;
+
+fn bpe_for(model: &str) -> &'static CoreBPE {
+    // o200k for the GPT-4o generation and later; cl100k for everything else (GPT-4, GPT-3.5 and
+    // most OpenAI-compatible vendors, whose own tokenizers we cannot load).
+    let m = model.to_ascii_lowercase();
+    if m.starts_with("gpt-4o") || m.starts_with("gpt-4.1") || m.starts_with("gpt-5") || m.starts_with('o') {
+        tiktoken_rs::o200k_base_singleton()
+    } else {
+        tiktoken_rs::cl100k_base_singleton()
+    }
+}
+
+/// Tokens in `text` for `model`.
+pub fn count(model: &str, text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    bpe_for(model).encode_ordinary(text).len() as u64
+}
+
+/// Estimated prompt tokens of a request body (the client's JSON).
+pub fn prompt_tokens(endpoint: Endpoint, model: &str, body: &[u8]) -> u64 {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else { return 0 };
+    let mut text = String::new();
+    let mut extra = 0u64;
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            if let Some(messages) = v.get("messages").and_then(Value::as_array) {
+                extra += TOKENS_PER_REPLY;
+                for m in messages {
+                    extra += TOKENS_PER_MESSAGE;
+                    collect_text(m.get("content"), &mut text);
+                    if let Some(name) = m.get("name").and_then(Value::as_str) {
+                        text.push_str(name);
+                    }
+                }
+            }
+        }
+        Endpoint::Completions => collect_text(v.get("prompt"), &mut text),
+        Endpoint::Embeddings => match v.get("input") {
+            // Pre-tokenised input: one token per integer.
+            Some(Value::Array(items)) if items.iter().all(Value::is_number) => extra += items.len() as u64,
+            Some(Value::Array(items)) if items.iter().all(Value::is_array) => {
+                extra += items.iter().filter_map(Value::as_array).map(|a| a.len() as u64).sum::<u64>();
+            }
+            other => collect_text(other, &mut text),
+        },
+    }
+    count(model, &text) + extra
+}
+
+/// Appends the text of a string, an array of strings, or an array of content parts.
+fn collect_text(v: Option<&Value>, out: &mut String) {
+    match v {
+        Some(Value::String(s)) => {
+            out.push_str(s);
+            out.push('\n');
+        }
+        Some(Value::Array(items)) => {
+            for item in items {
+                match item {
+                    Value::String(s) => {
+                        out.push_str(s);
+                        out.push('\n');
+                    }
+                    Value::Object(o) => {
+                        if let Some(t) = o.get("text").and_then(Value::as_str) {
+                            out.push_str(t);
+                            out.push('\n');
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_chat_prompt_with_message_overhead() {
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hello world"}]}"#;
+        let n = prompt_tokens(Endpoint::ChatCompletions, "gpt-4o", body);
+        assert_eq!(n, count("gpt-4o", "Hello world\n") + TOKENS_PER_MESSAGE + TOKENS_PER_REPLY);
+        assert!(n > TOKENS_PER_MESSAGE + TOKENS_PER_REPLY);
+        assert_eq!(count("gpt-4o", ""), 0);
+    }
+}

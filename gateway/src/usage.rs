@@ -1,0 +1,148 @@
+//! Turning an upstream usage object (or an estimate) into token counts, a price and the
+//! `usage.recorded` / `request.logged` events. No I/O except the appends in [`AppState`] helpers.
+
+use std::sync::Arc;
+
+use schemas::{AppliedPrice, StreamOutcome, UsageRecorded, UsageSource};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Disjoint token counts as billed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCounts {
+    /// Uncached input.
+    pub input: u64,
+    /// Cached input.
+    pub cached: u64,
+    /// Cache writes.
+    pub cache_write: u64,
+    /// Output, reasoning included.
+    pub output: u64,
+    /// Reasoning (part of output).
+    pub reasoning: u64,
+}
+
+#[derive(Deserialize)]
+struct OpenAiUsage {
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+/// Reads an OpenAI usage object. OpenAI counts cached tokens inside `prompt_tokens` and reasoning
+/// tokens inside `completion_tokens`. `None` when there is no usable `prompt_tokens`.
+pub fn from_openai(raw: &RawValue) -> Option<(TokenCounts, serde_json::Value)> {
+    let u: OpenAiUsage = serde_json::from_str(raw.get()).ok()?;
+    let prompt = u.prompt_tokens?;
+    let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0).min(prompt);
+    let output = u.completion_tokens.unwrap_or(0);
+    let reasoning = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0).min(output);
+    let value = serde_json::from_str(raw.get()).ok()?;
+    Some((TokenCounts { input: prompt - cached, cached, cache_write: 0, output, reasoning }, value))
+}
+
+/// What a request consumed, ready to become `usage.recorded`.
+#[derive(Debug, Clone)]
+pub struct Consumption {
+    /// Token counts.
+    pub tokens: TokenCounts,
+    /// The upstream's usage object, when it sent one.
+    pub raw: Option<serde_json::Value>,
+    /// Upstream or estimated.
+    pub source: UsageSource,
+    /// Model the upstream says it served.
+    pub model_served: Option<String>,
+}
+
+/// The billing facts known before the upstream answers.
+#[derive(Debug, Clone)]
+pub struct BillingContext {
+    /// The request id.
+    pub request_id: String,
+    /// The key's id.
+    pub key_id: String,
+    /// The `user` field.
+    pub user: Option<String>,
+    /// Endpoint name.
+    pub endpoint: &'static str,
+    /// Model asked for.
+    pub model_requested: String,
+    /// Price in force when the request arrived.
+    pub price: Option<Arc<AppliedPrice>>,
+}
+
+impl BillingContext {
+    /// Builds the `usage.recorded` data for one finished call.
+    pub fn record(
+        &self,
+        provider: &str,
+        channel_id: &str,
+        c: Consumption,
+        streamed: bool,
+        outcome: StreamOutcome,
+    ) -> UsageRecorded {
+        let t = c.tokens;
+        let (cost_nanos, currency) = match &self.price {
+            Some(p) => (p.cost_nanos(t.input, t.cached, t.cache_write, t.output), p.currency.clone()),
+            None => (0, "USD".to_owned()),
+        };
+        UsageRecorded {
+            request_id: self.request_id.clone(),
+            key_id: self.key_id.clone(),
+            user: self.user.clone(),
+            endpoint: self.endpoint.to_owned(),
+            model_requested: self.model_requested.clone(),
+            model_served: c.model_served.unwrap_or_else(|| self.model_requested.clone()),
+            provider: provider.to_owned(),
+            channel_id: channel_id.to_owned(),
+            input_tokens: t.input,
+            cached_input_tokens: t.cached,
+            cache_write_tokens: t.cache_write,
+            output_tokens: t.output,
+            reasoning_tokens: t.reasoning,
+            raw_usage: c.raw,
+            usage_source: c.source,
+            streamed,
+            stream_outcome: outcome,
+            price: self.price.as_deref().cloned(),
+            cost_nanos,
+            currency,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_tokens_are_split_out_of_prompt_tokens_and_zero_stays_zero() -> Result<(), serde_json::Error> {
+        let raw: Box<RawValue> = serde_json::from_str(
+            r#"{"prompt_tokens":25,"completion_tokens":12,"prompt_tokens_details":{"cached_tokens":5},
+                "completion_tokens_details":{"reasoning_tokens":2}}"#,
+        )?;
+        let (t, _) = from_openai(&raw).unwrap_or_default();
+        assert_eq!(t, TokenCounts { input: 20, cached: 5, cache_write: 0, output: 12, reasoning: 2 });
+        let zero: Box<RawValue> = serde_json::from_str(r#"{"prompt_tokens":0,"completion_tokens":0}"#)?;
+        assert_eq!(from_openai(&zero).map(|x| x.0), Some(TokenCounts::default()));
+        let none: Box<RawValue> = serde_json::from_str(r#"{"total_tokens":3}"#)?;
+        assert!(from_openai(&none).is_none());
+        Ok(())
+    }
+}
