@@ -345,3 +345,39 @@ async fn many_concurrent_appends_are_each_published_exactly_once() -> anyhow::Re
     assert_eq!(unique.len(), 3000);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_killed_during_load_loses_and_doubles_nothing() -> anyhow::Result<()> {
+    let mut nats = NatsServer::start_new()?;
+    let dir = tempfile::tempdir()?;
+    let log = connect(&nats, dir.path()).await?;
+    let writer = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for i in 0..2000 {
+                let ev = request_logged(i);
+                log.append(&ev).await?;
+                sent.push(ev.id.to_string());
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            Ok::<_, LogError>(sent)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    nats.stop()?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.start()?;
+    let sent = writer.await??;
+    log.flush(WAIT).await?;
+
+    let got = take(&mut log.tail(Stream::Requests, 0), sent.len()).await?;
+    assert_consecutive(&got, 1)?;
+    let stored: HashSet<String> = ids(&got)?.into_iter().collect();
+    assert_eq!(stored.len(), sent.len(), "an event was stored twice");
+    assert_eq!(stored, sent.into_iter().collect::<HashSet<_>>());
+    assert_eq!(log.last_seq(Stream::Requests).await?, got.len() as u64);
+    Ok(())
+}
