@@ -381,3 +381,18 @@ async fn nats_killed_during_load_loses_and_doubles_nothing() -> anyhow::Result<(
     assert_eq!(log.last_seq(Stream::Requests).await?, got.len() as u64);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_deleted_under_a_running_log_is_created_again() -> anyhow::Result<()> {
+    let nats = NatsServer::start_new()?;
+    let dir = tempfile::tempdir()?;
+    let log = connect(&nats, dir.path()).await?;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await?);
+    js.delete_stream("LLMR_REQUESTS").await?;
+
+    let ev = request_logged(1);
+    log.append(&ev).await?;
+    log.flush(WAIT).await?;
+    assert_eq!(take(&mut log.tail(Stream::Requests, 0), 1).await?[0].decode()?, ev);
+    Ok(())
+}

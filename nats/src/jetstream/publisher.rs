@@ -49,6 +49,8 @@ impl std::fmt::Display for Failure {
 /// Runs until the log is dropped (`stop` resolves or `shared` is gone).
 pub(super) async fn run(shared: Weak<Shared>, mut stop: oneshot::Receiver<()>) {
     let mut backoff = MIN_BACKOFF;
+    // Whether the last pass failed: the first failure and the recovery are logged, not every retry.
+    let mut failing = false;
     let mut next_prune = Instant::now();
     let Some(s) = shared.upgrade() else { return };
     let mut commits = s.spool.commits();
@@ -65,6 +67,10 @@ pub(super) async fn run(shared: Weak<Shared>, mut stop: oneshot::Receiver<()>) {
         let max_backoff = s.opts.max_retry_backoff;
         match result {
             Ok(()) => {
+                if failing {
+                    tracing::info!("Spool drained; publishing to NATS again.");
+                    failing = false;
+                }
                 backoff = MIN_BACKOFF;
                 drop(s);
                 tokio::select! {
@@ -74,8 +80,11 @@ pub(super) async fn run(shared: Weak<Shared>, mut stop: oneshot::Receiver<()>) {
                 }
             }
             Err(failure) => {
-                if s.spool.depth() > 0 || !s.streams_ready.load(Ordering::SeqCst) {
-                    tracing::warn!(error = %failure, depth = s.spool.depth(), "Spool not drained; will retry.");
+                if !failing {
+                    tracing::warn!(error = %failure, depth = s.spool.depth(), "Cannot publish to NATS; spooling and retrying.");
+                    failing = true;
+                } else {
+                    tracing::debug!(error = %failure, depth = s.spool.depth(), "Publish retry failed.");
                 }
                 s.set_error(&failure);
                 drop(s);
