@@ -119,7 +119,9 @@ impl JetStreamLog {
     /// not ensured by then it returns [`LogError::Nats`] when `opts.require_nats_at_start` is
     /// set, and otherwise returns a working log that spools appends, reports `reachable: false`,
     /// and ensures the streams and drains the spool as soon as NATS answers. Rows left unacked in
-    /// the spool by an earlier process are published again.
+    /// the spool by an earlier process are published again. One process per spool file: two
+    /// logs on the same file would both publish its rows (harmless, deduplicated, but wasteful)
+    /// and disagree about its depth.
     pub async fn connect(url: &str, spool: &Path, opts: JetStreamOptions) -> Result<Self, LogError> {
         let spool = Spool::open(spool, opts.max_spool).await?;
         let (connects_tx, connects) = watch::channel(0u64);
@@ -230,7 +232,7 @@ impl JetStreamLog {
 
     /// Every event of `stream` after `after`, then live ones; survives NATS restarts.
     pub fn tail(&self, stream: Stream, after: u64) -> BoxStream<'static, Result<StoredEvent, LogError>> {
-        tail::tail(self.shared.js.clone(), self.shared.connects.clone(), stream, after)
+        tail::tail(self.shared.client.clone(), self.shared.js.clone(), self.shared.connects.clone(), stream, after)
     }
 
     /// The stream's last sequence (0 when empty).

@@ -1,7 +1,9 @@
 //! The background task that drains the spool into JetStream: unacked rows in local order, each
 //! with `Nats-Msg-Id` = event id, up to `max_in_flight` publishes awaiting their PubAck at once.
 //! On any failure it lets the in-flight acks settle, backs off, and starts again from the first
-//! unacked row with the same ids, so JetStream drops the copies it already stored.
+//! unacked row with the same ids, so JetStream drops the copies it already stored. A retried
+//! row can therefore land after rows that were behind it in the spool; nothing downstream relies
+//! on cross-event order beyond the stream sequence.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

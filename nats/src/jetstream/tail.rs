@@ -21,6 +21,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Starts a tail task; the returned stream ends only when the reader drops it.
 pub(super) fn tail(
+    client: async_nats::Client,
     js: jetstream::Context,
     mut connects: watch::Receiver<u64>,
     stream: Stream,
@@ -34,7 +35,14 @@ pub(super) fn tail(
             // Mark reconnects seen before the consumer exists; one after this point means the
             // server may have lost it.
             connects.borrow_and_update();
-            match open(&js, stream, last).await {
+            // Creating a consumer while disconnected would only wait out the request timeout;
+            // the reconnect below wakes us instead.
+            let opened = if client.connection_state() == async_nats::connection::State::Connected {
+                open(&js, stream, last).await
+            } else {
+                Err("not connected to NATS".into())
+            };
+            match opened {
                 Ok(mut messages) => loop {
                     tokio::select! {
                         _ = tx.closed() => return,
