@@ -167,7 +167,12 @@ impl JetStreamLog {
 
         let deadline = Instant::now() + shared.opts.startup_timeout;
         loop {
-            match streams::ensure(&shared.js, shared.opts.replicas).await {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(remaining, streams::ensure(&shared.js, shared.opts.replicas));
+            let result = attempt.await.unwrap_or_else(|_| {
+                Err(LogError::Nats(format!("streams not ensured within {:?}", shared.opts.startup_timeout)))
+            });
+            match result {
                 Ok(()) => {
                     shared.streams_ready.store(true, Ordering::SeqCst);
                     shared.clear_error();
