@@ -263,7 +263,7 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
                 Ok(RawObject(out))
             }
         }
-        d.deserialize_map(V).map_err(|e: D::Error| de::Error::custom(e))
+        d.deserialize_map(V)
     }
 }
 

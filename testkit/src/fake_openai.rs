@@ -40,7 +40,8 @@ pub enum Scenario {
     CloseAfterChunks(usize),
     /// 200 with an HTML body (`content-type: text/html`).
     Html200,
-    /// Normal answer, but each stream chunk is delayed by this much.
+    /// Normal answer, but each stream chunk is delayed by this much (a JSON answer is delayed by
+    /// this much per content piece).
     SlowChunks(Duration),
     /// Stream with `: comment` lines and CRLF line endings.
     CommentsAndCrlf,
@@ -245,6 +246,9 @@ fn record(state: &FakeState, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Pl
 
 /// The failures every endpoint shares; `None` means answer normally.
 async fn common_failure(plan: &Plan) -> Option<Response> {
+    if let (Scenario::SlowChunks(d), false) = (&plan.scenario, wants_stream(plan)) {
+        tokio::time::sleep(*d * u32::try_from(plan.pieces.len()).unwrap_or(1)).await;
+    }
     match &plan.scenario {
         Scenario::FailStatus { status, retry_after } => {
             let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -427,7 +431,11 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
         }
         match f {
             Frame::Data(b) => Ok::<Bytes, std::io::Error>(b),
-            Frame::Abort => Err(std::io::Error::other("fake upstream aborts the connection")),
+            Frame::Abort => {
+                // Let the chunks before it reach the socket first.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(std::io::Error::other("fake upstream aborts the connection"))
+            }
         }
     });
     Response::builder()

@@ -1,0 +1,205 @@
+//! Spawns the gateway on 127.0.0.1:0 over an embedded log in a temp dir, with a fake OpenAI
+//! upstream on loopback, and reads back the events it appended.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use gateway::{Gateway, GatewayConfig};
+use nats::EventLog;
+use schemas::secret::MasterKey;
+use schemas::{
+    ApiKeyIssued, AppliedPrice, ChannelAdded, Envelope, EventBody, GLOBAL_TENANT, PricePublished, RequestLogged,
+    Stream, TenantCreated, UsageRecorded,
+};
+use testkit::fake_openai::FakeOpenAi;
+
+pub const TENANT: &str = "acme";
+pub const MODEL: &str = "gpt-4o-mini";
+pub const UPSTREAM_KEY: &str = "sk-upstream-test-secret";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub log: EventLog,
+    pub fake: FakeOpenAi,
+    pub key: String,
+    pub key_id: String,
+    pub price: AppliedPrice,
+    pub http: reqwest::Client,
+    pub gateway: Gateway,
+    _dir: tempfile::TempDir,
+}
+
+pub fn control(tenant: &str, body: EventBody) -> Envelope {
+    Envelope::new(tenant, "test", 0, body)
+}
+
+pub struct Issued {
+    pub plaintext: String,
+    pub key_id: String,
+}
+
+pub async fn issue_key(log: &EventLog, models: Option<Vec<String>>) -> anyhow::Result<Issued> {
+    let k = schemas::keys::generate();
+    let key_id = format!("key_{}", uuid::Uuid::now_v7().simple());
+    log.append(&control(
+        TENANT,
+        EventBody::ApiKeyIssued(ApiKeyIssued {
+            key_id: key_id.clone(),
+            hash: k.hash,
+            prefix: k.prefix,
+            name: None,
+            models,
+        }),
+    ))
+    .await?;
+    Ok(Issued { plaintext: k.plaintext, key_id })
+}
+
+pub async fn spawn() -> anyhow::Result<TestApp> {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Result<TestApp> {
+    let dir = tempfile::tempdir()?;
+    let log = EventLog::open_embedded(dir.path()).await?;
+    let fake = FakeOpenAi::start().await?;
+    let master = MasterKey::generate();
+    log.append(&control(TENANT, EventBody::TenantCreated(TenantCreated { name: TENANT.into() }))).await?;
+    let issued = issue_key(&log, None).await?;
+    log.append(&control(
+        GLOBAL_TENANT,
+        EventBody::ChannelAdded(ChannelAdded {
+            channel_id: "ch_fake".into(),
+            name: "fake".into(),
+            provider: "openai".into(),
+            base_url: fake.base_url(),
+            api_key: Some(master.seal(UPSTREAM_KEY, "ch_fake")),
+            models: vec![MODEL.into(), "text-embedding-3-small".into(), "gpt-3.5-turbo-instruct".into()],
+            priority: 0,
+            weight: 1,
+        }),
+    ))
+    .await?;
+    let published = PricePublished {
+        model: MODEL.into(),
+        currency: "USD".into(),
+        input_per_mtok_nanos: 150_000_000,
+        output_per_mtok_nanos: 600_000_000,
+        cached_input_per_mtok_nanos: Some(75_000_000),
+        cache_write_per_mtok_nanos: None,
+    };
+    let price_event = control(GLOBAL_TENANT, EventBody::PricePublished(published.clone()));
+    log.append(&price_event).await?;
+    let price = AppliedPrice::from((price_event.id.to_string().as_str(), &published));
+
+    let mut cfg = GatewayConfig::new(master, "gw-test");
+    cfg.first_byte_timeout = Duration::from_secs(1);
+    cfg.idle_timeout = Duration::from_secs(1);
+    cfg.drain_timeout = Duration::from_secs(5);
+    cfg.body_limit_bytes = 1024 * 1024;
+    tweak(&mut cfg);
+    let gateway = Gateway::start(log.clone(), cfg).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let router = gateway.router();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(TestApp {
+        addr,
+        log,
+        fake,
+        key: issued.plaintext,
+        key_id: issued.key_id,
+        price,
+        http: reqwest::Client::new(),
+        gateway,
+        _dir: dir,
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<reqwest::Response> {
+        Ok(self.http.post(self.url(path)).bearer_auth(&self.key).json(body).send().await?)
+    }
+
+    async fn events(&self, stream: Stream) -> anyhow::Result<Vec<Envelope>> {
+        let last = self.log.last_seq(stream).await?;
+        let mut out = Vec::new();
+        if last == 0 {
+            return Ok(out);
+        }
+        let mut tail = self.log.tail(stream, 0);
+        while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), tail.next()).await.context("tail stalled")? {
+            let ev = ev?;
+            out.push(ev.decode()?);
+            if ev.seq >= last {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every `usage.recorded` so far, with its envelope.
+    pub async fn usage(&self) -> anyhow::Result<Vec<(Envelope, UsageRecorded)>> {
+        Ok(self
+            .events(Stream::Billing)
+            .await?
+            .into_iter()
+            .filter_map(|e| match &e.body {
+                EventBody::UsageRecorded(u) => Some((e.clone(), u.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Waits until `n` usage events exist (for billing that finishes after the response).
+    pub async fn wait_usage(&self, n: usize) -> anyhow::Result<Vec<(Envelope, UsageRecorded)>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let u = self.usage().await?;
+            if u.len() >= n || tokio::time::Instant::now() > deadline {
+                return Ok(u);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every `request.logged` so far (waits briefly: they are appended without waiting).
+    pub async fn request_logs(&self, at_least: usize) -> anyhow::Result<Vec<RequestLogged>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let logs: Vec<RequestLogged> = self
+                .events(Stream::Requests)
+                .await?
+                .into_iter()
+                .filter_map(|e| match e.body {
+                    EventBody::RequestLogged(r) => Some(r),
+                    _ => None,
+                })
+                .collect();
+            if logs.len() >= at_least || tokio::time::Instant::now() > deadline {
+                return Ok(logs);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Reads an SSE response body into its `data:` payloads.
+pub async fn sse_payloads(resp: reqwest::Response) -> anyhow::Result<Vec<String>> {
+    let text = resp.text().await?;
+    Ok(text.split("\n\n").filter_map(|e| e.trim().strip_prefix("data: ").map(str::to_owned)).collect())
+}
+
+pub async fn error_of(resp: reqwest::Response) -> anyhow::Result<(u16, serde_json::Value)> {
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await?;
+    Ok((status, body))
+}
