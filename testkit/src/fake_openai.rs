@@ -132,6 +132,7 @@ struct Shared {
     usage: FakeUsage,
     pieces: Vec<String>,
     requests: Vec<RecordedRequest>,
+    recording: bool,
 }
 
 #[derive(Clone)]
@@ -168,6 +169,7 @@ impl FakeOpenAi {
             usage: FakeUsage::default(),
             pieces: ["Hello", ",", " world", "!"].iter().map(|s| (*s).to_owned()).collect(),
             requests: Vec::new(),
+            recording: true,
         })));
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -177,6 +179,9 @@ impl FakeOpenAi {
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -211,6 +216,11 @@ impl FakeOpenAi {
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.with(|s| s.requests.clone())
+    }
+
+    /// Turns request recording on or off (off for benchmarks, so memory stays flat).
+    pub fn set_recording(&self, on: bool) {
+        self.state.with(|s| s.recording = on);
     }
 
     /// Forgets the recorded requests.

@@ -59,12 +59,14 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
     for channel in channels.iter().take(max) {
         attempts += 1;
         tried = Some(channel.clone());
+        // One first-byte budget per attempt, covering the headers and (for streams) the first event.
+        let first_byte_deadline = tokio::time::Instant::now() + app.cfg.first_byte_timeout;
         let sent = openai::send(
             &app.http,
             channel,
             call.prepared.endpoint,
             call.prepared.upstream_body.clone(),
-            app.cfg.first_byte_timeout,
+            first_byte_deadline,
             app.cfg.idle_timeout,
         )
         .await;
@@ -79,7 +81,7 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
             }
         };
         if call.prepared.stream {
-            match stream::start(&app, resp).await {
+            match stream::start(resp, first_byte_deadline).await {
                 Ok(started) => {
                     stream::relay(app, call, channel.clone(), started, reply, attempts).await;
                     return;

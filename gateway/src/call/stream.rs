@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -31,12 +31,11 @@ pub struct Started {
     resp: reqwest::Response,
     parser: SseParser,
     first: SseEvent,
-    ttft: Duration,
 }
 
 /// Waits for the first complete event, so that a failure before it can still go to another
 /// channel (nothing has reached the client yet).
-pub async fn start(app: &AppState, mut resp: reqwest::Response) -> Result<Started, AttemptError> {
+pub async fn start(mut resp: reqwest::Response, deadline: tokio::time::Instant) -> Result<Started, AttemptError> {
     let is_sse = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -45,12 +44,10 @@ pub async fn start(app: &AppState, mut resp: reqwest::Response) -> Result<Starte
     if !is_sse {
         return Err(AttemptError { error: ApiError::UpstreamInvalidResponse, retriable: false });
     }
-    let began = Instant::now();
-    let deadline = tokio::time::Instant::now() + app.cfg.first_byte_timeout;
     let mut parser = SseParser::default();
     loop {
         match parser.next_event() {
-            Ok(Some(first)) => return Ok(Started { resp, parser, first, ttft: began.elapsed() }),
+            Ok(Some(first)) => return Ok(Started { resp, parser, first }),
             Ok(None) => {}
             Err(_) => return Err(AttemptError { error: ApiError::UpstreamInvalidResponse, retriable: false }),
         }
@@ -59,7 +56,7 @@ pub async fn start(app: &AppState, mut resp: reqwest::Response) -> Result<Starte
             Ok(Err(_)) => return Err(AttemptError { error: ApiError::Upstream, retriable: true }),
             Ok(Ok(Some(c))) => parser.push(&c),
             Ok(Ok(None)) => match parser.finish() {
-                Some(first) => return Ok(Started { resp, parser, first, ttft: began.elapsed() }),
+                Some(first) => return Ok(Started { resp, parser, first }),
                 None => return Err(AttemptError { error: ApiError::Upstream, retriable: true }),
             },
         }
@@ -119,7 +116,9 @@ pub async fn relay(
     reply: oneshot::Sender<Response>,
     attempts: u32,
 ) {
-    let Started { mut resp, mut parser, first, ttft } = started;
+    let Started { mut resp, mut parser, first } = started;
+    // The first event has just arrived.
+    let ttft = call.rid.started.elapsed();
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let mut head = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
     *head.status_mut() = StatusCode::OK;

@@ -28,6 +28,7 @@ pub struct TestApp {
     pub price: AppliedPrice,
     pub http: reqwest::Client,
     pub gateway: Gateway,
+    pub master_key: MasterKey,
     _dir: tempfile::TempDir,
 }
 
@@ -94,7 +95,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Resul
     log.append(&price_event).await?;
     let price = AppliedPrice::from((price_event.id.to_string().as_str(), &published));
 
-    let mut cfg = GatewayConfig::new(master, "gw-test");
+    let mut cfg = GatewayConfig::new(master.clone(), "gw-test");
     cfg.first_byte_timeout = Duration::from_secs(1);
     cfg.idle_timeout = Duration::from_secs(1);
     cfg.drain_timeout = Duration::from_secs(5);
@@ -104,6 +105,9 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Resul
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let router = gateway.router();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
@@ -116,6 +120,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Resul
         price,
         http: reqwest::Client::new(),
         gateway,
+        master_key: master,
         _dir: dir,
     })
 }

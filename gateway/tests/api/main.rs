@@ -487,3 +487,43 @@ async fn models_lists_what_the_key_may_use() -> anyhow::Result<()> {
     assert!(app.gateway.control_seq() > 0 && app.gateway.is_ready());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_failing_channel_is_skipped_before_the_first_byte_and_the_call_is_billed_once() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    let primary = testkit::fake_openai::FakeOpenAi::start().await?;
+    let master_key = app.master_key.clone();
+    app.log
+        .append(&helpers::control(
+            schemas::GLOBAL_TENANT,
+            EventBody::ChannelAdded(schemas::ChannelAdded {
+                channel_id: "ch_primary".into(),
+                name: "primary".into(),
+                provider: "openai".into(),
+                base_url: primary.base_url(),
+                api_key: Some(master_key.seal("sk-primary", "ch_primary")),
+                models: vec![MODEL.into()],
+                priority: 10,
+                weight: 1,
+            }),
+        ))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    primary.set_scenario(Scenario::FailStatus { status: 503, retry_after: None });
+    assert_eq!(app.post("/v1/chat/completions", &chat(false)).await?.status(), 200);
+    // Closing after the headers but before the first event is still "before the first byte".
+    primary.set_scenario(Scenario::CloseAfterChunks(0));
+    let payloads = sse_payloads(app.post("/v1/chat/completions", &chat(true)).await?).await?;
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
+
+    assert_eq!(primary.requests().len(), 2);
+    assert_eq!(primary.requests()[0].authorization(), Some("Bearer sk-primary"));
+    assert_eq!(app.fake.requests().len(), 2);
+    let usage = app.usage().await?;
+    assert_eq!(usage.len(), 2);
+    assert!(usage.iter().all(|(_, u)| u.channel_id == "ch_fake"));
+    let logs = app.request_logs(2).await?;
+    assert!(logs.iter().all(|l| l.attempts == 2 && l.channel_id.as_deref() == Some("ch_fake")), "{logs:?}");
+    Ok(())
+}

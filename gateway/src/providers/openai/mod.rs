@@ -23,14 +23,14 @@ pub struct AttemptError {
     pub retriable: bool,
 }
 
-/// Sends `body` to `channel` and waits for the response headers (2xx only; anything else is
-/// mapped to an [`AttemptError`]).
+/// Sends `body` to `channel` and waits, until `first_byte_deadline`, for the response headers
+/// (2xx only; anything else is mapped to an [`AttemptError`]).
 pub async fn send(
     http: &reqwest::Client,
     channel: &Channel,
     endpoint: Endpoint,
     body: Bytes,
-    first_byte_timeout: Duration,
+    first_byte_deadline: tokio::time::Instant,
     idle_timeout: Duration,
 ) -> Result<reqwest::Response, AttemptError> {
     let url = format!("{}{}", channel.base_url, endpoint.upstream_path());
@@ -38,7 +38,7 @@ pub async fn send(
     if let Some(key) = &channel.api_key {
         req = req.bearer_auth(key);
     }
-    let resp = match tokio::time::timeout(first_byte_timeout, req.send()).await {
+    let resp = match tokio::time::timeout_at(first_byte_deadline, req.send()).await {
         Err(_) => return Err(AttemptError { error: ApiError::UpstreamTimeout, retriable: false }),
         Ok(Err(e)) => {
             // The reqwest error text can carry the URL; only its class is logged.
