@@ -1,0 +1,156 @@
+//! The `ledger` projection: one row per `usage.recorded` and the daily rollups by tenant and by
+//! key, updated in the same transaction. Rollups group by the model the client asked for: that
+//! is the name tenants know and the one prices are published under. Amounts come from the event
+//! (it carries the price it was charged at); nothing is looked up.
+
+use schemas::{Envelope, EventBody, StreamOutcome, UsageRecorded, UsageSource};
+use sqlx::AnyConnection;
+
+use super::{Folded, to_i64};
+use crate::utc_day;
+
+/// The counters of one usage event, validated before anything is written.
+struct Counts {
+    input: i64,
+    cached: i64,
+    cache_write: i64,
+    output: i64,
+    reasoning: i64,
+}
+
+impl Counts {
+    fn of(u: &UsageRecorded) -> Result<Self, String> {
+        Ok(Counts {
+            input: to_i64(u.input_tokens, "input_tokens")?,
+            cached: to_i64(u.cached_input_tokens, "cached_input_tokens")?,
+            cache_write: to_i64(u.cache_write_tokens, "cache_write_tokens")?,
+            output: to_i64(u.output_tokens, "output_tokens")?,
+            reasoning: to_i64(u.reasoning_tokens, "reasoning_tokens")?,
+        })
+    }
+}
+
+fn usage_source(s: UsageSource) -> &'static str {
+    match s {
+        UsageSource::Upstream => "upstream",
+        UsageSource::Estimated => "estimated",
+    }
+}
+
+fn stream_outcome(s: StreamOutcome) -> &'static str {
+    match s {
+        StreamOutcome::Completed => "completed",
+        StreamOutcome::ClientDisconnected => "client_disconnected",
+        StreamOutcome::UpstreamError => "upstream_error",
+    }
+}
+
+pub(super) async fn apply(
+    conn: &mut AnyConnection,
+    generation: i64,
+    seq: i64,
+    env: &Envelope,
+) -> Result<Folded, sqlx::Error> {
+    let EventBody::UsageRecorded(u) = &env.body else {
+        return Ok(Folded::Ignored);
+    };
+    let c = match Counts::of(u) {
+        Ok(c) => c,
+        Err(reason) => return Ok(Folded::Rejected(reason)),
+    };
+    let day = utc_day(env.occurred_at_us);
+    let inserted = sqlx::query(
+        "INSERT INTO ledger (generation, request_id, event_id, seq, tenant, key_id, end_user, day, occurred_at_us, \
+         endpoint, model_requested, model_served, provider, channel_id, input_tokens, cached_input_tokens, \
+         cache_write_tokens, output_tokens, reasoning_tokens, usage_source, stream_outcome, streamed, \
+         price_version, currency, cost_nanos) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
+         $22, $23, $24, $25) ON CONFLICT DO NOTHING",
+    )
+    .bind(generation)
+    .bind(&u.request_id)
+    .bind(env.id.to_string())
+    .bind(seq)
+    .bind(&env.tenant)
+    .bind(&u.key_id)
+    .bind(u.user.clone())
+    .bind(&day)
+    .bind(env.occurred_at_us)
+    .bind(&u.endpoint)
+    .bind(&u.model_requested)
+    .bind(&u.model_served)
+    .bind(&u.provider)
+    .bind(&u.channel_id)
+    .bind(c.input)
+    .bind(c.cached)
+    .bind(c.cache_write)
+    .bind(c.output)
+    .bind(c.reasoning)
+    .bind(usage_source(u.usage_source))
+    .bind(stream_outcome(u.stream_outcome))
+    .bind(i64::from(u.streamed))
+    .bind(u.price.as_ref().map(|p| p.version.clone()))
+    .bind(&u.currency)
+    .bind(u.cost_nanos)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted != 1 {
+        // A different event for a request already billed: bill it once, keep the evidence.
+        return Ok(Folded::Rejected(format!("request {} is already in the ledger", u.request_id)));
+    }
+    sqlx::query(
+        "INSERT INTO usage_daily (generation, tenant, day, model, currency, requests, input_tokens, \
+         cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos) \
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (generation, tenant, day, model, currency) DO UPDATE SET \
+         requests = usage_daily.requests + excluded.requests, \
+         input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
+         cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens, \
+         cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens, \
+         output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
+         reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens, \
+         cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos",
+    )
+    .bind(generation)
+    .bind(&env.tenant)
+    .bind(&day)
+    .bind(&u.model_requested)
+    .bind(&u.currency)
+    .bind(c.input)
+    .bind(c.cached)
+    .bind(c.cache_write)
+    .bind(c.output)
+    .bind(c.reasoning)
+    .bind(u.cost_nanos)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO usage_daily_key (generation, tenant, key_id, day, model, currency, requests, input_tokens, \
+         cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (generation, tenant, key_id, day, model, currency) DO UPDATE SET \
+         requests = usage_daily_key.requests + excluded.requests, \
+         input_tokens = usage_daily_key.input_tokens + excluded.input_tokens, \
+         cached_input_tokens = usage_daily_key.cached_input_tokens + excluded.cached_input_tokens, \
+         cache_write_tokens = usage_daily_key.cache_write_tokens + excluded.cache_write_tokens, \
+         output_tokens = usage_daily_key.output_tokens + excluded.output_tokens, \
+         reasoning_tokens = usage_daily_key.reasoning_tokens + excluded.reasoning_tokens, \
+         cost_nanos = usage_daily_key.cost_nanos + excluded.cost_nanos",
+    )
+    .bind(generation)
+    .bind(&env.tenant)
+    .bind(&u.key_id)
+    .bind(&day)
+    .bind(&u.model_requested)
+    .bind(&u.currency)
+    .bind(c.input)
+    .bind(c.cached)
+    .bind(c.cache_write)
+    .bind(c.output)
+    .bind(c.reasoning)
+    .bind(u.cost_nanos)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Folded::Applied)
+}

@@ -1,0 +1,67 @@
+//! Schema migrations, per backend, embedded in the binary and applied in order at connect.
+//! Applied versions are recorded in `schema_migrations`; a migration and its record commit
+//! together, so a failed migration leaves the store at the previous one.
+
+use sqlx::Row;
+
+use crate::ProjectionError;
+use crate::store::{Backend, ReadStore};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+const POSTGRES: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/postgres/0001_init.sql") }];
+
+const SQLITE: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") }];
+
+const CREATE_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)";
+
+/// Serialises migrating processes on Postgres (several workers may start at once).
+const PG_MIGRATION_LOCK: i64 = 0x4c4c_4d52_0000_0000;
+
+/// Applies every migration not yet recorded.
+pub(crate) async fn migrate(store: &ReadStore) -> Result<(), ProjectionError> {
+    let migrations = match store.backend() {
+        Backend::Postgres => POSTGRES,
+        Backend::Sqlite => SQLITE,
+    };
+    let pool = store.pool();
+    for m in migrations {
+        let fail = |source| ProjectionError::Migration { version: m.version, name: m.name, source };
+        let mut tx = pool.begin().await.map_err(fail)?;
+        if store.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
+        sqlx::Executor::execute(&mut *tx, CREATE_TABLE).await.map_err(fail)?;
+        let applied = sqlx::query("SELECT COUNT(*) AS n FROM schema_migrations WHERE version = $1")
+            .bind(m.version)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(fail)?
+            .try_get::<i64, _>("n")
+            .map_err(fail)?;
+        if applied > 0 {
+            continue;
+        }
+        sqlx::Executor::execute(&mut *tx, m.sql).await.map_err(fail)?;
+        sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        tracing::info!(version = m.version, name = m.name, "Read store migration applied.");
+    }
+    Ok(())
+}

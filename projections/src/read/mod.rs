@@ -1,0 +1,530 @@
+//! The read API over the projections, used by `web` and the CLI. Every query reads the active
+//! generation of its projection in a single statement, so it answers from the old version during
+//! a rebuild and from the new one after the swap, never from a mix.
+
+mod report;
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+use crate::{Projection, ProjectionError, ReadStore};
+
+pub use report::{Report, UsageTotal, usage_report};
+
+/// One day of one model's usage (tenant-wide or for one key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageDay {
+    /// UTC date, `YYYY-MM-DD`.
+    pub day: String,
+    /// The model the client asked for.
+    pub model: String,
+    /// Currency of `cost_nanos`.
+    pub currency: String,
+    /// Billable requests.
+    pub requests: i64,
+    /// Uncached input tokens.
+    pub input_tokens: i64,
+    /// Cached input tokens.
+    pub cached_input_tokens: i64,
+    /// Cache-write input tokens.
+    pub cache_write_tokens: i64,
+    /// Output tokens (reasoning included).
+    pub output_tokens: i64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: i64,
+    /// Charge in nanos of `currency`.
+    pub cost_nanos: i64,
+}
+
+/// What authentication needs about a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyRecord {
+    /// The key's id.
+    pub key_id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Display prefix.
+    pub prefix: String,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+/// An API key as the admin pages show it (no hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyRecord {
+    /// The key's id.
+    pub key_id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Display prefix.
+    pub prefix: String,
+    /// Admin label.
+    pub name: Option<String>,
+    /// Allowed models; `None` means all.
+    pub models: Option<Vec<String>>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+    /// When it was issued (µs since the epoch).
+    pub created_at_us: i64,
+    /// When it was revoked.
+    pub revoked_at_us: Option<i64>,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantRecord {
+    /// Its name.
+    pub name: String,
+    /// When it was created (µs since the epoch).
+    pub created_at_us: i64,
+}
+
+/// An upstream channel (its credential is not in the read model).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelRecord {
+    /// Stable id.
+    pub channel_id: String,
+    /// Tenant that added it (or the global tenant).
+    pub tenant: String,
+    /// Display name.
+    pub name: String,
+    /// Provider adapter.
+    pub provider: String,
+    /// Base URL.
+    pub base_url: String,
+    /// Models served.
+    pub models: Vec<String>,
+    /// Higher is tried first.
+    pub priority: i64,
+    /// Share among equal priorities.
+    pub weight: i64,
+    /// Enabled by the admin.
+    pub enabled: bool,
+    /// Removed (kept for history).
+    pub removed: bool,
+    /// When it was added.
+    pub created_at_us: i64,
+    /// When it last changed.
+    pub updated_at_us: i64,
+}
+
+/// A published price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PriceRecord {
+    /// The model.
+    pub model: String,
+    /// Id of the `price.published` event (the version usage events refer to).
+    pub version: String,
+    /// ISO currency code.
+    pub currency: String,
+    /// Nanos per 1M uncached input tokens.
+    pub input_per_mtok_nanos: i64,
+    /// Nanos per 1M cached input tokens.
+    pub cached_input_per_mtok_nanos: i64,
+    /// Nanos per 1M cache-write tokens.
+    pub cache_write_per_mtok_nanos: i64,
+    /// Nanos per 1M output tokens.
+    pub output_per_mtok_nanos: i64,
+    /// When it was published.
+    pub published_at_us: i64,
+}
+
+/// How far a projection has read its stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    /// Projection name.
+    pub projection: String,
+    /// Stream name.
+    pub stream: String,
+    /// Last sequence applied.
+    pub seq: u64,
+}
+
+/// An event a projection skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoisonRecord {
+    /// Stream name.
+    pub stream: String,
+    /// Its sequence.
+    pub seq: u64,
+    /// Its id, when it could be decoded.
+    pub event_id: Option<String>,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// One ledger row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerRow {
+    /// Request id.
+    pub request_id: String,
+    /// The `usage.recorded` event's id.
+    pub event_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Key id.
+    pub key_id: String,
+    /// End user, when given.
+    pub user: Option<String>,
+    /// UTC day.
+    pub day: String,
+    /// Event time.
+    pub occurred_at_us: i64,
+    /// Endpoint.
+    pub endpoint: String,
+    /// Model asked for.
+    pub model_requested: String,
+    /// Model served.
+    pub model_served: String,
+    /// Provider.
+    pub provider: String,
+    /// Channel.
+    pub channel_id: String,
+    /// Uncached input tokens.
+    pub input_tokens: i64,
+    /// Cached input tokens.
+    pub cached_input_tokens: i64,
+    /// Cache-write tokens.
+    pub cache_write_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: i64,
+    /// `upstream` or `estimated`.
+    pub usage_source: String,
+    /// `completed`, `client_disconnected` or `upstream_error`.
+    pub stream_outcome: String,
+    /// Whether it was streamed.
+    pub streamed: bool,
+    /// Price version applied.
+    pub price_version: Option<String>,
+    /// Currency.
+    pub currency: String,
+    /// Charge in nanos.
+    pub cost_nanos: i64,
+}
+
+fn usage_day(r: &AnyRow) -> Result<UsageDay, sqlx::Error> {
+    Ok(UsageDay {
+        day: r.try_get("day")?,
+        model: r.try_get("model")?,
+        currency: r.try_get("currency")?,
+        requests: r.try_get("requests")?,
+        input_tokens: r.try_get("input_tokens")?,
+        cached_input_tokens: r.try_get("cached_input_tokens")?,
+        cache_write_tokens: r.try_get("cache_write_tokens")?,
+        output_tokens: r.try_get("output_tokens")?,
+        reasoning_tokens: r.try_get("reasoning_tokens")?,
+        cost_nanos: r.try_get("cost_nanos")?,
+    })
+}
+
+fn flag(r: &AnyRow, col: &str) -> Result<bool, sqlx::Error> {
+    Ok(r.try_get::<i64, _>(col)? != 0)
+}
+
+fn json_list(text: &str) -> Result<Vec<String>, sqlx::Error> {
+    serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Daily usage of `tenant` (or of one of its keys) from `from_day` to `to_day` inclusive
+/// (`YYYY-MM-DD`), ordered by day, model, currency.
+pub async fn usage_by_day(
+    store: &ReadStore,
+    tenant: &str,
+    key_id: Option<&str>,
+    from_day: &str,
+    to_day: &str,
+) -> Result<Vec<UsageDay>, ProjectionError> {
+    fetch_usage(store.pool(), tenant, key_id, from_day, to_day).await
+}
+
+pub(crate) async fn fetch_usage<'c, E: Executor<'c, Database = Any>>(
+    exec: E,
+    tenant: &str,
+    key_id: Option<&str>,
+    from_day: &str,
+    to_day: &str,
+) -> Result<Vec<UsageDay>, ProjectionError> {
+    let rows = match key_id {
+        None => {
+            sqlx::query(
+                "SELECT day, model, currency, requests, input_tokens, cached_input_tokens, cache_write_tokens, \
+                 output_tokens, reasoning_tokens, cost_nanos FROM usage_daily \
+                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+                 AND tenant = $1 AND day >= $2 AND day <= $3 ORDER BY day, model, currency",
+            )
+            .bind(tenant)
+            .bind(from_day)
+            .bind(to_day)
+            .fetch_all(exec)
+            .await?
+        }
+        Some(key_id) => {
+            sqlx::query(
+                "SELECT day, model, currency, requests, input_tokens, cached_input_tokens, cache_write_tokens, \
+                 output_tokens, reasoning_tokens, cost_nanos FROM usage_daily_key \
+                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+                 AND tenant = $1 AND key_id = $2 AND day >= $3 AND day <= $4 ORDER BY day, model, currency",
+            )
+            .bind(tenant)
+            .bind(key_id)
+            .bind(from_day)
+            .bind(to_day)
+            .fetch_all(exec)
+            .await?
+        }
+    };
+    Ok(rows.iter().map(usage_day).collect::<Result<_, _>>()?)
+}
+
+/// The key with this hex SHA-256 hash, revoked or not.
+pub async fn key_by_hash(store: &ReadStore, hash: &str) -> Result<Option<KeyRecord>, ProjectionError> {
+    let row = sqlx::query(
+        "SELECT key_id, tenant, prefix, revoked FROM api_keys \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         AND hash = $1",
+    )
+    .bind(hash)
+    .fetch_optional(store.pool())
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(KeyRecord {
+        key_id: r.try_get("key_id")?,
+        tenant: r.try_get("tenant")?,
+        prefix: r.try_get("prefix")?,
+        revoked: flag(&r, "revoked")?,
+    }))
+}
+
+/// Where each projection's active generation stands, for lag monitoring.
+pub async fn checkpoints(store: &ReadStore) -> Result<Vec<Checkpoint>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT c.projection, c.stream, c.seq FROM projection_checkpoint c JOIN projection_generation g \
+         ON g.projection = c.projection AND g.active_generation = c.generation ORDER BY c.projection",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Checkpoint {
+                projection: r.try_get("projection")?,
+                stream: r.try_get("stream")?,
+                seq: to_u64(r.try_get("seq")?),
+            })
+        })
+        .collect()
+}
+
+/// Every tenant, by name.
+pub async fn tenants(store: &ReadStore) -> Result<Vec<TenantRecord>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT name, created_at_us FROM tenants \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         ORDER BY name",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| Ok(TenantRecord { name: r.try_get("name")?, created_at_us: r.try_get("created_at_us")? }))
+        .collect()
+}
+
+/// API keys of one tenant, or of all, ordered by tenant and key id.
+pub async fn api_keys(store: &ReadStore, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, ProjectionError> {
+    let rows = match tenant {
+        Some(tenant) => {
+            sqlx::query(
+                "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us FROM api_keys \
+                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+                 AND tenant = $1 ORDER BY tenant, key_id",
+            )
+            .bind(tenant)
+            .fetch_all(store.pool())
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us FROM api_keys \
+                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+                 ORDER BY tenant, key_id",
+            )
+            .fetch_all(store.pool())
+            .await?
+        }
+    };
+    rows.iter()
+        .map(|r| {
+            let models: Option<String> = r.try_get("models")?;
+            Ok(ApiKeyRecord {
+                key_id: r.try_get("key_id")?,
+                tenant: r.try_get("tenant")?,
+                prefix: r.try_get("prefix")?,
+                name: r.try_get("name")?,
+                models: models.as_deref().map(json_list).transpose()?,
+                revoked: flag(r, "revoked")?,
+                created_at_us: r.try_get("created_at_us")?,
+                revoked_at_us: r.try_get("revoked_at_us")?,
+            })
+        })
+        .collect()
+}
+
+/// Every channel, removed ones included, by id.
+pub async fn channels(store: &ReadStore) -> Result<Vec<ChannelRecord>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT channel_id, tenant, name, provider, base_url, models, priority, weight, enabled, removed, \
+         created_at_us, updated_at_us FROM channels \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         ORDER BY channel_id",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let models: String = r.try_get("models")?;
+            Ok(ChannelRecord {
+                channel_id: r.try_get("channel_id")?,
+                tenant: r.try_get("tenant")?,
+                name: r.try_get("name")?,
+                provider: r.try_get("provider")?,
+                base_url: r.try_get("base_url")?,
+                models: json_list(&models)?,
+                priority: r.try_get("priority")?,
+                weight: r.try_get("weight")?,
+                enabled: flag(r, "enabled")?,
+                removed: flag(r, "removed")?,
+                created_at_us: r.try_get("created_at_us")?,
+                updated_at_us: r.try_get("updated_at_us")?,
+            })
+        })
+        .collect()
+}
+
+fn price(r: &AnyRow) -> Result<PriceRecord, sqlx::Error> {
+    Ok(PriceRecord {
+        model: r.try_get("model")?,
+        version: r.try_get("version")?,
+        currency: r.try_get("currency")?,
+        input_per_mtok_nanos: r.try_get("input_per_mtok_nanos")?,
+        cached_input_per_mtok_nanos: r.try_get("cached_input_per_mtok_nanos")?,
+        cache_write_per_mtok_nanos: r.try_get("cache_write_per_mtok_nanos")?,
+        output_per_mtok_nanos: r.try_get("output_per_mtok_nanos")?,
+        published_at_us: r.try_get("published_at_us")?,
+    })
+}
+
+/// The price in force for each model (the last one published), by model.
+pub async fn latest_prices(store: &ReadStore) -> Result<Vec<PriceRecord>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT model, version, currency, input_per_mtok_nanos, cached_input_per_mtok_nanos, \
+         cache_write_per_mtok_nanos, output_per_mtok_nanos, published_at_us FROM prices p \
+         WHERE p.generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         AND p.seq = (SELECT MAX(q.seq) FROM prices q WHERE q.generation = p.generation AND q.model = p.model) \
+         ORDER BY model",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows.iter().map(price).collect::<Result<_, _>>()?)
+}
+
+/// Every price published for `model`, oldest first.
+pub async fn price_history(store: &ReadStore, model: &str) -> Result<Vec<PriceRecord>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT model, version, currency, input_per_mtok_nanos, cached_input_per_mtok_nanos, \
+         cache_write_per_mtok_nanos, output_per_mtok_nanos, published_at_us FROM prices \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         AND model = $1 ORDER BY seq",
+    )
+    .bind(model)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows.iter().map(price).collect::<Result<_, _>>()?)
+}
+
+/// Events `projection` skipped, by sequence.
+pub async fn poison_events(store: &ReadStore, projection: Projection) -> Result<Vec<PoisonRecord>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT stream, seq, event_id, reason FROM poison_event WHERE projection = $1 \
+         AND generation = (SELECT active_generation FROM projection_generation WHERE projection = $1) ORDER BY seq",
+    )
+    .bind(projection.name())
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(PoisonRecord {
+                stream: r.try_get("stream")?,
+                seq: to_u64(r.try_get("seq")?),
+                event_id: r.try_get("event_id")?,
+                reason: r.try_get("reason")?,
+            })
+        })
+        .collect()
+}
+
+/// The ledger rows of one request (at most one; a list so tests can see duplicates).
+pub async fn ledger_rows_for_request(store: &ReadStore, request_id: &str) -> Result<Vec<LedgerRow>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT request_id, event_id, tenant, key_id, end_user, day, occurred_at_us, endpoint, model_requested, \
+         model_served, provider, channel_id, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, \
+         reasoning_tokens, usage_source, stream_outcome, streamed, price_version, currency, cost_nanos FROM ledger \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+         AND request_id = $1 ORDER BY event_id",
+    )
+    .bind(request_id)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LedgerRow {
+                request_id: r.try_get("request_id")?,
+                event_id: r.try_get("event_id")?,
+                tenant: r.try_get("tenant")?,
+                key_id: r.try_get("key_id")?,
+                user: r.try_get("end_user")?,
+                day: r.try_get("day")?,
+                occurred_at_us: r.try_get("occurred_at_us")?,
+                endpoint: r.try_get("endpoint")?,
+                model_requested: r.try_get("model_requested")?,
+                model_served: r.try_get("model_served")?,
+                provider: r.try_get("provider")?,
+                channel_id: r.try_get("channel_id")?,
+                input_tokens: r.try_get("input_tokens")?,
+                cached_input_tokens: r.try_get("cached_input_tokens")?,
+                cache_write_tokens: r.try_get("cache_write_tokens")?,
+                output_tokens: r.try_get("output_tokens")?,
+                reasoning_tokens: r.try_get("reasoning_tokens")?,
+                usage_source: r.try_get("usage_source")?,
+                stream_outcome: r.try_get("stream_outcome")?,
+                streamed: flag(r, "streamed")?,
+                price_version: r.try_get("price_version")?,
+                currency: r.try_get("currency")?,
+                cost_nanos: r.try_get("cost_nanos")?,
+            })
+        })
+        .collect()
+}
+
+/// Number of ledger rows of `tenant` in the active generation.
+pub async fn ledger_row_count(store: &ReadStore, tenant: &str) -> Result<i64, ProjectionError> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) AS n FROM ledger \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+         AND tenant = $1",
+    )
+    .bind(tenant)
+    .fetch_one(store.pool())
+    .await?
+    .try_get("n")?)
+}
+
+/// The active generation of `projection` (changes when a rebuild swaps).
+pub async fn active_generation(store: &ReadStore, projection: Projection) -> Result<i64, ProjectionError> {
+    crate::runner::active_generation(store, projection).await
+}

@@ -1,0 +1,276 @@
+//! The usage report finance exports. Its bytes depend only on the ledger's contents: fixed
+//! column order, rows sorted by day, model and currency, money rendered by
+//! `schemas::format_nanos`, one totals row per currency. The same events therefore give the same
+//! bytes, before and after a rebuild.
+
+use std::collections::BTreeMap;
+
+use schemas::format_nanos;
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{UsageDay, fetch_usage, to_u64};
+use crate::store::Backend;
+use crate::{ProjectionError, ReadStore};
+
+/// The CSV header, in column order.
+const CSV_HEADER: &str = "day,model,currency,requests,input_tokens,cached_input_tokens,cache_write_tokens,\
+                          output_tokens,reasoning_tokens,cost";
+/// What the `day` column of a totals row says.
+const TOTAL_LABEL: &str = "total";
+
+/// The sums of one currency over a report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UsageTotal {
+    /// Currency of `cost_nanos`.
+    pub currency: String,
+    /// Billable requests.
+    pub requests: i64,
+    /// Uncached input tokens.
+    pub input_tokens: i64,
+    /// Cached input tokens.
+    pub cached_input_tokens: i64,
+    /// Cache-write tokens.
+    pub cache_write_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: i64,
+    /// Charge in nanos.
+    pub cost_nanos: i64,
+}
+
+/// A tenant's usage over a range of days, as of a ledger sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The tenant.
+    pub tenant: String,
+    /// First day, inclusive.
+    pub from_day: String,
+    /// Last day, inclusive.
+    pub to_day: String,
+    /// The billing stream sequence the ledger had applied when the report was read.
+    pub as_of_seq: u64,
+    /// Rows by day, model, currency.
+    pub rows: Vec<UsageDay>,
+    /// One row per currency, by currency.
+    pub totals: Vec<UsageTotal>,
+}
+
+/// Reads the report of `tenant` from `from_day` to `to_day` (inclusive, `YYYY-MM-DD`) and the
+/// ledger checkpoint from one snapshot.
+pub async fn usage_report(
+    store: &ReadStore,
+    tenant: &str,
+    from_day: &str,
+    to_day: &str,
+) -> Result<Report, ProjectionError> {
+    let mut tx = store.pool().begin().await?;
+    if store.backend() == Backend::Postgres {
+        // One snapshot for both statements; a SQLite read transaction is one snapshot already.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
+    }
+    let rows = fetch_usage(&mut *tx, tenant, None, from_day, to_day).await?;
+    let seq: Option<i64> = sqlx::query(
+        "SELECT c.seq FROM projection_checkpoint c JOIN projection_generation g \
+         ON g.projection = c.projection AND g.active_generation = c.generation WHERE c.projection = 'ledger'",
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| r.try_get("seq"))
+    .transpose()?;
+    tx.commit().await?;
+    Ok(Report::new(tenant, from_day, to_day, to_u64(seq.unwrap_or(0)), rows))
+}
+
+impl Report {
+    /// Builds a report from its rows, sorting them and computing the totals.
+    pub fn new(tenant: &str, from_day: &str, to_day: &str, as_of_seq: u64, mut rows: Vec<UsageDay>) -> Self {
+        rows.sort_by(|a, b| (&a.day, &a.model, &a.currency).cmp(&(&b.day, &b.model, &b.currency)));
+        let mut totals: BTreeMap<&str, UsageTotal> = BTreeMap::new();
+        for r in &rows {
+            let t = totals
+                .entry(r.currency.as_str())
+                .or_insert_with(|| UsageTotal { currency: r.currency.clone(), ..UsageTotal::default() });
+            // Saturating: a sum past i64 is not a real bill, and a report must not panic.
+            t.requests = t.requests.saturating_add(r.requests);
+            t.input_tokens = t.input_tokens.saturating_add(r.input_tokens);
+            t.cached_input_tokens = t.cached_input_tokens.saturating_add(r.cached_input_tokens);
+            t.cache_write_tokens = t.cache_write_tokens.saturating_add(r.cache_write_tokens);
+            t.output_tokens = t.output_tokens.saturating_add(r.output_tokens);
+            t.reasoning_tokens = t.reasoning_tokens.saturating_add(r.reasoning_tokens);
+            t.cost_nanos = t.cost_nanos.saturating_add(r.cost_nanos);
+        }
+        let totals = totals.into_values().collect();
+        Report {
+            tenant: tenant.to_owned(),
+            from_day: from_day.to_owned(),
+            to_day: to_day.to_owned(),
+            as_of_seq,
+            rows,
+            totals,
+        }
+    }
+
+    /// RFC 4180 CSV: a header, the rows, then a `total` row per currency; `\r\n` line ends.
+    pub fn to_csv(&self) -> Vec<u8> {
+        let mut out = String::new();
+        out.push_str(CSV_HEADER);
+        out.push_str("\r\n");
+        for r in &self.rows {
+            let fields = [
+                csv_field(&r.day),
+                csv_field(&r.model),
+                csv_field(&r.currency),
+                r.requests.to_string(),
+                r.input_tokens.to_string(),
+                r.cached_input_tokens.to_string(),
+                r.cache_write_tokens.to_string(),
+                r.output_tokens.to_string(),
+                r.reasoning_tokens.to_string(),
+                format_nanos(r.cost_nanos),
+            ];
+            out.push_str(&fields.join(","));
+            out.push_str("\r\n");
+        }
+        for t in &self.totals {
+            let fields = [
+                TOTAL_LABEL.to_owned(),
+                String::new(),
+                csv_field(&t.currency),
+                t.requests.to_string(),
+                t.input_tokens.to_string(),
+                t.cached_input_tokens.to_string(),
+                t.cache_write_tokens.to_string(),
+                t.output_tokens.to_string(),
+                t.reasoning_tokens.to_string(),
+                format_nanos(t.cost_nanos),
+            ];
+            out.push_str(&fields.join(","));
+            out.push_str("\r\n");
+        }
+        out.into_bytes()
+    }
+
+    /// Pretty JSON with a fixed key order; money as decimal strings (`"1.250000000"`).
+    pub fn to_json(&self) -> Vec<u8> {
+        let doc = JsonReport {
+            tenant: &self.tenant,
+            from_day: &self.from_day,
+            to_day: &self.to_day,
+            as_of_seq: self.as_of_seq,
+            rows: self.rows.iter().map(JsonRow::from).collect(),
+            totals: self
+                .totals
+                .iter()
+                .map(|t| JsonTotal {
+                    currency: &t.currency,
+                    requests: t.requests,
+                    input_tokens: t.input_tokens,
+                    cached_input_tokens: t.cached_input_tokens,
+                    cache_write_tokens: t.cache_write_tokens,
+                    output_tokens: t.output_tokens,
+                    reasoning_tokens: t.reasoning_tokens,
+                    cost: format_nanos(t.cost_nanos),
+                })
+                .collect(),
+        };
+        // Serialising plain structs of strings and integers cannot fail.
+        serde_json::to_vec_pretty(&doc).unwrap_or_default()
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\r', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    tenant: &'a str,
+    from_day: &'a str,
+    to_day: &'a str,
+    as_of_seq: u64,
+    rows: Vec<JsonRow<'a>>,
+    totals: Vec<JsonTotal<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    day: &'a str,
+    model: &'a str,
+    currency: &'a str,
+    requests: i64,
+    input_tokens: i64,
+    cached_input_tokens: i64,
+    cache_write_tokens: i64,
+    output_tokens: i64,
+    reasoning_tokens: i64,
+    cost: String,
+}
+
+impl<'a> From<&'a UsageDay> for JsonRow<'a> {
+    fn from(r: &'a UsageDay) -> Self {
+        JsonRow {
+            day: &r.day,
+            model: &r.model,
+            currency: &r.currency,
+            requests: r.requests,
+            input_tokens: r.input_tokens,
+            cached_input_tokens: r.cached_input_tokens,
+            cache_write_tokens: r.cache_write_tokens,
+            output_tokens: r.output_tokens,
+            reasoning_tokens: r.reasoning_tokens,
+            cost: format_nanos(r.cost_nanos),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonTotal<'a> {
+    currency: &'a str,
+    requests: i64,
+    input_tokens: i64,
+    cached_input_tokens: i64,
+    cache_write_tokens: i64,
+    output_tokens: i64,
+    reasoning_tokens: i64,
+    cost: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(day: &str, model: &str, cost: i64) -> UsageDay {
+        UsageDay {
+            day: day.into(),
+            model: model.into(),
+            currency: "USD".into(),
+            requests: 1,
+            input_tokens: 10,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            output_tokens: 5,
+            reasoning_tokens: 0,
+            cost_nanos: cost,
+        }
+    }
+
+    #[test]
+    fn csv_is_sorted_quoted_and_totalled() {
+        let r = Report::new(
+            "acme",
+            "2026-01-01",
+            "2026-01-31",
+            7,
+            vec![day("2026-01-02", "b", 1_500_000_000), day("2026-01-01", "a,\"x\"", 1)],
+        );
+        let csv = String::from_utf8(r.to_csv()).unwrap_or_default();
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        assert_eq!(lines[0], CSV_HEADER);
+        assert_eq!(lines[1], "2026-01-01,\"a,\"\"x\"\"\",USD,1,10,0,0,5,0,0.000000001");
+        assert_eq!(lines[2], "2026-01-02,b,USD,1,10,0,0,5,0,1.500000000");
+        assert_eq!(lines[3], "total,,USD,2,20,0,0,10,0,1.500000001");
+        assert_eq!(lines[4], "");
+    }
+}

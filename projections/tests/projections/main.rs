@@ -1,0 +1,8 @@
+//! Integration tests of the projections crate: every test runs against the embedded event log
+//! and both read-store backends (SQLite and a fresh Postgres database).
+
+mod control;
+mod helpers;
+mod ledger;
+mod rebuild;
+mod runner;
