@@ -35,3 +35,4 @@ mod usage;
 pub use app::Gateway;
 pub use config::{DEFAULT_BODY_LIMIT_BYTES, GatewayConfig};
 pub use error::{ApiError, GatewayError};
+pub use routes::unknown_route;

@@ -3,6 +3,7 @@
 
 use axum::Router;
 use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::app::AppState;
@@ -18,4 +19,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), handlers::context::authenticate))
         .with_state(state)
         .layer(middleware::from_fn(handlers::context::request_id))
+}
+
+/// A fallback for unknown `/v1/*` paths, in OpenAI's error shape (404 `unknown_url`). The gateway's
+/// router sets no fallback itself so that the binary can merge it with other routers.
+pub async fn unknown_route() -> Response {
+    crate::error::ApiError::UnknownRoute.into_response()
 }

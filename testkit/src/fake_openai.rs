@@ -38,6 +38,8 @@ pub enum Scenario {
     ErrorAfterChunks(usize),
     /// Stream `n` content chunks, then abort the connection (no terminating chunk, no `[DONE]`).
     CloseAfterChunks(usize),
+    /// Stream `n` content chunks, then keep the connection open without sending anything.
+    StallAfterChunks(usize),
     /// 200 with an HTML body (`content-type: text/html`).
     Html200,
     /// Normal answer, but each stream chunk is delayed by this much (a JSON answer is delayed by
@@ -51,7 +53,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Parses the `x-fake-scenario` header: `normal`, `no-usage`, `fail-status:500`,
-    /// `fail-status:429:7`, `hang`, `error-after:2`, `close-after:2`, `html-200`, `slow:50`
+    /// `fail-status:429:7`, `hang`, `error-after:2`, `close-after:2`, `stall-after:2`, `html-200`, `slow:50`
     /// (milliseconds), `comments-crlf`, `invalid-json-after:1`.
     pub fn parse(s: &str) -> Option<Scenario> {
         let mut parts = s.split(':');
@@ -67,6 +69,7 @@ impl Scenario {
             "hang" => Scenario::Hang,
             "error-after" => Scenario::ErrorAfterChunks(usize::try_from(num()?).ok()?),
             "close-after" => Scenario::CloseAfterChunks(usize::try_from(num()?).ok()?),
+            "stall-after" => Scenario::StallAfterChunks(usize::try_from(num()?).ok()?),
             "html-200" => Scenario::Html200,
             "slow" => Scenario::SlowChunks(Duration::from_millis(num()?)),
             "comments-crlf" => Scenario::CommentsAndCrlf,
@@ -398,6 +401,7 @@ async fn models(State(state): State<FakeState>, uri: Uri, headers: HeaderMap) ->
 enum Frame {
     Data(Bytes),
     Abort,
+    Stall,
 }
 
 /// Builds the SSE body for `chunks` (+ the usage chunk when asked for) per the plan's scenario.
@@ -410,7 +414,10 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
         frames.push(Frame::Data(Bytes::from(format!(": ping{eol}{eol}"))));
     }
     let limit = match plan.scenario {
-        Scenario::ErrorAfterChunks(n) | Scenario::CloseAfterChunks(n) | Scenario::InvalidJsonAfterChunks(n) => n,
+        Scenario::ErrorAfterChunks(n)
+        | Scenario::CloseAfterChunks(n)
+        | Scenario::StallAfterChunks(n)
+        | Scenario::InvalidJsonAfterChunks(n) => n,
         _ => usize::MAX,
     };
     for c in chunks.iter().take(limit) {
@@ -423,6 +430,7 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
         Scenario::ErrorAfterChunks(_) => frames.push(data(&json!({"error": {"message": "The server had an error \
              while processing your request.", "type": "server_error", "param": null, "code": null}}))),
         Scenario::CloseAfterChunks(_) => frames.push(Frame::Abort),
+        Scenario::StallAfterChunks(_) => frames.push(Frame::Stall),
         Scenario::InvalidJsonAfterChunks(_) => frames.push(Frame::Data(Bytes::from("data: {not json\n\n"))),
         _ => {
             if plan.scenario != Scenario::NoUsage && wants_usage_chunk(plan) {
@@ -441,6 +449,10 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
         }
         match f {
             Frame::Data(b) => Ok::<Bytes, std::io::Error>(b),
+            Frame::Stall => {
+                futures::future::pending::<()>().await;
+                Ok(Bytes::new())
+            }
             Frame::Abort => {
                 // Let the chunks before it reach the socket first.
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -527,3 +527,39 @@ async fn a_failing_channel_is_skipped_before_the_first_byte_and_the_call_is_bill
     assert!(logs.iter().all(|l| l.attempts == 2 && l.channel_id.as_deref() == Some("ch_fake")), "{logs:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_stream_gets_an_idle_timeout_error_event_and_is_billed() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    app.fake.set_scenario(Scenario::StallAfterChunks(2));
+    let started = Instant::now();
+    let payloads = sse_payloads(app.post("/v1/chat/completions", &chat(true)).await?).await?;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(payloads.len(), 3, "{payloads:?}");
+    let err: Value = serde_json::from_str(&payloads[2])?;
+    assert_eq!(err["error"]["code"], "upstream_timeout");
+    let usage = app.usage().await?;
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].1.stream_outcome, StreamOutcome::UpstreamError);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_gateway_starts_on_an_empty_log_and_picks_up_keys_live() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = nats::EventLog::open_embedded(dir.path()).await?;
+    let gw = gateway::Gateway::start(
+        log.clone(),
+        gateway::GatewayConfig::new(schemas::secret::MasterKey::generate(), "gw-empty"),
+    )
+    .await?;
+    assert_eq!(gw.control_seq(), 0);
+    assert!(gw.is_ready());
+    helpers::issue_key(&log, None).await?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while gw.control_seq() == 0 {
+        assert!(Instant::now() < deadline, "key not seen within 1 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
