@@ -273,4 +273,16 @@ mod tests {
         assert_eq!(lines[3], "total,,USD,2,20,0,0,10,0,1.500000001");
         assert_eq!(lines[4], "");
     }
+
+    #[test]
+    fn json_has_a_fixed_key_order_and_decimal_money() {
+        let r = Report::new("acme", "2026-01-01", "2026-01-31", 3, vec![day("2026-01-01", "m", 2_500_000_000)]);
+        let json = String::from_utf8(r.to_json()).unwrap_or_default();
+        let keys = ["\"tenant\"", "\"from_day\"", "\"to_day\"", "\"as_of_seq\"", "\"rows\"", "\"totals\""];
+        let positions: Vec<usize> = keys.iter().filter_map(|k| json.find(k)).collect();
+        assert_eq!(positions.len(), keys.len(), "{json}");
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{json}");
+        assert!(json.contains("\"cost\": \"2.500000000\""), "{json}");
+        assert_eq!(r.to_json(), r.clone().to_json());
+    }
 }

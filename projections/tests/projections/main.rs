@@ -6,3 +6,4 @@ mod helpers;
 mod ledger;
 mod rebuild;
 mod runner;
+mod store;
