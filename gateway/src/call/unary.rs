@@ -46,7 +46,7 @@ pub async fn finish(
         if head.error.is_some() {
             return Err(ApiError::Upstream);
         }
-        (head.usage.and_then(usage::from_openai), head.model.map(|m| m.into_owned()))
+        (head.usage.and_then(usage::from_openai), head.model.map(|m| m.0.into_owned()))
     };
     let consumption = match usage {
         Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },

@@ -7,12 +7,42 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
+/// A string borrowed from the input when it has no escapes (serde only borrows a bare
+/// `Cow<str>`, never one inside an `Option`).
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
 /// The head of a non-stream response (chat, completions, embeddings).
 #[derive(Deserialize)]
 pub struct ResponseHead<'a> {
     /// The model served.
     #[serde(default, borrow)]
-    pub model: Option<Cow<'a, str>>,
+    pub model: Option<Text<'a>>,
     /// The usage object.
     #[serde(default, borrow)]
     pub usage: Option<&'a RawValue>,
@@ -21,15 +51,16 @@ pub struct ResponseHead<'a> {
     pub error: Option<IgnoredAny>,
 }
 
-/// One streamed chunk.
+/// One streamed chunk. Parsing it allocates nothing in the usual case (one choice, text without
+/// escapes): the text is borrowed from the chunk.
 #[derive(Deserialize)]
 pub struct ChunkView<'a> {
     /// The model served.
     #[serde(default, borrow)]
-    pub model: Option<Cow<'a, str>>,
+    pub model: Option<Text<'a>>,
     /// Choices; empty on the usage-only chunk.
     #[serde(default, borrow)]
-    pub choices: Option<Vec<ChoiceView<'a>>>,
+    pub choices: Option<Choices<'a>>,
     /// The usage object, on the final chunk when `include_usage` is set.
     #[serde(default, borrow)]
     pub usage: Option<&'a RawValue>,
@@ -38,49 +69,80 @@ pub struct ChunkView<'a> {
     pub error: Option<&'a RawValue>,
 }
 
+/// What the gateway needs from `choices`: how many, and their generated text.
+#[derive(Default)]
+pub struct Choices<'a> {
+    /// Number of choices in the chunk.
+    pub len: usize,
+    /// Their text (chat `delta.content` / `delta.reasoning_content`, completions `text`).
+    pub text: Option<Cow<'a, str>>,
+}
+
+impl<'a> Choices<'a> {
+    fn add(&mut self, piece: Option<Text<'a>>) {
+        let Some(Text(piece)) = piece else { return };
+        self.text = Some(match self.text.take() {
+            None => piece,
+            Some(prev) => Cow::Owned(prev.into_owned() + &piece),
+        });
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Choices<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Choices::default();
+                while let Some(c) = seq.next_element::<ChoiceView<'a>>()? {
+                    out.len += 1;
+                    if let Some(d) = c.delta {
+                        out.add(d.content);
+                        out.add(d.reasoning_content);
+                    }
+                    out.add(c.text);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
 /// One choice of a chunk (chat `delta` or completions `text`).
 #[derive(Deserialize)]
-pub struct ChoiceView<'a> {
-    /// Chat delta.
+struct ChoiceView<'a> {
     #[serde(default, borrow)]
-    pub delta: Option<DeltaView<'a>>,
-    /// Completions text.
+    delta: Option<DeltaView<'a>>,
     #[serde(default, borrow)]
-    pub text: Option<Cow<'a, str>>,
+    text: Option<Text<'a>>,
 }
 
 /// A chat delta.
 #[derive(Deserialize)]
-pub struct DeltaView<'a> {
-    /// Generated text.
+struct DeltaView<'a> {
     #[serde(default, borrow)]
-    pub content: Option<Cow<'a, str>>,
+    content: Option<Text<'a>>,
     /// Reasoning text some vendors stream (DeepSeek, Qwen).
     #[serde(default, borrow)]
-    pub reasoning_content: Option<Cow<'a, str>>,
+    reasoning_content: Option<Text<'a>>,
 }
 
 impl ChunkView<'_> {
     /// Appends the chunk's generated text to `out` (for estimates).
     pub fn collect_text(&self, out: &mut String) {
-        for c in self.choices.iter().flatten() {
-            if let Some(d) = &c.delta {
-                if let Some(t) = &d.content {
-                    out.push_str(t);
-                }
-                if let Some(t) = &d.reasoning_content {
-                    out.push_str(t);
-                }
-            }
-            if let Some(t) = &c.text {
-                out.push_str(t);
-            }
+        if let Some(t) = self.choices.as_ref().and_then(|c| c.text.as_deref()) {
+            out.push_str(t);
         }
     }
 
     /// Whether this is the usage-only chunk (`choices: []` with a usage object).
     pub fn is_usage_only(&self) -> bool {
-        self.usage.is_some() && self.choices.as_ref().is_none_or(Vec::is_empty)
+        self.usage.is_some() && self.choices.as_ref().is_none_or(|c| c.len == 0)
     }
 }
 
@@ -101,4 +163,24 @@ pub fn response_text(body: &[u8]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_text_is_borrowed_and_usage_only_chunks_are_recognised() -> Result<(), serde_json::Error> {
+        let c: ChunkView<'_> =
+            serde_json::from_str(r#"{"model":"m","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#)?;
+        assert!(matches!(c.choices.as_ref().and_then(|c| c.text.as_ref()), Some(Cow::Borrowed("Hi"))));
+        assert!(!c.is_usage_only());
+        let two: ChunkView<'_> = serde_json::from_str(r#"{"choices":[{"text":"a"},{"text":"b"}]}"#)?;
+        let mut out = String::new();
+        two.collect_text(&mut out);
+        assert_eq!(out, "ab");
+        let u: ChunkView<'_> = serde_json::from_str(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#)?;
+        assert!(u.is_usage_only());
+        Ok(())
+    }
 }
