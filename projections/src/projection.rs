@@ -1,5 +1,6 @@
 //! The projections this crate knows: their names, the stream each folds, and the read-model
-//! tables each owns (used by rebuild to clear a generation).
+//! tables each owns (used by rebuild to clear a generation). A new projection needs its
+//! `projection_generation` row inserted by the migration that creates its tables.
 
 use std::str::FromStr;
 

@@ -4,6 +4,11 @@
 //! and the restart re-reads it from the committed checkpoint, so nothing is applied twice or
 //! skipped. Poison events are recorded in `poison_event` and skipped. Database and log errors end
 //! `run` with an error: the supervisor in `workers` restarts it with backoff.
+//!
+//! The single-writer lock keeps writers from doing the same work twice; correctness does not
+//! rest on it. Were two writers ever to overlap (a Postgres session lost under a live runner),
+//! the `applied_event` primary key still lets each event through once, and the rows written at
+//! the start of every batch (generation, checkpoint) serialise their transactions.
 
 use std::future::Future;
 use std::time::Duration;

@@ -15,6 +15,9 @@ use crate::ProjectionError;
 /// and the admin CLI may write at once, and each transaction is short.
 const SQLITE_BUSY_TIMEOUT_MS: &str = "PRAGMA busy_timeout = 10000";
 /// Readers share the file with one writer at a time; WAL lets them read during a write.
+/// `synchronous = NORMAL` may lose the last commits on power loss, but never tears one: the
+/// checkpoint lives in the same transaction as the rows, so the runner re-applies what was lost
+/// from the log.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;";
 /// Connections per pool: reads from the web crate plus one writer per projection.
 const MAX_CONNECTIONS: u32 = 8;
