@@ -3,16 +3,36 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use schemas::{EventBody, RequestLogged};
 use serde_json::json;
 
-use super::context::Caller;
+use super::context::{Caller, RequestId};
 use crate::app::AppState;
 use crate::routing;
 
 /// Lists models.
-pub async fn list(State(app): State<AppState>, Extension(Caller(key)): Extension<Caller>) -> Response {
+pub async fn list(
+    State(app): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(Caller(key)): Extension<Caller>,
+) -> Response {
     let models = routing::visible_models(&app.snapshot(), &key);
     let data: Vec<_> =
         models.iter().map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "llm-router"})).collect();
+    let logged = RequestLogged {
+        request_id: rid.id.to_string(),
+        key_id: Some(key.key_id.clone()),
+        endpoint: "models".to_owned(),
+        model: None,
+        provider: None,
+        channel_id: None,
+        status: 200,
+        latency_us: u64::try_from(rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ttft_us: None,
+        attempts: 0,
+        error_class: None,
+        streamed: false,
+    };
+    app.log.append_nowait(&app.envelope(&key.tenant, &rid.id, EventBody::RequestLogged(logged)));
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
