@@ -151,6 +151,28 @@ impl TestApp {
         Ok(out)
     }
 
+    /// The stored JSON of every event in every stream.
+    pub async fn raw_events(&self) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for stream in Stream::ALL {
+            let last = self.log.last_seq(stream).await?;
+            if last == 0 {
+                continue;
+            }
+            let mut tail = self.log.tail(stream, 0);
+            while let Some(ev) =
+                tokio::time::timeout(Duration::from_secs(5), tail.next()).await.context("tail stalled")?
+            {
+                let ev = ev?;
+                out.push(String::from_utf8_lossy(&ev.payload).into_owned());
+                if ev.seq >= last {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every `usage.recorded` so far, with its envelope.
     pub async fn usage(&self) -> anyhow::Result<Vec<(Envelope, UsageRecorded)>> {
         Ok(self

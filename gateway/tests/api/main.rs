@@ -565,3 +565,40 @@ async fn the_gateway_starts_on_an_empty_log_and_picks_up_keys_live() -> anyhow::
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn concurrent_requests_are_each_billed_exactly_once_and_no_event_holds_a_secret_or_prompt() -> anyhow::Result<()>
+{
+    let app = spawn().await?;
+    let canary = "prompt-canary-7f3e";
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let req = json!({"model": MODEL, "stream": i % 2 == 0, "messages": [{"role": "user", "content": canary}]});
+        let (http, url, key) = (app.http.clone(), app.url("/v1/chat/completions"), app.key.clone());
+        tasks.push(tokio::spawn(async move {
+            let resp = http.post(url).bearer_auth(key).json(&req).send().await?;
+            let id = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let status = resp.status().as_u16();
+            let _ = resp.bytes().await?;
+            anyhow::Ok((status, id))
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        let (status, id) = t.await??;
+        assert_eq!(status, 200);
+        ids.push(id.unwrap_or_default());
+    }
+    let usage = app.usage().await?;
+    assert_eq!(usage.len(), 20);
+    let mut billed: Vec<String> = usage.iter().map(|(_, u)| u.request_id.clone()).collect();
+    billed.sort();
+    ids.sort();
+    assert_eq!(billed, ids);
+    for raw in app.raw_events().await? {
+        for secret in [UPSTREAM_KEY, app.key.as_str(), canary] {
+            assert!(!raw.contains(secret), "an event contains a secret or the prompt: {raw}");
+        }
+    }
+    Ok(())
+}
