@@ -31,6 +31,14 @@ pub enum ProjectionError {
     /// The generation table changed under a rebuild (a concurrent rebuild or a manual edit).
     #[error("projection {0} changed generation during the rebuild; nothing was swapped")]
     RebuildConflict(&'static str),
+    /// An "as of" report asked for a sequence the ledger has not applied yet.
+    #[error("the ledger has applied the billing stream up to {applied}, not yet {as_of_seq}")]
+    NotCaughtUp {
+        /// The sequence asked for.
+        as_of_seq: u64,
+        /// The sequence applied.
+        applied: u64,
+    },
     /// The log closed the tail: it ends only on an unrecoverable error.
     #[error("the event log ended the tail of {0}")]
     TailEnded(&'static str),

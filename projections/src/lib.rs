@@ -38,6 +38,7 @@ mod tests {
                 let _ = rebuild(&store, &log, Projection::Ledger, |_, _| {}).await;
                 let _ = read::usage_report(&store, "t", "2026-01-01", "2026-01-31").await;
                 let _ = read::key_by_hash(&store, "h").await;
+                let _ = read::usage_report_as_of(&store, "t", "2026-01-01", "2026-01-31", 1).await;
             })
         };
     }

@@ -65,3 +65,17 @@ pub(crate) async fn migrate(store: &ReadStore) -> Result<(), ProjectionError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_backends_have_the_same_migrations_in_increasing_order() {
+        let pg: Vec<(i64, &str)> = POSTGRES.iter().map(|m| (m.version, m.name)).collect();
+        let lite: Vec<(i64, &str)> = SQLITE.iter().map(|m| (m.version, m.name)).collect();
+        assert_eq!(pg, lite);
+        assert!(pg.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(pg.first().is_some_and(|m| m.0 == 1));
+    }
+}

@@ -9,7 +9,7 @@ use schemas::format_nanos;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{UsageDay, fetch_usage, to_u64};
+use super::{UsageDay, fetch_usage, to_u64, usage_day};
 use crate::store::Backend;
 use crate::{ProjectionError, ReadStore};
 
@@ -57,30 +57,82 @@ pub struct Report {
     pub totals: Vec<UsageTotal>,
 }
 
-/// Reads the report of `tenant` from `from_day` to `to_day` (inclusive, `YYYY-MM-DD`) and the
-/// ledger checkpoint from one snapshot.
+/// Reads the report of `tenant` from `from_day` to `to_day` (inclusive, `YYYY-MM-DD`) from the
+/// daily rollups, with the ledger checkpoint of the same snapshot as its `as_of_seq`.
 pub async fn usage_report(
     store: &ReadStore,
     tenant: &str,
     from_day: &str,
     to_day: &str,
 ) -> Result<Report, ProjectionError> {
+    let mut tx = begin_snapshot(store).await?;
+    let rows = fetch_usage(&mut *tx, tenant, None, from_day, to_day).await?;
+    let seq = ledger_checkpoint(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Report::new(tenant, from_day, to_day, seq, rows))
+}
+
+/// The report as it was when the ledger had applied the billing stream up to `as_of_seq`:
+/// summed from the ledger rows with a sequence up to it, so asking again later (or after a
+/// rebuild) gives the same bytes as [`usage_report`] gave at that sequence. Fails with
+/// [`ProjectionError::NotCaughtUp`] when the ledger has not reached `as_of_seq` yet.
+pub async fn usage_report_as_of(
+    store: &ReadStore,
+    tenant: &str,
+    from_day: &str,
+    to_day: &str,
+    as_of_seq: u64,
+) -> Result<Report, ProjectionError> {
+    let mut tx = begin_snapshot(store).await?;
+    let applied = ledger_checkpoint(&mut tx).await?;
+    if applied < as_of_seq {
+        return Err(ProjectionError::NotCaughtUp { as_of_seq, applied });
+    }
+    // CAST: Postgres sums BIGINTs into NUMERIC, which the Any driver cannot decode.
+    let rows = sqlx::query(
+        "SELECT day, model_requested AS model, currency, CAST(COUNT(*) AS BIGINT) AS requests, \
+         CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
+         CAST(SUM(cached_input_tokens) AS BIGINT) AS cached_input_tokens, \
+         CAST(SUM(cache_write_tokens) AS BIGINT) AS cache_write_tokens, \
+         CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
+         CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
+         CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos FROM ledger \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+         AND tenant = $1 AND day >= $2 AND day <= $3 AND seq <= $4 \
+         GROUP BY day, model_requested, currency ORDER BY day, model_requested, currency",
+    )
+    .bind(tenant)
+    .bind(from_day)
+    .bind(to_day)
+    .bind(i64::try_from(as_of_seq).unwrap_or(i64::MAX))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let rows = rows.iter().map(usage_day).collect::<Result<_, _>>()?;
+    Ok(Report::new(tenant, from_day, to_day, as_of_seq, rows))
+}
+
+/// A read transaction whose statements all see one snapshot: Postgres needs REPEATABLE READ for
+/// that; a SQLite read transaction is one snapshot already.
+async fn begin_snapshot(store: &ReadStore) -> Result<sqlx::Transaction<'static, sqlx::Any>, ProjectionError> {
     let mut tx = store.pool().begin().await?;
     if store.backend() == Backend::Postgres {
-        // One snapshot for both statements; a SQLite read transaction is one snapshot already.
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
     }
-    let rows = fetch_usage(&mut *tx, tenant, None, from_day, to_day).await?;
+    Ok(tx)
+}
+
+/// The sequence the active ledger generation has applied (0 before the first event).
+async fn ledger_checkpoint(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<u64, ProjectionError> {
     let seq: Option<i64> = sqlx::query(
         "SELECT c.seq FROM projection_checkpoint c JOIN projection_generation g \
          ON g.projection = c.projection AND g.active_generation = c.generation WHERE c.projection = 'ledger'",
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .map(|r| r.try_get("seq"))
     .transpose()?;
-    tx.commit().await?;
-    Ok(Report::new(tenant, from_day, to_day, to_u64(seq.unwrap_or(0)), rows))
+    Ok(to_u64(seq.unwrap_or(0)))
 }
 
 impl Report {
