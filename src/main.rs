@@ -1,1 +1,299 @@
-fn main() {}
+//! `llm-router`: the CLI. Parses arguments and configuration, sets up logging, and hands off to
+//! the composition in `run` or to an admin command. No domain logic lives here.
+
+mod admin;
+mod config;
+mod control_view;
+mod master_key;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(name = "llm-router", version, about = "An OpenAI-compatible LLM gateway built around an event log.")]
+struct Cli {
+    /// Config file (default: ./llm-router.toml when present).
+    #[arg(long, global = true, env = "LLM_ROUTER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gateway, workers and dashboard in one process (embedded backends by default).
+    Serve {
+        /// Listen address (default 0.0.0.0:8080, or SERVER_PORT).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// The gateway alone (cluster shape); mounts the read routes too when given a database.
+    Gateway {
+        /// Listen address.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// The projection workers alone (cluster shape).
+    Worker,
+    /// Tenants.
+    #[command(subcommand)]
+    Tenants(TenantCmd),
+    /// Virtual API keys.
+    #[command(subcommand)]
+    Keys(KeyCmd),
+    /// Upstream channels.
+    #[command(subcommand)]
+    Channels(ChannelCmd),
+    /// Model prices.
+    #[command(subcommand)]
+    Prices(PriceCmd),
+    /// Read-model maintenance.
+    #[command(subcommand)]
+    Projections(ProjectionCmd),
+    /// Reports from the ledger.
+    #[command(subcommand)]
+    Reports(ReportCmd),
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    /// Creates a tenant.
+    Create {
+        /// Name: 1-64 characters of a-z, 0-9, '-', '_'.
+        name: String,
+    },
+    /// Lists tenants.
+    List,
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Issues a key; the key is printed once, alone on the last line.
+    Create {
+        /// Owning tenant.
+        #[arg(long)]
+        tenant: String,
+        /// A label.
+        #[arg(long)]
+        name: Option<String>,
+        /// Restrict the key to these models (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+    },
+    /// Revokes a key by id, display prefix, or the whole key.
+    Revoke {
+        /// Key id, prefix or key.
+        key: String,
+    },
+    /// Lists keys (prefixes only).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChannelCmd {
+    /// Adds an upstream channel.
+    Add {
+        /// Unique name.
+        #[arg(long)]
+        name: String,
+        /// Provider adapter.
+        #[arg(long, default_value = "openai")]
+        provider: String,
+        /// Base URL, e.g. https://api.openai.com/v1.
+        #[arg(long)]
+        base_url: String,
+        /// Upstream API key (stored sealed).
+        #[arg(long, env = "LLM_ROUTER_CHANNEL_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Models served (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        models: Vec<String>,
+        /// Higher is tried first.
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+        /// Traffic share among equal priorities.
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Removes a channel by name or id.
+    Remove {
+        /// Name or id.
+        channel: String,
+    },
+    /// Lists channels (never their keys).
+    List,
+}
+
+#[derive(Subcommand)]
+enum PriceCmd {
+    /// Publishes a model's price, per one million tokens.
+    Set {
+        /// Model name.
+        #[arg(long)]
+        model: String,
+        /// Uncached input, per 1M tokens (e.g. 2.50).
+        #[arg(long)]
+        input: String,
+        /// Output, per 1M tokens.
+        #[arg(long)]
+        output: String,
+        /// Cached input, per 1M tokens (default: the input price).
+        #[arg(long)]
+        cached: Option<String>,
+        /// Cache-write input, per 1M tokens (default: the input price).
+        #[arg(long)]
+        cache_write: Option<String>,
+        /// ISO currency.
+        #[arg(long, default_value = "USD")]
+        currency: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionCmd {
+    /// Rebuilds a projection from sequence 1 while the old version serves, then swaps.
+    Rebuild {
+        /// `control` or `ledger`.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// Usage and cost by day and model.
+    Usage {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// First day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: String,
+        /// Output format.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    run::init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let listen = match &cli.command {
+        Command::Serve { listen } | Command::Gateway { listen } => listen.clone(),
+        _ => None,
+    };
+    let cfg = Config::load(cli.config.as_deref(), &cli.overrides, listen.as_deref())?;
+    match cli.command {
+        Command::Serve { .. } => run::serve(cfg).await,
+        Command::Gateway { .. } => run::gateway(cfg).await,
+        Command::Worker => run::worker(cfg).await,
+        Command::Tenants(cmd) => {
+            let log = run::open_log(&cfg).await?;
+            match cmd {
+                TenantCmd::Create { name } => {
+                    admin::create_tenant(&log, &name).await?;
+                    run::say(&format!("Tenant {name} created."));
+                }
+                TenantCmd::List => {
+                    for t in control_view::ControlView::load(&log).await?.tenants {
+                        run::say(&t);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Keys(cmd) => {
+            let log = run::open_log(&cfg).await?;
+            match cmd {
+                KeyCmd::Create { tenant, name, models } => {
+                    let k = admin::create_key(&log, &tenant, name, models).await?;
+                    run::say(&format!("Key {} ({}) issued for tenant {tenant}. It is shown once:", k.key_id, k.prefix));
+                    run::say(&k.key);
+                }
+                KeyCmd::Revoke { key } => {
+                    let id = admin::revoke_key(&log, &key).await?;
+                    run::say(&format!("Key {id} revoked."));
+                }
+                KeyCmd::List { tenant } => {
+                    let view = control_view::ControlView::load(&log).await?;
+                    for k in view.keys.values().filter(|k| tenant.as_ref().is_none_or(|t| *t == k.tenant)) {
+                        let state = if k.revoked { "revoked" } else { "active" };
+                        let name = k.name.as_deref().unwrap_or("");
+                        run::say(&format!("{}\t{}\t{}…\t{state}\t{name}", k.key_id, k.tenant, k.prefix));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Channels(cmd) => {
+            let log = run::open_log(&cfg).await?;
+            match cmd {
+                ChannelCmd::Add { name, provider, base_url, api_key, models, priority, weight } => {
+                    let master = master_key::load(&cfg.data_dir)?;
+                    let c =
+                        admin::NewChannel { name: name.clone(), provider, base_url, api_key, models, priority, weight };
+                    let id = admin::add_channel(&log, &master, c).await?;
+                    run::say(&format!("Channel {name} added as {id}."));
+                }
+                ChannelCmd::Remove { channel } => {
+                    let id = admin::remove_channel(&log, &channel).await?;
+                    run::say(&format!("Channel {id} removed."));
+                }
+                ChannelCmd::List => {
+                    for c in control_view::ControlView::load(&log).await?.channels.values() {
+                        run::say(&format!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            c.channel_id,
+                            c.name,
+                            c.provider,
+                            c.base_url,
+                            c.models.join(",")
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Prices(PriceCmd::Set { model, input, output, cached, cache_write, currency }) => {
+            let log = run::open_log(&cfg).await?;
+            let version =
+                admin::set_price(&log, &model, &currency, &input, &output, cached.as_deref(), cache_write.as_deref())
+                    .await?;
+            run::say(&format!("Price for {model} published (version {version})."));
+            Ok(())
+        }
+        Command::Projections(ProjectionCmd::Rebuild { name }) => run::rebuild(cfg, &name).await,
+        Command::Reports(ReportCmd::Usage { tenant, from, to, format }) => {
+            run::report_usage(cfg, &tenant, &from, &to, &format).await
+        }
+    }
+}

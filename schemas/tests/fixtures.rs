@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use schemas::{EventBody, Envelope};
+use schemas::{Envelope, EventBody};
 
 fn fixtures() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");

@@ -1,0 +1,202 @@
+//! Admin commands: each appends control events to the log (waiting for the log's own
+//! acknowledgement) and works while `serve` runs, on either backend.
+
+use anyhow::Context as _;
+use nats::EventLog;
+use schemas::secret::MasterKey;
+use schemas::{
+    ApiKeyIssued, ApiKeyRevoked, ChannelAdded, ChannelRemoved, Envelope, EventBody, GLOBAL_TENANT, PricePublished,
+    TenantCreated, TenantId,
+};
+
+use crate::control_view::ControlView;
+
+/// Providers `channels add` accepts.
+pub const PROVIDERS: &[&str] = &["openai"];
+
+/// Who is acting, recorded on every control event (the audit trail).
+fn actor() -> String {
+    std::env::var("LLM_ROUTER_ACTOR").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "admin".to_owned())
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// A control event from the CLI.
+pub fn control_event(tenant: &str, body: EventBody) -> Envelope {
+    let mut env = Envelope::new(tenant, "cli", now_us(), body);
+    env.actor = Some(actor());
+    env
+}
+
+/// `tenants create NAME`.
+pub async fn create_tenant(log: &EventLog, name: &str) -> anyhow::Result<()> {
+    let tenant = TenantId::parse(name)?;
+    let view = ControlView::load(log).await?;
+    anyhow::ensure!(!view.tenants.iter().any(|t| t == tenant.as_str()), "tenant {tenant} already exists");
+    let env = control_event(tenant.as_str(), EventBody::TenantCreated(TenantCreated { name: tenant.to_string() }));
+    log.append_acked(&env).await.context("Failed to append tenant.created")?;
+    Ok(())
+}
+
+/// A key just issued: its id and the plaintext, shown once.
+pub struct IssuedKey {
+    /// `key_…`
+    pub key_id: String,
+    /// The plaintext key.
+    pub key: String,
+    /// Display prefix.
+    pub prefix: String,
+}
+
+/// `keys create --tenant T`.
+pub async fn create_key(
+    log: &EventLog,
+    tenant: &str,
+    name: Option<String>,
+    models: Option<Vec<String>>,
+) -> anyhow::Result<IssuedKey> {
+    let tenant = TenantId::parse(tenant)?;
+    let view = ControlView::load(log).await?;
+    anyhow::ensure!(
+        view.tenants.iter().any(|t| t == tenant.as_str()),
+        "no tenant named {tenant}; create it with `llm-router tenants create {tenant}`"
+    );
+    issue_key(log, tenant.as_str(), name, models).await
+}
+
+/// Appends `api_key.issued` for a fresh key of `tenant` (which must exist).
+pub async fn issue_key(
+    log: &EventLog,
+    tenant: &str,
+    name: Option<String>,
+    models: Option<Vec<String>>,
+) -> anyhow::Result<IssuedKey> {
+    let key = schemas::keys::generate();
+    let key_id = format!("key_{}", uuid::Uuid::now_v7().simple());
+    let env = control_event(
+        tenant,
+        EventBody::ApiKeyIssued(ApiKeyIssued {
+            key_id: key_id.clone(),
+            hash: key.hash,
+            prefix: key.prefix.clone(),
+            name,
+            models,
+        }),
+    );
+    log.append_acked(&env).await.context("Failed to append api_key.issued")?;
+    Ok(IssuedKey { key_id, key: key.plaintext, prefix: key.prefix })
+}
+
+/// `keys revoke KEY_ID_OR_PREFIX` (the whole key works too). Returns the revoked key's id.
+pub async fn revoke_key(log: &EventLog, needle: &str) -> anyhow::Result<String> {
+    let view = ControlView::load(log).await?;
+    let key = view.find_key(needle)?;
+    anyhow::ensure!(!key.revoked, "key {} is already revoked", key.key_id);
+    let env = control_event(&key.tenant, EventBody::ApiKeyRevoked(ApiKeyRevoked { key_id: key.key_id.clone() }));
+    log.append_acked(&env).await.context("Failed to append api_key.revoked")?;
+    Ok(key.key_id.clone())
+}
+
+/// What `channels add` needs.
+pub struct NewChannel {
+    /// Unique name.
+    pub name: String,
+    /// Provider adapter.
+    pub provider: String,
+    /// Base URL.
+    pub base_url: String,
+    /// Upstream API key (sealed before it leaves this function).
+    pub api_key: Option<String>,
+    /// Models served.
+    pub models: Vec<String>,
+    /// Priority.
+    pub priority: i32,
+    /// Weight.
+    pub weight: u32,
+}
+
+/// `channels add`. Returns the channel id.
+pub async fn add_channel(log: &EventLog, master: &MasterKey, c: NewChannel) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        PROVIDERS.contains(&c.provider.as_str()),
+        "unknown provider {:?}; known: {}",
+        c.provider,
+        PROVIDERS.join(", ")
+    );
+    let url = c.base_url.trim_end_matches('/').to_owned();
+    anyhow::ensure!(
+        (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len(),
+        "base URL {url:?} must start with http:// or https://"
+    );
+    anyhow::ensure!(!url.contains('@'), "base URL must not carry credentials; use --api-key");
+    let models: Vec<String> = c.models.into_iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
+    anyhow::ensure!(!models.is_empty(), "a channel needs at least one model (--models m1,m2)");
+    anyhow::ensure!(c.weight > 0, "weight must be at least 1");
+    let view = ControlView::load(log).await?;
+    anyhow::ensure!(!view.channels.values().any(|ch| ch.name == c.name), "a channel named {:?} exists", c.name);
+    let channel_id = format!("ch_{}", uuid::Uuid::now_v7().simple());
+    let sealed = c.api_key.filter(|k| !k.is_empty()).map(|k| master.seal(&k, &channel_id));
+    let env = control_event(
+        GLOBAL_TENANT,
+        EventBody::ChannelAdded(ChannelAdded {
+            channel_id: channel_id.clone(),
+            name: c.name,
+            provider: c.provider,
+            base_url: url,
+            api_key: sealed,
+            models,
+            priority: c.priority,
+            weight: c.weight,
+        }),
+    );
+    log.append_acked(&env).await.context("Failed to append channel.added")?;
+    Ok(channel_id)
+}
+
+/// `channels remove NAME_OR_ID`.
+pub async fn remove_channel(log: &EventLog, needle: &str) -> anyhow::Result<String> {
+    let view = ControlView::load(log).await?;
+    let ch = view
+        .channels
+        .values()
+        .find(|c| c.channel_id == needle || c.name == needle)
+        .with_context(|| format!("no channel {needle:?}"))?;
+    let env =
+        control_event(GLOBAL_TENANT, EventBody::ChannelRemoved(ChannelRemoved { channel_id: ch.channel_id.clone() }));
+    log.append_acked(&env).await.context("Failed to append channel.removed")?;
+    Ok(ch.channel_id.clone())
+}
+
+/// `prices set`: decimal amounts per one million tokens.
+pub async fn set_price(
+    log: &EventLog,
+    model: &str,
+    currency: &str,
+    input: &str,
+    output: &str,
+    cached: Option<&str>,
+    cache_write: Option<&str>,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(!model.trim().is_empty(), "--model is empty");
+    let currency = currency.trim().to_ascii_uppercase();
+    anyhow::ensure!(
+        currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()),
+        "currency must be an ISO code such as USD"
+    );
+    let parse = |name: &str, v: &str| schemas::parse_per_mtok(v).with_context(|| format!("--{name}"));
+    let env = control_event(
+        GLOBAL_TENANT,
+        EventBody::PricePublished(PricePublished {
+            model: model.trim().to_owned(),
+            currency,
+            input_per_mtok_nanos: parse("input", input)?,
+            output_per_mtok_nanos: parse("output", output)?,
+            cached_input_per_mtok_nanos: cached.map(|v| parse("cached", v)).transpose()?,
+            cache_write_per_mtok_nanos: cache_write.map(|v| parse("cache-write", v)).transpose()?,
+        }),
+    );
+    log.append_acked(&env).await.context("Failed to append price.published")?;
+    Ok(env.id.to_string())
+}

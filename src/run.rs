@@ -1,0 +1,267 @@
+//! Composition: opens the log and read store the configuration names, and runs `serve`,
+//! `gateway`, `worker`, rebuilds and reports on them.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use nats::{EventLog, JetStreamOptions};
+
+use crate::config::Config;
+use crate::control_view::ControlView;
+
+/// Logs go to stderr (stdout carries command output such as a new key); `RUST_LOG` filters.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Command output, one line on stdout.
+#[expect(clippy::print_stdout, reason = "the CLI's output is its interface")]
+pub fn say(line: &str) {
+    println!("{line}");
+}
+
+/// Opens the event log for an admin command: JetStream when a NATS URL is configured (and then
+/// NATS must answer now: an admin command has no spool to wait in), else the embedded log.
+pub async fn open_log(cfg: &Config) -> anyhow::Result<EventLog> {
+    open_log_with(cfg, true).await
+}
+
+/// Opens the event log for a long-running process, which may start while NATS is down and
+/// spools until it is back.
+async fn open_service_log(cfg: &Config) -> anyhow::Result<EventLog> {
+    open_log_with(cfg, false).await
+}
+
+async fn open_log_with(cfg: &Config, require_nats_at_start: bool) -> anyhow::Result<EventLog> {
+    match &cfg.nats_url {
+        Some(url) => {
+            let opts = JetStreamOptions {
+                replicas: cfg.replicas,
+                max_spool: cfg.max_spool,
+                require_nats_at_start,
+                ..Default::default()
+            };
+            // A spool belongs to one process: the long-running one drains its own, and admin
+            // commands (which only append with a direct acknowledgement) get a separate one.
+            let spool_dir = if require_nats_at_start { cfg.data_dir.join("admin-spool") } else { cfg.data_dir.clone() };
+            EventLog::connect_jetstream(url, &spool_dir, opts).await.context("Failed to connect to NATS JetStream")
+        }
+        None => EventLog::open_embedded(&cfg.data_dir).await.context("Failed to open the embedded event log"),
+    }
+}
+
+/// First start with an empty log: a `default` tenant and one key, printed once; and a default
+/// OpenAI channel when `OPENAI_API_KEY` is set and no OpenAI channel exists yet.
+async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
+    let view = ControlView::load(log).await?;
+    if view.tenants.is_empty() && view.keys.is_empty() {
+        crate::admin::create_tenant(log, "default").await?;
+        let key = crate::admin::issue_key(log, "default", Some("first".to_owned()), None).await?;
+        say("First start: created tenant `default` with this API key (shown once, keep it):");
+        say(&key.key);
+    }
+    if let Ok(api_key) = std::env::var("OPENAI_API_KEY")
+        && !api_key.is_empty()
+        && !view.channels.values().any(|c| c.provider == "openai")
+    {
+        let base_url = std::env::var("OPENAI_BASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
+        let master = crate::master_key::load(&cfg.data_dir)?;
+        let channel = crate::admin::NewChannel {
+            name: "openai".to_owned(),
+            provider: "openai".to_owned(),
+            base_url,
+            api_key: Some(api_key),
+            models: vec!["*".to_owned()],
+            priority: 0,
+            weight: 1,
+        };
+        let id = crate::admin::add_channel(log, &master, channel).await?;
+        tracing::info!(channel = %id, "Default OpenAI channel created from OPENAI_API_KEY.");
+    }
+    Ok(())
+}
+
+/// How long shutdown waits for the spool to drain.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Opens the read store: Postgres when a database URL is configured, else `data_dir/read.db`.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<projections::ReadStore> {
+    let url = match &cfg.database_url {
+        Some(u) => u.clone(),
+        None => {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("Failed to create {}", cfg.data_dir.display()))?;
+            format!("sqlite://{}?mode=rwc", cfg.data_dir.join("read.db").display())
+        }
+    };
+    projections::ReadStore::connect(&url).await.context("Failed to open the read-model database")
+}
+
+/// This process's name in events (`source`) and health output.
+fn instance_name() -> String {
+    std::env::var("LLM_ROUTER_INSTANCE").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        let host = if host.is_empty() { "node".to_owned() } else { host };
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+fn gateway_config(cfg: &Config, instance: &str) -> anyhow::Result<gateway::GatewayConfig> {
+    let mut g = gateway::GatewayConfig::new(crate::master_key::load(&cfg.data_dir)?, instance);
+    g.body_limit_bytes = cfg.body_limit_bytes;
+    g.connect_timeout = cfg.connect_timeout;
+    g.first_byte_timeout = cfg.first_byte_timeout;
+    g.idle_timeout = cfg.idle_timeout;
+    Ok(g)
+}
+
+async fn listen_and_serve(cfg: &Config, app: axum::Router) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("Failed to listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "Listening.");
+    // Nagle's algorithm would hold small SSE chunks back by up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")
+}
+
+/// Runs the projections until the returned sender says stop.
+fn spawn_workers(
+    store: &projections::ReadStore,
+    log: &EventLog,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(workers::run_projections(store.clone(), log.clone(), stopped));
+    (stop, task)
+}
+
+async fn drain(log: &EventLog) {
+    if let Err(e) = log.flush(SHUTDOWN_FLUSH).await {
+        tracing::warn!(error = %e, "Spool not fully drained at shutdown; it is published on the next start.");
+    }
+}
+
+/// `serve`: gateway, projections and read routes in one process.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let log = open_service_log(&cfg).await?;
+    if let Err(e) = bootstrap(&cfg, &log).await {
+        // With NATS down at start the gateway still comes up (spooling, health 503); the
+        // first-start key is created on a later start instead.
+        anyhow::ensure!(cfg.nats_url.is_some(), e);
+        tracing::warn!(error = %e, "First-start setup skipped: the event log is not reachable.");
+    }
+    let store = open_store(&cfg).await?;
+    let instance = instance_name();
+    let (stop, workers) = spawn_workers(&store, &log);
+    let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
+    let app = gw.router().merge(web::router(web::WebState::new(store.clone(), log.clone(), &instance)));
+    let served = listen_and_serve(&cfg, app).await;
+    let _ = stop.send(true);
+    let _ = workers.await;
+    drain(&log).await;
+    store.close().await;
+    served
+}
+
+/// `gateway`: the hot path, plus the read routes when a database is configured.
+pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
+    let log = open_service_log(&cfg).await?;
+    let instance = instance_name();
+    let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
+    let mut app = gw.router();
+    let store = match &cfg.database_url {
+        Some(_) => Some(open_store(&cfg).await?),
+        None => None,
+    };
+    if let Some(store) = &store {
+        app = app.merge(web::router(web::WebState::new(store.clone(), log.clone(), &instance)));
+    }
+    let served = listen_and_serve(&cfg, app).await;
+    drain(&log).await;
+    served
+}
+
+/// `worker`: the projections alone.
+pub async fn worker(cfg: Config) -> anyhow::Result<()> {
+    let log = open_service_log(&cfg).await?;
+    let store = open_store(&cfg).await?;
+    let (stop, workers) = spawn_workers(&store, &log);
+    tracing::info!("Workers running.");
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    let _ = workers.await;
+    store.close().await;
+    Ok(())
+}
+
+/// `projections rebuild NAME`, with a progress bar on a terminal.
+pub async fn rebuild(cfg: Config, name: &str) -> anyhow::Result<()> {
+    let projection: projections::Projection = name.parse()?;
+    let log = open_log(&cfg).await?;
+    let store = open_store(&cfg).await?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40.cyan/blue}] {pos}/{len} events ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("Rebuilding {name}"));
+    let outcome = projections::rebuild(&store, &log, projection, |done, target| {
+        bar.set_length(target);
+        bar.set_position(done.min(target));
+    })
+    .await;
+    bar.finish_and_clear();
+    let outcome = outcome?;
+    say(&format!(
+        "Rebuilt {name} up to sequence {} as generation {} (replaced generation {}).",
+        outcome.target_seq, outcome.generation, outcome.replaced
+    ));
+    store.close().await;
+    Ok(())
+}
+
+/// `reports usage`: written to stdout as CSV or JSON, byte-for-byte deterministic.
+pub async fn report_usage(cfg: Config, tenant: &str, from: &str, to: &str, format: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let tenant = schemas::TenantId::parse(tenant)?;
+    for (flag, day) in [("--from", from), ("--to", to)] {
+        anyhow::ensure!(
+            day.len() == 10 && day.as_bytes()[4] == b'-' && day.as_bytes()[7] == b'-',
+            "{flag} must be a date such as 2026-11-01"
+        );
+    }
+    let store = open_store(&cfg).await?;
+    let report = projections::read::usage_report(&store, tenant.as_str(), from, to).await?;
+    let bytes = if format == "json" { report.to_json() } else { report.to_csv() };
+    std::io::stdout().write_all(&bytes)?;
+    store.close().await;
+    Ok(())
+}

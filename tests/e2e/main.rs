@@ -1,0 +1,286 @@
+//! End-to-end: the real binary, both backends, the admin CLI while `serve` runs, the official
+//! OpenAI Python SDK, the ledger through `/v1/usage` and reports, rebuilds.
+
+mod helpers;
+
+use std::time::{Duration, Instant};
+
+use helpers::{Backend, EMBED_MODEL, Env, MODEL};
+
+const ALL_TIME: [&str; 4] = ["--from", "2000-01-01", "--to", "2100-12-31"];
+
+async fn first_start_key_works_with_the_official_openai_sdk(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::new(backend).await?;
+    let serve = env.serve().await?;
+    let key = serve.first_key().ok_or_else(|| anyhow::anyhow!("first start printed no key:\n{}", serve.log()))?;
+    env.add_fake_channel()?;
+    env.wait_for_model(&serve, &key, EMBED_MODEL).await?;
+    let out = tokio::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk.py"))
+        .env("OPENAI_BASE_URL", format!("{}/v1", serve.base))
+        .env("OPENAI_API_KEY", &key)
+        .env("LLMR_MODEL", MODEL)
+        .env("LLMR_EMBED_MODEL", EMBED_MODEL)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openai SDK checks failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        serve.log()
+    );
+    // Three chat calls and one embedding call succeeded; the usage endpoint sees them.
+    env.wait_for_usage(&serve, &key, 4).await?;
+    serve.stop()?;
+    let second = env.serve().await?;
+    assert!(second.first_key().is_none(), "a second start printed another key");
+    Ok(())
+}
+
+#[tokio::test]
+async fn first_start_key_works_with_the_official_openai_sdk_embedded() -> anyhow::Result<()> {
+    first_start_key_works_with_the_official_openai_sdk(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn first_start_key_works_with_the_official_openai_sdk_cluster() -> anyhow::Result<()> {
+    first_start_key_works_with_the_official_openai_sdk(Backend::Cluster).await
+}
+
+async fn revoked_key_is_refused_within_a_second(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::new(backend).await?;
+    let serve = env.serve().await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    assert_eq!(env.chat(&serve, &key, false).await?.0, 200);
+    let prefix: String = key.chars().take(10).collect();
+    env.cli(&["keys", "revoke", &prefix])?;
+    let revoked_at = Instant::now();
+    loop {
+        let (status, body) = env.chat(&serve, &key, false).await?;
+        if status == 401 {
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            assert_eq!(v["error"]["code"], "invalid_api_key");
+            assert!(!body.contains(&key), "the error echoes the key");
+            break;
+        }
+        anyhow::ensure!(revoked_at.elapsed() < Duration::from_secs(1), "revoked key still accepted after 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn revoked_key_is_refused_within_a_second_embedded() -> anyhow::Result<()> {
+    revoked_key_is_refused_within_a_second(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn revoked_key_is_refused_within_a_second_cluster() -> anyhow::Result<()> {
+    revoked_key_is_refused_within_a_second(Backend::Cluster).await
+}
+
+async fn usage_report_is_byte_identical_after_a_rebuild(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::new(backend).await?;
+    let serve = env.serve().await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    for i in 0..6 {
+        let (status, body) = env.chat(&serve, &key, i % 2 == 0).await?;
+        anyhow::ensure!(status == 200, "{status} {body}");
+    }
+    let usage = env.wait_for_usage(&serve, &key, 6).await?;
+    // The fake reports 25 prompt tokens (5 of them cached) and 12 completion tokens per call:
+    // 6 × (20 × 0.15 + 5 × 0.075 + 12 × 0.60) USD per million tokens, in nanos.
+    let row = &usage["data"][0];
+    assert_eq!(row["input_tokens"], 120);
+    assert_eq!(row["cached_input_tokens"], 30);
+    assert_eq!(row["output_tokens"], 72);
+    assert_eq!(row["cost_nanos"], 6 * (20 * 150 + 5 * 75 + 12 * 600));
+    let mut args = vec!["reports", "usage", "--tenant", "acme", "--format", "csv"];
+    args.extend(ALL_TIME);
+    let before_csv = env.cli(&args)?;
+    assert!(before_csv.contains(MODEL), "{before_csv}");
+    args[5] = "json";
+    let before_json = env.cli(&args)?;
+    env.cli(&["projections", "rebuild", "ledger"])?;
+    env.cli(&["projections", "rebuild", "control"])?;
+    let after_json = env.cli(&args)?;
+    args[5] = "csv";
+    let after_csv = env.cli(&args)?;
+    assert_eq!(before_csv, after_csv, "CSV report changed after a rebuild");
+    assert_eq!(before_json, after_json, "JSON report changed after a rebuild");
+    // The running gateway and workers still serve after the swap.
+    assert_eq!(env.chat(&serve, &key, false).await?.0, 200);
+    env.wait_for_usage(&serve, &key, 7).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn usage_report_is_byte_identical_after_a_rebuild_embedded() -> anyhow::Result<()> {
+    usage_report_is_byte_identical_after_a_rebuild(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn usage_report_is_byte_identical_after_a_rebuild_cluster() -> anyhow::Result<()> {
+    usage_report_is_byte_identical_after_a_rebuild(Backend::Cluster).await
+}
+
+#[tokio::test]
+async fn an_unknown_config_setting_is_rejected_by_name() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let path = env.data.path().join("llm-router.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:0\"\nbody_limit = 5\n")?;
+    let err = env.cli_fails(&["--config", path.to_str().unwrap_or_default(), "tenants", "list"])?;
+    assert!(err.contains("body_limit"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn admin_commands_refuse_bad_input_with_a_clear_message() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    assert!(env.cli_fails(&["tenants", "create", "Bad.Name"])?.contains("invalid tenant name"));
+    env.cli(&["tenants", "create", "acme"])?;
+    assert!(env.cli_fails(&["tenants", "create", "acme"])?.contains("already exists"));
+    assert!(env.cli_fails(&["keys", "create", "--tenant", "nobody"])?.contains("no tenant named nobody"));
+    assert!(env.cli_fails(&["prices", "set", "--model", "m", "--input", "1e3", "--output", "1"])?.contains("--input"));
+    let err = env.cli_fails(&[
+        "channels",
+        "add",
+        "--name",
+        "x",
+        "--provider",
+        "nope",
+        "--base-url",
+        "http://127.0.0.1:1/v1",
+        "--models",
+        "m",
+    ])?;
+    assert!(err.contains("unknown provider"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn upstream_keys_never_appear_in_the_log_or_the_output() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve().await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    assert_eq!(env.chat(&serve, &key, true).await?.0, 200);
+    // The fake saw our channel key; nothing we stored or printed holds it, or the tenant's key.
+    assert_eq!(
+        env.fake.requests().last().and_then(|r| r.authorization().map(str::to_owned)).as_deref(),
+        Some("Bearer sk-upstream-canary-123")
+    );
+    let mut hay = String::new();
+    for f in std::fs::read_dir(env.data.path())? {
+        let f = f?.path();
+        if f.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("events.db") || n.starts_with("read.db"))
+        {
+            hay.push_str(&String::from_utf8_lossy(&std::fs::read(&f)?));
+        }
+    }
+    assert!(!hay.contains("sk-upstream-canary-123"), "upstream key stored in plain text");
+    assert!(!hay.contains(&key), "tenant key stored in plain text");
+    let log = serve.log();
+    assert!(!log.contains("sk-upstream-canary-123") && !log.contains(&key), "a key reached the log");
+    Ok(())
+}
+
+#[tokio::test]
+async fn nats_restart_under_load_bills_every_success_exactly_once() -> anyhow::Result<()> {
+    let mut env = Env::new(Backend::Cluster).await?;
+    let serve = env.serve().await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+
+    const REQUESTS: usize = 1000;
+    const WORKERS: usize = 20;
+    let url = format!("{}/v1/chat/completions", serve.base);
+    let client = reqwest::Client::new();
+    let load = tokio::spawn({
+        let (client, url, key) = (client.clone(), url.clone(), key.clone());
+        async move {
+            let mut tasks = Vec::new();
+            for w in 0..WORKERS {
+                let (client, url, key) = (client.clone(), url.clone(), key.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut ok = Vec::new();
+                    let mut failed = 0usize;
+                    for i in 0..REQUESTS / WORKERS {
+                        let body = serde_json::json!({"model": MODEL, "stream": (w + i) % 3 == 0,
+                            "messages": [{"role": "user", "content": "hi"}]});
+                        match client.post(&url).bearer_auth(&key).json(&body).send().await {
+                            Ok(r) if r.status().is_success() => {
+                                let id =
+                                    r.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                                // A success is only a success once the whole body arrived.
+                                if r.bytes().await.is_ok()
+                                    && let Some(id) = id
+                                {
+                                    ok.push(id);
+                                }
+                            }
+                            _ => failed += 1,
+                        }
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                    (ok, failed)
+                }));
+            }
+            let mut ok = Vec::new();
+            let mut failed = 0;
+            for t in tasks {
+                let (o, f) = t.await?;
+                ok.extend(o);
+                failed += f;
+            }
+            Ok::<_, anyhow::Error>((ok, failed))
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let nats = env.nats.as_mut().ok_or_else(|| anyhow::anyhow!("no nats"))?;
+    nats.stop()?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nats.start()?;
+    let (ok, failed) = load.await??;
+    anyhow::ensure!(
+        ok.len() > REQUESTS / 2,
+        "only {} of {REQUESTS} succeeded ({failed} failed):\n{}",
+        ok.len(),
+        serve.log()
+    );
+
+    let db = env.db.as_ref().ok_or_else(|| anyhow::anyhow!("no db"))?;
+    let store = projections::ReadStore::connect(db.url()).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = projections::read::ledger_row_count(&store, "acme").await?;
+        if rows as usize >= ok.len() {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "ledger stuck at {rows} rows of {}:\n{}", ok.len(), serve.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &ok {
+        let rows = projections::read::ledger_rows_for_request(&store, id).await?;
+        anyhow::ensure!(rows.len() == 1, "request {id} has {} ledger rows", rows.len());
+    }
+    // No request billed twice, and nothing billed that the client did not see succeed beyond
+    // those whose response was cut by the outage.
+    let total = projections::read::ledger_row_count(&store, "acme").await? as usize;
+    anyhow::ensure!(
+        total >= ok.len() && total <= ok.len() + failed,
+        "ledger has {total} rows for {} successes",
+        ok.len()
+    );
+    store.close().await;
+    Ok(())
+}
