@@ -42,7 +42,7 @@ pub fn visible_models(state: &ControlState, key: &KeyEntry) -> Vec<String> {
         .values()
         .filter(|c| c.enabled && !c.key_unusable && (c.tenant == schemas::GLOBAL_TENANT || c.tenant == key.tenant))
         .flat_map(|c| c.models.iter())
-        .filter(|m| key.allows(m))
+        .filter(|m| *m != crate::state::ANY_MODEL && key.allows(m))
         .cloned()
         .collect();
     models.sort();

@@ -48,7 +48,7 @@ pub struct Channel {
     pub api_key: Option<Arc<str>>,
     /// Whether the sealed key failed to open (the channel is then never used).
     pub key_unusable: bool,
-    /// Models served.
+    /// Models served; [`ANY_MODEL`] serves every model (the default OpenAI channel).
     pub models: Vec<String>,
     /// Higher first.
     pub priority: i32,
@@ -64,13 +64,17 @@ impl std::fmt::Debug for Channel {
     }
 }
 
+/// A channel model entry that matches every model. It is not listed by `/v1/models`, which
+/// shows only the names channels declare.
+pub const ANY_MODEL: &str = "*";
+
 impl Channel {
     /// Whether a request of `tenant` for `model` may go to this channel.
     pub fn serves(&self, tenant: &str, model: &str) -> bool {
         self.enabled
             && !self.key_unusable
             && (self.tenant == GLOBAL_TENANT || self.tenant == tenant)
-            && self.models.iter().any(|m| m == model)
+            && self.models.iter().any(|m| m == model || m == ANY_MODEL)
     }
 }
 

@@ -128,11 +128,17 @@ impl Env {
 
     /// Starts `serve` and waits until `/api/health` answers 200.
     pub async fn serve(&self) -> anyhow::Result<Serve> {
+        self.serve_with_env(&[]).await
+    }
+
+    /// Starts `serve` with extra environment variables.
+    pub async fn serve_with_env(&self, vars: &[(&str, &str)]) -> anyhow::Result<Serve> {
         let port = free_port()?;
         let stderr = self.data.path().join(format!("serve-{port}.log"));
         let mut child = self
             .command()
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr)?)
             .spawn()?;

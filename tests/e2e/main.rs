@@ -284,3 +284,35 @@ async fn nats_restart_under_load_bills_every_success_exactly_once() -> anyhow::R
     store.close().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn openai_api_key_in_the_environment_creates_a_default_channel_for_every_model() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let base = env.fake.base_url();
+    let serve = env.serve_with_env(&[("OPENAI_API_KEY", "sk-env-upstream"), ("OPENAI_BASE_URL", &base)]).await?;
+    let key = serve.first_key().ok_or_else(|| anyhow::anyhow!("no first key:\n{}", serve.log()))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let body = serde_json::json!({"model": "any-model-at-all", "messages": [{"role": "user", "content": "hi"}]});
+        let r =
+            env.http.post(format!("{}/v1/chat/completions", serve.base)).bearer_auth(&key).json(&body).send().await?;
+        if r.status() == 200 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "default channel never served: {}", r.text().await?);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = env.fake.requests();
+    assert_eq!(
+        seen.last().and_then(|r| r.authorization().map(str::to_owned)).as_deref(),
+        Some("Bearer sk-env-upstream")
+    );
+    let channels = env.cli(&["channels", "list"])?;
+    assert!(channels.contains("openai") && !channels.contains("sk-env-upstream"), "{channels}");
+    // A second start does not add a second channel.
+    serve.stop()?;
+    let again = env.serve_with_env(&[("OPENAI_API_KEY", "sk-env-upstream"), ("OPENAI_BASE_URL", &base)]).await?;
+    assert_eq!(env.cli(&["channels", "list"])?.lines().count(), 1);
+    drop(again);
+    Ok(())
+}
