@@ -182,7 +182,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let instance = instance_name();
     let (stop, workers) = spawn_workers(&store, &log);
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
-    let app = gw.router().merge(web::router(web::WebState::new(store.clone(), log.clone(), &instance)));
+    let app = gw
+        .router()
+        .merge(web::router(web::WebState::new(store.clone(), log.clone(), &instance)))
+        .fallback(gateway::unknown_route);
     let served = listen_and_serve(&cfg, app).await;
     let _ = stop.send(true);
     let _ = workers.await;
@@ -204,6 +207,7 @@ pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
     if let Some(store) = &store {
         app = app.merge(web::router(web::WebState::new(store.clone(), log.clone(), &instance)));
     }
+    let app = app.fallback(gateway::unknown_route);
     let served = listen_and_serve(&cfg, app).await;
     drain(&log).await;
     served
