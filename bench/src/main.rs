@@ -244,7 +244,8 @@ async fn ttfb(url: &str, key: &str, n: usize, headers: &[(&str, &str)]) -> anyho
     Ok(out)
 }
 
-/// Holds `n` slow streams open at once; returns how many completed.
+/// Holds `n` slow streams open at once (the fake must be set to slow chunks); returns how many
+/// completed.
 async fn in_flight(url: &str, key: &str, n: usize) -> anyhow::Result<usize> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(n).build()?;
     let body = chat_body(true);
@@ -256,7 +257,6 @@ async fn in_flight(url: &str, key: &str, n: usize) -> anyhow::Result<usize> {
                     .post(&url)
                     .bearer_auth(&key)
                     .header("content-type", "application/json")
-                    .header("x-fake-scenario", "slow:250")
                     .body(body)
                     .send()
                     .await?;
@@ -311,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
     let mut t_direct = ttfb(&direct_url, "sk-upstream", args.streams, &[]).await?;
     let mut t_via = ttfb(&gw_url, &router.key, args.streams, &[]).await?;
 
+    fake.set_scenario(testkit::fake_openai::Scenario::SlowChunks(Duration::from_millis(250)));
     let completed = in_flight(&gw_url, &router.key, args.in_flight).await?;
     let (_, peak_rss) = router.cpu_and_peak_rss()?;
 

@@ -113,6 +113,7 @@ pub fn prepare(endpoint: Endpoint, body: Bytes) -> Result<Prepared, ApiError> {
             }
             "stream_options" if endpoint.streams() => stream_options = Some(v),
             "user" => user = field::<Option<String>>(v, "user", "a string")?,
+            "messages" if matches!(endpoint, Endpoint::ChatCompletions) => check_messages(v)?,
             _ => {}
         }
     }
@@ -171,6 +172,29 @@ fn rewrite(
     let _ = serde_json::to_writer((&mut out).writer(), options);
     out.put_u8(b'}');
     out.freeze()
+}
+
+/// The shape every chat message must have; everything else in a message passes through unread.
+#[derive(Deserialize)]
+struct MessageShape<'a> {
+    #[serde(borrow)]
+    #[expect(dead_code, reason = "only its presence and type are checked")]
+    role: Cow<'a, str>,
+}
+
+/// `messages` must be an array of objects with a string `role`. Checked here so a malformed
+/// request gets a 400 naming the field instead of costing an upstream round trip. Nesting deeper
+/// than serde_json's recursion limit (128) is refused the same way, never a stack overflow.
+fn check_messages(raw: &RawValue) -> Result<(), ApiError> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    serde_path_to_error::deserialize::<_, Vec<MessageShape<'_>>>(&mut de).map(|_| ()).map_err(|e| {
+        let path = e.path().to_string();
+        let param = if path == "." { "messages".to_owned() } else { format!("messages{path}") };
+        ApiError::InvalidJson {
+            message: format!("Invalid '{param}': expected an array of messages, each an object with a string 'role'."),
+            param: Some(param),
+        }
+    })
 }
 
 fn field<'a, T: Deserialize<'a>>(raw: &'a RawValue, name: &str, expected: &str) -> Result<T, ApiError> {
@@ -296,6 +320,9 @@ mod tests {
         let cases: &[(&[u8], Option<&str>, &str)] = &[
             (br#"{"model": 5}"#, Some("model"), "invalid_json"),
             (br#"{"model":"m","messages":[{"a":}]}"#, Some("messages"), "invalid_json"),
+            (br#"{"model":"m","messages":"hi"}"#, Some("messages"), "invalid_json"),
+            (br#"{"model":"m","messages":[{"content":"x"}]}"#, Some("messages[0]"), "invalid_json"),
+            (br#"{"model":"m","messages":[{"role":"user"},{"role":7}]}"#, Some("messages[1].role"), "invalid_json"),
             (br#"{"model":"m","model":"n"}"#, Some("model"), "invalid_json"),
             (br#"{"model":"m","api_base":"http://x"}"#, Some("api_base"), "unsupported_parameter"),
             (br#"[1]"#, None, "invalid_json"),
@@ -323,7 +350,8 @@ mod tests {
         s.push_str(&"]".repeat(100_000));
         s.push('}');
         let body = Bytes::from(s);
-        assert!(prepare(Endpoint::ChatCompletions, body.clone()).is_ok());
+        // Refused with a 400 (serde_json's recursion limit), not a stack overflow.
+        assert!(prepare(Endpoint::ChatCompletions, body.clone()).is_err());
         assert_eq!(crate::tokenizer::prompt_tokens(Endpoint::ChatCompletions, "m", &body), 0);
         let unbalanced = Bytes::from(format!("{{\"model\":\"m\",\"x\":{}}}", "[".repeat(100_000)));
         assert!(prepare(Endpoint::ChatCompletions, unbalanced).is_err());

@@ -128,15 +128,21 @@ impl Env {
 
     /// Starts `serve` and waits until `/api/health` answers 200.
     pub async fn serve(&self) -> anyhow::Result<Serve> {
-        self.serve_with_env(&[]).await
+        self.serve_with(&[], &[]).await
     }
 
     /// Starts `serve` with extra environment variables.
     pub async fn serve_with_env(&self, vars: &[(&str, &str)]) -> anyhow::Result<Serve> {
+        self.serve_with(vars, &[]).await
+    }
+
+    /// Starts `serve` with extra environment variables and global arguments (e.g. `--config`).
+    pub async fn serve_with(&self, vars: &[(&str, &str)], args: &[&str]) -> anyhow::Result<Serve> {
         let port = free_port()?;
         let stderr = self.data.path().join(format!("serve-{port}.log"));
         let mut child = self
             .command()
+            .args(args)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .envs(vars.iter().copied())
             .stdout(Stdio::piped())
@@ -165,6 +171,29 @@ impl Env {
                 bail!("serve did not become healthy:\n{}", serve.log());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The read-model store `serve` writes (Postgres database or `read.db`).
+    pub async fn store(&self) -> anyhow::Result<projections::ReadStore> {
+        let url = match &self.db {
+            Some(db) => db.url().to_owned(),
+            None => format!("sqlite://{}?mode=rwc", self.data.path().join("read.db").display()),
+        };
+        Ok(projections::ReadStore::connect(&url).await?)
+    }
+
+    /// Waits until the ledger holds a row for `request_id`; returns every row it has.
+    pub async fn ledger_rows(&self, request_id: &str) -> anyhow::Result<Vec<projections::read::LedgerRow>> {
+        let store = self.store().await?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = projections::read::ledger_rows_for_request(&store, request_id).await?;
+            if !rows.is_empty() || Instant::now() > deadline {
+                store.close().await;
+                return Ok(rows);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

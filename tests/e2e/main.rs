@@ -316,3 +316,137 @@ async fn openai_api_key_in_the_environment_creates_a_default_channel_for_every_m
     drop(again);
     Ok(())
 }
+
+async fn bad_input_is_refused_and_never_billed(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::new(backend).await?;
+    // A small limit, so the oversized body fits the socket buffers and the client reads the 413
+    // instead of a reset (the gateway answers before reading the rest).
+    let serve = env.serve_with_env(&[("LLM_ROUTER_BODY_LIMIT_BYTES", "4096")]).await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    let url = format!("{}/v1/chat/completions", serve.base);
+    let cases: Vec<(&str, Option<String>, Vec<u8>, u16, &str)> = vec![
+        ("malformed JSON", Some(key.clone()), b"{\"model\": ".to_vec(), 400, "invalid_json"),
+        ("wrong type", Some(key.clone()), br#"{"model":"gpt-4o-mini","messages":"hi"}"#.to_vec(), 400, "invalid_json"),
+        ("unknown model", Some(key.clone()), br#"{"model":"nope","messages":[]}"#.to_vec(), 404, "model_not_found"),
+        ("no key", None, br#"{"model":"gpt-4o-mini","messages":[]}"#.to_vec(), 401, "invalid_api_key"),
+        ("sql-ish key", Some("' OR '1'='1".to_owned()), br#"{"model":"gpt-4o-mini"}"#.to_vec(), 401, "invalid_api_key"),
+        (
+            "smuggled base_url",
+            Some(key.clone()),
+            br#"{"model":"gpt-4o-mini","messages":[],"base_url":"http://169.254.169.254"}"#.to_vec(),
+            400,
+            "unsupported_parameter",
+        ),
+        ("too large", Some(key.clone()), vec![b' '; 8 * 1024], 413, "request_too_large"),
+    ];
+    let before = env.fake.requests().len();
+    for (name, auth, body, status, code) in cases {
+        let mut req = env.http.post(&url).header("content-type", "application/json").body(body);
+        if let Some(k) = auth {
+            req = req.bearer_auth(k);
+        }
+        let r = req.send().await?;
+        assert_eq!(r.status().as_u16(), status, "{name}");
+        let v: serde_json::Value = r.json().await?;
+        assert_eq!(v["error"]["code"], code, "{name}: {v}");
+    }
+    assert_eq!(env.fake.requests().len(), before, "a refused request reached the upstream");
+    // One good request afterwards: it is the only ledger row.
+    let r =
+        env.http.post(&url).bearer_auth(&key).json(&serde_json::json!({"model": MODEL, "messages": []})).send().await?;
+    let id = r.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!(r.status(), 200);
+    assert_eq!(env.ledger_rows(&id).await?.len(), 1);
+    let store = env.store().await?;
+    assert_eq!(projections::read::ledger_row_count(&store, "acme").await?, 1);
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_never_billed_embedded() -> anyhow::Result<()> {
+    bad_input_is_refused_and_never_billed(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_never_billed_cluster() -> anyhow::Result<()> {
+    bad_input_is_refused_and_never_billed(Backend::Cluster).await
+}
+
+async fn a_client_that_leaves_mid_stream_is_billed_as_client_disconnected(backend: Backend) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let env = Env::new(backend).await?;
+    let serve = env.serve().await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    // Enough chunks after the first that the gateway's writes notice the closed socket.
+    env.fake.set_pieces(&["a", "b", "c", "d", "e", "f", "g", "h"]);
+    env.fake.set_scenario(testkit::fake_openai::Scenario::SlowChunks(Duration::from_millis(100)));
+    let r = env
+        .http
+        .post(format!("{}/v1/chat/completions", serve.base))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await?;
+    let id = r.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let mut body = r.bytes_stream();
+    let first = body.next().await;
+    anyhow::ensure!(matches!(first, Some(Ok(_))), "no first chunk");
+    drop(body);
+    let rows = env.ledger_rows(&id).await?;
+    anyhow::ensure!(rows.len() == 1, "expected one ledger row, got {}:\n{}", rows.len(), serve.log());
+    assert_eq!(rows[0].stream_outcome, "client_disconnected");
+    assert_eq!(rows[0].output_tokens, 12, "billed what the upstream generated");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_billed_as_client_disconnected_embedded() -> anyhow::Result<()> {
+    a_client_that_leaves_mid_stream_is_billed_as_client_disconnected(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_billed_as_client_disconnected_cluster() -> anyhow::Result<()> {
+    a_client_that_leaves_mid_stream_is_billed_as_client_disconnected(Backend::Cluster).await
+}
+
+#[tokio::test]
+async fn a_full_spool_refuses_billable_work_with_503_and_recovers_when_nats_returns() -> anyhow::Result<()> {
+    let mut env = Env::new(Backend::Cluster).await?;
+    let config = env.data.path().join("llm-router.toml");
+    std::fs::write(&config, "[jetstream]\nmax_spool = 4\n")?;
+    let config = config.to_str().unwrap_or_default().to_owned();
+    let serve = env.serve_with(&[], &["--config", &config]).await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    env.nats.as_mut().ok_or_else(|| anyhow::anyhow!("no nats"))?.stop()?;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (status, body) = env.chat(&serve, &key, false).await?;
+        if status == 503 {
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            assert_eq!(v["error"]["code"], "usage_not_recorded", "{body}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses.first(), Some(&200), "spooling should absorb the first request: {statuses:?}");
+    assert_eq!(statuses.last(), Some(&503), "a full spool must refuse billable work: {statuses:?}");
+    let successes = statuses.iter().filter(|s| **s == 200).count() as i64;
+    env.nats.as_mut().ok_or_else(|| anyhow::anyhow!("no nats"))?.start()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if env.chat(&serve, &key, false).await?.0 == 200 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "never recovered:\n{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every request that got a 200 is billed, and only those.
+    env.wait_for_usage(&serve, &key, successes + 1).await?;
+    Ok(())
+}
