@@ -149,6 +149,7 @@ pub async fn add_channel(log: &EventLog, master: &MasterKey, c: NewChannel) -> a
             models,
             priority: c.priority,
             weight: c.weight,
+            api_version: None,
         }),
     );
     log.append_acked(&env).await.context("Failed to append channel.added")?;

@@ -13,6 +13,8 @@ use schemas::secret::MasterKey;
 use schemas::{AppliedPrice, Envelope, EventBody, GLOBAL_TENANT, Stream};
 use tokio::sync::watch;
 
+use crate::providers::openai::presets::{self, Preset};
+
 /// A virtual key as the gateway knows it. Never holds the key itself.
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
@@ -40,8 +42,12 @@ pub struct Channel {
     pub id: String,
     /// Owning tenant, or [`GLOBAL_TENANT`] for channels every tenant may use.
     pub tenant: String,
-    /// Provider adapter name.
+    /// Provider preset name.
     pub provider: String,
+    /// The preset `provider` names: auth style, URL shape, quirks.
+    pub preset: &'static Preset,
+    /// `api-version` query parameter (Azure).
+    pub api_version: Option<String>,
     /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
     /// The opened upstream key; `None` when the channel has none or it could not be opened.
@@ -122,6 +128,8 @@ impl ControlState {
                         id: c.channel_id.clone(),
                         tenant: env.tenant.clone(),
                         provider: c.provider.clone(),
+                        preset: presets::for_provider(&c.provider),
+                        api_version: c.api_version.clone(),
                         base_url: c.base_url.trim_end_matches('/').to_owned(),
                         api_key,
                         key_unusable,
@@ -152,6 +160,9 @@ impl ControlState {
                     }
                     if let Some(e) = u.enabled {
                         ch.enabled = e;
+                    }
+                    if let Some(v) = &u.api_version {
+                        ch.api_version = Some(v.clone());
                     }
                 }
             }

@@ -111,9 +111,10 @@ pub struct ChannelAdded {
     pub channel_id: String,
     /// Unique display name.
     pub name: String,
-    /// Provider adapter name (`openai`).
+    /// Provider preset name (`openai`, `deepseek`, `azure`, …); it picks the auth style and quirks.
     pub provider: String,
-    /// Base URL, e.g. `https://api.openai.com/v1`.
+    /// Base URL, e.g. `https://api.openai.com/v1` (for Azure the resource endpoint,
+    /// `https://{resource}.openai.azure.com`).
     pub base_url: String,
     /// The upstream API key, sealed with the master key, `channel_id` as context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +127,9 @@ pub struct ChannelAdded {
     /// Share of traffic among channels of equal priority.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// The `api-version` query parameter some vendors require (Azure OpenAI); absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -158,6 +162,9 @@ pub struct ChannelUpdated {
     /// Enabled or disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// New `api-version` (Azure OpenAI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 /// `channel.removed`

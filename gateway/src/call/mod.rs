@@ -61,15 +61,7 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
         tried = Some(channel.clone());
         // One first-byte budget per attempt, covering the headers and (for streams) the first event.
         let first_byte_deadline = tokio::time::Instant::now() + app.cfg.first_byte_timeout;
-        let sent = openai::send(
-            &app.http,
-            channel,
-            call.prepared.endpoint,
-            call.prepared.upstream_body.clone(),
-            first_byte_deadline,
-            app.cfg.idle_timeout,
-        )
-        .await;
+        let sent = openai::send(&app.http, channel, &call.prepared, first_byte_deadline, app.cfg.idle_timeout).await;
         let resp = match sent {
             Ok(r) => r,
             Err(a) => {

@@ -188,14 +188,14 @@ pub async fn relay(
             let Ok(view) = serde_json::from_slice::<ChunkView<'_>>(&data) else {
                 break End::Failed("upstream_protocol_error", "The upstream sent an invalid stream chunk.");
             };
-            if view.error.is_some() {
+            if view.is_error() {
                 break End::Failed("upstream_error", "The upstream failed mid-stream.");
             }
             if model_served.is_none() {
                 model_served = view.model.as_deref().map(str::to_owned);
             }
             view.collect_text(&mut text);
-            if let Some(u) = view.usage {
+            if let Some(u) = view.usage() {
                 reported = usage::from_openai(u).or(reported);
             }
             view.is_usage_only()

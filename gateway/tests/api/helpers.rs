@@ -80,6 +80,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Resul
             models: vec![MODEL.into(), "text-embedding-3-small".into(), "gpt-3.5-turbo-instruct".into()],
             priority: 0,
             weight: 1,
+            api_version: None,
         }),
     ))
     .await?;

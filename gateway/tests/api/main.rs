@@ -507,6 +507,7 @@ async fn a_failing_channel_is_skipped_before_the_first_byte_and_the_call_is_bill
                 models: vec![MODEL.into()],
                 priority: 10,
                 weight: 1,
+                api_version: None,
             }),
         ))
         .await?;

@@ -23,6 +23,7 @@ fn channel_events() -> Vec<Envelope> {
                 models: vec!["gpt-4o".into()],
                 priority: 5,
                 weight: 2,
+                api_version: None,
             }),
         ),
         Envelope::new(
@@ -38,6 +39,7 @@ fn channel_events() -> Vec<Envelope> {
                 models: vec![],
                 priority: 0,
                 weight: 1,
+                api_version: None,
             }),
         ),
         Envelope::new(

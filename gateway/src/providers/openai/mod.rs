@@ -1,7 +1,9 @@
-//! The OpenAI-compatible upstream: one HTTP call with the channel's bearer key, under the
-//! connect and first-byte timeouts. Translation-free: the body is already OpenAI's.
+//! The OpenAI-compatible upstream: one HTTP call with the channel's key, under the connect and
+//! first-byte timeouts. Translation-free: the body is already OpenAI's. Vendor differences (URL
+//! shape, auth header, `stream_options` support) come from the channel's [`presets::Preset`].
 
 pub mod error;
+pub mod presets;
 pub mod stream;
 pub mod wire;
 
@@ -10,8 +12,9 @@ use std::time::Duration;
 use axum::http::{HeaderValue, header};
 use bytes::Bytes;
 
+use self::presets::{Auth, StreamUsage, UrlStyle};
 use crate::error::ApiError;
-use crate::request::Endpoint;
+use crate::request::{Endpoint, Prepared};
 use crate::state::Channel;
 
 /// Why an attempt failed, and whether another channel may be tried.
@@ -23,20 +26,35 @@ pub struct AttemptError {
     pub retriable: bool,
 }
 
-/// Sends `body` to `channel` and waits, until `first_byte_deadline`, for the response headers
+/// Sends the request to `channel` and waits, until `first_byte_deadline`, for the response headers
 /// (2xx only; anything else is mapped to an [`AttemptError`]).
 pub async fn send(
     http: &reqwest::Client,
     channel: &Channel,
-    endpoint: Endpoint,
-    body: Bytes,
+    prepared: &Prepared,
     first_byte_deadline: tokio::time::Instant,
     idle_timeout: Duration,
 ) -> Result<reqwest::Response, AttemptError> {
-    let url = format!("{}{}", channel.base_url, endpoint.upstream_path());
-    let mut req = http.post(url).header(header::CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body);
+    let Some(url) = upstream_url(channel, prepared.endpoint, &prepared.model) else {
+        tracing::warn!(channel_id = %channel.id, "Channel base URL is not a valid URL.");
+        return Err(AttemptError { error: ApiError::Upstream, retriable: true });
+    };
+    let mut req = http
+        .post(url)
+        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .body(body_for(channel, prepared));
     if let Some(key) = &channel.api_key {
-        req = req.bearer_auth(key);
+        req = match channel.preset.auth {
+            Auth::Bearer | Auth::None => req.bearer_auth(key),
+            Auth::ApiKeyHeader => match HeaderValue::from_str(key) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    req.header("api-key", v)
+                }
+                // A key that is not a valid header value cannot authenticate anywhere.
+                Err(_) => return Err(AttemptError { error: ApiError::Upstream, retriable: true }),
+            },
+        };
     }
     let resp = match tokio::time::timeout_at(first_byte_deadline, req.send()).await {
         Err(_) => return Err(AttemptError { error: ApiError::UpstreamTimeout, retriable: false }),
@@ -53,4 +71,77 @@ pub async fn send(
         return Ok(resp);
     }
     Err(error::from_response(channel, resp, idle_timeout).await)
+}
+
+/// The request URL for `channel`. `None` when the base URL does not parse (Azure only; other
+/// presets append the path as text, exactly as before presets existed).
+pub fn upstream_url(channel: &Channel, endpoint: Endpoint, model: &str) -> Option<String> {
+    match channel.preset.url_style {
+        UrlStyle::OpenAi => Some(format!("{}{}", channel.base_url, endpoint.upstream_path())),
+        UrlStyle::AzureDeployment => {
+            // Tolerate an endpoint pasted with Azure's `/openai` suffix.
+            let base = channel.base_url.strip_suffix("/openai").unwrap_or(&channel.base_url);
+            let mut url = reqwest::Url::parse(base).ok()?;
+            {
+                let mut path = url.path_segments_mut().ok()?;
+                path.pop_if_empty().extend(["openai", "deployments", model]);
+                path.extend(endpoint.upstream_path().split('/').filter(|s| !s.is_empty()));
+            }
+            let version = channel.api_version.as_deref().unwrap_or(presets::AZURE_DEFAULT_API_VERSION);
+            url.query_pairs_mut().append_pair("api-version", version);
+            Some(url.into())
+        }
+    }
+}
+
+/// The body for `channel`: with the injected `stream_options.include_usage` only when the vendor
+/// accepts it; otherwise the client's own bytes.
+pub fn body_for(channel: &Channel, prepared: &Prepared) -> Bytes {
+    match channel.preset.stream_usage {
+        StreamUsage::Inject => prepared.upstream_body.clone(),
+        StreamUsage::Unasked => prepared.original.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(provider: &str, base_url: &str, api_version: Option<&str>) -> Channel {
+        Channel {
+            id: "ch_t".into(),
+            tenant: schemas::GLOBAL_TENANT.into(),
+            provider: provider.into(),
+            preset: presets::for_provider(provider),
+            api_version: api_version.map(str::to_owned),
+            base_url: base_url.into(),
+            api_key: None,
+            key_unusable: false,
+            models: vec![],
+            priority: 0,
+            weight: 1,
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn azure_urls_name_the_deployment_and_the_api_version() {
+        let az = channel("azure", "https://res.openai.azure.com", Some("2025-01-01-preview"));
+        assert_eq!(
+            upstream_url(&az, Endpoint::ChatCompletions, "gpt-4o").as_deref(),
+            Some(
+                "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2025-01-01-preview"
+            )
+        );
+        let pasted = channel("azure", "https://res.openai.azure.com/openai", None);
+        assert_eq!(
+            upstream_url(&pasted, Endpoint::Embeddings, "a b/../c").as_deref(),
+            Some("https://res.openai.azure.com/openai/deployments/a%20b%2F..%2Fc/embeddings?api-version=2024-10-21")
+        );
+        let ds = channel("deepseek", "https://api.deepseek.com", None);
+        assert_eq!(
+            upstream_url(&ds, Endpoint::ChatCompletions, "deepseek-chat").as_deref(),
+            Some("https://api.deepseek.com/chat/completions")
+        );
+    }
 }

@@ -64,9 +64,12 @@ pub struct ChunkView<'a> {
     /// The usage object, on the final chunk when `include_usage` is set.
     #[serde(default, borrow)]
     pub usage: Option<&'a RawValue>,
-    /// An in-band error.
+    /// An in-band error (OpenAI, OpenRouter: `{"error":{…}}` in a data line after HTTP 200).
     #[serde(default, borrow)]
     pub error: Option<&'a RawValue>,
+    /// `"error"` on vLLM's in-band errors (`{"object":"error","message":…}`).
+    #[serde(default, borrow)]
+    pub object: Option<Text<'a>>,
 }
 
 /// What the gateway needs from `choices`: how many, and their generated text.
@@ -76,6 +79,8 @@ pub struct Choices<'a> {
     pub len: usize,
     /// Their text (chat `delta.content` / `delta.reasoning_content`, completions `text`).
     pub text: Option<Cow<'a, str>>,
+    /// A usage object inside a choice (Moonshot puts it there on the last chunk).
+    pub usage: Option<&'a RawValue>,
 }
 
 impl<'a> Choices<'a> {
@@ -105,6 +110,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
                         out.add(d.reasoning_content);
                     }
                     out.add(c.text);
+                    out.usage = out.usage.or(c.usage);
                 }
                 Ok(out)
             }
@@ -120,6 +126,8 @@ struct ChoiceView<'a> {
     delta: Option<DeltaView<'a>>,
     #[serde(default, borrow)]
     text: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    usage: Option<&'a RawValue>,
 }
 
 /// A chat delta.
@@ -138,6 +146,16 @@ impl ChunkView<'_> {
         if let Some(t) = self.choices.as_ref().and_then(|c| c.text.as_deref()) {
             out.push_str(t);
         }
+    }
+
+    /// Whether the chunk is an in-band error in either shape vendors use.
+    pub fn is_error(&self) -> bool {
+        self.error.is_some() || self.object.as_deref() == Some("error")
+    }
+
+    /// The chunk's usage: top-level (OpenAI), else inside a choice (Moonshot).
+    pub fn usage(&self) -> Option<&RawValue> {
+        self.usage.or_else(|| self.choices.as_ref().and_then(|c| c.usage))
     }
 
     /// Whether this is the usage-only chunk (`choices: []` with a usage object).
@@ -181,6 +199,22 @@ mod tests {
         assert_eq!(out, "ab");
         let u: ChunkView<'_> = serde_json::from_str(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#)?;
         assert!(u.is_usage_only());
+        Ok(())
+    }
+
+    #[test]
+    fn vendor_error_shapes_and_usage_inside_a_choice_are_recognised() -> Result<(), serde_json::Error> {
+        let openrouter: ChunkView<'_> = serde_json::from_str(r#"{"error":{"code":502,"message":"Provider down"}}"#)?;
+        assert!(openrouter.is_error());
+        let vllm: ChunkView<'_> = serde_json::from_str(r#"{"object":"error","message":"boom","code":500}"#)?;
+        assert!(vllm.is_error());
+        let fine: ChunkView<'_> = serde_json::from_str(r#"{"object":"chat.completion.chunk","choices":[]}"#)?;
+        assert!(!fine.is_error());
+        let moonshot: ChunkView<'_> = serde_json::from_str(
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop","usage":{"prompt_tokens":3}}]}"#,
+        )?;
+        assert_eq!(moonshot.usage().map(RawValue::get), Some(r#"{"prompt_tokens":3}"#));
+        assert!(!moonshot.is_usage_only());
         Ok(())
     }
 }
