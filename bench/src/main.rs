@@ -22,11 +22,21 @@ struct Args {
     in_flight: usize,
     nats_url: Option<String>,
     database_url: Option<String>,
+    /// `serve` (gateway + projections in one process) or `gateway` (the hot path alone; needs
+    /// `--nats-url`).
+    mode: String,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut a =
-        Args { requests: 20_000, concurrency: 32, streams: 300, in_flight: 256, nats_url: None, database_url: None };
+    let mut a = Args {
+        requests: 20_000,
+        concurrency: 32,
+        streams: 300,
+        in_flight: 256,
+        nats_url: None,
+        database_url: None,
+        mode: "serve".to_owned(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -37,8 +47,15 @@ fn parse_args() -> anyhow::Result<Args> {
             "--in-flight" => a.in_flight = val()?.parse()?,
             "--nats-url" => a.nats_url = Some(val()?),
             "--database-url" => a.database_url = Some(val()?),
+            "--mode" => a.mode = val()?,
             other => bail!("unknown flag {other}"),
         }
+    }
+    if a.mode != "serve" && a.mode != "gateway" {
+        bail!("--mode must be serve or gateway");
+    }
+    if a.mode == "gateway" && a.nats_url.is_none() {
+        bail!("--mode gateway needs --nats-url");
     }
     Ok(a)
 }
@@ -121,7 +138,7 @@ async fn start_router(args: &Args, fake: &FakeOpenAi) -> anyhow::Result<Router> 
     let exe = router_exe()?;
     let log = std::fs::File::create(data.path().join("serve.log"))?;
     let mut child = Command::new(&exe)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([args.mode.as_str(), "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data.path())
         .args(&extra)
         .env("RUST_LOG", "warn")
@@ -129,18 +146,28 @@ async fn start_router(args: &Args, fake: &FakeOpenAi) -> anyhow::Result<Router> 
         .stderr(log)
         .spawn()?;
     let stdout = child.stdout.take().context("no stdout")?;
-    let key = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line?;
-            if line.starts_with("sk-") {
-                return Ok(line);
+    let key = if args.mode == "serve" {
+        tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let line = line?;
+                if line.starts_with("sk-") {
+                    return Ok(line);
+                }
             }
-        }
-        bail!("serve printed no key")
-    })
-    .await??;
-    let router = Router { child, base: format!("http://127.0.0.1:{port}"), key, data, exe, extra };
+            bail!("serve printed no key")
+        })
+        .await??
+    } else {
+        String::new()
+    };
+    let mut router = Router { child, base: format!("http://127.0.0.1:{port}"), key, data, exe, extra };
+    if router.key.is_empty() {
+        let tenant = format!("bench-{port}");
+        router.cli(&["tenants", "create", &tenant])?;
+        let out = router.cli(&["keys", "create", "--tenant", &tenant])?;
+        router.key = out.lines().last().unwrap_or_default().to_owned();
+    }
     router.cli(&[
         "channels",
         "add",
@@ -316,7 +343,10 @@ async fn main() -> anyhow::Result<()> {
     let (_, peak_rss) = router.cpu_and_peak_rss()?;
 
     let backend = if args.nats_url.is_some() { "jetstream" } else { "embedded" };
-    println!("## Benchmark ({backend} log, {} requests, concurrency {})", args.requests, args.concurrency);
+    println!(
+        "## `llm-router {}`, {backend} log, {} requests, concurrency {}",
+        args.mode, args.requests, args.concurrency
+    );
     println!();
     println!("| metric | direct to fake | through gateway | added |");
     println!("|---|---|---|---|");
