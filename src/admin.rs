@@ -11,8 +11,21 @@ use schemas::{
 
 use crate::control_view::ControlView;
 
-/// Providers `channels add` accepts.
-pub const PROVIDERS: &[&str] = &["openai"];
+/// Providers `channels add` accepts: the OpenAI-compatible presets (`gateway::presets`).
+pub const PROVIDERS: &[&str] = &[
+    "openai",
+    "deepseek",
+    "mistral",
+    "qwen",
+    "moonshot",
+    "zhipu",
+    "ernie",
+    "openrouter",
+    "azure",
+    "ollama",
+    "vllm",
+    "anthropic",
+];
 
 /// Who is acting, recorded on every control event (the audit trail).
 fn actor() -> String {
@@ -105,8 +118,10 @@ pub struct NewChannel {
     pub name: String,
     /// Provider adapter.
     pub provider: String,
-    /// Base URL.
-    pub base_url: String,
+    /// Base URL; `None` takes the preset's default.
+    pub base_url: Option<String>,
+    /// `api-version` (Azure); `None` takes the preset's default.
+    pub api_version: Option<String>,
     /// Upstream API key (sealed before it leaves this function).
     pub api_key: Option<String>,
     /// Models served.
@@ -125,7 +140,26 @@ pub async fn add_channel(log: &EventLog, master: &MasterKey, c: NewChannel) -> a
         c.provider,
         PROVIDERS.join(", ")
     );
-    let url = c.base_url.trim_end_matches('/').to_owned();
+    let preset = gateway::presets::find(&c.provider);
+    let Some(url) = c
+        .base_url
+        .filter(|u| !u.trim().is_empty())
+        .or_else(|| preset.and_then(|p| p.default_base_url).map(str::to_owned))
+    else {
+        anyhow::bail!(
+            "provider {} has no default base URL; give --base-url (for azure the resource endpoint, \
+             https://RESOURCE.openai.azure.com)",
+            c.provider
+        );
+    };
+    let url = url.trim().trim_end_matches('/').to_owned();
+    let api_version = match (preset, c.api_version.filter(|v| !v.trim().is_empty())) {
+        (Some(p), v) if p.needs_api_version => {
+            Some(v.map_or_else(|| gateway::presets::AZURE_DEFAULT_API_VERSION.to_owned(), |v| v.trim().to_owned()))
+        }
+        (_, Some(_)) => anyhow::bail!("--api-version only applies to provider azure"),
+        (_, None) => None,
+    };
     anyhow::ensure!(
         (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len(),
         "base URL {url:?} must start with http:// or https://"
@@ -149,7 +183,7 @@ pub async fn add_channel(log: &EventLog, master: &MasterKey, c: NewChannel) -> a
             models,
             priority: c.priority,
             weight: c.weight,
-            api_version: None,
+            api_version,
         }),
     );
     log.append_acked(&env).await.context("Failed to append channel.added")?;
@@ -200,4 +234,31 @@ pub async fn set_price(
     );
     log.append_acked(&env).await.context("Failed to append price.published")?;
     Ok(env.id.to_string())
+}
+
+/// Publishes the rows of the built-in price table that the log lacks: each row once per table
+/// version (UUIDv5 ids, so two processes starting together append one event), never over a
+/// model whose latest price an admin set. Returns how many rows were appended.
+pub async fn publish_builtin_prices(log: &EventLog, source: &str) -> anyhow::Result<usize> {
+    let table = gateway::prices::builtin().context("The built-in price table does not parse")?;
+    let view = ControlView::load(log).await?;
+    let pending = table.pending(&view.price_ids, |model| view.price_actors.get(model).cloned());
+    for row in &pending {
+        log.append(&table.envelope(row, source, now_us()))
+            .await
+            .with_context(|| format!("Failed to append the built-in price of {}", row.price.model))?;
+    }
+    Ok(pending.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_openai_compatible_preset_is_an_accepted_provider() {
+        for p in gateway::presets::PRESETS {
+            assert!(PROVIDERS.contains(&p.name), "{} missing from PROVIDERS", p.name);
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The admin commands' view of control state: a fold of `LLMR_CONTROL` read straight from the
 //! log, so the CLI works with or without a read-model database and while `serve` runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use futures::StreamExt as _;
 use nats::EventLog;
@@ -50,6 +50,10 @@ pub struct ControlView {
     pub channels: BTreeMap<String, ChannelInfo>,
     /// Latest price event id per model.
     pub prices: BTreeMap<String, String>,
+    /// Actor of the latest price event per model (`builtin` for the shipped table).
+    pub price_actors: BTreeMap<String, Option<String>>,
+    /// Id of every `price.published` event, so a built-in row is published at most once.
+    pub price_ids: HashSet<uuid::Uuid>,
     /// Events folded.
     pub events: u64,
 }
@@ -66,7 +70,8 @@ impl ControlView {
         while let Some(ev) = tail.next().await {
             let ev = ev?;
             if let Ok(env) = ev.decode() {
-                view.apply(&env.tenant, env.id.to_string(), env.body);
+                let actor = env.actor.clone();
+                view.apply(&env.tenant, env.id, actor, env.body);
             }
             if ev.seq >= end {
                 break;
@@ -75,7 +80,7 @@ impl ControlView {
         Ok(view)
     }
 
-    fn apply(&mut self, tenant: &str, id: String, body: EventBody) {
+    fn apply(&mut self, tenant: &str, id: uuid::Uuid, actor: Option<String>, body: EventBody) {
         self.events += 1;
         match body {
             EventBody::TenantCreated(t) => {
@@ -130,7 +135,9 @@ impl ControlView {
                 self.channels.remove(&r.channel_id);
             }
             EventBody::PricePublished(p) => {
-                self.prices.insert(p.model, id);
+                self.price_ids.insert(id);
+                self.price_actors.insert(p.model.clone(), actor);
+                self.prices.insert(p.model, id.to_string());
             }
             EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) => {}
         }

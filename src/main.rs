@@ -106,12 +106,16 @@ enum ChannelCmd {
         /// Unique name.
         #[arg(long)]
         name: String,
-        /// Provider adapter.
+        /// Provider preset: openai, deepseek, mistral, qwen, moonshot, zhipu, ernie, openrouter,
+        /// azure, ollama, vllm.
         #[arg(long, default_value = "openai")]
         provider: String,
-        /// Base URL, e.g. https://api.openai.com/v1.
+        /// Base URL; defaults to the preset's (required for azure: https://RESOURCE.openai.azure.com).
         #[arg(long)]
-        base_url: String,
+        base_url: Option<String>,
+        /// Azure `api-version` (default: the latest GA version this build knows).
+        #[arg(long)]
+        api_version: Option<String>,
         /// Upstream API key (stored sealed).
         #[arg(long, env = "LLM_ROUTER_CHANNEL_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
@@ -257,10 +261,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Channels(cmd) => {
             let log = run::open_log(&cfg).await?;
             match cmd {
-                ChannelCmd::Add { name, provider, base_url, api_key, models, priority, weight } => {
+                ChannelCmd::Add { name, provider, base_url, api_version, api_key, models, priority, weight } => {
                     let master = master_key::load(&cfg.data_dir)?;
-                    let c =
-                        admin::NewChannel { name: name.clone(), provider, base_url, api_key, models, priority, weight };
+                    let c = admin::NewChannel {
+                        name: name.clone(),
+                        provider,
+                        base_url,
+                        api_version,
+                        api_key,
+                        models,
+                        priority,
+                        weight,
+                    };
                     let id = admin::add_channel(&log, &master, c).await?;
                     run::say(&format!("Channel {name} added as {id}."));
                 }

@@ -75,7 +75,8 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
         let channel = crate::admin::NewChannel {
             name: "openai".to_owned(),
             provider: "openai".to_owned(),
-            base_url,
+            base_url: Some(base_url),
+            api_version: None,
             api_key: Some(api_key),
             models: vec!["*".to_owned()],
             priority: 0,
@@ -85,6 +86,16 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
         tracing::info!(channel = %id, "Default OpenAI channel created from OPENAI_API_KEY.");
     }
     Ok(())
+}
+
+/// Publishes the built-in price rows the log lacks (`admin::publish_builtin_prices`). Failing
+/// only delays built-in prices to the next start, so it is logged rather than fatal.
+async fn builtin_prices(log: &EventLog, instance: &str) {
+    match crate::admin::publish_builtin_prices(log, instance).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(prices = n, "Built-in prices published."),
+        Err(e) => tracing::warn!(error = %e, "Built-in prices not published; retried on the next start."),
+    }
 }
 
 /// How long shutdown waits for the spool to drain.
@@ -180,6 +191,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let store = open_store(&cfg).await?;
     let instance = instance_name();
+    builtin_prices(&log, &instance).await;
     let (stop, workers) = spawn_workers(&store, &log);
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
     let app = gw
@@ -198,6 +210,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
     let log = open_service_log(&cfg).await?;
     let instance = instance_name();
+    builtin_prices(&log, &instance).await;
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
     let mut app = gw.router();
     let store = match &cfg.database_url {

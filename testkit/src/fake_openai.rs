@@ -49,12 +49,27 @@ pub enum Scenario {
     CommentsAndCrlf,
     /// Stream `n` good chunks, then a `data:` line that is not JSON.
     InvalidJsonAfterChunks(usize),
+    /// DeepSeek's shapes: `reasoning_content` before the content, and usage with
+    /// `prompt_cache_hit_tokens` / `prompt_cache_miss_tokens` instead of `prompt_tokens_details`.
+    DeepSeek,
+    /// Moonshot's shape: no usage chunk; the usage sits inside the last chunk's choice.
+    MoonshotUsageInChoice,
+    /// OpenRouter: `: OPENROUTER PROCESSING` comment lines before the first event, then normal.
+    OpenRouterProcessing,
+    /// OpenRouter: comments, `n` chunks, then a chunk carrying an `error` object and
+    /// `finish_reason: "error"` (HTTP status already 200), then `[DONE]`.
+    OpenRouterErrorAfterChunks(usize),
+    /// A non-stream 200 whose body is an error object (OpenRouter after its keep-alive padding).
+    ErrorBody200,
+    /// vLLM: `n` chunks, then `{"object":"error",…}`.
+    VllmErrorAfterChunks(usize),
 }
 
 impl Scenario {
     /// Parses the `x-fake-scenario` header: `normal`, `no-usage`, `fail-status:500`,
     /// `fail-status:429:7`, `hang`, `error-after:2`, `close-after:2`, `stall-after:2`, `html-200`, `slow:50`
-    /// (milliseconds), `comments-crlf`, `invalid-json-after:1`.
+    /// (milliseconds), `comments-crlf`, `invalid-json-after:1`, `deepseek`, `moonshot`,
+    /// `openrouter`, `openrouter-error-after:2`, `error-body-200`, `vllm-error-after:2`.
     pub fn parse(s: &str) -> Option<Scenario> {
         let mut parts = s.split(':');
         let name = parts.next()?;
@@ -74,6 +89,12 @@ impl Scenario {
             "slow" => Scenario::SlowChunks(Duration::from_millis(num()?)),
             "comments-crlf" => Scenario::CommentsAndCrlf,
             "invalid-json-after" => Scenario::InvalidJsonAfterChunks(usize::try_from(num()?).ok()?),
+            "deepseek" => Scenario::DeepSeek,
+            "moonshot" => Scenario::MoonshotUsageInChoice,
+            "openrouter" => Scenario::OpenRouterProcessing,
+            "openrouter-error-after" => Scenario::OpenRouterErrorAfterChunks(usize::try_from(num()?).ok()?),
+            "error-body-200" => Scenario::ErrorBody200,
+            "vllm-error-after" => Scenario::VllmErrorAfterChunks(usize::try_from(num()?).ok()?),
             _ => return None,
         })
     }
@@ -100,6 +121,18 @@ impl Default for FakeUsage {
 }
 
 impl FakeUsage {
+    /// DeepSeek's usage object: the cache split at the top level, no `prompt_tokens_details`.
+    fn to_deepseek_json(self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_cache_hit_tokens": self.cached_tokens,
+            "prompt_cache_miss_tokens": self.prompt_tokens - self.cached_tokens,
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens}
+        })
+    }
+
     fn to_json(self) -> Value {
         json!({
             "prompt_tokens": self.prompt_tokens,
@@ -117,6 +150,8 @@ impl FakeUsage {
 pub struct RecordedRequest {
     /// Path, e.g. `/v1/chat/completions`.
     pub path: String,
+    /// The query string, if any (Azure's `api-version=…`).
+    pub query: Option<String>,
     /// All request headers.
     pub headers: HeaderMap,
     /// The body, parsed as JSON (`Value::Null` when it was not JSON).
@@ -124,6 +159,11 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     /// The `Authorization` header value, if any.
     pub fn authorization(&self) -> Option<&str> {
         self.headers.get("authorization").and_then(|v| v.to_str().ok())
@@ -179,6 +219,9 @@ impl FakeOpenAi {
             .route("/v1/completions", post(completions))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
+            // Azure OpenAI: `/openai/deployments/{deployment}/…?api-version=…` with an `api-key` header.
+            .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))
+            .route("/openai/deployments/{deployment}/embeddings", post(azure_embeddings))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -194,6 +237,11 @@ impl FakeOpenAi {
     /// The base URL a channel should use: `http://127.0.0.1:<port>/v1`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The endpoint an Azure channel should use: `http://127.0.0.1:<port>` (no path).
+    pub fn azure_endpoint(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// The socket address.
@@ -245,6 +293,7 @@ fn record(state: &FakeState, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Pl
     state.with(|s| {
         s.requests.push(RecordedRequest {
             path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
             headers: headers.clone(),
             body: parsed.clone(),
         });
@@ -305,38 +354,84 @@ fn wants_usage_chunk(plan: &Plan) -> bool {
     plan.body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
 }
 
+/// Azure answers 401 without an `api-key` header and 404 without `api-version`, as Azure does.
+fn azure_refusal(uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+    if headers.get("api-key").is_none() {
+        let body = json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key."}});
+        return Some((StatusCode::UNAUTHORIZED, axum::Json(body)).into_response());
+    }
+    if !uri.query().unwrap_or_default().split('&').any(|p| p.starts_with("api-version=")) {
+        let body = json!({"error": {"code": "404", "message": "Resource not found"}});
+        return Some((StatusCode::NOT_FOUND, axum::Json(body)).into_response());
+    }
+    None
+}
+
+async fn azure_chat(state: State<FakeState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    match azure_refusal(&uri, &headers) {
+        Some(r) => r,
+        None => chat(state, uri, headers, body).await,
+    }
+}
+
+async fn azure_embeddings(state: State<FakeState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    match azure_refusal(&uri, &headers) {
+        Some(r) => r,
+        None => embeddings(state, uri, headers, body).await,
+    }
+}
+
+/// The reasoning text the DeepSeek scenario streams before the content.
+pub const FAKE_REASONING: &str = "Thinking it over.";
+
 async fn chat(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let plan = record(&state, &uri, &headers, &body);
     if let Some(resp) = common_failure(&plan).await {
         return resp;
     }
     let model = model_of(&plan);
+    let usage_json =
+        if plan.scenario == Scenario::DeepSeek { plan.usage.to_deepseek_json() } else { plan.usage.to_json() };
+    let reasoning = plan.scenario == Scenario::DeepSeek;
     if wants_stream(&plan) {
-        let chunks = plan
-            .pieces
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let delta = if i == 0 { json!({"role": "assistant", "content": p}) } else { json!({"content": p}) };
+        let mut last_choice = json!({"index": 0, "delta": {}, "finish_reason": "stop"});
+        if plan.scenario == Scenario::MoonshotUsageInChoice {
+            last_choice["usage"] = usage_json.clone();
+        }
+        let thinking =
+            reasoning.then(|| json!({"role": "assistant", "content": null, "reasoning_content": FAKE_REASONING}));
+        let chunks = thinking
+            .into_iter()
+            .chain(plan.pieces.iter().enumerate().map(|(i, p)| {
+                if i == 0 && !reasoning { json!({"role": "assistant", "content": p}) } else { json!({"content": p}) }
+            }))
+            .map(|delta| {
                 json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
                     "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
             })
             .chain(std::iter::once(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
-                "created": 1_700_000_000, "model": model,
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})))
+                "created": 1_700_000_000, "model": model, "choices": [last_choice]})))
             .collect();
         let usage = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
-            "model": model, "choices": [], "usage": plan.usage.to_json()});
+            "model": model, "choices": [], "usage": usage_json});
         return sse(&plan, chunks, usage);
+    }
+    if plan.scenario == Scenario::ErrorBody200 {
+        // OpenRouter pads a slow non-stream answer with whitespace, then may still fail in-band.
+        let body = json!({"error": {"code": 502, "message": "Provider returned error"}});
+        return (StatusCode::OK, [("content-type", "application/json")], format!("\n\n{body}")).into_response();
+    }
+    let mut message = json!({"role": "assistant", "content": plan.pieces.concat()});
+    if reasoning {
+        message["reasoning_content"] = json!(FAKE_REASONING);
     }
     let mut resp = json!({
         "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": plan.pieces.concat()},
-            "logprobs": null, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": "stop"}],
         "system_fingerprint": "fp_fake"
     });
     if plan.scenario != Scenario::NoUsage {
-        resp["usage"] = plan.usage.to_json();
+        resp["usage"] = usage_json;
     }
     axum::Json(resp).into_response()
 }
@@ -413,11 +508,18 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
     if crlf {
         frames.push(Frame::Data(Bytes::from(format!(": ping{eol}{eol}"))));
     }
+    if matches!(plan.scenario, Scenario::OpenRouterProcessing | Scenario::OpenRouterErrorAfterChunks(_)) {
+        for _ in 0..3 {
+            frames.push(Frame::Data(Bytes::from(": OPENROUTER PROCESSING\n\n")));
+        }
+    }
     let limit = match plan.scenario {
         Scenario::ErrorAfterChunks(n)
         | Scenario::CloseAfterChunks(n)
         | Scenario::StallAfterChunks(n)
-        | Scenario::InvalidJsonAfterChunks(n) => n,
+        | Scenario::InvalidJsonAfterChunks(n)
+        | Scenario::OpenRouterErrorAfterChunks(n)
+        | Scenario::VllmErrorAfterChunks(n) => n,
         _ => usize::MAX,
     };
     for c in chunks.iter().take(limit) {
@@ -432,8 +534,18 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
         Scenario::CloseAfterChunks(_) => frames.push(Frame::Abort),
         Scenario::StallAfterChunks(_) => frames.push(Frame::Stall),
         Scenario::InvalidJsonAfterChunks(_) => frames.push(Frame::Data(Bytes::from("data: {not json\n\n"))),
+        Scenario::OpenRouterErrorAfterChunks(_) => {
+            frames.push(data(&json!({"id": "gen-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": "fake", "provider": "Fake", "error": {"code": "server_error",
+                "message": "Provider disconnected unexpectedly"},
+                "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]})));
+            frames.push(Frame::Data(Bytes::from("data: [DONE]\n\n")));
+        }
+        Scenario::VllmErrorAfterChunks(_) => frames.push(data(&json!({"object": "error",
+            "message": "The engine died.", "type": "InternalServerError", "param": null, "code": 500}))),
         _ => {
-            if plan.scenario != Scenario::NoUsage && wants_usage_chunk(plan) {
+            let unasked = plan.scenario == Scenario::MoonshotUsageInChoice;
+            if plan.scenario != Scenario::NoUsage && !unasked && wants_usage_chunk(plan) {
                 frames.push(data(&usage_chunk));
             }
             frames.push(Frame::Data(Bytes::from(format!("data: [DONE]{eol}{eol}"))));

@@ -2,6 +2,7 @@
 //! OpenAI Python SDK, the ledger through `/v1/usage` and reports, rebuilds.
 
 mod helpers;
+mod providers;
 
 use std::time::{Duration, Instant};
 
