@@ -219,6 +219,29 @@ pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
     };
     if let Some(store) = &store {
         app = app.merge(web::router(web::WebState::new(store.clone(), log.clone(), &instance)));
+    } else {
+        // Without a read store the gateway still answers health checks: the log and whether the
+        // in-memory control state is following it.
+        let (log, gw) = (log.clone(), gw.clone());
+        app = app.route(
+            "/api/health",
+            axum::routing::get(move || {
+                let (log, gw) = (log.clone(), gw.clone());
+                async move {
+                    let health = log.health().await;
+                    let ok = health.reachable && gw.is_ready();
+                    let body = serde_json::json!({
+                        "status": if ok { "ok" } else { "degraded" },
+                        "log": health,
+                        "control_seq": gw.control_seq(),
+                        "control_following": gw.is_ready(),
+                    });
+                    let status =
+                        if ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+                    (status, axum::Json(body))
+                }
+            }),
+        );
     }
     let app = app.fallback(gateway::unknown_route);
     let served = listen_and_serve(&cfg, app).await;

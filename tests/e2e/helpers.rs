@@ -98,7 +98,8 @@ impl Env {
     /// The binary with this world's backend flags.
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_llm-router"));
-        c.arg("--data-dir").arg(self.data.path()).env("RUST_LOG", "info").env_remove("OPENAI_API_KEY");
+        // By environment, so that a test may give one process another directory with `--data-dir`.
+        c.env("LLM_ROUTER_DATA_DIR", self.data.path()).env("RUST_LOG", "info").env_remove("OPENAI_API_KEY");
         if let Some(n) = &self.nats {
             c.arg("--nats-url").arg(n.url());
         }
@@ -138,12 +139,31 @@ impl Env {
 
     /// Starts `serve` with extra environment variables and global arguments (e.g. `--config`).
     pub async fn serve_with(&self, vars: &[(&str, &str)], args: &[&str]) -> anyhow::Result<Serve> {
+        self.http_service("serve", vars, args).await
+    }
+
+    /// Starts `llm-router worker` (no HTTP) with its own data directory; killed when dropped.
+    pub fn worker(&self, data_dir: &std::path::Path) -> anyhow::Result<Serve> {
+        let stderr = self.data.path().join(format!("worker-{}.log", free_port()?));
+        let child = self
+            .command()
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("worker")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr)?)
+            .spawn()?;
+        Ok(Serve { child, base: String::new(), stdout: Arc::new(Mutex::new(Vec::new())), stderr })
+    }
+
+    /// Starts an HTTP subcommand (`serve` or `gateway`) and waits until `/api/health` answers 200.
+    pub async fn http_service(&self, sub: &str, vars: &[(&str, &str)], args: &[&str]) -> anyhow::Result<Serve> {
         let port = free_port()?;
         let stderr = self.data.path().join(format!("serve-{port}.log"));
         let mut child = self
             .command()
             .args(args)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args([sub, "--listen", &format!("127.0.0.1:{port}")])
             .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr)?)
@@ -168,7 +188,7 @@ impl Env {
                 return Ok(serve);
             }
             if Instant::now() > deadline {
-                bail!("serve did not become healthy:\n{}", serve.log());
+                bail!("{sub} did not become healthy:\n{}", serve.log());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

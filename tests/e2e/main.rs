@@ -451,3 +451,37 @@ async fn a_full_spool_refuses_billable_work_with_503_and_recovers_when_nats_retu
     env.wait_for_usage(&serve, &key, successes + 1).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_cluster_shape_runs_gateways_and_a_worker_as_separate_processes() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Cluster).await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    // Each process has its own data directory (a spool belongs to one process) and all share
+    // the master key, as they would on separate machines.
+    let master = std::fs::read_to_string(env.data.path().join("master.key"))?;
+    let vars = [("LLM_ROUTER_MASTER_KEY", master.trim())];
+    let (dir_w, dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let path = |d: &tempfile::TempDir| d.path().to_str().unwrap_or_default().to_owned();
+    let _worker = env.worker(dir_w.path())?;
+    let a = env.http_service("gateway", &vars, &["--data-dir", &path(&dir_a)]).await?;
+    let b = env.http_service("gateway", &vars, &["--data-dir", &path(&dir_b)]).await?;
+    for gw in [&a, &b] {
+        env.wait_for_model(gw, &key, MODEL).await?;
+        assert_eq!(env.chat(gw, &key, false).await?.0, 200);
+        assert_eq!(env.chat(gw, &key, true).await?.0, 200);
+    }
+    // Either gateway reads the ledger the worker projects.
+    env.wait_for_usage(&a, &key, 4).await?;
+    env.wait_for_usage(&b, &key, 4).await?;
+    // A key revoked through the CLI is refused by both gateways.
+    env.cli(&["keys", "revoke", &key])?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for gw in [&a, &b] {
+        while env.chat(gw, &key, false).await?.0 != 401 {
+            anyhow::ensure!(Instant::now() < deadline, "revoked key still accepted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
