@@ -242,7 +242,7 @@ pub async fn set_price(
 pub async fn publish_builtin_prices(log: &EventLog, source: &str) -> anyhow::Result<usize> {
     let table = gateway::prices::builtin().context("The built-in price table does not parse")?;
     let view = ControlView::load(log).await?;
-    let pending = table.pending(&view.price_ids, |model| view.price_actors.get(model).cloned());
+    let pending = table.pending(&view.price_ids, |model| view.prices.get(model).map(|p| p.actor.clone()));
     for row in &pending {
         log.append(&table.envelope(row, source, now_us()))
             .await

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use futures::StreamExt as _;
 use nats::EventLog;
-use schemas::{EventBody, Stream};
+use schemas::{EventBody, PricePublished, Stream};
 
 /// A key as the CLI sees it.
 #[derive(Debug, Clone)]
@@ -39,6 +39,17 @@ pub struct ChannelInfo {
     pub models: Vec<String>,
 }
 
+/// A model's price in force as the CLI sees it.
+#[derive(Debug, Clone)]
+pub struct PriceInfo {
+    /// The `price.published` event id (the price version).
+    pub version: String,
+    /// Who published it (`builtin` for the shipped table).
+    pub actor: Option<String>,
+    /// The published amounts.
+    pub price: PricePublished,
+}
+
 /// Folded control state.
 #[derive(Debug, Default)]
 pub struct ControlView {
@@ -48,10 +59,8 @@ pub struct ControlView {
     pub keys: BTreeMap<String, KeyInfo>,
     /// Live channels by id.
     pub channels: BTreeMap<String, ChannelInfo>,
-    /// Latest price event id per model.
-    pub prices: BTreeMap<String, String>,
-    /// Actor of the latest price event per model (`builtin` for the shipped table).
-    pub price_actors: BTreeMap<String, Option<String>>,
+    /// The price in force per model.
+    pub prices: BTreeMap<String, PriceInfo>,
     /// Id of every `price.published` event, so a built-in row is published at most once.
     pub price_ids: HashSet<uuid::Uuid>,
     /// Events folded.
@@ -136,8 +145,7 @@ impl ControlView {
             }
             EventBody::PricePublished(p) => {
                 self.price_ids.insert(id);
-                self.price_actors.insert(p.model.clone(), actor);
-                self.prices.insert(p.model, id.to_string());
+                self.prices.insert(p.model.clone(), PriceInfo { version: id.to_string(), actor, price: p });
             }
             EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) => {}
         }

@@ -161,6 +161,9 @@ enum PriceCmd {
         #[arg(long, default_value = "USD")]
         currency: String,
     },
+    /// Lists the price in force per model (per 1M tokens) and who set it (`builtin` = the table
+    /// shipped with this build).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -292,6 +295,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         ));
                     }
                 }
+            }
+            Ok(())
+        }
+        Command::Prices(PriceCmd::List) => {
+            let log = run::open_log(&cfg).await?;
+            let view = control_view::ControlView::load(&log).await?;
+            run::say("model\tcurrency\tinput\tcached\tcache_write\toutput\tset_by\tversion");
+            for (model, p) in &view.prices {
+                let amount = |n: Option<i64>| n.map_or_else(|| "-".to_owned(), schemas::format_nanos);
+                run::say(&format!(
+                    "{model}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    p.price.currency,
+                    amount(Some(p.price.input_per_mtok_nanos)),
+                    amount(p.price.cached_input_per_mtok_nanos),
+                    amount(p.price.cache_write_per_mtok_nanos),
+                    amount(Some(p.price.output_per_mtok_nanos)),
+                    p.actor.as_deref().unwrap_or("-"),
+                    p.version
+                ));
             }
             Ok(())
         }

@@ -79,9 +79,19 @@ async fn serve_publishes_builtin_prices_and_a_deepseek_call_is_billed_in_cny() -
     assert_eq!(row.currency, "CNY");
     assert_eq!(row.cost_nanos, 20 * 2_000 + 5 * 200 + 12 * 3_000);
     assert!(row.price_version.is_some());
-    // A second start publishes nothing new: the same rows have the same ids.
+    let line = |list: &str| list.lines().find(|l| l.starts_with("deepseek-chat\t")).map(str::to_owned);
+    let listed = line(&env.cli(&["prices", "list"])?);
+    assert_eq!(
+        listed.as_deref().map(|l| l.split('\t').take(7).collect::<Vec<_>>().join(" ")).as_deref(),
+        Some("deepseek-chat CNY 2.000000000 0.200000000 - 3.000000000 builtin")
+    );
+    // An admin's price replaces it, and a second start neither republishes the same rows (same
+    // ids) nor overwrites the admin's price.
+    env.cli(&["prices", "set", "--model", "deepseek-chat", "--currency", "CNY", "--input", "1", "--output", "2"])?;
     serve.stop()?;
     let again = env.serve().await?;
     assert!(!again.log().contains("Built-in prices published"), "{}", again.log());
+    let listed = line(&env.cli(&["prices", "list"])?).unwrap_or_default();
+    assert!(listed.starts_with("deepseek-chat\tCNY\t1.000000000\t") && !listed.contains("builtin"), "{listed}");
     Ok(())
 }
