@@ -149,6 +149,14 @@ async fn moonshot_gets_the_clients_body_and_its_usage_inside_a_choice_is_read() 
     let u = only_usage(app.wait_usage(1).await?)?;
     assert_eq!(u.usage_source, UsageSource::Upstream);
     assert_eq!((u.input_tokens, u.cached_input_tokens, u.output_tokens), (20, 5, 12));
+    // A client that asks for usage itself gets it in the vendor's place; the field is not sent.
+    let mut asked = chat("kimi-k2-0905-preview", true);
+    asked["stream_options"] = json!({"include_usage": true});
+    let payloads = sse_payloads(app.post("/v1/chat/completions", &asked).await?).await?;
+    assert!(payloads.iter().any(|p| p.contains("\"usage\"")), "{payloads:?}");
+    let sent = &app.fake.requests()[1].body;
+    assert!(sent.get("stream_options").is_none() && sent["stream"] == true, "{sent}");
+    assert_eq!(app.wait_usage(2).await?.len(), 2);
     Ok(())
 }
 

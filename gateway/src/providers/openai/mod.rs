@@ -94,13 +94,27 @@ pub fn upstream_url(channel: &Channel, endpoint: Endpoint, model: &str) -> Optio
     }
 }
 
-/// The body for `channel`: with the injected `stream_options.include_usage` only when the vendor
-/// accepts it; otherwise the client's own bytes.
+/// The body for `channel`: with the injected `stream_options.include_usage` when the vendor
+/// accepts it. Vendors that send usage unasked get the client's own bytes, minus a
+/// `stream_options` the client set (they may refuse the field, and send the usage anyway).
 pub fn body_for(channel: &Channel, prepared: &Prepared) -> Bytes {
     match channel.preset.stream_usage {
         StreamUsage::Inject => prepared.upstream_body.clone(),
-        StreamUsage::Unasked => prepared.original.clone(),
+        StreamUsage::Unasked => without_stream_options(&prepared.original).unwrap_or_else(|| prepared.original.clone()),
     }
+}
+
+/// `body` without its top-level `stream_options`; `None` when it has none (the usual case, checked
+/// without parsing) or is not an object. Other fields keep their bytes; key order may change.
+fn without_stream_options(body: &Bytes) -> Option<Bytes> {
+    const FIELD: &[u8] = b"\"stream_options\"";
+    if !body.windows(FIELD.len()).any(|w| w == FIELD) {
+        return None;
+    }
+    let mut fields: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(body).ok()?;
+    fields.remove("stream_options")?;
+    serde_json::to_vec(&fields).ok().map(Bytes::from)
 }
 
 #[cfg(test)]
@@ -139,9 +153,51 @@ mod tests {
             Some("https://res.openai.azure.com/openai/deployments/a%20b%2F..%2Fc/embeddings?api-version=2024-10-21")
         );
         let ds = channel("deepseek", "https://api.deepseek.com", None);
+        assert!(upstream_url(&channel("azure", "not a url", None), Endpoint::ChatCompletions, "m").is_none());
         assert_eq!(
             upstream_url(&ds, Endpoint::ChatCompletions, "deepseek-chat").as_deref(),
             Some("https://api.deepseek.com/chat/completions")
         );
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::*;
+    use crate::request::{Endpoint, prepare};
+
+    #[test]
+    fn stream_options_reach_only_vendors_that_accept_them() -> Result<(), ApiError> {
+        let preset = |name: &str| Channel { preset: presets::for_provider(name), ..tests_channel() };
+        let plain = prepare(Endpoint::ChatCompletions, Bytes::from_static(br#"{"model":"m","stream":true}"#))?;
+        let v = |b: Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default();
+        assert_eq!(v(body_for(&preset("deepseek"), &plain))["stream_options"]["include_usage"], true);
+        assert_eq!(body_for(&preset("mistral"), &plain), plain.original);
+        let asked = prepare(
+            Endpoint::ChatCompletions,
+            Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"n":[1, 2]}"#),
+        )?;
+        let sent = v(body_for(&preset("zhipu"), &asked));
+        assert!(sent.get("stream_options").is_none(), "{sent}");
+        assert_eq!(sent["n"], serde_json::json!([1, 2]));
+        assert_eq!(body_for(&preset("openai"), &asked), asked.original);
+        Ok(())
+    }
+
+    fn tests_channel() -> Channel {
+        Channel {
+            id: "ch_t".into(),
+            tenant: schemas::GLOBAL_TENANT.into(),
+            provider: "openai".into(),
+            preset: presets::for_provider("openai"),
+            api_version: None,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key: None,
+            key_unusable: false,
+            models: vec![],
+            priority: 0,
+            weight: 1,
+            enabled: true,
+        }
     }
 }

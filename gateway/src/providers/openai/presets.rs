@@ -41,7 +41,7 @@ pub enum StreamUsage {
     /// Accepts it: the gateway injects it when the client did not ask, and hides the extra chunk.
     Inject,
     /// Sends usage on its last chunk unasked, and may reject the field: the client's own body
-    /// goes upstream unchanged.
+    /// goes upstream, without `stream_options`.
     Unasked,
 }
 
