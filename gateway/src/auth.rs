@@ -1,4 +1,4 @@
-//! Bearer-key authentication against the in-memory key table. Every failure gets the same 401;
+//! Bearer-key (and, on Anthropic's routes, `x-api-key`) authentication against the in-memory key table. Every failure gets the same 401;
 //! the presented key is hashed and never logged or echoed.
 
 use std::sync::Arc;
@@ -16,8 +16,22 @@ pub fn authenticate(headers: &HeaderMap, state: &ControlState) -> Result<Arc<Key
     let value = headers.get(header::AUTHORIZATION).ok_or(ApiError::InvalidApiKey)?;
     let value = value.to_str().map_err(|_| ApiError::InvalidApiKey)?;
     let (scheme, key) = value.split_once(' ').ok_or(ApiError::InvalidApiKey)?;
-    let key = key.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() || key.len() > MAX_KEY_LEN {
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::InvalidApiKey);
+    }
+    lookup(key.trim(), state)
+}
+
+/// The caller's key from `x-api-key` (Anthropic's SDKs), else from `Authorization: Bearer`.
+pub fn authenticate_anthropic(headers: &HeaderMap, state: &ControlState) -> Result<Arc<KeyEntry>, ApiError> {
+    match headers.get("x-api-key") {
+        Some(v) => lookup(v.to_str().map_err(|_| ApiError::InvalidApiKey)?.trim(), state),
+        None => authenticate(headers, state),
+    }
+}
+
+fn lookup(key: &str, state: &ControlState) -> Result<Arc<KeyEntry>, ApiError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
         return Err(ApiError::InvalidApiKey);
     }
     match state.keys.get(&schemas::keys::hash(key)) {

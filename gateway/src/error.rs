@@ -37,6 +37,14 @@ pub enum ApiError {
         /// The offending field.
         param: String,
     },
+    /// A field the chosen upstream cannot honour (e.g. `logprobs` for an Anthropic model).
+    #[error("{message}")]
+    Unsupported {
+        /// The client's field path.
+        param: String,
+        /// Why.
+        message: String,
+    },
     /// A required field is missing.
     #[error("Missing required parameter: '{param}'.")]
     MissingParameter {
@@ -95,6 +103,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidJson { .. }
             | ApiError::UnsupportedParameter { .. }
+            | ApiError::Unsupported { .. }
             | ApiError::MissingParameter { .. } => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound { .. } | ApiError::UnknownRoute => StatusCode::NOT_FOUND,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -112,6 +121,7 @@ impl ApiError {
             ApiError::TooLarge { .. }
             | ApiError::InvalidJson { .. }
             | ApiError::UnsupportedParameter { .. }
+            | ApiError::Unsupported { .. }
             | ApiError::MissingParameter { .. }
             | ApiError::ModelNotFound { .. }
             | ApiError::UnknownRoute
@@ -130,7 +140,7 @@ impl ApiError {
             ApiError::InvalidApiKey => "invalid_api_key",
             ApiError::TooLarge { .. } => "request_too_large",
             ApiError::InvalidJson { .. } => "invalid_json",
-            ApiError::UnsupportedParameter { .. } => "unsupported_parameter",
+            ApiError::UnsupportedParameter { .. } | ApiError::Unsupported { .. } => "unsupported_parameter",
             ApiError::MissingParameter { .. } => "missing_required_parameter",
             ApiError::ModelNotFound { .. } => "model_not_found",
             ApiError::UnknownRoute => "unknown_url",
@@ -155,7 +165,9 @@ impl ApiError {
     fn param(&self) -> Option<&str> {
         match self {
             ApiError::InvalidJson { param, .. } | ApiError::UpstreamRejected { param, .. } => param.as_deref(),
-            ApiError::UnsupportedParameter { param } | ApiError::MissingParameter { param } => Some(param),
+            ApiError::UnsupportedParameter { param }
+            | ApiError::MissingParameter { param }
+            | ApiError::Unsupported { param, .. } => Some(param),
             ApiError::ModelNotFound { .. } => Some("model"),
             _ => None,
         }
@@ -164,6 +176,43 @@ impl ApiError {
     /// The JSON body `{"error":{…}}`.
     pub fn body(&self) -> Bytes {
         error_body(&self.to_string(), self.kind(), self.param(), self.code())
+    }
+}
+
+impl ApiError {
+    /// Anthropic's error `type` for this error (by status, as Anthropic's own API assigns them).
+    pub fn anthropic_kind(&self) -> &'static str {
+        match self.status_code().as_u16() {
+            400 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 if matches!(self, ApiError::UpstreamOverloaded { .. }) => "overloaded_error",
+            504 => "timeout_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The body in Anthropic's shape `{"type":"error","error":{"type","message"}}`.
+    pub fn anthropic_body(&self) -> Bytes {
+        let v =
+            serde_json::json!({"type": "error", "error": {"type": self.anthropic_kind(), "message": self.to_string()}});
+        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    }
+
+    /// The response in the shape of `protocol`.
+    pub fn into_response_for(self, protocol: crate::request::Protocol) -> Response {
+        match protocol {
+            crate::request::Protocol::OpenAi => self.into_response(),
+            crate::request::Protocol::Anthropic => {
+                let body = self.anthropic_body();
+                let mut resp = self.into_response();
+                *resp.body_mut() = axum::body::Body::from(body);
+                resp
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! The hot path: `/v1` chat completions, completions, embeddings and models; bearer-key auth from
-//! in-memory state folded from `LLMR_CONTROL`; routing to OpenAI-compatible upstream channels;
-//! streaming relay; usage capture appended to the log before the client gets the final byte.
+//! The hot path: `/v1` chat completions, completions, embeddings and models, and Anthropic's
+//! `/v1/messages` (+ `count_tokens`); key auth from in-memory state folded from `LLMR_CONTROL`;
+//! routing to OpenAI-compatible and Anthropic channels; streaming relay; usage capture appended to
+//! the log before the client gets the final byte.
 //! Never imports `projections`, `workers` or `web`.
 //!
 //! Policies a reader would otherwise have to reverse-engineer:
@@ -15,12 +16,24 @@
 //!   Without upstream usage the counts are estimated and marked `estimated`.
 //! - Non-stream calls run in their own task: a client that leaves is still billed. If the usage
 //!   event cannot be made durable the answer is withheld (503).
+//! - Any client protocol reaches any upstream. OpenAI → OpenAI and Anthropic → Anthropic are
+//!   pass-throughs (the client's bytes); the other two directions translate through `canonical`.
+//!   A field the upstream cannot honour is a 400 `unsupported_parameter` naming it (`logprobs`,
+//!   `n > 1`, non-zero penalties, `response_format` JSON mode and `top_k` across vendors); fields
+//!   dropped because they change nothing observable are listed in `DROPPED_FIELDS` of each
+//!   converter; a missing `max_tokens` becomes 4096 for Anthropic, which requires one.
+//! - Billing always reads the *upstream's* usage object: Anthropic's `input_tokens` excludes cache
+//!   reads and writes, OpenAI's `prompt_tokens` includes cached tokens; both become disjoint
+//!   counts. Anthropic's `message_delta` usage is cumulative and replaces, never adds.
+//! - On `/v1/messages` the key may come in `x-api-key` or `Authorization: Bearer`, and every error
+//!   (401, 404, 413, 400, upstream failures, mid-stream `event: error`) is in Anthropic's shape.
 //! - Accepted sockets should have `TCP_NODELAY`; the binary sets it when it binds
 //!   (`axum::serve::ListenerExt::tap_io`), as the tests do.
 
 mod app;
 mod auth;
 mod call;
+mod canonical;
 pub mod config;
 pub mod error;
 mod handlers;

@@ -24,6 +24,17 @@ pub enum Endpoint {
     Completions,
     /// `POST /v1/embeddings`
     Embeddings,
+    /// `POST /v1/messages` (Anthropic's protocol).
+    Messages,
+}
+
+/// The protocol a client speaks, which decides the shape of every answer and error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OpenAI's.
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
 }
 
 impl Endpoint {
@@ -33,6 +44,15 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat.completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
+        }
+    }
+
+    /// The client's protocol.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Endpoint::Messages => Protocol::Anthropic,
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => Protocol::OpenAi,
         }
     }
 
@@ -42,6 +62,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
         }
     }
 
@@ -111,9 +132,12 @@ pub fn prepare(endpoint: Endpoint, body: Bytes) -> Result<Prepared, ApiError> {
             "stream" if endpoint.streams() => {
                 stream = field::<Option<bool>>(v, "stream", "a boolean")?.unwrap_or(false)
             }
-            "stream_options" if endpoint.streams() => stream_options = Some(v),
-            "user" => user = field::<Option<String>>(v, "user", "a string")?,
-            "messages" if matches!(endpoint, Endpoint::ChatCompletions) => check_messages(v)?,
+            "stream_options" if endpoint.streams() && endpoint != Endpoint::Messages => stream_options = Some(v),
+            "user" if endpoint != Endpoint::Messages => user = field::<Option<String>>(v, "user", "a string")?,
+            "metadata" if endpoint == Endpoint::Messages => {
+                user = field::<Option<AnthropicMetadata>>(v, "metadata", "an object")?.and_then(|m| m.user_id)
+            }
+            "messages" if matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) => check_messages(v)?,
             _ => {}
         }
     }
@@ -137,7 +161,8 @@ pub fn prepare(endpoint: Endpoint, body: Bytes) -> Result<Prepared, ApiError> {
             }
         }
     }
-    let upstream_body = if stream && !client_wants_usage {
+    // Anthropic streams always carry usage: a `/v1/messages` body goes upstream untouched.
+    let upstream_body = if stream && !client_wants_usage && endpoint != Endpoint::Messages {
         options.insert("include_usage".into(), serde_json::Value::Bool(true));
         rewrite(&fields, body.len(), &options)
     } else {
@@ -145,6 +170,12 @@ pub fn prepare(endpoint: Endpoint, body: Bytes) -> Result<Prepared, ApiError> {
         body.clone()
     };
     Ok(Prepared { endpoint, model, stream, client_wants_usage, user, original: body, upstream_body })
+}
+
+#[derive(Deserialize)]
+struct AnthropicMetadata {
+    #[serde(default)]
+    user_id: Option<String>,
 }
 
 /// Rebuilds the object from its raw fields with a new `stream_options`.

@@ -9,13 +9,17 @@ use axum::routing::{get, post};
 use crate::app::AppState;
 use crate::handlers;
 
-/// The router for `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`.
+/// The router for `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`, and
+/// Anthropic's `/v1/messages` and `/v1/messages/count_tokens`.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(handlers::proxy::chat_completions))
         .route("/v1/completions", post(handlers::proxy::completions))
         .route("/v1/embeddings", post(handlers::proxy::embeddings))
         .route("/v1/models", get(handlers::models::list))
+        .route("/v1/messages", post(handlers::messages::create))
+        .route("/v1/messages/count_tokens", post(handlers::messages::count_tokens))
+        .route("/v1/messages/{*rest}", axum::routing::any(handlers::messages::unknown))
         .route_layer(middleware::from_fn_with_state(state.clone(), handlers::context::authenticate))
         .with_state(state)
         .layer(middleware::from_fn(handlers::context::request_id))

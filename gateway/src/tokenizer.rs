@@ -36,6 +36,19 @@ pub fn prompt_tokens(endpoint: Endpoint, model: &str, body: &[u8]) -> u64 {
     let mut text = String::new();
     let mut extra = 0u64;
     match endpoint {
+        Endpoint::Messages => {
+            collect_text(v.get("system"), &mut text);
+            if let Some(messages) = v.get("messages").and_then(Value::as_array) {
+                extra += TOKENS_PER_REPLY;
+                for m in messages {
+                    extra += TOKENS_PER_MESSAGE;
+                    collect_content(m.get("content"), &mut text);
+                }
+            }
+            if let Some(tools) = v.get("tools") {
+                text.push_str(&tools.to_string());
+            }
+        }
         Endpoint::ChatCompletions => {
             if let Some(messages) = v.get("messages").and_then(Value::as_array) {
                 extra += TOKENS_PER_REPLY;
@@ -59,6 +72,19 @@ pub fn prompt_tokens(endpoint: Endpoint, model: &str, body: &[u8]) -> u64 {
         },
     }
     count(model, &text) + extra
+}
+
+/// Like [`collect_text`], also reading tool calls and tool results inside Anthropic blocks.
+fn collect_content(v: Option<&Value>, out: &mut String) {
+    collect_text(v, out);
+    for block in v.and_then(Value::as_array).into_iter().flatten() {
+        if let Some(input) = block.get("input") {
+            out.push_str(&input.to_string());
+        }
+        if block.get("type").and_then(Value::as_str) == Some("tool_result") {
+            collect_text(block.get("content"), out);
+        }
+    }
 }
 
 /// Appends the text of a string, an array of strings, or an array of content parts.

@@ -1,21 +1,24 @@
 //! One proxied call, run in its own task: try channels in order until one answers (only before
 //! anything reached the client), then finish as a plain JSON answer ([`unary`]) or a relayed
-//! stream ([`stream`]). Billing (`usage.recorded`) and `request.logged` happen here.
+//! stream ([`stream`]); calls where client and upstream are not both OpenAI go through [`vendor`]
+//! and [`vendor_stream`] instead. Billing (`usage.recorded`) and `request.logged` happen here.
 
 mod stream;
 mod unary;
+mod vendor;
+mod vendor_stream;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use schemas::{AppliedPrice, EventBody, RequestLogged, UsageSource};
 use tokio::sync::oneshot;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::handlers::context::RequestId;
-use crate::providers::openai;
+use crate::providers::{Provider, anthropic, openai};
 use crate::request::Prepared;
 use crate::state::{Channel, KeyEntry};
 use crate::tokenizer;
@@ -33,6 +36,8 @@ pub struct Call {
     pub channels: Vec<Arc<Channel>>,
     /// Price in force when the request arrived.
     pub price: Option<Arc<AppliedPrice>>,
+    /// The client's `anthropic-beta` header, passed on to Anthropic channels on pass-through.
+    pub anthropic_beta: Option<String>,
 }
 
 impl Call {
@@ -61,7 +66,26 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
         tried = Some(channel.clone());
         // One first-byte budget per attempt, covering the headers and (for streams) the first event.
         let first_byte_deadline = tokio::time::Instant::now() + app.cfg.first_byte_timeout;
-        let sent = openai::send(&app.http, channel, &call.prepared, first_byte_deadline, app.cfg.idle_timeout).await;
+        let route = vendor::Route::new(call.prepared.endpoint.protocol(), Provider::of(&channel.provider));
+        let sent = match route {
+            vendor::Route::OpenAiToOpenAi => {
+                openai::send(&app.http, channel, &call.prepared, first_byte_deadline, app.cfg.idle_timeout).await
+            }
+            vendor::Route::AnthropicToOpenAi => match vendor::openai_request(&call) {
+                Ok(p) => openai::send(&app.http, channel, &p, first_byte_deadline, app.cfg.idle_timeout).await,
+                Err(e) => Err(e),
+            },
+            vendor::Route::AnthropicToAnthropic | vendor::Route::OpenAiToAnthropic => {
+                match vendor::anthropic_body(&call, route) {
+                    Ok(body) => {
+                        let beta =
+                            call.anthropic_beta.as_deref().filter(|_| route == vendor::Route::AnthropicToAnthropic);
+                        anthropic::send(&app.http, channel, body, beta, first_byte_deadline, app.cfg.idle_timeout).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
         let resp = match sent {
             Ok(r) => r,
             Err(a) => {
@@ -75,7 +99,11 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
         if call.prepared.stream {
             match stream::start(resp, first_byte_deadline).await {
                 Ok(started) => {
-                    stream::relay(app, call, channel.clone(), started, reply, attempts).await;
+                    if route == vendor::Route::OpenAiToOpenAi {
+                        stream::relay(app, call, channel.clone(), started, reply, attempts).await;
+                    } else {
+                        vendor_stream::relay(app, call, channel.clone(), route, started, reply, attempts).await;
+                    }
                     return;
                 }
                 Err(a) => {
@@ -87,7 +115,11 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
                 }
             }
         }
-        let answer = unary::finish(&app, &call, channel, resp).await;
+        let answer = if route == vendor::Route::OpenAiToOpenAi {
+            unary::finish(&app, &call, channel, resp).await
+        } else {
+            vendor::finish(&app, &call, channel, route, resp).await
+        };
         let (status, class) = match &answer {
             Ok(_) => (200, None),
             Err(e) => (e.status_code().as_u16(), Some(e.class().to_owned())),
@@ -95,7 +127,7 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
         log_request(&app, &call, Some(channel), status, attempts, None, class);
         let _ = reply.send(match answer {
             Ok(r) => r,
-            Err(e) => e.into_response(),
+            Err(e) => e.into_response_for(call.prepared.endpoint.protocol()),
         });
         return;
     }
@@ -108,7 +140,7 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
         None,
         Some(last.class().to_owned()),
     );
-    let _ = reply.send(last.into_response());
+    let _ = reply.send(last.into_response_for(call.prepared.endpoint.protocol()));
 }
 
 /// Appends `request.logged` without waiting.

@@ -28,9 +28,9 @@ const CLIENT_BUFFER: usize = 32;
 
 /// A stream whose first event has arrived.
 pub struct Started {
-    resp: reqwest::Response,
-    parser: SseParser,
-    first: SseEvent,
+    pub(super) resp: reqwest::Response,
+    pub(super) parser: SseParser,
+    pub(super) first: SseEvent,
 }
 
 /// Waits for the first complete event, so that a failure before it can still go to another

@@ -7,12 +7,13 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use schemas::{EventBody, GLOBAL_TENANT, RequestLogged};
 
 use crate::app::AppState;
 use crate::auth;
 use crate::error::ApiError;
+use crate::request::Protocol;
 use crate::state::KeyEntry;
 
 /// The request id and arrival time.
@@ -40,9 +41,16 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 }
 
 /// Authenticates; a failure is answered here (and logged as a request) without reaching a handler.
+/// Anthropic's routes also take the key from `x-api-key` and answer in Anthropic's shape.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let snapshot = app.snapshot();
-    match auth::authenticate(req.headers(), &snapshot) {
+    let anthropic = is_anthropic_path(req.uri().path());
+    let authenticated = if anthropic {
+        auth::authenticate_anthropic(req.headers(), &snapshot)
+    } else {
+        auth::authenticate(req.headers(), &snapshot)
+    };
+    match authenticated {
         Ok(key) => {
             drop(snapshot);
             req.extensions_mut().insert(Caller(key));
@@ -53,9 +61,14 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
                 let endpoint = endpoint_of(req.uri().path());
                 log_request(&app, rid, None, endpoint, None, &e);
             }
-            e.into_response()
+            e.into_response_for(if anthropic { Protocol::Anthropic } else { Protocol::OpenAi })
         }
     }
+}
+
+/// Whether `path` belongs to Anthropic's surface (`/v1/messages` and below).
+pub fn is_anthropic_path(path: &str) -> bool {
+    path == "/v1/messages" || path.starts_with("/v1/messages/")
 }
 
 fn endpoint_of(path: &str) -> &'static str {
@@ -63,6 +76,8 @@ fn endpoint_of(path: &str) -> &'static str {
         "/v1/chat/completions" => "chat.completions",
         "/v1/completions" => "completions",
         "/v1/embeddings" => "embeddings",
+        "/v1/messages" => "messages",
+        "/v1/messages/count_tokens" => "messages.count_tokens",
         _ => "models",
     }
 }

@@ -1,5 +1,6 @@
 //! Thin handlers: extract, call one domain function, answer.
 
 pub mod context;
+pub mod messages;
 pub mod models;
 pub mod proxy;

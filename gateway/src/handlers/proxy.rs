@@ -6,7 +6,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::context::{Caller, RequestId, log_request};
 use crate::app::AppState;
@@ -45,9 +45,18 @@ pub async fn embeddings(
     proxy(app, rid, caller, Endpoint::Embeddings, req).await
 }
 
-async fn proxy(app: AppState, rid: RequestId, Caller(key): Caller, endpoint: Endpoint, req: Request) -> Response {
+/// Reads, parses and routes a request of `endpoint`, then runs the call; every error is answered
+/// in the endpoint's protocol.
+pub(super) async fn proxy(
+    app: AppState,
+    rid: RequestId,
+    Caller(key): Caller,
+    endpoint: Endpoint,
+    req: Request,
+) -> Response {
     let content_length =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let anthropic_beta = req.headers().get("anthropic-beta").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body: Body = req.into_body();
     let prepared = match request::read_body(body, app.cfg.body_limit_bytes, content_length).await {
         Ok(bytes) => request::prepare(endpoint, bytes),
@@ -57,7 +66,7 @@ async fn proxy(app: AppState, rid: RequestId, Caller(key): Caller, endpoint: End
         Ok(p) => p,
         Err(e) => {
             log_request(&app, &rid, Some(&key), endpoint.name(), None, &e);
-            return e.into_response();
+            return e.into_response_for(endpoint.protocol());
         }
     };
     let snapshot = app.snapshot();
@@ -68,13 +77,13 @@ async fn proxy(app: AppState, rid: RequestId, Caller(key): Caller, endpoint: End
         Ok(c) => c,
         Err(e) => {
             log_request(&app, &rid, Some(&key), endpoint.name(), Some(&prepared.model), &e);
-            return e.into_response();
+            return e.into_response_for(endpoint.protocol());
         }
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(call::run(app, call::Call { rid, key, prepared, channels, price }, tx));
+    tokio::spawn(call::run(app, call::Call { rid, key, prepared, channels, price, anthropic_beta }, tx));
     match rx.await {
         Ok(resp) => resp,
-        Err(_) => ApiError::Internal.into_response(),
+        Err(_) => ApiError::Internal.into_response_for(endpoint.protocol()),
     }
 }

@@ -1,6 +1,7 @@
 //! The gateway over real HTTP on loopback, against a fake OpenAI upstream and an embedded event
 //! log in a temp dir. Assertions are on the responses and on the events appended.
 
+mod anthropic;
 mod helpers;
 mod providers;
 

@@ -1,0 +1,82 @@
+//! Anthropic's surface: `POST /v1/messages` (the same call path as chat completions, answered in
+//! Anthropic's protocol) and `POST /v1/messages/count_tokens`. Every error here is in Anthropic's
+//! shape `{"type":"error","error":{"type","message"}}`.
+
+use axum::Extension;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use schemas::{EventBody, RequestLogged};
+use serde_json::json;
+
+use super::context::{Caller, RequestId, log_request};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::request::{self, Endpoint, Protocol};
+use crate::{routing, tokenizer};
+
+/// `POST /v1/messages`
+pub async fn create(
+    State(app): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    super::proxy::proxy(app, rid, caller, Endpoint::Messages, req).await
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's input tokens, *estimated* with the gateway's
+/// own tokenizer (the upstream is not asked, so the count is free and works for every channel;
+/// it can differ by a few percent from what Anthropic will bill).
+pub async fn count_tokens(
+    State(app): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(Caller(key)): Extension<Caller>,
+    req: Request,
+) -> Response {
+    const ENDPOINT: &str = "messages.count_tokens";
+    let content_length =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let parsed = match request::read_body(req.into_body(), app.cfg.body_limit_bytes, content_length).await {
+        Ok(bytes) => request::prepare(Endpoint::Messages, bytes),
+        Err(e) => Err(e),
+    };
+    let prepared = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            log_request(&app, &rid, Some(&key), ENDPOINT, None, &e);
+            return e.into_response_for(Protocol::Anthropic);
+        }
+    };
+    if let Err(e) = routing::candidates(&app.snapshot(), &key, &prepared.model) {
+        log_request(&app, &rid, Some(&key), ENDPOINT, Some(&prepared.model), &e);
+        return e.into_response_for(Protocol::Anthropic);
+    }
+    let (model, body) = (prepared.model.clone(), prepared.original.clone());
+    let counted =
+        tokio::task::spawn_blocking(move || tokenizer::prompt_tokens(Endpoint::Messages, &model, &body)).await;
+    let Ok(input_tokens) = counted else {
+        return ApiError::Internal.into_response_for(Protocol::Anthropic);
+    };
+    let logged = RequestLogged {
+        request_id: rid.id.to_string(),
+        key_id: Some(key.key_id.clone()),
+        endpoint: ENDPOINT.to_owned(),
+        model: Some(prepared.model),
+        provider: None,
+        channel_id: None,
+        status: 200,
+        latency_us: u64::try_from(rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ttft_us: None,
+        attempts: 0,
+        error_class: None,
+        streamed: false,
+    };
+    app.log.append_nowait(&app.envelope(&key.tenant, &rid.id, EventBody::RequestLogged(logged)));
+    axum::Json(json!({"input_tokens": input_tokens})).into_response()
+}
+
+/// Unknown paths below `/v1/messages/`, in Anthropic's shape.
+pub async fn unknown() -> Response {
+    ApiError::UnknownRoute.into_response_for(Protocol::Anthropic)
+}

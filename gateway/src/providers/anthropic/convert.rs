@@ -1,0 +1,305 @@
+//! Anthropic Messages ⇄ canonical: requests both ways, responses both ways, usage. Pure
+//! functions. Anthropic's `input_tokens` excludes cache reads and cache writes, which are
+//! reported beside it; canonical counts are disjoint the same way, so nothing is counted twice.
+
+use serde_json::{Map, Value, json};
+
+use super::wire::{Block, Content, ImageSource, InRole, MessagesRequest, System, Thinking, ToolChoice as WireChoice};
+use crate::canonical::{
+    DEFAULT_MAX_TOKENS, FinishReason, Image, Message, Part, Reasoning, Request, Response, ResponseFormat, Role,
+    TokenCounts, Tool, ToolChoice, Unsupported,
+};
+
+/// Top-level fields dropped when translating to OpenAI because they change nothing the client
+/// observes (`service_tier` is a scheduling hint).
+pub const DROPPED_FIELDS: &[&str] = &["service_tier"];
+
+fn blocks_to_parts(content: Content, param: &str) -> Result<Vec<Part>, Unsupported> {
+    let blocks = match content {
+        Content::Text(t) => return Ok(vec![Part::Text(t)]),
+        Content::Blocks(b) => b,
+    };
+    let mut out = Vec::with_capacity(blocks.len());
+    for (i, b) in blocks.into_iter().enumerate() {
+        let unsupported = || {
+            Unsupported::new(
+                format!("{param}[{i}].type"),
+                "This content block is not supported by this model's provider.",
+            )
+        };
+        out.push(match b {
+            Block::Text { text } => Part::Text(text),
+            Block::Image { source } => Part::Image(match source {
+                ImageSource::Base64 { media_type, data } => Image::Base64 { media_type, data },
+                ImageSource::Url { url } => Image::Url(url),
+                ImageSource::Other => return Err(unsupported()),
+            }),
+            Block::ToolUse { id, name, input } => Part::ToolUse { id, name, input },
+            Block::ToolResult { tool_use_id, content, is_error } => Part::ToolResult {
+                tool_use_id,
+                content: match content {
+                    None => Vec::new(),
+                    Some(c) => blocks_to_parts(c, &format!("{param}[{i}].content"))?,
+                },
+                is_error: is_error.unwrap_or(false),
+            },
+            Block::Thinking { thinking, signature } => Part::Thinking { text: thinking, signature },
+            Block::RedactedThinking { data } => Part::RedactedThinking(data),
+            Block::Other => return Err(unsupported()),
+        });
+    }
+    Ok(out)
+}
+
+/// Anthropic request → canonical.
+pub fn request_to_canonical(req: MessagesRequest) -> Result<Request, Unsupported> {
+    if let Some((k, _)) = req.extra.iter().find(|(k, v)| !v.is_null() && !DROPPED_FIELDS.contains(&k.as_str())) {
+        return Err(Unsupported::new(k.clone(), format!("'{k}' is not supported by this model's provider.")));
+    }
+    let system = match req.system {
+        None => Vec::new(),
+        Some(System::Text(t)) => vec![t],
+        Some(System::Blocks(b)) => b.into_iter().map(|b| b.text).collect(),
+    };
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.into_iter().enumerate() {
+        let role = match m.role {
+            InRole::User => Role::User,
+            InRole::Assistant => Role::Assistant,
+        };
+        messages.push(Message { role, content: blocks_to_parts(m.content, &format!("messages[{i}].content"))? });
+    }
+    let mut tools = Vec::new();
+    for (i, t) in req.tools.into_iter().flatten().enumerate() {
+        let Some(parameters) = t.input_schema else {
+            return Err(Unsupported::new(
+                format!("tools[{i}]"),
+                "Server tools are not supported by this model's provider.",
+            ));
+        };
+        tools.push(Tool { name: t.name, description: t.description, parameters });
+    }
+    let (tool_choice, parallel) = match req.tool_choice {
+        None => (None, None),
+        Some(WireChoice::Auto { disable_parallel_tool_use: d }) => (Some(ToolChoice::Auto), d),
+        Some(WireChoice::Any { disable_parallel_tool_use: d }) => (Some(ToolChoice::Required), d),
+        Some(WireChoice::Tool { name, disable_parallel_tool_use: d }) => (Some(ToolChoice::Tool(name)), d),
+        Some(WireChoice::None) => (Some(ToolChoice::None), None),
+    };
+    Ok(Request {
+        model: req.model,
+        system,
+        messages,
+        tools,
+        tool_choice,
+        parallel_tool_calls: parallel.map(|d| !d),
+        max_tokens: req.max_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        stop: req.stop_sequences.unwrap_or_default(),
+        response_format: ResponseFormat::Text,
+        reasoning: match req.thinking {
+            Some(Thinking::Enabled { budget_tokens }) => Some(Reasoning { budget_tokens }),
+            _ => None,
+        },
+        stream: req.stream.unwrap_or(false),
+        user: req.metadata.and_then(|m| m.user_id),
+    })
+}
+
+fn image_json(img: &Image) -> Value {
+    match img {
+        Image::Base64 { media_type, data } => {
+            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+        }
+        Image::Url(url) => json!({"type": "image", "source": {"type": "url", "url": url}}),
+    }
+}
+
+fn part_json(p: &Part) -> Value {
+    match p {
+        Part::Text(t) => json!({"type": "text", "text": t}),
+        Part::Image(img) => image_json(img),
+        Part::ToolUse { id, name, input } => {
+            // Anthropic wants an object; arguments that were not JSON are wrapped, not lost.
+            let input = if input.is_object() { input.clone() } else { json!({"input": input}) };
+            json!({"type": "tool_use", "id": id, "name": name, "input": input})
+        }
+        Part::ToolResult { tool_use_id, content, is_error } => {
+            let mut v = json!({"type": "tool_result", "tool_use_id": tool_use_id,
+                "content": content.iter().map(part_json).collect::<Vec<_>>()});
+            if *is_error {
+                v["is_error"] = json!(true);
+            }
+            v
+        }
+        Part::Thinking { text, signature } => {
+            json!({"type": "thinking", "thinking": text, "signature": signature.clone().unwrap_or_default()})
+        }
+        Part::RedactedThinking(data) => json!({"type": "redacted_thinking", "data": data}),
+    }
+}
+
+/// Canonical → Anthropic request body. JSON mode has no Anthropic equivalent in the
+/// `2023-06-01` API and is refused rather than silently ignored.
+pub fn request_from_canonical(r: &Request) -> Result<Value, Unsupported> {
+    if r.response_format != ResponseFormat::Text {
+        return Err(Unsupported::new(
+            "response_format",
+            "JSON mode (response_format) is not supported by this model's provider; describe the format in the prompt or use a tool.",
+        ));
+    }
+    let messages: Vec<Value> = r
+        .messages
+        .iter()
+        .map(|m| {
+            let role = match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            json!({"role": role, "content": m.content.iter().map(part_json).collect::<Vec<_>>()})
+        })
+        .collect();
+    let mut max_tokens = r.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    let mut out = json!({"model": r.model, "messages": messages});
+    if !r.system.is_empty() {
+        out["system"] = json!(r.system.join("\n\n"));
+    }
+    if !r.tools.is_empty() {
+        out["tools"] = r
+            .tools
+            .iter()
+            .map(|t| {
+                let mut v = json!({"name": t.name, "input_schema": t.parameters});
+                if let Some(d) = &t.description {
+                    v["description"] = json!(d);
+                }
+                v
+            })
+            .collect();
+    }
+    let disable_parallel = r.parallel_tool_calls.map(|p| !p);
+    let choice = match (&r.tool_choice, disable_parallel) {
+        (None, None) => None,
+        (None | Some(ToolChoice::Auto), _) => Some(json!({"type": "auto"})),
+        (Some(ToolChoice::Required), _) => Some(json!({"type": "any"})),
+        (Some(ToolChoice::Tool(n)), _) => Some(json!({"type": "tool", "name": n})),
+        (Some(ToolChoice::None), _) => Some(json!({"type": "none"})),
+    };
+    if let Some(mut c) = choice.filter(|_| !r.tools.is_empty() || r.tool_choice == Some(ToolChoice::None)) {
+        if let (Some(d), Some(obj)) = (disable_parallel, c.as_object_mut())
+            && obj.get("type").and_then(Value::as_str) != Some("none")
+        {
+            obj.insert("disable_parallel_tool_use".into(), json!(d));
+        }
+        out["tool_choice"] = c;
+    }
+    if let Some(reasoning) = r.reasoning {
+        // Anthropic requires max_tokens > budget_tokens.
+        if max_tokens <= reasoning.budget_tokens {
+            max_tokens = reasoning.budget_tokens + DEFAULT_MAX_TOKENS;
+        }
+        out["thinking"] = json!({"type": "enabled", "budget_tokens": reasoning.budget_tokens});
+    }
+    out["max_tokens"] = json!(max_tokens);
+    if let Some(t) = r.temperature {
+        out["temperature"] = json!(t);
+    }
+    if let Some(p) = r.top_p {
+        out["top_p"] = json!(p);
+    }
+    if let Some(k) = r.top_k {
+        out["top_k"] = json!(k);
+    }
+    if !r.stop.is_empty() {
+        out["stop_sequences"] = json!(r.stop);
+    }
+    if r.stream {
+        out["stream"] = json!(true);
+    }
+    if let Some(u) = &r.user {
+        out["metadata"] = json!({"user_id": u});
+    }
+    Ok(out)
+}
+
+/// Anthropic's `stop_reason`.
+pub fn stop_reason_str(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "end_turn",
+        FinishReason::Length => "max_tokens",
+        FinishReason::StopSequence => "stop_sequence",
+        FinishReason::ToolCalls => "tool_use",
+        FinishReason::ContentFilter => "refusal",
+    }
+}
+
+/// A finish reason from Anthropic's `stop_reason`.
+pub fn stop_reason_from(s: &str) -> FinishReason {
+    match s {
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "stop_sequence" => FinishReason::StopSequence,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+/// Token counts from an Anthropic usage object (all four fields are disjoint).
+pub fn usage_from(v: &Value) -> Option<TokenCounts> {
+    let n = |k: &str| v.get(k).and_then(Value::as_u64);
+    Some(TokenCounts {
+        input: n("input_tokens")?,
+        cached: n("cache_read_input_tokens").unwrap_or(0),
+        cache_write: n("cache_creation_input_tokens").unwrap_or(0),
+        output: n("output_tokens").unwrap_or(0),
+        // Anthropic bills thinking as output and does not report it apart.
+        reasoning: 0,
+    })
+}
+
+/// Usage in Anthropic's shape.
+pub fn usage_json(t: &TokenCounts) -> Value {
+    json!({"input_tokens": t.input, "output_tokens": t.output,
+        "cache_creation_input_tokens": t.cache_write, "cache_read_input_tokens": t.cached})
+}
+
+/// Anthropic response → canonical.
+pub fn response_to_canonical(v: &Value) -> Response {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let mut content = Vec::new();
+    for b in v.get("content").and_then(Value::as_array).into_iter().flatten() {
+        let g = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => content.push(Part::Text(g("text"))),
+            Some("thinking") => content.push(Part::Thinking {
+                text: g("thinking"),
+                signature: b.get("signature").and_then(Value::as_str).map(str::to_owned),
+            }),
+            Some("redacted_thinking") => content.push(Part::RedactedThinking(g("data"))),
+            Some("tool_use") => content.push(Part::ToolUse {
+                id: g("id"),
+                name: g("name"),
+                input: b.get("input").cloned().unwrap_or_else(|| Value::Object(Map::new())),
+            }),
+            _ => {}
+        }
+    }
+    Response {
+        id: s("id").unwrap_or_default(),
+        model: s("model").unwrap_or_default(),
+        content,
+        finish: s("stop_reason").map(|r| stop_reason_from(&r)),
+        stop_sequence: s("stop_sequence"),
+        usage: v.get("usage").and_then(usage_from),
+    }
+}
+
+/// Canonical → Anthropic response.
+pub fn response_from_canonical(r: &Response) -> Value {
+    let content: Vec<Value> = r.content.iter().map(part_json).collect();
+    json!({"id": r.id, "type": "message", "role": "assistant", "model": r.model, "content": content,
+        "stop_reason": r.finish.map(stop_reason_str), "stop_sequence": r.stop_sequence,
+        "usage": usage_json(&r.usage.unwrap_or_default())})
+}
