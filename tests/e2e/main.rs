@@ -1,6 +1,7 @@
 //! End-to-end: the real binary, both backends, the admin CLI while `serve` runs, the official
 //! OpenAI Python SDK, the ledger through `/v1/usage` and reports, rebuilds.
 
+mod anthropic;
 mod helpers;
 mod providers;
 
@@ -327,7 +328,9 @@ async fn bad_input_is_refused_and_never_billed(backend: Backend) -> anyhow::Resu
     let key = env.tenant_key("acme")?;
     env.wait_for_model(&serve, &key, MODEL).await?;
     let url = format!("{}/v1/chat/completions", serve.base);
-    let cases: Vec<(&str, Option<String>, Vec<u8>, u16, &str)> = vec![
+    // (case, Authorization key, body, expected status, expected error code)
+    type Case<'a> = (&'a str, Option<String>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         ("malformed JSON", Some(key.clone()), b"{\"model\": ".to_vec(), 400, "invalid_json"),
         ("wrong type", Some(key.clone()), br#"{"model":"gpt-4o-mini","messages":"hi"}"#.to_vec(), 400, "invalid_json"),
         ("unknown model", Some(key.clone()), br#"{"model":"nope","messages":[]}"#.to_vec(), 404, "model_not_found"),
