@@ -82,6 +82,17 @@ enum Next {
     Failed(&'static str, &'static str),
 }
 
+/// An Anthropic `error` event: overloaded and rate-limited keep their class (the client may
+/// retry), anything else is an upstream failure. Anthropic's own message is not passed on.
+fn anthropic_failure(v: &Value) -> Next {
+    match v.pointer("/error/type").and_then(Value::as_str) {
+        Some("overloaded_error" | "rate_limit_error") => {
+            Next::Failed("upstream_overloaded", "The upstream provider is overloaded; retry later.")
+        }
+        _ => Next::Failed("upstream_error", "The upstream failed mid-stream."),
+    }
+}
+
 const BAD_EVENT: Next = Next::Failed("upstream_protocol_error", "The upstream sent an invalid stream event.");
 
 struct Acc {
@@ -122,7 +133,7 @@ impl Mode {
                         }
                     }
                     "message_stop" => return Next::Done,
-                    "error" => return Next::Failed("upstream_error", "The upstream failed mid-stream."),
+                    "error" => return anthropic_failure(&v),
                     "" => return BAD_EVENT,
                     _ => {}
                 }
@@ -148,7 +159,7 @@ impl Mode {
                 match step {
                     Step::More => Next::More,
                     Step::Stop => Next::Done,
-                    Step::Error => Next::Failed("upstream_error", "The upstream failed mid-stream."),
+                    Step::Error => anthropic_failure(&v),
                     Step::Invalid => BAD_EVENT,
                 }
             }
@@ -198,7 +209,11 @@ impl Mode {
                 Bytes::from(b)
             }
             Mode::Pass { .. } | Mode::ToAnthropic { .. } => {
-                let kind = if code == "upstream_timeout" { "timeout_error" } else { "api_error" };
+                let kind = match code {
+                    "upstream_timeout" => "timeout_error",
+                    "upstream_overloaded" => "overloaded_error",
+                    _ => "api_error",
+                };
                 astream::error_frame(kind, message)
             }
         }

@@ -304,4 +304,64 @@ mod tests {
         assert_eq!(raw["output_tokens"], 20);
         assert_eq!(d.decode(&json!({"type": "message_stop"}), &mut out), Step::Stop);
     }
+
+    #[test]
+    fn openai_tool_call_deltas_become_one_tool_use_block_each_with_input_json_deltas() {
+        let mut e = Encoder::default();
+        let mut out = Vec::new();
+        for d in [
+            Delta::Start { id: "chatcmpl-1".into(), model: "gpt-4o".into() },
+            Delta::Text("Checking.".into()),
+            Delta::ToolCallStart { index: 0, id: "call_a".into(), name: "get_weather".into() },
+            Delta::ToolCallArgs { index: 0, json: "{\"location\":".into() },
+            Delta::ToolCallArgs { index: 0, json: "\"Paris\"}".into() },
+            Delta::ToolCallStart { index: 1, id: "call_b".into(), name: "get_time".into() },
+            Delta::ToolCallArgs { index: 1, json: "{}".into() },
+            Delta::Finish { reason: FinishReason::ToolCalls, stop_sequence: None },
+            Delta::Usage(TokenCounts { input: 20, cached: 5, cache_write: 0, output: 12, reasoning: 0 }),
+        ] {
+            e.encode(d, &mut out);
+        }
+        e.end(&mut out);
+        out.push(Encoder::stop_frame());
+        let events: Vec<(String, Value)> = out
+            .iter()
+            .filter_map(|f| {
+                let text = std::str::from_utf8(f).ok()?;
+                let (head, data) = text.split_once("\ndata: ")?;
+                Some((head.trim_start_matches("event: ").to_owned(), serde_json::from_str(data.trim()).ok()?))
+            })
+            .collect();
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert_eq!(
+            events[5].1["content_block"],
+            json!({"type": "tool_use", "id": "call_a", "name": "get_weather", "input": {}})
+        );
+        assert_eq!(events[7].1["delta"], json!({"type": "input_json_delta", "partial_json": "\"Paris\"}"}));
+        assert_eq!(events[10].1["index"], 2);
+        assert_eq!(events[12].1["delta"]["stop_reason"], "tool_use");
+        assert_eq!(
+            events[12].1["usage"],
+            json!({"input_tokens": 20, "output_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5})
+        );
+    }
 }
