@@ -19,9 +19,10 @@
 //! - Any client protocol reaches any upstream. OpenAI → OpenAI and Anthropic → Anthropic are
 //!   pass-throughs (the client's bytes); the other two directions translate through `canonical`.
 //!   A field the upstream cannot honour is a 400 `unsupported_parameter` naming it (`logprobs`,
-//!   `n > 1`, non-zero penalties, `response_format` JSON mode and `top_k` across vendors); fields
-//!   dropped because they change nothing observable are listed in `DROPPED_FIELDS` of each
-//!   converter; a missing `max_tokens` becomes 4096 for Anthropic, which requires one.
+//!   `n > 1`, non-zero penalties, `top_k` to OpenAI); fields dropped because they change nothing
+//!   observable are listed in `DROPPED_FIELDS` of each converter; a missing `max_tokens` becomes
+//!   4096 for Anthropic, which requires one. JSON mode on Anthropic is a forced tool whose input
+//!   comes back as the text (refused together with tools or reasoning).
 //! - Billing always reads the *upstream's* usage object: Anthropic's `input_tokens` excludes cache
 //!   reads and writes, OpenAI's `prompt_tokens` includes cached tokens; both become disjoint
 //!   counts. Anthropic's `message_delta` usage is cumulative and replaces, never adds.

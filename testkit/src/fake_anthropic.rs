@@ -6,7 +6,7 @@
 //! `cache_read_input_tokens` beside `input_tokens`, as Anthropic bills them.
 //!
 //! What it answers follows the request: with `tools`, two `tool_use` blocks (parallel tool use,
-//! cycling through the tools given); with `thinking` enabled, a thinking block first; else text.
+//! cycling through the tools given; one when `tool_choice` names a tool or disables parallel use); with `thinking` enabled, a thinking block first; else text.
 //! Failures are chosen per request by the `x-fake-scenario` header (same syntax as the OpenAI
 //! fake), else by [`FakeAnthropic::set_scenario`]. Every request is recorded.
 
@@ -223,10 +223,14 @@ fn plan_blocks(body: &Value, pieces: &[String]) -> (Vec<Block>, &'static str) {
         .collect();
     let forbids_tools = body.pointer("/tool_choice/type").and_then(Value::as_str) == Some("none");
     if !tools.is_empty() && !forbids_tools {
-        for i in 0..2 {
+        // A forced tool, or parallel use disabled, gets one call; otherwise two (parallel use).
+        let forced = body.pointer("/tool_choice/name").and_then(Value::as_str);
+        let single = forced.is_some()
+            || body.pointer("/tool_choice/disable_parallel_tool_use").and_then(Value::as_bool) == Some(true);
+        for i in 0..if single { 1 } else { 2 } {
             blocks.push(Block::ToolUse {
                 id: format!("toolu_fake{i}"),
-                name: tools[i % tools.len()].to_owned(),
+                name: forced.unwrap_or(tools[i % tools.len()]).to_owned(),
                 json_pieces: vec!["{\"location\": ".into(), format!("\"City {i}\"}}")],
             });
         }

@@ -276,12 +276,7 @@ async fn reasoning_effort_becomes_extended_thinking_and_thinking_comes_back_as_r
 #[tokio::test]
 async fn parameters_an_anthropic_channel_cannot_honour_are_refused_by_name() -> anyhow::Result<()> {
     let env = env().await?;
-    for (field, value) in [
-        ("logprobs", json!(true)),
-        ("n", json!(2)),
-        ("response_format", json!({"type": "json_object"})),
-        ("frequency_penalty", json!(0.5)),
-    ] {
+    for (field, value) in [("logprobs", json!(true)), ("n", json!(2)), ("frequency_penalty", json!(0.5))] {
         let mut req = chat(CLAUDE, false);
         req[field] = value;
         let (status, body) = error_of(env.app.post("/v1/chat/completions", &req).await?).await?;
@@ -289,6 +284,10 @@ async fn parameters_an_anthropic_channel_cannot_honour_are_refused_by_name() -> 
         assert_eq!(body["error"]["code"], "unsupported_parameter", "{field}");
         assert_eq!(body["error"]["param"], field, "{field}");
     }
+    let mut json_and_tools = fixture("openai_request_tools_image.json")?;
+    json_and_tools["response_format"] = json!({"type": "json_object"});
+    let (status, body) = error_of(env.app.post("/v1/chat/completions", &json_and_tools).await?).await?;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("response_format")), "{body}");
     let (status, body) =
         error_of(env.app.post("/v1/embeddings", &json!({"model": CLAUDE, "input": "x"})).await?).await?;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("unsupported_parameter")));
@@ -619,5 +618,32 @@ async fn streamed_thinking_from_anthropic_arrives_as_reasoning_content_chunks() 
     let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!((reasoning.as_str(), text.as_str()), ("Let me think about it.", "Hello, world!"));
     assert_eq!(env.claude.requests()[0].body["thinking"]["budget_tokens"], 8192);
+    Ok(())
+}
+
+#[tokio::test]
+async fn json_mode_on_an_anthropic_channel_is_a_forced_tool_whose_input_comes_back_as_the_text() -> anyhow::Result<()> {
+    let env = env().await?;
+    let schema = json!({"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]});
+    let mut req = chat(CLAUDE, false);
+    req["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "place", "schema": schema}});
+    let body: Value = env.app.post("/v1/chat/completions", &req).await?.json().await?;
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+    assert_eq!(serde_json::from_str::<Value>(content)?, json!({"location": "City 0"}));
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert!(body["choices"][0]["message"].get("tool_calls").is_none(), "{body}");
+    let sent = &env.claude.requests()[0].body;
+    assert_eq!(sent["tools"][0]["input_schema"], schema);
+    assert_eq!(sent["tool_choice"], json!({"type": "tool", "name": sent["tools"][0]["name"]}));
+
+    req["stream"] = json!(true);
+    req["response_format"] = json!({"type": "json_object"});
+    let payloads = sse_payloads(env.app.post("/v1/chat/completions", &req).await?).await?;
+    let chunks: Vec<Value> =
+        payloads.iter().filter(|p| *p != "[DONE]").map(|p| serde_json::from_str(p)).collect::<Result<_, _>>()?;
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(serde_json::from_str::<Value>(&text)?, json!({"location": "City 0"}));
+    assert!(chunks.iter().all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()));
+    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"));
     Ok(())
 }

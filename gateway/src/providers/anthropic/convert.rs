@@ -141,15 +141,32 @@ fn part_json(p: &Part) -> Value {
     }
 }
 
-/// Canonical → Anthropic request body. JSON mode has no Anthropic equivalent in the
-/// `2023-06-01` API and is refused rather than silently ignored.
-pub fn request_from_canonical(r: &Request) -> Result<Value, Unsupported> {
-    if r.response_format != ResponseFormat::Text {
+/// The tool through which JSON mode is emulated (Anthropic's documented technique for JSON
+/// output: one tool whose input schema is the wanted schema, forced with `tool_choice`). Its call
+/// is turned back into plain text content by [`json_tool_to_text`] and the stream decoder.
+pub const JSON_TOOL: &str = "llmr_json_response";
+
+fn json_mode_tool(r: &Request) -> Result<Option<Value>, Unsupported> {
+    let schema = match &r.response_format {
+        ResponseFormat::Text => return Ok(None),
+        ResponseFormat::JsonObject => json!({"type": "object"}),
+        ResponseFormat::JsonSchema { schema, .. } => schema.clone(),
+    };
+    // A forced tool cannot be combined with the client's own tools, nor with extended thinking
+    // (Anthropic refuses forced tool use while thinking).
+    if !r.tools.is_empty() || r.reasoning.is_some() {
         return Err(Unsupported::new(
             "response_format",
-            "JSON mode (response_format) is not supported by this model's provider; describe the format in the prompt or use a tool.",
+            "JSON mode together with tools or reasoning is not supported by this model's provider.",
         ));
     }
+    Ok(Some(json!({"name": JSON_TOOL, "description": "Respond with the answer as JSON.", "input_schema": schema})))
+}
+
+/// Canonical → Anthropic request body. JSON mode (`response_format`) is emulated with a forced
+/// tool ([`JSON_TOOL`]).
+pub fn request_from_canonical(r: &Request) -> Result<Value, Unsupported> {
+    let json_tool = json_mode_tool(r)?;
     let messages: Vec<Value> = r
         .messages
         .iter()
@@ -194,6 +211,10 @@ pub fn request_from_canonical(r: &Request) -> Result<Value, Unsupported> {
             obj.insert("disable_parallel_tool_use".into(), json!(d));
         }
         out["tool_choice"] = c;
+    }
+    if let Some(tool) = json_tool {
+        out["tools"] = json!([tool]);
+        out["tool_choice"] = json!({"type": "tool", "name": JSON_TOOL});
     }
     if let Some(reasoning) = r.reasoning {
         // Anthropic requires max_tokens > budget_tokens.
@@ -286,13 +307,32 @@ pub fn response_to_canonical(v: &Value) -> Response {
             _ => {}
         }
     }
-    Response {
+    let mut r = Response {
         id: s("id").unwrap_or_default(),
         model: s("model").unwrap_or_default(),
         content,
         finish: s("stop_reason").map(|r| stop_reason_from(&r)),
         stop_sequence: s("stop_sequence"),
         usage: v.get("usage").and_then(usage_from),
+    };
+    json_tool_to_text(&mut r);
+    r
+}
+
+/// Undoes the JSON-mode emulation in an answer: the [`JSON_TOOL`] call becomes text content
+/// holding its input, and the turn ends normally rather than "wants tool results".
+pub fn json_tool_to_text(r: &mut Response) {
+    let mut found = false;
+    for p in &mut r.content {
+        if let Part::ToolUse { name, input, .. } = p
+            && name == JSON_TOOL
+        {
+            *p = Part::Text(input.to_string());
+            found = true;
+        }
+    }
+    if found && r.finish == Some(FinishReason::ToolCalls) {
+        r.finish = Some(FinishReason::Stop);
     }
 }
 

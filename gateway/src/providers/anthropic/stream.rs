@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::convert::{stop_reason_from, stop_reason_str, usage_from, usage_json};
+use super::convert::{JSON_TOOL, stop_reason_from, stop_reason_str, usage_from, usage_json};
 use crate::canonical::{Delta, FinishReason, TokenCounts};
 
 /// The usage of a stream so far: `message_start`'s object, with every field that a later
@@ -61,6 +61,8 @@ pub struct Decoder {
     pub usage: CumulativeUsage,
     /// Anthropic block index → canonical tool-call number.
     tool_blocks: Vec<(u64, usize)>,
+    /// The block of the JSON-mode tool, whose arguments are the answer's text.
+    json_block: Option<u64>,
 }
 
 impl Decoder {
@@ -80,6 +82,7 @@ impl Decoder {
             "content_block_start" => {
                 let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                 match v.pointer("/content_block/type").and_then(Value::as_str) {
+                    Some("tool_use") if s("/content_block/name") == JSON_TOOL => self.json_block = Some(index),
                     Some("tool_use") => {
                         let n = self.tool_blocks.len();
                         self.tool_blocks.push((index, n));
@@ -110,6 +113,9 @@ impl Decoder {
                     Some("text_delta") => out.push(Delta::Text(s("/delta/text"))),
                     Some("thinking_delta") => out.push(Delta::Thinking(s("/delta/thinking"))),
                     Some("signature_delta") => out.push(Delta::ThinkingSignature(s("/delta/signature"))),
+                    Some("input_json_delta") if self.json_block == Some(index) => {
+                        out.push(Delta::Text(s("/delta/partial_json")));
+                    }
                     Some("input_json_delta") => {
                         if let Some(&(_, n)) = self.tool_blocks.iter().find(|(b, _)| *b == index) {
                             out.push(Delta::ToolCallArgs { index: n, json: s("/delta/partial_json") });
@@ -121,7 +127,14 @@ impl Decoder {
             "message_delta" => {
                 if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
                     let stop_sequence = v.pointer("/delta/stop_sequence").and_then(Value::as_str).map(str::to_owned);
-                    out.push(Delta::Finish { reason: stop_reason_from(r), stop_sequence });
+                    let reason = match stop_reason_from(r) {
+                        // The forced JSON-mode call is the answer, not a request for tool results.
+                        FinishReason::ToolCalls if self.json_block.is_some() && self.tool_blocks.is_empty() => {
+                            FinishReason::Stop
+                        }
+                        other => other,
+                    };
+                    out.push(Delta::Finish { reason, stop_sequence });
                 }
                 if let Some(u) = v.get("usage") {
                     self.usage.assign(u);
