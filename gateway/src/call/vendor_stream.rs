@@ -24,7 +24,9 @@ use crate::app::AppState;
 use crate::canonical::Delta;
 use crate::canonical::openai_chat::stream::{ChunkDecoder, ChunkEncoder, ChunkError};
 use crate::error::error_body;
-use crate::providers::anthropic::stream::{self as astream, CumulativeUsage, Decoder, Encoder, Step};
+use crate::providers::anthropic::stream::{
+    self as astream, CumulativeUsage, Decoder, DeltaView, Encoder, EventView, Step,
+};
 use crate::providers::openai::stream::SseEvent;
 use crate::state::Channel;
 use crate::usage::{self, Consumption, TokenCounts};
@@ -85,7 +87,11 @@ enum Next {
 /// An Anthropic `error` event: overloaded and rate-limited keep their class (the client may
 /// retry), anything else is an upstream failure. Anthropic's own message is not passed on.
 fn anthropic_failure(v: &Value) -> Next {
-    match v.pointer("/error/type").and_then(Value::as_str) {
+    failure_of(v.pointer("/error/type").and_then(Value::as_str))
+}
+
+fn failure_of(kind: Option<&str>) -> Next {
+    match kind {
         Some("overloaded_error" | "rate_limit_error") => {
             Next::Failed("upstream_overloaded", "The upstream provider is overloaded; retry later.")
         }
@@ -118,26 +124,29 @@ impl Mode {
         };
         match self {
             Mode::Pass { usage } => {
-                let Ok(v) = serde_json::from_slice::<Value>(&data) else { return BAD_EVENT };
-                let kind = astream::event_type(&v);
+                // Read without building a JSON tree: this is the Anthropic hot path.
+                let Ok(v) = serde_json::from_slice::<EventView<'_>>(&data) else { return BAD_EVENT };
+                let kind: &str = &v.kind;
                 match kind {
                     "message_start" => {
-                        if let Some(u) = v.pointer("/message/usage") {
-                            usage.assign(u);
+                        if let Some(m) = &v.message {
+                            if let Some(u) = m.usage {
+                                usage.assign_raw(u);
+                            }
+                            acc.model_served = m.model.as_deref().map(str::to_owned);
                         }
-                        acc.model_served = v.pointer("/message/model").and_then(Value::as_str).map(str::to_owned);
                     }
                     "message_delta" => {
-                        if let Some(u) = v.get("usage") {
-                            usage.assign(u);
+                        if let Some(u) = v.usage {
+                            usage.assign_raw(u);
                         }
                     }
                     "message_stop" => return Next::Done,
-                    "error" => return anthropic_failure(&v),
+                    "error" => return failure_of(v.error.as_ref().and_then(|e| e.kind.as_deref())),
                     "" => return BAD_EVENT,
                     _ => {}
                 }
-                if let Some(t) = astream::event_text(&v) {
+                if let Some(t) = v.delta.as_ref().and_then(DeltaView::text) {
                     acc.text.push_str(t);
                 }
                 let mut f = Vec::with_capacity(data.len() + kind.len() + 16);

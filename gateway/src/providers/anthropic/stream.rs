@@ -5,10 +5,13 @@
 //! field ([`CumulativeUsage`]), it is never added to them.
 
 use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::convert::{JSON_TOOL, stop_reason_from, stop_reason_str, usage_from, usage_json};
 use crate::canonical::{Delta, FinishReason, TokenCounts};
+use crate::providers::openai::wire::Text;
 
 /// The usage of a stream so far: `message_start`'s object, with every field that a later
 /// `message_delta` carries assigned over it.
@@ -29,11 +32,79 @@ impl CumulativeUsage {
         }
     }
 
+    /// Assigns the fields of a usage object still in its raw form.
+    pub fn assign_raw(&mut self, usage: &RawValue) {
+        if let Ok(v) = serde_json::from_str::<Value>(usage.get()) {
+            self.assign(&v);
+        }
+    }
+
     /// Counts and the raw object, once any usage was seen.
     pub fn get(&self) -> Option<(TokenCounts, Value)> {
         let raw = Value::Object(self.fields.clone());
         usage_from(&raw).map(|t| (t, raw))
     }
+}
+
+/// One event's data as a pass-through relay reads it: strings borrowed from the event in the
+/// usual case, usage objects left raw (only `message_start` and `message_delta` carry one).
+#[derive(Deserialize)]
+pub struct EventView<'a> {
+    /// The event type (equal to the SSE `event:` name).
+    #[serde(rename = "type", borrow)]
+    pub kind: Text<'a>,
+    /// `message_start`'s message.
+    #[serde(default, borrow)]
+    pub message: Option<MessageView<'a>>,
+    /// `message_delta`'s cumulative usage.
+    #[serde(default, borrow)]
+    pub usage: Option<&'a RawValue>,
+    /// `content_block_delta`'s delta (and `message_delta`'s, whose fields are not read here).
+    #[serde(default, borrow)]
+    pub delta: Option<DeltaView<'a>>,
+    /// `error`'s error.
+    #[serde(default, borrow)]
+    pub error: Option<ErrorView<'a>>,
+}
+
+/// The message of `message_start`.
+#[derive(Deserialize)]
+pub struct MessageView<'a> {
+    /// Model served.
+    #[serde(default, borrow)]
+    pub model: Option<Text<'a>>,
+    /// Usage so far.
+    #[serde(default, borrow)]
+    pub usage: Option<&'a RawValue>,
+}
+
+/// A content delta's generated text, whichever kind.
+#[derive(Deserialize)]
+pub struct DeltaView<'a> {
+    /// `text_delta`.
+    #[serde(default, borrow)]
+    pub text: Option<Text<'a>>,
+    /// `thinking_delta`.
+    #[serde(default, borrow)]
+    pub thinking: Option<Text<'a>>,
+    /// `input_json_delta`.
+    #[serde(default, borrow)]
+    pub partial_json: Option<Text<'a>>,
+}
+
+impl DeltaView<'_> {
+    /// The text this delta adds (for token estimates).
+    pub fn text(&self) -> Option<&str> {
+        self.text.as_deref().or(self.thinking.as_deref()).or(self.partial_json.as_deref())
+    }
+}
+
+/// The error of an `error` event.
+#[derive(Deserialize)]
+pub struct ErrorView<'a> {
+    /// `overloaded_error`, `api_error`, …
+    #[serde(rename = "type", default, borrow)]
+    pub kind: Option<Text<'a>>,
 }
 
 /// What an event means for the relay.
@@ -152,12 +223,6 @@ impl Decoder {
         }
         Step::More
     }
-}
-
-/// The text an event adds to the answer (for token estimates without translating).
-pub fn event_text(v: &Value) -> Option<&str> {
-    let d = v.get("delta")?;
-    d.get("text").or_else(|| d.get("thinking")).or_else(|| d.get("partial_json")).and_then(Value::as_str)
 }
 
 /// One SSE frame `event: <type>\ndata: <json>\n\n`.
