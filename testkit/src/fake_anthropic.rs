@@ -84,6 +84,7 @@ struct Shared {
     pieces: Vec<String>,
     requests: Vec<RecordedRequest>,
     canned: Option<Value>,
+    canned_stream: Option<Vec<Value>>,
 }
 
 #[derive(Clone)]
@@ -121,6 +122,7 @@ impl FakeAnthropic {
             pieces: ["Hello", ",", " world", "!"].iter().map(|s| (*s).to_owned()).collect(),
             requests: Vec::new(),
             canned: None,
+            canned_stream: None,
         })));
         let app = Router::new().route("/v1/messages", post(messages)).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -157,6 +159,12 @@ impl FakeAnthropic {
     /// Answers every non-stream request with this message, verbatim (a recorded fixture).
     pub fn set_canned_response(&self, message: Value) {
         self.state.with(|s| s.canned = Some(message));
+    }
+
+    /// Answers every stream request with these events' data, verbatim and in order (a recorded
+    /// fixture); each goes out as `event: <type>` + `data:`.
+    pub fn set_canned_stream(&self, events: Vec<Value>) {
+        self.state.with(|s| s.canned_stream = Some(events));
     }
 
     /// Every request received so far.
@@ -265,13 +273,14 @@ fn error_response(status: u16, retry_after: Option<u32>) -> Response {
 async fn messages(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let from_header = headers.get("x-fake-scenario").and_then(|v| v.to_str().ok()).and_then(Scenario::parse);
-    let (scenario, usage, pieces, canned) = state.with(|s| {
+    let (scenario, usage, pieces, canned, canned_stream) = state.with(|s| {
         s.requests.push(RecordedRequest {
             path: uri.path().to_owned(),
             headers: headers.clone(),
             body: parsed.clone(),
         });
-        (from_header.unwrap_or_else(|| s.scenario.clone()), s.usage, s.pieces.clone(), s.canned.clone())
+        let scenario = from_header.unwrap_or_else(|| s.scenario.clone());
+        (scenario, s.usage, s.pieces.clone(), s.canned.clone(), s.canned_stream.clone())
     });
     match &scenario {
         Scenario::FailStatus { status, retry_after } => return error_response(*status, *retry_after),
@@ -296,6 +305,9 @@ async fn messages(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, 
             msg["usage"] = usage.to_json(usage.output_tokens);
         }
         return axum::Json(msg).into_response();
+    }
+    if let Some(events) = canned_stream {
+        return sse(&scenario, events);
     }
     // message_start reports one output token so far; message_delta's count is cumulative.
     let mut events = vec![

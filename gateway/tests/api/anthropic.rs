@@ -647,3 +647,56 @@ async fn json_mode_on_an_anthropic_channel_is_a_forced_tool_whose_input_comes_ba
     assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"));
     Ok(())
 }
+
+fn jsonl(name: &str) -> anyhow::Result<Vec<Value>> {
+    let path = format!("{}/tests/fixtures/anthropic/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
+}
+
+/// Compares a translated stream with its reviewed snapshot; `UPDATE_FIXTURES=1` rewrites the
+/// snapshot instead (review the diff before committing it).
+fn snapshot(name: &str, actual: &[Value]) -> anyhow::Result<()> {
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        let path = format!("{}/tests/fixtures/anthropic/{name}", env!("CARGO_MANIFEST_DIR"));
+        let lines: Vec<String> = actual.iter().map(Value::to_string).collect();
+        std::fs::write(path, lines.join("\n") + "\n")?;
+        return Ok(());
+    }
+    let expected = jsonl(name)?;
+    assert_eq!(actual, expected.as_slice(), "the translation differs from {name}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_recorded_anthropic_tool_use_stream_translates_to_the_openai_chunk_snapshot() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.claude.set_canned_stream(jsonl("stream_tool_use.jsonl")?);
+    let mut req = chat(CLAUDE, true);
+    req["stream_options"] = json!({"include_usage": true});
+    let payloads = sse_payloads(env.app.post("/v1/chat/completions", &req).await?).await?;
+    let mut chunks = Vec::new();
+    for p in &payloads {
+        let mut v: Value = if p == "[DONE]" { json!("[DONE]") } else { serde_json::from_str(p)? };
+        if let Some(o) = v.as_object_mut() {
+            assert!(o.remove("created").is_some_and(|c| c.is_i64()), "{p}");
+        }
+        chunks.push(v);
+    }
+    snapshot("stream_tool_use.to_openai.jsonl", &chunks)?;
+    let u = &env.app.usage().await?[0].1;
+    assert_eq!((u.input_tokens, u.cached_input_tokens, u.output_tokens), (472, 128, 89));
+    assert_eq!(u.model_served, "claude-opus-4-1-20250805");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_openai_text_stream_translates_to_the_anthropic_event_snapshot() -> anyhow::Result<()> {
+    let env = env().await?;
+    let evs = events(env.messages(&anthropic_chat(MODEL, true)).await?).await?;
+    let evs: Vec<Value> = evs.into_iter().map(|(n, v)| json!({"event": n, "data": v})).collect();
+    snapshot("openai_stream_text.to_anthropic.jsonl", &evs)
+}

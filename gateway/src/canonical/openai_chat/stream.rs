@@ -30,7 +30,8 @@ impl ChunkDecoder {
     /// Appends the deltas of one chunk to `out`.
     pub fn decode(&mut self, data: &[u8], out: &mut Vec<Delta>) -> Result<(), ChunkError> {
         let v: Value = serde_json::from_slice(data).map_err(|_| ChunkError::Invalid)?;
-        if v.get("error").is_some_and(|e| !e.is_null()) {
+        // OpenAI and OpenRouter send `{"error":…}`; vLLM sends `{"object":"error",…}`.
+        if v.get("error").is_some_and(|e| !e.is_null()) || v.get("object").and_then(Value::as_str) == Some("error") {
             return Err(ChunkError::Upstream);
         }
         let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -65,7 +66,9 @@ impl ChunkDecoder {
                 out.push(Delta::Finish { reason: finish_from(f), stop_sequence: None });
             }
         }
-        if let Some(u) = v.get("usage").filter(|u| !u.is_null())
+        // Usage is top-level, except Moonshot's, inside the last choice.
+        let usage = v.get("usage").filter(|u| !u.is_null()).or_else(|| v.pointer("/choices/0/usage"));
+        if let Some(u) = usage.filter(|u| !u.is_null())
             && let Some(t) = super::convert::usage_from(u)
         {
             self.usage_raw = Some(u.clone());

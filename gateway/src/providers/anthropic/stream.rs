@@ -188,8 +188,13 @@ impl Decoder {
                         out.push(Delta::Text(s("/delta/partial_json")));
                     }
                     Some("input_json_delta") => {
+                        let json = s("/delta/partial_json");
+                        // Anthropic opens every tool block with an empty fragment; it carries nothing.
+                        if json.is_empty() {
+                            return Step::More;
+                        }
                         if let Some(&(_, n)) = self.tool_blocks.iter().find(|(b, _)| *b == index) {
-                            out.push(Delta::ToolCallArgs { index: n, json: s("/delta/partial_json") });
+                            out.push(Delta::ToolCallArgs { index: n, json });
                         }
                     }
                     _ => {}
