@@ -343,3 +343,46 @@ pub fn response_from_canonical(r: &Response) -> Value {
         "stop_reason": r.finish.map(stop_reason_str), "stop_sequence": r.stop_sequence,
         "usage": usage_json(&r.usage.unwrap_or_default())})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_anthropic_request_survives_the_round_trip_through_canonical() -> Result<(), serde_json::Error> {
+        let original = json!({
+            "model": "claude-sonnet-4-5", "max_tokens": 2048, "system": "Be brief.",
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Weather?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "Use the tool.", "signature": "sig"},
+                    {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"location": "Paris"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "is_error": true,
+                    "content": [{"type": "text", "text": "timeout"}]}]}
+            ],
+            "tools": [{"name": "get_weather", "description": "Weather", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "stop_sequences": ["END"], "temperature": 1.0, "top_k": 5, "stream": true,
+            "metadata": {"user_id": "u1"}
+        });
+        let req: MessagesRequest = serde_json::from_value(original.clone())?;
+        let canonical =
+            request_to_canonical(req).map_err(|e| serde_json::Error::io(std::io::Error::other(e.message)))?;
+        let back =
+            request_from_canonical(&canonical).map_err(|e| serde_json::Error::io(std::io::Error::other(e.message)))?;
+        assert_eq!(back, original);
+        Ok(())
+    }
+
+    #[test]
+    fn usage_counts_are_disjoint_and_shaped_back_the_same() {
+        let raw = json!({"input_tokens": 10, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 4,
+            "output_tokens": 7});
+        let t = usage_from(&raw).unwrap_or_default();
+        assert_eq!(t, TokenCounts { input: 10, cached: 4, cache_write: 3, output: 7, reasoning: 0 });
+        assert_eq!(usage_json(&t), raw);
+        assert!(usage_from(&json!({"output_tokens": 7})).is_none());
+    }
+}

@@ -33,7 +33,15 @@ pub async fn send(
         .header("anthropic-version", HeaderValue::from_static(wire::VERSION))
         .body(body);
     if let Some(key) = &channel.api_key {
-        req = req.header("x-api-key", key.as_ref());
+        match HeaderValue::from_str(key) {
+            Ok(mut v) => {
+                // Kept out of any debug output of the request.
+                v.set_sensitive(true);
+                req = req.header("x-api-key", v);
+            }
+            // A key that is not a valid header value cannot authenticate anywhere.
+            Err(_) => return Err(AttemptError { error: ApiError::Upstream, retriable: true }),
+        }
     }
     if let Some(b) = beta {
         req = req.header("anthropic-beta", b);
