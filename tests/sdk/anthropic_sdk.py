@@ -84,6 +84,9 @@ def main() -> int:
     )
     assert follow.content and follow.content[0].type == "text", follow
 
+    models = [m.id for m in client.models.list()]
+    assert MODEL in models, models
+
     count = client.messages.count_tokens(model=MODEL, system="Be brief.", messages=[ASK])
     assert count.input_tokens > 0, count
 

@@ -44,7 +44,7 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 /// Anthropic's routes also take the key from `x-api-key` and answer in Anthropic's shape.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let snapshot = app.snapshot();
-    let anthropic = is_anthropic_path(req.uri().path());
+    let anthropic = speaks_anthropic(&req);
     let authenticated = if anthropic {
         auth::authenticate_anthropic(req.headers(), &snapshot)
     } else {
@@ -66,9 +66,13 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     }
 }
 
-/// Whether `path` belongs to Anthropic's surface (`/v1/messages` and below).
-pub fn is_anthropic_path(path: &str) -> bool {
-    path == "/v1/messages" || path.starts_with("/v1/messages/")
+/// Whether the request is on Anthropic's surface: `/v1/messages` and below, or `GET /v1/models`
+/// from an Anthropic SDK (which sends `anthropic-version` and its key in `x-api-key`).
+pub fn speaks_anthropic(req: &Request) -> bool {
+    let path = req.uri().path();
+    path == "/v1/messages"
+        || path.starts_with("/v1/messages/")
+        || (path == "/v1/models" && req.headers().contains_key("anthropic-version"))
 }
 
 fn endpoint_of(path: &str) -> &'static str {

@@ -1,7 +1,9 @@
-//! `GET /v1/models`: the models the caller's key may use, in OpenAI's list shape.
+//! `GET /v1/models`: the models the caller's key may use, in OpenAI's list shape, or in
+//! Anthropic's when the request comes from an Anthropic SDK (`anthropic-version` header).
 
 use axum::Extension;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use schemas::{EventBody, RequestLogged};
 use serde_json::json;
@@ -15,8 +17,10 @@ pub async fn list(
     State(app): State<AppState>,
     Extension(rid): Extension<RequestId>,
     Extension(Caller(key)): Extension<Caller>,
+    headers: HeaderMap,
 ) -> Response {
     let models = routing::visible_models(&app.snapshot(), &key);
+    let anthropic = headers.contains_key("anthropic-version");
     let data: Vec<_> =
         models.iter().map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "llm-router"})).collect();
     let logged = RequestLogged {
@@ -34,5 +38,15 @@ pub async fn list(
         streamed: false,
     };
     app.log.append_nowait(&app.envelope(&key.tenant, &rid.id, EventBody::RequestLogged(logged)));
+    if anthropic {
+        // Anthropic's list shape; creation dates are unknown to the gateway, so the epoch.
+        let data: Vec<_> = models
+            .iter()
+            .map(|m| json!({"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}))
+            .collect();
+        return axum::Json(json!({"data": data, "has_more": false,
+            "first_id": models.first(), "last_id": models.last()}))
+        .into_response();
+    }
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }

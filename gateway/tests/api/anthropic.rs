@@ -700,3 +700,27 @@ async fn an_openai_text_stream_translates_to_the_anthropic_event_snapshot() -> a
     let evs: Vec<Value> = evs.into_iter().map(|(n, v)| json!({"event": n, "data": v})).collect();
     snapshot("openai_stream_text.to_anthropic.jsonl", &evs)
 }
+
+#[tokio::test]
+async fn an_anthropic_sdk_lists_models_in_anthropics_shape_with_its_x_api_key() -> anyhow::Result<()> {
+    let env = env().await?;
+    let list = |key: &str| {
+        env.app
+            .http
+            .get(env.app.url("/v1/models"))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .send()
+    };
+    let body: Value = list(&env.app.key).await?.json().await?;
+    let ids: Vec<&str> = body["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
+    assert!(ids.contains(&CLAUDE) && ids.contains(&MODEL), "{body}");
+    assert_eq!(body["data"][0]["type"], "model");
+    assert_eq!(body["has_more"], false);
+    let (status, body) = error_of(list("sk-nope").await?).await?;
+    assert_eq!((status, body["error"]["type"].as_str()), (401, Some("authentication_error")));
+    // Without anthropic-version it is OpenAI's surface: x-api-key is not a credential there.
+    let resp = env.app.http.get(env.app.url("/v1/models")).header("x-api-key", &env.app.key).send().await?;
+    assert_eq!(resp.status(), 401);
+    Ok(())
+}
