@@ -1,7 +1,8 @@
 //! The official `anthropic` Python SDK against the real binary: `/v1/messages` (plain, streaming,
 //! tools, tool results), `count_tokens` and Anthropic-shaped errors, served (a) by a fake
 //! Anthropic upstream added with `channels add --provider anthropic` (pass-through) and (b) by
-//! the fake OpenAI upstream (translated both ways). Billing is read back from `/v1/usage`.
+//! the fake OpenAI upstream (translated both ways); and the unchanged official `openai` SDK check
+//! against an Anthropic channel. Billing is read back from `/v1/usage`.
 
 use testkit::fake_anthropic::FakeAnthropic;
 
@@ -81,5 +82,49 @@ async fn the_official_anthropic_sdk_works_against_an_openai_channel() -> anyhow:
     // OpenAI's 25 prompt tokens include 5 cached ones: billed as 20 + 5, never 25 + 5.
     assert_eq!(row["input_tokens"], 5 * 20, "{usage}");
     assert_eq!(row["cached_input_tokens"], 5 * 5, "{usage}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_official_openai_sdk_works_against_an_anthropic_channel() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let claude = FakeAnthropic::start().await?;
+    let serve = env.serve().await?;
+    let key = serve.first_key().ok_or_else(|| anyhow::anyhow!("first start printed no key:\n{}", serve.log()))?;
+    // Embeddings stay on the OpenAI fake; chat goes to the Anthropic channel, translated.
+    env.add_fake_channel()?;
+    env.cli(&[
+        "channels",
+        "add",
+        "--name",
+        "claude",
+        "--provider",
+        "anthropic",
+        "--base-url",
+        &claude.base_url(),
+        "--api-key",
+        "sk-ant-upstream-canary",
+        "--models",
+        CLAUDE,
+    ])?;
+    env.wait_for_model(&serve, &key, CLAUDE).await?;
+    let out = tokio::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk.py"))
+        .env("OPENAI_BASE_URL", format!("{}/v1", serve.base))
+        .env("OPENAI_API_KEY", &key)
+        .env("LLMR_MODEL", CLAUDE)
+        .env("LLMR_EMBED_MODEL", crate::helpers::EMBED_MODEL)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openai SDK checks against an Anthropic channel failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        serve.log()
+    );
+    // Three chat calls on Claude and one embedding call.
+    env.wait_for_usage(&serve, &key, 4).await?;
+    assert_eq!(claude.requests().len(), 3);
     Ok(())
 }
