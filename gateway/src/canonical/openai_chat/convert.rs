@@ -449,6 +449,30 @@ mod tests {
     }
 
     #[test]
+    fn an_openai_request_survives_the_round_trip_through_canonical() -> Result<(), serde_json::Error> {
+        let original = json!({"model": "m", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "a", "arguments": "{\"x\":1}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "one"},
+            {"role": "assistant", "content": "Done."}],
+            "tools": [{"type": "function", "function": {"name": "a", "description": "A", "parameters": {"type": "object"}}}],
+            "parallel_tool_calls": false, "tool_choice": "required", "max_tokens": 100, "temperature": 0.5,
+            "top_p": 0.9, "stop": ["END"], "reasoning_effort": "medium", "stream": true, "user": "u1",
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}}});
+        let req: ChatRequest = serde_json::from_value(original.clone())?;
+        let c = request_to_canonical(req).map_err(|e| serde_json::Error::io(std::io::Error::other(e.message)))?;
+        let back = request_from_canonical(&c).map_err(|e| serde_json::Error::io(std::io::Error::other(e.message)))?;
+        let mut expected = original;
+        // The gateway always asks for the usage chunk; everything else comes back as sent.
+        expected["stream_options"] = json!({"include_usage": true});
+        assert_eq!(back, expected);
+        Ok(())
+    }
+
+    #[test]
     fn fields_another_vendor_cannot_honour_are_refused_by_name() -> Result<(), serde_json::Error> {
         let req: ChatRequest =
             serde_json::from_value(json!({"model": "m", "messages": [], "logprobs": true, "store": true}))?;

@@ -86,7 +86,6 @@ pub struct ChunkEncoder {
     created: i64,
     role_sent: bool,
     client_wants_usage: bool,
-    tool_ids: Vec<usize>,
     usage: Option<TokenCounts>,
 }
 
@@ -103,7 +102,6 @@ impl ChunkEncoder {
             created,
             role_sent: false,
             client_wants_usage,
-            tool_ids: Vec::new(),
             usage: None,
         }
     }
@@ -128,7 +126,6 @@ impl ChunkEncoder {
             Delta::Thinking(t) => out.push(self.chunk(json!({"reasoning_content": t}), None)),
             Delta::ThinkingSignature(_) => {}
             Delta::ToolCallStart { index, id, name } => {
-                self.tool_ids.push(index);
                 let tc = json!([{"index": index, "id": id, "type": "function",
                     "function": {"name": name, "arguments": ""}}]);
                 out.push(self.chunk(json!({"content": null, "tool_calls": tc}), None));
