@@ -53,8 +53,49 @@ async fn open_log_with(cfg: &Config, require_nats_at_start: bool) -> anyhow::Res
     }
 }
 
-/// First start with an empty log: a `default` tenant and one key, printed once; and a default
-/// OpenAI channel when `OPENAI_API_KEY` is set and no OpenAI channel exists yet.
+/// A channel created on start from a vendor's usual environment variables, as a new user of that
+/// vendor's SDK would expect.
+struct DefaultChannel {
+    /// The API key variable.
+    key_var: &'static str,
+    /// The base URL variable, in the vendor SDK's own convention.
+    url_var: &'static str,
+    /// Turns that convention into the channel's base URL.
+    normalise_url: fn(&str) -> String,
+    provider: &'static str,
+    base_url: &'static str,
+}
+
+fn as_is(url: &str) -> String {
+    url.trim_end_matches('/').to_owned()
+}
+
+/// Anthropic's SDKs take the host without `/v1`; channels keep the version in the base URL.
+fn with_v1(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    if url.ends_with("/v1") { url.to_owned() } else { format!("{url}/v1") }
+}
+
+const DEFAULT_CHANNELS: &[DefaultChannel] = &[
+    DefaultChannel {
+        key_var: "OPENAI_API_KEY",
+        url_var: "OPENAI_BASE_URL",
+        normalise_url: as_is,
+        provider: "openai",
+        base_url: "https://api.openai.com/v1",
+    },
+    DefaultChannel {
+        key_var: "ANTHROPIC_API_KEY",
+        url_var: "ANTHROPIC_BASE_URL",
+        normalise_url: with_v1,
+        provider: "anthropic",
+        base_url: "https://api.anthropic.com/v1",
+    },
+];
+
+/// First start with an empty log: a `default` tenant and one key, printed once. On every start, a
+/// default channel serving every model for each vendor whose API key is in the environment and
+/// that has no channel yet ([`DEFAULT_CHANNELS`]).
 async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
     let view = ControlView::load(log).await?;
     if view.tenants.is_empty() && view.keys.is_empty() {
@@ -63,18 +104,22 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
         say("First start: created tenant `default` with this API key (shown once, keep it):");
         say(&key.key);
     }
-    if let Ok(api_key) = std::env::var("OPENAI_API_KEY")
-        && !api_key.is_empty()
-        && !view.channels.values().any(|c| c.provider == "openai")
-    {
-        let base_url = std::env::var("OPENAI_BASE_URL")
+    for default in DEFAULT_CHANNELS {
+        let Some(api_key) = std::env::var(default.key_var).ok().filter(|k| !k.is_empty()) else {
+            continue;
+        };
+        if view.channels.values().any(|c| c.provider == default.provider) {
+            continue;
+        }
+        let base_url = std::env::var(default.url_var)
             .ok()
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
+            .map(|u| (default.normalise_url)(&u))
+            .unwrap_or_else(|| default.base_url.to_owned());
         let master = crate::master_key::load(&cfg.data_dir)?;
         let channel = crate::admin::NewChannel {
-            name: "openai".to_owned(),
-            provider: "openai".to_owned(),
+            name: default.provider.to_owned(),
+            provider: default.provider.to_owned(),
             base_url: Some(base_url),
             api_version: None,
             api_key: Some(api_key),
@@ -83,7 +128,7 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             weight: 1,
         };
         let id = crate::admin::add_channel(log, &master, channel).await?;
-        tracing::info!(channel = %id, "Default OpenAI channel created from OPENAI_API_KEY.");
+        tracing::info!(channel = %id, provider = default.provider, var = default.key_var, "Default channel created from the environment.");
     }
     Ok(())
 }

@@ -488,3 +488,28 @@ async fn the_cluster_shape_runs_gateways_and_a_worker_as_separate_processes() ->
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn anthropic_api_key_in_the_environment_creates_a_default_anthropic_channel() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let fake = testkit::fake_anthropic::FakeAnthropic::start().await?;
+    // The Anthropic SDK's convention: the host without `/v1`.
+    let host = fake.base_url().trim_end_matches("/v1").to_owned();
+    let serve =
+        env.serve_with_env(&[("ANTHROPIC_API_KEY", "sk-ant-env-upstream"), ("ANTHROPIC_BASE_URL", &host)]).await?;
+    let key = serve.first_key().ok_or_else(|| anyhow::anyhow!("no first key:\n{}", serve.log()))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = env.chat(&serve, &key, false).await?;
+        if status == 200 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "default anthropic channel never served: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = fake.requests();
+    let last = seen.last().ok_or_else(|| anyhow::anyhow!("the fake Anthropic upstream saw nothing"))?;
+    assert_eq!(last.header("x-api-key"), Some("sk-ant-env-upstream"));
+    assert!(env.cli(&["channels", "list"])?.contains("anthropic"));
+    Ok(())
+}
