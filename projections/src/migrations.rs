@@ -13,11 +13,14 @@ struct Migration {
     sql: &'static str,
 }
 
-const POSTGRES: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/postgres/0001_init.sql") }];
+/// DDL both backends accept (BIGINT, TEXT, composite keys, `ON CONFLICT`) lives once in
+/// `migrations/shared/`; a migration only one backend can run goes in `migrations/postgres/` or
+/// `migrations/sqlite/` and into that backend's list alone. Versions stay in step across lists.
+const INIT: Migration = Migration { version: 1, name: "init", sql: include_str!("../migrations/shared/0001_init.sql") };
 
-const SQLITE: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") }];
+const POSTGRES: &[Migration] = &[INIT];
+
+const SQLITE: &[Migration] = &[INIT];
 
 const CREATE_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)";
