@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use nats::EventLog;
@@ -253,37 +254,46 @@ impl Control {
     }
 }
 
-/// Follows the tail until it ends or the gateway is gone. Folds every ready event into a private
-/// copy, then publishes one snapshot per batch (so a catch-up of N events costs one clone, not N).
+/// How long to wait before re-opening a control tail that ended (a log error): short, because
+/// while it is closed revocations are not seen.
+const RETAIL_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Follows the control stream for as long as the gateway lives. Folds every ready event into a
+/// private copy, then publishes one snapshot per batch (so a catch-up of N events costs one clone,
+/// not N). A tail that ends (a log error) is re-opened after the last applied sequence; while it
+/// is closed the gateway reports not ready, so health checks take it out of rotation.
 async fn follow(log: EventLog, master_key: MasterKey, control: Weak<Control>) {
-    let mut tail = log.tail(Stream::Control, 0);
     let mut state = ControlState::default();
+    let mut applied_seq = 0u64;
     loop {
-        let Some(first) = tail.next().await else { break };
-        let mut last_seq = None;
-        let mut item = Some(first);
-        while let Some(next) = item {
-            match next {
-                Ok(ev) => {
-                    match ev.decode() {
-                        Ok(env) => state.apply(&env, &master_key),
-                        Err(e) => tracing::warn!(seq = ev.seq, error = %e, "Undecodable control event skipped."),
+        let mut tail = log.tail(Stream::Control, applied_seq);
+        while let Some(first) = tail.next().await {
+            let mut last_seq = None;
+            let mut item = Some(first);
+            while let Some(next) = item {
+                match next {
+                    Ok(ev) => {
+                        match ev.decode() {
+                            Ok(env) => state.apply(&env, &master_key),
+                            Err(e) => tracing::warn!(seq = ev.seq, error = %e, "Undecodable control event skipped."),
+                        }
+                        last_seq = Some(ev.seq);
                     }
-                    last_seq = Some(ev.seq);
+                    Err(e) => tracing::warn!(error = %e, "Control tail reported an error."),
                 }
-                Err(e) => tracing::warn!(error = %e, "Control tail reported an error."),
+                item = tail.next().now_or_never().flatten();
             }
-            item = tail.next().now_or_never().flatten();
+            let Some(control) = control.upgrade() else { return };
+            if let Some(seq) = last_seq {
+                applied_seq = seq;
+                control.publish(state.clone(), seq);
+                control.following.store(true, Ordering::Release);
+            }
         }
         let Some(control) = control.upgrade() else { return };
-        if let Some(seq) = last_seq {
-            control.publish(state.clone(), seq);
-        }
-    }
-    tracing::error!("Control stream tail ended; the gateway no longer sees key revocations.");
-    if let Some(control) = control.upgrade() {
+        tracing::error!(after = applied_seq, "Control stream tail ended; re-opening it.");
         control.following.store(false, Ordering::Release);
-        // Wake anyone still waiting for the catch-up.
-        control.applied.send_replace(u64::MAX);
+        drop(control);
+        tokio::time::sleep(RETAIL_BACKOFF).await;
     }
 }
