@@ -63,15 +63,33 @@ pub async fn start(mut resp: reqwest::Response, deadline: tokio::time::Instant) 
     }
 }
 
-/// The client side: frames go out until the client disconnects, then we only drain.
-struct Sink {
+/// The client side: frames go out until the client disconnects, then we only drain. Shared by
+/// the pass-through relay here and the translating one in `vendor_stream`.
+pub(super) struct Sink {
     tx: Option<mpsc::Sender<Result<Bytes, Infallible>>>,
     gone_at: Option<Instant>,
     drained: usize,
 }
 
 impl Sink {
-    async fn send(&mut self, frame: Bytes) {
+    /// Sends the SSE response head through `reply` and returns the sink its body reads from.
+    pub(super) fn open(reply: oneshot::Sender<Response>) -> Sink {
+        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+        let mut head = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
+        *head.status_mut() = StatusCode::OK;
+        let h = head.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        let mut sink = Sink { tx: Some(tx), gone_at: None, drained: 0 };
+        if reply.send(head).is_err() {
+            sink.tx = None;
+            sink.gone_at = Some(Instant::now());
+        }
+        sink
+    }
+
+    pub(super) async fn send(&mut self, frame: Bytes) {
         if let Some(tx) = &self.tx
             && tx.send(Ok(frame)).await.is_err()
         {
@@ -80,13 +98,62 @@ impl Sink {
         }
     }
 
-    fn connected(&self) -> bool {
+    pub(super) async fn send_all(&mut self, frames: &mut Vec<Bytes>) {
+        for f in frames.drain(..) {
+            self.send(f).await;
+        }
+    }
+
+    pub(super) fn connected(&self) -> bool {
         self.tx.is_some()
     }
 }
 
+/// The next upstream event, reading more of the body as needed: within the idle timeout while
+/// the client listens, within the drain caps once it has left. `Err` says how the stream ended.
+pub(super) async fn next_event(
+    app: &AppState,
+    parser: &mut SseParser,
+    resp: &mut reqwest::Response,
+    sink: &mut Sink,
+) -> Result<SseEvent, End> {
+    loop {
+        match parser.next_event() {
+            Err(_) => return Err(End::Failed("upstream_protocol_error", "The upstream sent an invalid stream.")),
+            Ok(Some(e)) => return Ok(e),
+            Ok(None) => {}
+        }
+        let wait = match sink.gone_at {
+            None => app.cfg.idle_timeout,
+            Some(at) => {
+                let left = app.cfg.drain_timeout.saturating_sub(at.elapsed());
+                if left.is_zero() || sink.drained > app.cfg.drain_max_bytes {
+                    return Err(End::DrainCapped);
+                }
+                left.min(app.cfg.idle_timeout)
+            }
+        };
+        match tokio::time::timeout(wait, resp.chunk()).await {
+            Err(_) if sink.gone_at.is_some() => return Err(End::DrainCapped),
+            Err(_) => return Err(End::Failed("upstream_timeout", "The upstream stopped sending.")),
+            Ok(Err(_)) => return Err(End::Failed("upstream_error", "The upstream connection failed mid-stream.")),
+            Ok(Ok(Some(c))) => {
+                if !sink.connected() {
+                    sink.drained += c.len();
+                }
+                parser.push(&c);
+            }
+            Ok(Ok(None)) => {
+                return parser
+                    .finish()
+                    .ok_or(End::Failed("upstream_error", "The upstream closed the stream before it finished."));
+            }
+        }
+    }
+}
+
 /// How the upstream stream ended.
-enum End {
+pub(super) enum End {
     /// `[DONE]`.
     Done,
     /// A failure, told to the client as this in-band error (code, message).
@@ -119,18 +186,7 @@ pub async fn relay(
     let Started { mut resp, mut parser, first } = started;
     // The first event has just arrived.
     let ttft = call.rid.started.elapsed();
-    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-    let mut head = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
-    *head.status_mut() = StatusCode::OK;
-    let h = head.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    let mut sink = Sink { tx: Some(tx), gone_at: None, drained: 0 };
-    if reply.send(head).is_err() {
-        sink.tx = None;
-        sink.gone_at = Some(Instant::now());
-    }
+    let mut sink = Sink::open(reply);
 
     let mut text = String::new();
     let mut model_served: Option<String> = None;
@@ -140,44 +196,9 @@ pub async fn relay(
     let end = loop {
         let event = match next.take() {
             Some(e) => e,
-            None => match parser.next_event() {
-                Err(_) => break End::Failed("upstream_protocol_error", "The upstream sent an invalid stream."),
-                Ok(Some(e)) => e,
-                Ok(None) => {
-                    let wait = match sink.gone_at {
-                        None => app.cfg.idle_timeout,
-                        Some(at) => {
-                            let left = app.cfg.drain_timeout.saturating_sub(at.elapsed());
-                            if left.is_zero() || sink.drained > app.cfg.drain_max_bytes {
-                                break End::DrainCapped;
-                            }
-                            left.min(app.cfg.idle_timeout)
-                        }
-                    };
-                    match tokio::time::timeout(wait, resp.chunk()).await {
-                        Err(_) if sink.gone_at.is_some() => break End::DrainCapped,
-                        Err(_) => break End::Failed("upstream_timeout", "The upstream stopped sending."),
-                        Ok(Err(_)) => {
-                            break End::Failed("upstream_error", "The upstream connection failed mid-stream.");
-                        }
-                        Ok(Ok(Some(c))) => {
-                            if !sink.connected() {
-                                sink.drained += c.len();
-                            }
-                            parser.push(&c);
-                            continue;
-                        }
-                        Ok(Ok(None)) => match parser.finish() {
-                            Some(e) => e,
-                            None => {
-                                break End::Failed(
-                                    "upstream_error",
-                                    "The upstream closed the stream before it finished.",
-                                );
-                            }
-                        },
-                    }
-                }
+            None => match next_event(&app, &mut parser, &mut resp, &mut sink).await {
+                Ok(e) => e,
+                Err(end) => break end,
             },
         };
         let data = match event {

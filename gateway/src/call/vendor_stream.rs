@@ -5,19 +5,15 @@
 //! or `[DONE]`); failures become one in-band error in the client's protocol; a client that
 //! leaves is billed after a bounded drain.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use schemas::{EventBody, StreamOutcome, UsageSource};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::stream::Started;
+use super::stream::{End, Sink, Started, next_event};
 use super::vendor::{Route, now_secs};
 use super::{Call, estimate, log_request};
 use crate::app::AppState;
@@ -31,9 +27,6 @@ use crate::providers::openai::stream::SseEvent;
 use crate::state::Channel;
 use crate::usage::{self, Consumption, TokenCounts};
 
-/// Frames buffered between the relay task and the client connection.
-const CLIENT_BUFFER: usize = 32;
-
 /// Per-route state.
 enum Mode {
     /// Anthropic → Anthropic: frames go out as received; `message_stop` is held until billed.
@@ -42,39 +35,6 @@ enum Mode {
     ToOpenAi { dec: Decoder, enc: ChunkEncoder },
     /// Anthropic client, OpenAI upstream.
     ToAnthropic { dec: ChunkDecoder, enc: Encoder },
-}
-
-struct Sink {
-    tx: Option<mpsc::Sender<Result<Bytes, Infallible>>>,
-    gone_at: Option<Instant>,
-    drained: usize,
-}
-
-impl Sink {
-    async fn send(&mut self, frame: Bytes) {
-        if let Some(tx) = &self.tx
-            && tx.send(Ok(frame)).await.is_err()
-        {
-            self.tx = None;
-            self.gone_at = Some(Instant::now());
-        }
-    }
-
-    async fn send_all(&mut self, frames: &mut Vec<Bytes>) {
-        for f in frames.drain(..) {
-            self.send(f).await;
-        }
-    }
-
-    fn connected(&self) -> bool {
-        self.tx.is_some()
-    }
-}
-
-enum End {
-    Done,
-    Failed(&'static str, &'static str),
-    DrainCapped,
 }
 
 /// What one upstream event changed.
@@ -250,18 +210,7 @@ pub async fn relay(
 ) {
     let Started { mut resp, mut parser, first } = started;
     let ttft = call.rid.started.elapsed();
-    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-    let mut head = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
-    *head.status_mut() = StatusCode::OK;
-    let h = head.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    let mut sink = Sink { tx: Some(tx), gone_at: None, drained: 0 };
-    if reply.send(head).is_err() {
-        sink.tx = None;
-        sink.gone_at = Some(Instant::now());
-    }
+    let mut sink = Sink::open(reply);
     let mut mode = match route {
         Route::OpenAiToAnthropic => Mode::ToOpenAi {
             dec: Decoder::default(),
@@ -276,44 +225,9 @@ pub async fn relay(
     let end = loop {
         let event = match next.take() {
             Some(e) => e,
-            None => match parser.next_event() {
-                Err(_) => break End::Failed("upstream_protocol_error", "The upstream sent an invalid stream."),
-                Ok(Some(e)) => e,
-                Ok(None) => {
-                    let wait = match sink.gone_at {
-                        None => app.cfg.idle_timeout,
-                        Some(at) => {
-                            let left = app.cfg.drain_timeout.saturating_sub(at.elapsed());
-                            if left.is_zero() || sink.drained > app.cfg.drain_max_bytes {
-                                break End::DrainCapped;
-                            }
-                            left.min(app.cfg.idle_timeout)
-                        }
-                    };
-                    match tokio::time::timeout(wait, resp.chunk()).await {
-                        Err(_) if sink.gone_at.is_some() => break End::DrainCapped,
-                        Err(_) => break End::Failed("upstream_timeout", "The upstream stopped sending."),
-                        Ok(Err(_)) => {
-                            break End::Failed("upstream_error", "The upstream connection failed mid-stream.");
-                        }
-                        Ok(Ok(Some(c))) => {
-                            if !sink.connected() {
-                                sink.drained += c.len();
-                            }
-                            parser.push(&c);
-                            continue;
-                        }
-                        Ok(Ok(None)) => match parser.finish() {
-                            Some(e) => e,
-                            None => {
-                                break End::Failed(
-                                    "upstream_error",
-                                    "The upstream closed the stream before it finished.",
-                                );
-                            }
-                        },
-                    }
-                }
+            None => match next_event(&app, &mut parser, &mut resp, &mut sink).await {
+                Ok(e) => e,
+                Err(end) => break end,
             },
         };
         let step = mode.on_event(event, &mut acc, &mut out);
