@@ -96,6 +96,7 @@ pub fn parse(text: &str) -> Result<BuiltinTable, TableError> {
             as_of: as_of.clone(),
             price: PricePublished {
                 model: model.to_owned(),
+                channel_id: None,
                 currency: currency.clone(),
                 input_per_mtok_nanos: amount(input)?,
                 output_per_mtok_nanos: amount(output)?,

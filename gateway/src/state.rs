@@ -93,11 +93,26 @@ pub struct ControlState {
     key_hash_by_id: HashMap<String, String>,
     /// Channels by id.
     pub channels: HashMap<String, Arc<Channel>>,
-    /// The price in force per model, its `version` being the `price.published` event id.
+    /// The model-wide price in force per model, its `version` being the `price.published` event
+    /// id. Channel overrides are in `channel_prices`; charge through [`ControlState::price_for`].
     pub prices: HashMap<String, Arc<AppliedPrice>>,
+    /// Per-channel overrides: channel id → model → price. Kept apart from `channels` so that
+    /// re-adding or updating a channel keeps them (and a price may precede its channel in the
+    /// log); `channel.removed` drops them.
+    pub channel_prices: HashMap<String, HashMap<String, Arc<AppliedPrice>>>,
 }
 
 impl ControlState {
+    /// The price to charge for `model` served by channel `channel_id`: the channel's override if
+    /// it has one, else the model's price on every channel, else `None` (the call costs 0).
+    pub fn price_for(&self, channel_id: &str, model: &str) -> Option<Arc<AppliedPrice>> {
+        self.channel_prices
+            .get(channel_id)
+            .and_then(|by_model| by_model.get(model))
+            .or_else(|| self.prices.get(model))
+            .cloned()
+    }
+
     /// Folds one control event in. Unknown or irrelevant events are ignored.
     pub fn apply(&mut self, env: &Envelope, master_key: &MasterKey) {
         match &env.body {
@@ -169,10 +184,15 @@ impl ControlState {
             }
             EventBody::ChannelRemoved(r) => {
                 self.channels.remove(&r.channel_id);
+                self.channel_prices.remove(&r.channel_id);
             }
             EventBody::PricePublished(p) => {
                 let version = env.id.to_string();
-                self.prices.insert(p.model.clone(), Arc::new(AppliedPrice::from((version.as_str(), p))));
+                let price = Arc::new(AppliedPrice::from((version.as_str(), p)));
+                match &p.channel_id {
+                    None => self.prices.insert(p.model.clone(), price),
+                    Some(ch) => self.channel_prices.entry(ch.clone()).or_default().insert(p.model.clone(), price),
+                };
             }
             EventBody::TenantCreated(_) | EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) => {}
         }
@@ -295,5 +315,108 @@ async fn follow(log: EventLog, master_key: MasterKey, control: Weak<Control>) {
         control.following.store(false, Ordering::Release);
         drop(control);
         tokio::time::sleep(RETAIL_BACKOFF).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::{ChannelAdded, ChannelRemoved, ChannelUpdated, PricePublished};
+
+    use super::*;
+
+    fn event(body: EventBody) -> Envelope {
+        Envelope::new(GLOBAL_TENANT, "test", 1, body)
+    }
+
+    fn price(model: &str, channel_id: Option<&str>, input: i64) -> Envelope {
+        event(EventBody::PricePublished(PricePublished {
+            model: model.into(),
+            channel_id: channel_id.map(str::to_owned),
+            currency: "USD".into(),
+            input_per_mtok_nanos: input,
+            output_per_mtok_nanos: input * 4,
+            cached_input_per_mtok_nanos: None,
+            cache_write_per_mtok_nanos: None,
+        }))
+    }
+
+    fn channel_added(id: &str) -> Envelope {
+        event(EventBody::ChannelAdded(ChannelAdded {
+            channel_id: id.into(),
+            name: id.into(),
+            provider: "openai".into(),
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: None,
+            models: vec!["gpt-4o".into()],
+            priority: 0,
+            weight: 1,
+            api_version: None,
+        }))
+    }
+
+    fn fold(events: &[Envelope]) -> ControlState {
+        let master = MasterKey::generate();
+        let mut state = ControlState::default();
+        for e in events {
+            state.apply(e, &master);
+        }
+        state
+    }
+
+    fn input(p: Option<Arc<AppliedPrice>>) -> Option<i64> {
+        p.map(|p| p.input_per_mtok_nanos)
+    }
+
+    #[test]
+    fn a_channel_override_wins_on_its_channel_only_and_the_model_price_applies_elsewhere() {
+        let model_wide = price("gpt-4o", None, 100);
+        let override_a = price("gpt-4o", Some("ch_a"), 70);
+        let state = fold(&[channel_added("ch_a"), channel_added("ch_b"), model_wide.clone(), override_a.clone()]);
+        let on_a = state.price_for("ch_a", "gpt-4o");
+        assert_eq!(on_a.as_ref().map(|p| p.version.clone()), Some(override_a.id.to_string()));
+        assert_eq!(input(on_a), Some(70));
+        let on_b = state.price_for("ch_b", "gpt-4o");
+        assert_eq!(on_b.as_ref().map(|p| p.version.clone()), Some(model_wide.id.to_string()));
+        assert_eq!(input(on_b), Some(100));
+        assert_eq!(input(state.prices.get("gpt-4o").cloned()), Some(100), "an override leaves the model price");
+        assert_eq!(state.price_for("ch_a", "gpt-4o-mini"), None, "another model has no price");
+    }
+
+    #[test]
+    fn an_override_without_a_model_price_applies_on_its_channel_and_nowhere_else() {
+        let state = fold(&[channel_added("ch_a"), price("m", Some("ch_a"), 5)]);
+        assert_eq!(input(state.price_for("ch_a", "m")), Some(5));
+        assert_eq!(state.price_for("ch_b", "m"), None);
+    }
+
+    #[test]
+    fn later_prices_replace_earlier_ones_per_channel_and_model_wide() {
+        let state = fold(&[
+            channel_added("ch_a"),
+            price("m", Some("ch_a"), 5),
+            price("m", None, 10),
+            price("m", Some("ch_a"), 6),
+            price("m", None, 11),
+        ]);
+        assert_eq!(input(state.price_for("ch_a", "m")), Some(6));
+        assert_eq!(input(state.price_for("ch_b", "m")), Some(11));
+    }
+
+    #[test]
+    fn a_channel_updated_or_added_again_keeps_its_overrides_and_a_removed_one_drops_them() {
+        let update = event(EventBody::ChannelUpdated(ChannelUpdated {
+            channel_id: "ch_a".into(),
+            priority: Some(3),
+            ..ChannelUpdated::default()
+        }));
+        let mut events = vec![channel_added("ch_a"), price("m", None, 10), price("m", Some("ch_a"), 5), update];
+        events.push(channel_added("ch_a"));
+        let state = fold(&events);
+        assert_eq!(input(state.price_for("ch_a", "m")), Some(5));
+
+        events.push(event(EventBody::ChannelRemoved(ChannelRemoved { channel_id: "ch_a".into() })));
+        let state = fold(&events);
+        assert!(state.channel_prices.is_empty(), "{:?}", state.channel_prices);
+        assert_eq!(input(state.price_for("ch_a", "m")), Some(10), "only the model price is left");
     }
 }

@@ -18,9 +18,12 @@ struct Migration {
 /// `migrations/sqlite/` and into that backend's list alone. Versions stay in step across lists.
 const INIT: Migration = Migration { version: 1, name: "init", sql: include_str!("../migrations/shared/0001_init.sql") };
 
-const POSTGRES: &[Migration] = &[INIT];
+const CHANNEL_PRICES: Migration =
+    Migration { version: 2, name: "channel_prices", sql: include_str!("../migrations/shared/0002_channel_prices.sql") };
 
-const SQLITE: &[Migration] = &[INIT];
+const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES];
+
+const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES];
 
 const CREATE_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)";

@@ -175,11 +175,16 @@ pub struct ChannelRemoved {
 }
 
 /// `price.published`: the price of a model from this event on. Amounts are nanos of `currency`
-/// per one million tokens.
+/// per one million tokens. Without `channel_id` it is the model's price on every channel; with
+/// one it overrides that price on that channel alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PricePublished {
     /// The model the price applies to.
     pub model: String,
+    /// The channel (`ch_…`) this price overrides the model's price on; absent = every channel.
+    /// Added after v1 without a version bump: older events lack it and mean every channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
     /// ISO currency code (`USD`, `CNY`).
     pub currency: String,
     /// Uncached input tokens.

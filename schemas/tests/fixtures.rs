@@ -83,3 +83,19 @@ fn subjects_follow_the_stream_layout() -> anyhow::Result<()> {
     assert_eq!(s("request.logged.json")?, "llmr.v1.req.acme");
     Ok(())
 }
+
+#[test]
+fn a_price_without_a_channel_is_model_wide_and_one_with_a_channel_overrides_it_there() -> anyhow::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let price = |f: &str| -> anyhow::Result<schemas::PricePublished> {
+        match Envelope::from_json(&std::fs::read(dir.join(f))?)?.body {
+            EventBody::PricePublished(p) => Ok(p),
+            other => anyhow::bail!("{f} holds a {}", other.type_name()),
+        }
+    };
+    assert_eq!(price("price.published.json")?.channel_id, None);
+    let channel = price("price.published.channel.json")?;
+    assert_eq!(channel.channel_id.as_deref(), Some("ch_0194"));
+    assert_eq!(channel.model, "gpt-4o-mini");
+    Ok(())
+}

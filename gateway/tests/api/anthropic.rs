@@ -45,6 +45,7 @@ async fn env() -> anyhow::Result<Env> {
     // Claude Sonnet 4.5 list prices per million tokens: $3 in, $15 out, $0.30 cache read, $3.75 write.
     let published = PricePublished {
         model: CLAUDE.into(),
+        channel_id: None,
         currency: "USD".into(),
         input_per_mtok_nanos: 3_000_000_000,
         output_per_mtok_nanos: 15_000_000_000,

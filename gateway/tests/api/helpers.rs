@@ -86,6 +86,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Resul
     .await?;
     let published = PricePublished {
         model: MODEL.into(),
+        channel_id: None,
         currency: "USD".into(),
         input_per_mtok_nanos: 150_000_000,
         output_per_mtok_nanos: 600_000_000,

@@ -1,5 +1,5 @@
 //! The `control` projection: tenants, API keys (hash and display prefix only), channels and the
-//! price history. A channel's sealed credential is deliberately not stored: the gateway reads
+//! price history (model-wide prices and per-channel overrides). A channel's sealed credential is deliberately not stored: the gateway reads
 //! it from the log, and a read model is no place for secrets, even sealed ones.
 
 use schemas::{AppliedPrice, Envelope, EventBody};
@@ -127,6 +127,13 @@ pub(super) async fn apply(
             .bind(&c.channel_id)
             .execute(&mut *conn)
             .await?;
+            // The gateway forgets a removed channel's price overrides; they stay in the history
+            // (ledger rows name their version) but are no longer in force.
+            sqlx::query("UPDATE prices SET retired = 1 WHERE generation = $1 AND channel_id = $2")
+                .bind(generation)
+                .bind(&c.channel_id)
+                .execute(&mut *conn)
+                .await?;
             Ok(Folded::Applied)
         }
         EventBody::PricePublished(p) => {
@@ -135,8 +142,8 @@ pub(super) async fn apply(
             let price = AppliedPrice::from((version.as_str(), p));
             sqlx::query(
                 "INSERT INTO prices (generation, version, seq, model, currency, input_per_mtok_nanos, \
-                 cached_input_per_mtok_nanos, cache_write_per_mtok_nanos, output_per_mtok_nanos, published_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                 cached_input_per_mtok_nanos, cache_write_per_mtok_nanos, output_per_mtok_nanos, published_at_us, \
+                 channel_id, retired) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0) ON CONFLICT DO NOTHING",
             )
             .bind(generation)
             .bind(&price.version)
@@ -148,6 +155,8 @@ pub(super) async fn apply(
             .bind(price.cache_write_per_mtok_nanos)
             .bind(price.output_per_mtok_nanos)
             .bind(at)
+            // '' = every channel (see migration 0002).
+            .bind(p.channel_id.clone().unwrap_or_default())
             .execute(&mut *conn)
             .await?;
             Ok(Folded::Applied)

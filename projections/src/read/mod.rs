@@ -114,6 +114,8 @@ pub struct ChannelRecord {
 pub struct PriceRecord {
     /// The model.
     pub model: String,
+    /// The channel this price overrides the model's price on; `None` = every channel.
+    pub channel_id: Option<String>,
     /// Id of the `price.published` event (the version usage events refer to).
     pub version: String,
     /// ISO currency code.
@@ -409,6 +411,7 @@ pub async fn channels(store: &ReadStore) -> Result<Vec<ChannelRecord>, Projectio
 fn price(r: &AnyRow) -> Result<PriceRecord, sqlx::Error> {
     Ok(PriceRecord {
         model: r.try_get("model")?,
+        channel_id: Some(r.try_get::<String, _>("channel_id")?).filter(|c| !c.is_empty()),
         version: r.try_get("version")?,
         currency: r.try_get("currency")?,
         input_per_mtok_nanos: r.try_get("input_per_mtok_nanos")?,
@@ -419,24 +422,28 @@ fn price(r: &AnyRow) -> Result<PriceRecord, sqlx::Error> {
     })
 }
 
-/// The price in force for each model (the last one published), by model.
+/// The prices in force (the last one published for each model, and for each model and channel
+/// with an override), by model, the model-wide price before the channel overrides. Overrides of
+/// a removed channel are not in force.
 pub async fn latest_prices(store: &ReadStore) -> Result<Vec<PriceRecord>, ProjectionError> {
     let rows = sqlx::query(
-        "SELECT model, version, currency, input_per_mtok_nanos, cached_input_per_mtok_nanos, \
+        "SELECT model, channel_id, version, currency, input_per_mtok_nanos, cached_input_per_mtok_nanos, \
          cache_write_per_mtok_nanos, output_per_mtok_nanos, published_at_us FROM prices p \
          WHERE p.generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
-         AND p.seq = (SELECT MAX(q.seq) FROM prices q WHERE q.generation = p.generation AND q.model = p.model) \
-         ORDER BY model",
+         AND p.retired = 0 \
+         AND p.seq = (SELECT MAX(q.seq) FROM prices q WHERE q.generation = p.generation AND q.model = p.model \
+         AND q.channel_id = p.channel_id AND q.retired = 0) \
+         ORDER BY model, channel_id",
     )
     .fetch_all(store.pool())
     .await?;
     Ok(rows.iter().map(price).collect::<Result<_, _>>()?)
 }
 
-/// Every price published for `model`, oldest first.
+/// Every price published for `model`, model-wide and per channel, oldest first.
 pub async fn price_history(store: &ReadStore, model: &str) -> Result<Vec<PriceRecord>, ProjectionError> {
     let rows = sqlx::query(
-        "SELECT model, version, currency, input_per_mtok_nanos, cached_input_per_mtok_nanos, \
+        "SELECT model, channel_id, version, currency, input_per_mtok_nanos, cached_input_per_mtok_nanos, \
          cache_write_per_mtok_nanos, output_per_mtok_nanos, published_at_us FROM prices \
          WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
          AND model = $1 ORDER BY seq",

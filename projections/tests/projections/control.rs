@@ -1,7 +1,7 @@
 //! Given control events, when the control projection runs, then tenants, keys, channels and
 //! prices read back as the events say.
 
-use anyhow::ensure;
+use anyhow::{Context as _, ensure};
 use projections::Projection;
 use projections::read;
 use schemas::{ChannelAdded, ChannelRemoved, ChannelUpdated, Envelope, EventBody, GLOBAL_TENANT, PricePublished};
@@ -63,12 +63,17 @@ fn channel_events() -> Vec<Envelope> {
 }
 
 fn price_published(model: &str, input: i64, at: i64) -> Envelope {
+    channel_price_published(model, None, input, at)
+}
+
+fn channel_price_published(model: &str, channel_id: Option<&str>, input: i64, at: i64) -> Envelope {
     Envelope::new(
         GLOBAL_TENANT,
         "test",
         at,
         EventBody::PricePublished(PricePublished {
             model: model.into(),
+            channel_id: channel_id.map(str::to_owned),
             currency: "USD".into(),
             input_per_mtok_nanos: input,
             output_per_mtok_nanos: input * 4,
@@ -135,6 +140,45 @@ async fn control_events_fold_into_tenants_keys_channels_and_prices() -> anyhow::
             history.iter().map(|p| p.version.clone()).collect::<Vec<_>>()
                 == [old_price.id.to_string(), new_price.id.to_string()]
         );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn channel_price_overrides_stay_apart_from_the_model_price_and_end_with_their_channel() -> anyhow::Result<()> {
+    for backend in BACKENDS {
+        let h = Harness::new(backend).await?;
+        let model_wide = price_published("gpt-4o", 2_000_000_000, BASE_US + 20);
+        let on_ch1_old = channel_price_published("gpt-4o", Some("ch_1"), 1_000_000_000, BASE_US + 21);
+        let on_ch1 = channel_price_published("gpt-4o", Some("ch_1"), 1_500_000_000, BASE_US + 22);
+        let on_ch2 = channel_price_published("gpt-4o", Some("ch_2"), 1_800_000_000, BASE_US + 23);
+        let mut events = channel_events(); // ch_1 updated and kept, ch_2 removed at BASE_US + 13.
+        let removal = events.pop().context("no removal event")?;
+        events.extend([model_wide.clone(), on_ch1_old.clone(), on_ch1.clone(), on_ch2.clone()]);
+        h.append_all(&events).await?;
+        h.catch_up(Projection::Control).await?;
+
+        let latest = read::latest_prices(&h.store).await?;
+        let seen: Vec<(Option<&str>, &str)> =
+            latest.iter().map(|p| (p.channel_id.as_deref(), p.version.as_str())).collect();
+        let want_before = [
+            (None, model_wide.id.to_string()),
+            (Some("ch_1"), on_ch1.id.to_string()),
+            (Some("ch_2"), on_ch2.id.to_string()),
+        ];
+        let want: Vec<(Option<&str>, &str)> = want_before.iter().map(|(c, v)| (*c, v.as_str())).collect();
+        ensure!(seen == want, "{backend:?}: latest {latest:?}");
+        ensure!(latest[0].input_per_mtok_nanos == 2_000_000_000, "an override leaves the model price");
+
+        // Removing ch_2 ends its override; the history keeps it, and ch_1's stays in force.
+        h.append_all(&[removal]).await?;
+        h.catch_up(Projection::Control).await?;
+        let latest = read::latest_prices(&h.store).await?;
+        let channels: Vec<Option<&str>> = latest.iter().map(|p| p.channel_id.as_deref()).collect();
+        ensure!(channels == [None, Some("ch_1")], "{backend:?}: latest {latest:?}");
+        let history = read::price_history(&h.store, "gpt-4o").await?;
+        ensure!(history.len() == 4, "{backend:?}: history {history:?}");
+        ensure!(history[3].channel_id.as_deref() == Some("ch_2"));
     }
     Ok(())
 }
