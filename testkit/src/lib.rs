@@ -2,6 +2,7 @@
 //! what the project does not own (LLM vendors).
 
 pub mod fake_anthropic;
+pub mod fake_gemini;
 pub mod fake_openai;
 pub mod nats_server;
 pub mod postgres;
