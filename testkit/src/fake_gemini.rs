@@ -401,7 +401,7 @@ fn error_response(status: u16, retry_after: Option<u32>) -> Response {
         500 => ("INTERNAL", "An internal error has occurred."),
         503 => ("UNAVAILABLE", "The model is overloaded. Please try again later."),
         504 => ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
-        400..=499 => ("FAILED_PRECONDITION", "Precondition check failed."),
+        s if (400..500).contains(&s) => ("FAILED_PRECONDITION", "Precondition check failed."),
         _ => ("UNKNOWN", "An unknown error has occurred."),
     };
     let mut error = json!({"code": status, "message": message, "status": kind});
