@@ -1,4 +1,4 @@
-//! Bearer-key (and, on Anthropic's routes, `x-api-key`) authentication against the in-memory key table. Every failure gets the same 401;
+//! Bearer-key (and, on Anthropic's routes, `x-api-key`; on Gemini's, `x-goog-api-key` or `?key=`) authentication against the in-memory key table. Every failure gets the same 401;
 //! the presented key is hashed and never logged or echoed.
 
 use std::sync::Arc;
@@ -26,6 +26,23 @@ pub fn authenticate(headers: &HeaderMap, state: &ControlState) -> Result<Arc<Key
 pub fn authenticate_anthropic(headers: &HeaderMap, state: &ControlState) -> Result<Arc<KeyEntry>, ApiError> {
     match headers.get("x-api-key") {
         Some(v) => lookup(v.to_str().map_err(|_| ApiError::InvalidApiKey)?.trim(), state),
+        None => authenticate(headers, state),
+    }
+}
+
+/// The caller's key from `x-goog-api-key` (Gemini's SDKs), else from the `key` query parameter,
+/// else from `Authorization: Bearer`.
+pub fn authenticate_gemini(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    state: &ControlState,
+) -> Result<Arc<KeyEntry>, ApiError> {
+    if let Some(v) = headers.get("x-goog-api-key") {
+        return lookup(v.to_str().map_err(|_| ApiError::InvalidApiKey)?.trim(), state);
+    }
+    let from_query = query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key"));
+    match from_query {
+        Some((_, key)) => lookup(key.trim(), state),
         None => authenticate(headers, state),
     }
 }

@@ -202,17 +202,23 @@ impl ApiError {
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     }
 
+    /// The body in Gemini's shape `{"error":{"code","message","status"}}`.
+    pub fn gemini_body(&self) -> Bytes {
+        let code = self.status_code().as_u16();
+        let status = crate::providers::gemini::error::status_name(code);
+        Bytes::from(crate::providers::gemini::stream::error_payload(code, status, &self.to_string()))
+    }
+
     /// The response in the shape of `protocol`.
     pub fn into_response_for(self, protocol: crate::request::Protocol) -> Response {
-        match protocol {
-            crate::request::Protocol::OpenAi => self.into_response(),
-            crate::request::Protocol::Anthropic => {
-                let body = self.anthropic_body();
-                let mut resp = self.into_response();
-                *resp.body_mut() = axum::body::Body::from(body);
-                resp
-            }
-        }
+        let body = match protocol {
+            crate::request::Protocol::OpenAi => return self.into_response(),
+            crate::request::Protocol::Anthropic => self.anthropic_body(),
+            crate::request::Protocol::Gemini => self.gemini_body(),
+        };
+        let mut resp = self.into_response();
+        *resp.body_mut() = axum::body::Body::from(body);
+        resp
     }
 }
 

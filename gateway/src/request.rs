@@ -26,6 +26,8 @@ pub enum Endpoint {
     Embeddings,
     /// `POST /v1/messages` (Anthropic's protocol).
     Messages,
+    /// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (Gemini's).
+    GenerateContent,
 }
 
 /// The protocol a client speaks, which decides the shape of every answer and error.
@@ -35,6 +37,8 @@ pub enum Protocol {
     OpenAi,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Google's Gemini API.
+    Gemini,
 }
 
 impl Endpoint {
@@ -45,6 +49,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
+            Endpoint::GenerateContent => "generate_content",
         }
     }
 
@@ -52,6 +57,7 @@ impl Endpoint {
     pub fn protocol(self) -> Protocol {
         match self {
             Endpoint::Messages => Protocol::Anthropic,
+            Endpoint::GenerateContent => Protocol::Gemini,
             Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => Protocol::OpenAi,
         }
     }
@@ -63,6 +69,8 @@ impl Endpoint {
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
+            // Never sent to an OpenAI channel as such: a Gemini call is translated to chat.
+            Endpoint::GenerateContent => "/chat/completions",
         }
     }
 
@@ -170,6 +178,61 @@ pub fn prepare(endpoint: Endpoint, body: Bytes) -> Result<Prepared, ApiError> {
         body.clone()
     };
     Ok(Prepared { endpoint, model, stream, client_wants_usage, user, original: body, upstream_body })
+}
+
+/// Parses and validates a Gemini `generateContent` body; the model and streaming come from the
+/// URL. The body goes upstream as received (a Gemini stream always carries usage).
+pub fn prepare_gemini(model: &str, stream: bool, body: Bytes) -> Result<Prepared, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::InvalidJson { message: "The request body is not valid UTF-8.".into(), param: None })?;
+    let fields = parse_object(text)?;
+    check_duplicates(&fields)?;
+    let mut contents = false;
+    for (k, v) in &fields {
+        match k.as_ref() {
+            k if REFUSED_FIELDS.contains(&k) => return Err(ApiError::UnsupportedParameter { param: k.to_owned() }),
+            "contents" => {
+                check_contents(v)?;
+                contents = true;
+            }
+            _ => {}
+        }
+    }
+    if !contents {
+        return Err(ApiError::MissingParameter { param: "contents".into() });
+    }
+    if model.is_empty() {
+        return Err(ApiError::MissingParameter { param: "model".into() });
+    }
+    Ok(Prepared {
+        endpoint: Endpoint::GenerateContent,
+        model: model.to_owned(),
+        stream,
+        client_wants_usage: true,
+        user: None,
+        original: body.clone(),
+        upstream_body: body,
+    })
+}
+
+/// The shape every Gemini content must have: an object whose `parts` is an array of objects.
+#[derive(Deserialize)]
+struct ContentShape<'a> {
+    #[serde(borrow)]
+    #[expect(dead_code, reason = "only its presence and type are checked")]
+    parts: Vec<&'a RawValue>,
+}
+
+fn check_contents(raw: &RawValue) -> Result<(), ApiError> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    serde_path_to_error::deserialize::<_, Vec<ContentShape<'_>>>(&mut de).map(|_| ()).map_err(|e| {
+        let path = e.path().to_string();
+        let param = if path == "." { "contents".to_owned() } else { format!("contents{path}") };
+        ApiError::InvalidJson {
+            message: format!("Invalid '{param}': expected an array of contents, each an object with a 'parts' array."),
+            param: Some(param),
+        }
+    })
 }
 
 #[derive(Deserialize)]

@@ -10,7 +10,8 @@ use crate::app::AppState;
 use crate::handlers;
 
 /// The router for `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`, and
-/// Anthropic's `/v1/messages` and `/v1/messages/count_tokens`.
+/// Anthropic's `/v1/messages` and `/v1/messages/count_tokens`, and Gemini's
+/// `/v1beta/models/{model}:generateContent`, `:streamGenerateContent` and `:countTokens`.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(handlers::proxy::chat_completions))
@@ -20,6 +21,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages", post(handlers::messages::create))
         .route("/v1/messages/count_tokens", post(handlers::messages::count_tokens))
         .route("/v1/messages/{*rest}", axum::routing::any(handlers::messages::unknown))
+        .route("/v1beta/models", get(handlers::gemini::list))
+        .route("/v1beta/models/{*rest}", get(handlers::gemini::get).post(handlers::gemini::action))
+        .route("/v1beta/{*rest}", axum::routing::any(handlers::gemini::unknown))
         .route_layer(middleware::from_fn_with_state(state.clone(), handlers::context::authenticate))
         .with_state(state)
         .layer(middleware::from_fn(handlers::context::request_id))

@@ -61,6 +61,23 @@ pub fn prompt_tokens(endpoint: Endpoint, model: &str, body: &[u8]) -> u64 {
                 }
             }
         }
+        Endpoint::GenerateContent => {
+            let system = v.get("systemInstruction").or_else(|| v.get("system_instruction"));
+            collect_text(system.and_then(|s| s.get("parts")), &mut text);
+            for c in v.get("contents").and_then(Value::as_array).into_iter().flatten() {
+                extra += TOKENS_PER_MESSAGE;
+                for p in c.get("parts").and_then(Value::as_array).into_iter().flatten() {
+                    match p.get("text").and_then(Value::as_str) {
+                        Some(t) => text.push_str(t),
+                        // Function calls and responses count by their JSON.
+                        None => text.push_str(&p.to_string()),
+                    }
+                }
+            }
+            if let Some(tools) = v.get("tools") {
+                text.push_str(&tools.to_string());
+            }
+        }
         Endpoint::Completions => collect_text(v.get("prompt"), &mut text),
         Endpoint::Embeddings => match v.get("input") {
             // Pre-tokenised input: one token per integer.

@@ -1,7 +1,8 @@
 //! One proxied call, run in its own task: try channels in order until one answers (only before
 //! anything reached the client), then finish as a plain JSON answer ([`unary`]) or a relayed
 //! stream ([`stream`]); calls where client and upstream are not both OpenAI go through [`vendor`]
-//! and [`vendor_stream`] instead. Billing (`usage.recorded`) and `request.logged` happen here.
+//! and [`vendor_stream`] instead (same-protocol pass-through for Anthropic and Gemini, translation
+//! through [`crate::canonical`] between protocols). Billing (`usage.recorded`) and `request.logged` happen here.
 
 mod stream;
 mod unary;
@@ -18,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::handlers::context::RequestId;
-use crate::providers::{Provider, anthropic, openai};
+use crate::providers::Provider;
 use crate::request::Prepared;
 use crate::state::{Channel, KeyEntry};
 use crate::tokenizer;
@@ -38,6 +39,8 @@ pub struct Call {
     pub price: Option<Arc<AppliedPrice>>,
     /// The client's `anthropic-beta` header, passed on to Anthropic channels on pass-through.
     pub anthropic_beta: Option<String>,
+    /// A Gemini client's stream framing: SSE (`alt=sse`) or, when false, one JSON array.
+    pub gemini_sse: bool,
 }
 
 impl Call {
@@ -67,25 +70,7 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
         // One first-byte budget per attempt, covering the headers and (for streams) the first event.
         let first_byte_deadline = tokio::time::Instant::now() + app.cfg.first_byte_timeout;
         let route = vendor::Route::new(call.prepared.endpoint.protocol(), Provider::of(&channel.provider));
-        let sent = match route {
-            vendor::Route::OpenAiToOpenAi => {
-                openai::send(&app.http, channel, &call.prepared, first_byte_deadline, app.cfg.idle_timeout).await
-            }
-            vendor::Route::AnthropicToOpenAi => match vendor::openai_request(&call) {
-                Ok(p) => openai::send(&app.http, channel, &p, first_byte_deadline, app.cfg.idle_timeout).await,
-                Err(e) => Err(e),
-            },
-            vendor::Route::AnthropicToAnthropic | vendor::Route::OpenAiToAnthropic => {
-                match vendor::anthropic_body(&call, route) {
-                    Ok(body) => {
-                        let beta =
-                            call.anthropic_beta.as_deref().filter(|_| route == vendor::Route::AnthropicToAnthropic);
-                        anthropic::send(&app.http, channel, body, beta, first_byte_deadline, app.cfg.idle_timeout).await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
+        let sent = vendor::send(&app, &call, channel, route, first_byte_deadline).await;
         let resp = match sent {
             Ok(r) => r,
             Err(a) => {
@@ -99,7 +84,7 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
         if call.prepared.stream {
             match stream::start(resp, first_byte_deadline).await {
                 Ok(started) => {
-                    if route == vendor::Route::OpenAiToOpenAi {
+                    if route.is_openai_pass() {
                         stream::relay(app, call, channel.clone(), started, reply, attempts).await;
                     } else {
                         vendor_stream::relay(app, call, channel.clone(), route, started, reply, attempts).await;
@@ -115,18 +100,18 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
                 }
             }
         }
-        let answer = if route == vendor::Route::OpenAiToOpenAi {
-            unary::finish(&app, &call, channel, resp).await
+        let answer = if route.is_openai_pass() {
+            unary::finish(&app, &call, channel, resp).await.map(|r| (r, None))
         } else {
             vendor::finish(&app, &call, channel, route, resp).await
         };
         let (status, class) = match &answer {
-            Ok(_) => (200, None),
+            Ok((_, class)) => (200, class.map(str::to_owned)),
             Err(e) => (e.status_code().as_u16(), Some(e.class().to_owned())),
         };
         log_request(&app, &call, Some(channel), status, attempts, None, class);
         let _ = reply.send(match answer {
-            Ok(r) => r,
+            Ok((r, _)) => r,
             Err(e) => e.into_response_for(call.prepared.endpoint.protocol()),
         });
         return;

@@ -74,11 +74,16 @@ pub(super) struct Sink {
 impl Sink {
     /// Sends the SSE response head through `reply` and returns the sink its body reads from.
     pub(super) fn open(reply: oneshot::Sender<Response>) -> Sink {
+        Sink::open_as(reply, "text/event-stream")
+    }
+
+    /// Like [`Sink::open`], with another content type (a Gemini stream written as a JSON array).
+    pub(super) fn open_as(reply: oneshot::Sender<Response>, content_type: &'static str) -> Sink {
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
         let mut head = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
         *head.status_mut() = StatusCode::OK;
         let h = head.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         let mut sink = Sink { tx: Some(tx), gone_at: None, drained: 0 };
@@ -110,17 +115,18 @@ impl Sink {
 }
 
 /// The next upstream event, reading more of the body as needed: within the idle timeout while
-/// the client listens, within the drain caps once it has left. `Err` says how the stream ended.
+/// the client listens, within the drain caps once it has left. `None` when the upstream closed
+/// the connection; `Err` when the stream ended otherwise.
 pub(super) async fn next_event(
     app: &AppState,
     parser: &mut SseParser,
     resp: &mut reqwest::Response,
     sink: &mut Sink,
-) -> Result<SseEvent, End> {
+) -> Result<Option<SseEvent>, End> {
     loop {
         match parser.next_event() {
             Err(_) => return Err(End::Failed("upstream_protocol_error", "The upstream sent an invalid stream.")),
-            Ok(Some(e)) => return Ok(e),
+            Ok(Some(e)) => return Ok(Some(e)),
             Ok(None) => {}
         }
         let wait = match sink.gone_at {
@@ -143,11 +149,7 @@ pub(super) async fn next_event(
                 }
                 parser.push(&c);
             }
-            Ok(Ok(None)) => {
-                return parser
-                    .finish()
-                    .ok_or(End::Failed("upstream_error", "The upstream closed the stream before it finished."));
-            }
+            Ok(Ok(None)) => return Ok(parser.finish()),
         }
     }
 }
@@ -161,6 +163,10 @@ pub(super) enum End {
     /// The client left and the drain cap was reached.
     DrainCapped,
 }
+
+/// A stream whose connection closed before its final frame (every protocol but Gemini ends with
+/// one; a Gemini stream ends by closing).
+pub(super) const CUT: End = End::Failed("upstream_error", "The upstream closed the stream before it finished.");
 
 fn data_frame(payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(payload.len() + 8);
@@ -197,7 +203,8 @@ pub async fn relay(
         let event = match next.take() {
             Some(e) => e,
             None => match next_event(&app, &mut parser, &mut resp, &mut sink).await {
-                Ok(e) => e,
+                Ok(Some(e)) => e,
+                Ok(None) => break CUT,
                 Err(end) => break end,
             },
         };

@@ -1,8 +1,8 @@
 //! Calls where the client and the upstream are not both OpenAI: which way a call goes
-//! ([`Route`]), the body sent upstream (the client's own bytes for Anthropic → Anthropic, a
-//! translation through [`crate::canonical`] otherwise), and finishing a non-stream answer
-//! (bill from the *upstream's* usage object, then answer in the client's protocol). The OpenAI →
-//! OpenAI pass-through never comes here.
+//! ([`Route`]), the request sent upstream (the client's own bytes when both sides speak the same
+//! protocol, a translation through [`crate::canonical`] otherwise), and finishing a non-stream
+//! answer (bill from the *upstream's* usage object, then answer in the client's protocol). The
+//! OpenAI → OpenAI pass-through never comes here for its answer.
 
 use std::sync::Arc;
 
@@ -15,9 +15,9 @@ use serde_json::Value;
 
 use super::{Call, estimate};
 use crate::app::AppState;
-use crate::canonical::{Part, Unsupported, openai_chat};
+use crate::canonical::{self, FinishReason, Part, Unsupported, openai_chat};
 use crate::error::ApiError;
-use crate::providers::{AttemptError, Provider, anthropic};
+use crate::providers::{AttemptError, Provider, anthropic, gemini, openai};
 use crate::request::{Endpoint, Prepared, Protocol};
 use crate::state::Channel;
 use crate::usage::Consumption;
@@ -25,33 +25,37 @@ use crate::usage::Consumption;
 /// Largest upstream JSON answer we buffer.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Client protocol → upstream protocol of one attempt.
+/// The class logged for an answer the upstream filtered (a 200 with no usable content).
+pub const CONTENT_FILTERED: &str = "content_filtered";
+
+/// Client protocol → upstream adapter of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// Pass-through, the existing hot path.
-    OpenAiToOpenAi,
-    /// Pass-through of an Anthropic client to an Anthropic channel.
-    AnthropicToAnthropic,
-    /// An OpenAI client on an Anthropic channel.
-    OpenAiToAnthropic,
-    /// An Anthropic client on an OpenAI(-compatible) channel.
-    AnthropicToOpenAi,
+pub struct Route {
+    /// What the client speaks.
+    pub client: Protocol,
+    /// What the channel speaks.
+    pub upstream: Provider,
 }
 
 impl Route {
     /// The route for a client protocol and a channel's adapter.
     pub fn new(client: Protocol, upstream: Provider) -> Route {
-        match (client, upstream) {
-            (Protocol::OpenAi, Provider::OpenAi) => Route::OpenAiToOpenAi,
-            (Protocol::Anthropic, Provider::Anthropic) => Route::AnthropicToAnthropic,
-            (Protocol::OpenAi, Provider::Anthropic) => Route::OpenAiToAnthropic,
-            (Protocol::Anthropic, Provider::OpenAi) => Route::AnthropicToOpenAi,
-        }
+        Route { client, upstream }
     }
 
-    /// Whether the upstream speaks Anthropic.
-    pub fn upstream_is_anthropic(self) -> bool {
-        matches!(self, Route::AnthropicToAnthropic | Route::OpenAiToAnthropic)
+    /// Both sides speak the same protocol: the client's bytes go up and the upstream's come back.
+    pub fn is_pass(self) -> bool {
+        matches!(
+            (self.client, self.upstream),
+            (Protocol::OpenAi, Provider::OpenAi)
+                | (Protocol::Anthropic, Provider::Anthropic)
+                | (Protocol::Gemini, Provider::Gemini)
+        )
+    }
+
+    /// The OpenAI pass-through, the hot path with its own relay.
+    pub fn is_openai_pass(self) -> bool {
+        self.client == Protocol::OpenAi && self.upstream == Provider::OpenAi
     }
 }
 
@@ -75,31 +79,40 @@ fn unsupported(u: Unsupported) -> AttemptError {
     AttemptError { error: ApiError::Unsupported { param: u.param, message: u.message }, retriable: true }
 }
 
-/// The request to send to an Anthropic channel.
-pub fn anthropic_body(call: &Call, route: Route) -> Result<Bytes, AttemptError> {
-    if route == Route::AnthropicToAnthropic {
-        return Ok(call.prepared.upstream_body.clone());
-    }
-    if call.prepared.endpoint != Endpoint::ChatCompletions {
-        return Err(unsupported(Unsupported::new(
+/// The client's request in canonical form.
+fn canonical_request(call: &Call) -> Result<canonical::Request, AttemptError> {
+    let p = &call.prepared;
+    match p.endpoint {
+        Endpoint::ChatCompletions => {
+            let req: openai_chat::wire::ChatRequest = parse(&p.original)?;
+            openai_chat::convert::request_to_canonical(req).map_err(unsupported)
+        }
+        Endpoint::Messages => {
+            let req: anthropic::wire::MessagesRequest = parse(&p.original)?;
+            anthropic::convert::request_to_canonical(req).map_err(unsupported)
+        }
+        Endpoint::GenerateContent => {
+            let v: Value = parse(&p.original)?;
+            gemini::convert::request_to_canonical(&v, &p.model, p.stream).map_err(unsupported)
+        }
+        Endpoint::Completions | Endpoint::Embeddings => Err(unsupported(Unsupported::new(
             "model",
-            format!("This model's provider does not support /v1/{}.", call.prepared.endpoint.name()),
-        )));
+            format!("This model's provider does not support /v1/{}.", p.endpoint.name()),
+        ))),
     }
-    let req: openai_chat::wire::ChatRequest = parse(&call.prepared.original)?;
-    let canonical = openai_chat::convert::request_to_canonical(req).map_err(unsupported)?;
-    let body = anthropic::convert::request_from_canonical(&canonical).map_err(unsupported)?;
-    Ok(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
 }
 
-/// The request to send to an OpenAI channel for an Anthropic client, as a [`Prepared`] chat
-/// completion (`upstream_body` asks for the usage chunk; `original` does not, for vendors that
-/// refuse `stream_options`).
-pub fn openai_request(call: &Call) -> Result<Prepared, AttemptError> {
-    let req: anthropic::wire::MessagesRequest = parse(&call.prepared.original)?;
-    let canonical = anthropic::convert::request_to_canonical(req).map_err(unsupported)?;
+fn json_bytes(v: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// The request to send to an OpenAI channel for a client of another protocol, as a [`Prepared`]
+/// chat completion (`upstream_body` asks for the usage chunk; `original` does not, for vendors
+/// that refuse `stream_options`).
+fn openai_request(call: &Call) -> Result<Prepared, AttemptError> {
+    let canonical = canonical_request(call)?;
     let mut body = openai_chat::convert::request_from_canonical(&canonical).map_err(unsupported)?;
-    let upstream_body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let upstream_body = json_bytes(&body);
     if let Some(o) = body.as_object_mut() {
         o.remove("stream_options");
     }
@@ -109,9 +122,43 @@ pub fn openai_request(call: &Call) -> Result<Prepared, AttemptError> {
         stream: call.prepared.stream,
         client_wants_usage: false,
         user: call.prepared.user.clone(),
-        original: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        original: json_bytes(&body),
         upstream_body,
     })
+}
+
+/// Sends one attempt of `call` to `channel` on `route`, translating the request when needed.
+pub async fn send(
+    app: &AppState,
+    call: &Call,
+    channel: &Channel,
+    route: Route,
+    deadline: tokio::time::Instant,
+) -> Result<reqwest::Response, AttemptError> {
+    let (http, idle) = (&app.http, app.cfg.idle_timeout);
+    let p = &call.prepared;
+    match route.upstream {
+        Provider::OpenAi if route.is_pass() => openai::send(http, channel, p, deadline, idle).await,
+        Provider::OpenAi => openai::send(http, channel, &openai_request(call)?, deadline, idle).await,
+        Provider::Anthropic => {
+            let (body, beta) = if route.is_pass() {
+                (p.upstream_body.clone(), call.anthropic_beta.as_deref())
+            } else {
+                let c = canonical_request(call)?;
+                (json_bytes(&anthropic::convert::request_from_canonical(&c).map_err(unsupported)?), None)
+            };
+            anthropic::send(http, channel, body, beta, deadline, idle).await
+        }
+        Provider::Gemini => {
+            let body = if route.is_pass() {
+                p.upstream_body.clone()
+            } else {
+                let c = canonical_request(call)?;
+                json_bytes(&gemini::convert::request_from_canonical(&c).map_err(unsupported)?)
+            };
+            gemini::send(http, channel, &p.model, p.stream, body, deadline, idle).await
+        }
+    }
 }
 
 /// Seconds since the epoch, for OpenAI's `created`.
@@ -122,14 +169,15 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Reads, bills and answers a non-stream call on `route` (never [`Route::OpenAiToOpenAi`]).
+/// Reads, bills and answers a non-stream call on `route` (never the OpenAI pass-through). The
+/// second value is the class to log for an answer that is a 200 but was filtered.
 pub async fn finish(
     app: &AppState,
     call: &Call,
     channel: &Arc<Channel>,
     route: Route,
     mut resp: reqwest::Response,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, Option<&'static str>), ApiError> {
     let mut body = Vec::with_capacity(resp.content_length().map_or(4096, |n| n.min(1 << 20) as usize));
     loop {
         match tokio::time::timeout(app.cfg.idle_timeout, resp.chunk()).await {
@@ -148,19 +196,23 @@ pub async fn finish(
         tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");
         ApiError::UpstreamInvalidResponse
     })?;
-    let upstream_anthropic = route.upstream_is_anthropic();
-    if (upstream_anthropic && v.get("type").and_then(Value::as_str) == Some("error"))
-        || (!upstream_anthropic && v.get("error").is_some_and(|e| !e.is_null()))
-    {
-        return Err(ApiError::Upstream);
-    }
-    let canonical = if upstream_anthropic {
-        anthropic::convert::response_to_canonical(&v)
-    } else {
-        openai_chat::convert::response_to_canonical(&v)
+    let (canonical, usage_field) = match route.upstream {
+        Provider::Anthropic if v.get("type").and_then(Value::as_str) == Some("error") => {
+            return Err(ApiError::Upstream);
+        }
+        Provider::Anthropic => (anthropic::convert::response_to_canonical(&v), "usage"),
+        Provider::OpenAi | Provider::Gemini if v.get("error").is_some_and(|e| !e.is_null()) => {
+            return Err(ApiError::Upstream);
+        }
+        Provider::OpenAi => (openai_chat::convert::response_to_canonical(&v), "usage"),
+        Provider::Gemini => (gemini::convert::response_to_canonical(&v), "usageMetadata"),
     };
-    let raw = v.get("usage").filter(|u| !u.is_null()).cloned();
-    let model_served = v.get("model").and_then(Value::as_str).map(str::to_owned);
+    let raw = v.get(usage_field).filter(|u| !u.is_null()).cloned();
+    let model_served = match route.upstream {
+        Provider::Gemini => v.get("modelVersion"),
+        Provider::OpenAi | Provider::Anthropic => v.get("model"),
+    };
+    let model_served = model_served.and_then(Value::as_str).filter(|m| !m.is_empty()).map(str::to_owned);
     let consumption = match (canonical.usage, raw) {
         (Some(tokens), Some(raw)) => {
             Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served }
@@ -184,16 +236,17 @@ pub async fn finish(
         tracing::error!(error = %e, "Usage could not be recorded; the answer is withheld.");
         return Err(ApiError::UsageNotRecorded);
     }
-    let out = match route {
-        Route::OpenAiToOpenAi | Route::AnthropicToAnthropic => Bytes::from(body),
-        Route::OpenAiToAnthropic => json_bytes(&openai_chat::convert::response_from_canonical(&canonical, now_secs())),
-        Route::AnthropicToOpenAi => json_bytes(&anthropic::convert::response_from_canonical(&canonical)),
+    let out = if route.is_pass() {
+        Bytes::from(body)
+    } else {
+        match route.client {
+            Protocol::OpenAi => json_bytes(&openai_chat::convert::response_from_canonical(&canonical, now_secs())),
+            Protocol::Anthropic => json_bytes(&anthropic::convert::response_from_canonical(&canonical)),
+            Protocol::Gemini => json_bytes(&gemini::convert::response_from_canonical(&canonical)),
+        }
     };
     let mut out = (StatusCode::OK, out).into_response();
     out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(out)
-}
-
-fn json_bytes(v: &Value) -> Bytes {
-    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+    let class = (canonical.finish == Some(FinishReason::ContentFilter)).then_some(CONTENT_FILTERED);
+    Ok((out, class))
 }

@@ -1,9 +1,11 @@
-//! Relaying a stream when the client and the upstream are not both OpenAI: Anthropic events
-//! passed through (usage read from `message_start` and the cumulative `message_delta`), or
-//! translated event by event through canonical deltas. Billing and endings are exactly those of
-//! [`super::stream`]: one `usage.recorded`, made durable before the final frame (`message_stop`
-//! or `[DONE]`); failures become one in-band error in the client's protocol; a client that
-//! leaves is billed after a bounded drain.
+//! Relaying a stream when the client and the upstream are not both OpenAI: Anthropic and Gemini
+//! streams passed through to a client of the same protocol (usage read on the way: Anthropic's
+//! `message_start` and cumulative `message_delta`, Gemini's last `usageMetadata`), or translated
+//! event by event through canonical deltas from any upstream to any client protocol. Billing and
+//! endings are exactly those of [`super::stream`]: one `usage.recorded`, made durable before the
+//! final frame (`message_stop`, `[DONE]`, or Gemini's chunk carrying `finishReason`); failures
+//! become one in-band error in the client's protocol; a client that leaves is billed after a
+//! bounded drain.
 
 use std::sync::Arc;
 
@@ -13,29 +15,20 @@ use schemas::{EventBody, StreamOutcome, UsageSource};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::stream::{End, Sink, Started, next_event};
-use super::vendor::{Route, now_secs};
+use super::stream::{CUT, End, Sink, Started, next_event};
+use super::vendor::{CONTENT_FILTERED, Route, now_secs};
 use super::{Call, estimate, log_request};
 use crate::app::AppState;
-use crate::canonical::Delta;
 use crate::canonical::openai_chat::stream::{ChunkDecoder, ChunkEncoder, ChunkError};
+use crate::canonical::{Delta, FinishReason};
 use crate::error::error_body;
-use crate::providers::anthropic::stream::{
-    self as astream, CumulativeUsage, Decoder, DeltaView, Encoder, EventView, Step,
-};
+use crate::providers::Provider;
+use crate::providers::anthropic::stream::{self as astream, CumulativeUsage, DeltaView, EventView, Step};
+use crate::providers::gemini::stream::{self as gstream, Framing};
 use crate::providers::openai::stream::SseEvent;
+use crate::request::Protocol;
 use crate::state::Channel;
 use crate::usage::{self, Consumption, TokenCounts};
-
-/// Per-route state.
-enum Mode {
-    /// Anthropic → Anthropic: frames go out as received; `message_stop` is held until billed.
-    Pass { usage: CumulativeUsage },
-    /// OpenAI client, Anthropic upstream.
-    ToOpenAi { dec: Decoder, enc: ChunkEncoder },
-    /// Anthropic client, OpenAI upstream.
-    ToAnthropic { dec: ChunkDecoder, enc: Encoder },
-}
 
 /// What one upstream event changed.
 enum Next {
@@ -44,46 +37,211 @@ enum Next {
     Failed(&'static str, &'static str),
 }
 
-/// An Anthropic `error` event: overloaded and rate-limited keep their class (the client may
-/// retry), anything else is an upstream failure. Anthropic's own message is not passed on.
-fn anthropic_failure(v: &Value) -> Next {
-    failure_of(v.pointer("/error/type").and_then(Value::as_str))
-}
+const BAD_EVENT: Next = Next::Failed("upstream_protocol_error", "The upstream sent an invalid stream event.");
+const FAILED: Next = Next::Failed("upstream_error", "The upstream failed mid-stream.");
+const OVERLOADED: Next = Next::Failed("upstream_overloaded", "The upstream provider is overloaded; retry later.");
 
-fn failure_of(kind: Option<&str>) -> Next {
+/// An upstream's in-band error: overloaded and rate-limited keep their class (the client may
+/// retry), anything else is an upstream failure. The upstream's own message is not passed on.
+fn anthropic_failure(kind: Option<&str>) -> Next {
     match kind {
-        Some("overloaded_error" | "rate_limit_error") => {
-            Next::Failed("upstream_overloaded", "The upstream provider is overloaded; retry later.")
-        }
-        _ => Next::Failed("upstream_error", "The upstream failed mid-stream."),
+        Some("overloaded_error" | "rate_limit_error") => OVERLOADED,
+        _ => FAILED,
     }
 }
 
-const BAD_EVENT: Next = Next::Failed("upstream_protocol_error", "The upstream sent an invalid stream event.");
+fn gemini_failure(status: Option<&str>) -> Next {
+    match status {
+        Some("RESOURCE_EXHAUSTED" | "UNAVAILABLE") => OVERLOADED,
+        _ => FAILED,
+    }
+}
+
+/// Reads an upstream's events into canonical deltas.
+enum Decoder {
+    OpenAi(ChunkDecoder),
+    Anthropic(astream::Decoder),
+    Gemini(gstream::Decoder),
+}
+
+impl Decoder {
+    fn new(upstream: Provider) -> Decoder {
+        match upstream {
+            Provider::OpenAi => Decoder::OpenAi(ChunkDecoder::default()),
+            Provider::Anthropic => Decoder::Anthropic(astream::Decoder::default()),
+            Provider::Gemini => Decoder::Gemini(gstream::Decoder::default()),
+        }
+    }
+
+    fn decode(&mut self, event: SseEvent, out: &mut Vec<Delta>) -> Next {
+        match (self, event) {
+            // `[DONE]` ends an OpenAI stream; the others never send it.
+            (Decoder::OpenAi(_), SseEvent::Done) => Next::Done,
+            (Decoder::Anthropic(_) | Decoder::Gemini(_), SseEvent::Done) => Next::More,
+            (Decoder::OpenAi(d), SseEvent::Data(data)) => match d.decode(&data, out) {
+                Ok(()) => Next::More,
+                Err(ChunkError::Upstream) => FAILED,
+                Err(ChunkError::Invalid) => BAD_EVENT,
+            },
+            (Decoder::Anthropic(d), SseEvent::Data(data)) => {
+                let Ok(v) = serde_json::from_slice::<Value>(&data) else { return BAD_EVENT };
+                match d.decode(&v, out) {
+                    Step::More => Next::More,
+                    Step::Stop => Next::Done,
+                    Step::Error => anthropic_failure(v.pointer("/error/type").and_then(Value::as_str)),
+                    Step::Invalid => BAD_EVENT,
+                }
+            }
+            (Decoder::Gemini(d), SseEvent::Data(data)) => match d.decode(&data, out) {
+                gstream::Step::More => Next::More,
+                gstream::Step::Error(status) => gemini_failure(status.as_deref()),
+                gstream::Step::Invalid => BAD_EVENT,
+            },
+        }
+    }
+
+    /// Whether a closed connection is the normal end (a Gemini stream that sent its finish).
+    fn done_on_close(&self) -> bool {
+        matches!(self, Decoder::Gemini(d) if d.finished())
+    }
+
+    /// Deltas owed at the end of the upstream stream (Gemini's finish reason, held until then).
+    fn end(&mut self, out: &mut Vec<Delta>) {
+        if let Decoder::Gemini(d) = self {
+            d.end(out);
+        }
+    }
+
+    fn reported(&self) -> Option<(TokenCounts, Value)> {
+        match self {
+            Decoder::OpenAi(d) => {
+                let raw = serde_json::value::to_raw_value(d.usage_raw.as_ref()?).ok()?;
+                usage::from_openai(&raw)
+            }
+            Decoder::Anthropic(d) => d.usage.get(),
+            Decoder::Gemini(d) => d.usage.clone(),
+        }
+    }
+}
+
+/// Writes canonical deltas in a client's protocol.
+enum Encoder {
+    OpenAi(ChunkEncoder),
+    Anthropic(astream::Encoder),
+    Gemini(gstream::Encoder),
+}
+
+impl Encoder {
+    fn encode(&mut self, d: Delta, out: &mut Vec<Bytes>) {
+        match self {
+            Encoder::OpenAi(e) => e.encode(d, out),
+            Encoder::Anthropic(e) => e.encode(d, out),
+            Encoder::Gemini(e) => e.encode(d, out),
+        }
+    }
+
+    /// Frames that close the answer's content, sent before billing (Anthropic's `message_delta`).
+    fn end(&mut self, out: &mut Vec<Bytes>) {
+        if let Encoder::Anthropic(e) = self {
+            e.end(out);
+        }
+    }
+
+    /// The frames that end a successful stream, sent after the usage is durable.
+    fn final_frames(&mut self, out: &mut Vec<Bytes>) {
+        match self {
+            Encoder::OpenAi(e) => {
+                out.extend(e.usage_frame());
+                out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+            }
+            Encoder::Anthropic(_) => out.push(astream::Encoder::stop_frame()),
+            Encoder::Gemini(e) => {
+                e.end(out);
+                out.extend(e.framer.close());
+            }
+        }
+    }
+}
+
+/// Per-route state.
+enum Mode {
+    /// Anthropic → Anthropic: frames go out as received; `message_stop` is held until billed.
+    AnthropicPass { usage: CumulativeUsage },
+    /// Gemini → Gemini: chunks go out as received (re-framed for the client); the chunk with the
+    /// finish reason, and any after it, are held until billed.
+    GeminiPass { dec: gstream::Decoder, framer: gstream::Framer, held: Vec<Bytes> },
+    /// Different protocols: decode to canonical deltas, encode for the client.
+    Translate { dec: Decoder, enc: Encoder },
+}
 
 struct Acc {
     text: String,
     model_served: Option<String>,
     deltas: Vec<Delta>,
+    finish: Option<FinishReason>,
+}
+
+impl Acc {
+    /// Takes the decoded deltas, noting each, and hands them to `f`.
+    fn drain(&mut self, mut f: impl FnMut(Delta)) {
+        let mut deltas = std::mem::take(&mut self.deltas);
+        for d in deltas.drain(..) {
+            self.note(&d);
+            f(d);
+        }
+        self.deltas = deltas;
+    }
+
+    /// Keeps what billing and logging need from a delta.
+    fn note(&mut self, d: &Delta) {
+        match d {
+            Delta::Text(t) | Delta::Thinking(t) | Delta::ToolCallArgs { json: t, .. } => self.text.push_str(t),
+            Delta::Start { model: m, .. } if self.model_served.is_none() && !m.is_empty() => {
+                self.model_served = Some(m.clone());
+            }
+            Delta::Finish { reason, .. } => self.finish = Some(*reason),
+            _ => {}
+        }
+    }
 }
 
 impl Mode {
-    fn on_event(&mut self, event: SseEvent, acc: &mut Acc, out: &mut Vec<Bytes>) -> Next {
-        let data = match event {
-            SseEvent::Done => {
-                return match self {
-                    // `[DONE]` ends an OpenAI stream; Anthropic streams never send it.
-                    Mode::ToAnthropic { enc, .. } => {
-                        enc.end(out);
-                        Next::Done
+    fn new(call: &Call, route: Route) -> Mode {
+        let framing = if call.gemini_sse { Framing::Sse } else { Framing::JsonArray };
+        match (route.client, route.upstream) {
+            (Protocol::Anthropic, Provider::Anthropic) => Mode::AnthropicPass { usage: CumulativeUsage::default() },
+            (Protocol::Gemini, Provider::Gemini) => Mode::GeminiPass {
+                dec: gstream::Decoder::default(),
+                framer: gstream::Framer::new(framing),
+                held: Vec::new(),
+            },
+            (client, upstream) => Mode::Translate {
+                dec: Decoder::new(upstream),
+                enc: match client {
+                    Protocol::OpenAi => {
+                        Encoder::OpenAi(ChunkEncoder::new(now_secs(), call.prepared.client_wants_usage))
                     }
-                    Mode::Pass { .. } | Mode::ToOpenAi { .. } => Next::More,
-                };
-            }
-            SseEvent::Data(d) => d,
-        };
+                    Protocol::Anthropic => Encoder::Anthropic(astream::Encoder::default()),
+                    Protocol::Gemini => Encoder::Gemini(gstream::Encoder::new(framing)),
+                },
+            },
+        }
+    }
+
+    fn client(&self) -> Protocol {
         match self {
-            Mode::Pass { usage } => {
+            Mode::AnthropicPass { .. } => Protocol::Anthropic,
+            Mode::GeminiPass { .. } => Protocol::Gemini,
+            Mode::Translate { enc: Encoder::OpenAi(_), .. } => Protocol::OpenAi,
+            Mode::Translate { enc: Encoder::Anthropic(_), .. } => Protocol::Anthropic,
+            Mode::Translate { enc: Encoder::Gemini(_), .. } => Protocol::Gemini,
+        }
+    }
+
+    fn on_event(&mut self, event: SseEvent, acc: &mut Acc, out: &mut Vec<Bytes>) -> Next {
+        match self {
+            Mode::AnthropicPass { usage } => {
+                let SseEvent::Data(data) = event else { return Next::More };
                 // Read without building a JSON tree: this is the Anthropic hot path.
                 let Ok(v) = serde_json::from_slice::<EventView<'_>>(&data) else { return BAD_EVENT };
                 let kind: &str = &v.kind;
@@ -102,7 +260,7 @@ impl Mode {
                         }
                     }
                     "message_stop" => return Next::Done,
-                    "error" => return failure_of(v.error.as_ref().and_then(|e| e.kind.as_deref())),
+                    "error" => return anthropic_failure(v.error.as_ref().and_then(|e| e.kind.as_deref())),
                     "" => return BAD_EVENT,
                     _ => {}
                 }
@@ -118,87 +276,113 @@ impl Mode {
                 out.push(Bytes::from(f));
                 Next::More
             }
-            Mode::ToOpenAi { dec, enc } => {
-                let Ok(v) = serde_json::from_slice::<Value>(&data) else { return BAD_EVENT };
-                let step = dec.decode(&v, &mut acc.deltas);
-                for d in acc.deltas.drain(..) {
-                    note(&mut acc.text, &mut acc.model_served, &d);
-                    enc.encode(d, out);
-                }
+            Mode::GeminiPass { dec, framer, held } => {
+                let SseEvent::Data(data) = event else { return Next::More };
+                let step = dec.decode(&data, &mut acc.deltas);
+                acc.drain(|_| {});
                 match step {
-                    Step::More => Next::More,
-                    Step::Stop => Next::Done,
-                    Step::Error => anthropic_failure(&v),
-                    Step::Invalid => BAD_EVENT,
+                    gstream::Step::More => {
+                        let frame = framer.chunk(&data);
+                        if dec.finished() {
+                            held.push(frame)
+                        } else {
+                            out.push(frame)
+                        }
+                        Next::More
+                    }
+                    gstream::Step::Error(status) => gemini_failure(status.as_deref()),
+                    gstream::Step::Invalid => BAD_EVENT,
                 }
             }
-            Mode::ToAnthropic { dec, enc } => {
-                let decoded = dec.decode(&data, &mut acc.deltas);
-                for d in acc.deltas.drain(..) {
-                    note(&mut acc.text, &mut acc.model_served, &d);
-                    enc.encode(d, out);
-                }
-                match decoded {
-                    Ok(()) => Next::More,
-                    Err(ChunkError::Upstream) => Next::Failed("upstream_error", "The upstream failed mid-stream."),
-                    Err(ChunkError::Invalid) => BAD_EVENT,
-                }
+            Mode::Translate { dec, enc } => {
+                let next = dec.decode(event, &mut acc.deltas);
+                acc.drain(|d| enc.encode(d, out));
+                next
+            }
+        }
+    }
+
+    /// Whether a closed upstream connection is the normal end of this stream.
+    fn done_on_close(&self) -> bool {
+        match self {
+            Mode::AnthropicPass { .. } => false,
+            Mode::GeminiPass { dec, .. } => dec.finished(),
+            Mode::Translate { dec, .. } => dec.done_on_close(),
+        }
+    }
+
+    /// The upstream finished: close the content, before billing.
+    fn finish_content(&mut self, acc: &mut Acc, out: &mut Vec<Bytes>) {
+        match self {
+            Mode::AnthropicPass { .. } => {}
+            Mode::GeminiPass { dec, .. } => {
+                dec.end(&mut acc.deltas);
+                acc.drain(|_| {});
+            }
+            Mode::Translate { dec, enc } => {
+                dec.end(&mut acc.deltas);
+                acc.drain(|d| enc.encode(d, out));
+                enc.end(out);
             }
         }
     }
 
     fn reported(&self) -> Option<(TokenCounts, Value)> {
         match self {
-            Mode::Pass { usage } => usage.get(),
-            Mode::ToOpenAi { dec, .. } => dec.usage.get(),
-            Mode::ToAnthropic { dec, .. } => {
-                let raw = serde_json::value::to_raw_value(dec.usage_raw.as_ref()?).ok()?;
-                usage::from_openai(&raw)
-            }
+            Mode::AnthropicPass { usage } => usage.get(),
+            Mode::GeminiPass { dec, .. } => dec.usage.clone(),
+            Mode::Translate { dec, .. } => dec.reported(),
         }
     }
 
     /// The frames that end a successful stream, sent after the usage is durable.
-    fn final_frames(&self, out: &mut Vec<Bytes>) {
+    fn final_frames(&mut self, out: &mut Vec<Bytes>) {
         match self {
-            Mode::Pass { .. } | Mode::ToAnthropic { .. } => out.push(Encoder::stop_frame()),
-            Mode::ToOpenAi { enc, .. } => {
-                out.extend(enc.usage_frame());
-                out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+            Mode::AnthropicPass { .. } => out.push(astream::Encoder::stop_frame()),
+            Mode::GeminiPass { framer, held, .. } => {
+                out.append(held);
+                out.extend(framer.close());
             }
+            Mode::Translate { enc, .. } => enc.final_frames(out),
         }
     }
 
-    fn error_frame(&self, code: &str, message: &str) -> Bytes {
-        match self {
-            Mode::ToOpenAi { .. } => {
+    fn error_frames(&mut self, code: &str, message: &str, out: &mut Vec<Bytes>) {
+        match self.client() {
+            Protocol::OpenAi => {
                 let mut b = b"data: ".to_vec();
                 b.extend_from_slice(&error_body(message, "upstream_error", None, Some(code)));
                 b.extend_from_slice(b"\n\n");
-                Bytes::from(b)
+                out.push(Bytes::from(b));
             }
-            Mode::Pass { .. } | Mode::ToAnthropic { .. } => {
+            Protocol::Anthropic => {
                 let kind = match code {
                     "upstream_timeout" => "timeout_error",
                     "upstream_overloaded" => "overloaded_error",
                     _ => "api_error",
                 };
-                astream::error_frame(kind, message)
+                out.push(astream::error_frame(kind, message));
+            }
+            Protocol::Gemini => {
+                let (status, name) = match code {
+                    "upstream_timeout" => (504, "DEADLINE_EXCEEDED"),
+                    "upstream_overloaded" | "usage_not_recorded" => (503, "UNAVAILABLE"),
+                    _ => (502, "INTERNAL"),
+                };
+                let payload = gstream::error_payload(status, name, message);
+                let framer = match self {
+                    Mode::GeminiPass { framer, .. } => framer,
+                    Mode::Translate { enc: Encoder::Gemini(e), .. } => &mut e.framer,
+                    _ => return,
+                };
+                out.push(framer.chunk(&payload));
+                out.extend(framer.close());
             }
         }
     }
 }
 
-/// Keeps what billing needs from a delta: generated text for estimates, the model served.
-fn note(text: &mut String, model: &mut Option<String>, d: &Delta) {
-    match d {
-        Delta::Text(t) | Delta::Thinking(t) | Delta::ToolCallArgs { json: t, .. } => text.push_str(t),
-        Delta::Start { model: m, .. } if model.is_none() && !m.is_empty() => *model = Some(m.clone()),
-        _ => {}
-    }
-}
-
-/// Streams to the client on `route` (never [`Route::OpenAiToOpenAi`]), bills, logs.
+/// Streams to the client on `route` (never the OpenAI pass-through), bills, logs.
 pub async fn relay(
     app: AppState,
     call: Call,
@@ -210,23 +394,22 @@ pub async fn relay(
 ) {
     let Started { mut resp, mut parser, first } = started;
     let ttft = call.rid.started.elapsed();
-    let mut sink = Sink::open(reply);
-    let mut mode = match route {
-        Route::OpenAiToAnthropic => Mode::ToOpenAi {
-            dec: Decoder::default(),
-            enc: ChunkEncoder::new(now_secs(), call.prepared.client_wants_usage),
-        },
-        Route::AnthropicToOpenAi => Mode::ToAnthropic { dec: ChunkDecoder::default(), enc: Encoder::default() },
-        Route::AnthropicToAnthropic | Route::OpenAiToOpenAi => Mode::Pass { usage: CumulativeUsage::default() },
+    let mut sink = if route.client == Protocol::Gemini && !call.gemini_sse {
+        Sink::open_as(reply, "application/json")
+    } else {
+        Sink::open(reply)
     };
-    let mut acc = Acc { text: String::new(), model_served: None, deltas: Vec::new() };
+    let mut mode = Mode::new(&call, route);
+    let mut acc = Acc { text: String::new(), model_served: None, deltas: Vec::new(), finish: None };
     let mut out: Vec<Bytes> = Vec::new();
     let mut next = Some(first);
     let end = loop {
         let event = match next.take() {
             Some(e) => e,
             None => match next_event(&app, &mut parser, &mut resp, &mut sink).await {
-                Ok(e) => e,
+                Ok(Some(e)) => e,
+                Ok(None) if mode.done_on_close() => break End::Done,
+                Ok(None) => break CUT,
                 Err(end) => break end,
             },
         };
@@ -238,6 +421,10 @@ pub async fn relay(
             Next::Failed(code, message) => break End::Failed(code, message),
         }
     };
+    if matches!(end, End::Done) {
+        mode.finish_content(&mut acc, &mut out);
+        sink.send_all(&mut out).await;
+    }
 
     let outcome = match (&end, sink.connected()) {
         (_, false) | (End::DrainCapped, _) => StreamOutcome::ClientDisconnected,
@@ -258,19 +445,19 @@ pub async fn relay(
     let class = match (&end, &recorded) {
         (End::Done, Ok(())) => {
             mode.final_frames(&mut out);
-            sink.send_all(&mut out).await;
-            None
+            (acc.finish == Some(FinishReason::ContentFilter)).then_some(CONTENT_FILTERED)
         }
         (End::Done, Err(_)) => {
-            sink.send(mode.error_frame("usage_not_recorded", "The service could not record usage.")).await;
+            mode.error_frames("usage_not_recorded", "The service could not record usage.", &mut out);
             Some("usage_not_recorded")
         }
         (End::Failed(code, message), _) => {
-            sink.send(mode.error_frame(code, message)).await;
+            mode.error_frames(code, message, &mut out);
             Some(*code)
         }
         (End::DrainCapped, _) => Some("client_disconnected"),
     };
+    sink.send_all(&mut out).await;
     let class = if sink.connected() { class } else { Some("client_disconnected") };
     log_request(&app, &call, Some(&channel), 200, attempts, Some(ttft), class.map(str::to_owned));
 }

@@ -44,11 +44,11 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 /// Anthropic's routes also take the key from `x-api-key` and answer in Anthropic's shape.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let snapshot = app.snapshot();
-    let anthropic = speaks_anthropic(&req);
-    let authenticated = if anthropic {
-        auth::authenticate_anthropic(req.headers(), &snapshot)
-    } else {
-        auth::authenticate(req.headers(), &snapshot)
+    let protocol = protocol_of(&req);
+    let authenticated = match protocol {
+        Protocol::OpenAi => auth::authenticate(req.headers(), &snapshot),
+        Protocol::Anthropic => auth::authenticate_anthropic(req.headers(), &snapshot),
+        Protocol::Gemini => auth::authenticate_gemini(req.headers(), req.uri().query(), &snapshot),
     };
     match authenticated {
         Ok(key) => {
@@ -61,18 +61,26 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
                 let endpoint = endpoint_of(req.uri().path());
                 log_request(&app, rid, None, endpoint, None, &e);
             }
-            e.into_response_for(if anthropic { Protocol::Anthropic } else { Protocol::OpenAi })
+            e.into_response_for(protocol)
         }
     }
 }
 
-/// Whether the request is on Anthropic's surface: `/v1/messages` and below, or `GET /v1/models`
-/// from an Anthropic SDK (which sends `anthropic-version` and its key in `x-api-key`).
-pub fn speaks_anthropic(req: &Request) -> bool {
+/// The protocol of the surface a request is on: Gemini's below `/v1beta/`; Anthropic's for
+/// `/v1/messages` and below, or `GET /v1/models` from an Anthropic SDK (which sends
+/// `anthropic-version` and its key in `x-api-key`); OpenAI's otherwise.
+pub fn protocol_of(req: &Request) -> Protocol {
     let path = req.uri().path();
-    path == "/v1/messages"
+    if path.starts_with("/v1beta/") || path == "/v1beta" {
+        Protocol::Gemini
+    } else if path == "/v1/messages"
         || path.starts_with("/v1/messages/")
         || (path == "/v1/models" && req.headers().contains_key("anthropic-version"))
+    {
+        Protocol::Anthropic
+    } else {
+        Protocol::OpenAi
+    }
 }
 
 fn endpoint_of(path: &str) -> &'static str {
@@ -82,6 +90,7 @@ fn endpoint_of(path: &str) -> &'static str {
         "/v1/embeddings" => "embeddings",
         "/v1/messages" => "messages",
         "/v1/messages/count_tokens" => "messages.count_tokens",
+        p if p.starts_with("/v1beta/models/") => "generate_content",
         _ => "models",
     }
 }

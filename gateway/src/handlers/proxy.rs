@@ -54,14 +54,40 @@ pub(super) async fn proxy(
     endpoint: Endpoint,
     req: Request,
 ) -> Response {
-    let content_length =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let anthropic_beta = req.headers().get("anthropic-beta").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body: Body = req.into_body();
-    let prepared = match request::read_body(body, app.cfg.body_limit_bytes, content_length).await {
+    let prepared = match read(&app, req).await {
         Ok(bytes) => request::prepare(endpoint, bytes),
         Err(e) => Err(e),
     };
+    let options = CallOptions { anthropic_beta, gemini_sse: true };
+    run(app, rid, key, endpoint, prepared, options).await
+}
+
+/// Reads the body of `req` within the size limit.
+pub(super) async fn read(app: &AppState, req: Request) -> Result<bytes::Bytes, ApiError> {
+    let content_length =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let body: Body = req.into_body();
+    request::read_body(body, app.cfg.body_limit_bytes, content_length).await
+}
+
+/// Per-protocol details of a call that are not in its body.
+pub(super) struct CallOptions {
+    /// The client's `anthropic-beta` header.
+    pub anthropic_beta: Option<String>,
+    /// A Gemini stream's framing (`alt=sse`).
+    pub gemini_sse: bool,
+}
+
+/// Routes a parsed request and runs the call in its own task.
+pub(super) async fn run(
+    app: AppState,
+    rid: RequestId,
+    key: std::sync::Arc<crate::state::KeyEntry>,
+    endpoint: Endpoint,
+    prepared: Result<request::Prepared, ApiError>,
+    options: CallOptions,
+) -> Response {
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -80,8 +106,10 @@ pub(super) async fn proxy(
             return e.into_response_for(endpoint.protocol());
         }
     };
+    let CallOptions { anthropic_beta, gemini_sse } = options;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(call::run(app, call::Call { rid, key, prepared, channels, price, anthropic_beta }, tx));
+    let call = call::Call { rid, key, prepared, channels, price, anthropic_beta, gemini_sse };
+    tokio::spawn(call::run(app, call, tx));
     match rx.await {
         Ok(resp) => resp,
         Err(_) => ApiError::Internal.into_response_for(endpoint.protocol()),

@@ -1,11 +1,16 @@
 //! Upstream providers, one folder each, dispatched through [`Provider`] with an exhaustive
-//! `match`. Every provider name other than `anthropic` is served by the OpenAI-compatible adapter
-//! (OpenAI itself and the vendors that speak its protocol).
+//! `match`. Every provider name other than `anthropic` and `gemini` is served by the
+//! OpenAI-compatible adapter (OpenAI itself and the vendors that speak its protocol).
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 
+use axum::http::HeaderValue;
 pub use openai::AttemptError;
+
+use crate::error::ApiError;
+use crate::state::Channel;
 
 /// The adapter a channel uses, from its `provider` string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +19,8 @@ pub enum Provider {
     OpenAi,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Google's Gemini API (`generateContent`).
+    Gemini,
 }
 
 impl Provider {
@@ -21,7 +28,44 @@ impl Provider {
     pub fn of(name: &str) -> Provider {
         match name {
             "anthropic" => Provider::Anthropic,
+            "gemini" => Provider::Gemini,
             _ => Provider::OpenAi,
         }
+    }
+}
+
+/// Adds the channel key as the header `name`, marked sensitive so no debug output shows it.
+pub(crate) fn with_key(
+    req: reqwest::RequestBuilder,
+    channel: &Channel,
+    name: &'static str,
+) -> Result<reqwest::RequestBuilder, AttemptError> {
+    let Some(key) = &channel.api_key else { return Ok(req) };
+    match HeaderValue::from_str(key) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            Ok(req.header(name, v))
+        }
+        // A key that is not a valid header value cannot authenticate anywhere.
+        Err(_) => Err(AttemptError { error: ApiError::Upstream, retriable: true }),
+    }
+}
+
+/// Sends `req` and waits, until `first_byte_deadline`, for the response headers (of any status).
+pub(crate) async fn dispatch(
+    channel: &Channel,
+    req: reqwest::RequestBuilder,
+    first_byte_deadline: tokio::time::Instant,
+) -> Result<reqwest::Response, AttemptError> {
+    match tokio::time::timeout_at(first_byte_deadline, req.send()).await {
+        Err(_) => Err(AttemptError { error: ApiError::UpstreamTimeout, retriable: false }),
+        Ok(Err(e)) => {
+            // The reqwest error text can carry the URL; only its class is logged.
+            tracing::warn!(channel_id = %channel.id, connect = e.is_connect(), timeout = e.is_timeout(),
+                "Upstream request failed.");
+            let error = if e.is_timeout() { ApiError::UpstreamTimeout } else { ApiError::Upstream };
+            Err(AttemptError { error, retriable: true })
+        }
+        Ok(Ok(r)) => Ok(r),
     }
 }

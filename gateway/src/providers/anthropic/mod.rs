@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::http::{HeaderValue, header};
 use bytes::Bytes;
 
-use crate::error::ApiError;
 use crate::providers::AttemptError;
 use crate::state::Channel;
 
@@ -27,36 +26,16 @@ pub async fn send(
     idle_timeout: Duration,
 ) -> Result<reqwest::Response, AttemptError> {
     let url = format!("{}/messages", channel.base_url);
-    let mut req = http
+    let req = http
         .post(url)
         .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .header("anthropic-version", HeaderValue::from_static(wire::VERSION))
         .body(body);
-    if let Some(key) = &channel.api_key {
-        match HeaderValue::from_str(key) {
-            Ok(mut v) => {
-                // Kept out of any debug output of the request.
-                v.set_sensitive(true);
-                req = req.header("x-api-key", v);
-            }
-            // A key that is not a valid header value cannot authenticate anywhere.
-            Err(_) => return Err(AttemptError { error: ApiError::Upstream, retriable: true }),
-        }
-    }
+    let mut req = super::with_key(req, channel, "x-api-key")?;
     if let Some(b) = beta {
         req = req.header("anthropic-beta", b);
     }
-    let resp = match tokio::time::timeout_at(first_byte_deadline, req.send()).await {
-        Err(_) => return Err(AttemptError { error: ApiError::UpstreamTimeout, retriable: false }),
-        Ok(Err(e)) => {
-            // The reqwest error text can carry the URL; only its class is logged.
-            tracing::warn!(channel_id = %channel.id, connect = e.is_connect(), timeout = e.is_timeout(),
-                "Upstream request failed.");
-            let error = if e.is_timeout() { ApiError::UpstreamTimeout } else { ApiError::Upstream };
-            return Err(AttemptError { error, retriable: true });
-        }
-        Ok(Ok(r)) => r,
-    };
+    let resp = super::dispatch(channel, req, first_byte_deadline).await?;
     if resp.status().is_success() {
         return Ok(resp);
     }

@@ -56,17 +56,7 @@ pub async fn send(
             },
         };
     }
-    let resp = match tokio::time::timeout_at(first_byte_deadline, req.send()).await {
-        Err(_) => return Err(AttemptError { error: ApiError::UpstreamTimeout, retriable: false }),
-        Ok(Err(e)) => {
-            // The reqwest error text can carry the URL; only its class is logged.
-            tracing::warn!(channel_id = %channel.id, connect = e.is_connect(), timeout = e.is_timeout(),
-                "Upstream request failed.");
-            let error = if e.is_timeout() { ApiError::UpstreamTimeout } else { ApiError::Upstream };
-            return Err(AttemptError { error, retriable: true });
-        }
-        Ok(Ok(r)) => r,
-    };
+    let resp = super::dispatch(channel, req, first_byte_deadline).await?;
     if resp.status().is_success() {
         return Ok(resp);
     }

@@ -1,0 +1,130 @@
+//! Gemini's surface: `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent`
+//! (`?alt=sse` for SSE, else one JSON array) and `:countTokens`, and `GET /v1beta/models[/{model}]`.
+//! The call path is the one of every other protocol; every answer and error is in Gemini's shape
+//! `{"error":{"code","message","status"}}`.
+
+use axum::Extension;
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use schemas::{EventBody, RequestLogged};
+use serde_json::{Value, json};
+
+use super::context::{Caller, RequestId, log_request};
+use super::proxy::{self, CallOptions};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::request::{self, Endpoint, Protocol};
+use crate::{routing, tokenizer};
+
+/// `POST /v1beta/models/{model}:{action}`
+pub async fn action(
+    State(app): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Path(rest): Path<String>,
+    req: Request,
+) -> Response {
+    let Some((model, action)) = rest.rsplit_once(':') else {
+        return ApiError::UnknownRoute.into_response_for(Protocol::Gemini);
+    };
+    let model = model.strip_prefix("models/").unwrap_or(model).to_owned();
+    let stream = match action {
+        "generateContent" => false,
+        "streamGenerateContent" => true,
+        "countTokens" => return count_tokens(app, rid, caller, model, req).await,
+        _ => return ApiError::UnknownRoute.into_response_for(Protocol::Gemini),
+    };
+    let sse = req.uri().query().is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "alt" && v.eq_ignore_ascii_case("sse"))
+    });
+    let prepared = match proxy::read(&app, req).await {
+        Ok(bytes) => request::prepare_gemini(&model, stream, bytes),
+        Err(e) => Err(e),
+    };
+    let Caller(key) = caller;
+    let options = CallOptions { anthropic_beta: None, gemini_sse: sse };
+    proxy::run(app, rid, key, Endpoint::GenerateContent, prepared, options).await
+}
+
+/// `:countTokens`: the prompt's tokens, *estimated* with the gateway's own tokenizer (free, and
+/// the same for every channel; it can differ by a few percent from what the upstream bills). The
+/// body is `{"contents": …}` or `{"generateContentRequest": {…}}`.
+async fn count_tokens(app: AppState, rid: RequestId, Caller(key): Caller, model: String, req: Request) -> Response {
+    const ENDPOINT: &str = "generate_content.count_tokens";
+    let counted = match proxy::read(&app, req).await {
+        Ok(body) => counted_body(body),
+        Err(e) => Err(e),
+    };
+    let checked = counted.and_then(|b| routing::candidates(&app.snapshot(), &key, &model).map(|_| b));
+    let body = match checked {
+        Ok(b) => b,
+        Err(e) => {
+            log_request(&app, &rid, Some(&key), ENDPOINT, Some(&model), &e);
+            return e.into_response_for(Protocol::Gemini);
+        }
+    };
+    let m = model.clone();
+    let counted =
+        tokio::task::spawn_blocking(move || tokenizer::prompt_tokens(Endpoint::GenerateContent, &m, &body)).await;
+    let Ok(total) = counted else {
+        return ApiError::Internal.into_response_for(Protocol::Gemini);
+    };
+    let logged = RequestLogged {
+        request_id: rid.id.to_string(),
+        key_id: Some(key.key_id.clone()),
+        endpoint: ENDPOINT.to_owned(),
+        model: Some(model),
+        provider: None,
+        channel_id: None,
+        status: 200,
+        latency_us: u64::try_from(rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        ttft_us: None,
+        attempts: 0,
+        error_class: None,
+        streamed: false,
+    };
+    app.log.append_nowait(&app.envelope(&key.tenant, &rid.id, EventBody::RequestLogged(logged)));
+    axum::Json(json!({"totalTokens": total})).into_response()
+}
+
+/// The `generateContent` body to count: the request itself, or its `generateContentRequest`.
+fn counted_body(body: bytes::Bytes) -> Result<Vec<u8>, ApiError> {
+    let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson {
+        message: format!("We could not parse the JSON body of your request: {e}."),
+        param: None,
+    })?;
+    match v.get("generateContentRequest").or_else(|| v.get("generate_content_request")) {
+        Some(inner) => Ok(serde_json::to_vec(inner).unwrap_or_default()),
+        None if v.is_object() => Ok(body.to_vec()),
+        None => Err(ApiError::InvalidJson { message: "The request body must be a JSON object.".into(), param: None }),
+    }
+}
+
+fn model_json(name: &str) -> Value {
+    json!({"name": format!("models/{name}"), "baseModelId": name, "version": "001", "displayName": name,
+        "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]})
+}
+
+/// `GET /v1beta/models`: the models the caller's key may use, in Gemini's list shape.
+pub async fn list(State(app): State<AppState>, Extension(Caller(key)): Extension<Caller>) -> Response {
+    let models = routing::visible_models(&app.snapshot(), &key);
+    axum::Json(json!({"models": models.iter().map(|m| model_json(m)).collect::<Vec<_>>()})).into_response()
+}
+
+/// `GET /v1beta/models/{model}`: one model, or 404 when the key cannot use it.
+pub async fn get(
+    State(app): State<AppState>,
+    Extension(Caller(key)): Extension<Caller>,
+    Path(rest): Path<String>,
+) -> Response {
+    let model = rest.strip_prefix("models/").unwrap_or(&rest);
+    match routing::candidates(&app.snapshot(), &key, model) {
+        Ok(_) => axum::Json(model_json(model)).into_response(),
+        Err(e) => e.into_response_for(Protocol::Gemini),
+    }
+}
+
+/// Unknown paths below `/v1beta/`, in Gemini's shape.
+pub async fn unknown() -> Response {
+    ApiError::UnknownRoute.into_response_for(Protocol::Gemini)
+}

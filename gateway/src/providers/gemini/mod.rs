@@ -1,0 +1,54 @@
+//! The Google Gemini upstream (Generative Language API, `v1beta`):
+//! `POST {base_url}/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse` for a
+//! stream, with the channel key in `x-goog-api-key`, under the connect and first-byte timeouts.
+//! The body is the client's own (Gemini ingress, pass-through) or a translation made by
+//! [`convert`].
+
+pub mod convert;
+pub mod error;
+pub mod stream;
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, header};
+use bytes::Bytes;
+
+use crate::error::ApiError;
+use crate::providers::AttemptError;
+use crate::state::Channel;
+
+/// The request URL for `model` on `channel`. The model name is percent-encoded as one path
+/// segment, so a client cannot reach another path through it.
+pub fn upstream_url(channel: &Channel, model: &str, stream: bool) -> Option<String> {
+    let mut url = reqwest::Url::parse(&channel.base_url).ok()?;
+    let action = if stream { "streamGenerateContent" } else { "generateContent" };
+    url.path_segments_mut().ok()?.pop_if_empty().extend(["models", &format!("{model}:{action}")]);
+    if stream {
+        url.query_pairs_mut().append_pair("alt", "sse");
+    }
+    Some(url.into())
+}
+
+/// Sends `body` for `model` to `channel` and waits, until `first_byte_deadline`, for 2xx
+/// response headers.
+pub async fn send(
+    http: &reqwest::Client,
+    channel: &Channel,
+    model: &str,
+    stream: bool,
+    body: Bytes,
+    first_byte_deadline: tokio::time::Instant,
+    idle_timeout: Duration,
+) -> Result<reqwest::Response, AttemptError> {
+    let Some(url) = upstream_url(channel, model, stream) else {
+        tracing::warn!(channel_id = %channel.id, "Channel base URL is not a valid URL.");
+        return Err(AttemptError { error: ApiError::Upstream, retriable: true });
+    };
+    let req = http.post(url).header(header::CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body);
+    let req = super::with_key(req, channel, "x-goog-api-key")?;
+    let resp = super::dispatch(channel, req, first_byte_deadline).await?;
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    Err(error::from_response(channel, resp, idle_timeout).await)
+}

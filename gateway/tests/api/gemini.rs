@@ -1,0 +1,424 @@
+//! Gemini both ways: `generateContent` / `streamGenerateContent` served by a Gemini channel
+//! (pass-through) and by OpenAI and Anthropic channels (translated), OpenAI and Anthropic clients
+//! served by a Gemini channel (translated), Gemini-shaped errors and auth, and billing from
+//! Gemini's `usageMetadata` (cached inside the prompt, thoughts beside the answer).
+
+use std::time::Duration;
+
+use schemas::{ChannelAdded, EventBody, GLOBAL_TENANT, StreamOutcome, UsageSource};
+use serde_json::{Value, json};
+use testkit::fake_anthropic::FakeAnthropic;
+use testkit::fake_gemini::{FakeGemini, GeminiUsage, Scenario};
+
+use crate::helpers::{self, MODEL, TestApp, error_of, spawn};
+
+const GEMINI: &str = "gemini-2.5-flash";
+const CLAUDE: &str = "claude-sonnet-4-5";
+const GEMINI_KEY: &str = "AIza-upstream-secret";
+
+struct Env {
+    app: TestApp,
+    gemini: FakeGemini,
+    claude: FakeAnthropic,
+}
+
+async fn add_channel(app: &TestApp, id: &str, provider: &str, base_url: String, model: &str) -> anyhow::Result<()> {
+    app.log
+        .append(&helpers::control(
+            GLOBAL_TENANT,
+            EventBody::ChannelAdded(ChannelAdded {
+                channel_id: id.into(),
+                name: id.into(),
+                provider: provider.into(),
+                base_url,
+                api_key: Some(app.master_key.seal(GEMINI_KEY, id)),
+                models: vec![model.into()],
+                priority: 0,
+                weight: 1,
+                api_version: None,
+            }),
+        ))
+        .await?;
+    Ok(())
+}
+
+/// The usual test app (an OpenAI channel for [`MODEL`]) plus a Gemini channel for [`GEMINI`] and
+/// an Anthropic channel for [`CLAUDE`].
+async fn env() -> anyhow::Result<Env> {
+    let app = spawn().await?;
+    let gemini = FakeGemini::start().await?;
+    let claude = FakeAnthropic::start().await?;
+    add_channel(&app, "ch_gemini", "gemini", gemini.base_url(), GEMINI).await?;
+    add_channel(&app, "ch_claude", "anthropic", claude.base_url(), CLAUDE).await?;
+    let until = app.log.last_seq(schemas::Stream::Control).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.gateway.control_seq() < until {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "control state not caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(Env { app, gemini, claude })
+}
+
+fn contents(text: &str) -> Value {
+    json!({"contents": [{"role": "user", "parts": [{"text": text}]}]})
+}
+
+impl Env {
+    async fn generate(&self, model: &str, action: &str, body: &Value) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .app
+            .http
+            .post(self.app.url(&format!("/v1beta/models/{model}:{action}")))
+            .header("x-goog-api-key", &self.app.key)
+            .json(body)
+            .send()
+            .await?)
+    }
+}
+
+/// The JSON payloads of a Gemini SSE body (CRLF or LF separated).
+async fn gemini_chunks(resp: reqwest::Response) -> anyhow::Result<Vec<Value>> {
+    let text = resp.text().await?.replace("\r\n", "\n");
+    let mut out = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let data = block.trim().strip_prefix("data: ").ok_or_else(|| anyhow::anyhow!("not an SSE event: {block}"))?;
+        out.push(serde_json::from_str(data)?);
+    }
+    Ok(out)
+}
+
+fn text_of(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .flat_map(|c| c.pointer("/candidates/0/content/parts").and_then(Value::as_array).cloned().unwrap_or_default())
+        .filter(|p| p.get("thought").is_none())
+        .filter_map(|p| p.get("text").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_gemini_client_on_a_gemini_channel_passes_through_and_bills_cached_tokens_once() -> anyhow::Result<()> {
+    let env = env().await?;
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}],
+        "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]});
+    let resp = env.generate(GEMINI, "generateContent", &body).await?;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await?;
+    assert_eq!(text_of(std::slice::from_ref(&v)), "Hello from Gemini.");
+    assert_eq!(v["usageMetadata"]["promptTokenCount"], 20);
+
+    let sent = env.gemini.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].body, body, "the client's body goes upstream as it is");
+    assert!(sent[0].path.ends_with(&format!("/models/{GEMINI}:generateContent")), "{}", sent[0].path);
+    assert_eq!(sent[0].header("x-goog-api-key"), Some(GEMINI_KEY));
+
+    let usage = env.app.wait_usage(1).await?;
+    let u = &usage[0].1;
+    assert_eq!((u.input_tokens, u.cached_input_tokens, u.output_tokens), (15, 5, 12));
+    assert_eq!((u.provider.as_str(), u.endpoint.as_str()), ("gemini", "generate_content"));
+    assert_eq!(u.usage_source, UsageSource::Upstream);
+    assert_eq!(u.raw_usage.as_ref().map(|r| r["promptTokenCount"].clone()), Some(json!(20)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_gemini_stream_passes_through_ends_on_close_and_bills_thoughts_as_output() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.gemini.set_usage(GeminiUsage { thoughts_token_count: 9, ..GeminiUsage::default() });
+    let mut body = contents("Think, then say hello");
+    body["generationConfig"] = json!({"thinkingConfig": {"includeThoughts": true, "thinkingBudget": 512}});
+    let resp = env
+        .app
+        .http
+        .post(env.app.url(&format!("/v1beta/models/{GEMINI}:streamGenerateContent?alt=sse&key={}", env.app.key)))
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("text/event-stream"));
+    let chunks = gemini_chunks(resp).await?;
+    assert_eq!(text_of(&chunks), "Hello from Gemini.");
+    assert_eq!(chunks[0]["candidates"][0]["content"]["parts"][0]["thought"], true);
+    let last = chunks.last().cloned().unwrap_or_default();
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+    assert!(env.gemini.requests()[0].path.contains("alt=sse"));
+
+    let u = env.app.wait_usage(1).await?[0].1.clone();
+    assert_eq!(u.stream_outcome, StreamOutcome::Completed);
+    assert_eq!((u.input_tokens, u.cached_input_tokens), (15, 5));
+    assert_eq!((u.output_tokens, u.reasoning_tokens), (12 + 9, 9), "thoughts are billed as output");
+    let logs = env.app.request_logs(1).await?;
+    assert_eq!(logs.iter().find(|l| l.streamed).and_then(|l| l.error_class.clone()), None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_gemini_stream_without_alt_sse_is_one_json_array() -> anyhow::Result<()> {
+    let env = env().await?;
+    // Served by the OpenAI channel: translated chunks, framed as an array.
+    let resp = env.generate(MODEL, "streamGenerateContent", &contents("hi")).await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+    let chunks: Vec<Value> = resp.json().await?;
+    assert_eq!(text_of(&chunks), "Hello, world!");
+    let last = chunks.last().cloned().unwrap_or_default();
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(last["usageMetadata"]["promptTokenCount"], 25);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_gemini_client_on_openai_and_anthropic_channels_gets_gemini_answers() -> anyhow::Result<()> {
+    let env = env().await?;
+    let resp = env.generate(MODEL, "generateContent", &contents("Say hello")).await?;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await?;
+    assert_eq!(v["candidates"][0]["content"]["parts"][0]["text"], "Hello, world!");
+    assert_eq!(v["candidates"][0]["finishReason"], "STOP");
+    // OpenAI's 25 prompt tokens hold 5 cached ones: Gemini's shape counts them the same way.
+    assert_eq!(v["usageMetadata"]["promptTokenCount"], 25);
+    assert_eq!(v["usageMetadata"]["cachedContentTokenCount"], 5);
+    let sent = env.app.fake.requests();
+    assert_eq!(sent[0].body["messages"], json!([{"role": "user", "content": "Say hello"}]));
+
+    let resp = env.generate(CLAUDE, "streamGenerateContent?alt=sse", &contents("Say hello")).await?;
+    assert_eq!(resp.status(), 200);
+    let chunks = gemini_chunks(resp).await?;
+    assert!(!text_of(&chunks).is_empty());
+    let last = chunks.last().cloned().unwrap_or_default();
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+    // Anthropic: 20 uncached + 5 cache reads + 3 cache writes = 28 prompt tokens in Gemini terms.
+    assert_eq!(last["usageMetadata"]["promptTokenCount"], 28);
+    assert_eq!(env.claude.requests()[0].body["max_tokens"], 4096);
+    let usage = env.app.wait_usage(2).await?;
+    assert_eq!(usage[1].1.provider, "anthropic");
+    assert_eq!((usage[1].1.input_tokens, usage[1].1.cached_input_tokens, usage[1].1.cache_write_tokens), (20, 5, 3));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_openai_client_on_a_gemini_channel_gets_parallel_tool_calls_and_exact_usage() -> anyhow::Result<()> {
+    let env = env().await?;
+    let body = json!({"model": GEMINI, "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Weather and time in Paris?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]}],
+        "tools": [
+            {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+            {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}],
+        "max_tokens": 100, "temperature": 1.5, "stop": ["END"]});
+    let resp = env.app.post("/v1/chat/completions", &body).await?;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await?;
+    let calls = v["choices"][0]["message"]["tool_calls"].as_array().cloned().unwrap_or_default();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert_eq!(calls[1]["function"]["name"], "get_time");
+    assert_ne!(calls[0]["id"], calls[1]["id"]);
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(v["usage"]["prompt_tokens"], 20);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
+
+    let sent = &env.gemini.requests()[0].body;
+    assert_eq!(sent["systemInstruction"], json!({"parts": [{"text": "Be brief."}]}));
+    assert_eq!(sent["contents"][0]["parts"][1], json!({"inlineData": {"mimeType": "image/png", "data": "iVBO"}}));
+    assert_eq!(sent["tools"][0]["functionDeclarations"][1]["name"], "get_time");
+    assert_eq!(
+        sent["generationConfig"],
+        json!({"maxOutputTokens": 100, "temperature": 1.5, "stopSequences": ["END"]})
+    );
+
+    // The second turn: the tool results go back as function responses named after their calls.
+    let mut next = body.clone();
+    let messages = next["messages"].as_array_mut().map(std::mem::take).unwrap_or_default();
+    let mut messages = messages;
+    messages.push(v["choices"][0]["message"].clone());
+    messages.push(json!({"role": "tool", "tool_call_id": calls[0]["id"], "content": "{\"temp\":21}"}));
+    messages.push(json!({"role": "tool", "tool_call_id": calls[1]["id"], "content": "noon"}));
+    next["messages"] = Value::Array(messages);
+    let resp = env.app.post("/v1/chat/completions", &next).await?;
+    assert_eq!(resp.status(), 200);
+    let sent = &env.gemini.requests()[1].body;
+    let turns = sent["contents"].as_array().cloned().unwrap_or_default();
+    assert_eq!(turns[1]["role"], "model");
+    assert_eq!(turns[2]["parts"][0]["functionResponse"]["name"], "get_weather");
+    assert_eq!(turns[2]["parts"][0]["functionResponse"]["response"], json!({"temp": 21}));
+    assert_eq!(turns[2]["parts"][1]["functionResponse"]["response"], json!({"result": "noon"}));
+
+    let u = env.app.wait_usage(2).await?[0].1.clone();
+    assert_eq!((u.input_tokens, u.cached_input_tokens, u.output_tokens), (15, 5, 12));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_anthropic_client_streams_from_a_gemini_channel_with_the_full_event_sequence() -> anyhow::Result<()> {
+    let env = env().await?;
+    let body = json!({"model": GEMINI, "max_tokens": 256, "stream": true,
+        "messages": [{"role": "user", "content": "Say hello"}]});
+    let resp = env
+        .app
+        .http
+        .post(env.app.url("/v1/messages"))
+        .header("x-api-key", &env.app.key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await?;
+    let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(names.contains(&"content_block_delta") && names.contains(&"message_delta"));
+    let delta = text
+        .split("\n\n")
+        .find(|b| b.starts_with("event: message_delta"))
+        .and_then(|b| b.split_once("data: "))
+        .map(|(_, d)| serde_json::from_str::<Value>(d))
+        .transpose()?
+        .unwrap_or_default();
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta["usage"], json!({"input_tokens": 15, "output_tokens": 12,
+        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5}));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_prompt_gemini_blocks_is_a_content_filter_finish_and_logged_as_such() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.gemini.set_canned_response(FakeGemini::blocked_prompt_response());
+    let resp = env.app.post("/v1/chat/completions", &json!({"model": GEMINI,
+        "messages": [{"role": "user", "content": "something blocked"}]})).await?;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await?;
+    assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+    let logs = env.app.request_logs(1).await?;
+    assert_eq!(logs.last().and_then(|l| l.error_class.clone()).as_deref(), Some("content_filtered"));
+    let u = env.app.wait_usage(1).await?[0].1.clone();
+    assert_eq!(u.input_tokens, 8, "the blocked prompt is billed as Gemini reports it");
+    Ok(())
+}
+
+#[tokio::test]
+async fn gemini_errors_keep_gemini_shape_and_our_key_is_never_the_clients_fault() -> anyhow::Result<()> {
+    let env = env().await?;
+    // No key at all, and a wrong one.
+    let resp = env
+        .app
+        .http
+        .post(env.app.url(&format!("/v1beta/models/{GEMINI}:generateContent")))
+        .json(&contents("hi"))
+        .send()
+        .await?;
+    let (status, v) = error_of(resp).await?;
+    assert_eq!((status, v["error"]["status"].as_str()), (401, Some("UNAUTHENTICATED")));
+    assert_eq!(v["error"]["code"], 401);
+    let resp = env
+        .app
+        .http
+        .post(env.app.url(&format!("/v1beta/models/{GEMINI}:generateContent?key=sk-wrong")))
+        .json(&contents("hi"))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 401);
+
+    let (status, v) = error_of(env.generate(GEMINI, "generateContent", &json!({"contents": "hi"})).await?).await?;
+    assert_eq!((status, v["error"]["status"].as_str()), (400, Some("INVALID_ARGUMENT")));
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("contents")), "{v}");
+    let (status, _) = error_of(env.generate(GEMINI, "generateContent", &json!({})).await?).await?;
+    assert_eq!(status, 400);
+    let (status, v) = error_of(env.generate("no-such-model", "generateContent", &contents("hi")).await?).await?;
+    assert_eq!((status, v["error"]["status"].as_str()), (404, Some("NOT_FOUND")));
+    let (status, _) = error_of(env.generate(GEMINI, "embedContent", &contents("hi")).await?).await?;
+    assert_eq!(status, 404);
+
+    // The upstream refuses our key: a 502, never a 401 the client would blame on itself.
+    env.gemini.set_scenario(Scenario::FailStatus { status: 401, retry_after: None });
+    let (status, v) = error_of(env.generate(GEMINI, "generateContent", &contents("hi")).await?).await?;
+    assert_eq!(status, 502);
+    assert_eq!(v["error"]["status"], "INTERNAL");
+    // Rate limited: the delay is passed on.
+    env.gemini.set_scenario(Scenario::FailStatus { status: 429, retry_after: Some(7) });
+    let resp = env.app.post("/v1/chat/completions", &json!({"model": GEMINI,
+        "messages": [{"role": "user", "content": "hi"}]})).await?;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
+    let (_, v) = error_of(resp).await?;
+    assert_eq!(v["error"]["code"], "upstream_overloaded");
+    // A parameter Gemini cannot honour, asked by an OpenAI client.
+    env.gemini.set_scenario(Scenario::Normal);
+    let (status, v) = error_of(
+        env.app
+            .post("/v1/chat/completions", &json!({"model": GEMINI, "logprobs": true,
+                "messages": [{"role": "user", "content": "hi"}]}))
+            .await?,
+    )
+    .await?;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("logprobs")));
+    assert_eq!(v["error"]["code"], "unsupported_parameter");
+    Ok(())
+}
+
+#[tokio::test]
+async fn gemini_mid_stream_failures_become_an_in_band_error_and_are_still_billed() -> anyhow::Result<()> {
+    let env = env().await?;
+    for (scenario, want) in [
+        (Scenario::ErrorAfterChunks(1), "INTERNAL"),
+        (Scenario::CloseAfterChunks(1), "INTERNAL"),
+        (Scenario::InvalidJsonAfterChunks(1), "INTERNAL"),
+    ] {
+        env.gemini.set_scenario(scenario);
+        let resp = env.generate(GEMINI, "streamGenerateContent?alt=sse", &contents("hi")).await?;
+        assert_eq!(resp.status(), 200);
+        let chunks = gemini_chunks(resp).await?;
+        let last = chunks.last().cloned().unwrap_or_default();
+        assert_eq!(last["error"]["status"], want, "{chunks:?}");
+        assert!(chunks.iter().all(|c| c.pointer("/candidates/0/finishReason").is_none()));
+    }
+    // The same cut, seen by an OpenAI client of the Gemini channel.
+    env.gemini.set_scenario(Scenario::CloseAfterChunks(1));
+    let resp = env.app.post("/v1/chat/completions", &json!({"model": GEMINI, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]})).await?;
+    let payloads = helpers::sse_payloads(resp).await?;
+    assert!(payloads.last().is_some_and(|p| p.contains("upstream_error")), "{payloads:?}");
+    assert!(!payloads.iter().any(|p| p == "[DONE]"));
+    let usage = env.app.wait_usage(4).await?;
+    assert_eq!(usage.len(), 4);
+    assert!(usage.iter().all(|(_, u)| u.stream_outcome == StreamOutcome::UpstreamError));
+    Ok(())
+}
+
+#[tokio::test]
+async fn count_tokens_and_model_listing_speak_gemini() -> anyhow::Result<()> {
+    let env = env().await?;
+    let resp = env.generate(GEMINI, "countTokens", &contents("one two three four")).await?;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await?;
+    assert!(v["totalTokens"].as_u64().is_some_and(|n| n >= 4), "{v}");
+    let wrapped = json!({"generateContentRequest": contents("one two three four")});
+    let w: Value = env.generate(GEMINI, "countTokens", &wrapped).await?.json().await?;
+    assert_eq!(w["totalTokens"], v["totalTokens"]);
+
+    let list: Value = env
+        .app
+        .http
+        .get(env.app.url("/v1beta/models"))
+        .header("x-goog-api-key", &env.app.key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let names: Vec<&str> = list["models"].as_array().into_iter().flatten().filter_map(|m| m["name"].as_str()).collect();
+    assert!(names.contains(&"models/gemini-2.5-flash"), "{names:?}");
+    let one = env
+        .app
+        .http
+        .get(env.app.url(&format!("/v1beta/models/{GEMINI}")))
+        .header("x-goog-api-key", &env.app.key)
+        .send()
+        .await?;
+    assert_eq!(one.status(), 200);
+    assert!(env.gemini.requests().is_empty(), "counting and listing never reach the upstream");
+    Ok(())
+}
