@@ -224,10 +224,7 @@ async fn an_openai_client_on_a_gemini_channel_gets_parallel_tool_calls_and_exact
     assert_eq!(sent["systemInstruction"], json!({"parts": [{"text": "Be brief."}]}));
     assert_eq!(sent["contents"][0]["parts"][1], json!({"inlineData": {"mimeType": "image/png", "data": "iVBO"}}));
     assert_eq!(sent["tools"][0]["functionDeclarations"][1]["name"], "get_time");
-    assert_eq!(
-        sent["generationConfig"],
-        json!({"maxOutputTokens": 100, "temperature": 1.5, "stopSequences": ["END"]})
-    );
+    assert_eq!(sent["generationConfig"], json!({"maxOutputTokens": 100, "temperature": 1.5, "stopSequences": ["END"]}));
 
     // The second turn: the tool results go back as function responses named after their calls.
     let mut next = body.clone();
@@ -279,8 +276,11 @@ async fn an_anthropic_client_streams_from_a_gemini_channel_with_the_full_event_s
         .transpose()?
         .unwrap_or_default();
     assert_eq!(delta["delta"]["stop_reason"], "end_turn");
-    assert_eq!(delta["usage"], json!({"input_tokens": 15, "output_tokens": 12,
-        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5}));
+    assert_eq!(
+        delta["usage"],
+        json!({"input_tokens": 15, "output_tokens": 12,
+        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5})
+    );
     Ok(())
 }
 
@@ -288,8 +288,14 @@ async fn an_anthropic_client_streams_from_a_gemini_channel_with_the_full_event_s
 async fn a_prompt_gemini_blocks_is_a_content_filter_finish_and_logged_as_such() -> anyhow::Result<()> {
     let env = env().await?;
     env.gemini.set_canned_response(FakeGemini::blocked_prompt_response());
-    let resp = env.app.post("/v1/chat/completions", &json!({"model": GEMINI,
-        "messages": [{"role": "user", "content": "something blocked"}]})).await?;
+    let resp = env
+        .app
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": GEMINI,
+        "messages": [{"role": "user", "content": "something blocked"}]}),
+        )
+        .await?;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await?;
     assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
@@ -340,8 +346,14 @@ async fn gemini_errors_keep_gemini_shape_and_our_key_is_never_the_clients_fault(
     assert_eq!(v["error"]["status"], "INTERNAL");
     // Rate limited: the delay is passed on.
     env.gemini.set_scenario(Scenario::FailStatus { status: 429, retry_after: Some(7) });
-    let resp = env.app.post("/v1/chat/completions", &json!({"model": GEMINI,
-        "messages": [{"role": "user", "content": "hi"}]})).await?;
+    let resp = env
+        .app
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": GEMINI,
+        "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await?;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
     let (_, v) = error_of(resp).await?;
@@ -350,8 +362,11 @@ async fn gemini_errors_keep_gemini_shape_and_our_key_is_never_the_clients_fault(
     env.gemini.set_scenario(Scenario::Normal);
     let (status, v) = error_of(
         env.app
-            .post("/v1/chat/completions", &json!({"model": GEMINI, "logprobs": true,
-                "messages": [{"role": "user", "content": "hi"}]}))
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": GEMINI, "logprobs": true,
+                "messages": [{"role": "user", "content": "hi"}]}),
+            )
             .await?,
     )
     .await?;
@@ -378,8 +393,14 @@ async fn gemini_mid_stream_failures_become_an_in_band_error_and_are_still_billed
     }
     // The same cut, seen by an OpenAI client of the Gemini channel.
     env.gemini.set_scenario(Scenario::CloseAfterChunks(1));
-    let resp = env.app.post("/v1/chat/completions", &json!({"model": GEMINI, "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]})).await?;
+    let resp = env
+        .app
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": GEMINI, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await?;
     let payloads = helpers::sse_payloads(resp).await?;
     assert!(payloads.last().is_some_and(|p| p.contains("upstream_error")), "{payloads:?}");
     assert!(!payloads.iter().any(|p| p == "[DONE]"));
