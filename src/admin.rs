@@ -5,13 +5,14 @@ use anyhow::Context as _;
 use nats::EventLog;
 use schemas::secret::MasterKey;
 use schemas::{
-    ApiKeyIssued, ApiKeyRevoked, ChannelAdded, ChannelRemoved, Envelope, EventBody, GLOBAL_TENANT, PricePublished,
-    TenantCreated, TenantId,
+    ApiKeyIssued, ApiKeyRevoked, ChannelAdded, ChannelRemoved, ChannelUpdated, Envelope, EventBody, GLOBAL_TENANT,
+    PricePublished, TenantCreated, TenantId,
 };
 
 use crate::control_view::ControlView;
 
-/// Providers `channels add` accepts: the OpenAI-compatible presets (`gateway::presets`).
+/// Providers `channels add` accepts: the OpenAI-compatible presets (`gateway::presets`) and the
+/// providers with their own adapter ([`NATIVE_PROVIDERS`]).
 pub const PROVIDERS: &[&str] = &[
     "openai",
     "deepseek",
@@ -25,7 +26,57 @@ pub const PROVIDERS: &[&str] = &[
     "ollama",
     "vllm",
     "anthropic",
+    "gemini",
 ];
+
+/// A provider with its own adapter rather than the OpenAI-compatible one, so it has no entry in
+/// the preset table: its default base URL and how the gateway sends its key.
+pub struct NativeProvider {
+    /// The `--provider` name.
+    pub name: &'static str,
+    /// The vendor's documented base URL, version segment included.
+    pub default_base_url: &'static str,
+    /// The header the key travels in (named in the error when `--api-key` is missing).
+    pub auth: &'static str,
+}
+
+/// The native providers. Both vendors refuse every call without a key, so `channels add` asks
+/// for one.
+pub const NATIVE_PROVIDERS: &[NativeProvider] = &[
+    NativeProvider { name: "anthropic", default_base_url: "https://api.anthropic.com/v1", auth: "x-api-key" },
+    NativeProvider {
+        name: "gemini",
+        default_base_url: "https://generativelanguage.googleapis.com/v1beta",
+        auth: "x-goog-api-key",
+    },
+];
+
+/// The base URL a channel of `provider` gets without `--base-url`, if the vendor has one.
+fn default_base_url(provider: &str) -> Option<&'static str> {
+    NATIVE_PROVIDERS
+        .iter()
+        .find(|p| p.name == provider)
+        .map(|p| p.default_base_url)
+        .or_else(|| gateway::presets::find(provider).and_then(|p| p.default_base_url))
+}
+
+/// Trims a base URL and checks it is a plain http(s) URL without credentials.
+fn checked_base_url(url: &str) -> anyhow::Result<String> {
+    let url = url.trim().trim_end_matches('/').to_owned();
+    anyhow::ensure!(
+        (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len(),
+        "base URL {url:?} must start with http:// or https://"
+    );
+    anyhow::ensure!(!url.contains('@'), "base URL must not carry credentials; use --api-key");
+    Ok(url)
+}
+
+/// Trimmed model names, at least one.
+fn checked_models(models: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let models: Vec<String> = models.into_iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
+    anyhow::ensure!(!models.is_empty(), "a channel needs at least one model (--models m1,m2)");
+    Ok(models)
+}
 
 /// Who is acting, recorded on every control event (the audit trail).
 fn actor() -> String {
@@ -141,10 +192,8 @@ pub async fn add_channel(log: &EventLog, master: &MasterKey, c: NewChannel) -> a
         PROVIDERS.join(", ")
     );
     let preset = gateway::presets::find(&c.provider);
-    let Some(url) = c
-        .base_url
-        .filter(|u| !u.trim().is_empty())
-        .or_else(|| preset.and_then(|p| p.default_base_url).map(str::to_owned))
+    let Some(url) =
+        c.base_url.filter(|u| !u.trim().is_empty()).or_else(|| default_base_url(&c.provider).map(str::to_owned))
     else {
         anyhow::bail!(
             "provider {} has no default base URL; give --base-url (for azure the resource endpoint, \
@@ -152,7 +201,7 @@ pub async fn add_channel(log: &EventLog, master: &MasterKey, c: NewChannel) -> a
             c.provider
         );
     };
-    let url = url.trim().trim_end_matches('/').to_owned();
+    let url = checked_base_url(&url)?;
     let api_version = match (preset, c.api_version.filter(|v| !v.trim().is_empty())) {
         (Some(p), v) if p.needs_api_version => {
             Some(v.map_or_else(|| gateway::presets::AZURE_DEFAULT_API_VERSION.to_owned(), |v| v.trim().to_owned()))
@@ -160,18 +209,21 @@ pub async fn add_channel(log: &EventLog, master: &MasterKey, c: NewChannel) -> a
         (_, Some(_)) => anyhow::bail!("--api-version only applies to provider azure"),
         (_, None) => None,
     };
-    anyhow::ensure!(
-        (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len(),
-        "base URL {url:?} must start with http:// or https://"
-    );
-    anyhow::ensure!(!url.contains('@'), "base URL must not carry credentials; use --api-key");
-    let models: Vec<String> = c.models.into_iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
-    anyhow::ensure!(!models.is_empty(), "a channel needs at least one model (--models m1,m2)");
+    let models = checked_models(c.models)?;
     anyhow::ensure!(c.weight > 0, "weight must be at least 1");
+    let api_key = c.api_key.filter(|k| !k.is_empty());
+    if let Some(native) = NATIVE_PROVIDERS.iter().find(|p| p.name == c.provider) {
+        anyhow::ensure!(
+            api_key.is_some(),
+            "provider {} needs --api-key (the gateway sends it as {})",
+            native.name,
+            native.auth
+        );
+    }
     let view = ControlView::load(log).await?;
     anyhow::ensure!(!view.channels.values().any(|ch| ch.name == c.name), "a channel named {:?} exists", c.name);
     let channel_id = format!("ch_{}", uuid::Uuid::now_v7().simple());
-    let sealed = c.api_key.filter(|k| !k.is_empty()).map(|k| master.seal(&k, &channel_id));
+    let sealed = api_key.map(|k| master.seal(&k, &channel_id));
     let env = control_event(
         GLOBAL_TENANT,
         EventBody::ChannelAdded(ChannelAdded {
@@ -190,24 +242,90 @@ pub async fn add_channel(log: &EventLog, master: &MasterKey, c: NewChannel) -> a
     Ok(channel_id)
 }
 
+/// What `channels update` changes; `None` keeps the current value.
+#[derive(Default)]
+pub struct ChannelChanges {
+    /// New unique name.
+    pub name: Option<String>,
+    /// New base URL.
+    pub base_url: Option<String>,
+    /// New upstream API key (sealed before it leaves this function).
+    pub api_key: Option<String>,
+    /// New model list.
+    pub models: Option<Vec<String>>,
+    /// New priority.
+    pub priority: Option<i32>,
+    /// New weight.
+    pub weight: Option<u32>,
+    /// New `api-version` (Azure).
+    pub api_version: Option<String>,
+}
+
+/// `channels update NAME_OR_ID`: appends one `channel.updated` carrying only the fields given,
+/// so everything else (the sealed key included) keeps its value. Returns the channel id.
+pub async fn update_channel(
+    log: &EventLog,
+    master: &MasterKey,
+    needle: &str,
+    c: ChannelChanges,
+) -> anyhow::Result<String> {
+    let view = ControlView::load(log).await?;
+    let ch = view.find_channel(needle)?;
+    let channel_id = ch.channel_id.clone();
+    let name = c.name.map(|n| n.trim().to_owned());
+    if let Some(n) = &name {
+        anyhow::ensure!(!n.is_empty(), "--name is empty");
+        anyhow::ensure!(
+            !view.channels.values().any(|o| o.name == *n && o.channel_id != channel_id),
+            "a channel named {n:?} exists"
+        );
+    }
+    let api_version = c.api_version.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if api_version.is_some() {
+        anyhow::ensure!(
+            gateway::presets::find(&ch.provider).is_some_and(|p| p.needs_api_version),
+            "--api-version only applies to provider azure"
+        );
+    }
+    anyhow::ensure!(c.weight != Some(0), "weight must be at least 1");
+    let update = ChannelUpdated {
+        channel_id: channel_id.clone(),
+        name,
+        base_url: c.base_url.as_deref().map(checked_base_url).transpose()?,
+        api_key: c.api_key.filter(|k| !k.is_empty()).map(|k| master.seal(&k, &channel_id)),
+        models: c.models.map(checked_models).transpose()?,
+        priority: c.priority,
+        weight: c.weight,
+        enabled: None,
+        api_version,
+    };
+    anyhow::ensure!(
+        update != ChannelUpdated { channel_id: channel_id.clone(), ..ChannelUpdated::default() },
+        "nothing to change; give at least one of --name, --base-url, --api-key, --models, --priority, \
+         --weight, --api-version"
+    );
+    let env = control_event(GLOBAL_TENANT, EventBody::ChannelUpdated(update));
+    log.append_acked(&env).await.context("Failed to append channel.updated")?;
+    Ok(channel_id)
+}
+
 /// `channels remove NAME_OR_ID`.
 pub async fn remove_channel(log: &EventLog, needle: &str) -> anyhow::Result<String> {
     let view = ControlView::load(log).await?;
-    let ch = view
-        .channels
-        .values()
-        .find(|c| c.channel_id == needle || c.name == needle)
-        .with_context(|| format!("no channel {needle:?}"))?;
+    let ch = view.find_channel(needle)?;
     let env =
         control_event(GLOBAL_TENANT, EventBody::ChannelRemoved(ChannelRemoved { channel_id: ch.channel_id.clone() }));
     log.append_acked(&env).await.context("Failed to append channel.removed")?;
     Ok(ch.channel_id.clone())
 }
 
-/// `prices set`: decimal amounts per one million tokens.
+/// `prices set`: decimal amounts per one million tokens. With `channel` (a live channel's name or
+/// id) the price overrides the model's price on that channel alone.
+#[expect(clippy::too_many_arguments, reason = "one argument per `prices set` flag, named at the call site")]
 pub async fn set_price(
     log: &EventLog,
     model: &str,
+    channel: Option<&str>,
     currency: &str,
     input: &str,
     output: &str,
@@ -221,10 +339,15 @@ pub async fn set_price(
         "currency must be an ISO code such as USD"
     );
     let parse = |name: &str, v: &str| schemas::parse_per_mtok(v).with_context(|| format!("--{name}"));
+    let channel_id = match channel {
+        Some(needle) => Some(ControlView::load(log).await?.find_channel(needle)?.channel_id.clone()),
+        None => None,
+    };
     let env = control_event(
         GLOBAL_TENANT,
         EventBody::PricePublished(PricePublished {
             model: model.trim().to_owned(),
+            channel_id,
             currency,
             input_per_mtok_nanos: parse("input", input)?,
             output_per_mtok_nanos: parse("output", output)?,
@@ -260,5 +383,17 @@ mod tests {
         for p in gateway::presets::PRESETS {
             assert!(PROVIDERS.contains(&p.name), "{} missing from PROVIDERS", p.name);
         }
+    }
+
+    #[test]
+    fn native_providers_are_accepted_and_have_a_default_base_url() {
+        for p in NATIVE_PROVIDERS {
+            assert!(PROVIDERS.contains(&p.name), "{} missing from PROVIDERS", p.name);
+            assert!(!p.default_base_url.ends_with('/'), "{}", p.default_base_url);
+        }
+        assert_eq!(default_base_url("anthropic"), Some("https://api.anthropic.com/v1"));
+        assert_eq!(default_base_url("gemini"), Some("https://generativelanguage.googleapis.com/v1beta"));
+        assert_eq!(default_base_url("deepseek"), Some("https://api.deepseek.com"));
+        assert_eq!(default_base_url("azure"), None);
     }
 }

@@ -37,6 +37,8 @@ pub struct ChannelInfo {
     pub base_url: String,
     /// Models.
     pub models: Vec<String>,
+    /// `api-version` (Azure).
+    pub api_version: Option<String>,
 }
 
 /// A model's price in force as the CLI sees it.
@@ -59,8 +61,10 @@ pub struct ControlView {
     pub keys: BTreeMap<String, KeyInfo>,
     /// Live channels by id.
     pub channels: BTreeMap<String, ChannelInfo>,
-    /// The price in force per model.
+    /// The model-wide price in force per model.
     pub prices: BTreeMap<String, PriceInfo>,
+    /// Per-channel overrides in force, by (channel id, model); dropped with their channel.
+    pub channel_prices: BTreeMap<(String, String), PriceInfo>,
     /// Id of every `price.published` event, so a built-in row is published at most once.
     pub price_ids: HashSet<uuid::Uuid>,
     /// Events folded.
@@ -124,6 +128,7 @@ impl ControlView {
                         provider: c.provider,
                         base_url: c.base_url,
                         models: c.models,
+                        api_version: c.api_version,
                     },
                 );
             }
@@ -138,17 +143,33 @@ impl ControlView {
                     if let Some(m) = u.models {
                         c.models = m;
                     }
+                    if let Some(v) = u.api_version {
+                        c.api_version = Some(v);
+                    }
                 }
             }
             EventBody::ChannelRemoved(r) => {
                 self.channels.remove(&r.channel_id);
+                self.channel_prices.retain(|(channel, _), _| *channel != r.channel_id);
             }
             EventBody::PricePublished(p) => {
                 self.price_ids.insert(id);
-                self.prices.insert(p.model.clone(), PriceInfo { version: id.to_string(), actor, price: p });
+                let info = PriceInfo { version: id.to_string(), actor, price: p };
+                match info.price.channel_id.clone() {
+                    None => self.prices.insert(info.price.model.clone(), info),
+                    Some(channel) => self.channel_prices.insert((channel, info.price.model.clone()), info),
+                };
             }
             EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) => {}
         }
+    }
+
+    /// Finds a live channel by id or name.
+    pub fn find_channel(&self, needle: &str) -> anyhow::Result<&ChannelInfo> {
+        self.channels
+            .values()
+            .find(|c| c.channel_id == needle || c.name == needle)
+            .ok_or_else(|| anyhow::anyhow!("no channel {needle:?}; see `llm-router channels list`"))
     }
 
     /// Finds a key by id, display prefix, or the whole key. An ambiguous prefix is an error.

@@ -106,8 +106,8 @@ enum ChannelCmd {
         /// Unique name.
         #[arg(long)]
         name: String,
-        /// Provider preset: openai, deepseek, mistral, qwen, moonshot, zhipu, ernie, openrouter,
-        /// azure, ollama, vllm.
+        /// Provider: openai, deepseek, mistral, qwen, moonshot, zhipu, ernie, openrouter, azure,
+        /// ollama, vllm, anthropic, gemini.
         #[arg(long, default_value = "openai")]
         provider: String,
         /// Base URL; defaults to the preset's (required for azure: https://RESOURCE.openai.azure.com).
@@ -129,6 +129,33 @@ enum ChannelCmd {
         #[arg(long, default_value_t = 1)]
         weight: u32,
     },
+    /// Changes a channel in place (by name or id); flags not given keep their value, the
+    /// upstream key included.
+    Update {
+        /// Name or id.
+        channel: String,
+        /// New unique name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New base URL.
+        #[arg(long)]
+        base_url: Option<String>,
+        /// New upstream API key (stored sealed).
+        #[arg(long, env = "LLM_ROUTER_CHANNEL_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// New model list (comma-separated), replacing the old one.
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// New priority.
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i32>,
+        /// New weight.
+        #[arg(long)]
+        weight: Option<u32>,
+        /// New Azure `api-version`.
+        #[arg(long)]
+        api_version: Option<String>,
+    },
     /// Removes a channel by name or id.
     Remove {
         /// Name or id.
@@ -145,6 +172,9 @@ enum PriceCmd {
         /// Model name.
         #[arg(long)]
         model: String,
+        /// Only on this channel (name or id): overrides the model's price there.
+        #[arg(long)]
+        channel: Option<String>,
         /// Uncached input, per 1M tokens (e.g. 2.50).
         #[arg(long)]
         input: String,
@@ -161,8 +191,9 @@ enum PriceCmd {
         #[arg(long, default_value = "USD")]
         currency: String,
     },
-    /// Lists the price in force per model (per 1M tokens) and who set it (`builtin` = the table
-    /// shipped with this build).
+    /// Lists the prices in force per model (per 1M tokens), then each channel override (its
+    /// channel id in the last column), and who set them (`builtin` = the table shipped with this
+    /// build).
     List,
 }
 
@@ -279,6 +310,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     let id = admin::add_channel(&log, &master, c).await?;
                     run::say(&format!("Channel {name} added as {id}."));
                 }
+                ChannelCmd::Update { channel, name, base_url, api_key, models, priority, weight, api_version } => {
+                    let master = master_key::load(&cfg.data_dir)?;
+                    let changes =
+                        admin::ChannelChanges { name, base_url, api_key, models, priority, weight, api_version };
+                    let id = admin::update_channel(&log, &master, &channel, changes).await?;
+                    run::say(&format!("Channel {id} updated."));
+                }
                 ChannelCmd::Remove { channel } => {
                     let id = admin::remove_channel(&log, &channel).await?;
                     run::say(&format!("Channel {id} removed."));
@@ -301,11 +339,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Prices(PriceCmd::List) => {
             let log = run::open_log(&cfg).await?;
             let view = control_view::ControlView::load(&log).await?;
-            run::say("model\tcurrency\tinput\tcached\tcache_write\toutput\tset_by\tversion");
-            for (model, p) in &view.prices {
+            // The channel column is last so that scripts reading the first columns keep working.
+            run::say("model\tcurrency\tinput\tcached\tcache_write\toutput\tset_by\tversion\tchannel");
+            let model_wide = view.prices.iter().map(|(model, p)| (model, p, "-"));
+            let overrides = view.channel_prices.iter().map(|((channel, model), p)| (model, p, channel.as_str()));
+            let mut rows: Vec<_> = model_wide.chain(overrides).collect();
+            rows.sort_by(|a, b| (a.0, a.2 != "-", a.2).cmp(&(b.0, b.2 != "-", b.2)));
+            for (model, p, channel) in rows {
                 let amount = |n: Option<i64>| n.map_or_else(|| "-".to_owned(), schemas::format_nanos);
                 run::say(&format!(
-                    "{model}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{model}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{channel}",
                     p.price.currency,
                     amount(Some(p.price.input_per_mtok_nanos)),
                     amount(p.price.cached_input_per_mtok_nanos),
@@ -317,12 +360,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Prices(PriceCmd::Set { model, input, output, cached, cache_write, currency }) => {
+        Command::Prices(PriceCmd::Set { model, channel, input, output, cached, cache_write, currency }) => {
             let log = run::open_log(&cfg).await?;
-            let version =
-                admin::set_price(&log, &model, &currency, &input, &output, cached.as_deref(), cache_write.as_deref())
-                    .await?;
-            run::say(&format!("Price for {model} published (version {version})."));
+            let version = admin::set_price(
+                &log,
+                &model,
+                channel.as_deref(),
+                &currency,
+                &input,
+                &output,
+                cached.as_deref(),
+                cache_write.as_deref(),
+            )
+            .await?;
+            match channel {
+                Some(ch) => run::say(&format!("Price for {model} on channel {ch} published (version {version}).")),
+                None => run::say(&format!("Price for {model} published (version {version}).")),
+            }
             Ok(())
         }
         Command::Projections(ProjectionCmd::Rebuild { name }) => run::rebuild(cfg, &name).await,
