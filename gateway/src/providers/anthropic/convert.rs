@@ -163,25 +163,53 @@ fn json_mode_tool(r: &Request) -> Result<Option<Value>, Unsupported> {
     Ok(Some(json!({"name": JSON_TOOL, "description": "Respond with the answer as JSON.", "input_schema": schema})))
 }
 
+/// Anthropic's `temperature` range; OpenAI's goes up to 2.
+const MAX_TEMPERATURE: f64 = 1.0;
+
+/// Whether Anthropic would refuse this part as an empty text block ("text content blocks must be
+/// non-empty", and likewise for whitespace alone). OpenAI clients send `"content": ""`, e.g. for
+/// an assistant turn that only called tools.
+fn is_blank_text(p: &Part) -> bool {
+    matches!(p, Part::Text(t) if t.trim().is_empty())
+}
+
+/// The part without blank text blocks inside a tool result (which Anthropic refuses the same way).
+fn without_blank_text(p: &Part) -> Part {
+    match p {
+        Part::ToolResult { tool_use_id, content, is_error } => Part::ToolResult {
+            tool_use_id: tool_use_id.clone(),
+            content: content.iter().filter(|c| !is_blank_text(c)).cloned().collect(),
+            is_error: *is_error,
+        },
+        other => other.clone(),
+    }
+}
+
 /// Canonical → Anthropic request body. JSON mode (`response_format`) is emulated with a forced
-/// tool ([`JSON_TOOL`]).
+/// tool ([`JSON_TOOL`]). What Anthropic would refuse but OpenAI accepts is adjusted rather than
+/// passed on to fail: blank text parts (`"content": ""`) are dropped, then messages left with no
+/// content and blank system prompts; `temperature` is clamped to Anthropic's range `[0, 1]`
+/// (OpenAI allows up to 2, so 1.5 is sent as 1.0).
 pub fn request_from_canonical(r: &Request) -> Result<Value, Unsupported> {
     let json_tool = json_mode_tool(r)?;
     let messages: Vec<Value> = r
         .messages
         .iter()
-        .map(|m| {
+        .filter_map(|m| {
             let role = match m.role {
                 Role::User => "user",
                 Role::Assistant => "assistant",
             };
-            json!({"role": role, "content": m.content.iter().map(part_json).collect::<Vec<_>>()})
+            let content: Vec<Value> =
+                m.content.iter().filter(|p| !is_blank_text(p)).map(|p| part_json(&without_blank_text(p))).collect();
+            (!content.is_empty()).then(|| json!({"role": role, "content": content}))
         })
         .collect();
     let mut max_tokens = r.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     let mut out = json!({"model": r.model, "messages": messages});
-    if !r.system.is_empty() {
-        out["system"] = json!(r.system.join("\n\n"));
+    let system: Vec<&str> = r.system.iter().map(String::as_str).filter(|s| !s.trim().is_empty()).collect();
+    if !system.is_empty() {
+        out["system"] = json!(system.join("\n\n"));
     }
     if !r.tools.is_empty() {
         out["tools"] = r
@@ -225,7 +253,7 @@ pub fn request_from_canonical(r: &Request) -> Result<Value, Unsupported> {
     }
     out["max_tokens"] = json!(max_tokens);
     if let Some(t) = r.temperature {
-        out["temperature"] = json!(t);
+        out["temperature"] = json!(t.clamp(0.0, MAX_TEMPERATURE));
     }
     if let Some(p) = r.top_p {
         out["top_p"] = json!(p);
@@ -373,6 +401,56 @@ mod tests {
         let back =
             request_from_canonical(&canonical).map_err(|e| serde_json::Error::io(std::io::Error::other(e.message)))?;
         assert_eq!(back, original);
+        Ok(())
+    }
+
+    fn text(t: &str) -> Part {
+        Part::Text(t.to_owned())
+    }
+
+    #[test]
+    fn blank_text_parts_and_the_messages_they_leave_empty_are_not_sent_to_anthropic() -> Result<(), String> {
+        let call = Part::ToolUse { id: "t1".into(), name: "f".into(), input: json!({}) };
+        let result =
+            Part::ToolResult { tool_use_id: "t1".into(), content: vec![text(""), text("42")], is_error: false };
+        let r = Request {
+            model: "claude-sonnet-4-5".into(),
+            system: vec![String::new(), "Be brief.".into()],
+            messages: vec![
+                Message { role: Role::User, content: vec![text("hi"), text("")] },
+                // What an OpenAI client sends for a turn that only called tools: `"content": ""`.
+                Message { role: Role::Assistant, content: vec![text(""), call] },
+                Message { role: Role::User, content: vec![result] },
+                Message { role: Role::Assistant, content: vec![text(" ")] },
+                Message { role: Role::User, content: vec![text("and?")] },
+            ],
+            ..Request::default()
+        };
+        let out = request_from_canonical(&r).map_err(|e| e.message)?;
+        assert_eq!(out["system"], json!("Be brief."));
+        assert_eq!(
+            out["messages"],
+            json!([
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                    "content": [{"type": "text", "text": "42"}]}]},
+                {"role": "user", "content": [{"type": "text", "text": "and?"}]}
+            ])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn temperature_is_clamped_to_anthropics_range() -> Result<(), String> {
+        let with = |t: f64| Request { model: "m".into(), temperature: Some(t), ..Request::default() };
+        for (given, sent) in [(1.5, 1.0), (2.0, 1.0), (0.7, 0.7), (0.0, 0.0), (-0.5, 0.0)] {
+            let out = request_from_canonical(&with(given)).map_err(|e| e.message)?;
+            assert_eq!(out["temperature"], json!(sent), "temperature {given}");
+        }
+        let out =
+            request_from_canonical(&Request { model: "m".into(), ..Request::default() }).map_err(|e| e.message)?;
+        assert!(out.get("temperature").is_none());
         Ok(())
     }
 
