@@ -11,7 +11,8 @@ use crate::handlers;
 
 /// The router for `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`, and
 /// Anthropic's `/v1/messages` and `/v1/messages/count_tokens`, and Gemini's
-/// `/v1beta/models/{model}:generateContent`, `:streamGenerateContent` and `:countTokens`.
+/// `/v1beta/models/{model}:generateContent`, `:streamGenerateContent` and `:countTokens` (also
+/// under `/v1/models/`, where the `google-genai` SDK sends them when given a base URL).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(handlers::proxy::chat_completions))
@@ -21,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages", post(handlers::messages::create))
         .route("/v1/messages/count_tokens", post(handlers::messages::count_tokens))
         .route("/v1/messages/{*rest}", axum::routing::any(handlers::messages::unknown))
+        .route("/v1/models/{*rest}", get(handlers::models::get).post(handlers::gemini::action))
         .route("/v1beta/models", get(handlers::gemini::list))
         .route("/v1beta/models/{*rest}", get(handlers::gemini::get).post(handlers::gemini::action))
         .route("/v1beta/{*rest}", axum::routing::any(handlers::gemini::unknown))

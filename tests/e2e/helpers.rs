@@ -286,3 +286,22 @@ impl Env {
         }
     }
 }
+
+/// Runs one of the official-SDK scripts in `tests/sdk/` with `vars`; fails with its output and
+/// the router's log unless it exits 0.
+pub async fn run_sdk_script(script: &str, vars: &[(&str, &str)], serve: &Serve) -> anyhow::Result<()> {
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.arg(format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR")));
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        serve.log()
+    );
+    Ok(())
+}

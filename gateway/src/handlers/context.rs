@@ -66,12 +66,15 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     }
 }
 
-/// The protocol of the surface a request is on: Gemini's below `/v1beta/`; Anthropic's for
+/// The protocol of the surface a request is on: Gemini's below `/v1beta/`, for
+/// `/v1/models/{model}:{action}` and for model listing with `x-goog-api-key`; Anthropic's for
 /// `/v1/messages` and below, or `GET /v1/models` from an Anthropic SDK (which sends
 /// `anthropic-version` and its key in `x-api-key`); OpenAI's otherwise.
 pub fn protocol_of(req: &Request) -> Protocol {
     let path = req.uri().path();
-    if path.starts_with("/v1beta/") || path == "/v1beta" {
+    let gemini_v1 = path.strip_prefix("/v1/models/").is_some_and(|rest| rest.contains(':'))
+        || (path.starts_with("/v1/models") && req.headers().contains_key("x-goog-api-key"));
+    if path.starts_with("/v1beta/") || path == "/v1beta" || gemini_v1 {
         Protocol::Gemini
     } else if path == "/v1/messages"
         || path.starts_with("/v1/messages/")
@@ -90,7 +93,7 @@ fn endpoint_of(path: &str) -> &'static str {
         "/v1/embeddings" => "embeddings",
         "/v1/messages" => "messages",
         "/v1/messages/count_tokens" => "messages.count_tokens",
-        p if p.starts_with("/v1beta/models/") => "generate_content",
+        p if p.starts_with("/v1beta/models/") || p.contains(':') => "generate_content",
         _ => "models",
     }
 }

@@ -1,5 +1,7 @@
 //! Gemini's surface: `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent`
-//! (`?alt=sse` for SSE, else one JSON array) and `:countTokens`, and `GET /v1beta/models[/{model}]`.
+//! (`?alt=sse` for SSE, else one JSON array) and `:countTokens`, and `GET /v1beta/models[/{model}]`;
+//! the same actions under `/v1/models/` (Gemini's `v1`, which the `google-genai` SDK uses when
+//! given a base URL).
 //! The call path is the one of every other protocol; every answer and error is in Gemini's shape
 //! `{"error":{"code","message","status"}}`.
 
@@ -14,6 +16,7 @@ use super::proxy::{self, CallOptions};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::request::{self, Endpoint, Protocol};
+use crate::state::KeyEntry;
 use crate::{routing, tokenizer};
 
 /// `POST /v1beta/models/{model}:{action}`
@@ -117,9 +120,14 @@ pub async fn get(
     Extension(Caller(key)): Extension<Caller>,
     Path(rest): Path<String>,
 ) -> Response {
-    let model = rest.strip_prefix("models/").unwrap_or(&rest);
-    match routing::candidates(&app.snapshot(), &key, model) {
-        Ok(_) => axum::Json(model_json(model)).into_response(),
+    model(&app, &key, &rest)
+}
+
+/// One model in Gemini's shape, or a Gemini-shaped 404 when the key cannot use it.
+pub fn model(app: &AppState, key: &KeyEntry, name: &str) -> Response {
+    let name = name.strip_prefix("models/").unwrap_or(name);
+    match routing::candidates(&app.snapshot(), key, name) {
+        Ok(_) => axum::Json(model_json(name)).into_response(),
         Err(e) => e.into_response_for(Protocol::Gemini),
     }
 }

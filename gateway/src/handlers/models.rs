@@ -2,7 +2,7 @@
 //! Anthropic's when the request comes from an Anthropic SDK (`anthropic-version` header).
 
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use schemas::{EventBody, RequestLogged};
@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::context::{Caller, RequestId};
 use crate::app::AppState;
+use crate::request::Protocol;
 use crate::routing;
 
 /// Lists models.
@@ -19,6 +20,9 @@ pub async fn list(
     Extension(Caller(key)): Extension<Caller>,
     headers: HeaderMap,
 ) -> Response {
+    if headers.contains_key("x-goog-api-key") {
+        return super::gemini::list(State(app), Extension(Caller(key))).await;
+    }
     let models = routing::visible_models(&app.snapshot(), &key);
     let anthropic = headers.contains_key("anthropic-version");
     let data: Vec<_> =
@@ -49,4 +53,27 @@ pub async fn list(
         .into_response();
     }
     axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{model}`: one model the key may use (OpenAI's retrieve, or Anthropic's or
+/// Gemini's shape for their SDKs); 404 in the caller's protocol otherwise.
+pub async fn get(
+    State(app): State<AppState>,
+    Extension(Caller(key)): Extension<Caller>,
+    headers: HeaderMap,
+    Path(model): Path<String>,
+) -> Response {
+    if headers.contains_key("x-goog-api-key") {
+        return super::gemini::model(&app, &key, &model);
+    }
+    let protocol = if headers.contains_key("anthropic-version") { Protocol::Anthropic } else { Protocol::OpenAi };
+    if let Err(e) = routing::candidates(&app.snapshot(), &key, &model) {
+        return e.into_response_for(protocol);
+    }
+    if protocol == Protocol::Anthropic {
+        return axum::Json(json!({"type": "model", "id": model, "display_name": model,
+            "created_at": "1970-01-01T00:00:00Z"}))
+        .into_response();
+    }
+    axum::Json(json!({"id": model, "object": "model", "created": 0, "owned_by": "llm-router"})).into_response()
 }

@@ -440,6 +440,35 @@ async fn count_tokens_and_model_listing_speak_gemini() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(one.status(), 200);
-    assert!(env.gemini.requests().is_empty(), "counting and listing never reach the upstream");
+    // Gemini's `v1` paths, where the google-genai SDK goes when given a base URL.
+    let v1 = env.generate(GEMINI, "countTokens", &contents("one two")).await?;
+    assert_eq!(v1.status(), 200);
+    let resp = env
+        .app
+        .http
+        .post(env.app.url(&format!("/v1/models/{GEMINI}:generateContent")))
+        .header("x-goog-api-key", &env.app.key)
+        .json(&contents("hi"))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let (status, v) =
+        error_of(env.app.http.post(env.app.url("/v1/models/nope:generateContent")).json(&contents("hi")).send().await?)
+            .await?;
+    assert_eq!((status, v["error"]["status"].as_str()), (401, Some("UNAUTHENTICATED")));
+    // OpenAI's model retrieval on the same prefix.
+    let one: Value = env
+        .app
+        .http
+        .get(env.app.url(&format!("/v1/models/{MODEL}")))
+        .bearer_auth(&env.app.key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!((one["id"].as_str(), one["object"].as_str()), (Some(MODEL), Some("model")));
+    let missing = env.app.http.get(env.app.url("/v1/models/nope")).bearer_auth(&env.app.key).send().await?;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(env.gemini.requests().len(), 1, "counting and listing never reach the upstream");
     Ok(())
 }

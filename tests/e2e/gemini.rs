@@ -1,0 +1,100 @@
+//! The official `google-genai` Python SDK against the real binary: generate, stream, chat,
+//! function calling with function responses, countTokens and Gemini-shaped errors, served (a) by
+//! a fake Gemini upstream added with `channels add --provider gemini` (pass-through) and (b) by
+//! the fake OpenAI upstream (translated both ways, on the cluster backend); and the official
+//! `anthropic` SDK against a Gemini channel. Billing is read back from `/v1/usage`.
+
+use testkit::fake_gemini::FakeGemini;
+
+use crate::helpers::{Backend, Env, MODEL, Serve, run_sdk_script};
+
+const GEMINI: &str = "gemini-2.5-flash";
+
+async fn add_gemini_channel(env: &Env, serve: &Serve, key: &str, gemini: &FakeGemini) -> anyhow::Result<()> {
+    env.cli(&[
+        "channels",
+        "add",
+        "--name",
+        "gemini",
+        "--provider",
+        "gemini",
+        "--base-url",
+        &gemini.base_url(),
+        "--api-key",
+        "AIza-upstream-canary",
+        "--models",
+        GEMINI,
+    ])?;
+    env.wait_for_model(serve, key, GEMINI).await
+}
+
+async fn genai(serve: &Serve, key: &str, model: &str, calls_tools: bool) -> anyhow::Result<()> {
+    let tools = if calls_tools { "1" } else { "0" };
+    let vars = [
+        ("LLMR_BASE_URL", serve.base.as_str()),
+        ("LLMR_API_KEY", key),
+        ("LLMR_MODEL", model),
+        ("LLMR_UPSTREAM_CALLS_TOOLS", tools),
+    ];
+    run_sdk_script("gemini_sdk.py", &vars, serve).await
+}
+
+#[tokio::test]
+async fn the_official_google_genai_sdk_works_against_a_gemini_channel() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let gemini = FakeGemini::start().await?;
+    let serve = env.serve().await?;
+    let key = serve.first_key().ok_or_else(|| anyhow::anyhow!("first start printed no key:\n{}", serve.log()))?;
+    add_gemini_channel(&env, &serve, &key, &gemini).await?;
+    genai(&serve, &key, GEMINI, true).await?;
+    let sent = gemini.requests();
+    assert!(!sent.is_empty());
+    assert!(sent.iter().all(|r| r.header("x-goog-api-key") == Some("AIza-upstream-canary")
+        && r.header("authorization").is_none()
+        && r.query_param("key").is_none()));
+    // Six billed calls: generate, stream, two chat turns, tools, function response.
+    let usage = env.wait_for_usage(&serve, &key, 6).await?;
+    let row = &usage["data"][0];
+    // The fake reports 20 prompt tokens of which 5 cached, and 12 candidate tokens, per call.
+    assert_eq!(row["input_tokens"], 6 * 15, "{usage}");
+    assert_eq!(row["cached_input_tokens"], 6 * 5, "{usage}");
+    assert_eq!(row["output_tokens"], 6 * 12, "{usage}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_official_google_genai_sdk_works_against_an_openai_channel_on_the_cluster_backend() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Cluster).await?;
+    let serve = env.serve().await?;
+    let key = serve.first_key().ok_or_else(|| anyhow::anyhow!("first start printed no key:\n{}", serve.log()))?;
+    env.add_fake_channel()?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    genai(&serve, &key, MODEL, false).await?;
+    let usage = env.wait_for_usage(&serve, &key, 6).await?;
+    // OpenAI's 25 prompt tokens include 5 cached ones: billed as 20 + 5.
+    assert_eq!(usage["data"][0]["input_tokens"], 6 * 20, "{usage}");
+    assert_eq!(usage["data"][0]["cached_input_tokens"], 6 * 5, "{usage}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_official_anthropic_sdk_works_against_a_gemini_channel() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let gemini = FakeGemini::start().await?;
+    let serve = env.serve().await?;
+    let key = serve.first_key().ok_or_else(|| anyhow::anyhow!("first start printed no key:\n{}", serve.log()))?;
+    add_gemini_channel(&env, &serve, &key, &gemini).await?;
+    let vars = [
+        ("ANTHROPIC_BASE_URL", serve.base.as_str()),
+        ("ANTHROPIC_API_KEY", key.as_str()),
+        ("LLMR_MODEL", GEMINI),
+        ("LLMR_UPSTREAM_CALLS_TOOLS", "1"),
+    ];
+    run_sdk_script("anthropic_sdk.py", &vars, &serve).await?;
+    // Create, stream helper, raw stream, tools, streamed tools, tool result.
+    let usage = env.wait_for_usage(&serve, &key, 6).await?;
+    assert_eq!(usage["data"][0]["input_tokens"], 6 * 15, "{usage}");
+    let sent = gemini.requests();
+    assert!(sent.iter().any(|r| r.body["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"));
+    Ok(())
+}
