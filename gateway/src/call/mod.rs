@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::Response;
-use schemas::{AppliedPrice, EventBody, RequestLogged, UsageSource};
+use schemas::{EventBody, RequestLogged, UsageSource};
 use tokio::sync::oneshot;
 
 use crate::app::AppState;
@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::handlers::context::RequestId;
 use crate::providers::Provider;
 use crate::request::Prepared;
-use crate::state::{Channel, KeyEntry};
+use crate::state::{Channel, ControlState, KeyEntry};
 use crate::tokenizer;
 use crate::usage::{BillingContext, Consumption, TokenCounts};
 
@@ -35,8 +35,9 @@ pub struct Call {
     pub prepared: Prepared,
     /// Channels to try, in order.
     pub channels: Vec<Arc<Channel>>,
-    /// Price in force when the request arrived.
-    pub price: Option<Arc<AppliedPrice>>,
+    /// The control state when the request arrived: the prices it is charged at (the serving
+    /// channel's override, else the model's price) come from here, whichever channel serves it.
+    pub control: Arc<ControlState>,
     /// The client's `anthropic-beta` header, passed on to Anthropic channels on pass-through.
     pub anthropic_beta: Option<String>,
     /// A Gemini client's stream framing: SSE (`alt=sse`) or, when false, one JSON array.
@@ -44,14 +45,14 @@ pub struct Call {
 }
 
 impl Call {
-    fn billing(&self) -> BillingContext {
+    fn billing(&self, channel: &Channel) -> BillingContext {
         BillingContext {
             request_id: self.rid.id.to_string(),
             key_id: self.key.key_id.clone(),
             user: self.prepared.user.clone(),
             endpoint: self.prepared.endpoint.name(),
             model_requested: self.prepared.model.clone(),
-            price: self.price.clone(),
+            price: self.control.price_for(&channel.id, &self.prepared.model),
         }
     }
 }

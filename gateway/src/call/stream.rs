@@ -249,7 +249,7 @@ pub async fn relay(
         Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },
         None => estimate(&call, text, model_served).await,
     };
-    let record = call.billing().record(&channel.provider, &channel.id, consumption, true, outcome);
+    let record = call.billing(&channel).record(&channel.provider, &channel.id, consumption, true, outcome);
     let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
     let recorded = app.log.append(&env).await;
     if let Err(e) = &recorded {

@@ -95,10 +95,8 @@ pub(super) async fn run(
             return e.into_response_for(endpoint.protocol());
         }
     };
-    let snapshot = app.snapshot();
-    let routed = routing::candidates(&snapshot, &key, &prepared.model);
-    let price = snapshot.prices.get(&prepared.model).cloned();
-    drop(snapshot);
+    let control = app.snapshot();
+    let routed = routing::candidates(&control, &key, &prepared.model);
     let channels = match routed {
         Ok(c) => c,
         Err(e) => {
@@ -108,7 +106,7 @@ pub(super) async fn run(
     };
     let CallOptions { anthropic_beta, gemini_sse } = options;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let call = call::Call { rid, key, prepared, channels, price, anthropic_beta, gemini_sse };
+    let call = call::Call { rid, key, prepared, channels, control, anthropic_beta, gemini_sse };
     tokio::spawn(call::run(app, call, tx));
     match rx.await {
         Ok(resp) => resp,

@@ -606,3 +606,40 @@ async fn concurrent_requests_are_each_billed_exactly_once_and_no_event_holds_a_s
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn the_serving_channels_price_override_is_charged_and_other_channels_overrides_are_not() -> anyhow::Result<()> {
+    use schemas::{AppliedPrice, GLOBAL_TENANT, PricePublished};
+    let app = spawn().await?;
+    let publish = |channel: &str, currency: &str, input: i64| PricePublished {
+        model: MODEL.into(),
+        channel_id: Some(channel.into()),
+        currency: currency.into(),
+        input_per_mtok_nanos: input,
+        output_per_mtok_nanos: 2 * input,
+        cached_input_per_mtok_nanos: None,
+        cache_write_per_mtok_nanos: None,
+    };
+    let other = publish("ch_other", "USD", 9_000_000_000);
+    app.log.append(&helpers::control(GLOBAL_TENANT, EventBody::PricePublished(other))).await?;
+    let mine = publish("ch_fake", "CNY", 1_000_000_000);
+    let ev = helpers::control(GLOBAL_TENANT, EventBody::PricePublished(mine.clone()));
+    app.log.append(&ev).await?;
+    let until = app.log.last_seq(schemas::Stream::Control).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.gateway.control_seq() < until {
+        anyhow::ensure!(Instant::now() < deadline, "control state not caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resp = app.post("/v1/chat/completions", &chat(false)).await?;
+    assert_eq!(resp.status(), 200);
+    let u = app.wait_usage(1).await?[0].1.clone();
+    let want = AppliedPrice::from((ev.id.to_string().as_str(), &mine));
+    assert_eq!(u.price.as_ref(), Some(&want));
+    assert_eq!(u.currency, "CNY");
+    assert_eq!(
+        u.cost_nanos,
+        want.cost_nanos(u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens)
+    );
+    Ok(())
+}
