@@ -91,6 +91,21 @@ const DEFAULT_CHANNELS: &[DefaultChannel] = &[
         provider: "anthropic",
         base_url: "https://api.anthropic.com/v1",
     },
+    DefaultChannel {
+        key_var: "GEMINI_API_KEY",
+        url_var: "GOOGLE_GEMINI_BASE_URL",
+        normalise_url: as_is,
+        provider: "gemini",
+        base_url: "https://generativelanguage.googleapis.com/v1beta",
+    },
+    // The `google-genai` SDK reads either name; the first one set wins (one `gemini` channel).
+    DefaultChannel {
+        key_var: "GOOGLE_API_KEY",
+        url_var: "GOOGLE_GEMINI_BASE_URL",
+        normalise_url: as_is,
+        provider: "gemini",
+        base_url: "https://generativelanguage.googleapis.com/v1beta",
+    },
 ];
 
 /// First start with an empty log: a `default` tenant and one key, printed once. On every start, a
@@ -104,11 +119,12 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
         say("First start: created tenant `default` with this API key (shown once, keep it):");
         say(&key.key);
     }
+    let mut created: Vec<&str> = Vec::new();
     for default in DEFAULT_CHANNELS {
         let Some(api_key) = std::env::var(default.key_var).ok().filter(|k| !k.is_empty()) else {
             continue;
         };
-        if view.channels.values().any(|c| c.provider == default.provider) {
+        if created.contains(&default.provider) || view.channels.values().any(|c| c.provider == default.provider) {
             continue;
         }
         let base_url = std::env::var(default.url_var)
@@ -128,6 +144,7 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             weight: 1,
         };
         let id = crate::admin::add_channel(log, &master, channel).await?;
+        created.push(default.provider);
         tracing::info!(channel = %id, provider = default.provider, var = default.key_var, "Default channel created from the environment.");
     }
     Ok(())

@@ -98,3 +98,34 @@ async fn the_official_anthropic_sdk_works_against_a_gemini_channel() -> anyhow::
     assert!(sent.iter().any(|r| r.body["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_gemini_api_key_in_the_environment_creates_one_default_gemini_channel() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let gemini = FakeGemini::start().await?;
+    let base = gemini.base_url();
+    // Both names the google-genai SDK reads are set: one channel, keyed by GEMINI_API_KEY.
+    let vars = [
+        ("GEMINI_API_KEY", "AIza-env-upstream"),
+        ("GOOGLE_API_KEY", "AIza-other"),
+        ("GOOGLE_GEMINI_BASE_URL", base.as_str()),
+    ];
+    let serve = env.serve_with_env(&vars).await?;
+    let key = serve.first_key().ok_or_else(|| anyhow::anyhow!("no first key:\n{}", serve.log()))?;
+    let url = format!("{}/v1beta/models/{GEMINI}:generateContent", serve.base);
+    let body = serde_json::json!({"contents": [{"parts": [{"text": "hi"}]}]});
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = reqwest::Client::new().post(&url).header("x-goog-api-key", &key).json(&body).send().await?;
+        if r.status() == 200 {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "default gemini channel never served: {}", r.status());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let seen = gemini.requests();
+    assert_eq!(seen.last().and_then(|r| r.header("x-goog-api-key")), Some("AIza-env-upstream"));
+    let listed = env.cli(&["channels", "list"])?;
+    assert_eq!(listed.lines().filter(|l| l.contains("gemini")).count(), 1, "{listed}");
+    Ok(())
+}
