@@ -67,8 +67,7 @@ async fn env() -> anyhow::Result<Env> {
 }
 
 fn fixture(name: &str) -> anyhow::Result<Value> {
-    let path = format!("{}/tests/fixtures/anthropic/{name}", env!("CARGO_MANIFEST_DIR"));
-    Ok(serde_json::from_str(&std::fs::read_to_string(&path)?)?)
+    helpers::fixture("anthropic", name)
 }
 
 impl Env {
@@ -650,26 +649,11 @@ async fn json_mode_on_an_anthropic_channel_is_a_forced_tool_whose_input_comes_ba
 }
 
 fn jsonl(name: &str) -> anyhow::Result<Vec<Value>> {
-    let path = format!("{}/tests/fixtures/anthropic/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path)?
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| Ok(serde_json::from_str(l)?))
-        .collect()
+    helpers::jsonl("anthropic", name)
 }
 
-/// Compares a translated stream with its reviewed snapshot; `UPDATE_FIXTURES=1` rewrites the
-/// snapshot instead (review the diff before committing it).
 fn snapshot(name: &str, actual: &[Value]) -> anyhow::Result<()> {
-    if std::env::var_os("UPDATE_FIXTURES").is_some() {
-        let path = format!("{}/tests/fixtures/anthropic/{name}", env!("CARGO_MANIFEST_DIR"));
-        let lines: Vec<String> = actual.iter().map(Value::to_string).collect();
-        std::fs::write(path, lines.join("\n") + "\n")?;
-        return Ok(());
-    }
-    let expected = jsonl(name)?;
-    assert_eq!(actual, expected.as_slice(), "the translation differs from {name}");
-    Ok(())
+    helpers::snapshot("anthropic", name, actual)
 }
 
 #[tokio::test]

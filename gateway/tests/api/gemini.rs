@@ -472,3 +472,124 @@ async fn count_tokens_and_model_listing_speak_gemini() -> anyhow::Result<()> {
     assert_eq!(env.gemini.requests().len(), 1, "counting and listing never reach the upstream");
     Ok(())
 }
+
+/// Replaces the values that differ per run (generated call ids, `created`) with fixed markers.
+fn normalise(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                match (k.as_str(), x.as_str()) {
+                    ("id" | "tool_call_id" | "tool_use_id", Some(s)) if s.starts_with("call_") => {
+                        let n = s.rsplit('_').next().unwrap_or_default().to_owned();
+                        *x = json!(format!("call_*_{n}"));
+                    }
+                    ("created", _) => *x = json!(0),
+                    _ => normalise(x),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(normalise),
+        _ => {}
+    }
+}
+
+/// Gemini's documented function-calling request (system instruction, a call, its response, an
+/// OpenAPI-style declaration) reaches OpenAI and Anthropic channels as their own requests.
+#[tokio::test]
+async fn a_recorded_gemini_request_translates_to_the_openai_and_anthropic_fixtures() -> anyhow::Result<()> {
+    let env = env().await?;
+    let req = helpers::fixture("gemini", "generate_content_request.json")?;
+    assert_eq!(env.generate(MODEL, "generateContent", &req).await?.status(), 200);
+    assert_eq!(env.generate(CLAUDE, "generateContent", &req).await?.status(), 200);
+    let mut to_openai = env.app.fake.requests()[0].body.clone();
+    let mut to_anthropic = env.claude.requests()[0].body.clone();
+    normalise(&mut to_openai);
+    normalise(&mut to_anthropic);
+    helpers::snapshot("gemini", "generate_content_request.to_openai.jsonl", &[to_openai])?;
+    helpers::snapshot("gemini", "generate_content_request.to_anthropic.jsonl", &[to_anthropic])
+}
+
+/// The OpenAI request with a system prompt, an image, parallel tool calls and their results
+/// (shared with the Anthropic fixtures) reaches a Gemini channel as Gemini's request.
+#[tokio::test]
+async fn a_recorded_openai_request_translates_to_the_gemini_fixture() -> anyhow::Result<()> {
+    let env = env().await?;
+    let mut req = helpers::fixture("anthropic", "openai_request_tools_image.json")?;
+    req["model"] = json!(GEMINI);
+    assert_eq!(env.app.post("/v1/chat/completions", &req).await?.status(), 200);
+    let sent = env.gemini.requests()[0].body.clone();
+    helpers::snapshot("gemini", "openai_request_tools_image.to_gemini.jsonl", &[sent])
+}
+
+/// A recorded Gemini answer with a thought and two function calls, and its usage with cached and
+/// thought tokens, as an OpenAI and an Anthropic client see it, and as billed.
+#[tokio::test]
+async fn a_recorded_gemini_answer_translates_to_the_openai_and_anthropic_fixtures() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.gemini.set_canned_response(helpers::fixture("gemini", "response_function_call.json")?);
+    let body = json!({"model": GEMINI, "messages": [{"role": "user", "content": "Weather in Paris and London?"}]});
+    let mut openai: Value = env.app.post("/v1/chat/completions", &body).await?.json().await?;
+    normalise(&mut openai);
+    let mut anthropic: Value = env
+        .app
+        .http
+        .post(env.app.url("/v1/messages"))
+        .header("x-api-key", &env.app.key)
+        .json(&json!({"model": GEMINI, "max_tokens": 100,
+            "messages": [{"role": "user", "content": "Weather in Paris and London?"}]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    normalise(&mut anthropic);
+    helpers::snapshot("gemini", "response_function_call.to_openai.jsonl", &[openai])?;
+    helpers::snapshot("gemini", "response_function_call.to_anthropic.jsonl", &[anthropic])?;
+    let usage = env.app.wait_usage(2).await?;
+    for (_, u) in &usage {
+        // 212 prompt tokens of which 128 cached; output = 34 candidates + 55 thoughts.
+        assert_eq!((u.input_tokens, u.cached_input_tokens, u.output_tokens, u.reasoning_tokens), (84, 128, 89, 55));
+        assert_eq!(u.model_served, "gemini-2.5-flash");
+    }
+    Ok(())
+}
+
+/// A recorded Gemini text stream (cumulative usage, thoughts counted only in the last chunk) as
+/// an Anthropic client's event sequence and an OpenAI client's chunks.
+#[tokio::test]
+async fn a_recorded_gemini_stream_translates_to_the_anthropic_and_openai_snapshots() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.gemini.set_canned_stream(helpers::jsonl("gemini", "stream_text.jsonl")?);
+    let text = env
+        .app
+        .http
+        .post(env.app.url("/v1/messages"))
+        .header("x-api-key", &env.app.key)
+        .json(&json!({"model": GEMINI, "max_tokens": 100, "stream": true,
+            "messages": [{"role": "user", "content": "Why is the sky blue?"}]}))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut events = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let (head, data) = block.split_once("\ndata: ").ok_or_else(|| anyhow::anyhow!("bad event {block}"))?;
+        events.push(json!({"event": head.trim_start_matches("event: "), "data": serde_json::from_str::<Value>(data)?}));
+    }
+    helpers::snapshot("gemini", "stream_text.to_anthropic.jsonl", &events)?;
+
+    let req = json!({"model": GEMINI, "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Why is the sky blue?"}]});
+    let mut chunks = Vec::new();
+    for p in helpers::sse_payloads(env.app.post("/v1/chat/completions", &req).await?).await? {
+        let mut v: Value = if p == "[DONE]" { json!("[DONE]") } else { serde_json::from_str(&p)? };
+        normalise(&mut v);
+        chunks.push(v);
+    }
+    helpers::snapshot("gemini", "stream_text.to_openai.jsonl", &chunks)?;
+    let usage = env.app.wait_usage(2).await?;
+    for (_, u) in &usage {
+        assert_eq!((u.input_tokens, u.output_tokens, u.reasoning_tokens), (9, 28, 17));
+        assert_eq!(u.stream_outcome, StreamOutcome::Completed);
+    }
+    Ok(())
+}

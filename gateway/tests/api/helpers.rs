@@ -232,3 +232,33 @@ pub async fn error_of(resp: reqwest::Response) -> anyhow::Result<(u16, serde_jso
     let body: serde_json::Value = resp.json().await?;
     Ok((status, body))
 }
+
+/// A recorded fixture, `tests/fixtures/{vendor}/{name}`.
+pub fn fixture(vendor: &str, name: &str) -> anyhow::Result<serde_json::Value> {
+    let path = format!("{}/tests/fixtures/{vendor}/{name}", env!("CARGO_MANIFEST_DIR"));
+    Ok(serde_json::from_str(&std::fs::read_to_string(&path)?)?)
+}
+
+/// A recorded stream fixture: one JSON value per line.
+pub fn jsonl(vendor: &str, name: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let path = format!("{}/tests/fixtures/{vendor}/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
+}
+
+/// Compares a translation with its reviewed snapshot (one JSON value per line);
+/// `UPDATE_FIXTURES=1` rewrites the snapshot instead (review the diff before committing it).
+pub fn snapshot(vendor: &str, name: &str, actual: &[serde_json::Value]) -> anyhow::Result<()> {
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        let path = format!("{}/tests/fixtures/{vendor}/{name}", env!("CARGO_MANIFEST_DIR"));
+        let lines: Vec<String> = actual.iter().map(serde_json::Value::to_string).collect();
+        std::fs::write(path, lines.join("\n") + "\n")?;
+        return Ok(());
+    }
+    let expected = jsonl(vendor, name)?;
+    assert_eq!(actual, expected.as_slice(), "the translation differs from {vendor}/{name}");
+    Ok(())
+}

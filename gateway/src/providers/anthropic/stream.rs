@@ -308,6 +308,11 @@ impl Encoder {
                     self.start(&id, &model, out);
                     return;
                 }
+                // Usage known before the start goes into `message_start`.
+                Delta::Usage(t) => {
+                    self.usage = *t;
+                    return;
+                }
                 _ => self.start("", "", out),
             }
         }

@@ -53,6 +53,11 @@ impl Decoder {
         }
         if !self.started {
             self.started = true;
+            // The first usage goes before the start, so that a client protocol announcing usage
+            // at the start (Anthropic's `message_start`) has the prompt count.
+            if let Some(t) = v.get("usageMetadata").and_then(usage_from) {
+                out.push(Delta::Usage(t));
+            }
             let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
             out.push(Delta::Start { id: s("responseId"), model: s("modelVersion") });
         }
@@ -283,8 +288,9 @@ mod tests {
         }
         assert!(d.finished());
         d.end(&mut out);
-        assert!(matches!(&out[0], Delta::Start { id, model } if id == "r1" && model == "gemini-2.5-flash"));
-        assert_eq!(out[1], Delta::Thinking("Let me".into()));
+        assert!(matches!(&out[0], Delta::Usage(t) if t.input == 9));
+        assert!(matches!(&out[1], Delta::Start { id, model } if id == "r1" && model == "gemini-2.5-flash"));
+        assert_eq!(out[2], Delta::Thinking("Let me".into()));
         let calls: Vec<(usize, &str)> = out
             .iter()
             .filter_map(|d| match d {
