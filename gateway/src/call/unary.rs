@@ -52,7 +52,8 @@ pub async fn finish(
         Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },
         None => estimate(call, wire::response_text(&body), model_served).await,
     };
-    let record = call.billing(&channel).record(&channel.provider, &channel.id, consumption, false, StreamOutcome::Completed);
+    let record =
+        call.billing(channel).record(&channel.provider, &channel.id, consumption, false, StreamOutcome::Completed);
     let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
     if let Err(e) = app.log.append(&env).await {
         tracing::error!(error = %e, "Usage could not be recorded; the answer is withheld.");
