@@ -157,6 +157,12 @@ impl ApiError {
     /// The stable class recorded in `request.logged`.
     pub fn class(&self) -> &str {
         match self {
+            // OpenAI and Azure refuse a filtered prompt with a 400 of this code.
+            ApiError::UpstreamRejected { code: Some(c), .. }
+                if matches!(c.as_str(), "content_filter" | "content_policy_violation") =>
+            {
+                "content_filtered"
+            }
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             other => other.code().unwrap_or("error"),
         }
@@ -250,4 +256,23 @@ pub enum GatewayError {
     /// The upstream HTTP client could not be built.
     #[error("failed to build the upstream HTTP client: {0}")]
     HttpClient(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_content_filter_refusals_have_their_own_class() {
+        let rejected = |code: &str| ApiError::UpstreamRejected {
+            status: StatusCode::BAD_REQUEST,
+            message: "filtered".into(),
+            param: None,
+            code: Some(code.into()),
+        };
+        assert_eq!(rejected("content_filter").class(), "content_filtered");
+        assert_eq!(rejected("content_policy_violation").class(), "content_filtered");
+        assert_eq!(rejected("invalid_value").class(), "upstream_rejected");
+        assert_eq!(ApiError::UpstreamOverloaded { retry_after: None }.class(), "upstream_overloaded");
+    }
 }
