@@ -6,27 +6,18 @@
 
 use testkit::fake_anthropic::FakeAnthropic;
 
-use crate::helpers::{Backend, Env, MODEL, Serve};
+use crate::helpers::{Backend, Env, MODEL, Serve, run_sdk_script};
 
 const CLAUDE: &str = "claude-sonnet-4-5";
 
 async fn run_sdk(serve: &Serve, key: &str, model: &str, calls_tools: bool) -> anyhow::Result<()> {
-    let out = tokio::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/anthropic_sdk.py"))
-        .env("ANTHROPIC_BASE_URL", &serve.base)
-        .env("ANTHROPIC_API_KEY", key)
-        .env("LLMR_MODEL", model)
-        .env("LLMR_UPSTREAM_CALLS_TOOLS", if calls_tools { "1" } else { "0" })
-        .output()
-        .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "anthropic SDK checks failed:\n{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        serve.log()
-    );
-    Ok(())
+    let vars = [
+        ("ANTHROPIC_BASE_URL", serve.base.as_str()),
+        ("ANTHROPIC_API_KEY", key),
+        ("LLMR_MODEL", model),
+        ("LLMR_UPSTREAM_CALLS_TOOLS", if calls_tools { "1" } else { "0" }),
+    ];
+    run_sdk_script("anthropic_sdk.py", &vars, serve).await
 }
 
 #[tokio::test]
@@ -108,21 +99,14 @@ async fn the_official_openai_sdk_works_against_an_anthropic_channel() -> anyhow:
         CLAUDE,
     ])?;
     env.wait_for_model(&serve, &key, CLAUDE).await?;
-    let out = tokio::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk.py"))
-        .env("OPENAI_BASE_URL", format!("{}/v1", serve.base))
-        .env("OPENAI_API_KEY", &key)
-        .env("LLMR_MODEL", CLAUDE)
-        .env("LLMR_EMBED_MODEL", crate::helpers::EMBED_MODEL)
-        .output()
-        .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "openai SDK checks against an Anthropic channel failed:\n{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        serve.log()
-    );
+    let base = format!("{}/v1", serve.base);
+    let vars = [
+        ("OPENAI_BASE_URL", base.as_str()),
+        ("OPENAI_API_KEY", key.as_str()),
+        ("LLMR_MODEL", CLAUDE),
+        ("LLMR_EMBED_MODEL", crate::helpers::EMBED_MODEL),
+    ];
+    run_sdk_script("openai_sdk.py", &vars, &serve).await?;
     // Three chat calls on Claude and one embedding call.
     env.wait_for_usage(&serve, &key, 4).await?;
     assert_eq!(claude.requests().len(), 3);

@@ -18,21 +18,14 @@ async fn first_start_key_works_with_the_official_openai_sdk(backend: Backend) ->
     let key = serve.first_key().ok_or_else(|| anyhow::anyhow!("first start printed no key:\n{}", serve.log()))?;
     env.add_fake_channel()?;
     env.wait_for_model(&serve, &key, EMBED_MODEL).await?;
-    let out = tokio::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk.py"))
-        .env("OPENAI_BASE_URL", format!("{}/v1", serve.base))
-        .env("OPENAI_API_KEY", &key)
-        .env("LLMR_MODEL", MODEL)
-        .env("LLMR_EMBED_MODEL", EMBED_MODEL)
-        .output()
-        .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "openai SDK checks failed:\n{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        serve.log()
-    );
+    let base = format!("{}/v1", serve.base);
+    let vars = [
+        ("OPENAI_BASE_URL", base.as_str()),
+        ("OPENAI_API_KEY", key.as_str()),
+        ("LLMR_MODEL", MODEL),
+        ("LLMR_EMBED_MODEL", EMBED_MODEL),
+    ];
+    helpers::run_sdk_script("openai_sdk.py", &vars, &serve).await?;
     // Three chat calls and one embedding call succeeded; the usage endpoint sees them.
     env.wait_for_usage(&serve, &key, 4).await?;
     serve.stop()?;
