@@ -105,10 +105,11 @@ async fn the_official_openai_sdk_works_against_an_anthropic_channel() -> anyhow:
         ("OPENAI_API_KEY", key.as_str()),
         ("LLMR_MODEL", CLAUDE),
         ("LLMR_EMBED_MODEL", crate::helpers::EMBED_MODEL),
+        ("LLMR_UPSTREAM_CALLS_TOOLS", "1"),
     ];
     run_sdk_script("openai_sdk.py", &vars, &serve).await?;
-    // Three chat calls on Claude and one embedding call.
-    env.wait_for_usage(&serve, &key, 4).await?;
-    assert_eq!(claude.requests().len(), 3);
+    // Three chat calls and three tool calls (plain, streamed, results) on Claude, one embedding call.
+    env.wait_for_usage(&serve, &key, 7).await?;
+    assert_eq!(claude.requests().len(), 6);
     Ok(())
 }

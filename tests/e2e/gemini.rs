@@ -129,3 +129,31 @@ async fn a_gemini_api_key_in_the_environment_creates_one_default_gemini_channel(
     assert_eq!(listed.lines().filter(|l| l.contains("gemini")).count(), 1, "{listed}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_official_openai_sdk_works_against_a_gemini_channel_tools_included() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let gemini = FakeGemini::start().await?;
+    let serve = env.serve().await?;
+    let key = serve.first_key().ok_or_else(|| anyhow::anyhow!("first start printed no key:\n{}", serve.log()))?;
+    // Embeddings stay on the OpenAI fake; chat goes to the Gemini channel, translated.
+    env.add_fake_channel()?;
+    add_gemini_channel(&env, &serve, &key, &gemini).await?;
+    let base = format!("{}/v1", serve.base);
+    let vars = [
+        ("OPENAI_BASE_URL", base.as_str()),
+        ("OPENAI_API_KEY", key.as_str()),
+        ("LLMR_MODEL", GEMINI),
+        ("LLMR_EMBED_MODEL", crate::helpers::EMBED_MODEL),
+        ("LLMR_UPSTREAM_CALLS_TOOLS", "1"),
+    ];
+    run_sdk_script("openai_sdk.py", &vars, &serve).await?;
+    // Three chat calls, three tool calls (plain, streamed, results) on Gemini, one embedding call.
+    env.wait_for_usage(&serve, &key, 7).await?;
+    let sent = gemini.requests();
+    assert_eq!(sent.len(), 6);
+    let last = &sent[5].body;
+    assert_eq!(last["toolConfig"]["functionCallingConfig"]["mode"], "NONE");
+    assert!(last["contents"][2]["parts"][0]["functionResponse"]["name"] == "get_weather", "{last}");
+    Ok(())
+}

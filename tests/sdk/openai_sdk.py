@@ -1,9 +1,12 @@
 """The official `openai` SDK, unchanged, against the router.
 
 Run by the Rust end-to-end suite with OPENAI_BASE_URL pointing at a running router whose channel
-serves the model named in LLMR_MODEL from a fake upstream. Exits non-zero on the first failure.
+serves the model named in LLMR_MODEL from a fake upstream. LLMR_UPSTREAM_CALLS_TOOLS=1 adds the
+tool-calling checks (plain, streamed arguments assembled by index, tool results sent back), for
+upstreams that answer a request with tools by calling them. Exits non-zero on the first failure.
 """
 
+import json
 import os
 import sys
 
@@ -12,6 +15,48 @@ from openai import OpenAI
 
 MODEL = os.environ.get("LLMR_MODEL", "gpt-4o-mini")
 EMBED_MODEL = os.environ.get("LLMR_EMBED_MODEL", "text-embedding-3-small")
+CALLS_TOOLS = os.environ.get("LLMR_UPSTREAM_CALLS_TOOLS") == "1"
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get the current weather in a given location",
+            "parameters": {
+                "type": "object",
+                "properties": {"location": {"type": "string", "description": "The city, e.g. Paris"}},
+                "required": ["location"],
+            },
+        },
+    }
+]
+ASK = {"role": "user", "content": "What is the weather in Paris and London?"}
+
+
+def check_tools(client: OpenAI) -> None:
+    r = client.chat.completions.create(model=MODEL, messages=[ASK], tools=TOOLS)
+    msg = r.choices[0].message
+    assert msg.tool_calls and r.choices[0].finish_reason == "tool_calls", r
+    assert all(json.loads(c.function.arguments).get("location") for c in msg.tool_calls), msg.tool_calls
+    assert len({c.id for c in msg.tool_calls}) == len(msg.tool_calls), "tool call ids repeat"
+
+    calls = {}
+    for chunk in client.chat.completions.create(model=MODEL, messages=[ASK], tools=TOOLS, stream=True):
+        for tc in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            entry = calls.setdefault(tc.index, {"name": "", "arguments": ""})
+            if tc.function and tc.function.name:
+                entry["name"] = tc.function.name
+            if tc.function and tc.function.arguments:
+                entry["arguments"] += tc.function.arguments
+    assert calls and all(c["name"] == "get_weather" for c in calls.values()), calls
+    assert all(json.loads(c["arguments"]).get("location") for c in calls.values()), calls
+
+    results = [{"role": "tool", "tool_call_id": c.id, "content": "18C"} for c in msg.tool_calls]
+    follow = client.chat.completions.create(
+        model=MODEL, messages=[ASK, msg.model_dump(exclude_none=True), *results], tools=TOOLS, tool_choice="none"
+    )
+    assert follow.choices[0].message.content, follow
 
 
 def main() -> int:
@@ -50,6 +95,10 @@ def main() -> int:
 
     models = [m.id for m in client.models.list()]
     assert MODEL in models and EMBED_MODEL in models, models
+    assert client.models.retrieve(MODEL).id == MODEL
+
+    if CALLS_TOOLS:
+        check_tools(client)
 
     try:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
