@@ -410,6 +410,9 @@ pub async fn relay(
                 Ok(Some(e)) => e,
                 Ok(None) if mode.done_on_close() => break End::Done,
                 Ok(None) => break CUT,
+                // A Gemini answer is complete once its finish reason came: a connection that
+                // then stalls or breaks instead of closing loses nothing.
+                Err(End::Failed(..)) if mode.done_on_close() => break End::Done,
                 Err(end) => break end,
             },
         };

@@ -593,3 +593,19 @@ async fn a_recorded_gemini_stream_translates_to_the_anthropic_and_openai_snapsho
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_gemini_stream_that_stalls_after_its_finish_reason_is_complete_not_failed() -> anyhow::Result<()> {
+    let env = env().await?;
+    // Every chunk, the last with its finish reason, then silence instead of a close.
+    env.gemini.set_scenario(Scenario::StallAfterChunks(100));
+    let resp = env.generate(GEMINI, "streamGenerateContent?alt=sse", &contents("hi")).await?;
+    let chunks = gemini_chunks(resp).await?;
+    assert_eq!(text_of(&chunks), "Hello from Gemini.");
+    let last = chunks.last().cloned().unwrap_or_default();
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP", "{chunks:?}");
+    let u = env.app.wait_usage(1).await?[0].1.clone();
+    assert_eq!(u.stream_outcome, StreamOutcome::Completed);
+    assert_eq!(u.output_tokens, 12);
+    Ok(())
+}
