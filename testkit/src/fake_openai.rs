@@ -3,6 +3,11 @@
 //! completions, embeddings and models. Every request is recorded so tests can assert what a
 //! gateway forwarded. Behaviour is chosen per request by the `x-fake-scenario` header, else by the
 //! scenario set with [`FakeOpenAi::set_scenario`]. No gateway logic goes in here.
+//!
+//! Tool calls are opt-in ([`FakeOpenAi::set_tool_calls`]), since many callers send `tools` and
+//! expect text: when on, a request with `tools` is answered with two `tool_calls` (parallel calls,
+//! cycling through the tools given; one when `tool_choice` names a function or
+//! `parallel_tool_calls` is false), their arguments streamed in pieces by `index`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -63,13 +68,17 @@ pub enum Scenario {
     ErrorBody200,
     /// vLLM: `n` chunks, then `{"object":"error",…}`.
     VllmErrorAfterChunks(usize),
+    /// Mistral and Zhipu: no usage chunk even when asked; the usage sits at the top level of the
+    /// last chunk, beside its `finish_reason`.
+    UsageOnLastChunk,
 }
 
 impl Scenario {
     /// Parses the `x-fake-scenario` header: `normal`, `no-usage`, `fail-status:500`,
     /// `fail-status:429:7`, `hang`, `error-after:2`, `close-after:2`, `stall-after:2`, `html-200`, `slow:50`
     /// (milliseconds), `comments-crlf`, `invalid-json-after:1`, `deepseek`, `moonshot`,
-    /// `openrouter`, `openrouter-error-after:2`, `error-body-200`, `vllm-error-after:2`.
+    /// `openrouter`, `openrouter-error-after:2`, `error-body-200`, `vllm-error-after:2`,
+    /// `usage-on-last-chunk`.
     pub fn parse(s: &str) -> Option<Scenario> {
         let mut parts = s.split(':');
         let name = parts.next()?;
@@ -95,6 +104,7 @@ impl Scenario {
             "openrouter-error-after" => Scenario::OpenRouterErrorAfterChunks(usize::try_from(num()?).ok()?),
             "error-body-200" => Scenario::ErrorBody200,
             "vllm-error-after" => Scenario::VllmErrorAfterChunks(usize::try_from(num()?).ok()?),
+            "usage-on-last-chunk" => Scenario::UsageOnLastChunk,
             _ => return None,
         })
     }
@@ -176,6 +186,7 @@ struct Shared {
     pieces: Vec<String>,
     requests: Vec<RecordedRequest>,
     recording: bool,
+    tool_calls: bool,
 }
 
 #[derive(Clone)]
@@ -213,6 +224,7 @@ impl FakeOpenAi {
             pieces: ["Hello", ",", " world", "!"].iter().map(|s| (*s).to_owned()).collect(),
             requests: Vec::new(),
             recording: true,
+            tool_calls: false,
         })));
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -274,6 +286,12 @@ impl FakeOpenAi {
         self.state.with(|s| s.recording = on);
     }
 
+    /// Answers requests that carry `tools` by calling them (off by default: callers that send
+    /// tools and expect text keep getting text).
+    pub fn set_tool_calls(&self, on: bool) {
+        self.state.with(|s| s.tool_calls = on);
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.state.with(|s| s.requests.clear());
@@ -285,6 +303,7 @@ struct Plan {
     usage: FakeUsage,
     pieces: Vec<String>,
     body: Value,
+    tool_calls: bool,
 }
 
 fn record(state: &FakeState, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Plan {
@@ -302,6 +321,7 @@ fn record(state: &FakeState, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Pl
             usage: s.usage,
             pieces: s.pieces.clone(),
             body: parsed,
+            tool_calls: s.tool_calls,
         }
     })
 }
@@ -384,6 +404,34 @@ async fn azure_embeddings(state: State<FakeState>, uri: Uri, headers: HeaderMap,
 /// The reasoning text the DeepSeek scenario streams before the content.
 pub const FAKE_REASONING: &str = "Thinking it over.";
 
+/// The tools to call, when tool calls are on and the request offers tools: `(id, name)` each.
+fn planned_calls(plan: &Plan) -> Vec<(String, String)> {
+    if !plan.tool_calls || plan.body.get("tool_choice").and_then(Value::as_str) == Some("none") {
+        return Vec::new();
+    }
+    let tools: Vec<&str> = plan
+        .body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+        .collect();
+    if tools.is_empty() {
+        return Vec::new();
+    }
+    let forced = plan.body.pointer("/tool_choice/function/name").and_then(Value::as_str);
+    let single = forced.is_some() || plan.body.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false);
+    (0..if single { 1 } else { 2 })
+        .map(|i| (format!("call_fake{i}"), forced.unwrap_or(tools[i % tools.len()]).to_owned()))
+        .collect()
+}
+
+/// A call's arguments in the pieces they stream in; joined they are `{"location": "City i"}`.
+fn argument_pieces(i: usize) -> [String; 2] {
+    ["{\"location\": ".to_owned(), format!("\"City {i}\"}}")]
+}
+
 async fn chat(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let plan = record(&state, &uri, &headers, &body);
     if let Some(resp) = common_failure(&plan).await {
@@ -393,24 +441,50 @@ async fn chat(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body
     let usage_json =
         if plan.scenario == Scenario::DeepSeek { plan.usage.to_deepseek_json() } else { plan.usage.to_json() };
     let reasoning = plan.scenario == Scenario::DeepSeek;
+    let calls = planned_calls(&plan);
+    let finish_reason = if calls.is_empty() { "stop" } else { "tool_calls" };
     if wants_stream(&plan) {
-        let mut last_choice = json!({"index": 0, "delta": {}, "finish_reason": "stop"});
+        let mut last_choice = json!({"index": 0, "delta": {}, "finish_reason": finish_reason});
         if plan.scenario == Scenario::MoonshotUsageInChoice {
             last_choice["usage"] = usage_json.clone();
         }
         let thinking =
             reasoning.then(|| json!({"role": "assistant", "content": null, "reasoning_content": FAKE_REASONING}));
-        let chunks = thinking
+        let deltas: Vec<Value> = if calls.is_empty() {
+            thinking
+                .into_iter()
+                .chain(plan.pieces.iter().enumerate().map(|(i, p)| {
+                    if i == 0 && !reasoning {
+                        json!({"role": "assistant", "content": p})
+                    } else {
+                        json!({"content": p})
+                    }
+                }))
+                .collect()
+        } else {
+            // The first delta of each call names it; its arguments follow in pieces, by index.
+            let mut out = vec![json!({"role": "assistant", "content": null})];
+            for (i, (id, name)) in calls.iter().enumerate() {
+                out.push(json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+                    "function": {"name": name, "arguments": ""}}]}));
+                for piece in argument_pieces(i) {
+                    out.push(json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}));
+                }
+            }
+            out
+        };
+        let mut last = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+            "created": 1_700_000_000, "model": model, "choices": [last_choice]});
+        if plan.scenario == Scenario::UsageOnLastChunk {
+            last["usage"] = usage_json.clone();
+        }
+        let chunks = deltas
             .into_iter()
-            .chain(plan.pieces.iter().enumerate().map(|(i, p)| {
-                if i == 0 && !reasoning { json!({"role": "assistant", "content": p}) } else { json!({"content": p}) }
-            }))
             .map(|delta| {
                 json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
                     "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
             })
-            .chain(std::iter::once(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
-                "created": 1_700_000_000, "model": model, "choices": [last_choice]})))
+            .chain(std::iter::once(last))
             .collect();
         let usage = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
             "model": model, "choices": [], "usage": usage_json});
@@ -425,9 +499,20 @@ async fn chat(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body
     if reasoning {
         message["reasoning_content"] = json!(FAKE_REASONING);
     }
+    if !calls.is_empty() {
+        message["content"] = Value::Null;
+        message["tool_calls"] = calls
+            .iter()
+            .enumerate()
+            .map(|(i, (id, name))| {
+                json!({"id": id, "type": "function",
+                    "function": {"name": name, "arguments": argument_pieces(i).concat()}})
+            })
+            .collect();
+    }
     let mut resp = json!({
         "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason}],
         "system_fingerprint": "fp_fake"
     });
     if plan.scenario != Scenario::NoUsage {
@@ -544,7 +629,7 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
         Scenario::VllmErrorAfterChunks(_) => frames.push(data(&json!({"object": "error",
             "message": "The engine died.", "type": "InternalServerError", "param": null, "code": 500}))),
         _ => {
-            let unasked = plan.scenario == Scenario::MoonshotUsageInChoice;
+            let unasked = matches!(plan.scenario, Scenario::MoonshotUsageInChoice | Scenario::UsageOnLastChunk);
             if plan.scenario != Scenario::NoUsage && !unasked && wants_usage_chunk(plan) {
                 frames.push(data(&usage_chunk));
             }
