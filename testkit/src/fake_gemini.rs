@@ -10,6 +10,8 @@
 //!   `alt=sse` the same chunks come as one JSON array, written element by element.
 //! - `POST /v1beta/models/{model}:countTokens`: `{"totalTokens": N}`, N the word count of every
 //!   text in the body.
+//! - `POST /v1beta/models/{model}:batchEmbedContents`: one embedding per request (no usage, as
+//!   Gemini reports none for embeddings).
 //! - `GET /v1beta/models` and `GET /v1beta/models/{model}`: model metadata.
 //!
 //! What it answers follows the request body: with `tools[].functionDeclarations` (and
@@ -484,7 +486,7 @@ async fn model_action(
     let Some((model, action)) = rest.rsplit_once(':') else {
         return not_found(format!("Method not found: models/{rest}"));
     };
-    if !matches!(action, "generateContent" | "streamGenerateContent" | "countTokens") {
+    if !matches!(action, "generateContent" | "streamGenerateContent" | "countTokens" | "batchEmbedContents") {
         return not_found(format!("Method not found: models/{model}:{action}"));
     }
     if let Some(resp) = common_failure(&req).await {
@@ -497,8 +499,32 @@ async fn model_action(
             let sse = uri.query().unwrap_or_default().split('&').any(|p| p == "alt=sse");
             stream_generate(&req, model, if sse { Format::Sse } else { Format::Array })
         }
+        "batchEmbedContents" => batch_embed(&req),
         _ => count_tokens(&req),
     }
+}
+
+/// `batchEmbedContents`: one embedding per request, `outputDimensionality` values long (8 by
+/// default), derived from the text so equal texts embed equally. Gemini reports no usage here.
+fn batch_embed(req: &Request) -> Response {
+    let requests = req.body.get("requests").and_then(Value::as_array).cloned().unwrap_or_default();
+    let embeddings: Vec<Value> = requests
+        .iter()
+        .map(|r| {
+            let text: String = r
+                .pointer("/content/parts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            let dims = r.get("outputDimensionality").and_then(Value::as_u64).unwrap_or(8);
+            let seed = text.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+            let values: Vec<f64> = (0..dims).map(|i| f64::from(((seed >> (i % 32)) & 0xff) as u32) / 256.0).collect();
+            json!({"values": values})
+        })
+        .collect();
+    axum::Json(json!({"embeddings": embeddings})).into_response()
 }
 
 async fn generate(req: &Request, model: &str) -> Response {

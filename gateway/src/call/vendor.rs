@@ -102,6 +102,26 @@ fn canonical_request(call: &Call) -> Result<canonical::Request, AttemptError> {
     }
 }
 
+/// Bills and answers OpenAI embeddings served by a Gemini channel. Gemini reports no usage for
+/// embeddings: the input is estimated with the tokenizer (`usage_source = estimated`).
+async fn finish_embeddings(app: &AppState, call: &Call, channel: &Channel, v: &Value) -> Result<Response, ApiError> {
+    let base64 = serde_json::from_slice::<Value>(&call.prepared.original)
+        .is_ok_and(|b| b.get("encoding_format").and_then(Value::as_str) == Some("base64"));
+    let consumption = estimate(call, String::new(), None).await;
+    let answer = gemini::embed::response(v, &call.prepared.model, base64, consumption.tokens.input)
+        .ok_or(ApiError::UpstreamInvalidResponse)?;
+    let record =
+        call.billing(channel).record(&channel.provider, &channel.id, consumption, false, StreamOutcome::Completed);
+    let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
+    if let Err(e) = app.log.append(&env).await {
+        tracing::error!(error = %e, "Usage could not be recorded; the answer is withheld.");
+        return Err(ApiError::UsageNotRecorded);
+    }
+    let mut out = (StatusCode::OK, json_bytes(&answer)).into_response();
+    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(out)
+}
+
 fn json_bytes(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
@@ -149,6 +169,11 @@ pub async fn send(
             };
             anthropic::send(http, channel, body, beta, deadline, idle).await
         }
+        Provider::Gemini if p.endpoint == Endpoint::Embeddings => {
+            let v: Value = parse(&p.original)?;
+            let req = gemini::embed::request(&v, &p.model).map_err(unsupported)?;
+            gemini::send(http, channel, &p.model, gemini::Action::Embed, json_bytes(&req.body), deadline, idle).await
+        }
         Provider::Gemini => {
             let body = if route.is_pass() {
                 p.upstream_body.clone()
@@ -156,7 +181,7 @@ pub async fn send(
                 let c = canonical_request(call)?;
                 json_bytes(&gemini::convert::request_from_canonical(&c).map_err(unsupported)?)
             };
-            gemini::send(http, channel, &p.model, p.stream, body, deadline, idle).await
+            gemini::send(http, channel, &p.model, gemini::Action::generate(p.stream), body, deadline, idle).await
         }
     }
 }
@@ -196,6 +221,9 @@ pub async fn finish(
         tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");
         ApiError::UpstreamInvalidResponse
     })?;
+    if call.prepared.endpoint == Endpoint::Embeddings {
+        return finish_embeddings(app, call, channel, &v).await.map(|r| (r, None));
+    }
     let (canonical, usage_field) = match route.upstream {
         Provider::Anthropic if v.get("type").and_then(Value::as_str) == Some("error") => {
             return Err(ApiError::Upstream);

@@ -609,3 +609,45 @@ async fn a_gemini_stream_that_stalls_after_its_finish_reason_is_complete_not_fai
     assert_eq!(u.output_tokens, 12);
     Ok(())
 }
+
+#[tokio::test]
+async fn openai_embeddings_on_a_gemini_channel_are_batch_embeddings_billed_by_estimate() -> anyhow::Result<()> {
+    let env = env().await?;
+    let resp = env
+        .app
+        .post("/v1/embeddings", &json!({"model": GEMINI, "input": ["hello world", "bye"], "dimensions": 4}))
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await?;
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["data"][1]["index"], 1);
+    assert_eq!(v["data"][0]["embedding"].as_array().map(Vec::len), Some(4));
+    assert!(v["usage"]["prompt_tokens"].as_u64().is_some_and(|n| n > 0), "{v}");
+    let sent = env.gemini.requests();
+    assert!(sent[0].path.ends_with(&format!("/models/{GEMINI}:batchEmbedContents")), "{}", sent[0].path);
+    assert_eq!(sent[0].body["requests"][0]["content"]["parts"][0]["text"], "hello world");
+    assert_eq!(sent[0].body["requests"][0]["outputDimensionality"], 4);
+
+    // What the openai SDK asks for by default: base64 of little-endian f32s.
+    let b64: Value = env
+        .app
+        .post("/v1/embeddings", &json!({"model": GEMINI, "input": "hello world", "encoding_format": "base64"}))
+        .await?
+        .json()
+        .await?;
+    let text = b64["data"][0]["embedding"].as_str().unwrap_or_default();
+    assert_eq!(text.len() % 4, 0, "{b64}");
+    assert!(!text.is_empty());
+
+    let u = env.app.wait_usage(2).await?[0].1.clone();
+    assert_eq!((u.endpoint.as_str(), u.usage_source), ("embeddings", UsageSource::Estimated));
+    assert_eq!(u.input_tokens, v["usage"]["prompt_tokens"].as_u64().unwrap_or_default());
+
+    let (status, e) =
+        error_of(env.app.post("/v1/embeddings", &json!({"model": GEMINI, "input": [[1, 2]]})).await?).await?;
+    assert_eq!((status, e["error"]["param"].as_str()), (400, Some("input")));
+    let (status, e) = error_of(env.app.post("/v1/embeddings", &json!({"model": CLAUDE, "input": "x"})).await?).await?;
+    assert_eq!((status, e["error"]["code"].as_str()), (400, Some("unsupported_parameter")));
+    Ok(())
+}

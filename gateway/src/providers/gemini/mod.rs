@@ -1,10 +1,11 @@
 //! The Google Gemini upstream (Generative Language API, `v1beta`):
-//! `POST {base_url}/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse` for a
-//! stream, with the channel key in `x-goog-api-key`, under the connect and first-byte timeouts.
+//! `POST {base_url}/models/{model}:generateContent`, `:streamGenerateContent?alt=sse` for a
+//! stream, or `:batchEmbedContents` for OpenAI embeddings, with the channel key in `x-goog-api-key`, under the connect and first-byte timeouts.
 //! The body is the client's own (Gemini ingress, pass-through) or a translation made by
 //! [`convert`].
 
 pub mod convert;
+pub mod embed;
 pub mod error;
 pub mod stream;
 
@@ -17,13 +18,35 @@ use crate::error::ApiError;
 use crate::providers::AttemptError;
 use crate::state::Channel;
 
+/// What a call asks of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `:generateContent`
+    Generate,
+    /// `:streamGenerateContent?alt=sse`
+    Stream,
+    /// `:batchEmbedContents`
+    Embed,
+}
+
+impl Action {
+    /// The action for a call that does (or does not) stream.
+    pub fn generate(stream: bool) -> Action {
+        if stream { Action::Stream } else { Action::Generate }
+    }
+}
+
 /// The request URL for `model` on `channel`. The model name is percent-encoded as one path
 /// segment, so a client cannot reach another path through it.
-pub fn upstream_url(channel: &Channel, model: &str, stream: bool) -> Option<String> {
+pub fn upstream_url(channel: &Channel, model: &str, action: Action) -> Option<String> {
     let mut url = reqwest::Url::parse(&channel.base_url).ok()?;
-    let action = if stream { "streamGenerateContent" } else { "generateContent" };
-    url.path_segments_mut().ok()?.pop_if_empty().extend(["models", &format!("{model}:{action}")]);
-    if stream {
+    let name = match action {
+        Action::Generate => "generateContent",
+        Action::Stream => "streamGenerateContent",
+        Action::Embed => "batchEmbedContents",
+    };
+    url.path_segments_mut().ok()?.pop_if_empty().extend(["models", &format!("{model}:{name}")]);
+    if action == Action::Stream {
         url.query_pairs_mut().append_pair("alt", "sse");
     }
     Some(url.into())
@@ -35,12 +58,12 @@ pub async fn send(
     http: &reqwest::Client,
     channel: &Channel,
     model: &str,
-    stream: bool,
+    action: Action,
     body: Bytes,
     first_byte_deadline: tokio::time::Instant,
     idle_timeout: Duration,
 ) -> Result<reqwest::Response, AttemptError> {
-    let Some(url) = upstream_url(channel, model, stream) else {
+    let Some(url) = upstream_url(channel, model, action) else {
         tracing::warn!(channel_id = %channel.id, "Channel base URL is not a valid URL.");
         return Err(AttemptError { error: ApiError::Upstream, retriable: true });
     };
