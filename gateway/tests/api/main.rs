@@ -2,6 +2,7 @@
 //! log in a temp dir. Assertions are on the responses and on the events appended.
 
 mod anthropic;
+mod conformance;
 mod gemini;
 mod helpers;
 mod providers;
