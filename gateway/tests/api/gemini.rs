@@ -480,8 +480,11 @@ fn normalise(v: &mut Value) {
             for (k, x) in o.iter_mut() {
                 match (k.as_str(), x.as_str()) {
                     ("id" | "tool_call_id" | "tool_use_id", Some(s)) if s.starts_with("call_") => {
-                        let n = s.rsplit('_').next().unwrap_or_default().to_owned();
-                        *x = json!(format!("call_*_{n}"));
+                        // `call_<random>_<n>`, then the thought signature it carries, if any.
+                        let (id, signature) = s.split_once("__ts__").map_or((s, None), |(i, t)| (i, Some(t)));
+                        let n = id.rsplit('_').next().unwrap_or_default();
+                        let signature = signature.map(|t| format!("__ts__{t}")).unwrap_or_default();
+                        *x = json!(format!("call_*_{n}{signature}"));
                     }
                     ("created", _) => *x = json!(0),
                     _ => normalise(x),

@@ -351,7 +351,12 @@ pub fn request_from_canonical(r: &Request) -> Result<Value, Unsupported> {
                 Part::Image(img) => parts.push(image_part(img)),
                 Part::ToolUse { id, name, input } => {
                     let args = if input.is_object() { input.clone() } else { json!({"input": input}) };
-                    parts.push(json!({"functionCall": {"id": id, "name": name, "args": args}}));
+                    let (id, signature) = split_signature(id);
+                    let mut part = json!({"functionCall": {"id": id, "name": name, "args": args}});
+                    if let Some(sig) = signature {
+                        part["thoughtSignature"] = json!(sig);
+                    }
+                    parts.push(part);
                 }
                 Part::ToolResult { tool_use_id, content, is_error } => {
                     let name = names.iter().find(|(id, _)| id == tool_use_id).map(|(_, n)| *n).ok_or_else(|| {
@@ -360,7 +365,7 @@ pub fn request_from_canonical(r: &Request) -> Result<Value, Unsupported> {
                             format!("The tool result for '{tool_use_id}' does not follow a call with that id."),
                         )
                     })?;
-                    parts.push(json!({"functionResponse": {"id": tool_use_id, "name": name,
+                    parts.push(json!({"functionResponse": {"id": split_signature(tool_use_id).0, "name": name,
                         "response": function_response(content, *is_error)}}));
                     for c in content {
                         if let Part::Image(img) = c {
@@ -520,11 +525,14 @@ pub fn candidate_parts(v: &Value, next_call: &mut usize, id_prefix: &str, out: &
                 out.push(Part::Text(t.to_owned()));
             }
         } else if let Some(f) = get(p, "functionCall", "function_call") {
-            let id = f
+            let mut id = f
                 .get("id")
                 .and_then(Value::as_str)
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("{id_prefix}{}", *next_call));
+            if let Some(sig) = str_of(p, "thoughtSignature", "thought_signature") {
+                id = with_signature(&id, sig);
+            }
             *next_call += 1;
             out.push(Part::ToolUse {
                 id,
@@ -533,6 +541,42 @@ pub fn candidate_parts(v: &Value, next_call: &mut usize, id_prefix: &str, out: &
             });
         }
     }
+}
+
+/// Marks the thought signature carried inside a function-call id.
+const SIGNATURE_MARK: &str = "__ts__";
+
+/// A call id carrying Gemini's `thoughtSignature` (URL-safe base64, so the id stays one token).
+/// Clients of other protocols have no field for the signature but send the call id back with the
+/// tool result; Gemini requires the signature back on the call in the next turn when thinking.
+pub fn with_signature(id: &str, signature: &str) -> String {
+    let safe: String = signature
+        .chars()
+        .filter(|c| *c != '=')
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    format!("{id}{SIGNATURE_MARK}{safe}")
+}
+
+/// A call id without its carried signature, and the signature in Gemini's base64.
+pub fn split_signature(id: &str) -> (&str, Option<String>) {
+    let Some((id, safe)) = id.split_once(SIGNATURE_MARK) else { return (id, None) };
+    let mut sig: String = safe
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while sig.len() % 4 != 0 {
+        sig.push('=');
+    }
+    (id, Some(sig))
 }
 
 /// A prefix for function-call ids of one answer: unique per answer, so ids never collide across
@@ -680,6 +724,36 @@ mod tests {
         assert!(
             request_to_canonical(&json!({"contents": [], "safetySettings": [{"category": "x"}]}), "m", false).is_ok()
         );
+    }
+
+    #[test]
+    fn a_thought_signature_rides_in_the_call_id_and_goes_back_on_the_call() {
+        let v = json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "Ab+/c1=="}]}, "finishReason": "STOP"}]});
+        let r = response_to_canonical(&v);
+        let Some(Part::ToolUse { id, .. }) = r.content.first().cloned() else { unreachable!("no call") };
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{id}");
+        let next = Request {
+            messages: vec![
+                Message { role: Role::Assistant, content: r.content.clone() },
+                Message {
+                    role: Role::User,
+                    content: vec![Part::ToolResult {
+                        tool_use_id: id.clone(),
+                        content: vec![Part::Text("ok".into())],
+                        is_error: false,
+                    }],
+                },
+            ],
+            ..Request::default()
+        };
+        let body = request_from_canonical(&next).unwrap_or_default();
+        let call = &body["contents"][0]["parts"][0];
+        assert_eq!(call["thoughtSignature"], "Ab+/c1==");
+        let plain = split_signature(&id).0.to_owned();
+        assert_eq!(call["functionCall"]["id"], json!(plain));
+        assert_eq!(body["contents"][1]["parts"][0]["functionResponse"]["id"], json!(plain));
+        assert_eq!(split_signature("call_1"), ("call_1", None));
     }
 
     #[test]
