@@ -573,7 +573,7 @@ pub fn split_signature(id: &str) -> (&str, Option<String>) {
             c => c,
         })
         .collect();
-    while sig.len() % 4 != 0 {
+    while !sig.len().is_multiple_of(4) {
         sig.push('=');
     }
     (id, Some(sig))
