@@ -727,6 +727,65 @@ async fn anthropic_client(cx: &Ctx) -> CaseResult {
     for (_, u) in &usage[before..] {
         cx.check_billed(u, "anthropic client")?;
     }
+    // Tools in Anthropic's shape come back as `tool_use` blocks with parsed input.
+    let tool = |name: &str| {
+        json!({"name": name, "input_schema": {"type": "object",
+            "properties": {"location": {"type": "string"}}, "required": ["location"]}})
+    };
+    let body = json!({"model": cx.p.model, "max_tokens": 256, "tools": [tool("get_weather"), tool("get_time")],
+        "messages": [{"role": "user", "content": TOOLS_TEXT}]});
+    let resp = cx
+        .app
+        .http
+        .post(cx.app.url("/v1/messages"))
+        .header("x-api-key", &cx.app.key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "tools: {} {}", resp.status(), resp.text().await?);
+    let v: Value = resp.json().await?;
+    let calls: Vec<(Value, Value)> = v["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["type"] == "tool_use")
+        .map(|b| (b["name"].clone(), b["input"].clone()))
+        .collect();
+    let want =
+        vec![(json!("get_weather"), json!({"location": "City 0"})), (json!("get_time"), json!({"location": "City 1"}))];
+    anyhow::ensure!(calls == want && v["stop_reason"] == "tool_use", "tools: {v}");
+    // Streamed: each block's `input_json_delta` pieces assemble to the same input.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let resp = cx
+        .app
+        .http
+        .post(cx.app.url("/v1/messages"))
+        .header("x-api-key", &cx.app.key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&streamed)
+        .send()
+        .await?;
+    let text = resp.text().await?;
+    // Block index → (tool name, input JSON so far).
+    let mut blocks: std::collections::BTreeMap<u64, (Value, String)> = Default::default();
+    for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let e: Value = serde_json::from_str(data)?;
+        let i = e["index"].as_u64().unwrap_or(u64::MAX);
+        if e["type"] == "content_block_start" && e["content_block"]["type"] == "tool_use" {
+            blocks.insert(i, (e["content_block"]["name"].clone(), String::new()));
+        }
+        if e["delta"]["type"] == "input_json_delta" {
+            let block = blocks.get_mut(&i).ok_or_else(|| anyhow::anyhow!("a delta for no tool block: {text}"))?;
+            block.1.push_str(e["delta"]["partial_json"].as_str().unwrap_or(""));
+        }
+    }
+    let streamed_calls: Vec<(Value, Value)> = blocks
+        .into_values()
+        .map(|(name, json)| Ok((name, serde_json::from_str(&json)?)))
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(streamed_calls == want, "streamed tools: {text}");
     Ok(Outcome::Supported)
 }
 
@@ -767,62 +826,193 @@ async fn gemini_client(cx: &Ctx) -> CaseResult {
     for (_, u) in &usage[before..] {
         cx.check_billed(u, "gemini client")?;
     }
+    // Function declarations come back as `functionCall` parts with their args.
+    let declare = |name: &str| {
+        json!({"name": name, "parameters": {"type": "OBJECT",
+            "properties": {"location": {"type": "STRING"}}, "required": ["location"]}})
+    };
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": TOOLS_TEXT}]}],
+        "tools": [{"functionDeclarations": [declare("get_weather"), declare("get_time")]}]});
+    let resp = cx
+        .app
+        .http
+        .post(cx.app.url(&format!("/v1beta/models/{}:generateContent", cx.p.model)))
+        .header("x-goog-api-key", &cx.app.key)
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "tools: {} {}", resp.status(), resp.text().await?);
+    let v: Value = resp.json().await?;
+    let calls: Vec<(Value, Value)> = v
+        .pointer("/candidates/0/content/parts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("functionCall"))
+        .map(|c| (c["name"].clone(), c["args"].clone()))
+        .collect();
+    let want =
+        vec![(json!("get_weather"), json!({"location": "City 0"})), (json!("get_time"), json!({"location": "City 1"}))];
+    anyhow::ensure!(calls == want, "tools: {v}");
+    // Streamed: Gemini sends each call whole, so streamed arguments arrive assembled.
+    let resp = cx
+        .app
+        .http
+        .post(cx.app.url(&format!("/v1beta/models/{}:streamGenerateContent?alt=sse", cx.p.model)))
+        .header("x-goog-api-key", &cx.app.key)
+        .json(&body)
+        .send()
+        .await?;
+    let text = resp.text().await?.replace("\r\n", "\n");
+    let mut streamed_calls = Vec::new();
+    for data in text.split("\n\n").filter_map(|b| b.trim().strip_prefix("data: ")) {
+        let c: Value = serde_json::from_str(data)?;
+        for p in c.pointer("/candidates/0/content/parts").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(call) = p.get("functionCall") {
+                streamed_calls.push((call["name"].clone(), call["args"].clone()));
+            }
+        }
+    }
+    anyhow::ensure!(streamed_calls == want, "streamed tools: {text}");
     Ok(Outcome::Supported)
+}
+
+/// The three client protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+const SURFACES: [Surface; 3] = [Surface::OpenAi, Surface::Anthropic, Surface::Gemini];
+
+impl Ctx {
+    /// "Say hello" through a client protocol.
+    async fn say_hello(&self, surface: Surface, stream: bool) -> anyhow::Result<reqwest::Response> {
+        let http = &self.app.http;
+        Ok(match surface {
+            Surface::OpenAi => self.post(&self.chat(stream)).await?,
+            Surface::Anthropic => {
+                http.post(self.app.url("/v1/messages"))
+                    .header("x-api-key", &self.app.key)
+                    .header("anthropic-version", "2023-06-01")
+                    .json(&json!({"model": self.p.model, "max_tokens": 256, "stream": stream,
+                        "messages": [{"role": "user", "content": "Say hello"}]}))
+                    .send()
+                    .await?
+            }
+            Surface::Gemini => {
+                let action = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+                http.post(self.app.url(&format!("/v1beta/models/{}:{action}", self.p.model)))
+                    .header("x-goog-api-key", &self.app.key)
+                    .json(&json!({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]}))
+                    .send()
+                    .await?
+            }
+        })
+    }
+}
+
+/// Checks an error answer on every client protocol, streamed and not: the status, the class in
+/// the protocol's own error shape, `Retry-After`, and that the upstream key stays hidden.
+async fn refused_everywhere(cx: &Ctx, want: u16, code: &str, retry_after: Option<u32>) -> anyhow::Result<()> {
+    // Anthropic's error types for our classes.
+    let anthropic_kind = match code {
+        "upstream_overloaded" => "overloaded_error",
+        "upstream_timeout" => "timeout_error",
+        _ => "api_error",
+    };
+    for surface in SURFACES {
+        for stream in [false, true] {
+            let resp = cx.say_hello(surface, stream).await?;
+            let got_retry = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let (got, body) = error_of(resp).await?;
+            let class_ok = match surface {
+                Surface::OpenAi => body["error"]["code"] == code,
+                Surface::Anthropic => body["type"] == "error" && body["error"]["type"] == anthropic_kind,
+                Surface::Gemini => body["error"]["code"] == want && body["error"]["status"].is_string(),
+            };
+            let what = format!("{surface:?} client, stream={stream}");
+            anyhow::ensure!(got == want && class_ok, "{what}: {got} {body}");
+            anyhow::ensure!(got_retry == retry_after.map(|r| r.to_string()), "{what}: Retry-After {got_retry:?}");
+            anyhow::ensure!(!body.to_string().contains(UPSTREAM_SECRET), "{what}: the upstream key leaked: {body}");
+        }
+    }
+    Ok(())
 }
 
 async fn failing_upstream(cx: &Ctx, status: u16, retry_after: Option<u32>, want: u16, code: &str) -> CaseResult {
     cx.up.set_scenario(Scenario::FailStatus { status, retry_after });
-    for stream in [false, true] {
-        let resp = cx.post(&cx.chat(stream)).await?;
-        let got_retry = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (got, body) = error_of(resp).await?;
-        anyhow::ensure!(got == want && body["error"]["code"] == code, "stream={stream}: {got} {body}");
-        anyhow::ensure!(got_retry == retry_after.map(|r| r.to_string()), "stream={stream}: Retry-After {got_retry:?}");
-        anyhow::ensure!(!body.to_string().contains(UPSTREAM_SECRET), "the upstream key leaked: {body}");
-    }
+    refused_everywhere(cx, want, code, retry_after).await?;
     Ok(Outcome::Supported)
 }
 
 async fn timeout(cx: &Ctx) -> CaseResult {
     cx.up.set_scenario(Scenario::Hang);
     let before = cx.usage_count().await?;
-    for stream in [false, true] {
-        let (got, body) = error_of(cx.post(&cx.chat(stream)).await?).await?;
-        anyhow::ensure!(got == 504 && body["error"]["code"] == "upstream_timeout", "stream={stream}: {got} {body}");
-    }
+    refused_everywhere(cx, 504, "upstream_timeout", None).await?;
     anyhow::ensure!(cx.usage_count().await? == before, "a call that produced nothing was billed");
     Ok(Outcome::Supported)
 }
 
-/// Streams a request the upstream cuts short; returns the last payload (the in-band error).
-async fn cut_stream(cx: &Ctx) -> anyhow::Result<Value> {
-    let resp = cx.post(&cx.chat(true)).await?;
-    anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
-    let payloads = sse_payloads(resp).await?;
-    anyhow::ensure!(!payloads.iter().any(|p| p == "[DONE]"), "[DONE] after an error: {payloads:?}");
-    let last: Value = serde_json::from_str(payloads.last().map(String::as_str).unwrap_or("{}"))?;
-    anyhow::ensure!(last["error"]["message"].is_string() && last["error"]["code"].is_string(), "{payloads:?}");
-    anyhow::ensure!(payloads.len() >= 2, "no content before the error: {payloads:?}");
-    Ok(last)
+/// Streams on every client protocol from an upstream that fails mid-stream: each stream ends
+/// with one in-band error in its protocol's shape, with no normal end after it, and is billed
+/// with outcome `upstream_error`. Returns the OpenAI client's error payload.
+async fn cut_streams(cx: &Ctx) -> anyhow::Result<Value> {
+    let before = cx.usage_count().await?;
+    let mut openai_error = Value::Null;
+    for surface in SURFACES {
+        let resp = cx.say_hello(surface, true).await?;
+        anyhow::ensure!(resp.status() == 200, "{surface:?} client: status {}", resp.status());
+        let text = resp.text().await?.replace("\r\n", "\n");
+        let events: Vec<(&str, Value)> = text
+            .split("\n\n")
+            .filter(|b| !b.trim().is_empty())
+            .map(|b| {
+                let name = b.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("");
+                let data = b.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or("null");
+                (name, serde_json::from_str(data).unwrap_or_else(|_| json!(data)))
+            })
+            .collect();
+        let (last_name, last) = events.last().cloned().unwrap_or_default();
+        anyhow::ensure!(events.len() >= 2, "{surface:?} client: no content before the error: {text}");
+        let ok = match surface {
+            Surface::OpenAi => {
+                openai_error = last.clone();
+                last["error"]["message"].is_string()
+                    && last["error"]["code"].is_string()
+                    && !events.iter().any(|(_, v)| v == "[DONE]")
+            }
+            Surface::Anthropic => {
+                last_name == "error" && last["type"] == "error" && !events.iter().any(|(n, _)| *n == "message_stop")
+            }
+            Surface::Gemini => {
+                last["error"]["status"].is_string()
+                    && !events.iter().any(|(_, v)| v.pointer("/candidates/0/finishReason").is_some())
+            }
+        };
+        anyhow::ensure!(ok, "{surface:?} client: no single in-band error at the end: {text}");
+    }
+    let usage = cx.app.wait_usage(before + SURFACES.len()).await?;
+    anyhow::ensure!(usage.len() == before + SURFACES.len(), "billed {} of 3", usage.len() - before);
+    for (_, u) in &usage[before..] {
+        anyhow::ensure!(u.stream_outcome == StreamOutcome::UpstreamError, "{u:?}");
+    }
+    Ok(openai_error)
 }
 
 async fn mid_stream_error(cx: &Ctx) -> CaseResult {
     cx.up.set_scenario(cx.p.mid_stream_error.clone());
-    let before = cx.usage_count().await?;
-    let err = cut_stream(cx).await?;
+    let err = cut_streams(cx).await?;
     anyhow::ensure!(err["error"]["type"] == "upstream_error", "{err}");
-    let u = cx.billed_once(before).await?;
-    anyhow::ensure!(u.stream_outcome == StreamOutcome::UpstreamError, "{u:?}");
     Ok(Outcome::Supported)
 }
 
 async fn malformed_chunk(cx: &Ctx) -> CaseResult {
     cx.up.set_scenario(Scenario::InvalidJsonAfterChunks(1));
-    let before = cx.usage_count().await?;
-    let err = cut_stream(cx).await?;
+    let err = cut_streams(cx).await?;
     anyhow::ensure!(err["error"]["code"] == "upstream_protocol_error", "{err}");
-    let u = cx.billed_once(before).await?;
-    anyhow::ensure!(u.stream_outcome == StreamOutcome::UpstreamError, "{u:?}");
     Ok(Outcome::Supported)
 }
 
