@@ -720,6 +720,17 @@ async fn anthropic_client(cx: &Ctx) -> CaseResult {
                 .filter_map(|b| b["text"].as_str())
                 .collect();
             anyhow::ensure!(v["type"] == "message" && text == cx.p.text(), "{v}");
+            // Anthropic's counts are disjoint: cache reads and writes are not in `input_tokens`.
+            let (input, cached, write, output, _) = cx.p.billed();
+            let want = json!({"input_tokens": input, "output_tokens": output,
+                "cache_read_input_tokens": cached, "cache_creation_input_tokens": write});
+            let got: Value =
+                ["input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"]
+                    .iter()
+                    .map(|k| ((*k).to_owned(), v["usage"][k].clone()))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+            anyhow::ensure!(got == want, "the client saw usage {}", v["usage"]);
         }
     }
     let usage = cx.app.wait_usage(before + 2).await?;
@@ -804,7 +815,17 @@ async fn gemini_client(cx: &Ctx) -> CaseResult {
         anyhow::ensure!(resp.status() == 200, "{action}: {} {}", resp.status(), resp.text().await?);
         let text = resp.text().await?.replace("\r\n", "\n");
         let chunks: Vec<Value> = if action == "generateContent" {
-            vec![serde_json::from_str(&text)?]
+            let v: Value = serde_json::from_str(&text)?;
+            // Gemini's prompt count includes the cached part; thoughts are beside the answer.
+            let (input, cached, write, output, _) = cx.p.billed();
+            let u = &v["usageMetadata"];
+            let got = (
+                u["promptTokenCount"].as_u64(),
+                u["cachedContentTokenCount"].as_u64().unwrap_or(0),
+                u["candidatesTokenCount"].as_u64().unwrap_or(0) + u["thoughtsTokenCount"].as_u64().unwrap_or(0),
+            );
+            anyhow::ensure!(got == (Some(input + cached + write), cached, output), "the client saw usage {u}");
+            vec![v]
         } else {
             text.split("\n\n")
                 .filter_map(|b| b.trim().strip_prefix("data: "))
