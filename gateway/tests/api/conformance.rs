@@ -525,24 +525,38 @@ async fn streamed_tool_args(cx: &Ctx) -> CaseResult {
 }
 
 async fn vision(cx: &Ctx) -> CaseResult {
-    let image = json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{IMAGE_B64}")}});
-    let req = json!({"model": cx.p.model, "messages": [{"role": "user",
-        "content": [{"type": "text", "text": "What is this?"}, image]}]});
-    let body = cx.answer(&req).await?;
+    let openai = json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{IMAGE_B64}")}});
+    let anthropic =
+        json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": IMAGE_B64}});
+    let gemini = json!({"inlineData": {"mimeType": "image/png", "data": IMAGE_B64}});
+    // The same image sent by each client protocol reaches the upstream in the vendor's shape.
+    for surface in SURFACES {
+        let text = json!({"type": "text", "text": "What is this?"});
+        let body = match surface {
+            Surface::OpenAi => {
+                json!({"model": cx.p.model, "messages": [{"role": "user", "content": [text, openai.clone()]}]})
+            }
+            Surface::Anthropic => json!({"model": cx.p.model, "max_tokens": 256,
+                "messages": [{"role": "user", "content": [text, anthropic.clone()]}]}),
+            Surface::Gemini => {
+                json!({"contents": [{"role": "user", "parts": [{"text": "What is this?"}, gemini.clone()]}]})
+            }
+        };
+        let resp = cx.send(surface, &body, false).await?;
+        anyhow::ensure!(resp.status() == 200, "{surface:?} client: {} {}", resp.status(), resp.text().await?);
+        let sent = cx.up.last_body()?;
+        let (got, want) = match cx.p.vendor {
+            Vendor::OpenAi => (&sent["messages"][0]["content"][1], &openai),
+            Vendor::Anthropic => (&sent["messages"][0]["content"][1], &anthropic),
+            Vendor::Gemini => (&sent["contents"][0]["parts"][1], &gemini),
+        };
+        anyhow::ensure!(got == want, "{surface:?} client: the image reached the upstream as {got}");
+    }
+    let body = cx
+        .answer(&json!({"model": cx.p.model, "messages": [{"role": "user",
+        "content": [{"type": "text", "text": "What is this?"}, openai]}]}))
+        .await?;
     anyhow::ensure!(body["choices"][0]["message"]["content"] == cx.p.text(), "{body}");
-    let sent = cx.up.last_body()?;
-    let (got, want) = match cx.p.vendor {
-        Vendor::OpenAi => (sent["messages"][0]["content"][1].clone(), image),
-        Vendor::Anthropic => (
-            sent["messages"][0]["content"][1].clone(),
-            json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": IMAGE_B64}}),
-        ),
-        Vendor::Gemini => (
-            sent["contents"][0]["parts"][1].clone(),
-            json!({"inlineData": {"mimeType": "image/png", "data": IMAGE_B64}}),
-        ),
-    };
-    anyhow::ensure!(got == want, "image reached the upstream as {got}");
     Ok(Outcome::Supported)
 }
 
@@ -566,6 +580,31 @@ async fn json_mode(cx: &Ctx) -> CaseResult {
         }
     }
     anyhow::ensure!(body["choices"][0]["finish_reason"] == "stop", "{body}");
+    // Gemini's own JSON mode, from a Gemini client, reaches the upstream the same way.
+    let req = json!({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}],
+        "generationConfig": {"responseMimeType": "application/json"}});
+    let resp = cx.send(Surface::Gemini, &req, false).await?;
+    anyhow::ensure!(resp.status() == 200, "Gemini client: {} {}", resp.status(), resp.text().await?);
+    let v: Value = resp.json().await?;
+    let sent = cx.up.last_body()?;
+    let text: String = v
+        .pointer("/candidates/0/content/parts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["text"].as_str())
+        .collect();
+    match cx.p.vendor {
+        Vendor::OpenAi => anyhow::ensure!(sent["response_format"] == json!({"type": "json_object"}), "{sent}"),
+        Vendor::Anthropic => {
+            anyhow::ensure!(sent["tool_choice"]["type"] == "tool", "{sent}");
+            anyhow::ensure!(serde_json::from_str::<Value>(&text)?.is_object(), "Gemini client: {v}");
+        }
+        Vendor::Gemini => {
+            anyhow::ensure!(sent["generationConfig"]["responseMimeType"] == "application/json", "{sent}");
+            anyhow::ensure!(serde_json::from_str::<Value>(&text)?.is_object(), "Gemini client: {v}");
+        }
+    }
     Ok(Outcome::Supported)
 }
 
@@ -909,17 +948,17 @@ enum Surface {
 const SURFACES: [Surface; 3] = [Surface::OpenAi, Surface::Anthropic, Surface::Gemini];
 
 impl Ctx {
-    /// "Say hello" through a client protocol.
-    async fn say_hello(&self, surface: Surface, stream: bool) -> anyhow::Result<reqwest::Response> {
+    /// Sends a body in a client protocol's shape (`stream` picks Gemini's action; the OpenAI and
+    /// Anthropic bodies carry their own `stream`).
+    async fn send(&self, surface: Surface, body: &Value, stream: bool) -> anyhow::Result<reqwest::Response> {
         let http = &self.app.http;
         Ok(match surface {
-            Surface::OpenAi => self.post(&self.chat(stream)).await?,
+            Surface::OpenAi => self.post(body).await?,
             Surface::Anthropic => {
                 http.post(self.app.url("/v1/messages"))
                     .header("x-api-key", &self.app.key)
                     .header("anthropic-version", "2023-06-01")
-                    .json(&json!({"model": self.p.model, "max_tokens": 256, "stream": stream,
-                        "messages": [{"role": "user", "content": "Say hello"}]}))
+                    .json(body)
                     .send()
                     .await?
             }
@@ -927,11 +966,22 @@ impl Ctx {
                 let action = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
                 http.post(self.app.url(&format!("/v1beta/models/{}:{action}", self.p.model)))
                     .header("x-goog-api-key", &self.app.key)
-                    .json(&json!({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]}))
+                    .json(body)
                     .send()
                     .await?
             }
         })
+    }
+
+    /// "Say hello" through a client protocol.
+    async fn say_hello(&self, surface: Surface, stream: bool) -> anyhow::Result<reqwest::Response> {
+        let body = match surface {
+            Surface::OpenAi => self.chat(stream),
+            Surface::Anthropic => json!({"model": self.p.model, "max_tokens": 256, "stream": stream,
+                "messages": [{"role": "user", "content": "Say hello"}]}),
+            Surface::Gemini => json!({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]}),
+        };
+        self.send(surface, &body, stream).await
     }
 }
 
