@@ -59,6 +59,10 @@ pub enum Scenario {
     DeepSeek,
     /// Moonshot's shape: no usage chunk; the usage sits inside the last chunk's choice.
     MoonshotUsageInChoice,
+    /// Moonshot with context caching: as [`Scenario::MoonshotUsageInChoice`], and the usage
+    /// reports its cache hits as a top-level `cached_tokens` (no `prompt_tokens_details`), in the
+    /// JSON answer too.
+    MoonshotCachedTokens,
     /// OpenRouter: `: OPENROUTER PROCESSING` comment lines before the first event, then normal.
     OpenRouterProcessing,
     /// OpenRouter: comments, `n` chunks, then a chunk carrying an `error` object and
@@ -78,7 +82,7 @@ impl Scenario {
     /// `fail-status:429:7`, `hang`, `error-after:2`, `close-after:2`, `stall-after:2`, `html-200`, `slow:50`
     /// (milliseconds), `comments-crlf`, `invalid-json-after:1`, `deepseek`, `moonshot`,
     /// `openrouter`, `openrouter-error-after:2`, `error-body-200`, `vllm-error-after:2`,
-    /// `usage-on-last-chunk`.
+    /// `usage-on-last-chunk`, `moonshot-cached`.
     pub fn parse(s: &str) -> Option<Scenario> {
         let mut parts = s.split(':');
         let name = parts.next()?;
@@ -100,6 +104,7 @@ impl Scenario {
             "invalid-json-after" => Scenario::InvalidJsonAfterChunks(usize::try_from(num()?).ok()?),
             "deepseek" => Scenario::DeepSeek,
             "moonshot" => Scenario::MoonshotUsageInChoice,
+            "moonshot-cached" => Scenario::MoonshotCachedTokens,
             "openrouter" => Scenario::OpenRouterProcessing,
             "openrouter-error-after" => Scenario::OpenRouterErrorAfterChunks(usize::try_from(num()?).ok()?),
             "error-body-200" => Scenario::ErrorBody200,
@@ -140,6 +145,16 @@ impl FakeUsage {
             "prompt_cache_hit_tokens": self.cached_tokens,
             "prompt_cache_miss_tokens": self.prompt_tokens - self.cached_tokens,
             "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens}
+        })
+    }
+
+    /// Moonshot's usage object: the cache hits as a top-level `cached_tokens`.
+    fn to_moonshot_json(self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cached_tokens": self.cached_tokens
         })
     }
 
@@ -438,14 +453,17 @@ async fn chat(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body
         return resp;
     }
     let model = model_of(&plan);
-    let usage_json =
-        if plan.scenario == Scenario::DeepSeek { plan.usage.to_deepseek_json() } else { plan.usage.to_json() };
+    let usage_json = match plan.scenario {
+        Scenario::DeepSeek => plan.usage.to_deepseek_json(),
+        Scenario::MoonshotCachedTokens => plan.usage.to_moonshot_json(),
+        _ => plan.usage.to_json(),
+    };
     let reasoning = plan.scenario == Scenario::DeepSeek;
     let calls = planned_calls(&plan);
     let finish_reason = if calls.is_empty() { "stop" } else { "tool_calls" };
     if wants_stream(&plan) {
         let mut last_choice = json!({"index": 0, "delta": {}, "finish_reason": finish_reason});
-        if plan.scenario == Scenario::MoonshotUsageInChoice {
+        if matches!(plan.scenario, Scenario::MoonshotUsageInChoice | Scenario::MoonshotCachedTokens) {
             last_choice["usage"] = usage_json.clone();
         }
         let thinking =
@@ -629,7 +647,10 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
         Scenario::VllmErrorAfterChunks(_) => frames.push(data(&json!({"object": "error",
             "message": "The engine died.", "type": "InternalServerError", "param": null, "code": 500}))),
         _ => {
-            let unasked = matches!(plan.scenario, Scenario::MoonshotUsageInChoice | Scenario::UsageOnLastChunk);
+            let unasked = matches!(
+                plan.scenario,
+                Scenario::MoonshotUsageInChoice | Scenario::MoonshotCachedTokens | Scenario::UsageOnLastChunk
+            );
             if plan.scenario != Scenario::NoUsage && !unasked && wants_usage_chunk(plan) {
                 frames.push(data(&usage_chunk));
             }
