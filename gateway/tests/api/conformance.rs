@@ -1017,6 +1017,13 @@ async fn refused_everywhere(cx: &Ctx, want: u16, code: &str, retry_after: Option
             anyhow::ensure!(got == want && class_ok, "{what}: {got} {body}");
             anyhow::ensure!(got_retry == retry_after.map(|r| r.to_string()), "{what}: Retry-After {got_retry:?}");
             anyhow::ensure!(!body.to_string().contains(UPSTREAM_SECRET), "{what}: the upstream key leaked: {body}");
+            // A 5xx carries a generic message: the upstream's own text stays in the log.
+            for upstream_text in ["fake upstream status", "Resource has been exhausted", "An internal error has"] {
+                anyhow::ensure!(
+                    !body.to_string().contains(upstream_text),
+                    "{what}: the upstream's message leaked: {body}"
+                );
+            }
         }
     }
     Ok(())
