@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::Response;
-use schemas::{EventBody, RequestLogged, UsageSource};
+use schemas::{EventBody, RequestLogged, StreamOutcome, UsageSource};
 use tokio::sync::oneshot;
 
 use crate::app::AppState;
@@ -127,6 +127,19 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
         Some(last.class().to_owned()),
     );
     let _ = reply.send(last.into_response_for(call.prepared.endpoint.protocol()));
+}
+
+/// Appends `usage.recorded` for a finished non-stream call and waits until it is durable; when it
+/// is not, the answer is withheld (`usage_not_recorded`).
+async fn bill(app: &AppState, call: &Call, channel: &Channel, consumption: Consumption) -> Result<(), ApiError> {
+    let record =
+        call.billing(channel).record(&channel.provider, &channel.id, consumption, false, StreamOutcome::Completed);
+    let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
+    if let Err(e) = app.log.append(&env).await {
+        tracing::error!(error = %e, "Usage could not be recorded; the answer is withheld.");
+        return Err(ApiError::UsageNotRecorded);
+    }
+    Ok(())
 }
 
 /// Appends `request.logged` without waiting.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use schemas::{EventBody, StreamOutcome, UsageSource};
+use schemas::UsageSource;
 
-use super::{Call, estimate};
+use super::{Call, bill, estimate};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::providers::openai::wire::{self, ResponseHead};
@@ -52,13 +52,7 @@ pub async fn finish(
         Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },
         None => estimate(call, wire::response_text(&body), model_served).await,
     };
-    let record =
-        call.billing(channel).record(&channel.provider, &channel.id, consumption, false, StreamOutcome::Completed);
-    let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
-    if let Err(e) = app.log.append(&env).await {
-        tracing::error!(error = %e, "Usage could not be recorded; the answer is withheld.");
-        return Err(ApiError::UsageNotRecorded);
-    }
+    bill(app, call, channel, consumption).await?;
     let mut out = (StatusCode::OK, body).into_response();
     out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(out)

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use schemas::{EventBody, StreamOutcome, UsageSource};
+use schemas::UsageSource;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Call, estimate};
+use super::{Call, bill, estimate};
 use crate::app::AppState;
 use crate::canonical::{self, FinishReason, Part, Unsupported, openai_chat};
 use crate::error::ApiError;
@@ -110,13 +110,7 @@ async fn finish_embeddings(app: &AppState, call: &Call, channel: &Channel, v: &V
     let consumption = estimate(call, String::new(), None).await;
     let answer = gemini::embed::response(v, &call.prepared.model, base64, consumption.tokens.input)
         .ok_or(ApiError::UpstreamInvalidResponse)?;
-    let record =
-        call.billing(channel).record(&channel.provider, &channel.id, consumption, false, StreamOutcome::Completed);
-    let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
-    if let Err(e) = app.log.append(&env).await {
-        tracing::error!(error = %e, "Usage could not be recorded; the answer is withheld.");
-        return Err(ApiError::UsageNotRecorded);
-    }
+    bill(app, call, channel, consumption).await?;
     let mut out = (StatusCode::OK, json_bytes(&answer)).into_response();
     out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(out)
@@ -258,13 +252,7 @@ pub async fn finish(
             estimate(call, text, model_served).await
         }
     };
-    let record =
-        call.billing(channel).record(&channel.provider, &channel.id, consumption, false, StreamOutcome::Completed);
-    let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
-    if let Err(e) = app.log.append(&env).await {
-        tracing::error!(error = %e, "Usage could not be recorded; the answer is withheld.");
-        return Err(ApiError::UsageNotRecorded);
-    }
+    bill(app, call, channel, consumption).await?;
     let out = if route.is_pass() {
         Bytes::from(body)
     } else {

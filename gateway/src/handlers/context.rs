@@ -107,6 +107,24 @@ pub fn log_request(
     model: Option<&str>,
     error: &ApiError,
 ) {
+    append_logged(app, rid, key, endpoint, model, error.status_code().as_u16(), Some(error.class().to_owned()));
+}
+
+/// Appends `request.logged` (without waiting) for a request the gateway answered itself with a
+/// 200 (model lists, token counts): no upstream, no usage.
+pub fn log_answered(app: &AppState, rid: &RequestId, key: &KeyEntry, endpoint: &str, model: Option<&str>) {
+    append_logged(app, rid, Some(key), endpoint, model, 200, None);
+}
+
+fn append_logged(
+    app: &AppState,
+    rid: &RequestId,
+    key: Option<&KeyEntry>,
+    endpoint: &str,
+    model: Option<&str>,
+    status: u16,
+    error_class: Option<String>,
+) {
     let data = RequestLogged {
         request_id: rid.id.to_string(),
         key_id: key.map(|k| k.key_id.clone()),
@@ -114,11 +132,11 @@ pub fn log_request(
         model: model.map(str::to_owned),
         provider: None,
         channel_id: None,
-        status: error.status_code().as_u16(),
+        status,
         latency_us: u64::try_from(rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
         ttft_us: None,
         attempts: 0,
-        error_class: Some(error.class().to_owned()),
+        error_class,
         streamed: false,
     };
     let tenant = key.map_or(GLOBAL_TENANT, |k| k.tenant.as_str());

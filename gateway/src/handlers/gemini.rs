@@ -8,10 +8,9 @@
 use axum::Extension;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use schemas::{EventBody, RequestLogged};
 use serde_json::{Value, json};
 
-use super::context::{Caller, RequestId, log_request};
+use super::context::{Caller, RequestId, log_answered, log_request};
 use super::proxy::{self, CallOptions};
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -72,21 +71,7 @@ async fn count_tokens(app: AppState, rid: RequestId, Caller(key): Caller, model:
     let Ok(total) = counted else {
         return ApiError::Internal.into_response_for(Protocol::Gemini);
     };
-    let logged = RequestLogged {
-        request_id: rid.id.to_string(),
-        key_id: Some(key.key_id.clone()),
-        endpoint: ENDPOINT.to_owned(),
-        model: Some(model),
-        provider: None,
-        channel_id: None,
-        status: 200,
-        latency_us: u64::try_from(rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        ttft_us: None,
-        attempts: 0,
-        error_class: None,
-        streamed: false,
-    };
-    app.log.append_nowait(&app.envelope(&key.tenant, &rid.id, EventBody::RequestLogged(logged)));
+    log_answered(&app, &rid, &key, ENDPOINT, Some(&model));
     axum::Json(json!({"totalTokens": total})).into_response()
 }
 

@@ -6,10 +6,9 @@ use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use schemas::{EventBody, RequestLogged};
 use serde_json::json;
 
-use super::context::{Caller, RequestId, log_request};
+use super::context::{Caller, RequestId, log_answered, log_request};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::request::{self, Endpoint, Protocol};
@@ -58,21 +57,7 @@ pub async fn count_tokens(
     let Ok(input_tokens) = counted else {
         return ApiError::Internal.into_response_for(Protocol::Anthropic);
     };
-    let logged = RequestLogged {
-        request_id: rid.id.to_string(),
-        key_id: Some(key.key_id.clone()),
-        endpoint: ENDPOINT.to_owned(),
-        model: Some(prepared.model),
-        provider: None,
-        channel_id: None,
-        status: 200,
-        latency_us: u64::try_from(rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        ttft_us: None,
-        attempts: 0,
-        error_class: None,
-        streamed: false,
-    };
-    app.log.append_nowait(&app.envelope(&key.tenant, &rid.id, EventBody::RequestLogged(logged)));
+    log_answered(&app, &rid, &key, ENDPOINT, Some(&prepared.model));
     axum::Json(json!({"input_tokens": input_tokens})).into_response()
 }
 

@@ -5,10 +5,9 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use schemas::{EventBody, RequestLogged};
 use serde_json::json;
 
-use super::context::{Caller, RequestId};
+use super::context::{Caller, RequestId, log_answered};
 use crate::app::AppState;
 use crate::request::Protocol;
 use crate::routing;
@@ -27,21 +26,7 @@ pub async fn list(
     let anthropic = headers.contains_key("anthropic-version");
     let data: Vec<_> =
         models.iter().map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "llm-router"})).collect();
-    let logged = RequestLogged {
-        request_id: rid.id.to_string(),
-        key_id: Some(key.key_id.clone()),
-        endpoint: "models".to_owned(),
-        model: None,
-        provider: None,
-        channel_id: None,
-        status: 200,
-        latency_us: u64::try_from(rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        ttft_us: None,
-        attempts: 0,
-        error_class: None,
-        streamed: false,
-    };
-    app.log.append_nowait(&app.envelope(&key.tenant, &rid.id, EventBody::RequestLogged(logged)));
+    log_answered(&app, &rid, &key, "models", None);
     if anthropic {
         // Anthropic's list shape; creation dates are unknown to the gateway, so the epoch.
         let data: Vec<_> = models

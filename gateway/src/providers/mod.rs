@@ -69,3 +69,33 @@ pub(crate) async fn dispatch(
         Ok(Ok(r)) => Ok(r),
     }
 }
+
+/// Most of an upstream error body we read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A non-2xx answer, read: its status, `Retry-After` seconds, and (when `wanted(status)`) up to
+/// 64 KiB of its body, each chunk within `idle`. Logged by status only, never by content.
+pub(crate) async fn read_error(
+    channel: &Channel,
+    mut resp: reqwest::Response,
+    idle: std::time::Duration,
+    wanted: impl Fn(u16) -> bool,
+) -> (u16, Option<u64>, Vec<u8>) {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    tracing::warn!(channel_id = %channel.id, status, "Upstream answered with an error status.");
+    let mut body = Vec::new();
+    if wanted(status) {
+        while body.len() < MAX_ERROR_BODY {
+            match tokio::time::timeout(idle, resp.chunk()).await {
+                Ok(Ok(Some(c))) => body.extend_from_slice(&c),
+                _ => break,
+            }
+        }
+    }
+    (status, retry_after, body)
+}

@@ -12,9 +12,6 @@ use crate::error::ApiError;
 use crate::providers::AttemptError;
 use crate::state::Channel;
 
-/// Most of an upstream error body we read.
-const MAX_ERROR_BODY: usize = 64 * 1024;
-
 #[derive(Deserialize)]
 struct Envelope {
     error: Detail,
@@ -48,23 +45,11 @@ pub fn map(status: u16, retry_after: Option<u64>, body: &[u8]) -> AttemptError {
 }
 
 /// Reads and maps a non-2xx response.
-pub async fn from_response(channel: &Channel, mut resp: reqwest::Response, idle: Duration) -> AttemptError {
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    tracing::warn!(channel_id = %channel.id, status, "Upstream answered with an error status.");
-    let mut body = Vec::new();
-    if (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429) {
-        while body.len() < MAX_ERROR_BODY {
-            match tokio::time::timeout(idle, resp.chunk()).await {
-                Ok(Ok(Some(c))) => body.extend_from_slice(&c),
-                _ => break,
-            }
-        }
-    }
+pub async fn from_response(channel: &Channel, resp: reqwest::Response, idle: Duration) -> AttemptError {
+    let (status, retry_after, body) = crate::providers::read_error(channel, resp, idle, |status| {
+        (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429)
+    })
+    .await;
     map(status, retry_after, &body)
 }
 
