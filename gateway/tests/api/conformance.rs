@@ -736,15 +736,7 @@ async fn anthropic_client(cx: &Ctx) -> CaseResult {
     for stream in [false, true] {
         let body = json!({"model": cx.p.model, "max_tokens": 256, "stream": stream,
             "messages": [{"role": "user", "content": "Say hello"}]});
-        let resp = cx
-            .app
-            .http
-            .post(cx.app.url("/v1/messages"))
-            .header("x-api-key", &cx.app.key)
-            .header("anthropic-version", "2023-06-01")
-            .json(&body)
-            .send()
-            .await?;
+        let resp = cx.send(Surface::Anthropic, &body, false).await?;
         anyhow::ensure!(resp.status() == 200, "stream={stream}: {} {}", resp.status(), resp.text().await?);
         let text = resp.text().await?;
         if stream {
@@ -793,15 +785,7 @@ async fn anthropic_client(cx: &Ctx) -> CaseResult {
     };
     let body = json!({"model": cx.p.model, "max_tokens": 256, "tools": [tool("get_weather"), tool("get_time")],
         "messages": [{"role": "user", "content": TOOLS_TEXT}]});
-    let resp = cx
-        .app
-        .http
-        .post(cx.app.url("/v1/messages"))
-        .header("x-api-key", &cx.app.key)
-        .header("anthropic-version", "2023-06-01")
-        .json(&body)
-        .send()
-        .await?;
+    let resp = cx.send(Surface::Anthropic, &body, false).await?;
     anyhow::ensure!(resp.status() == 200, "tools: {} {}", resp.status(), resp.text().await?);
     let v: Value = resp.json().await?;
     let calls: Vec<(Value, Value)> = v["content"]
@@ -817,15 +801,7 @@ async fn anthropic_client(cx: &Ctx) -> CaseResult {
     // Streamed: each block's `input_json_delta` pieces assemble to the same input.
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
-    let resp = cx
-        .app
-        .http
-        .post(cx.app.url("/v1/messages"))
-        .header("x-api-key", &cx.app.key)
-        .header("anthropic-version", "2023-06-01")
-        .json(&streamed)
-        .send()
-        .await?;
+    let resp = cx.send(Surface::Anthropic, &streamed, false).await?;
     let text = resp.text().await?;
     // Block index → (tool name, input JSON so far).
     let mut blocks: std::collections::BTreeMap<u64, (Value, String)> = Default::default();
@@ -851,15 +827,8 @@ async fn anthropic_client(cx: &Ctx) -> CaseResult {
 async fn gemini_client(cx: &Ctx) -> CaseResult {
     let before = cx.usage_count().await?;
     let body = json!({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]});
-    for action in ["generateContent", "streamGenerateContent?alt=sse"] {
-        let resp = cx
-            .app
-            .http
-            .post(cx.app.url(&format!("/v1beta/models/{}:{action}", cx.p.model)))
-            .header("x-goog-api-key", &cx.app.key)
-            .json(&body)
-            .send()
-            .await?;
+    for (action, stream) in [("generateContent", false), ("streamGenerateContent", true)] {
+        let resp = cx.send(Surface::Gemini, &body, stream).await?;
         anyhow::ensure!(resp.status() == 200, "{action}: {} {}", resp.status(), resp.text().await?);
         let text = resp.text().await?.replace("\r\n", "\n");
         let chunks: Vec<Value> = if action == "generateContent" {
@@ -902,14 +871,7 @@ async fn gemini_client(cx: &Ctx) -> CaseResult {
     };
     let body = json!({"contents": [{"role": "user", "parts": [{"text": TOOLS_TEXT}]}],
         "tools": [{"functionDeclarations": [declare("get_weather"), declare("get_time")]}]});
-    let resp = cx
-        .app
-        .http
-        .post(cx.app.url(&format!("/v1beta/models/{}:generateContent", cx.p.model)))
-        .header("x-goog-api-key", &cx.app.key)
-        .json(&body)
-        .send()
-        .await?;
+    let resp = cx.send(Surface::Gemini, &body, false).await?;
     anyhow::ensure!(resp.status() == 200, "tools: {} {}", resp.status(), resp.text().await?);
     let v: Value = resp.json().await?;
     let calls: Vec<(Value, Value)> = v
@@ -924,14 +886,7 @@ async fn gemini_client(cx: &Ctx) -> CaseResult {
         vec![(json!("get_weather"), json!({"location": "City 0"})), (json!("get_time"), json!({"location": "City 1"}))];
     anyhow::ensure!(calls == want, "tools: {v}");
     // Streamed: Gemini sends each call whole, so streamed arguments arrive assembled.
-    let resp = cx
-        .app
-        .http
-        .post(cx.app.url(&format!("/v1beta/models/{}:streamGenerateContent?alt=sse", cx.p.model)))
-        .header("x-goog-api-key", &cx.app.key)
-        .json(&body)
-        .send()
-        .await?;
+    let resp = cx.send(Surface::Gemini, &body, true).await?;
     let text = resp.text().await?.replace("\r\n", "\n");
     let mut streamed_calls = Vec::new();
     for data in text.split("\n\n").filter_map(|b| b.trim().strip_prefix("data: ")) {
