@@ -39,23 +39,15 @@ pub async fn send(
         tracing::warn!(channel_id = %channel.id, "Channel base URL is not a valid URL.");
         return Err(AttemptError { error: ApiError::Upstream, retriable: true });
     };
-    let mut req = http
+    let req = http
         .post(url)
         .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .body(body_for(channel, prepared));
-    if let Some(key) = &channel.api_key {
-        req = match channel.preset.auth {
-            Auth::Bearer | Auth::None => req.bearer_auth(key),
-            Auth::ApiKeyHeader => match HeaderValue::from_str(key) {
-                Ok(mut v) => {
-                    v.set_sensitive(true);
-                    req.header("api-key", v)
-                }
-                // A key that is not a valid header value cannot authenticate anywhere.
-                Err(_) => return Err(AttemptError { error: ApiError::Upstream, retriable: true }),
-            },
-        };
-    }
+    let req = match (channel.preset.auth, &channel.api_key) {
+        (Auth::ApiKeyHeader, _) => super::with_key(req, channel, "api-key")?,
+        (Auth::Bearer | Auth::None, Some(key)) => req.bearer_auth(key),
+        (Auth::Bearer | Auth::None, None) => req,
+    };
     let resp = super::dispatch(channel, req, first_byte_deadline).await?;
     if resp.status().is_success() {
         return Ok(resp);
