@@ -355,10 +355,7 @@ pub async fn report_usage(cfg: Config, tenant: &str, from: &str, to: &str, forma
     use std::io::Write as _;
     let tenant = schemas::TenantId::parse(tenant)?;
     for (flag, day) in [("--from", from), ("--to", to)] {
-        anyhow::ensure!(
-            day.len() == 10 && day.as_bytes()[4] == b'-' && day.as_bytes()[7] == b'-',
-            "{flag} must be a date such as 2026-11-01"
-        );
+        projections::Day::parse(day).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
     }
     let store = open_store(&cfg).await?;
     let report = projections::read::usage_report(&store, tenant.as_str(), from, to).await?;

@@ -51,10 +51,7 @@ impl AppState {
 }
 
 fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    chrono::Utc::now().timestamp_micros()
 }
 
 /// The running gateway: in-memory control state following `LLMR_CONTROL`, and the `/v1` router.

@@ -78,7 +78,7 @@ pub fn parse(text: &str) -> Result<BuiltinTable, TableError> {
             if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
                 return Err(bad("the currency must be an ISO 4217 code such as USD or CNY"));
             }
-            if as_of.len() != 10 || as_of.as_bytes()[4] != b'-' || as_of.as_bytes()[7] != b'-' {
+            if as_of.len() != 10 || chrono::NaiveDate::parse_from_str(as_of, "%Y-%m-%d").is_err() {
                 return Err(bad("the as-of date must be YYYY-MM-DD"));
             }
             section = Some((vendor.to_owned(), currency.to_owned(), as_of.to_owned()));

@@ -14,7 +14,7 @@ mod rebuild;
 mod runner;
 mod store;
 
-pub use day::utc_day;
+pub use day::{Day, DayError, utc_day};
 pub use error::ProjectionError;
 pub use projection::Projection;
 pub use rebuild::{RebuildOutcome, rebuild};

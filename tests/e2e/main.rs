@@ -156,6 +156,31 @@ async fn admin_commands_refuse_bad_input_with_a_clear_message() -> anyhow::Resul
         "m",
     ])?;
     assert!(err.contains("unknown provider"), "{err}");
+    let err = env.cli_fails(&["reports", "usage", "--tenant", "acme", "--from", "2026-99-99", "--to", "2026-12-01"])?;
+    assert!(err.contains("--from must be a date"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn usage_queries_accept_only_real_dates() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve().await?;
+    let key = env.tenant_key("acme")?;
+    // `/v1/usage` reads keys from the read model, which follows the log within moments.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.http.get(format!("{}/v1/usage", serve.base)).bearer_auth(&key).send().await?.status() == 401 {
+        anyhow::ensure!(Instant::now() < deadline, "the key never reached the read model");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (query, param) in [("from=2026-99-99", "from"), ("to=2026-02-30", "to"), ("from=2026-1-01", "from")] {
+        let resp = env.http.get(format!("{}/v1/usage?{query}", serve.base)).bearer_auth(&key).send().await?;
+        assert_eq!(resp.status(), 400, "{query}");
+        let v: serde_json::Value = resp.json().await?;
+        assert_eq!(v["error"]["param"], param, "{query}");
+    }
+    let resp =
+        env.http.get(format!("{}/v1/usage?from=2024-02-29&to=2026-11-30", serve.base)).bearer_auth(&key).send().await?;
+    assert_eq!(resp.status(), 200);
     Ok(())
 }
 

@@ -6,6 +6,8 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
+use projections::Day;
+
 use crate::{WebError, WebState};
 
 /// Query parameters.
@@ -34,15 +36,14 @@ struct UsageResponse {
     data: Vec<UsageLine>,
 }
 
-const US_PER_DAY: i64 = 86_400_000_000;
-const DEFAULT_DAYS: i64 = 30;
+/// The window when the query names no `from`: today and the 29 days before it.
+const DEFAULT_DAYS: u64 = 30;
 
-fn valid_day(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+fn day_param(name: &'static str, v: Option<&str>, default: Day) -> Result<Day, WebError> {
+    match v {
+        None => Ok(default),
+        Some(v) => Day::parse(v).map_err(|e| WebError::BadParam { message: format!("{name} {e}"), param: name }),
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -62,18 +63,10 @@ pub async fn usage(
         .await?
         .filter(|k| !k.revoked)
         .ok_or(WebError::InvalidKey)?;
-    let now_us =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-    let to = q.to.unwrap_or_else(|| projections::utc_day(now_us));
-    let from = q.from.unwrap_or_else(|| projections::utc_day(now_us - (DEFAULT_DAYS - 1) * US_PER_DAY));
-    for (name, v) in [("from", &from), ("to", &to)] {
-        if !valid_day(v) {
-            return Err(WebError::BadParam {
-                message: format!("{name} must be a date such as 2026-11-01"),
-                param: name,
-            });
-        }
-    }
+    let today = Day::of_us(chrono::Utc::now().timestamp_micros());
+    let to = day_param("to", q.to.as_deref(), today)?;
+    let from = day_param("from", q.from.as_deref(), today.minus_days(DEFAULT_DAYS - 1))?.to_string();
+    let to = to.to_string();
     let key_scope = match q.scope.as_deref() {
         None | Some("key") => Some(record.key_id.as_str()),
         Some("tenant") => None,
