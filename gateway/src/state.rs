@@ -146,7 +146,7 @@ impl ControlState {
                         provider: c.provider.clone(),
                         preset: presets::for_provider(&c.provider),
                         api_version: c.api_version.clone(),
-                        base_url: c.base_url.trim_end_matches('/').to_owned(),
+                        base_url: presets::effective_base_url(&c.provider, &c.base_url),
                         api_key,
                         key_unusable,
                         models: c.models.clone(),
@@ -160,7 +160,7 @@ impl ControlState {
                 if let Some(ch) = self.channels.get_mut(&u.channel_id) {
                     let ch = Arc::make_mut(ch);
                     if let Some(b) = &u.base_url {
-                        ch.base_url = b.trim_end_matches('/').to_owned();
+                        ch.base_url = presets::effective_base_url(&ch.provider, b);
                     }
                     if let Some(sealed) = &u.api_key {
                         (ch.api_key, ch.key_unusable) = open_key(master_key, Some(sealed), &u.channel_id);

@@ -664,3 +664,39 @@ async fn openai_embeddings_on_a_gemini_channel_are_batch_embeddings_billed_by_es
     assert_eq!((status, e["error"]["code"].as_str()), (400, Some("unsupported_parameter")));
     Ok(())
 }
+
+#[tokio::test]
+async fn channels_given_base_urls_without_the_version_segment_reach_the_vendor_endpoints() -> anyhow::Result<()> {
+    // The Anthropic and Gemini SDKs (and New API) write base URLs without `/v1` / `/v1beta`; the
+    // fakes serve only the versioned paths, so a missing segment would be a 404 here.
+    let app = spawn().await?;
+    let gemini = FakeGemini::start().await?;
+    let claude = FakeAnthropic::start().await?;
+    let openai = testkit::fake_openai::FakeOpenAi::start().await?;
+    let host_only = |url: String, version: &str| url.trim_end_matches(version).to_owned() + "/";
+    add_channel(&app, "ch_gemini_bare", "gemini", host_only(gemini.base_url(), "/v1beta"), GEMINI).await?;
+    add_channel(&app, "ch_claude_bare", "anthropic", host_only(claude.base_url(), "/v1"), CLAUDE).await?;
+    add_channel(&app, "ch_vllm_bare", "vllm", host_only(openai.base_url(), "/v1"), "local-llama").await?;
+    let until = app.log.last_seq(schemas::Stream::Control).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.gateway.control_seq() < until {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "control state not caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for model in [GEMINI, CLAUDE, "local-llama"] {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let resp = app.post("/v1/chat/completions", &body).await?;
+        assert_eq!(resp.status(), 200, "{model}: {}", resp.text().await?);
+    }
+    let resp = app
+        .http
+        .post(app.url(&format!("/v1beta/models/{GEMINI}:generateContent")))
+        .header("x-goog-api-key", &app.key)
+        .json(&contents("hi"))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(gemini.requests().len(), 2);
+    assert_eq!(claude.requests().len(), 1);
+    Ok(())
+}

@@ -145,6 +145,55 @@ pub fn find(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.name == name)
 }
 
+/// The base URL requests are built on, from the one a channel was given: users write base URLs
+/// with and without the version segment (the OpenAI SDK's convention includes `/v1`, the
+/// Anthropic and Gemini SDKs' and New API's do not), so both forms reach the same endpoints.
+/// - `anthropic` and `gemini`: a URL whose last path segment is not a version (`v1`, `v1beta`,
+///   `v2alpha`…) gets the vendor's version appended, as their SDKs do (`/v1`, `/v1beta`).
+/// - OpenAI-compatible presets: a URL with no path at all gets the path of the preset's
+///   documented URL (`http://host:8000` → `http://host:8000/v1` for vLLM, `/api/paas/v4` for
+///   Zhipu); a URL with a path is kept as given, since proxies put the API under paths of their own.
+/// - Azure and unknown providers: kept as given. Trailing slashes are always dropped.
+pub fn effective_base_url(provider: &str, base_url: &str) -> String {
+    let base = base_url.trim().trim_end_matches('/');
+    let (after_scheme, has_scheme) = match base.split_once("://") {
+        Some((_, rest)) => (rest, true),
+        None => (base, false),
+    };
+    let path = after_scheme.split_once('/').map(|(_, p)| p).unwrap_or("");
+    let native_version = match provider {
+        "anthropic" => Some("v1"),
+        "gemini" => Some("v1beta"),
+        _ => None,
+    };
+    if let Some(version) = native_version {
+        let last = path.rsplit('/').next().unwrap_or("");
+        return if is_version_segment(last) { base.to_owned() } else { format!("{base}/{version}") };
+    }
+    let default_path = find(provider)
+        .filter(|p| p.url_style == UrlStyle::OpenAi)
+        .and_then(|p| p.default_base_url)
+        .and_then(|u| u.split_once("://"))
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, p)| p);
+    match default_path {
+        Some(p) if has_scheme && path.is_empty() && !p.is_empty() => format!("{base}/{p}"),
+        _ => base.to_owned(),
+    }
+}
+
+/// `v1`, `v2`, `v1beta`, `v1alpha`, `v1beta2`…: an API version as vendors put it in their paths.
+fn is_version_segment(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix('v') else { return false };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let tail = &rest[digits..];
+    digits > 0
+        && (tail.is_empty()
+            || ["alpha", "beta"]
+                .iter()
+                .any(|w| tail.strip_prefix(w).is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))))
+}
+
 /// The preset a stored channel runs with. Channels of an unknown provider (a newer binary wrote
 /// it, or an adapter that is not OpenAI-compatible) fall back to plain OpenAI behaviour.
 pub fn for_provider(name: &str) -> &'static Preset {
@@ -154,6 +203,40 @@ pub fn for_provider(name: &str) -> &'static Preset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_work_with_and_without_the_version_segment() {
+        let cases = [
+            ("anthropic", "http://127.0.0.1:9000", "http://127.0.0.1:9000/v1"),
+            ("anthropic", "http://127.0.0.1:9000/", "http://127.0.0.1:9000/v1"),
+            ("anthropic", "https://api.anthropic.com/v1", "https://api.anthropic.com/v1"),
+            ("anthropic", "https://proxy.example/anthropic", "https://proxy.example/anthropic/v1"),
+            ("gemini", "http://127.0.0.1:9000", "http://127.0.0.1:9000/v1beta"),
+            (
+                "gemini",
+                "https://generativelanguage.googleapis.com/v1beta/",
+                "https://generativelanguage.googleapis.com/v1beta",
+            ),
+            ("gemini", "https://generativelanguage.googleapis.com/v1", "https://generativelanguage.googleapis.com/v1"),
+            ("openai", "http://127.0.0.1:9000", "http://127.0.0.1:9000/v1"),
+            ("openai", "http://127.0.0.1:9000/v1", "http://127.0.0.1:9000/v1"),
+            ("openai", "https://proxy.example/openai", "https://proxy.example/openai"),
+            ("vllm", "http://gpu:8000", "http://gpu:8000/v1"),
+            ("zhipu", "https://open.bigmodel.cn", "https://open.bigmodel.cn/api/paas/v4"),
+            ("deepseek", "https://api.deepseek.com", "https://api.deepseek.com"),
+            ("azure", "https://res.openai.azure.com/", "https://res.openai.azure.com"),
+            ("someday", "http://h:1", "http://h:1"),
+        ];
+        for (provider, given, used) in cases {
+            assert_eq!(effective_base_url(provider, given), used, "{provider} {given}");
+        }
+        for v in ["v1", "v2", "v1beta", "v1alpha", "v1beta2", "v10"] {
+            assert!(is_version_segment(v), "{v}");
+        }
+        for v in ["", "v", "vx", "api", "v1gamma", "version1", "v1beta-x"] {
+            assert!(!is_version_segment(v), "{v}");
+        }
+    }
 
     #[test]
     fn every_preset_has_a_unique_name_and_a_sane_default_url() {
