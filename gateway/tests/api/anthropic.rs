@@ -27,7 +27,7 @@ async fn env() -> anyhow::Result<Env> {
     let app = spawn().await?;
     let claude = FakeAnthropic::start().await?;
     app.log
-        .append(&helpers::control(
+        .append_acked(&helpers::control(
             GLOBAL_TENANT,
             EventBody::ChannelAdded(ChannelAdded {
                 channel_id: "ch_claude".into(),
@@ -53,7 +53,7 @@ async fn env() -> anyhow::Result<Env> {
         cache_write_per_mtok_nanos: Some(3_750_000_000),
     };
     let ev = helpers::control(GLOBAL_TENANT, EventBody::PricePublished(published.clone()));
-    app.log.append(&ev).await?;
+    app.log.append_acked(&ev).await?;
     let price = AppliedPrice::from((ev.id.to_string().as_str(), &published));
     // Wait until the gateway has folded in the channel and the price (a fixed sleep is flaky
     // when the machine is busy).

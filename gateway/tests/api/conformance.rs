@@ -281,7 +281,7 @@ impl Ctx {
             models.push(p.embedding_model());
         }
         app.log
-            .append(&control(
+            .append_acked(&control(
                 GLOBAL_TENANT,
                 EventBody::ChannelAdded(ChannelAdded {
                     channel_id: id.clone(),

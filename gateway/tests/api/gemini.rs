@@ -24,7 +24,7 @@ struct Env {
 
 async fn add_channel(app: &TestApp, id: &str, provider: &str, base_url: String, model: &str) -> anyhow::Result<()> {
     app.log
-        .append(&helpers::control(
+        .append_acked(&helpers::control(
             GLOBAL_TENANT,
             EventBody::ChannelAdded(ChannelAdded {
                 channel_id: id.into(),

@@ -1,5 +1,8 @@
-//! Spawns the gateway on 127.0.0.1:0 over an embedded log in a temp dir, with a fake OpenAI
-//! upstream on loopback, and reads back the events it appended.
+//! Spawns the gateway on 127.0.0.1:0 with a fake OpenAI upstream on loopback, and reads back the
+//! events it appended. The event log is the embedded one in a temp dir, or JetStream on a
+//! `nats-server` child of this test when `LLMR_TEST_LOG=jetstream` (the test command runs the
+//! suite both ways: one suite, two backends). Control events are appended with `append_acked`,
+//! so that they are in the log itself, not only in the JetStream spool, when the test goes on.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -29,7 +32,29 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub gateway: Gateway,
     pub master_key: MasterKey,
+    _nats: Option<testkit::nats_server::NatsServer>,
     _dir: tempfile::TempDir,
+}
+
+/// The event log every test of this suite runs on, chosen by `LLMR_TEST_LOG` (`embedded`, the
+/// default, or `jetstream`).
+pub async fn open_log(dir: &std::path::Path) -> anyhow::Result<(EventLog, Option<testkit::nats_server::NatsServer>)> {
+    match std::env::var("LLMR_TEST_LOG").as_deref() {
+        Ok("jetstream") => {
+            let nats = testkit::nats_server::NatsServer::start_new()?;
+            let opts = nats::JetStreamOptions {
+                ack_timeout: Duration::from_secs(1),
+                max_retry_backoff: Duration::from_millis(200),
+                require_nats_at_start: true,
+                ..Default::default()
+            };
+            let log =
+                EventLog::connect_jetstream(&nats.url(), dir, opts).await.context("Failed to connect JetStream")?;
+            Ok((log, Some(nats)))
+        }
+        Ok("embedded") | Err(_) => Ok((EventLog::open_embedded(dir).await?, None)),
+        Ok(other) => anyhow::bail!("LLMR_TEST_LOG={other:?}: expected `embedded` or `jetstream`"),
+    }
 }
 
 pub fn control(tenant: &str, body: EventBody) -> Envelope {
@@ -44,7 +69,7 @@ pub struct Issued {
 pub async fn issue_key(log: &EventLog, models: Option<Vec<String>>) -> anyhow::Result<Issued> {
     let k = schemas::keys::generate();
     let key_id = format!("key_{}", uuid::Uuid::now_v7().simple());
-    log.append(&control(
+    log.append_acked(&control(
         TENANT,
         EventBody::ApiKeyIssued(ApiKeyIssued {
             key_id: key_id.clone(),
@@ -64,12 +89,12 @@ pub async fn spawn() -> anyhow::Result<TestApp> {
 
 pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Result<TestApp> {
     let dir = tempfile::tempdir()?;
-    let log = EventLog::open_embedded(dir.path()).await?;
+    let (log, nats) = open_log(dir.path()).await?;
     let fake = FakeOpenAi::start().await?;
     let master = MasterKey::generate();
-    log.append(&control(TENANT, EventBody::TenantCreated(TenantCreated { name: TENANT.into() }))).await?;
+    log.append_acked(&control(TENANT, EventBody::TenantCreated(TenantCreated { name: TENANT.into() }))).await?;
     let issued = issue_key(&log, None).await?;
-    log.append(&control(
+    log.append_acked(&control(
         GLOBAL_TENANT,
         EventBody::ChannelAdded(ChannelAdded {
             channel_id: "ch_fake".into(),
@@ -94,7 +119,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Resul
         cache_write_per_mtok_nanos: None,
     };
     let price_event = control(GLOBAL_TENANT, EventBody::PricePublished(published.clone()));
-    log.append(&price_event).await?;
+    log.append_acked(&price_event).await?;
     let price = AppliedPrice::from((price_event.id.to_string().as_str(), &published));
 
     let mut cfg = GatewayConfig::new(master.clone(), "gw-test");
@@ -123,6 +148,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Resul
         http: reqwest::Client::new(),
         gateway,
         master_key: master,
+        _nats: nats,
         _dir: dir,
     })
 }
@@ -136,7 +162,19 @@ impl TestApp {
         Ok(self.http.post(self.url(path)).bearer_auth(&self.key).json(body).send().await?)
     }
 
+    /// Waits until every spooled event reached the log (JetStream; at once on the embedded log),
+    /// so that what the gateway made durable before answering can be read back.
+    pub async fn settled(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.log.health().await.spool_depth > 0 {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the spool did not drain");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     async fn events(&self, stream: Stream) -> anyhow::Result<Vec<Envelope>> {
+        self.settled().await?;
         let last = self.log.last_seq(stream).await?;
         let mut out = Vec::new();
         if last == 0 {
@@ -155,6 +193,7 @@ impl TestApp {
 
     /// The stored JSON of every event in every stream.
     pub async fn raw_events(&self) -> anyhow::Result<Vec<String>> {
+        self.settled().await?;
         let mut out = Vec::new();
         for stream in Stream::ALL {
             let last = self.log.last_seq(stream).await?;

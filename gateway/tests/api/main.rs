@@ -256,7 +256,7 @@ async fn a_revoked_key_is_refused_within_one_second() -> anyhow::Result<()> {
     let app = spawn().await?;
     assert_eq!(app.post("/v1/chat/completions", &chat(false)).await?.status(), 200);
     app.log
-        .append(&helpers::control(TENANT, EventBody::ApiKeyRevoked(ApiKeyRevoked { key_id: app.key_id.clone() })))
+        .append_acked(&helpers::control(TENANT, EventBody::ApiKeyRevoked(ApiKeyRevoked { key_id: app.key_id.clone() })))
         .await?;
     let revoked_at = Instant::now();
     loop {
@@ -441,7 +441,7 @@ async fn a_dead_upstream_is_a_quick_502_without_the_url() -> anyhow::Result<()> 
     let dead_addr = dead.local_addr()?;
     drop(dead);
     app.log
-        .append(&helpers::control(
+        .append_acked(&helpers::control(
             schemas::GLOBAL_TENANT,
             EventBody::ChannelUpdated(schemas::ChannelUpdated {
                 channel_id: "ch_fake".into(),
@@ -500,7 +500,7 @@ async fn a_failing_channel_is_skipped_before_the_first_byte_and_the_call_is_bill
     let primary = testkit::fake_openai::FakeOpenAi::start().await?;
     let master_key = app.master_key.clone();
     app.log
-        .append(&helpers::control(
+        .append_acked(&helpers::control(
             schemas::GLOBAL_TENANT,
             EventBody::ChannelAdded(schemas::ChannelAdded {
                 channel_id: "ch_primary".into(),
@@ -554,7 +554,7 @@ async fn an_upstream_that_stalls_mid_stream_gets_an_idle_timeout_error_event_and
 #[tokio::test]
 async fn the_gateway_starts_on_an_empty_log_and_picks_up_keys_live() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let log = nats::EventLog::open_embedded(dir.path()).await?;
+    let (log, _nats) = helpers::open_log(dir.path()).await?;
     let gw = gateway::Gateway::start(
         log.clone(),
         gateway::GatewayConfig::new(schemas::secret::MasterKey::generate(), "gw-empty"),
@@ -622,10 +622,10 @@ async fn the_serving_channels_price_override_is_charged_and_other_channels_overr
         cache_write_per_mtok_nanos: None,
     };
     let other = publish("ch_other", "USD", 9_000_000_000);
-    app.log.append(&helpers::control(GLOBAL_TENANT, EventBody::PricePublished(other))).await?;
+    app.log.append_acked(&helpers::control(GLOBAL_TENANT, EventBody::PricePublished(other))).await?;
     let mine = publish("ch_fake", "CNY", 1_000_000_000);
     let ev = helpers::control(GLOBAL_TENANT, EventBody::PricePublished(mine.clone()));
-    app.log.append(&ev).await?;
+    app.log.append_acked(&ev).await?;
     let until = app.log.last_seq(schemas::Stream::Control).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.gateway.control_seq() < until {

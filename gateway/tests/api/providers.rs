@@ -22,7 +22,7 @@ async fn add_channel(
 ) -> anyhow::Result<()> {
     let id = format!("ch_{provider}");
     app.log
-        .append(&control(
+        .append_acked(&control(
             GLOBAL_TENANT,
             EventBody::ChannelAdded(ChannelAdded {
                 channel_id: id.clone(),
@@ -180,7 +180,7 @@ async fn a_call_at_a_builtin_price_carries_that_price_and_its_cny_currency() -> 
     let app = spawn().await?;
     let table = gateway::prices::builtin()?;
     for row in table.pending(&Default::default(), |_| None) {
-        app.log.append(&table.envelope(row, "gw-test", 1)).await?;
+        app.log.append_acked(&table.envelope(row, "gw-test", 1)).await?;
     }
     add_channel(&app, "deepseek", app.fake.base_url(), "deepseek-chat", Some("sk-ds"), None).await?;
     let resp = app.post("/v1/chat/completions", &chat("deepseek-chat", false)).await?;
