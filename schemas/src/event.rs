@@ -341,13 +341,13 @@ pub struct AttemptRecord {
     /// The channel tried.
     pub channel_id: String,
     /// How the attempt ended, a stable snake_case class: `ok` when the upstream answered, else
-    /// the failure class (`key_invalid`, `quota_exhausted`, `rate_limited`, `first_byte_timeout`,
+    /// the failure class (also for a stream that failed after it started) (`key_invalid`, `quota_exhausted`, `rate_limited`, `first_byte_timeout`,
     /// `upstream_server_error`, `client_error`, …; README, "Error classes").
     pub class: String,
     /// The upstream's HTTP status, when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    /// How long the attempt took, in milliseconds.
+    /// Milliseconds until the upstream answered (headers, or a stream's first event) or failed.
     pub duration_ms: u64,
 }
 

@@ -79,6 +79,22 @@ impl Attempts {
     }
 }
 
+impl Attempts {
+    /// The serving attempt's stream failed after it started, with this in-band error code: its
+    /// class replaces `ok`.
+    fn failed_mid_stream(&mut self, code: &str) {
+        let class = match code {
+            "upstream_timeout" => FailureClass::Timeout(TimeoutPhase::Idle),
+            "upstream_protocol_error" => FailureClass::InvalidResponse,
+            "upstream_overloaded" => FailureClass::Overloaded { retry_after: None },
+            _ => FailureClass::UpstreamServerError,
+        };
+        if let Some(last) = self.log.last_mut() {
+            last.class = class.as_str().to_owned();
+        }
+    }
+}
+
 /// The attempt class of a failure while reading an answer the upstream had started to give.
 fn finish_class(e: &ApiError) -> &'static str {
     match e {

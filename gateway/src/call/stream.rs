@@ -187,7 +187,7 @@ pub async fn relay(
     channel: Arc<Channel>,
     started: Started,
     reply: oneshot::Sender<Response>,
-    attempts: Attempts,
+    mut attempts: Attempts,
 ) {
     let Started { mut resp, mut parser, first } = started;
     // The first event has just arrived.
@@ -274,5 +274,8 @@ pub async fn relay(
         (End::DrainCapped, _) => Some("client_disconnected"),
     };
     let class = if sink.connected() { class } else { Some("client_disconnected") };
+    if let End::Failed(code, _) = &end {
+        attempts.failed_mid_stream(code);
+    }
     log_request(&app, &call, Some(&channel), 200, attempts, Some(ttft), class.map(str::to_owned));
 }

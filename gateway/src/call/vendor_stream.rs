@@ -390,7 +390,7 @@ pub async fn relay(
     route: Route,
     started: Started,
     reply: oneshot::Sender<Response>,
-    attempts: Attempts,
+    mut attempts: Attempts,
 ) {
     let Started { mut resp, mut parser, first } = started;
     let ttft = call.rid.started.elapsed();
@@ -462,5 +462,8 @@ pub async fn relay(
     };
     sink.send_all(&mut out).await;
     let class = if sink.connected() { class } else { Some("client_disconnected") };
+    if let End::Failed(code, _) = &end {
+        attempts.failed_mid_stream(code);
+    }
     log_request(&app, &call, Some(&channel), 200, attempts, Some(ttft), class.map(str::to_owned));
 }

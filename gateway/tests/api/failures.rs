@@ -278,3 +278,23 @@ async fn anthropic_and_gemini_account_errors_are_hidden_and_every_attempt_is_log
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stream_that_fails_after_it_started_logs_its_attempt_with_the_mid_stream_class() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    let cases = [
+        (Scenario::ErrorAfterChunks(1), "upstream_server_error"),
+        (Scenario::StallAfterChunks(1), "idle_timeout"),
+        (Scenario::InvalidJsonAfterChunks(1), "invalid_response"),
+        (Scenario::Normal, "ok"),
+    ];
+    for (n, (scenario, class)) in cases.into_iter().enumerate() {
+        app.fake.set_scenario(scenario.clone());
+        let (status, _, raw) = ask(&app, Surface::Anthropic, true).await?;
+        assert_eq!(status, 200, "{scenario:?}: {raw}");
+        let logs = app.request_logs(n + 1).await?;
+        let last = logs.last().ok_or_else(|| anyhow::anyhow!("no request.logged"))?;
+        assert_eq!(attempts(last), [("ch_fake", class, Some(200))], "{scenario:?}");
+    }
+    Ok(())
+}
