@@ -96,3 +96,93 @@ pub fn log_attempt(failure: &AttemptError, channel: &Channel) {
             "Upstream attempt failed.");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::providers::failure::VendorDetail;
+    use crate::providers::openai::presets;
+
+    const KEY: &str = "weird-channel-key-0001";
+
+    fn channel() -> Channel {
+        Channel {
+            id: "ch_t".into(),
+            tenant: schemas::GLOBAL_TENANT.into(),
+            provider: "openai".into(),
+            preset: presets::for_provider("openai"),
+            api_version: None,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key: Some(KEY.into()),
+            key_unusable: false,
+            models: vec![],
+            priority: 0,
+            weight: 1,
+            enabled: true,
+        }
+    }
+
+    fn failure(class: FailureClass, status: u16, message: &str) -> AttemptError {
+        AttemptError::status(class, status).with_detail(VendorDetail {
+            message: Some(message.into()),
+            param: None,
+            code: Some("some_code".into()),
+        })
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn channel_errors_go_to_the_next_channel_with_a_generic_answer_and_client_errors_stop() {
+        let ch = channel();
+        let ours = decide(&failure(FailureClass::QuotaExhausted, 402, "owner a@b.example must pay"), &ch);
+        assert!(ours.next_channel);
+        assert!(matches!(ours.client, ApiError::Upstream));
+        let theirs = decide(&failure(FailureClass::ClientError, 422, &format!("bad 'n' for key {KEY}")), &ch);
+        assert!(!theirs.next_channel);
+        assert_eq!(theirs.client.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(theirs.client.to_string(), "bad 'n' for key [redacted]");
+        let first_byte = decide(&AttemptError::new(FailureClass::Timeout(TimeoutPhase::FirstByte)), &ch);
+        assert!(!first_byte.next_channel && matches!(first_byte.client, ApiError::UpstreamTimeout));
+        let limited = decide(&AttemptError::new(FailureClass::RateLimited { retry_after: Some(4) }), &ch);
+        assert!(limited.next_channel);
+        assert!(matches!(limited.client, ApiError::UpstreamOverloaded { retry_after: Some(4) }));
+    }
+
+    #[test]
+    fn the_operators_log_line_names_the_class_and_holds_no_secret() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            log_attempt(
+                &failure(
+                    FailureClass::KeyInvalid,
+                    400,
+                    &format!("Incorrect API key provided: {KEY}; owner ops@acme.example, org org-AbC123"),
+                ),
+                &channel(),
+            );
+        });
+        let text = out.0.lock().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        assert!(text.contains("key_invalid") && text.contains("ch_t") && text.contains("400"), "{text}");
+        assert!(text.contains("Incorrect API key provided"), "{text}");
+        for secret in [KEY, "ops@", "org-AbC"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+}

@@ -40,6 +40,7 @@ pub fn map(status: u16, retry_after: Option<u64>, body: &[u8]) -> AttemptError {
     let text = message.unwrap_or_default();
     let client_side = (400..500).contains(&status);
     let class = match (status, code) {
+        (401, _) => FailureClass::KeyInvalid,
         _ if key_refused(&v) || (client_side && says_key_invalid(text)) => FailureClass::KeyInvalid,
         (429, _) => FailureClass::RateLimited { retry_after: retry_after.or_else(|| retry_delay(&v)) },
         (_, Some("PERMISSION_DENIED" | "UNAUTHENTICATED")) => FailureClass::PermissionDenied,
