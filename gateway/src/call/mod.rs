@@ -125,7 +125,14 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
         let first_byte_deadline = started + app.cfg.first_byte_timeout;
         let route = vendor::Route::new(call.prepared.endpoint.protocol(), Provider::of(&channel.provider));
         let sent = match vendor::send(&app, &call, channel, route, first_byte_deadline).await {
-            Ok(resp) if call.prepared.stream => stream::start(resp, first_byte_deadline).await.map(Sent::Stream),
+            Ok(resp) if call.prepared.stream => match stream::start(resp, first_byte_deadline).await {
+                // An error as the very first event: nothing reached the client, another channel may serve.
+                Ok(s) => match s.first_data().and_then(|d| route.upstream.first_event_failure(d)) {
+                    Some(failure) => Err(failure),
+                    None => Ok(Sent::Stream(s)),
+                },
+                Err(e) => Err(e),
+            },
             Ok(resp) => Ok(Sent::Unary(resp)),
             Err(e) => Err(e),
         };

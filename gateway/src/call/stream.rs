@@ -33,6 +33,16 @@ pub struct Started {
     pub(super) first: SseEvent,
 }
 
+impl Started {
+    /// The first event's data (`None` for `[DONE]`).
+    pub(super) fn first_data(&self) -> Option<&[u8]> {
+        match &self.first {
+            SseEvent::Data(d) => Some(d),
+            SseEvent::Done => None,
+        }
+    }
+}
+
 /// Waits for the first complete event, so that a failure before it can still go to another
 /// channel (nothing has reached the client yet).
 pub async fn start(mut resp: reqwest::Response, deadline: tokio::time::Instant) -> Result<Started, AttemptError> {

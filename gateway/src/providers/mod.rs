@@ -35,6 +35,21 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// The failure a stream's first event carries, when it is the vendor's error event.
+    pub fn first_event_failure(self, data: &[u8]) -> Option<AttemptError> {
+        // Every vendor's error event says `error`; a normal first event is not parsed twice.
+        if !data.windows(5).any(|w| w == b"error") {
+            return None;
+        }
+        match self {
+            Provider::OpenAi => openai::error::in_band(data),
+            Provider::Anthropic => anthropic::error::in_band(data),
+            Provider::Gemini => gemini::error::in_band(data),
+        }
+    }
+}
+
 /// Adds the channel key as the header `name`, marked sensitive so no debug output shows it.
 pub(crate) fn with_key(
     req: reqwest::RequestBuilder,

@@ -298,3 +298,24 @@ async fn a_stream_that_fails_after_it_started_logs_its_attempt_with_the_mid_stre
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stream_whose_first_event_is_an_error_goes_to_the_next_channel_on_every_protocol() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    let primary = FakeOpenAi::start().await?;
+    add_channel(&app, "ch_primary", "openai", primary.base_url(), 10).await?;
+    primary.set_scenario(Scenario::ErrorAfterChunks(0));
+    for surface in SURFACES {
+        let (status, _, raw) = ask(&app, surface, true).await?;
+        assert_eq!(status, 200, "{surface:?}: {raw}");
+        assert!(raw.contains("Hello") && !raw.contains("server had an error"), "{surface:?}: {raw}");
+    }
+    assert_eq!(primary.requests().len(), 3);
+    let usage = app.wait_usage(3).await?;
+    assert!(usage.iter().all(|(_, u)| u.channel_id == "ch_fake"), "{usage:?}");
+    for log in app.request_logs(3).await? {
+        assert_eq!(attempts(&log), [("ch_primary", "upstream_server_error", None), ("ch_fake", "ok", Some(200))]);
+        assert_eq!(log.error_class, None);
+    }
+    Ok(())
+}

@@ -58,6 +58,19 @@ pub fn map(status: u16, retry_after: Option<u64>, body: &[u8]) -> AttemptError {
     }
 }
 
+/// The failure an event carries when a stream's *first* event is `{"type":"error",…}` (Anthropic
+/// sends `overloaded_error` this way after a 200): nothing reached the client yet, so it is an
+/// attempt failure.
+pub fn in_band(data: &[u8]) -> Option<AttemptError> {
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    if v.get("type").and_then(serde_json::Value::as_str) != Some("error") {
+        return None;
+    }
+    let mut failure = map(500, None, data);
+    failure.status = None;
+    Some(failure)
+}
+
 /// Reads and maps a non-2xx response.
 pub async fn from_response(channel: &Channel, resp: reqwest::Response, idle: Duration) -> AttemptError {
     let (status, retry_after, body) = crate::providers::read_error(channel, resp, idle).await;
@@ -87,5 +100,8 @@ mod tests {
         assert_eq!(detail.message.as_deref(), Some("max_tokens: Field required"));
         assert_eq!(detail.code.as_deref(), Some("invalid_request_error"));
         assert_eq!(map(429, Some(3), b"{}").class, FailureClass::RateLimited { retry_after: Some(3) });
+        let first = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert_eq!(in_band(first).map(|f| f.class), Some(FailureClass::Overloaded { retry_after: None }));
+        assert_eq!(in_band(br#"{"type":"message_start","message":{}}"#), None);
     }
 }

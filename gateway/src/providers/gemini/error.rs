@@ -64,6 +64,21 @@ pub fn map(status: u16, retry_after: Option<u64>, body: &[u8]) -> AttemptError {
     error.with_detail(VendorDetail { message: message.map(str::to_owned), param: None, code: code.map(str::to_owned) })
 }
 
+/// The failure an event carries when a stream's *first* chunk is `{"error":{…}}`: nothing reached
+/// the client yet, so it is an attempt failure. The error's `code` names the real status.
+pub fn in_band(data: &[u8]) -> Option<AttemptError> {
+    let v: Value = serde_json::from_slice(data).ok()?;
+    let error = v.get("error").filter(|e| !e.is_null())?;
+    let status = error
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (400..600).contains(c));
+    let mut failure = map(status.unwrap_or(500), None, data);
+    failure.status = status;
+    Some(failure)
+}
+
 /// Reads and maps a non-2xx response.
 pub async fn from_response(channel: &Channel, resp: reqwest::Response, idle: Duration) -> AttemptError {
     let (status, retry_after, body) = crate::providers::read_error(channel, resp, idle).await;
@@ -114,5 +129,12 @@ mod tests {
         let detail = bad.detail.unwrap_or_default();
         assert_eq!(detail.message.as_deref(), Some("Invalid JSON payload"));
         assert_eq!(detail.code.as_deref(), Some("INVALID_ARGUMENT"));
+        let first = br#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}"#;
+        let f = in_band(first);
+        assert_eq!(
+            f.as_ref().map(|f| (f.class, f.status)),
+            Some((FailureClass::RateLimited { retry_after: None }, Some(429)))
+        );
+        assert_eq!(in_band(br#"{"candidates":[]}"#), None);
     }
 }

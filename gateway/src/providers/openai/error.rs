@@ -93,6 +93,29 @@ pub fn map(status: u16, retry_after: Option<u64>, body: &[u8]) -> AttemptError {
     }
 }
 
+/// The failure an event carries when a stream's *first* event is an error (`{"error":{…}}`, or
+/// vLLM's `{"object":"error",…}`): nothing reached the client yet, so it is an attempt failure.
+/// The HTTP status was 200; a numeric `code` in the error names the real one.
+pub fn in_band(data: &[u8]) -> Option<AttemptError> {
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let (error, wrapped) = match v.get("error") {
+        Some(e) if !e.is_null() => (e.clone(), v.clone()),
+        _ if v.get("object").and_then(serde_json::Value::as_str) == Some("error") => {
+            (v.clone(), serde_json::json!({"error": v}))
+        }
+        _ => return None,
+    };
+    let status = error
+        .get("code")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (400..600).contains(c));
+    let body = serde_json::to_vec(&wrapped).ok()?;
+    let mut failure = map(status.unwrap_or(500), None, &body);
+    failure.status = status;
+    Some(failure)
+}
+
 /// Reads and maps a non-2xx response.
 pub async fn from_response(channel: &Channel, resp: reqwest::Response, idle: Duration) -> AttemptError {
     let (status, retry_after, body) = crate::providers::read_error(channel, resp, idle).await;
