@@ -77,9 +77,7 @@ impl Attempts {
             });
         }
     }
-}
 
-impl Attempts {
     /// The serving attempt's stream failed after it started, with this in-band error code: its
     /// class replaces `ok`.
     fn failed_mid_stream(&mut self, code: &str) {
