@@ -163,6 +163,9 @@ impl ApiError {
             {
                 "content_filtered"
             }
+            ApiError::UpstreamRejected { code: Some(c), .. } if c == "context_length_exceeded" => {
+                "context_window_exceeded"
+            }
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             other => other.code().unwrap_or("error"),
         }

@@ -7,9 +7,13 @@
 //! Policies a reader would otherwise have to reverse-engineer:
 //! - A bad key is a 401 with `type: "authentication_error"`, `code: "invalid_api_key"` (OpenAI
 //!   says `invalid_request_error`; see [`ApiError`]). Unknown and forbidden models are the same 404.
-//! - Failover to the next channel happens only before anything reached the client, on connection
-//!   errors, upstream 5xx/429/401/403/408, and streams that end before their first event. A
-//!   first-byte timeout is not retried (it would multiply the wait); it answers 504.
+//! - Failover to the next channel happens only before anything reached the client. Adapters name
+//!   a failure class per attempt (`providers::failure`); one table (`call::policy`) decides: errors
+//!   about our channel (key, permission, quota, unknown deployment), connection errors, 5xx,
+//!   429/529 and streams that end before their first event go to the next channel; a first-byte
+//!   timeout is not retried (it would multiply the wait) and answers 504. Vendor text about our
+//!   channel never reaches the client; vendor text about the request is scrubbed of keys, e-mail
+//!   addresses and account ids first.
 //! - Once a stream has started, exactly one `usage.recorded` is appended, whatever the ending:
 //!   `completed`, `upstream_error` (then one in-band error event, no `[DONE]`), or
 //!   `client_disconnected` (the upstream is drained up to `drain_timeout` / `drain_max_bytes`).

@@ -34,6 +34,7 @@ fn request_logged(n: u32) -> Envelope {
         attempts: 1,
         error_class: None,
         streamed: false,
+        attempt_log: Vec::new(),
     };
     Envelope::new("acme", "test", 1, EventBody::RequestLogged(body))
 }

@@ -325,6 +325,30 @@ pub struct RequestLogged {
     pub error_class: Option<String>,
     /// Whether the response was streamed.
     pub streamed: bool,
+    /// Every upstream attempt, in order, at most [`MAX_LOGGED_ATTEMPTS`] (`attempts` keeps the
+    /// full count). Absent in events written before it existed and when nothing was attempted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempt_log: Vec<AttemptRecord>,
+}
+
+/// Most attempts listed in one `request.logged`: the event must stay small whatever
+/// `max_attempts` is set to.
+pub const MAX_LOGGED_ATTEMPTS: usize = 16;
+
+/// One upstream attempt of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The channel tried.
+    pub channel_id: String,
+    /// How the attempt ended, a stable snake_case class: `ok` when the upstream answered, else
+    /// the failure class (also for a stream that failed after it started) (`key_invalid`, `quota_exhausted`, `rate_limited`, `first_byte_timeout`,
+    /// `upstream_server_error`, `client_error`, …; README, "Error classes").
+    pub class: String,
+    /// The upstream's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Milliseconds until the upstream answered (headers, or a stream's first event) or failed.
+    pub duration_ms: u64,
 }
 
 /// The typed body of an event: its `type` and `data`.

@@ -12,5 +12,6 @@ pub use event::{
     EventBody, GLOBAL_TENANT, PricePublished, RequestLogged, Stream, StreamOutcome, TenantCreated, UsageRecorded,
     UsageSource,
 };
+pub use event::{AttemptRecord, MAX_LOGGED_ATTEMPTS};
 pub use ids::{IdError, TenantId};
 pub use money::{MoneyError, cost_nanos, format_nanos, parse_per_mtok};

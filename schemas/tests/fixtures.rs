@@ -99,3 +99,21 @@ fn a_price_without_a_channel_is_model_wide_and_one_with_a_channel_overrides_it_t
     assert_eq!(channel.model, "gpt-4o-mini");
     Ok(())
 }
+
+#[test]
+fn request_logged_lists_every_attempt_and_old_events_have_none() -> anyhow::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let logged = |f: &str| -> anyhow::Result<schemas::RequestLogged> {
+        match Envelope::from_json(&std::fs::read(dir.join(f))?)?.body {
+            EventBody::RequestLogged(r) => Ok(r),
+            other => anyhow::bail!("{f} holds a {}", other.type_name()),
+        }
+    };
+    assert!(logged("request.logged.json")?.attempt_log.is_empty());
+    let r = logged("request.logged.attempts.json")?;
+    let classes: Vec<&str> = r.attempt_log.iter().map(|a| a.class.as_str()).collect();
+    assert_eq!(classes, ["quota_exhausted", "connect_timeout", "ok"]);
+    assert_eq!(r.attempt_log[1].status, None);
+    assert_eq!(r.attempts as usize, r.attempt_log.len());
+    Ok(())
+}

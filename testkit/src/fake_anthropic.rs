@@ -283,6 +283,7 @@ async fn messages(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, 
         (scenario, s.usage, s.pieces.clone(), s.canned.clone(), s.canned_stream.clone())
     });
     match &scenario {
+        Scenario::ErrorBody { .. } => return scenario.error_body_response().unwrap_or_default(),
         Scenario::FailStatus { status, retry_after } => return error_response(*status, *retry_after),
         Scenario::Hang => {
             futures::future::pending::<()>().await;

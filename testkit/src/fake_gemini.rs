@@ -462,6 +462,7 @@ fn record(state: &FakeState, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Re
 /// The failures every POST action shares; `None` means answer normally.
 async fn common_failure(req: &Request) -> Option<Response> {
     match &req.scenario {
+        Scenario::ErrorBody { .. } => req.scenario.error_body_response(),
         Scenario::FailStatus { status, retry_after } => Some(error_response(*status, *retry_after)),
         Scenario::Hang => {
             futures::future::pending::<()>().await;

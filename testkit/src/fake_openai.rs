@@ -75,6 +75,23 @@ pub enum Scenario {
     /// Mistral and Zhipu: no usage chunk even when asked; the usage sits at the top level of the
     /// last chunk, beside its `finish_reason`.
     UsageOnLastChunk,
+    /// Answer with this status and this JSON body, verbatim (a vendor's own error text). Every
+    /// fake honours it; set it with `set_scenario` (it has no header form).
+    ErrorBody {
+        /// HTTP status.
+        status: u16,
+        /// The body, sent as `application/json`.
+        body: String,
+    },
+}
+
+impl Scenario {
+    /// The response for [`Scenario::ErrorBody`]; `None` for any other scenario.
+    pub fn error_body_response(&self) -> Option<Response> {
+        let Scenario::ErrorBody { status, body } = self else { return None };
+        let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Some((code, [("content-type", "application/json")], body.clone()).into_response())
+    }
 }
 
 impl Scenario {
@@ -347,6 +364,7 @@ async fn common_failure(plan: &Plan) -> Option<Response> {
         tokio::time::sleep(*d * u32::try_from(plan.pieces.len()).unwrap_or(1)).await;
     }
     match &plan.scenario {
+        Scenario::ErrorBody { .. } => plan.scenario.error_body_response(),
         Scenario::FailStatus { status, retry_after } => {
             let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let (kind, c) = match *status {

@@ -4,6 +4,7 @@
 //! and [`vendor_stream`] instead (same-protocol pass-through for Anthropic and Gemini, translation
 //! through [`crate::canonical`] between protocols). Billing (`usage.recorded`) and `request.logged` happen here.
 
+mod policy;
 mod stream;
 mod unary;
 mod vendor;
@@ -13,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::Response;
-use schemas::{EventBody, RequestLogged, StreamOutcome, UsageSource};
+use schemas::{AttemptRecord, EventBody, MAX_LOGGED_ATTEMPTS, RequestLogged, StreamOutcome, UsageSource};
 use tokio::sync::oneshot;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::handlers::context::RequestId;
-use crate::providers::Provider;
+use crate::providers::{FailureClass, Provider, TimeoutPhase};
 use crate::request::Prepared;
 use crate::state::{Channel, ControlState, KeyEntry};
 use crate::tokenizer;
@@ -57,76 +58,141 @@ impl Call {
     }
 }
 
+/// Every attempt of a call so far, for `request.logged`.
+#[derive(Default)]
+struct Attempts {
+    count: u32,
+    log: Vec<AttemptRecord>,
+}
+
+impl Attempts {
+    /// Notes an attempt on `channel` that began at `started` and ended as `class`.
+    fn note(&mut self, channel: &Channel, class: &str, status: Option<u16>, started: tokio::time::Instant) {
+        if self.log.len() < MAX_LOGGED_ATTEMPTS {
+            self.log.push(AttemptRecord {
+                channel_id: channel.id.clone(),
+                class: class.to_owned(),
+                status,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+    }
+
+    /// The serving attempt's stream failed after it started, with this in-band error code: its
+    /// class replaces `ok`.
+    fn failed_mid_stream(&mut self, code: &str) {
+        let class = match code {
+            "upstream_timeout" => FailureClass::Timeout(TimeoutPhase::Idle),
+            "upstream_protocol_error" => FailureClass::InvalidResponse,
+            "upstream_overloaded" => FailureClass::Overloaded { retry_after: None },
+            _ => FailureClass::UpstreamServerError,
+        };
+        if let Some(last) = self.log.last_mut() {
+            last.class = class.as_str().to_owned();
+        }
+    }
+}
+
+/// The attempt class of a failure while reading an answer the upstream had started to give.
+fn finish_class(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::UpstreamTimeout => FailureClass::Timeout(TimeoutPhase::Idle).as_str(),
+        ApiError::UpstreamInvalidResponse => FailureClass::InvalidResponse.as_str(),
+        ApiError::Upstream => FailureClass::UpstreamServerError.as_str(),
+        // The upstream answered; what failed was ours (recording usage).
+        _ => ANSWERED,
+    }
+}
+
+/// The attempt class of an attempt whose upstream answered.
+const ANSWERED: &str = "ok";
+
 /// Runs the call and sends the response (or the stream's head) through `reply`. If the client is
 /// gone, the call still completes and is billed.
 pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
     let max = usize::try_from(app.cfg.max_attempts.max(1)).unwrap_or(1);
     let mut last = ApiError::Upstream;
-    let mut attempts = 0u32;
+    let mut attempts = Attempts::default();
     let mut tried: Option<Arc<Channel>> = None;
     let channels = std::mem::take(&mut call.channels);
     for channel in channels.iter().take(max) {
-        attempts += 1;
+        attempts.count += 1;
         tried = Some(channel.clone());
+        let started = tokio::time::Instant::now();
         // One first-byte budget per attempt, covering the headers and (for streams) the first event.
-        let first_byte_deadline = tokio::time::Instant::now() + app.cfg.first_byte_timeout;
+        let first_byte_deadline = started + app.cfg.first_byte_timeout;
         let route = vendor::Route::new(call.prepared.endpoint.protocol(), Provider::of(&channel.provider));
-        let sent = vendor::send(&app, &call, channel, route, first_byte_deadline).await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(a) => {
-                last = a.error;
-                if a.retriable {
+        let sent = match vendor::send(&app, &call, channel, route, first_byte_deadline).await {
+            Ok(resp) if call.prepared.stream => match stream::start(resp, first_byte_deadline).await {
+                // An error as the very first event: nothing reached the client, another channel may serve.
+                Ok(s) => match s.first_data().and_then(|d| route.upstream.first_event_failure(d)) {
+                    Some(failure) => Err(failure),
+                    None => Ok(Sent::Stream(s)),
+                },
+                Err(e) => Err(e),
+            },
+            Ok(resp) => Ok(Sent::Unary(resp)),
+            Err(e) => Err(e),
+        };
+        let sent = match sent {
+            Ok(s) => s,
+            Err(failure) => {
+                attempts.note(channel, failure.class.as_str(), failure.status, started);
+                policy::log_attempt(&failure, channel);
+                let decision = policy::decide(&failure, channel);
+                last = decision.client;
+                if decision.next_channel {
                     continue;
                 }
                 break;
             }
         };
-        if call.prepared.stream {
-            match stream::start(resp, first_byte_deadline).await {
-                Ok(started) => {
-                    if route.is_openai_pass() {
-                        stream::relay(app, call, channel.clone(), started, reply, attempts).await;
-                    } else {
-                        vendor_stream::relay(app, call, channel.clone(), route, started, reply, attempts).await;
-                    }
-                    return;
+        let resp = match sent {
+            Sent::Stream(started_stream) => {
+                attempts.note(channel, ANSWERED, Some(200), started);
+                if route.is_openai_pass() {
+                    stream::relay(app, call, channel.clone(), started_stream, reply, attempts).await;
+                } else {
+                    vendor_stream::relay(app, call, channel.clone(), route, started_stream, reply, attempts).await;
                 }
-                Err(a) => {
-                    last = a.error;
-                    if a.retriable {
-                        continue;
-                    }
-                    break;
-                }
+                return;
             }
-        }
+            Sent::Unary(resp) => resp,
+        };
+        let status = resp.status().as_u16();
         let answer = if route.is_openai_pass() {
             unary::finish(&app, &call, channel, resp).await.map(|r| (r, None))
         } else {
             vendor::finish(&app, &call, channel, route, resp).await
         };
-        let (status, class) = match &answer {
-            Ok((_, class)) => (200, class.map(str::to_owned)),
-            Err(e) => (e.status_code().as_u16(), Some(e.class().to_owned())),
+        let (client_status, class) = match &answer {
+            Ok((_, class)) => {
+                attempts.note(channel, ANSWERED, Some(status), started);
+                (200, class.map(str::to_owned))
+            }
+            Err(e) => {
+                attempts.note(channel, finish_class(e), Some(status), started);
+                (e.status_code().as_u16(), Some(e.class().to_owned()))
+            }
         };
-        log_request(&app, &call, Some(channel), status, attempts, None, class);
+        log_request(&app, &call, Some(channel), client_status, attempts, None, class);
         let _ = reply.send(match answer {
             Ok((r, _)) => r,
             Err(e) => e.into_response_for(call.prepared.endpoint.protocol()),
         });
         return;
     }
-    log_request(
-        &app,
-        &call,
-        tried.as_deref(),
-        last.status_code().as_u16(),
-        attempts,
-        None,
-        Some(last.class().to_owned()),
-    );
+    let (status, class) = (last.status_code().as_u16(), last.class().to_owned());
+    log_request(&app, &call, tried.as_deref(), status, attempts, None, Some(class));
     let _ = reply.send(last.into_response_for(call.prepared.endpoint.protocol()));
+}
+
+/// An attempt the upstream accepted.
+enum Sent {
+    /// A stream whose first event arrived.
+    Stream(stream::Started),
+    /// A non-stream answer whose headers arrived.
+    Unary(reqwest::Response),
 }
 
 /// Appends `usage.recorded` for a finished non-stream call and waits until it is durable; when it
@@ -148,7 +214,7 @@ fn log_request(
     call: &Call,
     channel: Option<&Channel>,
     status: u16,
-    attempts: u32,
+    attempts: Attempts,
     ttft: Option<Duration>,
     error_class: Option<String>,
 ) {
@@ -162,9 +228,10 @@ fn log_request(
         status,
         latency_us: u64::try_from(call.rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
         ttft_us: ttft.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
-        attempts,
+        attempts: attempts.count,
         error_class,
         streamed: call.prepared.stream,
+        attempt_log: attempts.log,
     };
     app.log.append_nowait(&app.envelope(&call.key.tenant, &call.rid.id, EventBody::RequestLogged(data)));
 }

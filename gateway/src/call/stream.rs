@@ -14,12 +14,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use schemas::{EventBody, StreamOutcome, UsageSource};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Call, estimate, log_request};
+use super::{Attempts, Call, estimate, log_request};
 use crate::app::AppState;
-use crate::error::{ApiError, error_body};
-use crate::providers::openai::AttemptError;
+use crate::error::error_body;
 use crate::providers::openai::stream::{SseEvent, SseParser};
 use crate::providers::openai::wire::ChunkView;
+use crate::providers::{AttemptError, FailureClass, TimeoutPhase};
 use crate::state::Channel;
 use crate::usage::{self, Consumption, TokenCounts};
 
@@ -33,6 +33,16 @@ pub struct Started {
     pub(super) first: SseEvent,
 }
 
+impl Started {
+    /// The first event's data (`None` for `[DONE]`).
+    pub(super) fn first_data(&self) -> Option<&[u8]> {
+        match &self.first {
+            SseEvent::Data(d) => Some(d),
+            SseEvent::Done => None,
+        }
+    }
+}
+
 /// Waits for the first complete event, so that a failure before it can still go to another
 /// channel (nothing has reached the client yet).
 pub async fn start(mut resp: reqwest::Response, deadline: tokio::time::Instant) -> Result<Started, AttemptError> {
@@ -42,22 +52,22 @@ pub async fn start(mut resp: reqwest::Response, deadline: tokio::time::Instant) 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
     if !is_sse {
-        return Err(AttemptError { error: ApiError::UpstreamInvalidResponse, retriable: false });
+        return Err(AttemptError::status(FailureClass::InvalidResponse, resp.status().as_u16()));
     }
     let mut parser = SseParser::default();
     loop {
         match parser.next_event() {
             Ok(Some(first)) => return Ok(Started { resp, parser, first }),
             Ok(None) => {}
-            Err(_) => return Err(AttemptError { error: ApiError::UpstreamInvalidResponse, retriable: false }),
+            Err(_) => return Err(AttemptError::status(FailureClass::InvalidResponse, 200)),
         }
         match tokio::time::timeout_at(deadline, resp.chunk()).await {
-            Err(_) => return Err(AttemptError { error: ApiError::UpstreamTimeout, retriable: false }),
-            Ok(Err(_)) => return Err(AttemptError { error: ApiError::Upstream, retriable: true }),
+            Err(_) => return Err(AttemptError::status(FailureClass::Timeout(TimeoutPhase::FirstByte), 200)),
+            Ok(Err(_)) => return Err(AttemptError::status(FailureClass::ConnectionFailed, 200)),
             Ok(Ok(Some(c))) => parser.push(&c),
             Ok(Ok(None)) => match parser.finish() {
                 Some(first) => return Ok(Started { resp, parser, first }),
-                None => return Err(AttemptError { error: ApiError::Upstream, retriable: true }),
+                None => return Err(AttemptError::status(FailureClass::ConnectionFailed, 200)),
             },
         }
     }
@@ -187,7 +197,7 @@ pub async fn relay(
     channel: Arc<Channel>,
     started: Started,
     reply: oneshot::Sender<Response>,
-    attempts: u32,
+    mut attempts: Attempts,
 ) {
     let Started { mut resp, mut parser, first } = started;
     // The first event has just arrived.
@@ -274,5 +284,8 @@ pub async fn relay(
         (End::DrainCapped, _) => Some("client_disconnected"),
     };
     let class = if sink.connected() { class } else { Some("client_disconnected") };
+    if let End::Failed(code, _) = &end {
+        attempts.failed_mid_stream(code);
+    }
     log_request(&app, &call, Some(&channel), 200, attempts, Some(ttft), class.map(str::to_owned));
 }

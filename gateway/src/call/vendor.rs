@@ -17,7 +17,8 @@ use super::{Call, bill, estimate};
 use crate::app::AppState;
 use crate::canonical::{self, FinishReason, Part, Unsupported, openai_chat};
 use crate::error::ApiError;
-use crate::providers::{AttemptError, Provider, anthropic, gemini, openai};
+use crate::providers::failure::VendorDetail;
+use crate::providers::{AttemptError, FailureClass, Provider, anthropic, gemini, openai};
 use crate::request::{Endpoint, Prepared, Protocol};
 use crate::state::Channel;
 use crate::usage::Consumption;
@@ -63,20 +64,20 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AttemptError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        AttemptError {
-            error: ApiError::InvalidJson {
-                message: format!("Invalid request: {}.", e.inner()),
-                param: (path != "." && !path.is_empty()).then_some(path),
-            },
-            // The client's body is wrong whatever channel we try.
-            retriable: false,
-        }
+        AttemptError::new(FailureClass::InvalidRequest).with_detail(VendorDetail {
+            message: Some(format!("Invalid request: {}.", e.inner())),
+            param: (path != "." && !path.is_empty()).then_some(path),
+            code: None,
+        })
     })
 }
 
 fn unsupported(u: Unsupported) -> AttemptError {
-    // Another channel of another provider may honour it.
-    AttemptError { error: ApiError::Unsupported { param: u.param, message: u.message }, retriable: true }
+    AttemptError::new(FailureClass::Unsupported).with_detail(VendorDetail {
+        message: Some(u.message),
+        param: Some(u.param),
+        code: None,
+    })
 }
 
 /// The client's request in canonical form.

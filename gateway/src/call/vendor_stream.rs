@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::stream::{CUT, End, Sink, Started, next_event};
 use super::vendor::{CONTENT_FILTERED, Route, now_secs};
-use super::{Call, estimate, log_request};
+use super::{Attempts, Call, estimate, log_request};
 use crate::app::AppState;
 use crate::canonical::openai_chat::stream::{ChunkDecoder, ChunkEncoder, ChunkError};
 use crate::canonical::{Delta, FinishReason};
@@ -390,7 +390,7 @@ pub async fn relay(
     route: Route,
     started: Started,
     reply: oneshot::Sender<Response>,
-    attempts: u32,
+    mut attempts: Attempts,
 ) {
     let Started { mut resp, mut parser, first } = started;
     let ttft = call.rid.started.elapsed();
@@ -462,5 +462,8 @@ pub async fn relay(
     };
     sink.send_all(&mut out).await;
     let class = if sink.connected() { class } else { Some("client_disconnected") };
+    if let End::Failed(code, _) = &end {
+        attempts.failed_mid_stream(code);
+    }
     log_request(&app, &call, Some(&channel), 200, attempts, Some(ttft), class.map(str::to_owned));
 }

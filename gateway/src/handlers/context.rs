@@ -138,6 +138,7 @@ fn append_logged(
         attempts: 0,
         error_class,
         streamed: false,
+        attempt_log: Vec::new(),
     };
     let tenant = key.map_or(GLOBAL_TENANT, |k| k.tenant.as_str());
     app.log.append_nowait(&app.envelope(tenant, &rid.id, EventBody::RequestLogged(data)));

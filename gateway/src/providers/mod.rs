@@ -3,13 +3,14 @@
 //! OpenAI-compatible adapter (OpenAI itself and the vendors that speak its protocol).
 
 pub mod anthropic;
+pub mod failure;
 pub mod gemini;
 pub mod openai;
+pub mod scrub;
 
 use axum::http::HeaderValue;
-pub use openai::AttemptError;
+pub use failure::{AttemptError, FailureClass, TimeoutPhase};
 
-use crate::error::ApiError;
 use crate::state::Channel;
 
 /// The adapter a channel uses, from its `provider` string.
@@ -34,6 +35,21 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// The failure a stream's first event carries, when it is the vendor's error event.
+    pub fn first_event_failure(self, data: &[u8]) -> Option<AttemptError> {
+        // Every vendor's error event says `error`; a normal first event is not parsed twice.
+        if !data.windows(5).any(|w| w == b"error") {
+            return None;
+        }
+        match self {
+            Provider::OpenAi => openai::error::in_band(data),
+            Provider::Anthropic => anthropic::error::in_band(data),
+            Provider::Gemini => gemini::error::in_band(data),
+        }
+    }
+}
+
 /// Adds the channel key as the header `name`, marked sensitive so no debug output shows it.
 pub(crate) fn with_key(
     req: reqwest::RequestBuilder,
@@ -47,7 +63,7 @@ pub(crate) fn with_key(
             Ok(req.header(name, v))
         }
         // A key that is not a valid header value cannot authenticate anywhere.
-        Err(_) => Err(AttemptError { error: ApiError::Upstream, retriable: true }),
+        Err(_) => Err(AttemptError::new(FailureClass::KeyInvalid)),
     }
 }
 
@@ -58,13 +74,17 @@ pub(crate) async fn dispatch(
     first_byte_deadline: tokio::time::Instant,
 ) -> Result<reqwest::Response, AttemptError> {
     match tokio::time::timeout_at(first_byte_deadline, req.send()).await {
-        Err(_) => Err(AttemptError { error: ApiError::UpstreamTimeout, retriable: false }),
+        Err(_) => Err(AttemptError::new(FailureClass::Timeout(TimeoutPhase::FirstByte))),
         Ok(Err(e)) => {
             // The reqwest error text can carry the URL; only its class is logged.
             tracing::warn!(channel_id = %channel.id, connect = e.is_connect(), timeout = e.is_timeout(),
                 "Upstream request failed.");
-            let error = if e.is_timeout() { ApiError::UpstreamTimeout } else { ApiError::Upstream };
-            Err(AttemptError { error, retriable: true })
+            let class = if e.is_timeout() {
+                FailureClass::Timeout(TimeoutPhase::Connect)
+            } else {
+                FailureClass::ConnectionFailed
+            };
+            Err(AttemptError::new(class))
         }
         Ok(Ok(r)) => Ok(r),
     }
@@ -73,13 +93,13 @@ pub(crate) async fn dispatch(
 /// Most of an upstream error body we read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// A non-2xx answer, read: its status, `Retry-After` seconds, and (when `wanted(status)`) up to
-/// 64 KiB of its body, each chunk within `idle`. Logged by status only, never by content.
+/// A non-2xx answer, read: its status, `Retry-After` seconds, and up to 64 KiB of its body, all
+/// within `idle` (a slow error body must not hold up the failover). Logged by status only, never
+/// by content.
 pub(crate) async fn read_error(
     channel: &Channel,
     mut resp: reqwest::Response,
     idle: std::time::Duration,
-    wanted: impl Fn(u16) -> bool,
 ) -> (u16, Option<u64>, Vec<u8>) {
     let status = resp.status().as_u16();
     let retry_after = resp
@@ -89,12 +109,11 @@ pub(crate) async fn read_error(
         .and_then(|v| v.trim().parse::<u64>().ok());
     tracing::warn!(channel_id = %channel.id, status, "Upstream answered with an error status.");
     let mut body = Vec::new();
-    if wanted(status) {
-        while body.len() < MAX_ERROR_BODY {
-            match tokio::time::timeout(idle, resp.chunk()).await {
-                Ok(Ok(Some(c))) => body.extend_from_slice(&c),
-                _ => break,
-            }
+    let deadline = tokio::time::Instant::now() + idle;
+    while body.len() < MAX_ERROR_BODY {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(c))) => body.extend_from_slice(&c),
+            _ => break,
         }
     }
     (status, retry_after, body)

@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod conformance;
+mod failures;
 mod gemini;
 mod helpers;
 mod providers;

@@ -14,8 +14,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, header};
 use bytes::Bytes;
 
-use crate::error::ApiError;
-use crate::providers::AttemptError;
+use crate::providers::{AttemptError, FailureClass};
 use crate::state::Channel;
 
 /// What a call asks of a model.
@@ -65,7 +64,7 @@ pub async fn send(
 ) -> Result<reqwest::Response, AttemptError> {
     let Some(url) = upstream_url(channel, model, action) else {
         tracing::warn!(channel_id = %channel.id, "Channel base URL is not a valid URL.");
-        return Err(AttemptError { error: ApiError::Upstream, retriable: true });
+        return Err(AttemptError::new(FailureClass::ChannelMisconfigured));
     };
     let req = http.post(url).header(header::CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body);
     let req = super::with_key(req, channel, "x-goog-api-key")?;

@@ -13,18 +13,9 @@ use axum::http::{HeaderValue, header};
 use bytes::Bytes;
 
 use self::presets::{Auth, StreamUsage, UrlStyle};
-use crate::error::ApiError;
+use crate::providers::{AttemptError, FailureClass};
 use crate::request::{Endpoint, Prepared};
 use crate::state::Channel;
-
-/// Why an attempt failed, and whether another channel may be tried.
-#[derive(Debug)]
-pub struct AttemptError {
-    /// What the client is told if this was the last attempt.
-    pub error: ApiError,
-    /// Whether another channel may be tried (nothing has reached the client yet either way).
-    pub retriable: bool,
-}
 
 /// Sends the request to `channel` and waits, until `first_byte_deadline`, for the response headers
 /// (2xx only; anything else is mapped to an [`AttemptError`]).
@@ -37,7 +28,7 @@ pub async fn send(
 ) -> Result<reqwest::Response, AttemptError> {
     let Some(url) = upstream_url(channel, prepared.endpoint, &prepared.model) else {
         tracing::warn!(channel_id = %channel.id, "Channel base URL is not a valid URL.");
-        return Err(AttemptError { error: ApiError::Upstream, retriable: true });
+        return Err(AttemptError::new(FailureClass::ChannelMisconfigured));
     };
     let req = http
         .post(url)
@@ -146,6 +137,7 @@ mod tests {
 #[cfg(test)]
 mod body_tests {
     use super::*;
+    use crate::error::ApiError;
     use crate::request::{Endpoint, prepare};
 
     #[test]

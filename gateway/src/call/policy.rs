@@ -1,0 +1,188 @@
+//! What the router does with a failed attempt: one table from [`FailureClass`] to "try the next
+//! channel or stop" and to what the client is told if it was the last attempt. Adapters only
+//! classify; every decision is here (README, "Error classes", is its rendering).
+//!
+//! Errors about our channel (key, permission, quota, configuration) never reach the client in
+//! the vendor's words: the client gets a generic 502, the operator a scrubbed log line, and the
+//! next channel is tried. Errors the client caused keep the vendor's message, scrubbed.
+
+use axum::http::StatusCode;
+
+use crate::error::ApiError;
+use crate::providers::scrub::scrub;
+use crate::providers::{AttemptError, FailureClass, TimeoutPhase};
+use crate::state::Channel;
+
+/// What to do after a failed attempt.
+#[derive(Debug)]
+pub struct Decision {
+    /// Whether another channel may be tried (nothing has reached the client yet either way).
+    pub next_channel: bool,
+    /// What the client is told if no other channel answers.
+    pub client: ApiError,
+}
+
+/// The one table: class → (next channel?, client answer).
+pub fn decide(failure: &AttemptError, channel: &Channel) -> Decision {
+    let (next_channel, client) = match failure.class {
+        FailureClass::KeyInvalid
+        | FailureClass::PermissionDenied
+        | FailureClass::QuotaExhausted
+        | FailureClass::ChannelMisconfigured
+        | FailureClass::ConnectionFailed
+        | FailureClass::UpstreamServerError => (true, ApiError::Upstream),
+        FailureClass::RateLimited { retry_after } | FailureClass::Overloaded { retry_after } => {
+            (true, ApiError::UpstreamOverloaded { retry_after })
+        }
+        // A connect timeout is cheap to retry; so is an upstream that said it timed out.
+        FailureClass::Timeout(TimeoutPhase::Connect | TimeoutPhase::Reported) => (true, ApiError::UpstreamTimeout),
+        // Waiting the first-byte budget again on another channel would multiply the wait.
+        FailureClass::Timeout(TimeoutPhase::FirstByte | TimeoutPhase::Idle) => (false, ApiError::UpstreamTimeout),
+        FailureClass::InvalidResponse => (false, ApiError::UpstreamInvalidResponse),
+        FailureClass::ClientError | FailureClass::ContextWindowExceeded | FailureClass::ContentFiltered => {
+            (false, rejected(failure, channel))
+        }
+        // Another channel of another provider may honour it.
+        FailureClass::Unsupported => (true, request_side(failure, true)),
+        FailureClass::InvalidRequest => (false, request_side(failure, false)),
+    };
+    Decision { next_channel, client }
+}
+
+/// The vendor's refusal of the request, passed on with its message scrubbed.
+fn rejected(failure: &AttemptError, channel: &Channel) -> ApiError {
+    let detail = failure.detail.clone().unwrap_or_default();
+    let secrets: Vec<&str> = channel.api_key.as_deref().into_iter().collect();
+    let status = failure.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+    let code = match failure.class {
+        FailureClass::ContextWindowExceeded => Some("context_length_exceeded".to_owned()),
+        FailureClass::ContentFiltered => Some("content_filter".to_owned()),
+        _ => detail.code.map(|c| scrub(&c, &secrets)),
+    };
+    ApiError::UpstreamRejected {
+        status,
+        message: detail
+            .message
+            .map(|m| scrub(&m, &secrets))
+            .unwrap_or_else(|| "The upstream provider rejected the request.".into()),
+        param: detail.param.map(|p| scrub(&p, &secrets)),
+        code,
+    }
+}
+
+/// A request the gateway could not build for this channel (our own words, not the vendor's).
+fn request_side(failure: &AttemptError, unsupported: bool) -> ApiError {
+    let detail = failure.detail.clone().unwrap_or_default();
+    let message = detail.message.unwrap_or_else(|| "The request could not be translated.".into());
+    match (unsupported, detail.param) {
+        (true, Some(param)) => ApiError::Unsupported { param, message },
+        (true, None) => ApiError::Unsupported { param: "model".into(), message },
+        (false, param) => ApiError::InvalidJson { message, param },
+    }
+}
+
+/// The operator's log line for a failed attempt: class, status and the vendor's text, scrubbed.
+pub fn log_attempt(failure: &AttemptError, channel: &Channel) {
+    let secrets: Vec<&str> = channel.api_key.as_deref().into_iter().collect();
+    let detail = failure.detail.as_ref();
+    let message = detail.and_then(|d| d.message.as_deref()).map(|m| scrub(m, &secrets));
+    let code = detail.and_then(|d| d.code.as_deref()).map(|c| scrub(c, &secrets));
+    let class = failure.class.as_str();
+    if failure.class.is_about_channel() {
+        tracing::error!(channel_id = %channel.id, class, status = failure.status, code, message,
+            "The upstream refused our channel; trying the next one.");
+    } else {
+        tracing::warn!(channel_id = %channel.id, class, status = failure.status, code, message,
+            "Upstream attempt failed.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::providers::failure::VendorDetail;
+    use crate::providers::openai::presets;
+
+    const KEY: &str = "weird-channel-key-0001";
+
+    fn channel() -> Channel {
+        Channel {
+            id: "ch_t".into(),
+            tenant: schemas::GLOBAL_TENANT.into(),
+            provider: "openai".into(),
+            preset: presets::for_provider("openai"),
+            api_version: None,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key: Some(KEY.into()),
+            key_unusable: false,
+            models: vec![],
+            priority: 0,
+            weight: 1,
+            enabled: true,
+        }
+    }
+
+    fn failure(class: FailureClass, status: u16, message: &str) -> AttemptError {
+        AttemptError::status(class, status).with_detail(VendorDetail {
+            message: Some(message.into()),
+            param: None,
+            code: Some("some_code".into()),
+        })
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn channel_errors_go_to_the_next_channel_with_a_generic_answer_and_client_errors_stop() {
+        let ch = channel();
+        let ours = decide(&failure(FailureClass::QuotaExhausted, 402, "owner a@b.example must pay"), &ch);
+        assert!(ours.next_channel);
+        assert!(matches!(ours.client, ApiError::Upstream));
+        let theirs = decide(&failure(FailureClass::ClientError, 422, &format!("bad 'n' for key {KEY}")), &ch);
+        assert!(!theirs.next_channel);
+        assert_eq!(theirs.client.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(theirs.client.to_string(), "bad 'n' for key [redacted]");
+        let first_byte = decide(&AttemptError::new(FailureClass::Timeout(TimeoutPhase::FirstByte)), &ch);
+        assert!(!first_byte.next_channel && matches!(first_byte.client, ApiError::UpstreamTimeout));
+        let limited = decide(&AttemptError::new(FailureClass::RateLimited { retry_after: Some(4) }), &ch);
+        assert!(limited.next_channel);
+        assert!(matches!(limited.client, ApiError::UpstreamOverloaded { retry_after: Some(4) }));
+    }
+
+    #[test]
+    fn the_operators_log_line_names_the_class_and_holds_no_secret() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            log_attempt(
+                &failure(
+                    FailureClass::KeyInvalid,
+                    400,
+                    &format!("Incorrect API key provided: {KEY}; owner ops@acme.example, org org-AbC123"),
+                ),
+                &channel(),
+            );
+        });
+        let text = out.0.lock().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        assert!(text.contains("key_invalid") && text.contains("ch_t") && text.contains("400"), "{text}");
+        assert!(text.contains("Incorrect API key provided"), "{text}");
+        for secret in [KEY, "ops@", "org-AbC"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+}
