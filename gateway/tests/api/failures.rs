@@ -66,7 +66,7 @@ fn message(body: &Value) -> &str {
 
 async fn add_channel(app: &TestApp, id: &str, provider: &str, base_url: String, priority: i32) -> anyhow::Result<()> {
     app.log
-        .append(&helpers::control(
+        .append_acked(&helpers::control(
             GLOBAL_TENANT,
             EventBody::ChannelAdded(ChannelAdded {
                 channel_id: id.into(),
