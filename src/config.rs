@@ -28,6 +28,19 @@ pub struct FileConfig {
     /// JetStream settings.
     #[serde(default)]
     pub jetstream: JetStreamFile,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// `[limits]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Largest `max_tokens` (and `max_completion_tokens`, `maxOutputTokens`) accepted.
+    pub max_output_tokens: Option<u64>,
+    /// Most `messages` (Gemini: `contents`) in one request.
+    pub max_messages: Option<u64>,
 }
 
 /// `[upstream]` in the config file.
@@ -89,6 +102,8 @@ pub struct Config {
     pub replicas: usize,
     /// Spool capacity.
     pub max_spool: u64,
+    /// Request limits.
+    pub limits: gateway::limits::Limits,
 }
 
 /// 32 MiB: large enough for vision requests with several base64 images.
@@ -138,6 +153,14 @@ impl Config {
         let ms = |env_name: &str, file: Option<u64>, default: u64| -> anyhow::Result<Duration> {
             Ok(Duration::from_millis(num(env_name, env(env_name))?.or(file).unwrap_or(default)))
         };
+        let max_output_tokens = num("LLM_ROUTER_MAX_OUTPUT_TOKENS", env("LLM_ROUTER_MAX_OUTPUT_TOKENS"))?
+            .or(f.limits.max_output_tokens)
+            .unwrap_or(gateway::limits::DEFAULT_MAX_OUTPUT_TOKENS);
+        anyhow::ensure!(max_output_tokens >= 1, "max_output_tokens: must be at least 1");
+        let max_messages = num("LLM_ROUTER_MAX_MESSAGES", env("LLM_ROUTER_MAX_MESSAGES"))?
+            .or(f.limits.max_messages)
+            .map_or(gateway::limits::DEFAULT_MAX_MESSAGES, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        anyhow::ensure!(max_messages >= 1, "max_messages: must be at least 1");
         Ok(Config {
             data_dir,
             listen,
@@ -149,6 +172,7 @@ impl Config {
             idle_timeout: ms("LLM_ROUTER_IDLE_TIMEOUT_MS", f.upstream.idle_timeout_ms, 60_000)?,
             replicas: f.jetstream.replicas.unwrap_or(1),
             max_spool: f.jetstream.max_spool.unwrap_or(1_000_000),
+            limits: gateway::limits::Limits { max_output_tokens, max_messages },
         })
     }
 }

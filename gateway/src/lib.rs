@@ -38,6 +38,7 @@ mod canonical;
 pub mod config;
 pub mod error;
 mod handlers;
+pub mod limits;
 pub mod prices;
 mod providers;
 mod request;

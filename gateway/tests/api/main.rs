@@ -5,6 +5,7 @@ mod anthropic;
 mod conformance;
 mod gemini;
 mod helpers;
+mod limits;
 mod providers;
 
 use std::time::{Duration, Instant};
