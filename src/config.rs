@@ -228,6 +228,20 @@ mod tests {
     }
 
     #[test]
+    fn request_limits_come_from_the_file_and_the_environment_overrides_them() -> anyhow::Result<()> {
+        let c = Config::resolve(FileConfig::default(), &no_env, &Overrides::default(), None)?;
+        assert_eq!(c.limits, gateway::limits::Limits::default());
+        let file: FileConfig = toml::from_str("[limits]\nmax_output_tokens = 4096\nmax_messages = 500")?;
+        let env = |k: &str| (k == "LLM_ROUTER_MAX_MESSAGES").then(|| "700".to_owned());
+        let c = Config::resolve(file, &env, &Overrides::default(), None)?;
+        assert_eq!((c.limits.max_output_tokens, c.limits.max_messages), (4096, 700));
+        let zero = |k: &str| (k == "LLM_ROUTER_MAX_OUTPUT_TOKENS").then(|| "0".to_owned());
+        let err = Config::resolve(FileConfig::default(), &zero, &Overrides::default(), None).err();
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("max_output_tokens"));
+        Ok(())
+    }
+
+    #[test]
     fn a_bad_value_names_its_setting() {
         let env = |k: &str| (k == "LLM_ROUTER_BODY_LIMIT_BYTES").then(|| "lots".to_owned());
         let err = Config::resolve(FileConfig::default(), &env, &Overrides::default(), None).err();
