@@ -479,3 +479,32 @@ async fn an_event_over_the_servers_max_payload_is_refused_at_append_and_later_ev
     ensure!(log.health().await.poison_events == 3);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_jetstream_refuses_for_good_is_set_aside_and_the_events_behind_it_are_published() -> anyhow::Result<()>
+{
+    let nats = NatsServer::start_new()?;
+    let dir = tempfile::tempdir()?;
+    let log = connect(&nats, dir.path()).await?;
+    // An operator limits the stream's message size below what was already accepted locally.
+    let client = async_nats::connect(nats.url()).await?;
+    let js = async_nats::jetstream::new(client);
+    let mut config = js.get_stream("LLMR_CONTROL").await?.cached_info().config.clone();
+    config.max_message_size = 4096;
+    js.update_stream(config).await?;
+
+    let refused = tenant_created_of_kib(10);
+    let after = tenant_created("after");
+    log.append(&refused).await?;
+    log.append(&after).await?;
+    log.flush(WAIT).await.context("the spool did not drain")?;
+    let mut tail = log.tail(Stream::Control, 0);
+    ensure!(ids(&take(&mut tail, 1).await?)? == vec![after.id.to_string()]);
+    assert_quiet(&mut tail, Duration::from_millis(300)).await?;
+    let health = log.health().await;
+    ensure!(health.poison_events == 1 && health.spool_depth == 0, "{health:?}");
+    let spool = rusqlite::Connection::open(dir.path().join("spool.db"))?;
+    let reason: String = spool.query_row("SELECT reason FROM poison", [], |r| r.get(0))?;
+    ensure!(reason.starts_with("refused by JetStream") && reason.contains("10054"), "{reason}");
+    Ok(())
+}
