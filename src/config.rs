@@ -28,6 +28,19 @@ pub struct FileConfig {
     /// JetStream settings.
     #[serde(default)]
     pub jetstream: JetStreamFile,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// `[limits]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Largest `max_tokens` (and `max_completion_tokens`, `maxOutputTokens`) accepted.
+    pub max_output_tokens: Option<u64>,
+    /// Most `messages` (Gemini: `contents`) in one request.
+    pub max_messages: Option<u64>,
 }
 
 /// `[upstream]` in the config file.
@@ -89,6 +102,8 @@ pub struct Config {
     pub replicas: usize,
     /// Spool capacity.
     pub max_spool: u64,
+    /// Request limits.
+    pub limits: gateway::limits::Limits,
 }
 
 /// 32 MiB: large enough for vision requests with several base64 images.
@@ -138,6 +153,14 @@ impl Config {
         let ms = |env_name: &str, file: Option<u64>, default: u64| -> anyhow::Result<Duration> {
             Ok(Duration::from_millis(num(env_name, env(env_name))?.or(file).unwrap_or(default)))
         };
+        let max_output_tokens = num("LLM_ROUTER_MAX_OUTPUT_TOKENS", env("LLM_ROUTER_MAX_OUTPUT_TOKENS"))?
+            .or(f.limits.max_output_tokens)
+            .unwrap_or(gateway::limits::DEFAULT_MAX_OUTPUT_TOKENS);
+        anyhow::ensure!(max_output_tokens >= 1, "max_output_tokens: must be at least 1");
+        let max_messages = num("LLM_ROUTER_MAX_MESSAGES", env("LLM_ROUTER_MAX_MESSAGES"))?
+            .or(f.limits.max_messages)
+            .map_or(gateway::limits::DEFAULT_MAX_MESSAGES, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        anyhow::ensure!(max_messages >= 1, "max_messages: must be at least 1");
         Ok(Config {
             data_dir,
             listen,
@@ -149,6 +172,7 @@ impl Config {
             idle_timeout: ms("LLM_ROUTER_IDLE_TIMEOUT_MS", f.upstream.idle_timeout_ms, 60_000)?,
             replicas: f.jetstream.replicas.unwrap_or(1),
             max_spool: f.jetstream.max_spool.unwrap_or(1_000_000),
+            limits: gateway::limits::Limits { max_output_tokens, max_messages },
         })
     }
 }
@@ -200,6 +224,20 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert!(c.nats_url.is_none() && c.database_url.is_none());
         assert_eq!(c.body_limit_bytes, 32 * 1024 * 1024);
+        Ok(())
+    }
+
+    #[test]
+    fn request_limits_come_from_the_file_and_the_environment_overrides_them() -> anyhow::Result<()> {
+        let c = Config::resolve(FileConfig::default(), &no_env, &Overrides::default(), None)?;
+        assert_eq!(c.limits, gateway::limits::Limits::default());
+        let file: FileConfig = toml::from_str("[limits]\nmax_output_tokens = 4096\nmax_messages = 500")?;
+        let env = |k: &str| (k == "LLM_ROUTER_MAX_MESSAGES").then(|| "700".to_owned());
+        let c = Config::resolve(file, &env, &Overrides::default(), None)?;
+        assert_eq!((c.limits.max_output_tokens, c.limits.max_messages), (4096, 700));
+        let zero = |k: &str| (k == "LLM_ROUTER_MAX_OUTPUT_TOKENS").then(|| "0".to_owned());
+        let err = Config::resolve(FileConfig::default(), &zero, &Overrides::default(), None).err();
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("max_output_tokens"));
         Ok(())
     }
 

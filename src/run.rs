@@ -209,6 +209,7 @@ fn gateway_config(cfg: &Config, instance: &str) -> anyhow::Result<gateway::Gatew
     g.connect_timeout = cfg.connect_timeout;
     g.first_byte_timeout = cfg.first_byte_timeout;
     g.idle_timeout = cfg.idle_timeout;
+    g.limits = cfg.limits;
     Ok(g)
 }
 

@@ -33,6 +33,8 @@ pub struct GatewayConfig {
     /// Upstream attempts per request (first try included), each on a different channel, and only
     /// before the first byte reached the client.
     pub max_attempts: u32,
+    /// Caps on `max_tokens` and the number of messages a request may carry.
+    pub limits: crate::limits::Limits,
 }
 
 impl GatewayConfig {
@@ -49,6 +51,7 @@ impl GatewayConfig {
             drain_timeout: Duration::from_secs(120),
             drain_max_bytes: 16 * 1024 * 1024,
             max_attempts: 3,
+            limits: crate::limits::Limits::default(),
         }
     }
 }

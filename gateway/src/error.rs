@@ -45,6 +45,17 @@ pub enum ApiError {
         /// Why.
         message: String,
     },
+    /// A field's value is out of its range or over its length limit ([`crate::limits`]). The
+    /// message names the field and the bound, never the value.
+    #[error("{message}")]
+    InvalidValue {
+        /// The field path.
+        param: String,
+        /// OpenAI's code: `string_above_max_length`, `integer_above_max_value`, `invalid_type`, …
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A required field is missing.
     #[error("Missing required parameter: '{param}'.")]
     MissingParameter {
@@ -52,7 +63,7 @@ pub enum ApiError {
         param: String,
     },
     /// Unknown model, or a model the key may not use (same answer to avoid enumeration).
-    #[error("The model `{model}` does not exist or you do not have access to it.")]
+    #[error("The model `{}` does not exist or you do not have access to it.", crate::limits::shown_model(.model))]
     ModelNotFound {
         /// The model asked for.
         model: String,
@@ -104,6 +115,7 @@ impl ApiError {
             ApiError::InvalidJson { .. }
             | ApiError::UnsupportedParameter { .. }
             | ApiError::Unsupported { .. }
+            | ApiError::InvalidValue { .. }
             | ApiError::MissingParameter { .. } => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound { .. } | ApiError::UnknownRoute => StatusCode::NOT_FOUND,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -122,6 +134,7 @@ impl ApiError {
             | ApiError::InvalidJson { .. }
             | ApiError::UnsupportedParameter { .. }
             | ApiError::Unsupported { .. }
+            | ApiError::InvalidValue { .. }
             | ApiError::MissingParameter { .. }
             | ApiError::ModelNotFound { .. }
             | ApiError::UnknownRoute
@@ -141,6 +154,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "request_too_large",
             ApiError::InvalidJson { .. } => "invalid_json",
             ApiError::UnsupportedParameter { .. } | ApiError::Unsupported { .. } => "unsupported_parameter",
+            ApiError::InvalidValue { code, .. } => *code,
             ApiError::MissingParameter { .. } => "missing_required_parameter",
             ApiError::ModelNotFound { .. } => "model_not_found",
             ApiError::UnknownRoute => "unknown_url",
@@ -176,7 +190,8 @@ impl ApiError {
             ApiError::InvalidJson { param, .. } | ApiError::UpstreamRejected { param, .. } => param.as_deref(),
             ApiError::UnsupportedParameter { param }
             | ApiError::MissingParameter { param }
-            | ApiError::Unsupported { param, .. } => Some(param),
+            | ApiError::Unsupported { param, .. }
+            | ApiError::InvalidValue { param, .. } => Some(param),
             ApiError::ModelNotFound { .. } => Some("model"),
             _ => None,
         }

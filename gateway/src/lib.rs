@@ -42,6 +42,7 @@ mod canonical;
 pub mod config;
 pub mod error;
 mod handlers;
+pub mod limits;
 pub mod prices;
 mod providers;
 mod request;

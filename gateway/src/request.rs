@@ -1,6 +1,7 @@
 //! Parsing a `/v1` request body once: size limit, UTF-8, JSON syntax with the failing field path,
 //! the few fields the gateway needs (`model`, `stream`, `stream_options`, `user`), refused fields,
-//! and the body to send upstream — the client's own bytes unless `stream_options` must change.
+//! the bounds of [`crate::limits`] (identifier lengths, parameter ranges, message counts), and
+//! the body to send upstream — the client's own bytes unless `stream_options` must change.
 //! No routing, no upstream I/O.
 
 use std::borrow::Cow;
@@ -14,6 +15,7 @@ use serde::{Deserialize, de};
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
+use crate::limits::{self, Limits, MAX_MODEL_BYTES, MAX_USER_BYTES};
 
 /// The OpenAI-compatible endpoints the gateway proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,8 +124,8 @@ pub async fn read_body(body: Body, limit: usize, content_length: Option<u64>) ->
     }
 }
 
-/// Parses and validates `body` for `endpoint`.
-pub fn prepare(endpoint: Endpoint, body: Bytes) -> Result<Prepared, ApiError> {
+/// Parses and validates `body` for `endpoint` within `limits`.
+pub fn prepare(endpoint: Endpoint, body: Bytes, limits: &Limits) -> Result<Prepared, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::InvalidJson { message: "The request body is not valid UTF-8.".into(), param: None })?;
     let fields = parse_object(text)?;
@@ -136,17 +138,31 @@ pub fn prepare(endpoint: Endpoint, body: Bytes) -> Result<Prepared, ApiError> {
     for (k, v) in &fields {
         match k.as_ref() {
             k if REFUSED_FIELDS.contains(&k) => return Err(ApiError::UnsupportedParameter { param: k.to_owned() }),
-            "model" => model = Some(field::<String>(v, "model", "a string")?),
+            "model" => {
+                let m = field::<String>(v, "model", "a string")?;
+                limits::identifier(&m, "model", MAX_MODEL_BYTES)?;
+                model = Some(m);
+            }
             "stream" if endpoint.streams() => {
                 stream = field::<Option<bool>>(v, "stream", "a boolean")?.unwrap_or(false)
             }
             "stream_options" if endpoint.streams() && endpoint != Endpoint::Messages => stream_options = Some(v),
-            "user" if endpoint != Endpoint::Messages => user = field::<Option<String>>(v, "user", "a string")?,
-            "metadata" if endpoint == Endpoint::Messages => {
-                user = field::<Option<AnthropicMetadata>>(v, "metadata", "an object")?.and_then(|m| m.user_id)
+            "user" if endpoint != Endpoint::Messages => {
+                user = field::<Option<String>>(v, "user", "a string")?;
+                if let Some(u) = &user {
+                    limits::identifier(u, "user", MAX_USER_BYTES)?;
+                }
             }
-            "messages" if matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) => check_messages(v)?,
-            _ => {}
+            "metadata" if endpoint == Endpoint::Messages => {
+                user = field::<Option<AnthropicMetadata>>(v, "metadata", "an object")?.and_then(|m| m.user_id);
+                if let Some(u) = &user {
+                    limits::identifier(u, "metadata.user_id", MAX_USER_BYTES)?;
+                }
+            }
+            "messages" if matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) => {
+                limits::entries(check_messages(v)?, "messages", limits.max_messages)?
+            }
+            k => limits.check_field(endpoint, k, v)?,
         }
     }
     let model = model.ok_or_else(|| ApiError::MissingParameter { param: "model".into() })?;
@@ -182,7 +198,8 @@ pub fn prepare(endpoint: Endpoint, body: Bytes) -> Result<Prepared, ApiError> {
 
 /// Parses and validates a Gemini `generateContent` body; the model and streaming come from the
 /// URL. The body goes upstream as received (a Gemini stream always carries usage).
-pub fn prepare_gemini(model: &str, stream: bool, body: Bytes) -> Result<Prepared, ApiError> {
+pub fn prepare_gemini(model: &str, stream: bool, body: Bytes, limits: &Limits) -> Result<Prepared, ApiError> {
+    limits::identifier(model, "model", MAX_MODEL_BYTES)?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::InvalidJson { message: "The request body is not valid UTF-8.".into(), param: None })?;
     let fields = parse_object(text)?;
@@ -192,9 +209,10 @@ pub fn prepare_gemini(model: &str, stream: bool, body: Bytes) -> Result<Prepared
         match k.as_ref() {
             k if REFUSED_FIELDS.contains(&k) => return Err(ApiError::UnsupportedParameter { param: k.to_owned() }),
             "contents" => {
-                check_contents(v)?;
+                limits::entries(check_contents(v)?, "contents", limits.max_messages)?;
                 contents = true;
             }
+            "generationConfig" | "generation_config" => limits.check_generation_config(v)?,
             _ => {}
         }
     }
@@ -223,9 +241,10 @@ struct ContentShape<'a> {
     parts: Vec<&'a RawValue>,
 }
 
-fn check_contents(raw: &RawValue) -> Result<(), ApiError> {
+/// Checks the shape of `contents` and returns how many there are.
+fn check_contents(raw: &RawValue) -> Result<usize, ApiError> {
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    serde_path_to_error::deserialize::<_, Vec<ContentShape<'_>>>(&mut de).map(|_| ()).map_err(|e| {
+    serde_path_to_error::deserialize::<_, Vec<ContentShape<'_>>>(&mut de).map(|c| c.len()).map_err(|e| {
         let path = e.path().to_string();
         let param = if path == "." { "contents".to_owned() } else { format!("contents{path}") };
         ApiError::InvalidJson {
@@ -279,9 +298,10 @@ struct MessageShape<'a> {
 /// `messages` must be an array of objects with a string `role`. Checked here so a malformed
 /// request gets a 400 naming the field instead of costing an upstream round trip. Nesting deeper
 /// than serde_json's recursion limit (128) is refused the same way, never a stack overflow.
-fn check_messages(raw: &RawValue) -> Result<(), ApiError> {
+/// Returns how many messages there are.
+fn check_messages(raw: &RawValue) -> Result<usize, ApiError> {
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    serde_path_to_error::deserialize::<_, Vec<MessageShape<'_>>>(&mut de).map(|_| ()).map_err(|e| {
+    serde_path_to_error::deserialize::<_, Vec<MessageShape<'_>>>(&mut de).map(|m| m.len()).map_err(|e| {
         let path = e.path().to_string();
         let param = if path == "." { "messages".to_owned() } else { format!("messages{path}") };
         ApiError::InvalidJson {
@@ -392,7 +412,7 @@ mod tests {
     #[test]
     fn non_stream_body_is_forwarded_byte_for_byte() -> Result<(), ApiError> {
         let body = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"x":{"y":1}}"#);
-        let p = prepare(Endpoint::ChatCompletions, body.clone())?;
+        let p = prepare(Endpoint::ChatCompletions, body.clone(), &Limits::default())?;
         assert_eq!(p.upstream_body, body);
         assert!(!p.stream);
         Ok(())
@@ -401,7 +421,7 @@ mod tests {
     #[test]
     fn stream_body_gets_include_usage_and_keeps_other_fields() -> Result<(), ApiError> {
         let body = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"x":1},"t\"k":[1, 2]}"#);
-        let p = prepare(Endpoint::ChatCompletions, body)?;
+        let p = prepare(Endpoint::ChatCompletions, body, &Limits::default())?;
         let v: serde_json::Value = serde_json::from_slice(&p.upstream_body).unwrap_or_default();
         assert_eq!(v["stream_options"], serde_json::json!({"x": 1, "include_usage": true}));
         assert_eq!(v["t\"k"], serde_json::json!([1, 2]));
@@ -424,7 +444,7 @@ mod tests {
             (b"{\"model\":\"\xff\"}", None, "invalid_json"),
         ];
         for (body, param, code) in cases {
-            match prepare(Endpoint::ChatCompletions, Bytes::copy_from_slice(body)) {
+            match prepare(Endpoint::ChatCompletions, Bytes::copy_from_slice(body), &Limits::default()) {
                 Err(e) => {
                     assert_eq!(e.code(), Some(*code), "{}", String::from_utf8_lossy(body));
                     let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap_or_default();
@@ -445,9 +465,9 @@ mod tests {
         s.push('}');
         let body = Bytes::from(s);
         // Refused with a 400 (serde_json's recursion limit), not a stack overflow.
-        assert!(prepare(Endpoint::ChatCompletions, body.clone()).is_err());
+        assert!(prepare(Endpoint::ChatCompletions, body.clone(), &Limits::default()).is_err());
         assert_eq!(crate::tokenizer::prompt_tokens(Endpoint::ChatCompletions, "m", &body), 0);
         let unbalanced = Bytes::from(format!("{{\"model\":\"m\",\"x\":{}}}", "[".repeat(100_000)));
-        assert!(prepare(Endpoint::ChatCompletions, unbalanced).is_err());
+        assert!(prepare(Endpoint::ChatCompletions, unbalanced, &Limits::default()).is_err());
     }
 }

@@ -125,7 +125,7 @@ impl BillingContext {
             user: self.user.clone(),
             endpoint: self.endpoint.to_owned(),
             model_requested: self.model_requested.clone(),
-            model_served: c.model_served.unwrap_or_else(|| self.model_requested.clone()),
+            model_served: c.model_served.map(bounded_model).unwrap_or_else(|| self.model_requested.clone()),
             provider: provider.to_owned(),
             channel_id: channel_id.to_owned(),
             input_tokens: t.input,
@@ -133,7 +133,7 @@ impl BillingContext {
             cache_write_tokens: t.cache_write,
             output_tokens: t.output,
             reasoning_tokens: t.reasoning,
-            raw_usage: c.raw,
+            raw_usage: c.raw.filter(raw_usage_fits),
             usage_source: c.source,
             streamed,
             stream_outcome: outcome,
@@ -142,6 +142,44 @@ impl BillingContext {
             currency,
         }
     }
+}
+
+/// The upstream's raw usage object is kept in the event for audit; a real one is a few hundred
+/// bytes. One larger than this (a broken or hostile upstream) is left out so the event stays
+/// publishable; the token counts read from it are billed all the same.
+const MAX_RAW_USAGE_BYTES: usize = 16 * 1024;
+
+fn raw_usage_fits(raw: &serde_json::Value) -> bool {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let fits = serde_json::to_writer(&mut n, raw).is_ok() && n.0 <= MAX_RAW_USAGE_BYTES;
+    if !fits {
+        tracing::warn!(size = n.0, "Upstream usage object too large to keep in the event; left out.");
+    }
+    fits
+}
+
+/// The model name an upstream reported, cut to [`crate::limits::MAX_MODEL_BYTES`] (at a
+/// character boundary) so a broken upstream cannot make the usage event unpublishable.
+fn bounded_model(mut served: String) -> String {
+    let max = crate::limits::MAX_MODEL_BYTES;
+    if served.len() > max {
+        let mut end = max;
+        while !served.is_char_boundary(end) {
+            end -= 1;
+        }
+        served.truncate(end);
+    }
+    served
 }
 
 #[cfg(test)]

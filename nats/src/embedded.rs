@@ -4,6 +4,7 @@
 //! admin CLI) are seen within [`POLL_INTERVAL`].
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use schemas::{Envelope, Stream};
 use tokio::sync::watch;
 
 use crate::group_commit::{GroupCommit, open_durable, sqlite};
-use crate::{LogError, LogHealth, StoredEvent};
+use crate::{LogError, LogHealth, MAX_EVENT_BYTES, StoredEvent};
 
 /// How often a tail looks for events appended by another process.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -44,6 +45,8 @@ pub struct EmbeddedLog {
     path: Arc<PathBuf>,
     writer: GroupCommit<Row>,
     appended: watch::Receiver<u64>,
+    /// Appends refused since start because the event was over [`MAX_EVENT_BYTES`].
+    refused: Arc<AtomicU64>,
 }
 
 impl EmbeddedLog {
@@ -79,21 +82,30 @@ impl EmbeddedLog {
                 notify.send_replace(commits);
             },
         )?;
-        Ok(Self { path: Arc::new(path), writer, appended })
+        Ok(Self { path: Arc::new(path), writer, appended, refused: Arc::new(AtomicU64::new(0)) })
     }
 
-    fn row(env: &Envelope) -> Row {
-        Row { id: env.id.to_string(), stream: env.body.stream().name(), subject: env.subject(), payload: env.to_json() }
+    /// The row for `env`, or [`LogError::TooLarge`] (logged, counted) when it is over
+    /// [`MAX_EVENT_BYTES`]: the embedded log takes exactly what JetStream could publish.
+    fn row(&self, env: &Envelope) -> Result<Row, LogError> {
+        let payload = env.to_json();
+        if payload.len() > MAX_EVENT_BYTES {
+            return Err(crate::refuse_oversize(env, payload.len(), MAX_EVENT_BYTES, &self.refused));
+        }
+        Ok(Row { id: env.id.to_string(), stream: env.body.stream().name(), subject: env.subject(), payload })
     }
 
-    /// Appends and waits for the commit.
+    /// Appends and waits for the commit; [`LogError::TooLarge`] for an event over the limit.
     pub async fn append(&self, env: &Envelope) -> Result<(), LogError> {
-        self.writer.write(vec![Self::row(env)]).await
+        self.writer.write(vec![self.row(env)?]).await
     }
 
-    /// Appends without waiting.
+    /// Appends without waiting. An event over the limit is dropped (logged at ERROR, counted in
+    /// `poison_events`).
     pub fn append_nowait(&self, env: &Envelope) {
-        self.writer.write_nowait(vec![Self::row(env)]);
+        if let Ok(row) = self.row(env) {
+            self.writer.write_nowait(vec![row]);
+        }
     }
 
     fn reader(&self) -> Result<Connection, LogError> {
@@ -167,10 +179,12 @@ impl EmbeddedLog {
 
     /// The embedded log is reachable when its file can be read.
     pub async fn health(&self) -> LogHealth {
-        match self.last_seq(Stream::Control).await {
-            Ok(_) => LogHealth { backend: "embedded", reachable: true, spool_depth: 0, error: None },
-            Err(e) => LogHealth { backend: "embedded", reachable: false, spool_depth: 0, error: Some(e.to_string()) },
-        }
+        let poison_events = self.refused.load(Ordering::Relaxed);
+        let (reachable, error) = match self.last_seq(Stream::Control).await {
+            Ok(_) => (true, None),
+            Err(e) => (false, Some(e.to_string())),
+        };
+        LogHealth { backend: "embedded", reachable, spool_depth: 0, poison_events, error }
     }
 }
 

@@ -17,6 +17,16 @@ use schemas::{DecodeError, Envelope, Stream};
 pub use embedded::EmbeddedLog;
 pub use jetstream::{JetStreamLog, JetStreamOptions};
 
+/// Counts and reports an event refused for its size, and returns the error for the caller. The
+/// log line names the event (id, type, size), never its content.
+fn refuse_oversize(env: &Envelope, size: usize, limit: usize, refused: &std::sync::atomic::AtomicU64) -> LogError {
+    let total = refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let event_type = env.body.type_name();
+    tracing::error!(event_id = %env.id, event_type, size, limit, refused = total,
+        "Event over the size limit refused; it can never be published.");
+    LogError::TooLarge { event_type, size, limit }
+}
+
 /// An event as stored, with its position in its stream.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -36,6 +46,17 @@ impl StoredEvent {
     }
 }
 
+/// The largest event (its JSON envelope, in bytes) either backend takes. NATS refuses a message
+/// over the server's `max_payload` (1 MiB by default) by closing the connection, so an event over
+/// it could never be published and would hold up every event behind it; the embedded log applies
+/// the same bound so that both backends accept the same events. 1 KiB is left for the headers
+/// (`Nats-Msg-Id`). The gateway bounds every client-supplied field, so real events stay far below
+/// this (a few KiB); reaching it is a bug, answered with [`LogError::TooLarge`].
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024 - NATS_HEADER_ROOM;
+
+/// Room kept below a NATS server's `max_payload` for the message headers.
+pub const NATS_HEADER_ROOM: usize = 1024;
+
 /// Why the log could not take or give an event.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -54,6 +75,17 @@ pub enum LogError {
     /// A wait ran out.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The event is larger than the log can ever publish; it was refused, not stored. Retrying
+    /// cannot help.
+    #[error("the {event_type} event is {size} bytes, over the limit of {limit} bytes; refused")]
+    TooLarge {
+        /// The event's type (`usage.recorded`, …).
+        event_type: &'static str,
+        /// Its JSON size in bytes.
+        size: usize,
+        /// The limit it is over.
+        limit: usize,
+    },
 }
 
 /// What `/api/health` shows about the log.
@@ -65,6 +97,10 @@ pub struct LogHealth {
     pub reachable: bool,
     /// Events written locally but not yet acknowledged by the log (0 on the embedded backend).
     pub spool_depth: u64,
+    /// Events refused or set aside because they can never be published (over the size limit, or
+    /// permanently rejected by JetStream); each was logged at ERROR with its id, type and size.
+    /// Set-aside events stay in the spool's `poison` table. Never counts toward `reachable`.
+    pub poison_events: u64,
     /// Last error seen, if the log is unreachable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -1,6 +1,7 @@
 //! The JetStream backend's local durable spool: a SQLite table of events written before NATS
 //! sees them, read back in order by the publisher and marked acked when the PubAck arrives.
-//! It owns the table, the unacked-depth counter and the spool-full check; no NATS code here.
+//! It owns the table, the unacked-depth counter and the spool-full check, and the `poison` table
+//! where rows that can never be published are set aside; no NATS code here.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -26,6 +27,14 @@ CREATE TABLE IF NOT EXISTS spool (
 );
 CREATE INDEX IF NOT EXISTS spool_unacked ON spool (seq) WHERE acked_at_ms IS NULL;
 CREATE INDEX IF NOT EXISTS spool_acked ON spool (acked_at_ms) WHERE acked_at_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS poison (
+    seq              INTEGER PRIMARY KEY,
+    id               TEXT NOT NULL,
+    subject          TEXT NOT NULL,
+    payload          BLOB NOT NULL,
+    reason           TEXT NOT NULL,
+    set_aside_at_ms  INTEGER NOT NULL
+);
 ";
 
 /// A spooled event waiting for its PubAck.
@@ -53,6 +62,12 @@ enum Op {
     Prune {
         before_ms: i64,
     },
+    /// Moves an unacked row to the `poison` table: it can never be published.
+    SetAside {
+        seq: i64,
+        reason: String,
+        at_ms: i64,
+    },
     /// Writes nothing; awaiting it proves every earlier op is committed.
     Barrier,
 }
@@ -66,6 +81,8 @@ pub(crate) struct Spool {
     depth: Arc<AtomicU64>,
     /// Request-log events refused because the spool was full.
     dropped: Arc<AtomicU64>,
+    /// Rows in the `poison` table.
+    poisoned: Arc<AtomicU64>,
     committed: watch::Receiver<u64>,
     max: u64,
 }
@@ -75,14 +92,15 @@ impl Spool {
     /// depth and will be published again.
     pub async fn open(path: &Path, max: u64) -> Result<Self, LogError> {
         let path = path.to_owned();
-        let (conn, reader, depth) = tokio::task::spawn_blocking(move || -> Result<_, LogError> {
+        let (conn, reader, depth, poisoned) = tokio::task::spawn_blocking(move || -> Result<_, LogError> {
             let conn = open_durable(&path)?;
             conn.execute_batch(SCHEMA).map_err(sqlite)?;
             let depth: i64 = conn
                 .query_row("SELECT COUNT(*) FROM spool WHERE acked_at_ms IS NULL", [], |r| r.get(0))
                 .map_err(sqlite)?;
+            let poisoned: i64 = conn.query_row("SELECT COUNT(*) FROM poison", [], |r| r.get(0)).map_err(sqlite)?;
             let reader = open_durable(&path)?;
-            Ok((conn, reader, depth.max(0) as u64))
+            Ok((conn, reader, depth.max(0) as u64, poisoned.max(0) as u64))
         })
         .await
         .map_err(|e| LogError::Sqlite(e.to_string()))??;
@@ -119,6 +137,16 @@ impl Spool {
                                     [before_ms],
                                 )?;
                             }
+                            Op::SetAside { seq, reason, at_ms } => {
+                                t.execute(
+                                    "INSERT OR IGNORE INTO poison (seq, id, subject, payload, reason, set_aside_at_ms) \
+                                     SELECT seq, id, subject, payload, ?2, ?3 FROM spool \
+                                     WHERE seq = ?1 AND acked_at_ms IS NULL",
+                                    params![seq, reason, at_ms],
+                                )?;
+                                delta -= t.execute("DELETE FROM spool WHERE seq = ?1 AND acked_at_ms IS NULL", [seq])?
+                                    as i64;
+                            }
                             Op::Barrier => {}
                         }
                     }
@@ -148,37 +176,38 @@ impl Spool {
             reader: Arc::new(Mutex::new(reader)),
             depth,
             dropped: Arc::new(AtomicU64::new(0)),
+            poisoned: Arc::new(AtomicU64::new(poisoned)),
             committed,
             max,
         })
     }
 
-    fn insert(env: &Envelope) -> Op {
-        Op::Insert { id: env.id.to_string(), subject: env.subject(), payload: env.to_json() }
+    fn insert(env: &Envelope, payload: Vec<u8>) -> Op {
+        Op::Insert { id: env.id.to_string(), subject: env.subject(), payload }
     }
 
     /// Writes the event and waits for the commit. Refuses with [`LogError::SpoolFull`] when
     /// `max` events are waiting. The check runs before the write, so concurrent appends can
     /// overshoot `max` by at most their number; it protects the disk, not an exact count.
-    pub async fn append(&self, env: &Envelope) -> Result<(), LogError> {
+    pub async fn append(&self, env: &Envelope, payload: Vec<u8>) -> Result<(), LogError> {
         let depth = self.depth();
         if depth >= self.max {
             return Err(LogError::SpoolFull(depth));
         }
-        self.writer.write(vec![Self::insert(env)]).await
+        self.writer.write(vec![Self::insert(env, payload)]).await
     }
 
     /// Queues the event without waiting. When the spool is full the event is refused with a
     /// warning and counted in [`Spool::dropped`]: request logs must not grow the spool without
     /// bound during a long outage, and billable appends are already being refused then.
-    pub fn append_nowait(&self, env: &Envelope) {
+    pub fn append_nowait(&self, env: &Envelope, payload: Vec<u8>) {
         let depth = self.depth();
         if depth >= self.max {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(depth, dropped, event_type = env.body.type_name(), "Spool full; event not spooled.");
             return;
         }
-        self.writer.write_nowait(vec![Self::insert(env)]);
+        self.writer.write_nowait(vec![Self::insert(env, payload)]);
     }
 
     /// Committed events not yet acknowledged by JetStream.
@@ -189,6 +218,19 @@ impl Spool {
     /// Events refused by [`Spool::append_nowait`] since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Rows set aside in the `poison` table (this process's and earlier ones').
+    pub fn poisoned(&self) -> u64 {
+        self.poisoned.load(Ordering::Relaxed)
+    }
+
+    /// Moves the unacked row `seq` to the `poison` table with `reason`, and waits for the commit,
+    /// so the publisher's next read no longer sees it. The row leaves the depth count.
+    pub async fn set_aside(&self, seq: i64, reason: String) -> Result<(), LogError> {
+        self.writer.write(vec![Op::SetAside { seq, reason, at_ms: now_ms() }]).await?;
+        self.poisoned.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Changes every time the writer commits; the publisher waits on it.
@@ -276,9 +318,10 @@ mod tests {
         let path = dir.path().join("spool.db");
         let spool = Spool::open(&path, 10).await?;
         let a = event("a");
-        spool.append(&a).await?;
-        spool.append(&a).await?; // same id: ignored
-        spool.append(&event("b")).await?;
+        spool.append(&a, a.to_json()).await?;
+        spool.append(&a, a.to_json()).await?; // same id: ignored
+        let b = event("b");
+        spool.append(&b, b.to_json()).await?;
         assert_eq!(spool.depth(), 2);
         let rows = spool.unacked_after(0, 10).await?;
         assert_eq!(rows.len(), 2);
@@ -305,10 +348,12 @@ mod tests {
     async fn append_refuses_when_full_and_nowait_drops_with_a_count() -> Result<(), LogError> {
         let dir = tempfile::tempdir().map_err(|e| LogError::Sqlite(e.to_string()))?;
         let spool = Spool::open(&dir.path().join("spool.db"), 2).await?;
-        spool.append(&event("a")).await?;
-        spool.append(&event("b")).await?;
-        assert!(matches!(spool.append(&event("c")).await, Err(LogError::SpoolFull(2))));
-        spool.append_nowait(&event("d"));
+        for name in ["a", "b"] {
+            let e = event(name);
+            spool.append(&e, e.to_json()).await?;
+        }
+        assert!(matches!(spool.append(&event("c"), Vec::new()).await, Err(LogError::SpoolFull(2))));
+        spool.append_nowait(&event("d"), Vec::new());
         assert_eq!(spool.dropped(), 1);
         spool.barrier().await?;
         assert_eq!(spool.depth(), 2);

@@ -144,3 +144,24 @@ async fn a_second_instance_on_the_same_file_sees_appends_by_polling() -> anyhow:
     assert_eq!(cli.last_seq(Stream::Control).await?, gateway.last_seq(Stream::Control).await?);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_event_over_the_size_limit_is_refused_and_the_log_goes_on() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = EventLog::open_embedded(dir.path()).await?;
+    let huge = tenant_created(&"x".repeat(nats::MAX_EVENT_BYTES));
+    let refused = log.append(&huge).await;
+    ensure!(
+        matches!(refused, Err(LogError::TooLarge { event_type: "tenant.created", limit: nats::MAX_EVENT_BYTES, .. })),
+        "{refused:?}"
+    );
+    log.append_nowait(&huge);
+    let a = tenant_created("a");
+    log.append(&a).await?;
+    let got = next_within(&mut log.tail(Stream::Control, 0), WAIT).await?;
+    ensure!(got.decode()? == a);
+    ensure!(log.last_seq(Stream::Control).await? == got.seq);
+    let health = log.health().await;
+    ensure!(health.reachable && health.poison_events == 2, "{health:?}");
+    Ok(())
+}

@@ -399,3 +399,113 @@ async fn a_stream_deleted_under_a_running_log_is_created_again() -> anyhow::Resu
     assert_eq!(take(&mut log.tail(Stream::Requests, 0), 1).await?[0].decode()?, ev);
     Ok(())
 }
+
+/// Events of about `kib` KiB: a tenant name is the simplest field to make large.
+fn tenant_created_of_kib(kib: usize) -> Envelope {
+    tenant_created(&"x".repeat(kib * 1024))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_event_ahead_of_normal_events_is_set_aside_and_the_events_behind_it_are_published()
+-> anyhow::Result<()> {
+    // A server with a smaller max_payload than the default, down while the gateway spools: the
+    // 200 KiB event is taken (nothing says it is too large yet) and can never be published.
+    let mut nats = NatsServer::stopped()?;
+    nats.set_config("max_payload: 65536\n")?;
+    let dir = tempfile::tempdir()?;
+    let log = EventLog::connect_jetstream(
+        &nats.url(),
+        dir.path(),
+        JetStreamOptions { startup_timeout: Duration::from_millis(200), ..opts() },
+    )
+    .await?;
+    let poison = tenant_created_of_kib(200);
+    log.append(&poison).await?;
+    let control = tenant_created("after");
+    log.append(&control).await?;
+    let requests: Vec<Envelope> = (0..50).map(request_logged).collect();
+    for e in &requests {
+        log.append(e).await?;
+    }
+    ensure!(log.health().await.spool_depth == 52);
+
+    nats.start()?;
+    log.flush(WAIT).await.with_context(|| format!("the spool did not drain:\n{}", nats.log()))?;
+
+    let mut tail = log.tail(Stream::Control, 0);
+    let got = take(&mut tail, 1).await?;
+    ensure!(ids(&got)? == vec![control.id.to_string()], "the control stream holds {:?}", ids(&got)?);
+    assert_quiet(&mut tail, Duration::from_millis(300)).await?;
+    let got = take(&mut log.tail(Stream::Requests, 0), 50).await?;
+    ensure!(ids(&got)? == requests.iter().map(|e| e.id.to_string()).collect::<Vec<_>>());
+
+    let health = log.health().await;
+    ensure!(health.reachable && health.spool_depth == 0 && health.poison_events == 1, "{health:?}");
+    // The poison event is kept, with its reason, for the operator.
+    let spool = rusqlite::Connection::open(dir.path().join("spool.db"))?;
+    let (id, size, reason): (String, i64, String) =
+        spool.query_row("SELECT id, length(payload), reason FROM poison", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    ensure!(id == poison.id.to_string() && size > 200 * 1024, "{id} {size}");
+    ensure!(reason.contains("max_payload of 65536"), "{reason}");
+    drop(log);
+
+    // A restarted gateway still reports it, and does not publish it again.
+    let log = connect(&nats, dir.path()).await?;
+    ensure!(log.health().await.poison_events == 1);
+    ensure!(log.last_seq(Stream::Control).await? == 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_over_the_servers_max_payload_is_refused_at_append_and_later_events_flow() -> anyhow::Result<()> {
+    let mut nats = NatsServer::stopped()?;
+    nats.set_config("max_payload: 65536\n")?;
+    nats.start()?;
+    let dir = tempfile::tempdir()?;
+    let log = connect(&nats, dir.path()).await?;
+    let refused = log.append(&tenant_created_of_kib(100)).await;
+    ensure!(
+        matches!(refused, Err(LogError::TooLarge { event_type: "tenant.created", limit: 64_512, .. })),
+        "{refused:?}"
+    );
+    ensure!(matches!(log.append_acked(&tenant_created_of_kib(100)).await, Err(LogError::TooLarge { .. })));
+    log.append_nowait(&tenant_created_of_kib(100));
+    let fits = tenant_created_of_kib(60);
+    log.append(&fits).await?;
+    log.flush(WAIT).await?;
+    let got = take(&mut log.tail(Stream::Control, 0), 1).await?;
+    ensure!(ids(&got)? == vec![fits.id.to_string()]);
+    ensure!(log.health().await.poison_events == 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_jetstream_refuses_for_good_is_set_aside_and_the_events_behind_it_are_published() -> anyhow::Result<()>
+{
+    let nats = NatsServer::start_new()?;
+    let dir = tempfile::tempdir()?;
+    let log = connect(&nats, dir.path()).await?;
+    // An operator limits the stream's message size below what was already accepted locally.
+    let client = async_nats::connect(nats.url()).await?;
+    let js = async_nats::jetstream::new(client);
+    let mut config = js.get_stream("LLMR_CONTROL").await?.cached_info().config.clone();
+    config.max_message_size = 4096;
+    js.update_stream(config).await?;
+
+    let refused = tenant_created_of_kib(10);
+    let after = tenant_created("after");
+    log.append(&refused).await?;
+    log.append(&after).await?;
+    log.flush(WAIT).await.context("the spool did not drain")?;
+    let mut tail = log.tail(Stream::Control, 0);
+    ensure!(ids(&take(&mut tail, 1).await?)? == vec![after.id.to_string()]);
+    assert_quiet(&mut tail, Duration::from_millis(300)).await?;
+    let health = log.health().await;
+    ensure!(health.poison_events == 1 && health.spool_depth == 0, "{health:?}");
+    let spool = rusqlite::Connection::open(dir.path().join("spool.db"))?;
+    let reason: String = spool.query_row("SELECT reason FROM poison", [], |r| r.get(0))?;
+    ensure!(reason.starts_with("refused by JetStream") && reason.contains("10054"), "{reason}");
+    Ok(())
+}

@@ -19,6 +19,8 @@ pub struct NatsServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// A configuration file passed with `-c`, when set.
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -27,7 +29,7 @@ impl NatsServer {
     pub fn start_new() -> anyhow::Result<Self> {
         let port = free_port()?;
         let dir = tempfile::Builder::new().prefix("llmr-nats-").tempdir().context("Failed to create the store dir")?;
-        let mut server = NatsServer { port, dir, child: None };
+        let mut server = NatsServer { port, dir, child: None, config: None };
         server.start()?;
         Ok(server)
     }
@@ -37,7 +39,16 @@ impl NatsServer {
     pub fn stopped() -> anyhow::Result<Self> {
         let port = free_port()?;
         let dir = tempfile::Builder::new().prefix("llmr-nats-").tempdir().context("Failed to create the store dir")?;
-        Ok(NatsServer { port, dir, child: None })
+        Ok(NatsServer { port, dir, child: None, config: None })
+    }
+
+    /// Writes `text` as the server's configuration file (e.g. `max_payload: 65536`), used from
+    /// the next [`NatsServer::start`]; the command-line port and store directory still apply.
+    pub fn set_config(&mut self, text: &str) -> anyhow::Result<()> {
+        let path = self.dir.path().join("nats-server.conf");
+        std::fs::write(&path, text).context("Failed to write the nats-server config")?;
+        self.config = Some(path);
+        Ok(())
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -74,7 +85,11 @@ impl NatsServer {
             .context("Failed to open the nats-server log")?;
         let log_err = log.try_clone().context("Failed to clone the log handle")?;
         let store = self.store_dir();
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-sd")

@@ -30,6 +30,11 @@ pub async fn action(
         return ApiError::UnknownRoute.into_response_for(Protocol::Gemini);
     };
     let model = model.strip_prefix("models/").unwrap_or(model).to_owned();
+    // Before anything else, so no action puts an unbounded name into an event or an answer.
+    if let Err(e) = crate::limits::identifier(&model, "model", crate::limits::MAX_MODEL_BYTES) {
+        log_request(&app, &rid, Some(caller.0.as_ref()), Endpoint::GenerateContent.name(), None, &e);
+        return e.into_response_for(Protocol::Gemini);
+    }
     let stream = match action {
         "generateContent" => false,
         "streamGenerateContent" => true,
@@ -40,7 +45,7 @@ pub async fn action(
         form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "alt" && v.eq_ignore_ascii_case("sse"))
     });
     let prepared = match proxy::read(&app, req).await {
-        Ok(bytes) => request::prepare_gemini(&model, stream, bytes),
+        Ok(bytes) => request::prepare_gemini(&model, stream, bytes, &app.cfg.limits),
         Err(e) => Err(e),
     };
     let Caller(key) = caller;

@@ -37,7 +37,7 @@ pub async fn count_tokens(
     let content_length =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let parsed = match request::read_body(req.into_body(), app.cfg.body_limit_bytes, content_length).await {
-        Ok(bytes) => request::prepare(Endpoint::Messages, bytes),
+        Ok(bytes) => request::prepare(Endpoint::Messages, bytes, &app.cfg.limits),
         Err(e) => Err(e),
     };
     let prepared = match parsed {

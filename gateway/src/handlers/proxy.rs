@@ -56,7 +56,7 @@ pub(super) async fn proxy(
 ) -> Response {
     let anthropic_beta = req.headers().get("anthropic-beta").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let prepared = match read(&app, req).await {
-        Ok(bytes) => request::prepare(endpoint, bytes),
+        Ok(bytes) => request::prepare(endpoint, bytes, &app.cfg.limits),
         Err(e) => Err(e),
     };
     let options = CallOptions { anthropic_beta, gemini_sse: true };

@@ -6,6 +6,7 @@ mod conformance;
 mod failures;
 mod gemini;
 mod helpers;
+mod limits;
 mod providers;
 
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@ mod streams;
 mod tail;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use schemas::{Envelope, Stream};
 use tokio::sync::{oneshot, watch};
 
 use crate::spool::Spool;
-use crate::{LogError, LogHealth, StoredEvent};
+use crate::{LogError, LogHealth, MAX_EVENT_BYTES, NATS_HEADER_ROOM, StoredEvent};
 
 /// The longest pause between reconnect attempts; NATS restarts are noticed within this.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
@@ -77,6 +77,8 @@ struct Shared {
     opts: JetStreamOptions,
     streams_ready: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Appends refused since start because the event was over [`Shared::max_event_bytes`].
+    refused: AtomicU64,
     /// Counts (re)connections; tails recreate their consumer when it moves.
     connects: watch::Receiver<u64>,
     /// Dropped with the last handle, which stops the publisher.
@@ -102,6 +104,30 @@ impl Shared {
 
     fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The server's `max_payload`, once a server has told us (0 before the first connection).
+    fn server_max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
+    /// The largest event this log takes: [`MAX_EVENT_BYTES`], or less when the server's
+    /// `max_payload` is smaller than the default.
+    fn max_event_bytes(&self) -> usize {
+        match self.server_max_payload() {
+            0 => MAX_EVENT_BYTES,
+            max => MAX_EVENT_BYTES.min(max.saturating_sub(NATS_HEADER_ROOM)),
+        }
+    }
+
+    /// The JSON of `env`, or [`LogError::TooLarge`] (logged, counted) when it can never be published.
+    fn payload(&self, env: &Envelope) -> Result<Vec<u8>, LogError> {
+        let payload = env.to_json();
+        let limit = self.max_event_bytes();
+        if payload.len() > limit {
+            return Err(crate::refuse_oversize(env, payload.len(), limit, &self.refused));
+        }
+        Ok(payload)
     }
 }
 
@@ -161,6 +187,7 @@ impl JetStreamLog {
             opts,
             streams_ready: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            refused: AtomicU64::new(0),
             connects,
             _stop: stop,
         });
@@ -196,21 +223,25 @@ impl JetStreamLog {
     }
 
     /// Writes the event to the spool and waits for the commit (not for NATS); the publisher
-    /// sends it on. [`LogError::SpoolFull`] when `max_spool` events are waiting.
+    /// sends it on. [`LogError::SpoolFull`] when `max_spool` events are waiting;
+    /// [`LogError::TooLarge`] when the event could never be published.
     pub async fn append(&self, env: &Envelope) -> Result<(), LogError> {
-        self.shared.spool.append(env).await
+        let payload = self.shared.payload(env)?;
+        self.shared.spool.append(env, payload).await
     }
 
     /// Queues the event for the spool without waiting. Refused with a warning when the spool is
-    /// full (see `Spool::append_nowait`).
+    /// full (see `Spool::append_nowait`), and with an error line when it is over the size limit.
     pub fn append_nowait(&self, env: &Envelope) {
-        self.shared.spool.append_nowait(env);
+        if let Ok(payload) = self.shared.payload(env) {
+            self.shared.spool.append_nowait(env, payload);
+        }
     }
 
     /// Publishes directly (no spool) and waits for the PubAck, retrying with the same
     /// `Nats-Msg-Id` after a timeout: a timeout does not mean the event was not stored.
     pub async fn append_acked(&self, env: &Envelope) -> Result<(), LogError> {
-        let payload = bytes::Bytes::from(env.to_json());
+        let payload = bytes::Bytes::from(self.shared.payload(env)?);
         let subject = env.subject();
         let id = env.id.to_string();
         let mut last = LogError::Nats("not attempted".into());
@@ -270,7 +301,8 @@ impl JetStreamLog {
         if dropped > 0 && error.is_none() {
             error = Some(format!("{dropped} request-log events refused while the spool was full"));
         }
-        LogHealth { backend: "jetstream", reachable, spool_depth: s.spool.depth(), error }
+        let poison_events = s.spool.poisoned() + s.refused.load(Ordering::Relaxed);
+        LogHealth { backend: "jetstream", reachable, spool_depth: s.spool.depth(), poison_events, error }
     }
 
     /// Waits until every event appended before the call is acknowledged by JetStream.

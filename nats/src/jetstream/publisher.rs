@@ -4,6 +4,12 @@
 //! unacked row with the same ids, so JetStream drops the copies it already stored. A retried
 //! row can therefore land after rows that were behind it in the spool; nothing downstream relies
 //! on cross-event order beyond the stream sequence.
+//!
+//! A row that can never be published — larger than the server's `max_payload` (NATS would close
+//! the connection over it, every time) or refused by JetStream for good (over the stream's
+//! maximum message size) — is a poison row: it is moved to the spool's `poison` table, reported
+//! at ERROR (id, type, size, never the content), counted in the health report, and the rows
+//! behind it are published as usual.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -11,14 +17,15 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::oneshot;
 
 use super::{Shared, streams};
-use crate::LogError;
 use crate::spool::SpoolRow;
+use crate::{LogError, NATS_HEADER_ROOM};
 
 /// Rows read from the spool per query; a few windows' worth so the pipeline stays full.
 const READ_BATCH: usize = 1024;
@@ -154,35 +161,88 @@ async fn publish_unacked(s: &Shared) -> (usize, Result<(), Failure>) {
             }
             let Some(row) = buffer.pop_front() else { break };
             cursor = row.seq;
+            if let Some(reason) = over_max_payload(s, &row) {
+                if let Err(e) = set_aside(s, &row, reason).await {
+                    failure = Some(Failure::Log(e));
+                }
+                continue;
+            }
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", row.id.as_str());
             match s.js.publish_with_headers(row.subject.clone(), headers, row.payload.clone()).await {
-                Ok(ack) => {
-                    let seq = row.seq;
-                    in_flight.push(async move { (seq, ack.await) });
-                }
+                Ok(ack) => in_flight.push(async move { (row, ack.await) }),
                 Err(e) => failure = Some(Failure::Publish(e)),
             }
         }
-        let Some((seq, result)) = in_flight.next().await else { break };
+        let Some((row, result)) = in_flight.next().await else { break };
         match result {
             Ok(_) => {
                 total += 1;
-                acked.push(seq);
+                acked.push(row.seq);
                 if acked.len() >= ACK_BATCH {
                     s.spool.mark_acked_nowait(std::mem::take(&mut acked));
                 }
             }
-            Err(e) => {
-                if failure.is_none() {
-                    failure = Some(Failure::Publish(e));
+            Err(e) => match permanent_rejection(&e) {
+                Some(reason) => {
+                    if let Err(e) = set_aside(s, &row, reason).await
+                        && failure.is_none()
+                    {
+                        failure = Some(Failure::Log(e));
+                    }
                 }
-            }
+                None => {
+                    if failure.is_none() {
+                        failure = Some(Failure::Publish(e));
+                    }
+                }
+            },
         }
     }
     s.spool.mark_acked_nowait(acked);
     match failure {
         None => (total, Ok(())),
         Some(f) => (total, Err(f)),
+    }
+}
+
+/// Why `row` can never be published to the connected server, if it is over its `max_payload`
+/// (headers included). The server would answer such a message by closing the connection.
+fn over_max_payload(s: &Shared, row: &SpoolRow) -> Option<String> {
+    let max = s.server_max_payload();
+    (max > 0 && row.payload.len().saturating_add(NATS_HEADER_ROOM) > max)
+        .then(|| format!("larger than the NATS server's max_payload of {max} bytes"))
+}
+
+/// Why JetStream refused a publish for good, if it did: a message over the stream's maximum
+/// message size is refused again however often it is retried. Everything else (timeouts, no
+/// stream, a full stream, a lost connection) may pass and is retried.
+fn permanent_rejection(e: &PublishError) -> Option<String> {
+    let api = std::error::Error::source(e)?.downcast_ref::<async_nats::jetstream::Error>()?;
+    (api.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM).then(|| format!("refused by JetStream: {api}"))
+}
+
+/// Moves `row` to the spool's `poison` table and reports it (never its content).
+async fn set_aside(s: &Shared, row: &SpoolRow, reason: String) -> Result<(), LogError> {
+    tracing::error!(
+        event_id = %row.id,
+        event_type = %event_type(&row.payload),
+        size = row.payload.len(),
+        %reason,
+        "Event can never be published; set aside in the spool's poison table, publishing continues."
+    );
+    s.spool.set_aside(row.seq, reason).await
+}
+
+/// The `type` of a spooled envelope, for the report; never more of its content.
+fn event_type(payload: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    match serde_json::from_slice::<Typed>(payload) {
+        Ok(t) if t.kind.len() <= 64 => t.kind,
+        _ => "unknown".to_owned(),
     }
 }

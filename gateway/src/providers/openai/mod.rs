@@ -143,17 +143,19 @@ mod body_tests {
     #[test]
     fn stream_options_reach_only_vendors_that_accept_them() -> Result<(), ApiError> {
         let preset = |name: &str| Channel { preset: presets::for_provider(name), ..tests_channel() };
-        let plain = prepare(Endpoint::ChatCompletions, Bytes::from_static(br#"{"model":"m","stream":true}"#))?;
+        let limits = crate::limits::Limits::default();
+        let plain = prepare(Endpoint::ChatCompletions, Bytes::from_static(br#"{"model":"m","stream":true}"#), &limits)?;
         let v = |b: Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default();
         assert_eq!(v(body_for(&preset("deepseek"), &plain))["stream_options"]["include_usage"], true);
         assert_eq!(body_for(&preset("mistral"), &plain), plain.original);
         let asked = prepare(
             Endpoint::ChatCompletions,
-            Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"n":[1, 2]}"#),
+            Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"x":[1, 2]}"#),
+            &limits,
         )?;
         let sent = v(body_for(&preset("zhipu"), &asked));
         assert!(sent.get("stream_options").is_none(), "{sent}");
-        assert_eq!(sent["n"], serde_json::json!([1, 2]));
+        assert_eq!(sent["x"], serde_json::json!([1, 2]));
         assert_eq!(body_for(&preset("openai"), &asked), asked.original);
         Ok(())
     }
