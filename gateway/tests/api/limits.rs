@@ -306,9 +306,9 @@ async fn spawn_jetstream() -> anyhow::Result<JsApp> {
     let log = EventLog::connect_jetstream(&nats.url(), dir.path(), opts).await?;
     let fake = FakeOpenAi::start().await?;
     let master = MasterKey::generate();
-    log.append(&helpers::control(TENANT, EventBody::TenantCreated(TenantCreated { name: TENANT.into() }))).await?;
+    log.append_acked(&helpers::control(TENANT, EventBody::TenantCreated(TenantCreated { name: TENANT.into() }))).await?;
     let issued = helpers::issue_key(&log, None).await?;
-    log.append(&helpers::control(
+    log.append_acked(&helpers::control(
         GLOBAL_TENANT,
         EventBody::ChannelAdded(ChannelAdded {
             channel_id: "ch_fake".into(),
