@@ -1,11 +1,13 @@
-//! Test harness: an embedded event log in a temp dir plus a read store on SQLite or on a fresh
-//! Postgres database, event builders, and a reference fold of usage events computed without the
-//! projection code.
+//! Test harness: an event log plus a read store on SQLite or on a fresh Postgres database, event
+//! builders, and a reference fold of usage events computed without the projection code. The log
+//! is the embedded one in a temp dir, or JetStream on a `nats-server` child when
+//! `LLMR_TEST_LOG=jetstream` (the test command runs the suite both ways). Events are appended
+//! acked, so they are in the log itself when a test goes on.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use nats::EventLog;
 use projections::read::{self, UsageDay};
 use projections::{Projection, ReadStore, RunOptions};
@@ -36,13 +38,27 @@ pub struct Harness {
     pub store_url: String,
     dir: tempfile::TempDir,
     _pg: Option<TestDb>,
+    _nats: Option<testkit::nats_server::NatsServer>,
 }
 
 impl Harness {
     pub async fn new(backend: Backend) -> anyhow::Result<Self> {
         init_tracing();
         let dir = tempfile::tempdir().context("Failed to create a temp dir")?;
-        let log = EventLog::open_embedded(dir.path()).await.context("Failed to open the embedded log")?;
+        let (log, nats) = match std::env::var("LLMR_TEST_LOG").as_deref() {
+            Ok("jetstream") => {
+                let nats = testkit::nats_server::NatsServer::start_new()?;
+                let opts = nats::JetStreamOptions { require_nats_at_start: true, ..Default::default() };
+                let log = EventLog::connect_jetstream(&nats.url(), dir.path(), opts)
+                    .await
+                    .context("Failed to connect the JetStream log")?;
+                (log, Some(nats))
+            }
+            Ok("embedded") | Err(_) => {
+                (EventLog::open_embedded(dir.path()).await.context("Failed to open the embedded log")?, None)
+            }
+            Ok(other) => bail!("LLMR_TEST_LOG={other:?}: expected `embedded` or `jetstream`"),
+        };
         let (store_url, pg) = match backend {
             Backend::Sqlite => (format!("sqlite://{}/read.db?mode=rwc", dir.path().display()), None),
             Backend::Postgres => {
@@ -51,12 +67,12 @@ impl Harness {
             }
         };
         let store = ReadStore::connect(&store_url).await.context("Failed to connect the read store")?;
-        Ok(Harness { backend, log, store, store_url, dir, _pg: pg })
+        Ok(Harness { backend, log, store, store_url, dir, _pg: pg, _nats: nats })
     }
 
     pub async fn append_all(&self, events: &[Envelope]) -> anyhow::Result<()> {
         for e in events {
-            self.log.append(e).await?;
+            self.log.append_acked(e).await?;
         }
         Ok(())
     }
@@ -67,10 +83,17 @@ impl Harness {
         Ok(conn)
     }
 
+    /// Whether [`Harness::append_raw`] can write to this log (the embedded one only: JetStream
+    /// has no way around the envelope for a client of the `nats` crate).
+    pub fn raw_writes(&self) -> bool {
+        matches!(self.log, EventLog::Embedded(_))
+    }
+
     /// Writes a row into the embedded log under a log id of our choosing, bypassing the
     /// envelope: the way to store a poison payload, or the same event under a second log id
     /// (what a publish retried after the duplicate window looks like).
     pub fn append_raw(&self, stream: Stream, log_id: &str, payload: &[u8]) -> anyhow::Result<()> {
+        ensure!(self.raw_writes(), "raw rows can only be written to the embedded log");
         self.events_db()?.execute(
             "INSERT INTO events (id, stream, subject, payload) VALUES (?1, ?2, 'llmr.v1.test', ?3)",
             rusqlite::params![log_id, stream.name(), payload],
@@ -79,13 +102,24 @@ impl Harness {
     }
 
     /// How many events of `stream` have a sequence up to `seq`.
-    pub fn events_up_to(&self, stream: Stream, seq: u64) -> anyhow::Result<i64> {
-        let seq = i64::try_from(seq)?;
-        Ok(self.events_db()?.query_row(
-            "SELECT COUNT(*) FROM events WHERE stream = ?1 AND seq <= ?2",
-            rusqlite::params![stream.name(), seq],
-            |r| r.get(0),
-        )?)
+    pub async fn events_up_to(&self, stream: Stream, seq: u64) -> anyhow::Result<i64> {
+        use futures::StreamExt as _;
+        let mut n = 0;
+        if seq == 0 {
+            return Ok(0);
+        }
+        let mut tail = self.log.tail(stream, 0);
+        while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), tail.next()).await.context("tail stalled")? {
+            let ev = ev?;
+            if ev.seq > seq {
+                break;
+            }
+            n += 1;
+            if ev.seq == seq {
+                break;
+            }
+        }
+        Ok(n)
     }
 
     /// Runs one statement on a connection of its own (fault injection).

@@ -42,11 +42,13 @@ async fn the_same_event_delivered_twice_gives_one_ledger_row() -> anyhow::Result
         let h = Harness::new(backend).await?;
         let p = price("USD", 1_000_000_000, 2_000_000_000);
         let e = usage("acme", "key_a", "req-dup", "gpt-4o", BASE_US, (1000, 0, 0, 500, 0), &p, false);
-        h.log.append(&e).await?;
+        h.log.append_acked(&e).await?;
         // Appending again with the same id is absorbed by the log; a copy under another log id
         // (a retry after the duplicate window) must be absorbed by the projection.
-        h.log.append(&e).await?;
-        h.append_raw(Stream::Billing, "redelivered-copy", &e.to_json())?;
+        h.log.append_acked(&e).await?;
+        if h.raw_writes() {
+            h.append_raw(Stream::Billing, "redelivered-copy", &e.to_json())?;
+        }
         h.catch_up(Projection::Ledger).await?;
 
         let rows = read::ledger_rows_for_request(&h.store, "req-dup").await?;
@@ -62,12 +64,17 @@ async fn the_same_event_delivered_twice_gives_one_ledger_row() -> anyhow::Result
 async fn a_poison_event_is_recorded_and_skipped() -> anyhow::Result<()> {
     for backend in BACKENDS {
         let h = Harness::new(backend).await?;
+        if !h.raw_writes() {
+            // Undecodable bytes cannot be published through the `nats` crate's API; the embedded
+            // run covers the runner's handling, which is the same code for both logs.
+            return Ok(());
+        }
         let p = price("USD", 1_000_000_000, 2_000_000_000);
         let before = usage("acme", "key_a", "req-1", "gpt-4o", BASE_US, (10, 0, 0, 5, 0), &p, false);
         let after = usage("acme", "key_a", "req-2", "gpt-4o", BASE_US, (20, 0, 0, 5, 0), &p, true);
-        h.log.append(&before).await?;
+        h.log.append_acked(&before).await?;
         h.append_raw(Stream::Billing, "garbage-1", b"{\"id\": not json")?;
-        h.log.append(&after).await?;
+        h.log.append_acked(&after).await?;
         h.catch_up(Projection::Ledger).await?;
 
         ensure!(read::ledger_row_count(&h.store, "acme").await? == 2, "{backend:?}: events around the poison apply");

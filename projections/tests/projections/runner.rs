@@ -51,7 +51,10 @@ async fn a_batch_failing_part_way_rolls_back_and_the_restart_applies_everything_
         // trace, not even its first 36 events.
         let checkpoint = h.checkpoint(Projection::Ledger).await?;
         let applied = read::ledger_row_count(&h.store, "acme").await?;
-        ensure!(applied == h.events_up_to(Stream::Billing, checkpoint)?, "{backend:?}: {applied} rows at {checkpoint}");
+        ensure!(
+            applied == h.events_up_to(Stream::Billing, checkpoint).await?,
+            "{backend:?}: {applied} rows at {checkpoint}"
+        );
         ensure!(applied < 38, "{backend:?}: the failing event's batch was committed ({applied} rows)");
         ensure!(read::ledger_rows_for_request(&h.store, "req-36").await?.is_empty() || applied >= 37);
 
