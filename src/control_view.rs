@@ -160,7 +160,7 @@ impl ControlView {
                     Some(channel) => self.channel_prices.insert((channel, info.price.model.clone()), info),
                 };
             }
-            EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) => {}
+            EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) | EventBody::AuthFailuresCounted(_) => {}
         }
     }
 
