@@ -292,3 +292,36 @@ async fn an_idle_keep_alive_connection_is_closed_by_the_server() -> anyhow::Resu
     assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "closed after {waited:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stream_longer_than_every_server_timeout_with_pauses_longer_than_the_idle_timeout_is_never_cut()
+-> anyhow::Result<()> {
+    let server = ServerConfig {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(400),
+        body_read_timeout: Duration::from_millis(300),
+        max_connections: 64,
+    };
+    let app = spawn_served(
+        |c| {
+            c.first_byte_timeout = Duration::from_secs(5);
+            c.idle_timeout = Duration::from_secs(5);
+        },
+        server,
+    )
+    .await?;
+    app.fake.set_scenario(testkit::fake_openai::Scenario::SlowChunks(Duration::from_millis(500)));
+    let started = Instant::now();
+    let resp = app
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": MODEL, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let payloads = crate::helpers::sse_payloads(resp).await?;
+    assert!(started.elapsed() > Duration::from_millis(1500), "the stream was not slow: {:?}", started.elapsed());
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(app.wait_usage(1).await?.len(), 1);
+    Ok(())
+}
