@@ -28,6 +28,15 @@ pub struct FileConfig {
     /// JetStream settings.
     #[serde(default)]
     pub jetstream: JetStreamFile,
+    /// HTTP server limits.
+    #[serde(default)]
+    pub server: ServerFile,
+    /// The failed-authentication throttle.
+    #[serde(default)]
+    pub auth: AuthFile,
+    /// How long logs are kept.
+    #[serde(default)]
+    pub retention: RetentionFile,
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -41,6 +50,38 @@ pub struct LimitsFile {
     pub max_output_tokens: Option<u64>,
     /// Most `messages` (Gemini: `contents`) in one request.
     pub max_messages: Option<u64>,
+}
+
+/// `[server]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// Time a client has to send its request headers.
+    pub header_read_timeout_ms: Option<u64>,
+    /// A connection with no traffic for this long is closed once its request (if any) is done.
+    pub idle_timeout_ms: Option<u64>,
+    /// Time a client has to send its whole request body.
+    pub body_read_timeout_ms: Option<u64>,
+    /// Open client connections at most.
+    pub max_connections: Option<usize>,
+}
+
+/// `[auth]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// Failed authentications per client address and window before 429.
+    pub failure_limit: Option<u32>,
+    /// The window, in seconds.
+    pub failure_window_secs: Option<u64>,
+}
+
+/// `[retention]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    /// Days the request log (`LLMR_REQUESTS`) is kept.
+    pub request_log_days: Option<u64>,
 }
 
 /// `[upstream]` in the config file.
@@ -102,9 +143,21 @@ pub struct Config {
     pub replicas: usize,
     /// Spool capacity.
     pub max_spool: u64,
+    /// HTTP server limits (the connection cap before it is fitted to the file limit).
+    pub server: gateway::server::ServerConfig,
+    /// Failed authentications per client address and window before 429.
+    pub auth_failure_limit: u32,
+    /// The window of `auth_failure_limit`.
+    pub auth_failure_window: Duration,
+    /// How long request logs are kept (billing and control events are kept forever).
+    pub request_log_retention: Duration,
     /// Request limits.
     pub limits: gateway::limits::Limits,
 }
+
+/// 90 days: long enough for monthly reports and disputes, short enough that the log of
+/// non-billable facts does not grow forever.
+const DEFAULT_REQUEST_LOG_DAYS: u64 = 90;
 
 /// 32 MiB: large enough for vision requests with several base64 images.
 const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -153,6 +206,52 @@ impl Config {
         let ms = |env_name: &str, file: Option<u64>, default: u64| -> anyhow::Result<Duration> {
             Ok(Duration::from_millis(num(env_name, env(env_name))?.or(file).unwrap_or(default)))
         };
+        let server = {
+            let d = gateway::server::ServerConfig::default();
+            let s = &f.server;
+            let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            gateway::server::ServerConfig {
+                header_read_timeout: ms(
+                    "LLM_ROUTER_HEADER_READ_TIMEOUT_MS",
+                    s.header_read_timeout_ms,
+                    millis(d.header_read_timeout),
+                )?,
+                idle_timeout: ms("LLM_ROUTER_KEEP_ALIVE_TIMEOUT_MS", s.idle_timeout_ms, millis(d.idle_timeout))?,
+                body_read_timeout: ms(
+                    "LLM_ROUTER_BODY_READ_TIMEOUT_MS",
+                    s.body_read_timeout_ms,
+                    millis(d.body_read_timeout),
+                )?,
+                max_connections: num("LLM_ROUTER_MAX_CONNECTIONS", env("LLM_ROUTER_MAX_CONNECTIONS"))?
+                    .map(|v| v as usize)
+                    .or(s.max_connections)
+                    .unwrap_or(d.max_connections),
+            }
+        };
+        for (name, d) in [
+            ("header_read_timeout_ms", server.header_read_timeout),
+            ("idle_timeout_ms", server.idle_timeout),
+            ("body_read_timeout_ms", server.body_read_timeout),
+        ] {
+            anyhow::ensure!(!d.is_zero(), "[server] {name}: must be more than 0");
+        }
+        anyhow::ensure!(server.max_connections >= 1, "[server] max_connections: must be at least 1");
+        let auth_failure_limit = num("LLM_ROUTER_AUTH_FAILURE_LIMIT", env("LLM_ROUTER_AUTH_FAILURE_LIMIT"))?
+            .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+            .or(f.auth.failure_limit)
+            .unwrap_or(gateway::GatewayConfig::DEFAULT_AUTH_FAILURE_LIMIT);
+        anyhow::ensure!(auth_failure_limit >= 1, "[auth] failure_limit: must be at least 1");
+        let auth_failure_window = Duration::from_secs(
+            num("LLM_ROUTER_AUTH_FAILURE_WINDOW_SECS", env("LLM_ROUTER_AUTH_FAILURE_WINDOW_SECS"))?
+                .or(f.auth.failure_window_secs)
+                .unwrap_or(gateway::GatewayConfig::DEFAULT_AUTH_FAILURE_WINDOW.as_secs()),
+        );
+        anyhow::ensure!(!auth_failure_window.is_zero(), "[auth] failure_window_secs: must be more than 0");
+        let request_log_days =
+            num("LLM_ROUTER_REQUEST_LOG_RETENTION_DAYS", env("LLM_ROUTER_REQUEST_LOG_RETENTION_DAYS"))?
+                .or(f.retention.request_log_days)
+                .unwrap_or(DEFAULT_REQUEST_LOG_DAYS);
+        anyhow::ensure!(request_log_days >= 1, "[retention] request_log_days: must be at least 1");
         let max_output_tokens = num("LLM_ROUTER_MAX_OUTPUT_TOKENS", env("LLM_ROUTER_MAX_OUTPUT_TOKENS"))?
             .or(f.limits.max_output_tokens)
             .unwrap_or(gateway::limits::DEFAULT_MAX_OUTPUT_TOKENS);
@@ -172,6 +271,10 @@ impl Config {
             idle_timeout: ms("LLM_ROUTER_IDLE_TIMEOUT_MS", f.upstream.idle_timeout_ms, 60_000)?,
             replicas: f.jetstream.replicas.unwrap_or(1),
             max_spool: f.jetstream.max_spool.unwrap_or(1_000_000),
+            server,
+            auth_failure_limit,
+            auth_failure_window,
+            request_log_retention: Duration::from_secs(request_log_days.saturating_mul(24 * 3600)),
             limits: gateway::limits::Limits { max_output_tokens, max_messages },
         })
     }
@@ -224,6 +327,29 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert!(c.nats_url.is_none() && c.database_url.is_none());
         assert_eq!(c.body_limit_bytes, 32 * 1024 * 1024);
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.auth_failure_limit, 20);
+        assert_eq!(c.request_log_retention, Duration::from_secs(90 * 24 * 3600));
+        Ok(())
+    }
+
+    #[test]
+    fn server_limits_throttle_and_retention_come_from_the_file_and_environment() -> anyhow::Result<()> {
+        let file: FileConfig = toml::from_str(
+            "[server]\nheader_read_timeout_ms = 500\nmax_connections = 8\n[auth]\nfailure_limit = 3\n\
+             [retention]\nrequest_log_days = 7",
+        )?;
+        let env = |k: &str| (k == "LLM_ROUTER_BODY_READ_TIMEOUT_MS").then(|| "1500".to_owned());
+        let c = Config::resolve(file, &env, &Overrides::default(), None)?;
+        assert_eq!(c.server.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(c.server.body_read_timeout, Duration::from_millis(1500));
+        assert_eq!(c.server.max_connections, 8);
+        assert_eq!(c.auth_failure_limit, 3);
+        assert_eq!(c.request_log_retention, Duration::from_secs(7 * 24 * 3600));
+        let zero: FileConfig = toml::from_str("[retention]\nrequest_log_days = 0")?;
+        let err = Config::resolve(zero, &no_env, &Overrides::default(), None).err();
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("request_log_days"));
         Ok(())
     }
 

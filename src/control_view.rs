@@ -160,7 +160,7 @@ impl ControlView {
                     Some(channel) => self.channel_prices.insert((channel, info.price.model.clone()), info),
                 };
             }
-            EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) => {}
+            EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) | EventBody::AuthFailuresCounted(_) => {}
         }
     }
 
@@ -186,7 +186,11 @@ impl ControlView {
         match matches.as_slice() {
             [one] if needle.len() >= 6 => Ok(one),
             [] | [_] => anyhow::bail!("no key matches {:?}", schemas::keys::display_prefix(needle)),
-            _ => anyhow::bail!("{} keys match {needle:?}; give the key id", matches.len()),
+            _ => anyhow::bail!(
+                "{} keys match {:?}; give the key id",
+                matches.len(),
+                schemas::keys::display_prefix(needle)
+            ),
         }
     }
 }

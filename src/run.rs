@@ -42,6 +42,7 @@ async fn open_log_with(cfg: &Config, require_nats_at_start: bool) -> anyhow::Res
                 replicas: cfg.replicas,
                 max_spool: cfg.max_spool,
                 require_nats_at_start,
+                requests_max_age: cfg.request_log_retention,
                 ..Default::default()
             };
             // A spool belongs to one process: the long-running one drains its own, and admin
@@ -118,6 +119,13 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
         let key = crate::admin::issue_key(log, "default", Some("first".to_owned()), None).await?;
         say("First start: created tenant `default` with this API key (shown once, keep it):");
         say(&key.key);
+        if cfg.listen.ip().is_unspecified() {
+            say(&format!(
+                "Listening on {} accepts connections on every network interface; use --listen 127.0.0.1:{} to keep it local.",
+                cfg.listen,
+                cfg.listen.port()
+            ));
+        }
     }
     let mut created: Vec<&str> = Vec::new();
     for default in DEFAULT_CHANNELS {
@@ -186,12 +194,41 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<projections::ReadStore> 
     let url = match &cfg.database_url {
         Some(u) => u.clone(),
         None => {
-            std::fs::create_dir_all(&cfg.data_dir)
+            nats::create_private_dir(&cfg.data_dir)
                 .with_context(|| format!("Failed to create {}", cfg.data_dir.display()))?;
             format!("sqlite://{}?mode=rwc", cfg.data_dir.join("read.db").display())
         }
     };
-    projections::ReadStore::connect(&url).await.context("Failed to open the read-model database")
+    let store = projections::ReadStore::connect(&url).await.context("Failed to open the read-model database")?;
+    if cfg.database_url.is_none() {
+        // It holds key hashes, tenants and usage: owner only, like the event log.
+        let path = cfg.data_dir.join("read.db");
+        nats::make_private(&path).with_context(|| format!("Failed to restrict {}", path.display()))?;
+    }
+    Ok(store)
+}
+
+/// How often the embedded log drops request logs older than the retention window.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// On the embedded log, drops request logs past `cfg.request_log_retention` now and every hour
+/// (JetStream does it itself with the stream's `max_age`). Billing and control events stay.
+fn spawn_retention(cfg: &Config, log: &EventLog) -> Option<tokio::task::JoinHandle<()>> {
+    if log.backend() != "embedded" {
+        return None;
+    }
+    let (log, window) = (log.clone(), cfg.request_log_retention);
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_EVERY);
+        loop {
+            tick.tick().await;
+            match log.enforce_request_retention(window).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(dropped = n, "Request logs past the retention window dropped."),
+                Err(e) => tracing::warn!(error = %e, "Request-log retention failed; retried in an hour."),
+            }
+        }
+    }))
 }
 
 /// This process's name in events (`source`) and health output.
@@ -210,21 +247,32 @@ fn gateway_config(cfg: &Config, instance: &str) -> anyhow::Result<gateway::Gatew
     g.first_byte_timeout = cfg.first_byte_timeout;
     g.idle_timeout = cfg.idle_timeout;
     g.limits = cfg.limits;
+    g.auth_failure_limit = cfg.auth_failure_limit;
+    g.auth_failure_window = cfg.auth_failure_window;
     Ok(g)
 }
 
 async fn listen_and_serve(cfg: &Config, app: axum::Router) -> anyhow::Result<()> {
-    use axum::serve::ListenerExt as _;
+    let fd_limit = gateway::server::raise_open_files_limit();
+    let mut server = cfg.server.clone();
+    server.max_connections = gateway::server::connection_cap(server.max_connections, fd_limit);
+    if server.max_connections < cfg.server.max_connections {
+        tracing::warn!(
+            configured = cfg.server.max_connections,
+            max_connections = server.max_connections,
+            open_files_limit = ?fd_limit,
+            "Connection cap lowered to fit the open files limit."
+        );
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("Failed to listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "Listening.");
-    // Nagle's algorithm would hold small SSE chunks back by up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")
+    tracing::info!(%addr, max_connections = server.max_connections, "Listening.");
+    if addr.ip().is_unspecified() {
+        tracing::info!(%addr, "Listening on every network interface (set `listen` to 127.0.0.1:PORT to keep it local).");
+    }
+    gateway::server::serve(listener, app, server, shutdown_signal()).await.context("HTTP server failed")
 }
 
 /// Runs the projections until the returned sender says stop.
@@ -256,12 +304,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let instance = instance_name();
     builtin_prices(&log, &instance).await;
     let (stop, workers) = spawn_workers(&store, &log);
+    let retention = spawn_retention(&cfg, &log);
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
     let app = gw
         .router()
         .merge(web::router(web::WebState::new(store.clone(), log.clone(), &instance)))
         .fallback(gateway::unknown_route);
     let served = listen_and_serve(&cfg, app).await;
+    if let Some(r) = retention {
+        r.abort();
+    }
     let _ = stop.send(true);
     let _ = workers.await;
     drain(&log).await;
@@ -307,7 +359,11 @@ pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let app = app.fallback(gateway::unknown_route);
+    let retention = spawn_retention(&cfg, &log);
     let served = listen_and_serve(&cfg, app).await;
+    if let Some(r) = retention {
+        r.abort();
+    }
     drain(&log).await;
     served
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nats::EventLog;
-use schemas::{Envelope, EventBody, Stream};
+use schemas::{Envelope, EventBody, GLOBAL_TENANT, Stream};
 
+use crate::auth_failures::{self, AuthFailures};
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::state::{Control, ControlState};
@@ -25,6 +26,8 @@ pub struct Inner {
     pub control: Arc<Control>,
     /// One client for every upstream, so connections are pooled and reused.
     pub http: reqwest::Client,
+    /// Failed authentications: the per-address throttle and the counts of this interval.
+    pub auth_failures: AuthFailures,
     producer_seq: AtomicU64,
 }
 
@@ -54,6 +57,35 @@ fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// Appends the failed-authentication counts once per interval while they are non-zero, and prunes
+/// the throttle table; stops when the gateway is dropped.
+async fn report_auth_failures(inner: std::sync::Weak<Inner>) {
+    let Some(every) = inner.upgrade().map(|i| i.cfg.auth_failure_report_interval) else { return };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.auth_failures.prune();
+        let Some(report) = inner.auth_failures.take_report(now_us()) else { continue };
+        let failed = report.missing + report.malformed + report.unknown + report.revoked;
+        if report.throttled > 0 {
+            tracing::warn!(
+                failed,
+                throttled = report.throttled,
+                addresses = report.distinct_addresses,
+                "Failed authentications; some client addresses are being throttled."
+            );
+        } else {
+            tracing::info!(failed, addresses = report.distinct_addresses, "Failed authentications.");
+        }
+        let mut env =
+            Envelope::new(GLOBAL_TENANT, &inner.cfg.instance, now_us(), EventBody::AuthFailuresCounted(report));
+        env.producer_seq = inner.producer_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        inner.log.append_nowait(&env);
+    }
+}
+
 /// The running gateway: in-memory control state following `LLMR_CONTROL`, and the `/v1` router.
 #[derive(Clone)]
 pub struct Gateway {
@@ -76,7 +108,14 @@ impl Gateway {
             .build()
             .map_err(|e| GatewayError::HttpClient(e.without_url().to_string()))?;
         tracing::info!(control_seq = control.seq(), "Gateway control state caught up.");
-        Ok(Gateway { state: AppState(Arc::new(Inner { log, cfg, control, http, producer_seq: AtomicU64::new(0) })) })
+        let auth_failures = AuthFailures::new(auth_failures::Limits {
+            limit: cfg.auth_failure_limit,
+            window: cfg.auth_failure_window,
+            max_addresses: auth_failures::DEFAULT_MAX_ADDRESSES,
+        });
+        let inner = Arc::new(Inner { log, cfg, control, http, auth_failures, producer_seq: AtomicU64::new(0) });
+        tokio::spawn(report_auth_failures(Arc::downgrade(&inner)));
+        Ok(Gateway { state: AppState(inner) })
     }
 
     /// The `/v1` routes (chat completions, completions, embeddings, models).

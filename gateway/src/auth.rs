@@ -1,31 +1,32 @@
 //! Bearer-key (and, on Anthropic's routes, `x-api-key`; on Gemini's, `x-goog-api-key` or `?key=`) authentication against the in-memory key table. Every failure gets the same 401;
-//! the presented key is hashed and never logged or echoed.
+//! the presented key is hashed and never logged or echoed (only a short prefix is sampled into
+//! the failure counts, see `auth_failures`).
 
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 
-use crate::error::ApiError;
+use crate::auth_failures::{Failure, Reason};
 use crate::state::{ControlState, KeyEntry};
 
 /// Keys longer than this are refused without hashing (a 10 KB header costs nothing).
 const MAX_KEY_LEN: usize = 256;
 
 /// The caller's key from `Authorization: Bearer sk-…`.
-pub fn authenticate(headers: &HeaderMap, state: &ControlState) -> Result<Arc<KeyEntry>, ApiError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or(ApiError::InvalidApiKey)?;
-    let value = value.to_str().map_err(|_| ApiError::InvalidApiKey)?;
-    let (scheme, key) = value.split_once(' ').ok_or(ApiError::InvalidApiKey)?;
+pub fn authenticate(headers: &HeaderMap, state: &ControlState) -> Result<Arc<KeyEntry>, Failure> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(Failure::bare(Reason::Missing))?;
+    let value = value.to_str().map_err(|_| Failure::bare(Reason::Malformed))?;
+    let (scheme, key) = value.split_once(' ').ok_or(Failure::bare(Reason::Malformed))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::InvalidApiKey);
+        return Err(Failure::bare(Reason::Malformed));
     }
     lookup(key.trim(), state)
 }
 
 /// The caller's key from `x-api-key` (Anthropic's SDKs), else from `Authorization: Bearer`.
-pub fn authenticate_anthropic(headers: &HeaderMap, state: &ControlState) -> Result<Arc<KeyEntry>, ApiError> {
+pub fn authenticate_anthropic(headers: &HeaderMap, state: &ControlState) -> Result<Arc<KeyEntry>, Failure> {
     match headers.get("x-api-key") {
-        Some(v) => lookup(v.to_str().map_err(|_| ApiError::InvalidApiKey)?.trim(), state),
+        Some(v) => lookup(v.to_str().map_err(|_| Failure::bare(Reason::Malformed))?.trim(), state),
         None => authenticate(headers, state),
     }
 }
@@ -36,9 +37,9 @@ pub fn authenticate_gemini(
     headers: &HeaderMap,
     query: Option<&str>,
     state: &ControlState,
-) -> Result<Arc<KeyEntry>, ApiError> {
+) -> Result<Arc<KeyEntry>, Failure> {
     if let Some(v) = headers.get("x-goog-api-key") {
-        return lookup(v.to_str().map_err(|_| ApiError::InvalidApiKey)?.trim(), state);
+        return lookup(v.to_str().map_err(|_| Failure::bare(Reason::Malformed))?.trim(), state);
     }
     let from_query = query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key"));
     match from_query {
@@ -47,12 +48,13 @@ pub fn authenticate_gemini(
     }
 }
 
-fn lookup(key: &str, state: &ControlState) -> Result<Arc<KeyEntry>, ApiError> {
+fn lookup(key: &str, state: &ControlState) -> Result<Arc<KeyEntry>, Failure> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(ApiError::InvalidApiKey);
+        return Err(Failure::bare(Reason::Malformed));
     }
     match state.keys.get(&schemas::keys::hash(key)) {
         Some(k) if !k.revoked => Ok(k.clone()),
-        _ => Err(ApiError::InvalidApiKey),
+        Some(_) => Err(Failure::of(Reason::Revoked, key)),
+        None => Err(Failure::of(Reason::Unknown, key)),
     }
 }

@@ -35,9 +35,21 @@ pub struct GatewayConfig {
     pub max_attempts: u32,
     /// Caps on `max_tokens` and the number of messages a request may carry.
     pub limits: crate::limits::Limits,
+    /// Failed authentications from one client address within `auth_failure_window` after which
+    /// the address gets 429 (with `Retry-After`) without its key being looked at.
+    pub auth_failure_limit: u32,
+    /// The window of `auth_failure_limit`.
+    pub auth_failure_window: Duration,
+    /// How often the failed-authentication counts are appended as one `auth.failures_counted`.
+    pub auth_failure_report_interval: Duration,
 }
 
 impl GatewayConfig {
+    /// Failed authentications per client address and window before 429.
+    pub const DEFAULT_AUTH_FAILURE_LIMIT: u32 = crate::auth_failures::DEFAULT_FAILURE_LIMIT;
+    /// The window of the failed-authentication throttle.
+    pub const DEFAULT_AUTH_FAILURE_WINDOW: Duration = crate::auth_failures::DEFAULT_FAILURE_WINDOW;
+
     /// Defaults suitable for production, with the given master key and instance name.
     pub fn new(master_key: MasterKey, instance: impl Into<String>) -> Self {
         GatewayConfig {
@@ -52,6 +64,9 @@ impl GatewayConfig {
             drain_max_bytes: 16 * 1024 * 1024,
             max_attempts: 3,
             limits: crate::limits::Limits::default(),
+            auth_failure_limit: crate::auth_failures::DEFAULT_FAILURE_LIMIT,
+            auth_failure_window: crate::auth_failures::DEFAULT_FAILURE_WINDOW,
+            auth_failure_report_interval: crate::auth_failures::DEFAULT_REPORT_INTERVAL,
         }
     }
 }

@@ -17,6 +17,18 @@ pub enum ApiError {
     /// Missing, malformed, unknown or revoked key: always the same answer.
     #[error("Invalid API key.")]
     InvalidApiKey,
+    /// This client address failed authentication too often; its key is not even looked at.
+    #[error("Too many failed authentications from this address; retry later.")]
+    AuthThrottled {
+        /// Seconds until the address may try again (`Retry-After`).
+        retry_after: u64,
+    },
+    /// The request body did not arrive within the server's body-read deadline.
+    #[error("The request body was not received in time.")]
+    RequestTimeout,
+    /// The path exists but not with this method.
+    #[error("Method not allowed for this URL.")]
+    MethodNotAllowed,
     /// Body larger than the limit.
     #[error("Request body is larger than the limit of {limit} bytes.")]
     TooLarge {
@@ -111,6 +123,9 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            ApiError::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidJson { .. }
             | ApiError::UnsupportedParameter { .. }
@@ -130,7 +145,10 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             ApiError::InvalidApiKey => "authentication_error",
+            ApiError::AuthThrottled { .. } => "rate_limit_error",
             ApiError::TooLarge { .. }
+            | ApiError::RequestTimeout
+            | ApiError::MethodNotAllowed
             | ApiError::InvalidJson { .. }
             | ApiError::UnsupportedParameter { .. }
             | ApiError::Unsupported { .. }
@@ -151,6 +169,9 @@ impl ApiError {
     pub fn code(&self) -> Option<&str> {
         Some(match self {
             ApiError::InvalidApiKey => "invalid_api_key",
+            ApiError::AuthThrottled { .. } => "too_many_failed_authentications",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::TooLarge { .. } => "request_too_large",
             ApiError::InvalidJson { .. } => "invalid_json",
             ApiError::UnsupportedParameter { .. } | ApiError::Unsupported { .. } => "unsupported_parameter",
@@ -256,10 +277,20 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status_code(), self.body()).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let ApiError::UpstreamOverloaded { retry_after: Some(s) } = self
+        let retry_after = match self {
+            ApiError::UpstreamOverloaded { retry_after: Some(s) } | ApiError::AuthThrottled { retry_after: s } => {
+                Some(s)
+            }
+            _ => None,
+        };
+        if let Some(s) = retry_after
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if matches!(self, ApiError::RequestTimeout) {
+            // The rest of the body is not read: the connection cannot carry another request.
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

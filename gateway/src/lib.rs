@@ -32,11 +32,13 @@
 //!   counts. Anthropic's `message_delta` usage is cumulative and replaces, never adds.
 //! - On `/v1/messages` the key may come in `x-api-key` or `Authorization: Bearer`, and every error
 //!   (401, 404, 413, 400, upstream failures, mid-stream `event: error`) is in Anthropic's shape.
-//! - Accepted sockets should have `TCP_NODELAY`; the binary sets it when it binds
-//!   (`axum::serve::ListenerExt::tap_io`), as the tests do.
+//! - Serve through [`server::serve`]: it sets `TCP_NODELAY` on accepted sockets, bounds header,
+//!   body and idle time and the number of connections, and gives handlers the client address
+//!   that the failed-authentication throttle keys on.
 
 mod app;
 mod auth;
+mod auth_failures;
 mod call;
 mod canonical;
 pub mod config;
@@ -48,6 +50,7 @@ mod providers;
 mod request;
 mod routes;
 mod routing;
+pub mod server;
 pub mod state;
 mod tokenizer;
 mod usage;

@@ -117,6 +117,9 @@ pub async fn read_body(body: Body, limit: usize, content_length: Option<u64>) ->
                 if err.is::<http_body_util::LengthLimitError>() {
                     return Err(ApiError::TooLarge { limit });
                 }
+                if err.is::<crate::server::BodyReadTimeout>() {
+                    return Err(ApiError::RequestTimeout);
+                }
                 source = err.source();
             }
             Err(ApiError::InvalidJson { message: "The request body could not be read.".into(), param: None })
@@ -344,7 +347,9 @@ fn parse_object(text: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, ApiError> 
     let parsed: Result<RawObject<'_>, _> = serde_path_to_error::deserialize(&mut de);
     let obj = parsed.map_err(|e| {
         let path = e.path().to_string();
-        let param = (path != "." && !path.is_empty()).then_some(path);
+        // A syntax error between fields has no field to name (serde_path_to_error shows the
+        // unknown segment as `?`): `param` is then null.
+        let param = (path != "." && !path.is_empty() && !path.contains('?')).then_some(path);
         let inner = e.into_inner();
         let message = match inner.classify() {
             serde_json::error::Category::Data => "The request body must be a JSON object.".to_owned(),

@@ -26,9 +26,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1beta/models", get(handlers::gemini::list))
         .route("/v1beta/models/{*rest}", get(handlers::gemini::get).post(handlers::gemini::action))
         .route("/v1beta/{*rest}", axum::routing::any(handlers::gemini::unknown))
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), handlers::context::authenticate))
         .with_state(state)
         .layer(middleware::from_fn(handlers::context::request_id))
+}
+
+/// 405 for a known path with another method, in the error shape of the path's protocol.
+async fn method_not_allowed(req: axum::extract::Request) -> Response {
+    crate::error::ApiError::MethodNotAllowed.into_response_for(handlers::context::protocol_of(&req))
 }
 
 /// A fallback for unknown `/v1/*` paths, in OpenAI's error shape (404 `unknown_url`). The gateway's

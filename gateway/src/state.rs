@@ -194,7 +194,10 @@ impl ControlState {
                     Some(ch) => self.channel_prices.entry(ch.clone()).or_default().insert(p.model.clone(), price),
                 };
             }
-            EventBody::TenantCreated(_) | EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) => {}
+            EventBody::TenantCreated(_)
+            | EventBody::UsageRecorded(_)
+            | EventBody::RequestLogged(_)
+            | EventBody::AuthFailuresCounted(_) => {}
         }
     }
 }

@@ -20,6 +20,9 @@ use crate::{LogError, LogHealth, MAX_EVENT_BYTES, StoredEvent};
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Rows read per query while catching up.
 const READ_BATCH: i64 = 1000;
+/// Request-log rows deleted per purge step; each step is one short write transaction, so appends
+/// (billing included) never wait long behind a purge.
+const PURGE_BATCH: i64 = 1000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -177,6 +180,16 @@ impl EmbeddedLog {
         .map_err(|e| LogError::Sqlite(e.to_string()))?
     }
 
+    /// Deletes request-log events (`LLMR_REQUESTS`) that occurred before `cutoff_us`, oldest
+    /// first, in short transactions. Billing and control events are never touched, and neither is
+    /// the stream's last event, so its last sequence never goes back. Returns how many were deleted.
+    pub async fn purge_requests_before(&self, cutoff_us: i64) -> Result<u64, LogError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || purge_requests(&path, cutoff_us))
+            .await
+            .map_err(|e| LogError::Sqlite(e.to_string()))?
+    }
+
     /// The embedded log is reachable when its file can be read.
     pub async fn health(&self) -> LogHealth {
         let poison_events = self.refused.load(Ordering::Relaxed);
@@ -186,6 +199,41 @@ impl EmbeddedLog {
         };
         LogHealth { backend: "embedded", reachable, spool_depth: 0, poison_events, error }
     }
+}
+
+fn purge_requests(path: &Path, cutoff_us: i64) -> Result<u64, LogError> {
+    let conn = open_durable(path)?;
+    let stream = Stream::Requests.name();
+    let mut deleted = 0u64;
+    loop {
+        let last: i64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events WHERE stream = ?1", [stream], |r| r.get(0))
+            .map_err(sqlite)?;
+        // The payload is stored as a BLOB, which SQLite's JSON functions would read as JSONB.
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, json_extract(CAST(payload AS TEXT), '$.occurred_at_us') FROM events \
+                 WHERE stream = ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(sqlite)?;
+        let rows = stmt
+            .query_map(params![stream, last, PURGE_BATCH], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))
+            .map_err(sqlite)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sqlite)?;
+        // Events are appended in time order (up to clock differences between producers); a row
+        // whose time cannot be read is an undecodable request log and goes with its neighbours.
+        let expired = rows.iter().take_while(|(_, at)| at.is_none_or(|t| t < cutoff_us)).count();
+        let Some(&(upto, _)) = expired.checked_sub(1).and_then(|i| rows.get(i)) else { break };
+        let n = conn
+            .execute("DELETE FROM events WHERE stream = ?1 AND seq <= ?2", params![stream, upto])
+            .map_err(sqlite)?;
+        deleted += n as u64;
+        if expired < rows.len() || rows.len() < PURGE_BATCH as usize {
+            break;
+        }
+    }
+    Ok(deleted)
 }
 
 fn read_batch(conn: &Mutex<Connection>, stream: Stream, after: u64) -> Result<Vec<StoredEvent>, LogError> {

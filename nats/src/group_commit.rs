@@ -98,13 +98,51 @@ impl<R: Send + 'static> GroupCommit<R> {
 /// Opens a SQLite file for the log: WAL, `synchronous=FULL`, a busy timeout for other processes.
 pub(crate) fn open_durable(path: &std::path::Path) -> Result<Connection, LogError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| LogError::Sqlite(format!("{}: {e}", parent.display())))?;
+        create_private_dir(parent).map_err(|e| LogError::Sqlite(format!("{}: {e}", parent.display())))?;
     }
     let conn = Connection::open(path).map_err(|e| LogError::Sqlite(format!("{}: {e}", path.display())))?;
+    // Before WAL mode creates the -wal and -shm files, which SQLite gives the database's mode.
+    make_private(path).map_err(|e| LogError::Sqlite(format!("{}: {e}", path.display())))?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite)?;
     conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sqlite)?;
     Ok(conn)
+}
+
+/// Creates `dir` (and its parents) if missing; a directory this creates is readable by its owner
+/// only (0700), since the log holds key hashes, tenants and usage. An existing directory keeps its
+/// mode: it is the operator's.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes the SQLite database at `path`, and its -wal and -shm files when they exist, readable
+/// and writable by the owner only (0600).
+pub fn make_private(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut files = vec![path.to_owned()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            files.push(name.into());
+        }
+        for file in files {
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn sqlite(e: rusqlite::Error) -> LogError {

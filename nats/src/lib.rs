@@ -15,6 +15,7 @@ use futures::stream::BoxStream;
 use schemas::{DecodeError, Envelope, Stream};
 
 pub use embedded::EmbeddedLog;
+pub use group_commit::{create_private_dir, make_private};
 pub use jetstream::{JetStreamLog, JetStreamOptions};
 
 /// Counts and reports an event refused for its size, and returns the error for the caller. The
@@ -183,6 +184,23 @@ impl EventLog {
         match self {
             EventLog::Embedded(_) => Ok(()),
             EventLog::JetStream(l) => l.flush(timeout).await,
+        }
+    }
+
+    /// Drops request-log events (`LLMR_REQUESTS`) older than `max_age` from the embedded log;
+    /// JetStream does this itself (the stream's `max_age`, see [`JetStreamOptions`]). Billing and
+    /// control events are never dropped. Returns how many events were dropped.
+    pub async fn enforce_request_retention(&self, max_age: Duration) -> Result<u64, LogError> {
+        match self {
+            EventLog::Embedded(l) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                let age = i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX);
+                l.purge_requests_before(now.saturating_sub(age)).await
+            }
+            EventLog::JetStream(_) => Ok(0),
         }
     }
 

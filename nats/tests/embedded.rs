@@ -165,3 +165,71 @@ async fn an_event_over_the_size_limit_is_refused_and_the_log_goes_on() -> anyhow
     ensure!(health.reachable && health.poison_events == 2, "{health:?}");
     Ok(())
 }
+
+fn at(mut env: Envelope, occurred_at_us: i64) -> Envelope {
+    env.occurred_at_us = occurred_at_us;
+    env
+}
+
+async fn count(log: &EventLog, stream: Stream) -> anyhow::Result<usize> {
+    if log.last_seq(stream).await? == 0 {
+        return Ok(0);
+    }
+    let mut tail = log.tail(stream, 0);
+    let mut n = 0;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(300), tail.next()).await {
+        ev?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[tokio::test]
+async fn retention_drops_old_request_logs_and_never_billing_or_control_events() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = EventLog::open_embedded(dir.path()).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64;
+    let day = 24 * 3600 * 1_000_000i64;
+    log.append(&at(tenant_created("old"), now - 400 * day)).await?;
+    // More than one purge batch (1000 rows).
+    for n in 0..2500 {
+        log.append_nowait(&at(request_logged(n), now - 100 * day));
+    }
+    let usage = Envelope::from_json(&std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../schemas/tests/fixtures/v1/usage.recorded.json"
+    ))?)?;
+    log.append(&at(usage, now - 400 * day)).await?;
+    for n in 0..3 {
+        log.append(&at(request_logged(10_000 + n), now - day)).await?;
+    }
+    let last = log.last_seq(Stream::Requests).await?;
+
+    let dropped = log.enforce_request_retention(Duration::from_secs(90 * 24 * 3600)).await?;
+    assert_eq!(dropped, 2500);
+    assert_eq!(count(&log, Stream::Requests).await?, 3);
+    assert_eq!(count(&log, Stream::Control).await?, 1);
+    assert_eq!(count(&log, Stream::Billing).await?, 1);
+    assert_eq!(log.last_seq(Stream::Requests).await?, last);
+
+    // A window shorter than every event keeps the last one, so the stream's sequence stays put.
+    log.enforce_request_retention(Duration::from_secs(1)).await?;
+    assert_eq!(count(&log, Stream::Requests).await?, 1);
+    assert_eq!(log.last_seq(Stream::Requests).await?, last);
+    Ok(())
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_log_is_created_owner_only_in_an_owner_only_directory() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let log = EventLog::open_embedded(&data).await?;
+    log.append(&tenant_created("a")).await?;
+    let mode = |p: &std::path::Path| -> anyhow::Result<u32> { Ok(std::fs::metadata(p)?.permissions().mode() & 0o777) };
+    assert_eq!(mode(&data)?, 0o700);
+    assert_eq!(mode(&data.join("events.db"))?, 0o600);
+    assert_eq!(mode(&data.join("events.db-wal"))?, 0o600);
+    Ok(())
+}

@@ -114,6 +114,24 @@ async fn connect_creates_the_streams_idempotently_with_the_required_settings() -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_request_log_window_is_the_configured_max_age_and_billing_keeps_everything() -> anyhow::Result<()> {
+    let nats = NatsServer::start_new()?;
+    let dir = tempfile::tempdir()?;
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let _log =
+        EventLog::connect_jetstream(&nats.url(), dir.path(), JetStreamOptions { requests_max_age: week, ..opts() })
+            .await?;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await?);
+    let requests = js.get_stream("LLMR_REQUESTS").await?.cached_info().config.clone();
+    assert_eq!(requests.max_age, week);
+    for name in ["LLMR_BILLING", "LLMR_CONTROL"] {
+        let config = js.get_stream(name).await?.cached_info().config.clone();
+        assert_eq!(config.max_age, Duration::ZERO, "{name}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appended_event_is_tailed_with_its_stream_sequence() -> anyhow::Result<()> {
     let nats = NatsServer::start_new()?;
     let dir = tempfile::tempdir()?;

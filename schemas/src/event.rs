@@ -351,6 +351,41 @@ pub struct AttemptRecord {
     pub duration_ms: u64,
 }
 
+/// `auth.failures_counted`: failed authentications of one interval on one gateway, counted
+/// instead of logged one by one (a flood of bad keys must not grow the log per request).
+/// Never holds a whole key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthFailuresCounted {
+    /// Start of the interval, microseconds since the Unix epoch.
+    pub from_us: i64,
+    /// End of the interval.
+    pub to_us: i64,
+    /// No key presented.
+    #[serde(default)]
+    pub missing: u64,
+    /// A key header that is not text, not `Bearer`, empty or too long.
+    #[serde(default)]
+    pub malformed: u64,
+    /// A well-formed key that does not exist.
+    #[serde(default)]
+    pub unknown: u64,
+    /// A revoked key.
+    #[serde(default)]
+    pub revoked: u64,
+    /// Requests refused with 429, unread, because their address had failed too often.
+    #[serde(default)]
+    pub throttled: u64,
+    /// Distinct client addresses among the above (IPv6 by /64), counted up to 10,000.
+    #[serde(default)]
+    pub distinct_addresses: u64,
+    /// A sample of presented keys' first characters (at most 8, never more than half a key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_prefixes: Vec<String>,
+    /// A sample of the addresses that were throttled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttled_addresses: Vec<String>,
+}
+
 /// The typed body of an event: its `type` and `data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventBody {
@@ -372,6 +407,8 @@ pub enum EventBody {
     UsageRecorded(UsageRecorded),
     /// `request.logged`
     RequestLogged(RequestLogged),
+    /// `auth.failures_counted`
+    AuthFailuresCounted(AuthFailuresCounted),
 }
 
 impl EventBody {
@@ -387,6 +424,7 @@ impl EventBody {
             EventBody::PricePublished(_) => "price.published",
             EventBody::UsageRecorded(_) => "usage.recorded",
             EventBody::RequestLogged(_) => "request.logged",
+            EventBody::AuthFailuresCounted(_) => "auth.failures_counted",
         }
     }
 
@@ -400,6 +438,7 @@ impl EventBody {
         match self {
             EventBody::UsageRecorded(_) => Stream::Billing,
             EventBody::RequestLogged(_) => Stream::Requests,
+            EventBody::AuthFailuresCounted(_) => Stream::Requests,
             _ => Stream::Control,
         }
     }
@@ -413,6 +452,7 @@ impl EventBody {
             EventBody::PricePublished(_) => "price",
             EventBody::UsageRecorded(_) => "usage",
             EventBody::RequestLogged(_) => "request",
+            EventBody::AuthFailuresCounted(_) => "auth",
         }
     }
 }
@@ -513,6 +553,7 @@ impl Serialize for Envelope {
             EventBody::PricePublished(d) => st.serialize_field("data", d)?,
             EventBody::UsageRecorded(d) => st.serialize_field("data", d)?,
             EventBody::RequestLogged(d) => st.serialize_field("data", d)?,
+            EventBody::AuthFailuresCounted(d) => st.serialize_field("data", d)?,
         }
         st.end()
     }
@@ -556,6 +597,7 @@ impl<'de> Deserialize<'de> for Envelope {
             ("price.published", 1) => EventBody::PricePublished(p(data)?),
             ("usage.recorded", 1) => EventBody::UsageRecorded(p(data)?),
             ("request.logged", 1) => EventBody::RequestLogged(p(data)?),
+            ("auth.failures_counted", 1) => EventBody::AuthFailuresCounted(p(data)?),
             (kind, v) => return Err(D::Error::custom(format!("unknown event type {kind:?} v{v}"))),
         };
         Ok(Envelope {

@@ -8,9 +8,9 @@ pub mod money;
 pub mod secret;
 
 pub use event::{
-    ApiKeyIssued, ApiKeyRevoked, AppliedPrice, ChannelAdded, ChannelRemoved, ChannelUpdated, DecodeError, Envelope,
-    EventBody, GLOBAL_TENANT, PricePublished, RequestLogged, Stream, StreamOutcome, TenantCreated, UsageRecorded,
-    UsageSource,
+    ApiKeyIssued, ApiKeyRevoked, AppliedPrice, AuthFailuresCounted, ChannelAdded, ChannelRemoved, ChannelUpdated,
+    DecodeError, Envelope, EventBody, GLOBAL_TENANT, PricePublished, RequestLogged, Stream, StreamOutcome,
+    TenantCreated, UsageRecorded, UsageSource,
 };
 pub use event::{AttemptRecord, MAX_LOGGED_ATTEMPTS};
 pub use ids::{IdError, TenantId};

@@ -45,6 +45,7 @@ fn every_event_type_has_a_fixture() -> anyhow::Result<()> {
         "price.published",
         "usage.recorded",
         "request.logged",
+        "auth.failures_counted",
     ] {
         assert!(names.iter().any(|n| n.ends_with(&format!("{t}.json"))), "no fixture for {t}");
     }
@@ -81,6 +82,7 @@ fn subjects_follow_the_stream_layout() -> anyhow::Result<()> {
     assert_eq!(s("price.published.json")?, "llmr.v1.control._global.price");
     assert_eq!(s("usage.recorded.json")?, "llmr.v1.usage.acme");
     assert_eq!(s("request.logged.json")?, "llmr.v1.req.acme");
+    assert_eq!(s("auth.failures_counted.json")?, "llmr.v1.req._global");
     Ok(())
 }
 

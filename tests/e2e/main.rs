@@ -532,3 +532,30 @@ async fn anthropic_api_key_in_the_environment_creates_a_default_anthropic_channe
     assert!(env.cli(&["channels", "list"])?.contains("anthropic"));
     Ok(())
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_keeps_its_data_owner_only_and_answers_a_wrong_method_in_the_protocol_shape() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use anyhow::Context as _;
+    let env = Env::new(Backend::Embedded).await?;
+    let data = env.data.path().join("fresh");
+    let data_arg = data.to_str().context("non-UTF-8 temp path")?.to_owned();
+    let serve = env.serve_with(&[], &["--data-dir", &data_arg]).await?;
+    let mode = |p: &std::path::Path| -> anyhow::Result<u32> { Ok(std::fs::metadata(p)?.permissions().mode() & 0o777) };
+    assert_eq!(mode(&data)?, 0o700);
+    for file in ["events.db", "read.db", "master.key"] {
+        assert_eq!(mode(&data.join(file))?, 0o600, "{file}");
+    }
+    let key = serve.first_key().context("no first-start key")?;
+    let resp = env.http.get(format!("{}/v1/chat/completions", serve.base)).bearer_auth(&key).send().await?;
+    assert_eq!(resp.status(), 405);
+    let body: serde_json::Value = resp.json().await?;
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    // SIGTERM: the server loop stops accepting and the process exits.
+    let log = serve.log();
+    assert!(log.contains("Listening."), "{log}");
+    serve.stop()?;
+    Ok(())
+}

@@ -1,10 +1,11 @@
 //! Per-request context middleware: the request id (returned as `x-request-id` on every
 //! response) and authentication (the key goes into the request extensions).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -40,11 +41,18 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
-/// Authenticates; a failure is answered here (and logged as a request) without reaching a handler.
+/// Authenticates; a failure is answered here without reaching a handler. Failures are not logged
+/// one by one: they are counted (`auth_failures`) into one `auth.failures_counted` event per
+/// interval, and a client address that failed too often gets 429 before its key is even hashed.
 /// Anthropic's routes also take the key from `x-api-key` and answer in Anthropic's shape.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let snapshot = app.snapshot();
     let protocol = protocol_of(&req);
+    // The socket's address (never `X-Forwarded-For`, which any client can write).
+    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(retry_after) = app.auth_failures.throttled(client) {
+        return ApiError::AuthThrottled { retry_after }.into_response_for(protocol);
+    }
+    let snapshot = app.snapshot();
     let authenticated = match protocol {
         Protocol::OpenAi => auth::authenticate(req.headers(), &snapshot),
         Protocol::Anthropic => auth::authenticate_anthropic(req.headers(), &snapshot),
@@ -56,12 +64,10 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
             req.extensions_mut().insert(Caller(key));
             next.run(req).await
         }
-        Err(e) => {
-            if let Some(rid) = req.extensions().get::<RequestId>() {
-                let endpoint = endpoint_of(req.uri().path());
-                log_request(&app, rid, None, endpoint, None, &e);
-            }
-            e.into_response_for(protocol)
+        Err(failure) => {
+            drop(snapshot);
+            app.auth_failures.record(client, failure);
+            ApiError::InvalidApiKey.into_response_for(protocol)
         }
     }
 }
@@ -83,18 +89,6 @@ pub fn protocol_of(req: &Request) -> Protocol {
         Protocol::Anthropic
     } else {
         Protocol::OpenAi
-    }
-}
-
-fn endpoint_of(path: &str) -> &'static str {
-    match path {
-        "/v1/chat/completions" => "chat.completions",
-        "/v1/completions" => "completions",
-        "/v1/embeddings" => "embeddings",
-        "/v1/messages" => "messages",
-        "/v1/messages/count_tokens" => "messages.count_tokens",
-        p if p.starts_with("/v1beta/models/") || p.contains(':') => "generate_content",
-        _ => "models",
     }
 }
 

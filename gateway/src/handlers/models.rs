@@ -1,5 +1,7 @@
 //! `GET /v1/models`: the models the caller's key may use, in OpenAI's list shape, or in
 //! Anthropic's when the request comes from an Anthropic SDK (`anthropic-version` header).
+//! Model lists and lookups are non-billable reads: they append no event (a client polling them
+//! must not grow the log).
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -7,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::context::{Caller, RequestId, log_answered};
+use super::context::Caller;
 use crate::app::AppState;
 use crate::request::Protocol;
 use crate::routing;
@@ -15,7 +17,6 @@ use crate::routing;
 /// Lists models.
 pub async fn list(
     State(app): State<AppState>,
-    Extension(rid): Extension<RequestId>,
     Extension(Caller(key)): Extension<Caller>,
     headers: HeaderMap,
 ) -> Response {
@@ -26,7 +27,6 @@ pub async fn list(
     let anthropic = headers.contains_key("anthropic-version");
     let data: Vec<_> =
         models.iter().map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "llm-router"})).collect();
-    log_answered(&app, &rid, &key, "models", None);
     if anthropic {
         // Anthropic's list shape; creation dates are unknown to the gateway, so the epoch.
         let data: Vec<_> = models

@@ -88,6 +88,14 @@ pub async fn spawn() -> anyhow::Result<TestApp> {
 }
 
 pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Result<TestApp> {
+    spawn_served(tweak, gateway::server::ServerConfig::default()).await
+}
+
+/// Like [`spawn_with`], with the HTTP server's limits given.
+pub async fn spawn_served(
+    tweak: impl FnOnce(&mut GatewayConfig),
+    server: gateway::server::ServerConfig,
+) -> anyhow::Result<TestApp> {
     let dir = tempfile::tempdir()?;
     let (log, nats) = open_log(dir.path()).await?;
     let fake = FakeOpenAi::start().await?;
@@ -131,13 +139,9 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Resul
     let gateway = Gateway::start(log.clone(), cfg).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let router = gateway.router();
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let router = gateway.router().fallback(gateway::unknown_route);
+    // The binary's server loop (timeouts, connection cap, client addresses, TCP_NODELAY).
+    tokio::spawn(gateway::server::serve(listener, router, server, std::future::pending()));
     Ok(TestApp {
         addr,
         log,

@@ -4,6 +4,7 @@
 mod anthropic;
 mod conformance;
 mod failures;
+mod flood;
 mod gemini;
 mod helpers;
 mod limits;
@@ -227,6 +228,8 @@ async fn bad_inputs_get_their_documented_error_and_are_never_billed() -> anyhow:
         ),
     ];
     let n = cases.len();
+    // Failed authentications are counted into one aggregate event, not logged one by one.
+    let auth_failures = cases.iter().filter(|c| c.2 == 401).count();
     for (name, req, status, code, param) in cases {
         let resp = req.send().await?;
         assert!(resp.headers().contains_key("x-request-id"), "{name}: no x-request-id");
@@ -239,8 +242,8 @@ async fn bad_inputs_get_their_documented_error_and_are_never_billed() -> anyhow:
     }
     assert!(app.fake.requests().is_empty(), "a bad request reached the upstream");
     assert!(app.usage().await?.is_empty());
-    let logs = app.request_logs(n).await?;
-    assert_eq!(logs.len(), n);
+    let logs = app.request_logs(n - auth_failures).await?;
+    assert_eq!(logs.len(), n - auth_failures);
     assert!(logs.iter().all(|l| l.error_class.is_some()));
     Ok(())
 }
@@ -491,8 +494,8 @@ async fn models_lists_what_the_key_may_use() -> anyhow::Result<()> {
     let body: Value = app.http.get(app.url("/v1/models")).bearer_auth(&limited.plaintext).send().await?.json().await?;
     assert_eq!(body["data"].as_array().map(Vec::len), Some(1));
     assert!(app.gateway.control_seq() > 0 && app.gateway.is_ready());
-    let logs = app.request_logs(2).await?;
-    assert_eq!(logs.iter().filter(|l| l.endpoint == "models" && l.status == 200).count(), 2);
+    // Non-billable reads append no event (a client polling the list must not grow the log).
+    assert!(app.request_logs(0).await?.is_empty());
     Ok(())
 }
 

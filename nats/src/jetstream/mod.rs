@@ -51,7 +51,14 @@ pub struct JetStreamOptions {
     pub acked_retention: Duration,
     /// Client name shown in NATS monitoring.
     pub client_name: Option<String>,
+    /// How long `LLMR_REQUESTS` keeps an event (the stream's `max_age`); billing and control
+    /// streams keep everything.
+    pub requests_max_age: Duration,
 }
+
+/// 90 days: long enough for monthly reports and disputes, short enough that the log of
+/// non-billable facts does not grow forever.
+pub const DEFAULT_REQUESTS_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 
 impl Default for JetStreamOptions {
     fn default() -> Self {
@@ -65,6 +72,7 @@ impl Default for JetStreamOptions {
             max_retry_backoff: Duration::from_secs(2),
             acked_retention: Duration::from_secs(120),
             client_name: None,
+            requests_max_age: DEFAULT_REQUESTS_MAX_AGE,
         }
     }
 }
@@ -195,7 +203,7 @@ impl JetStreamLog {
         let deadline = Instant::now() + shared.opts.startup_timeout;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = tokio::time::timeout(remaining, streams::ensure(&shared.js, shared.opts.replicas));
+            let attempt = tokio::time::timeout(remaining, streams::ensure(&shared.js, &shared.opts));
             let result = attempt.await.unwrap_or_else(|_| {
                 Err(LogError::Nats(format!("streams not ensured within {:?}", shared.opts.startup_timeout)))
             });
@@ -257,7 +265,7 @@ impl JetStreamLog {
                     tracing::warn!(attempt, error = %e, event_id = %id, "Publish not acknowledged; retrying.");
                     last = LogError::Nats(format!("publish of {id} not acknowledged: {e}"));
                     if matches!(e.kind(), jetstream::context::PublishErrorKind::StreamNotFound) {
-                        let _ = streams::ensure(&self.shared.js, self.shared.opts.replicas).await;
+                        let _ = streams::ensure(&self.shared.js, &self.shared.opts).await;
                     }
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 }

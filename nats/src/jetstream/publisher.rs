@@ -115,7 +115,7 @@ async fn pass(s: &Arc<Shared>) -> Result<(), Failure> {
         return Err(Failure::Disconnected);
     }
     if !s.streams_ready.load(Ordering::SeqCst) {
-        streams::ensure(&s.js, s.opts.replicas).await.map_err(Failure::Log)?;
+        streams::ensure(&s.js, &s.opts).await.map_err(Failure::Log)?;
         s.streams_ready.store(true, Ordering::SeqCst);
         tracing::info!("NATS streams ensured.");
     }

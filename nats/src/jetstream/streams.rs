@@ -6,24 +6,23 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use schemas::Stream;
 
+use super::JetStreamOptions;
 use crate::LogError;
 
-/// Requests are kept for 90 days: long enough for monthly reports and disputes, short enough
-/// that the log of non-billable facts does not grow forever.
-const REQUESTS_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Billing dedups by `Nats-Msg-Id` for 10 minutes, which covers a gateway's retries through a
 /// short NATS outage; longer outages are absorbed by the projections' dedup by event id.
 const BILLING_DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 
-/// The configuration we require for `s`, with `replicas` copies.
-pub(crate) fn config(s: Stream, replicas: usize) -> stream::Config {
+/// The configuration we require for `s`: `opts.replicas` copies, and the request log kept for
+/// `opts.requests_max_age`.
+pub(crate) fn config(s: Stream, opts: &JetStreamOptions) -> stream::Config {
     let base = stream::Config {
         name: s.name().to_owned(),
         subjects: vec![s.subjects().to_owned()],
         storage: stream::StorageType::File,
         // Replay from the start rebuilds every projection, so nothing may be dropped early.
         retention: stream::RetentionPolicy::Limits,
-        num_replicas: replicas.max(1),
+        num_replicas: opts.replicas.max(1),
         ..Default::default()
     };
     match s {
@@ -36,15 +35,15 @@ pub(crate) fn config(s: Stream, replicas: usize) -> stream::Config {
             duplicate_window: BILLING_DUPLICATE_WINDOW,
             ..base
         },
-        Stream::Requests => stream::Config { max_age: REQUESTS_MAX_AGE, ..base },
+        Stream::Requests => stream::Config { max_age: opts.requests_max_age, ..base },
     }
 }
 
 /// Creates the three streams, or brings existing ones to our configuration; safe to run on
 /// every start and from several processes at once.
-pub(crate) async fn ensure(js: &jetstream::Context, replicas: usize) -> Result<(), LogError> {
+pub(crate) async fn ensure(js: &jetstream::Context, opts: &JetStreamOptions) -> Result<(), LogError> {
     for s in Stream::ALL {
-        js.create_or_update_stream(config(s, replicas))
+        js.create_or_update_stream(config(s, opts))
             .await
             .map_err(|e| LogError::Nats(format!("cannot ensure stream {}: {e}", s.name())))?;
     }

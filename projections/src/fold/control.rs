@@ -161,6 +161,8 @@ pub(super) async fn apply(
             .await?;
             Ok(Folded::Applied)
         }
-        EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) => Ok(Folded::Ignored),
+        EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) | EventBody::AuthFailuresCounted(_) => {
+            Ok(Folded::Ignored)
+        }
     }
 }
