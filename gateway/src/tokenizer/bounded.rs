@@ -304,7 +304,7 @@ mod tests {
                 let before = thread_cpu();
                 let n = bounded(bpe, &text);
                 let cpu = thread_cpu() - before;
-                println!("{kind} {name}: {} bytes -> {n} tokens in {cpu:?} of CPU", text.len());
+                eprintln!("{kind} {name}: {} bytes -> {n} tokens in {cpu:?} of CPU", text.len());
                 assert!(cpu < Duration::from_secs(1), "{kind} {name}: {cpu:?}");
             }
         }

@@ -186,3 +186,33 @@ mod tests {
         assert_eq!(count("gpt-4o", ""), 0);
     }
 }
+
+#[cfg(test)]
+mod measurements {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::tokenizer::sample_text::{mixed, thread_cpu};
+
+    /// The whole counting path of a 32 MiB request body (JSON parse, text collection, bounded
+    /// count), as `count_tokens` runs it, for BENCHMARKS.md:
+    /// `cargo test --release -p gateway --lib -- --ignored --nocapture thirty_two`.
+    #[test]
+    #[ignore = "a measurement, meaningful only in a release build"]
+    fn thirty_two_mib_request_bodies_are_counted_in_under_a_second_of_cpu() {
+        let texts =
+            [("mixed text", mixed(32 << 20, 21)), ("one word", "a".repeat(32 << 20)), ("spaces", " ".repeat(32 << 20))];
+        for (kind, text) in texts {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "model": "claude-sonnet-4-5", "max_tokens": 1,
+                "messages": [{"role": "user", "content": text}],
+            }))
+            .unwrap_or_default();
+            let before = thread_cpu();
+            let n = prompt_tokens(Endpoint::Messages, "claude-sonnet-4-5", &body);
+            let cpu = thread_cpu() - before;
+            eprintln!("body with {kind}: {} bytes -> {n} tokens in {cpu:?} of CPU", body.len());
+            assert!(cpu < Duration::from_secs(1), "{kind}: {cpu:?}");
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod conformance;
 mod gemini;
 mod helpers;
 mod providers;
+mod tokens;
 
 use std::time::{Duration, Instant};
 
