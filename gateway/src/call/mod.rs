@@ -236,17 +236,11 @@ fn log_request(
     app.log.append_nowait(&app.envelope(&call.key.tenant, &call.rid.id, EventBody::RequestLogged(data)));
 }
 
-/// Counts tokens ourselves when the upstream reported no usage. Runs on the blocking pool: the
-/// first call loads the BPE tables.
+/// Counts tokens ourselves when the upstream reported no usage, on the tokenizer's bounded pool:
+/// never cancelled (a client that left is still billed) and never 0 for a non-empty prompt.
 async fn estimate(call: &Call, output_text: String, model_served: Option<String>) -> Consumption {
-    let endpoint = call.prepared.endpoint;
-    let model = call.prepared.model.clone();
-    let body = call.prepared.original.clone();
-    let counted = tokio::task::spawn_blocking(move || {
-        (tokenizer::prompt_tokens(endpoint, &model, &body), tokenizer::count(&model, &output_text))
-    })
-    .await;
-    let (input, output) = counted.unwrap_or((0, 0));
+    let (endpoint, model) = (call.prepared.endpoint, call.prepared.model.clone());
+    let (input, output) = tokenizer::estimate(endpoint, model, call.prepared.original.clone(), output_text).await;
     Consumption {
         tokens: TokenCounts { input, output, ..TokenCounts::default() },
         raw: None,

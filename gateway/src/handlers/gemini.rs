@@ -70,10 +70,8 @@ async fn count_tokens(app: AppState, rid: RequestId, Caller(key): Caller, model:
             return e.into_response_for(Protocol::Gemini);
         }
     };
-    let m = model.clone();
-    let counted =
-        tokio::task::spawn_blocking(move || tokenizer::prompt_tokens(Endpoint::GenerateContent, &m, &body)).await;
-    let Ok(total) = counted else {
+    let counted = tokenizer::count_prompt(Endpoint::GenerateContent, model.clone(), body.into());
+    let Some(total) = counted.await else {
         return ApiError::Internal.into_response_for(Protocol::Gemini);
     };
     log_answered(&app, &rid, &key, ENDPOINT, Some(&model));

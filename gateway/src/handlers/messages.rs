@@ -51,10 +51,8 @@ pub async fn count_tokens(
         log_request(&app, &rid, Some(&key), ENDPOINT, Some(&prepared.model), &e);
         return e.into_response_for(Protocol::Anthropic);
     }
-    let (model, body) = (prepared.model.clone(), prepared.original.clone());
-    let counted =
-        tokio::task::spawn_blocking(move || tokenizer::prompt_tokens(Endpoint::Messages, &model, &body)).await;
-    let Ok(input_tokens) = counted else {
+    let counted = tokenizer::count_prompt(Endpoint::Messages, prepared.model.clone(), prepared.original.clone());
+    let Some(input_tokens) = counted.await else {
         return ApiError::Internal.into_response_for(Protocol::Anthropic);
     };
     log_answered(&app, &rid, &key, ENDPOINT, Some(&prepared.model));

@@ -9,6 +9,7 @@ mod gemini;
 mod helpers;
 mod limits;
 mod providers;
+mod tokens;
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,20 @@
-//! Token estimates for responses whose upstream reported no usage. The BPE tables load lazily,
-//! once per process, on the first estimate. Only counting here; no billing decisions.
+//! Token counts: `count_tokens` answers, and estimates for responses whose upstream reported no
+//! usage. Here: which text of a request counts and which BPE counts it; `bounded` keeps the work
+//! bounded whatever the text, `pool` runs it off the runtime. The BPE tables load lazily, once
+//! per process, on the first count. Only counting here; no billing decisions.
+
+mod bounded;
+mod pool;
+#[cfg(test)]
+mod sample_text;
+
+use std::sync::atomic::AtomicBool;
 
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
+
+pub use bounded::Cancelled;
+use pool::OnDrop;
 
 use crate::request::Endpoint;
 
@@ -22,17 +34,46 @@ fn bpe_for(model: &str) -> &'static CoreBPE {
     }
 }
 
-/// Tokens in `text` for `model`.
-pub fn count(model: &str, text: &str) -> u64 {
-    if text.is_empty() {
-        return 0;
-    }
-    bpe_for(model).encode_ordinary(text).len() as u64
+/// The prompt tokens of a request body for a `count_tokens` answer, counted on the counting
+/// pool. Dropping the future (the client went away) stops the count. `None` only on a bug of ours
+/// (the counting task panicked).
+pub async fn count_prompt(endpoint: Endpoint, model: String, body: bytes::Bytes) -> Option<u64> {
+    pool::run(OnDrop::Cancel, move |cancel| prompt_tokens_cancellable(endpoint, &model, &body, cancel).ok())
+        .await
+        .flatten()
 }
 
-/// Estimated prompt tokens of a request body (the client's JSON).
+/// Estimated `(input, output)` tokens of a call whose upstream reported no usage: the request
+/// body's prompt and the answer's text. Always a number: it is finished even if the client has
+/// gone (the client is still billed), and if counting fails the byte bound is used, so a
+/// non-empty prompt is never free.
+pub async fn estimate(endpoint: Endpoint, model: String, body: bytes::Bytes, output: String) -> (u64, u64) {
+    let fallback = (bounded::fallback(body.len()), bounded::fallback(output.len()));
+    pool::run(OnDrop::Finish, move |_| (prompt_tokens(endpoint, &model, &body), count(&model, &output)))
+        .await
+        .unwrap_or(fallback)
+}
+
+/// Tokens in `text` for `model`, bounded in work (see `bounded`); never 0 for a non-empty text.
+pub fn count(model: &str, text: &str) -> u64 {
+    let never = AtomicBool::new(false);
+    bounded::count(bpe_for(model), text, &never).unwrap_or_else(|Cancelled| bounded::fallback(text.len()))
+}
+
+/// Estimated prompt tokens of a request body (the client's JSON). A body that is not JSON counts
+/// by the byte bound.
 pub fn prompt_tokens(endpoint: Endpoint, model: &str, body: &[u8]) -> u64 {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else { return 0 };
+    let never = AtomicBool::new(false);
+    prompt_tokens_cancellable(endpoint, model, body, &never).unwrap_or_else(|Cancelled| bounded::fallback(body.len()))
+}
+
+fn prompt_tokens_cancellable(
+    endpoint: Endpoint,
+    model: &str,
+    body: &[u8],
+    cancel: &AtomicBool,
+) -> Result<u64, Cancelled> {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else { return Ok(bounded::fallback(body.len())) };
     let mut text = String::new();
     let mut extra = 0u64;
     match endpoint {
@@ -88,7 +129,7 @@ pub fn prompt_tokens(endpoint: Endpoint, model: &str, body: &[u8]) -> u64 {
             other => collect_text(other, &mut text),
         },
     }
-    count(model, &text) + extra
+    Ok(bounded::count(bpe_for(model), &text, cancel)? + extra)
 }
 
 /// Like [`collect_text`], also reading tool calls and tool results inside Anthropic blocks.
@@ -143,5 +184,35 @@ mod tests {
         assert_eq!(n, count("gpt-4o", "Hello world\n") + TOKENS_PER_MESSAGE + TOKENS_PER_REPLY);
         assert!(n > TOKENS_PER_MESSAGE + TOKENS_PER_REPLY);
         assert_eq!(count("gpt-4o", ""), 0);
+    }
+}
+
+#[cfg(test)]
+mod measurements {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::tokenizer::sample_text::{mixed, thread_cpu};
+
+    /// The whole counting path of a 32 MiB request body (JSON parse, text collection, bounded
+    /// count), as `count_tokens` runs it, for BENCHMARKS.md:
+    /// `cargo test --release -p gateway --lib -- --ignored --nocapture thirty_two`.
+    #[test]
+    #[ignore = "a measurement, meaningful only in a release build"]
+    fn thirty_two_mib_request_bodies_are_counted_in_under_a_second_of_cpu() {
+        let texts =
+            [("mixed text", mixed(32 << 20, 21)), ("one word", "a".repeat(32 << 20)), ("spaces", " ".repeat(32 << 20))];
+        for (kind, text) in texts {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "model": "claude-sonnet-4-5", "max_tokens": 1,
+                "messages": [{"role": "user", "content": text}],
+            }))
+            .unwrap_or_default();
+            let before = thread_cpu();
+            let n = prompt_tokens(Endpoint::Messages, "claude-sonnet-4-5", &body);
+            let cpu = thread_cpu() - before;
+            eprintln!("body with {kind}: {} bytes -> {n} tokens in {cpu:?} of CPU", body.len());
+            assert!(cpu < Duration::from_secs(1), "{kind}: {cpu:?}");
+        }
     }
 }
