@@ -62,6 +62,16 @@ pub enum UrlRefused {
     /// A literal address that is refused.
     #[error("{0}")]
     Address(Refused),
+    /// A literal address written in another form than its plain one (decimal `2130706433`,
+    /// octal, hex, short `127.1`, IPv4-mapped IPv6, …). Nobody needs that spelling except to slip
+    /// past a filter, so it is refused whatever the address, and the message gives the plain form.
+    #[error("{written:?} is the address {canonical} in disguise; write it as {canonical}")]
+    Disguised {
+        /// The host as written.
+        written: String,
+        /// The address it means.
+        canonical: IpAddr,
+    },
     /// A name that resolved to a refused address.
     #[error("{host} resolves to {refused}")]
     Resolved {
@@ -90,15 +100,13 @@ impl Policy {
     /// [`Policy::check_url_resolving`]) judges it. Plain http to a public literal address needs
     /// `insecure_http`.
     pub fn check_url(&self, url: &str, trust: Trust, insecure_http: bool) -> Result<Target, UrlRefused> {
-        let url = url::Url::parse(url.trim()).map_err(UrlRefused::Invalid)?;
+        let raw = url.trim();
+        let url = url::Url::parse(raw).map_err(UrlRefused::Invalid)?;
         let http = match url.scheme() {
             "http" => true,
             "https" => false,
             _ => return Err(UrlRefused::Scheme),
         };
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(UrlRefused::Credentials);
-        }
         let host = match url.host() {
             None => return Err(UrlRefused::NoHost),
             Some(url::Host::Ipv4(v4)) => Host::Ip(IpAddr::V4(v4)),
@@ -109,6 +117,21 @@ impl Policy {
             Host::Ip(ip) => Some(self.check_ip(*ip, trust).map_err(UrlRefused::Address)?),
             Host::Name(_) => None,
         };
+        if let Host::Ip(canonical) = host {
+            let written = written_host(raw).unwrap_or_default();
+            let plain = match url.host() {
+                Some(url::Host::Ipv4(v4)) => written == v4.to_string(),
+                // An IPv6 literal is fine unless it is an IPv4 address in IPv6 clothing.
+                _ => canonical.is_ipv6(),
+            };
+            if !plain {
+                return Err(UrlRefused::Disguised { written: written.to_owned(), canonical });
+            }
+        }
+        // After the address, so that a refused address is reported (and acted on) first.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(UrlRefused::Credentials);
+        }
         if http && !insecure_http && reach == Some(Reach::Public) {
             return Err(UrlRefused::InsecureHttp { host: host.to_string(), unresolved: false });
         }
@@ -149,4 +172,18 @@ impl Policy {
         target.resolved = addrs;
         Ok(target)
     }
+}
+
+/// The host exactly as written in `raw`: after `scheme://` and any `user@`, before the port, path,
+/// query or fragment (without the brackets of an IPv6 literal). `None` for shapes the URL parser
+/// accepts but this does not follow (no `//`, …): the caller then treats the spelling as unusual.
+fn written_host(raw: &str) -> Option<&str> {
+    let rest = raw.split_once("://")?.1;
+    // WHATWG parsing also ends the authority at a backslash in http(s) URLs.
+    let authority = rest.split(['/', '?', '#', '\\']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split_once(']').map(|(h, _)| h);
+    }
+    Some(host_port.rsplit_once(':').map_or(host_port, |(h, _)| h))
 }

@@ -33,6 +33,11 @@ pub struct GatewayConfig {
     /// Upstream attempts per request (first try included), each on a different channel, and only
     /// before the first byte reached the client.
     pub max_attempts: u32,
+    /// The outbound address policy upstream connections are checked against (channels are set
+    /// by admins, so private and loopback hosts are reachable; forbidden ones never are).
+    pub egress: egress::Policy,
+    /// How upstream host names are looked up (the system resolver; a table in tests).
+    pub dns: egress::Dns,
 }
 
 impl GatewayConfig {
@@ -49,6 +54,8 @@ impl GatewayConfig {
             drain_timeout: Duration::from_secs(120),
             drain_max_bytes: 16 * 1024 * 1024,
             max_attempts: 3,
+            egress: egress::Policy::default(),
+            dns: egress::Dns::system(),
         }
     }
 }

@@ -81,6 +81,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut GatewayConfig)) -> anyhow::Resul
             priority: 0,
             weight: 1,
             api_version: None,
+            insecure_http: false,
         }),
     ))
     .await?;

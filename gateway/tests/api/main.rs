@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod conformance;
+mod egress;
 mod gemini;
 mod helpers;
 mod providers;
@@ -512,6 +513,7 @@ async fn a_failing_channel_is_skipped_before_the_first_byte_and_the_call_is_bill
                 priority: 10,
                 weight: 1,
                 api_version: None,
+                insecure_http: false,
             }),
         ))
         .await?;

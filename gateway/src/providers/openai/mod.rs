@@ -117,6 +117,7 @@ mod tests {
             priority: 0,
             weight: 1,
             enabled: true,
+            egress_refused: None,
         }
     }
 
@@ -180,6 +181,7 @@ mod body_tests {
             priority: 0,
             weight: 1,
             enabled: true,
+            egress_refused: None,
         }
     }
 }
