@@ -447,4 +447,23 @@ mod tests {
         assert!(state.channel_prices.is_empty(), "{:?}", state.channel_prices);
         assert_eq!(input(state.price_for("ch_a", "m")), Some(10), "only the model price is left");
     }
+
+    #[test]
+    fn a_channel_moved_to_a_refused_literal_host_is_marked_and_moved_back_is_cleared() {
+        let to = |url: &str| {
+            event(EventBody::ChannelUpdated(ChannelUpdated {
+                channel_id: "ch_a".into(),
+                base_url: Some(url.into()),
+                ..ChannelUpdated::default()
+            }))
+        };
+        let refused = |events: &[Envelope]| fold(events).channels.get("ch_a").and_then(|c| c.egress_refused.clone());
+        assert_eq!(refused(&[channel_added("ch_a")]), None);
+        let metadata = refused(&[channel_added("ch_a"), to("http://[::ffff:169.254.169.254]/v1")]);
+        assert!(matches!(metadata, Some(egress::UrlRefused::Address(_))), "{metadata:?}");
+        let disguised = refused(&[channel_added("ch_a"), to("http://0x7f.1:8000/v1")]);
+        assert!(matches!(disguised, Some(egress::UrlRefused::Disguised { .. })), "{disguised:?}");
+        let back = refused(&[channel_added("ch_a"), to("http://0.0.0.0:8000/v1"), to("http://127.0.0.1:8000/v1")]);
+        assert_eq!(back, None, "a loopback channel set by an admin is allowed");
+    }
 }
