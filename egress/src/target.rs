@@ -94,6 +94,10 @@ pub enum UrlRefused {
     },
 }
 
+/// How long a save waits for a name to resolve before treating it as unresolved: a saving admin
+/// should not hang on a dead DNS server, and the connect-time check still judges the name.
+const SAVE_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Policy {
     /// Checks `url` without any lookup: scheme, no credentials, and a literal host against the
     /// policy for `trust`. A name passes here with `reach: None`; the connect-time resolver (or
@@ -152,7 +156,10 @@ impl Policy {
         let mut target = self.check_url(url, trust, insecure_http)?;
         let Host::Name(name) = &target.host else { return Ok(target) };
         let http = target.url.scheme() == "http";
-        let addrs = dns.lookup(name).await.unwrap_or_default();
+        let addrs = match tokio::time::timeout(SAVE_LOOKUP_TIMEOUT, dns.lookup(name)).await {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(_)) | Err(_) => Vec::new(),
+        };
         if addrs.is_empty() {
             if http && !insecure_http {
                 return Err(UrlRefused::InsecureHttp { host: name.clone(), unresolved: true });
