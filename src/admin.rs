@@ -60,14 +60,30 @@ fn default_base_url(provider: &str) -> Option<&'static str> {
         .or_else(|| gateway::presets::find(provider).and_then(|p| p.default_base_url))
 }
 
-/// Trims a base URL and checks it is a plain http(s) URL without credentials.
-fn checked_base_url(url: &str) -> anyhow::Result<String> {
+/// Trims a base URL and checks it against the outbound address policy for a URL an admin sets
+/// (`egress::Trust::Admin`): an http(s) URL without credentials whose host is not a forbidden
+/// address, literal or resolved now (metadata, link-local, unspecified, …), and plain http only
+/// to private or loopback hosts unless `insecure_http`. A private or loopback host is allowed,
+/// with a warning naming the channel.
+async fn checked_base_url(url: &str, insecure_http: bool, channel: &str) -> anyhow::Result<String> {
     let url = url.trim().trim_end_matches('/').to_owned();
     anyhow::ensure!(
         (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len(),
         "base URL {url:?} must start with http:// or https://"
     );
     anyhow::ensure!(!url.contains('@'), "base URL must not carry credentials; use --api-key");
+    let policy = egress::Policy::default();
+    let target =
+        match policy.check_url_resolving(&url, egress::Trust::Admin, insecure_http, &egress::Dns::system()).await {
+            Ok(t) => t,
+            Err(e @ egress::UrlRefused::InsecureHttp { .. }) => {
+                anyhow::bail!("--base-url refused: {e} (or give --insecure-http to allow it)")
+            }
+            Err(e) => anyhow::bail!("--base-url refused: {e}"),
+        };
+    if target.is_internal() {
+        tracing::warn!(channel, host = %target.host, "Channel base URL reaches a private network or this host; allowed because an admin set it.");
+    }
     Ok(url)
 }
 
@@ -181,6 +197,8 @@ pub struct NewChannel {
     pub priority: i32,
     /// Weight.
     pub weight: u32,
+    /// Allow plain `http://` to a public host (`--insecure-http`).
+    pub insecure_http: bool,
 }
 
 /// `channels add`. Returns the channel id.
@@ -201,7 +219,7 @@ pub async fn add_channel(log: &EventLog, master: &MasterKey, c: NewChannel) -> a
             c.provider
         );
     };
-    let url = checked_base_url(&url)?;
+    let url = checked_base_url(&url, c.insecure_http, &c.name).await?;
     let api_version = match (preset, c.api_version.filter(|v| !v.trim().is_empty())) {
         (Some(p), v) if p.needs_api_version => {
             Some(v.map_or_else(|| gateway::presets::AZURE_DEFAULT_API_VERSION.to_owned(), |v| v.trim().to_owned()))
@@ -236,6 +254,7 @@ pub async fn add_channel(log: &EventLog, master: &MasterKey, c: NewChannel) -> a
             priority: c.priority,
             weight: c.weight,
             api_version,
+            insecure_http: c.insecure_http,
         }),
     );
     log.append_acked(&env).await.context("Failed to append channel.added")?;
@@ -259,6 +278,8 @@ pub struct ChannelChanges {
     pub weight: Option<u32>,
     /// New `api-version` (Azure).
     pub api_version: Option<String>,
+    /// Allow plain `http://` to a public host for the new base URL (`--insecure-http`).
+    pub insecure_http: bool,
 }
 
 /// `channels update NAME_OR_ID`: appends one `channel.updated` carrying only the fields given,
@@ -288,10 +309,16 @@ pub async fn update_channel(
         );
     }
     anyhow::ensure!(c.weight != Some(0), "weight must be at least 1");
+    anyhow::ensure!(!c.insecure_http || c.base_url.is_some(), "--insecure-http goes with --base-url");
+    let base_url = match c.base_url.as_deref() {
+        Some(u) => Some(checked_base_url(u, c.insecure_http, name.as_deref().unwrap_or(&ch.name)).await?),
+        None => None,
+    };
     let update = ChannelUpdated {
         channel_id: channel_id.clone(),
         name,
-        base_url: c.base_url.as_deref().map(checked_base_url).transpose()?,
+        insecure_http: base_url.is_some().then_some(c.insecure_http),
+        base_url,
         api_key: c.api_key.filter(|k| !k.is_empty()).map(|k| master.seal(&k, &channel_id)),
         models: c.models.map(checked_models).transpose()?,
         priority: c.priority,

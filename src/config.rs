@@ -40,6 +40,9 @@ pub struct FileConfig {
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// Security settings.
+    #[serde(default)]
+    pub security: SecurityFile,
 }
 
 /// `[limits]` in the config file.
@@ -82,6 +85,15 @@ pub struct AuthFile {
 pub struct RetentionFile {
     /// Days the request log (`LLMR_REQUESTS`) is kept.
     pub request_log_days: Option<u64>,
+}
+
+/// `[security]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityFile {
+    /// CIDRs (or addresses) that tenant-set URLs and alert destinations may reach although they
+    /// are private or loopback.
+    pub allow_private_networks: Option<Vec<String>>,
 }
 
 /// `[upstream]` in the config file.
@@ -153,6 +165,8 @@ pub struct Config {
     pub request_log_retention: Duration,
     /// Request limits.
     pub limits: gateway::limits::Limits,
+    /// The outbound address policy, with `allow_private_networks`.
+    pub egress: egress::Policy,
 }
 
 /// 90 days: long enough for monthly reports and disputes, short enough that the log of
@@ -203,6 +217,14 @@ impl Config {
             .or(f.body_limit_bytes)
             .unwrap_or(DEFAULT_BODY_LIMIT);
         anyhow::ensure!(body_limit_bytes >= 1024, "body_limit_bytes: must be at least 1024");
+        let allow_private = match env("LLM_ROUTER_ALLOW_PRIVATE_NETWORKS") {
+            Some(list) => egress::Policy::parse_networks(list.split(','))
+                .map_err(|e| anyhow::anyhow!("LLM_ROUTER_ALLOW_PRIVATE_NETWORKS: {e}"))?,
+            None => {
+                egress::Policy::parse_networks(f.security.allow_private_networks.iter().flatten().map(String::as_str))
+                    .map_err(|e| anyhow::anyhow!("[security] allow_private_networks: {e}"))?
+            }
+        };
         let ms = |env_name: &str, file: Option<u64>, default: u64| -> anyhow::Result<Duration> {
             Ok(Duration::from_millis(num(env_name, env(env_name))?.or(file).unwrap_or(default)))
         };
@@ -276,6 +298,7 @@ impl Config {
             auth_failure_window,
             request_log_retention: Duration::from_secs(request_log_days.saturating_mul(24 * 3600)),
             limits: gateway::limits::Limits { max_output_tokens, max_messages },
+            egress: egress::Policy::new(allow_private),
         })
     }
 }
@@ -364,6 +387,27 @@ mod tests {
         let zero = |k: &str| (k == "LLM_ROUTER_MAX_OUTPUT_TOKENS").then(|| "0".to_owned());
         let err = Config::resolve(FileConfig::default(), &zero, &Overrides::default(), None).err();
         assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("max_output_tokens"));
+        Ok(())
+    }
+
+    #[test]
+    fn allow_private_networks_comes_from_the_file_or_the_environment_and_a_bad_entry_is_named() -> anyhow::Result<()> {
+        let file =
+            || toml::from_str::<FileConfig>("[security]\nallow_private_networks = [\"10.1.0.0/16\", \"fd00::/8\"]");
+        let c = Config::resolve(file()?, &no_env, &Overrides::default(), None)?;
+        let nets: Vec<String> = c.egress.allow_private().iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.1.0.0/16", "fd00::/8"]);
+        let env = |k: &str| (k == "LLM_ROUTER_ALLOW_PRIVATE_NETWORKS").then(|| "192.168.7.0/24, 127.0.0.1".to_owned());
+        let c = Config::resolve(file()?, &env, &Overrides::default(), None)?;
+        let nets: Vec<String> = c.egress.allow_private().iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["192.168.7.0/24", "127.0.0.1/32"], "the environment replaces the file");
+        let bad = |k: &str| (k == "LLM_ROUTER_ALLOW_PRIVATE_NETWORKS").then(|| "10.0.0.0/8,intranet".to_owned());
+        let err = Config::resolve(FileConfig::default(), &bad, &Overrides::default(), None).err();
+        let msg = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("LLM_ROUTER_ALLOW_PRIVATE_NETWORKS") && msg.contains("intranet"), "{msg}");
+        let bad_file = toml::from_str::<FileConfig>("[security]\nallow_private_networks = [\"10.0.0.0/40\"]")?;
+        let err = Config::resolve(bad_file, &no_env, &Overrides::default(), None).err();
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("allow_private_networks"));
         Ok(())
     }
 

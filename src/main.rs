@@ -128,6 +128,10 @@ enum ChannelCmd {
         /// Traffic share among equal priorities.
         #[arg(long, default_value_t = 1)]
         weight: u32,
+        /// Allow a plain http:// base URL to a public host (the upstream key then travels
+        /// unencrypted).
+        #[arg(long)]
+        insecure_http: bool,
     },
     /// Changes a channel in place (by name or id); flags not given keep their value, the
     /// upstream key included.
@@ -155,6 +159,9 @@ enum ChannelCmd {
         /// New Azure `api-version`.
         #[arg(long)]
         api_version: Option<String>,
+        /// Allow the new plain http:// --base-url to reach a public host.
+        #[arg(long)]
+        insecure_http: bool,
     },
     /// Removes a channel by name or id.
     Remove {
@@ -295,7 +302,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Channels(cmd) => {
             let log = run::open_log(&cfg).await?;
             match cmd {
-                ChannelCmd::Add { name, provider, base_url, api_version, api_key, models, priority, weight } => {
+                ChannelCmd::Add {
+                    name,
+                    provider,
+                    base_url,
+                    api_version,
+                    api_key,
+                    models,
+                    priority,
+                    weight,
+                    insecure_http,
+                } => {
                     let master = master_key::load(&cfg.data_dir)?;
                     let c = admin::NewChannel {
                         name: name.clone(),
@@ -306,14 +323,33 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         models,
                         priority,
                         weight,
+                        insecure_http,
                     };
                     let id = admin::add_channel(&log, &master, c).await?;
                     run::say(&format!("Channel {name} added as {id}."));
                 }
-                ChannelCmd::Update { channel, name, base_url, api_key, models, priority, weight, api_version } => {
+                ChannelCmd::Update {
+                    channel,
+                    name,
+                    base_url,
+                    api_key,
+                    models,
+                    priority,
+                    weight,
+                    api_version,
+                    insecure_http,
+                } => {
                     let master = master_key::load(&cfg.data_dir)?;
-                    let changes =
-                        admin::ChannelChanges { name, base_url, api_key, models, priority, weight, api_version };
+                    let changes = admin::ChannelChanges {
+                        name,
+                        base_url,
+                        api_key,
+                        models,
+                        priority,
+                        weight,
+                        api_version,
+                        insecure_http,
+                    };
                     let id = admin::update_channel(&log, &master, &channel, changes).await?;
                     run::say(&format!("Channel {id} updated."));
                 }

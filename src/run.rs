@@ -150,8 +150,11 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             models: vec!["*".to_owned()],
             priority: 0,
             weight: 1,
+            insecure_http: false,
         };
-        let id = crate::admin::add_channel(log, &master, channel).await?;
+        let id = crate::admin::add_channel(log, &master, channel)
+            .await
+            .with_context(|| format!("The default {} channel from {}", default.provider, default.url_var))?;
         created.push(default.provider);
         tracing::info!(channel = %id, provider = default.provider, var = default.key_var, "Default channel created from the environment.");
     }
@@ -249,6 +252,7 @@ fn gateway_config(cfg: &Config, instance: &str) -> anyhow::Result<gateway::Gatew
     g.limits = cfg.limits;
     g.auth_failure_limit = cfg.auth_failure_limit;
     g.auth_failure_window = cfg.auth_failure_window;
+    g.egress = cfg.egress.clone();
     Ok(g)
 }
 

@@ -10,10 +10,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("schemas", &[]),
     ("nats", &["schemas"]),
     ("projections", &["schemas", "nats"]),
-    ("gateway", &["schemas", "nats"]),
-    ("workers", &["schemas", "nats", "projections"]),
-    ("web", &["schemas", "nats", "projections"]),
+    ("gateway", &["schemas", "nats", "egress"]),
+    ("workers", &["schemas", "nats", "projections", "egress"]),
+    ("web", &["schemas", "nats", "projections", "egress"]),
     ("testkit", &[]),
+    // The outbound address policy: a leaf every side that connects out may use.
+    ("egress", &[]),
 ];
 
 /// External crates only one workspace crate may use directly.

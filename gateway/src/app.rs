@@ -105,6 +105,10 @@ impl Gateway {
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             // Upstream redirects are not followed: a channel's URL is the only place we send its key.
             .redirect(reqwest::redirect::Policy::none())
+            // Every name is checked against the outbound address policy at connect time, each time
+            // it is resolved, so a DNS answer that changes after a channel was saved is caught.
+            // Literal addresses skip the resolver; `providers::dispatch` checks those.
+            .dns_resolver(egress::CheckingResolver::new(cfg.egress.clone(), egress::Trust::Admin, cfg.dns.clone()))
             .build()
             .map_err(|e| GatewayError::HttpClient(e.without_url().to_string()))?;
         tracing::info!(control_seq = control.seq(), "Gateway control state caught up.");

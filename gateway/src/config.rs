@@ -42,6 +42,11 @@ pub struct GatewayConfig {
     pub auth_failure_window: Duration,
     /// How often the failed-authentication counts are appended as one `auth.failures_counted`.
     pub auth_failure_report_interval: Duration,
+    /// The outbound address policy upstream connections are checked against (channels are set
+    /// by admins, so private and loopback hosts are reachable; forbidden ones never are).
+    pub egress: egress::Policy,
+    /// How upstream host names are looked up (the system resolver; a table in tests).
+    pub dns: egress::Dns,
 }
 
 impl GatewayConfig {
@@ -67,6 +72,8 @@ impl GatewayConfig {
             auth_failure_limit: crate::auth_failures::DEFAULT_FAILURE_LIMIT,
             auth_failure_window: crate::auth_failures::DEFAULT_FAILURE_WINDOW,
             auth_failure_report_interval: crate::auth_failures::DEFAULT_REPORT_INTERVAL,
+            egress: egress::Policy::default(),
+            dns: egress::Dns::system(),
         }
     }
 }

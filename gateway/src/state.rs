@@ -63,6 +63,10 @@ pub struct Channel {
     pub weight: u32,
     /// Disabled channels are skipped.
     pub enabled: bool,
+    /// Why the base URL's literal host is refused by the outbound address policy, if it is:
+    /// every attempt on the channel then fails as a connection failure, without connecting.
+    /// (Names are checked by the HTTP client's resolver at connect time.)
+    pub egress_refused: Option<egress::UrlRefused>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -153,6 +157,7 @@ impl ControlState {
                         priority: c.priority,
                         weight: c.weight,
                         enabled: true,
+                        egress_refused: egress_verdict(&c.channel_id, &c.base_url),
                     }),
                 );
             }
@@ -161,6 +166,7 @@ impl ControlState {
                     let ch = Arc::make_mut(ch);
                     if let Some(b) = &u.base_url {
                         ch.base_url = presets::effective_base_url(&ch.provider, b);
+                        ch.egress_refused = egress_verdict(&u.channel_id, &ch.base_url);
                     }
                     if let Some(sealed) = &u.api_key {
                         (ch.api_key, ch.key_unusable) = open_key(master_key, Some(sealed), &u.channel_id);
@@ -199,6 +205,27 @@ impl ControlState {
             | EventBody::RequestLogged(_)
             | EventBody::AuthFailuresCounted(_) => {}
         }
+    }
+}
+
+/// The outbound policy's verdict on a channel's base URL, judged once per change rather than per
+/// request. Channels are set by admins ([`egress::Trust::Admin`]), whose verdict does not depend
+/// on the allow list, so no configuration is needed here; plain http was judged when the URL was
+/// saved. A private or loopback host is allowed with a warning.
+fn egress_verdict(channel_id: &str, base_url: &str) -> Option<egress::UrlRefused> {
+    match egress::Policy::default().check_url(base_url, egress::Trust::Admin, true) {
+        Ok(t) if t.is_internal() => {
+            tracing::warn!(channel_id, host = %t.host, "Channel base URL points at a private network or this host; allowed because an admin set it.");
+            None
+        }
+        Ok(_) => None,
+        Err(refused @ (egress::UrlRefused::Address(_) | egress::UrlRefused::Disguised { .. })) => {
+            tracing::warn!(channel_id, %refused, "Channel base URL is refused by the outbound address policy; its attempts will fail.");
+            Some(refused)
+        }
+        // A URL that does not parse, or carries credentials, fails in the HTTP client as before
+        // (the address is judged before the credentials, so these never hide a refused one).
+        Err(_) => None,
     }
 }
 
@@ -354,6 +381,7 @@ mod tests {
             priority: 0,
             weight: 1,
             api_version: None,
+            insecure_http: false,
         }))
     }
 
@@ -421,5 +449,24 @@ mod tests {
         let state = fold(&events);
         assert!(state.channel_prices.is_empty(), "{:?}", state.channel_prices);
         assert_eq!(input(state.price_for("ch_a", "m")), Some(10), "only the model price is left");
+    }
+
+    #[test]
+    fn a_channel_moved_to_a_refused_literal_host_is_marked_and_moved_back_is_cleared() {
+        let to = |url: &str| {
+            event(EventBody::ChannelUpdated(ChannelUpdated {
+                channel_id: "ch_a".into(),
+                base_url: Some(url.into()),
+                ..ChannelUpdated::default()
+            }))
+        };
+        let refused = |events: &[Envelope]| fold(events).channels.get("ch_a").and_then(|c| c.egress_refused.clone());
+        assert_eq!(refused(&[channel_added("ch_a")]), None);
+        let metadata = refused(&[channel_added("ch_a"), to("http://[::ffff:169.254.169.254]/v1")]);
+        assert!(matches!(metadata, Some(egress::UrlRefused::Address(_))), "{metadata:?}");
+        let disguised = refused(&[channel_added("ch_a"), to("http://0x7f.1:8000/v1")]);
+        assert!(matches!(disguised, Some(egress::UrlRefused::Disguised { .. })), "{disguised:?}");
+        let back = refused(&[channel_added("ch_a"), to("http://0.0.0.0:8000/v1"), to("http://127.0.0.1:8000/v1")]);
+        assert_eq!(back, None, "a loopback channel set by an admin is allowed");
     }
 }

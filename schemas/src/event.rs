@@ -130,6 +130,9 @@ pub struct ChannelAdded {
     /// The `api-version` query parameter some vendors require (Azure OpenAI); absent elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
+    /// The admin allowed plain `http://` to a public host (`--insecure-http`); absent = no.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
 }
 
 fn default_weight() -> u32 {
@@ -165,6 +168,10 @@ pub struct ChannelUpdated {
     /// New `api-version` (Azure OpenAI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
+    /// Whether plain `http://` to a public host is allowed for the new base URL
+    /// (`--insecure-http`); set together with `base_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_http: Option<bool>,
 }
 
 /// `channel.removed`

@@ -2,6 +2,7 @@
 //! OpenAI Python SDK, the ledger through `/v1/usage` and reports, rebuilds.
 
 mod anthropic;
+mod egress;
 mod gemini;
 mod helpers;
 mod providers;

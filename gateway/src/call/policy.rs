@@ -121,6 +121,7 @@ mod tests {
             priority: 0,
             weight: 1,
             enabled: true,
+            egress_refused: None,
         }
     }
 

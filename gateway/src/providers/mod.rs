@@ -73,6 +73,12 @@ pub(crate) async fn dispatch(
     req: reqwest::RequestBuilder,
     first_byte_deadline: tokio::time::Instant,
 ) -> Result<reqwest::Response, AttemptError> {
+    // The HTTP client's resolver checks names; a literal address never reaches it, so the
+    // channel's precomputed verdict stands in, and the attempt fails as a connection would.
+    if let Some(refused) = &channel.egress_refused {
+        tracing::warn!(channel_id = %channel.id, %refused, "Upstream request refused by the outbound address policy.");
+        return Err(AttemptError::new(FailureClass::ConnectionFailed));
+    }
     match tokio::time::timeout_at(first_byte_deadline, req.send()).await {
         Err(_) => Err(AttemptError::new(FailureClass::Timeout(TimeoutPhase::FirstByte))),
         Ok(Err(e)) => {

@@ -39,6 +39,7 @@ async fn env() -> anyhow::Result<Env> {
                 priority: 0,
                 weight: 1,
                 api_version: None,
+                insecure_http: false,
             }),
         ))
         .await?;

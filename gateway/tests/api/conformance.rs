@@ -293,6 +293,7 @@ impl Ctx {
                     priority: 0,
                     weight: 1,
                     api_version: (p.auth == Auth::ApiKeyHeader).then(|| "2024-10-21".to_owned()),
+                    insecure_http: false,
                 }),
             ))
             .await?;

@@ -36,6 +36,7 @@ async fn add_channel(app: &TestApp, id: &str, provider: &str, base_url: String, 
                 priority: 0,
                 weight: 1,
                 api_version: None,
+                insecure_http: false,
             }),
         ))
         .await?;

@@ -114,6 +114,7 @@ pub async fn spawn_served(
             priority: 0,
             weight: 1,
             api_version: None,
+            insecure_http: false,
         }),
     ))
     .await?;

@@ -321,6 +321,7 @@ async fn spawn_jetstream() -> anyhow::Result<JsApp> {
             priority: 0,
             weight: 1,
             api_version: None,
+            insecure_http: false,
         }),
     ))
     .await?;

@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod conformance;
+mod egress;
 mod failures;
 mod flood;
 mod gemini;
@@ -518,6 +519,7 @@ async fn a_failing_channel_is_skipped_before_the_first_byte_and_the_call_is_bill
                 priority: 10,
                 weight: 1,
                 api_version: None,
+                insecure_http: false,
             }),
         ))
         .await?;

@@ -34,6 +34,7 @@ async fn add_channel(
                 priority: 0,
                 weight: 1,
                 api_version: api_version.map(str::to_owned),
+                insecure_http: false,
             }),
         ))
         .await?;

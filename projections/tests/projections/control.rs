@@ -24,6 +24,7 @@ fn channel_events() -> Vec<Envelope> {
                 priority: 5,
                 weight: 2,
                 api_version: None,
+                insecure_http: false,
             }),
         ),
         Envelope::new(
@@ -40,6 +41,7 @@ fn channel_events() -> Vec<Envelope> {
                 priority: 0,
                 weight: 1,
                 api_version: None,
+                insecure_http: false,
             }),
         ),
         Envelope::new(

@@ -108,6 +108,7 @@ mod tests {
             priority: 0,
             weight: 1,
             enabled: true,
+            egress_refused: None,
         }
     }
 
@@ -174,6 +175,7 @@ mod body_tests {
             priority: 0,
             weight: 1,
             enabled: true,
+            egress_refused: None,
         }
     }
 }
