@@ -3,7 +3,6 @@
 
 mod admin;
 mod config;
-mod control_view;
 mod master_key;
 mod run;
 
@@ -258,12 +257,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let log = run::open_log(&cfg).await?;
             match cmd {
                 TenantCmd::Create { name } => {
-                    admin::create_tenant(&log, &name).await?;
+                    admin::admin(&log).create_tenant(&name).await?;
                     run::say(&format!("Tenant {name} created."));
                 }
                 TenantCmd::List => {
-                    for t in control_view::ControlView::load(&log).await?.tenants {
-                        run::say(&t);
+                    let model = control::load(&log).await?;
+                    // In the order they were created, as the log has them.
+                    let mut tenants: Vec<_> = model.tenants.values().collect();
+                    tenants.sort_by_key(|t| t.created_at_us);
+                    for t in tenants {
+                        run::say(&t.name);
                     }
                 }
             }
@@ -273,18 +276,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let log = run::open_log(&cfg).await?;
             match cmd {
                 KeyCmd::Create { tenant, name, models } => {
-                    let k = admin::create_key(&log, &tenant, name, models).await?;
+                    let k = admin::admin(&log).create_key(&tenant, name, models).await?;
                     run::say(&format!("Key {} ({}) issued for tenant {tenant}. It is shown once:", k.key_id, k.prefix));
                     run::say(&k.key);
                 }
                 KeyCmd::Revoke { key } => {
-                    let id = admin::revoke_key(&log, &key).await?;
+                    let id = admin::admin(&log).revoke_key(&key).await?;
                     run::say(&format!("Key {id} revoked."));
                 }
                 KeyCmd::List { tenant } => {
-                    let view = control_view::ControlView::load(&log).await?;
-                    for k in view.keys.values().filter(|k| tenant.as_ref().is_none_or(|t| *t == k.tenant)) {
-                        let state = if k.revoked { "revoked" } else { "active" };
+                    let model = control::load(&log).await?;
+                    for k in model.keys.values().filter(|k| tenant.as_ref().is_none_or(|t| *t == k.tenant)) {
+                        let state = if k.revoked() { "revoked" } else { "active" };
                         let name = k.name.as_deref().unwrap_or("");
                         run::say(&format!("{}\t{}\t{}…\t{state}\t{name}", k.key_id, k.tenant, k.prefix));
                     }
@@ -297,7 +300,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             match cmd {
                 ChannelCmd::Add { name, provider, base_url, api_version, api_key, models, priority, weight } => {
                     let master = master_key::load(&cfg.data_dir)?;
-                    let c = admin::NewChannel {
+                    let c = control::NewChannel {
                         name: name.clone(),
                         provider,
                         base_url,
@@ -307,22 +310,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         priority,
                         weight,
                     };
-                    let id = admin::add_channel(&log, &master, c).await?;
+                    let id = admin::admin(&log).add_channel(&master, c).await?;
                     run::say(&format!("Channel {name} added as {id}."));
                 }
                 ChannelCmd::Update { channel, name, base_url, api_key, models, priority, weight, api_version } => {
                     let master = master_key::load(&cfg.data_dir)?;
                     let changes =
-                        admin::ChannelChanges { name, base_url, api_key, models, priority, weight, api_version };
-                    let id = admin::update_channel(&log, &master, &channel, changes).await?;
+                        control::ChannelChanges { name, base_url, api_key, models, priority, weight, api_version };
+                    let id = admin::admin(&log).update_channel(&master, &channel, changes).await?;
                     run::say(&format!("Channel {id} updated."));
                 }
                 ChannelCmd::Remove { channel } => {
-                    let id = admin::remove_channel(&log, &channel).await?;
+                    let id = admin::admin(&log).remove_channel(&channel).await?;
                     run::say(&format!("Channel {id} removed."));
                 }
                 ChannelCmd::List => {
-                    for c in control_view::ControlView::load(&log).await?.channels.values() {
+                    for c in control::load(&log).await?.channels.values() {
                         run::say(&format!(
                             "{}\t{}\t{}\t{}\t{}",
                             c.channel_id,
@@ -338,22 +341,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Prices(PriceCmd::List) => {
             let log = run::open_log(&cfg).await?;
-            let view = control_view::ControlView::load(&log).await?;
+            let view = control::load(&log).await?;
             // The channel column is last so that scripts reading the first columns keep working.
             run::say("model\tcurrency\tinput\tcached\tcache_write\toutput\tset_by\tversion\tchannel");
             let model_wide = view.prices.iter().map(|(model, p)| (model, p, "-"));
-            let overrides = view.channel_prices.iter().map(|((channel, model), p)| (model, p, channel.as_str()));
+            let overrides = view
+                .channel_prices
+                .iter()
+                .flat_map(|(channel, by_model)| by_model.iter().map(move |(model, p)| (model, p, channel.as_str())));
             let mut rows: Vec<_> = model_wide.chain(overrides).collect();
             rows.sort_by(|a, b| (a.0, a.2 != "-", a.2).cmp(&(b.0, b.2 != "-", b.2)));
             for (model, p, channel) in rows {
                 let amount = |n: Option<i64>| n.map_or_else(|| "-".to_owned(), schemas::format_nanos);
                 run::say(&format!(
                     "{model}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{channel}",
-                    p.price.currency,
-                    amount(Some(p.price.input_per_mtok_nanos)),
-                    amount(p.price.cached_input_per_mtok_nanos),
-                    amount(p.price.cache_write_per_mtok_nanos),
-                    amount(Some(p.price.output_per_mtok_nanos)),
+                    p.published.currency,
+                    amount(Some(p.published.input_per_mtok_nanos)),
+                    amount(p.published.cached_input_per_mtok_nanos),
+                    amount(p.published.cache_write_per_mtok_nanos),
+                    amount(Some(p.published.output_per_mtok_nanos)),
                     p.actor.as_deref().unwrap_or("-"),
                     p.version
                 ));
@@ -362,17 +368,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Prices(PriceCmd::Set { model, channel, input, output, cached, cache_write, currency }) => {
             let log = run::open_log(&cfg).await?;
-            let version = admin::set_price(
-                &log,
-                &model,
-                channel.as_deref(),
-                &currency,
-                &input,
-                &output,
-                cached.as_deref(),
-                cache_write.as_deref(),
-            )
-            .await?;
+            let version = admin::admin(&log)
+                .set_price(control::NewPrice {
+                    model: &model,
+                    channel: channel.as_deref(),
+                    currency: &currency,
+                    input: &input,
+                    output: &output,
+                    cached: cached.as_deref(),
+                    cache_write: cache_write.as_deref(),
+                })
+                .await?;
             match channel {
                 Some(ch) => run::say(&format!("Price for {model} on channel {ch} published (version {version}).")),
                 None => run::say(&format!("Price for {model} published (version {version}).")),

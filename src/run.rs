@@ -7,7 +7,6 @@ use anyhow::Context as _;
 use nats::{EventLog, JetStreamOptions};
 
 use crate::config::Config;
-use crate::control_view::ControlView;
 
 /// Logs go to stderr (stdout carries command output such as a new key); `RUST_LOG` filters.
 pub fn init_tracing() {
@@ -112,10 +111,11 @@ const DEFAULT_CHANNELS: &[DefaultChannel] = &[
 /// default channel serving every model for each vendor whose API key is in the environment and
 /// that has no channel yet ([`DEFAULT_CHANNELS`]).
 async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
-    let view = ControlView::load(log).await?;
+    let view = control::load(log).await?;
+    let admin = crate::admin::admin(log);
     if view.tenants.is_empty() && view.keys.is_empty() {
-        crate::admin::create_tenant(log, "default").await?;
-        let key = crate::admin::issue_key(log, "default", Some("first".to_owned()), None).await?;
+        admin.create_tenant("default").await?;
+        let key = admin.issue_key("default", Some("first".to_owned()), None).await?;
         say("First start: created tenant `default` with this API key (shown once, keep it):");
         say(&key.key);
     }
@@ -133,7 +133,7 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             .map(|u| (default.normalise_url)(&u))
             .unwrap_or_else(|| default.base_url.to_owned());
         let master = crate::master_key::load(&cfg.data_dir)?;
-        let channel = crate::admin::NewChannel {
+        let channel = control::NewChannel {
             name: default.provider.to_owned(),
             provider: default.provider.to_owned(),
             base_url: Some(base_url),
@@ -143,7 +143,7 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             priority: 0,
             weight: 1,
         };
-        let id = crate::admin::add_channel(log, &master, channel).await?;
+        let id = admin.add_channel(&master, channel).await?;
         created.push(default.provider);
         tracing::info!(channel = %id, provider = default.provider, var = default.key_var, "Default channel created from the environment.");
     }

@@ -6,53 +6,55 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, header};
 
 use crate::error::ApiError;
-use crate::state::{ControlState, KeyEntry};
+use crate::state::{Control, KeyEntry};
 
 /// Keys longer than this are refused without hashing (a 10 KB header costs nothing).
 const MAX_KEY_LEN: usize = 256;
 
 /// The caller's key from `Authorization: Bearer sk-…`.
-pub fn authenticate(headers: &HeaderMap, state: &ControlState) -> Result<Arc<KeyEntry>, ApiError> {
+pub async fn authenticate(headers: &HeaderMap, state: &Control) -> Result<Arc<KeyEntry>, ApiError> {
     let value = headers.get(header::AUTHORIZATION).ok_or(ApiError::InvalidApiKey)?;
     let value = value.to_str().map_err(|_| ApiError::InvalidApiKey)?;
     let (scheme, key) = value.split_once(' ').ok_or(ApiError::InvalidApiKey)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::InvalidApiKey);
     }
-    lookup(key.trim(), state)
+    lookup(key.trim(), state).await
 }
 
 /// The caller's key from `x-api-key` (Anthropic's SDKs), else from `Authorization: Bearer`.
-pub fn authenticate_anthropic(headers: &HeaderMap, state: &ControlState) -> Result<Arc<KeyEntry>, ApiError> {
+pub async fn authenticate_anthropic(headers: &HeaderMap, state: &Control) -> Result<Arc<KeyEntry>, ApiError> {
     match headers.get("x-api-key") {
-        Some(v) => lookup(v.to_str().map_err(|_| ApiError::InvalidApiKey)?.trim(), state),
-        None => authenticate(headers, state),
+        Some(v) => lookup(v.to_str().map_err(|_| ApiError::InvalidApiKey)?.trim(), state).await,
+        None => authenticate(headers, state).await,
     }
 }
 
 /// The caller's key from `x-goog-api-key` (Gemini's SDKs), else from the `key` query parameter,
 /// else from `Authorization: Bearer`.
-pub fn authenticate_gemini(
+pub async fn authenticate_gemini(
     headers: &HeaderMap,
     query: Option<&str>,
-    state: &ControlState,
+    state: &Control,
 ) -> Result<Arc<KeyEntry>, ApiError> {
     if let Some(v) = headers.get("x-goog-api-key") {
-        return lookup(v.to_str().map_err(|_| ApiError::InvalidApiKey)?.trim(), state);
+        return lookup(v.to_str().map_err(|_| ApiError::InvalidApiKey)?.trim(), state).await;
     }
     let from_query = query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key"));
     match from_query {
-        Some((_, key)) => lookup(key.trim(), state),
-        None => authenticate(headers, state),
+        Some((_, key)) => lookup(key.trim(), state).await,
+        None => authenticate(headers, state).await,
     }
 }
 
-fn lookup(key: &str, state: &ControlState) -> Result<Arc<KeyEntry>, ApiError> {
+/// An unknown hash makes the control state catch up with the log once (bounded, coalesced and
+/// rate-limited in [`Control::key`]) before the 401, so a key works on its first request.
+async fn lookup(key: &str, state: &Control) -> Result<Arc<KeyEntry>, ApiError> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
         return Err(ApiError::InvalidApiKey);
     }
-    match state.keys.get(&schemas::keys::hash(key)) {
-        Some(k) if !k.revoked => Ok(k.clone()),
+    match state.key(&schemas::keys::hash(key)).await {
+        Some(k) if !k.revoked => Ok(k),
         _ => Err(ApiError::InvalidApiKey),
     }
 }

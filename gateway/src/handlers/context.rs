@@ -43,16 +43,14 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 /// Authenticates; a failure is answered here (and logged as a request) without reaching a handler.
 /// Anthropic's routes also take the key from `x-api-key` and answer in Anthropic's shape.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let snapshot = app.snapshot();
     let protocol = protocol_of(&req);
     let authenticated = match protocol {
-        Protocol::OpenAi => auth::authenticate(req.headers(), &snapshot),
-        Protocol::Anthropic => auth::authenticate_anthropic(req.headers(), &snapshot),
-        Protocol::Gemini => auth::authenticate_gemini(req.headers(), req.uri().query(), &snapshot),
+        Protocol::OpenAi => auth::authenticate(req.headers(), &app.control).await,
+        Protocol::Anthropic => auth::authenticate_anthropic(req.headers(), &app.control).await,
+        Protocol::Gemini => auth::authenticate_gemini(req.headers(), req.uri().query(), &app.control).await,
     };
     match authenticated {
         Ok(key) => {
-            drop(snapshot);
             req.extensions_mut().insert(Caller(key));
             next.run(req).await
         }
