@@ -224,6 +224,7 @@ pub struct Control {
     /// otherwise sees another process's appends only at its next poll).
     nudge: Arc<Notify>,
     flight: tokio::sync::Mutex<Flight>,
+    catch_ups: AtomicU64,
 }
 
 /// The last catch-up's look at the log's end.
@@ -287,6 +288,7 @@ impl Control {
                         tokio::time::sleep_until((previous + CATCH_UP_EVERY).into()).await;
                     }
                     flight.started = Some(Instant::now());
+                    self.catch_ups.fetch_add(1, Ordering::Relaxed);
                     flight.target =
                         match tokio::time::timeout(CATCH_UP_TIMEOUT, self.log.last_seq(Stream::Control)).await {
                             Ok(Ok(seq)) => seq,
@@ -308,6 +310,11 @@ impl Control {
         }
         let mut applied = self.applied.subscribe();
         let _ = tokio::time::timeout(CATCH_UP_TIMEOUT, applied.wait_for(|s| *s >= target)).await;
+    }
+
+    /// How many times a catch-up has read the log's end.
+    pub fn catch_ups(&self) -> u64 {
+        self.catch_ups.load(Ordering::Relaxed)
     }
 
     /// A receiver of the last applied control sequence.
@@ -338,6 +345,7 @@ impl Control {
             log: log.clone(),
             nudge: nudge.clone(),
             flight: tokio::sync::Mutex::new(Flight::default()),
+            catch_ups: AtomicU64::new(0),
         });
         tokio::spawn(follow(log.clone(), master_key, Arc::downgrade(&control), nudge));
         if until > 0 {
