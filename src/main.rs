@@ -2,6 +2,7 @@
 //! the composition in `run` or to an admin command. No domain logic lives here.
 
 mod admin;
+mod applied;
 mod config;
 mod master_key;
 mod run;
@@ -258,6 +259,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             match cmd {
                 TenantCmd::Create { name } => {
                     admin::admin(&log).create_tenant(&name).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Tenant {name} created."));
                 }
                 TenantCmd::List => {
@@ -277,11 +279,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             match cmd {
                 KeyCmd::Create { tenant, name, models } => {
                     let k = admin::admin(&log).create_key(&tenant, name, models).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Key {} ({}) issued for tenant {tenant}. It is shown once:", k.key_id, k.prefix));
                     run::say(&k.key);
                 }
                 KeyCmd::Revoke { key } => {
                     let id = admin::admin(&log).revoke_key(&key).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Key {id} revoked."));
                 }
                 KeyCmd::List { tenant } => {
@@ -311,6 +315,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         weight,
                     };
                     let id = admin::admin(&log).add_channel(&master, c).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Channel {name} added as {id}."));
                 }
                 ChannelCmd::Update { channel, name, base_url, api_key, models, priority, weight, api_version } => {
@@ -318,10 +323,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     let changes =
                         control::ChannelChanges { name, base_url, api_key, models, priority, weight, api_version };
                     let id = admin::admin(&log).update_channel(&master, &channel, changes).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Channel {id} updated."));
                 }
                 ChannelCmd::Remove { channel } => {
                     let id = admin::admin(&log).remove_channel(&channel).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Channel {id} removed."));
                 }
                 ChannelCmd::List => {
@@ -379,6 +386,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     cache_write: cache_write.as_deref(),
                 })
                 .await?;
+            applied::wait(&cfg.data_dir, &log).await;
             match channel {
                 Some(ch) => run::say(&format!("Price for {model} on channel {ch} published (version {version}).")),
                 None => run::say(&format!("Price for {model} published (version {version}).")),

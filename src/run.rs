@@ -256,6 +256,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     builtin_prices(&log, &instance).await;
     let (stop, workers) = spawn_workers(&store, &log);
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
+    crate::applied::listen(&cfg.data_dir, gw.control_applied()).await;
     let app = gw
         .router()
         .merge(web::router(web::WebState::new(store.clone(), log.clone(), &instance)))
@@ -274,6 +275,7 @@ pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
     let instance = instance_name();
     builtin_prices(&log, &instance).await;
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
+    crate::applied::listen(&cfg.data_dir, gw.control_applied()).await;
     let mut app = gw.router();
     let store = match &cfg.database_url {
         Some(_) => Some(open_store(&cfg).await?),

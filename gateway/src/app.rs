@@ -98,6 +98,11 @@ impl Gateway {
         self.state.control.catch_ups()
     }
 
+    /// The last control sequence folded into the in-memory state, as it changes.
+    pub fn control_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.control.applied()
+    }
+
     /// Ready = the control state is caught up and still following the stream.
     pub fn is_ready(&self) -> bool {
         self.state.control.following()
