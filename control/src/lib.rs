@@ -428,3 +428,43 @@ impl Admin {
         Ok(env.id.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use schemas::Envelope;
+
+    use super::*;
+
+    fn model_with(keys: &[(&str, &str)]) -> ControlModel {
+        let mut model = ControlModel::default();
+        for (i, (id, plaintext)) in keys.iter().enumerate() {
+            let body = EventBody::ApiKeyIssued(ApiKeyIssued {
+                key_id: (*id).to_owned(),
+                hash: schemas::keys::hash(plaintext),
+                prefix: schemas::keys::display_prefix(plaintext),
+                name: None,
+                models: None,
+            });
+            model.apply(i as u64 + 1, &Envelope::new("t", "test", 1, body));
+        }
+        model
+    }
+
+    #[test]
+    fn a_key_is_found_by_id_by_the_whole_key_and_by_an_unambiguous_prefix() {
+        let model = model_with(&[("key_a", "sk-AAAAAAAAAAAA"), ("key_b", "sk-BBBBBBBBBBBB")]);
+        assert_eq!(find_key(&model, "key_a").map(|k| k.key_id.as_str()).ok(), Some("key_a"));
+        assert_eq!(find_key(&model, "sk-BBBBBBBBBBBB").map(|k| k.key_id.as_str()).ok(), Some("key_b"));
+        assert_eq!(find_key(&model, "sk-AAAAAAA").map(|k| k.key_id.as_str()).ok(), Some("key_a"));
+        assert!(matches!(find_key(&model, "sk-C"), Err(AdminError::NoKey(_))));
+    }
+
+    #[test]
+    fn a_prefix_two_keys_share_is_refused_and_an_unknown_key_is_not_echoed_whole() {
+        let model = model_with(&[("key_a", "sk-SAMEPREFIX1"), ("key_b", "sk-SAMEPREFIX2")]);
+        assert!(matches!(find_key(&model, "sk-SAMEPR"), Err(AdminError::AmbiguousKey { count: 2, .. })));
+        let secret = "sk-ZZZZZZZZZZZZZZZZZZZZZZZZZZZZ";
+        let message = find_key(&model, secret).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(!message.contains(secret), "{message}");
+    }
+}
