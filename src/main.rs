@@ -2,8 +2,8 @@
 //! the composition in `run` or to an admin command. No domain logic lives here.
 
 mod admin;
+mod applied;
 mod config;
-mod control_view;
 mod master_key;
 mod run;
 
@@ -265,12 +265,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let log = run::open_log(&cfg).await?;
             match cmd {
                 TenantCmd::Create { name } => {
-                    admin::create_tenant(&log, &name).await?;
+                    admin::admin(&log).create_tenant(&name).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Tenant {name} created."));
                 }
                 TenantCmd::List => {
-                    for t in control_view::ControlView::load(&log).await?.tenants {
-                        run::say(&t);
+                    let model = control::load(&log).await?;
+                    // In the order they were created, as the log has them.
+                    let mut tenants: Vec<_> = model.tenants.values().collect();
+                    tenants.sort_by_key(|t| t.created_at_us);
+                    for t in tenants {
+                        run::say(&t.name);
                     }
                 }
             }
@@ -280,18 +285,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let log = run::open_log(&cfg).await?;
             match cmd {
                 KeyCmd::Create { tenant, name, models } => {
-                    let k = admin::create_key(&log, &tenant, name, models).await?;
+                    let k = admin::admin(&log).create_key(&tenant, name, models).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Key {} ({}) issued for tenant {tenant}. It is shown once:", k.key_id, k.prefix));
                     run::say(&k.key);
                 }
                 KeyCmd::Revoke { key } => {
-                    let id = admin::revoke_key(&log, &key).await?;
+                    let id = admin::admin(&log).revoke_key(&key).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Key {id} revoked."));
                 }
                 KeyCmd::List { tenant } => {
-                    let view = control_view::ControlView::load(&log).await?;
-                    for k in view.keys.values().filter(|k| tenant.as_ref().is_none_or(|t| *t == k.tenant)) {
-                        let state = if k.revoked { "revoked" } else { "active" };
+                    let model = control::load(&log).await?;
+                    for k in model.keys.values().filter(|k| tenant.as_ref().is_none_or(|t| *t == k.tenant)) {
+                        let state = if k.revoked() { "revoked" } else { "active" };
                         let name = k.name.as_deref().unwrap_or("");
                         run::say(&format!("{}\t{}\t{}…\t{state}\t{name}", k.key_id, k.tenant, k.prefix));
                     }
@@ -314,7 +321,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     insecure_http,
                 } => {
                     let master = master_key::load(&cfg.data_dir)?;
-                    let c = admin::NewChannel {
+                    let c = control::NewChannel {
                         name: name.clone(),
                         provider,
                         base_url,
@@ -325,7 +332,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         weight,
                         insecure_http,
                     };
-                    let id = admin::add_channel(&log, &master, c).await?;
+                    let id = admin::admin(&log).add_channel(&master, c).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Channel {name} added as {id}."));
                 }
                 ChannelCmd::Update {
@@ -340,7 +348,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     insecure_http,
                 } => {
                     let master = master_key::load(&cfg.data_dir)?;
-                    let changes = admin::ChannelChanges {
+                    let changes = control::ChannelChanges {
                         name,
                         base_url,
                         api_key,
@@ -350,15 +358,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         api_version,
                         insecure_http,
                     };
-                    let id = admin::update_channel(&log, &master, &channel, changes).await?;
+                    let id = admin::admin(&log).update_channel(&master, &channel, changes).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Channel {id} updated."));
                 }
                 ChannelCmd::Remove { channel } => {
-                    let id = admin::remove_channel(&log, &channel).await?;
+                    let id = admin::admin(&log).remove_channel(&channel).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Channel {id} removed."));
                 }
                 ChannelCmd::List => {
-                    for c in control_view::ControlView::load(&log).await?.channels.values() {
+                    for c in control::load(&log).await?.channels.values() {
                         run::say(&format!(
                             "{}\t{}\t{}\t{}\t{}",
                             c.channel_id,
@@ -374,22 +384,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Prices(PriceCmd::List) => {
             let log = run::open_log(&cfg).await?;
-            let view = control_view::ControlView::load(&log).await?;
+            let view = control::load(&log).await?;
             // The channel column is last so that scripts reading the first columns keep working.
             run::say("model\tcurrency\tinput\tcached\tcache_write\toutput\tset_by\tversion\tchannel");
             let model_wide = view.prices.iter().map(|(model, p)| (model, p, "-"));
-            let overrides = view.channel_prices.iter().map(|((channel, model), p)| (model, p, channel.as_str()));
+            let overrides = view
+                .channel_prices
+                .iter()
+                .flat_map(|(channel, by_model)| by_model.iter().map(move |(model, p)| (model, p, channel.as_str())));
             let mut rows: Vec<_> = model_wide.chain(overrides).collect();
             rows.sort_by(|a, b| (a.0, a.2 != "-", a.2).cmp(&(b.0, b.2 != "-", b.2)));
             for (model, p, channel) in rows {
                 let amount = |n: Option<i64>| n.map_or_else(|| "-".to_owned(), schemas::format_nanos);
                 run::say(&format!(
                     "{model}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{channel}",
-                    p.price.currency,
-                    amount(Some(p.price.input_per_mtok_nanos)),
-                    amount(p.price.cached_input_per_mtok_nanos),
-                    amount(p.price.cache_write_per_mtok_nanos),
-                    amount(Some(p.price.output_per_mtok_nanos)),
+                    p.published.currency,
+                    amount(Some(p.published.input_per_mtok_nanos)),
+                    amount(p.published.cached_input_per_mtok_nanos),
+                    amount(p.published.cache_write_per_mtok_nanos),
+                    amount(Some(p.published.output_per_mtok_nanos)),
                     p.actor.as_deref().unwrap_or("-"),
                     p.version
                 ));
@@ -398,17 +411,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Prices(PriceCmd::Set { model, channel, input, output, cached, cache_write, currency }) => {
             let log = run::open_log(&cfg).await?;
-            let version = admin::set_price(
-                &log,
-                &model,
-                channel.as_deref(),
-                &currency,
-                &input,
-                &output,
-                cached.as_deref(),
-                cache_write.as_deref(),
-            )
-            .await?;
+            let version = admin::admin(&log)
+                .set_price(control::NewPrice {
+                    model: &model,
+                    channel: channel.as_deref(),
+                    currency: &currency,
+                    input: &input,
+                    output: &output,
+                    cached: cached.as_deref(),
+                    cache_write: cache_write.as_deref(),
+                })
+                .await?;
+            applied::wait(&cfg.data_dir, &log).await;
             match channel {
                 Some(ch) => run::say(&format!("Price for {model} on channel {ch} published (version {version}).")),
                 None => run::say(&format!("Price for {model} published (version {version}).")),

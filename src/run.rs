@@ -7,7 +7,6 @@ use anyhow::Context as _;
 use nats::{EventLog, JetStreamOptions};
 
 use crate::config::Config;
-use crate::control_view::ControlView;
 
 /// Logs go to stderr (stdout carries command output such as a new key); `RUST_LOG` filters.
 pub fn init_tracing() {
@@ -113,10 +112,11 @@ const DEFAULT_CHANNELS: &[DefaultChannel] = &[
 /// default channel serving every model for each vendor whose API key is in the environment and
 /// that has no channel yet ([`DEFAULT_CHANNELS`]).
 async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
-    let view = ControlView::load(log).await?;
+    let view = control::load(log).await?;
+    let admin = crate::admin::admin(log);
     if view.tenants.is_empty() && view.keys.is_empty() {
-        crate::admin::create_tenant(log, "default").await?;
-        let key = crate::admin::issue_key(log, "default", Some("first".to_owned()), None).await?;
+        admin.create_tenant("default").await?;
+        let key = admin.issue_key("default", Some("first".to_owned()), None).await?;
         say("First start: created tenant `default` with this API key (shown once, keep it):");
         say(&key.key);
         if cfg.listen.ip().is_unspecified() {
@@ -141,7 +141,7 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             .map(|u| (default.normalise_url)(&u))
             .unwrap_or_else(|| default.base_url.to_owned());
         let master = crate::master_key::load(&cfg.data_dir)?;
-        let channel = crate::admin::NewChannel {
+        let channel = control::NewChannel {
             name: default.provider.to_owned(),
             provider: default.provider.to_owned(),
             base_url: Some(base_url),
@@ -152,7 +152,8 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             weight: 1,
             insecure_http: false,
         };
-        let id = crate::admin::add_channel(log, &master, channel)
+        let id = admin
+            .add_channel(&master, channel)
             .await
             .with_context(|| format!("The default {} channel from {}", default.provider, default.url_var))?;
         created.push(default.provider);
@@ -310,6 +311,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (stop, workers) = spawn_workers(&store, &log);
     let retention = spawn_retention(&cfg, &log);
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
+    crate::applied::listen(&cfg.data_dir, gw.control_applied()).await;
     let app = gw
         .router()
         .merge(web::router(web::WebState::new(store.clone(), log.clone(), &instance)))
@@ -331,6 +333,7 @@ pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
     let instance = instance_name();
     builtin_prices(&log, &instance).await;
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
+    crate::applied::listen(&cfg.data_dir, gw.control_applied()).await;
     let mut app = gw.router();
     let store = match &cfg.database_url {
         Some(_) => Some(open_store(&cfg).await?),

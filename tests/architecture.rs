@@ -9,6 +9,8 @@ use std::process::Command;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("schemas", &[]),
     ("nats", &["schemas"]),
+    // Admin operations: used by the CLI now and by `web`'s admin API next.
+    ("control", &["schemas", "nats", "egress"]),
     ("projections", &["schemas", "nats"]),
     ("gateway", &["schemas", "nats", "egress"]),
     ("workers", &["schemas", "nats", "projections", "egress"]),

@@ -132,6 +132,17 @@ impl Gateway {
         self.state.control.seq()
     }
 
+    /// How many times an unknown key made the control state read the log's end (bounded by the
+    /// catch-up's rate limit, whatever the number of unknown keys).
+    pub fn control_catch_ups(&self) -> u64 {
+        self.state.control.catch_ups()
+    }
+
+    /// The last control sequence folded into the in-memory state, as it changes.
+    pub fn control_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.control.applied()
+    }
+
     /// Ready = the control state is caught up and still following the stream.
     pub fn is_ready(&self) -> bool {
         self.state.control.following()

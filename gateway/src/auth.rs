@@ -7,53 +7,55 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, header};
 
 use crate::auth_failures::{Failure, Reason};
-use crate::state::{ControlState, KeyEntry};
+use crate::state::{Control, KeyEntry};
 
 /// Keys longer than this are refused without hashing (a 10 KB header costs nothing).
 const MAX_KEY_LEN: usize = 256;
 
 /// The caller's key from `Authorization: Bearer sk-…`.
-pub fn authenticate(headers: &HeaderMap, state: &ControlState) -> Result<Arc<KeyEntry>, Failure> {
+pub async fn authenticate(headers: &HeaderMap, state: &Control) -> Result<Arc<KeyEntry>, Failure> {
     let value = headers.get(header::AUTHORIZATION).ok_or(Failure::bare(Reason::Missing))?;
     let value = value.to_str().map_err(|_| Failure::bare(Reason::Malformed))?;
     let (scheme, key) = value.split_once(' ').ok_or(Failure::bare(Reason::Malformed))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Failure::bare(Reason::Malformed));
     }
-    lookup(key.trim(), state)
+    lookup(key.trim(), state).await
 }
 
 /// The caller's key from `x-api-key` (Anthropic's SDKs), else from `Authorization: Bearer`.
-pub fn authenticate_anthropic(headers: &HeaderMap, state: &ControlState) -> Result<Arc<KeyEntry>, Failure> {
+pub async fn authenticate_anthropic(headers: &HeaderMap, state: &Control) -> Result<Arc<KeyEntry>, Failure> {
     match headers.get("x-api-key") {
-        Some(v) => lookup(v.to_str().map_err(|_| Failure::bare(Reason::Malformed))?.trim(), state),
-        None => authenticate(headers, state),
+        Some(v) => lookup(v.to_str().map_err(|_| Failure::bare(Reason::Malformed))?.trim(), state).await,
+        None => authenticate(headers, state).await,
     }
 }
 
 /// The caller's key from `x-goog-api-key` (Gemini's SDKs), else from the `key` query parameter,
 /// else from `Authorization: Bearer`.
-pub fn authenticate_gemini(
+pub async fn authenticate_gemini(
     headers: &HeaderMap,
     query: Option<&str>,
-    state: &ControlState,
+    state: &Control,
 ) -> Result<Arc<KeyEntry>, Failure> {
     if let Some(v) = headers.get("x-goog-api-key") {
-        return lookup(v.to_str().map_err(|_| Failure::bare(Reason::Malformed))?.trim(), state);
+        return lookup(v.to_str().map_err(|_| Failure::bare(Reason::Malformed))?.trim(), state).await;
     }
     let from_query = query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key"));
     match from_query {
-        Some((_, key)) => lookup(key.trim(), state),
-        None => authenticate(headers, state),
+        Some((_, key)) => lookup(key.trim(), state).await,
+        None => authenticate(headers, state).await,
     }
 }
 
-fn lookup(key: &str, state: &ControlState) -> Result<Arc<KeyEntry>, Failure> {
+/// An unknown hash makes the control state catch up with the log once (bounded, coalesced and
+/// rate-limited in [`Control::key`]) before the 401, so a key works on its first request.
+async fn lookup(key: &str, state: &Control) -> Result<Arc<KeyEntry>, Failure> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
         return Err(Failure::bare(Reason::Malformed));
     }
-    match state.keys.get(&schemas::keys::hash(key)) {
-        Some(k) if !k.revoked => Ok(k.clone()),
+    match state.key(&schemas::keys::hash(key)).await {
+        Some(k) if !k.revoked => Ok(k),
         Some(_) => Err(Failure::of(Reason::Revoked, key)),
         None => Err(Failure::of(Reason::Unknown, key)),
     }

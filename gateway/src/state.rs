@@ -1,18 +1,20 @@
-//! In-memory control state (keys, channels, prices) folded from `LLMR_CONTROL`, and the task that
-//! keeps following the stream. Readers take an `Arc` snapshot under a lock held for one pointer
+//! In-memory control state (keys, channels, prices) folded from `LLMR_CONTROL` through the one
+//! control model (`schemas::control`, which holds the rules), and the task that keeps following
+//! the stream. Readers take an `Arc` snapshot under a lock held for one pointer
 //! clone; the follower builds the next snapshot off to the side and swaps it in.
 //! No request handling and no upstream I/O here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use nats::EventLog;
+use schemas::control::{Change, ControlModel, Outcome};
 use schemas::secret::MasterKey;
-use schemas::{AppliedPrice, Envelope, EventBody, GLOBAL_TENANT, Stream};
-use tokio::sync::watch;
+use schemas::{AppliedPrice, Envelope, GLOBAL_TENANT, Stream};
+use tokio::sync::{Notify, watch};
 
 use crate::providers::openai::presets::{self, Preset};
 
@@ -89,20 +91,19 @@ impl Channel {
     }
 }
 
-/// One immutable snapshot of the control state.
+/// One immutable snapshot of the control state, derived from the [`ControlModel`] for the hot
+/// path: keys by hash, channels with their opened credential, prices ready to charge.
 #[derive(Debug, Clone, Default)]
 pub struct ControlState {
-    /// Keys by hex SHA-256.
+    /// Keys by hex SHA-256, revoked ones included.
     pub keys: HashMap<String, Arc<KeyEntry>>,
-    key_hash_by_id: HashMap<String, String>,
     /// Channels by id.
     pub channels: HashMap<String, Arc<Channel>>,
     /// The model-wide price in force per model, its `version` being the `price.published` event
     /// id. Channel overrides are in `channel_prices`; charge through [`ControlState::price_for`].
     pub prices: HashMap<String, Arc<AppliedPrice>>,
-    /// Per-channel overrides: channel id → model → price. Kept apart from `channels` so that
-    /// re-adding or updating a channel keeps them (and a price may precede its channel in the
-    /// log); `channel.removed` drops them.
+    /// Per-channel overrides: channel id → model → price (the model's rules: see
+    /// `schemas::control`).
     pub channel_prices: HashMap<String, HashMap<String, Arc<AppliedPrice>>>,
 }
 
@@ -117,36 +118,27 @@ impl ControlState {
             .cloned()
     }
 
-    /// Folds one control event in. Unknown or irrelevant events are ignored.
-    pub fn apply(&mut self, env: &Envelope, master_key: &MasterKey) {
-        match &env.body {
-            EventBody::ApiKeyIssued(k) => {
-                let revoked = self.keys.get(&k.hash).is_some_and(|e| e.revoked);
-                self.key_hash_by_id.insert(k.key_id.clone(), k.hash.clone());
-                self.keys.insert(
-                    k.hash.clone(),
-                    Arc::new(KeyEntry {
+    /// Brings the entity `change` names in line with `model` (which has just applied it).
+    fn update(&mut self, model: &ControlModel, change: &Change, master_key: &MasterKey) {
+        match change {
+            Change::Tenant(_) => {}
+            Change::Key(id) => {
+                if let Some(k) = model.keys.get(id) {
+                    let entry = KeyEntry {
                         key_id: k.key_id.clone(),
-                        tenant: env.tenant.clone(),
+                        tenant: k.tenant.clone(),
                         models: k.models.clone(),
-                        revoked,
-                    }),
-                );
-            }
-            EventBody::ApiKeyRevoked(r) => {
-                if let Some(hash) = self.key_hash_by_id.get(&r.key_id)
-                    && let Some(entry) = self.keys.get_mut(hash)
-                {
-                    Arc::make_mut(entry).revoked = true;
+                        revoked: k.revoked(),
+                    };
+                    self.keys.insert(k.hash.clone(), Arc::new(entry));
                 }
             }
-            EventBody::ChannelAdded(c) => {
-                let (api_key, key_unusable) = open_key(master_key, c.api_key.as_ref(), &c.channel_id);
-                self.channels.insert(
-                    c.channel_id.clone(),
-                    Arc::new(Channel {
+            Change::Channel(id) => match model.channels.get(id) {
+                Some(c) => {
+                    let (api_key, key_unusable) = open_key(master_key, c.api_key.as_ref(), &c.channel_id);
+                    let channel = Channel {
                         id: c.channel_id.clone(),
-                        tenant: env.tenant.clone(),
+                        tenant: c.tenant.clone(),
                         provider: c.provider.clone(),
                         preset: presets::for_provider(&c.provider),
                         api_version: c.api_version.clone(),
@@ -156,54 +148,55 @@ impl ControlState {
                         models: c.models.clone(),
                         priority: c.priority,
                         weight: c.weight,
-                        enabled: true,
+                        enabled: c.enabled,
                         egress_refused: egress_verdict(&c.channel_id, &c.base_url),
-                    }),
-                );
-            }
-            EventBody::ChannelUpdated(u) => {
-                if let Some(ch) = self.channels.get_mut(&u.channel_id) {
-                    let ch = Arc::make_mut(ch);
-                    if let Some(b) = &u.base_url {
-                        ch.base_url = presets::effective_base_url(&ch.provider, b);
-                        ch.egress_refused = egress_verdict(&u.channel_id, &ch.base_url);
-                    }
-                    if let Some(sealed) = &u.api_key {
-                        (ch.api_key, ch.key_unusable) = open_key(master_key, Some(sealed), &u.channel_id);
-                    }
-                    if let Some(m) = &u.models {
-                        ch.models = m.clone();
-                    }
-                    if let Some(p) = u.priority {
-                        ch.priority = p;
-                    }
-                    if let Some(w) = u.weight {
-                        ch.weight = w;
-                    }
-                    if let Some(e) = u.enabled {
-                        ch.enabled = e;
-                    }
-                    if let Some(v) = &u.api_version {
-                        ch.api_version = Some(v.clone());
-                    }
+                    };
+                    self.channels.insert(id.clone(), Arc::new(channel));
                 }
+                None => {
+                    self.channels.remove(id);
+                }
+            },
+            Change::ChannelRemoved(id) => {
+                self.channels.remove(id);
+                self.channel_prices.remove(id);
             }
-            EventBody::ChannelRemoved(r) => {
-                self.channels.remove(&r.channel_id);
-                self.channel_prices.remove(&r.channel_id);
-            }
-            EventBody::PricePublished(p) => {
-                let version = env.id.to_string();
-                let price = Arc::new(AppliedPrice::from((version.as_str(), p)));
-                match &p.channel_id {
-                    None => self.prices.insert(p.model.clone(), price),
-                    Some(ch) => self.channel_prices.entry(ch.clone()).or_default().insert(p.model.clone(), price),
+            Change::Price { model: name, channel_id } => {
+                let price = match channel_id {
+                    None => model.prices.get(name),
+                    Some(ch) => model.channel_prices.get(ch).and_then(|m| m.get(name)),
+                };
+                let Some(price) = price.map(|p| Arc::new(p.applied())) else { return };
+                match channel_id {
+                    None => self.prices.insert(name.clone(), price),
+                    Some(ch) => self.channel_prices.entry(ch.clone()).or_default().insert(name.clone(), price),
                 };
             }
-            EventBody::TenantCreated(_)
-            | EventBody::UsageRecorded(_)
-            | EventBody::RequestLogged(_)
-            | EventBody::AuthFailuresCounted(_) => {}
+        }
+    }
+}
+
+/// The control model and the hot-path snapshot derived from it, folded together.
+#[derive(Debug, Clone, Default)]
+pub struct Folder {
+    /// The model (the rules).
+    pub model: ControlModel,
+    /// The derived snapshot.
+    pub state: ControlState,
+}
+
+impl Folder {
+    /// Folds in the event at sequence `seq`; events at or below the last applied one are skipped.
+    pub fn apply(&mut self, seq: u64, env: &Envelope, master_key: &MasterKey) {
+        if seq != 0 && seq <= self.model.seq {
+            return;
+        }
+        match self.model.apply(seq, env) {
+            Outcome::Changed(change) => self.state.update(&self.model, &change, master_key),
+            Outcome::Rejected(reason) => {
+                tracing::warn!(seq, event = %env.id, reason, "Control event refused by the control model.");
+            }
+            Outcome::Unchanged | Outcome::NotControl => {}
         }
     }
 }
@@ -252,7 +245,28 @@ pub struct Control {
     seq: AtomicU64,
     following: AtomicBool,
     applied: watch::Sender<u64>,
+    log: EventLog,
+    /// Wakes the follower to re-open its tail, which reads the log at once (an embedded tail
+    /// otherwise sees another process's appends only at its next poll).
+    nudge: Arc<Notify>,
+    flight: tokio::sync::Mutex<Flight>,
+    catch_ups: AtomicU64,
 }
+
+/// The last catch-up's look at the log's end.
+#[derive(Default)]
+struct Flight {
+    started: Option<Instant>,
+    target: u64,
+}
+
+/// At most one look at the log's end per this interval, however many unknown keys arrive: a
+/// flood of bad keys costs at most 40 cheap reads a second, and a new key's first request waits
+/// at most this long for its turn.
+const CATCH_UP_EVERY: Duration = Duration::from_millis(25);
+/// Bound on each step of a catch-up (reading the log's end, then waiting for the follower); past
+/// it the request is answered from the state as it is.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Control {
     /// The current snapshot (one `Arc` clone under a read lock).
@@ -273,6 +287,67 @@ impl Control {
         self.following.load(Ordering::Acquire)
     }
 
+    /// The key whose hash is `hash` (revoked or not). A hash the state does not know makes the
+    /// gateway catch up with the control log once before it answers `None`, so a key works on
+    /// its first request after `api_key.issued` was stored, whichever process stored it. Known
+    /// hashes never wait; see [`Control::catch_up`] for the bounds.
+    pub async fn key(&self, hash: &str) -> Option<Arc<KeyEntry>> {
+        if let Some(k) = self.snapshot().keys.get(hash) {
+            return Some(k.clone());
+        }
+        self.catch_up().await;
+        self.snapshot().keys.get(hash).cloned()
+    }
+
+    /// Waits until everything the log held when this call began is folded in. Coalesced: one
+    /// caller reads the log's end while the others wait, and every caller that arrived before a
+    /// read began takes its answer. Rate-limited to one read per [`CATCH_UP_EVERY`]. Each step is
+    /// bounded by [`CATCH_UP_TIMEOUT`]; a log that cannot answer leaves the state as it is.
+    pub async fn catch_up(&self) {
+        let arrived = Instant::now();
+        let target = {
+            let mut flight = self.flight.lock().await;
+            match flight.started {
+                Some(started) if started >= arrived => flight.target,
+                previous => {
+                    if let Some(previous) = previous {
+                        tokio::time::sleep_until((previous + CATCH_UP_EVERY).into()).await;
+                    }
+                    flight.started = Some(Instant::now());
+                    self.catch_ups.fetch_add(1, Ordering::Relaxed);
+                    flight.target =
+                        match tokio::time::timeout(CATCH_UP_TIMEOUT, self.log.last_seq(Stream::Control)).await {
+                            Ok(Ok(seq)) => seq,
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "Control catch-up could not read the log's end.");
+                                0
+                            }
+                            Err(_) => 0,
+                        };
+                    if flight.target > self.seq() {
+                        self.nudge.notify_one();
+                    }
+                    flight.target
+                }
+            }
+        };
+        if target <= self.seq() {
+            return;
+        }
+        let mut applied = self.applied.subscribe();
+        let _ = tokio::time::timeout(CATCH_UP_TIMEOUT, applied.wait_for(|s| *s >= target)).await;
+    }
+
+    /// How many times a catch-up has read the log's end.
+    pub fn catch_ups(&self) -> u64 {
+        self.catch_ups.load(Ordering::Relaxed)
+    }
+
+    /// A receiver of the last applied control sequence.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
     fn publish(&self, next: ControlState, seq: u64) {
         let next = Arc::new(next);
         match self.current.write() {
@@ -287,13 +362,18 @@ impl Control {
     /// `until` is folded in (or the tail ends, which is an error).
     pub async fn start(log: &EventLog, master_key: MasterKey, until: u64) -> Result<Arc<Control>, nats::LogError> {
         let (applied, mut watcher) = watch::channel(0u64);
+        let nudge = Arc::new(Notify::new());
         let control = Arc::new(Control {
             current: RwLock::new(Arc::new(ControlState::default())),
             seq: AtomicU64::new(0),
             following: AtomicBool::new(true),
             applied,
+            log: log.clone(),
+            nudge: nudge.clone(),
+            flight: tokio::sync::Mutex::new(Flight::default()),
+            catch_ups: AtomicU64::new(0),
         });
-        tokio::spawn(follow(log.clone(), master_key, Arc::downgrade(&control)));
+        tokio::spawn(follow(log.clone(), master_key, Arc::downgrade(&control), nudge));
         if until > 0 {
             watcher.wait_for(|s| *s >= until).await.map_err(|_| nats::LogError::Closed)?;
         }
@@ -311,22 +391,28 @@ const RETAIL_BACKOFF: Duration = Duration::from_millis(200);
 /// Follows the control stream for as long as the gateway lives. Folds every ready event into a
 /// private copy, then publishes one snapshot per batch (so a catch-up of N events costs one clone,
 /// not N). A tail that ends (a log error) is re-opened after the last applied sequence; while it
-/// is closed the gateway reports not ready, so health checks take it out of rotation.
-async fn follow(log: EventLog, master_key: MasterKey, control: Weak<Control>) {
-    let mut state = ControlState::default();
-    let mut applied_seq = 0u64;
+/// is closed the gateway reports not ready, so health checks take it out of rotation. A nudge
+/// (from [`Control::catch_up`]) re-opens the tail at once.
+async fn follow(log: EventLog, master_key: MasterKey, control: Weak<Control>, nudge: Arc<Notify>) {
+    let mut folder = Folder::default();
     loop {
-        let mut tail = log.tail(Stream::Control, applied_seq);
-        while let Some(first) = tail.next().await {
+        let mut tail = log.tail(Stream::Control, folder.model.seq);
+        let nudged = loop {
+            let first = tokio::select! {
+                first = tail.next() => first,
+                () = nudge.notified() => break true,
+            };
+            let Some(first) = first else { break false };
             let mut last_seq = None;
             let mut item = Some(first);
             while let Some(next) = item {
                 match next {
                     Ok(ev) => {
                         match ev.decode() {
-                            Ok(env) => state.apply(&env, &master_key),
+                            Ok(env) => folder.apply(ev.seq, &env, &master_key),
                             Err(e) => tracing::warn!(seq = ev.seq, error = %e, "Undecodable control event skipped."),
                         }
+                        folder.model.seq = folder.model.seq.max(ev.seq);
                         last_seq = Some(ev.seq);
                     }
                     Err(e) => tracing::warn!(error = %e, "Control tail reported an error."),
@@ -335,13 +421,15 @@ async fn follow(log: EventLog, master_key: MasterKey, control: Weak<Control>) {
             }
             let Some(control) = control.upgrade() else { return };
             if let Some(seq) = last_seq {
-                applied_seq = seq;
-                control.publish(state.clone(), seq);
+                control.publish(folder.state.clone(), seq);
                 control.following.store(true, Ordering::Release);
             }
+        };
+        if nudged {
+            continue;
         }
         let Some(control) = control.upgrade() else { return };
-        tracing::error!(after = applied_seq, "Control stream tail ended; re-opening it.");
+        tracing::error!(after = folder.model.seq, "Control stream tail ended; re-opening it.");
         control.following.store(false, Ordering::Release);
         drop(control);
         tokio::time::sleep(RETAIL_BACKOFF).await;
@@ -350,7 +438,7 @@ async fn follow(log: EventLog, master_key: MasterKey, control: Weak<Control>) {
 
 #[cfg(test)]
 mod tests {
-    use schemas::{ChannelAdded, ChannelRemoved, ChannelUpdated, PricePublished};
+    use schemas::{ChannelAdded, ChannelRemoved, ChannelUpdated, EventBody, PricePublished};
 
     use super::*;
 
@@ -387,11 +475,11 @@ mod tests {
 
     fn fold(events: &[Envelope]) -> ControlState {
         let master = MasterKey::generate();
-        let mut state = ControlState::default();
-        for e in events {
-            state.apply(e, &master);
+        let mut folder = Folder::default();
+        for (i, e) in events.iter().enumerate() {
+            folder.apply(i as u64 + 1, e, &master);
         }
-        state
+        folder.state
     }
 
     fn input(p: Option<Arc<AppliedPrice>>) -> Option<i64> {

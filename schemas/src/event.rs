@@ -442,11 +442,18 @@ impl EventBody {
 
     /// The stream the event belongs to.
     pub fn stream(&self) -> Stream {
+        // No catch-all arm: a new event type must say which stream it belongs to.
         match self {
+            EventBody::TenantCreated(_)
+            | EventBody::ApiKeyIssued(_)
+            | EventBody::ApiKeyRevoked(_)
+            | EventBody::ChannelAdded(_)
+            | EventBody::ChannelUpdated(_)
+            | EventBody::ChannelRemoved(_)
+            | EventBody::PricePublished(_) => Stream::Control,
             EventBody::UsageRecorded(_) => Stream::Billing,
             EventBody::RequestLogged(_) => Stream::Requests,
             EventBody::AuthFailuresCounted(_) => Stream::Requests,
-            _ => Stream::Control,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Leaf crate: ids, money, the event envelope and every event type, subjects, and secrets.
 //! Nothing here does I/O; no async runtime, database or broker crate may be imported.
 
+pub mod control;
 pub mod event;
 pub mod ids;
 pub mod keys;

@@ -560,3 +560,42 @@ async fn serve_keeps_its_data_owner_only_and_answers_a_wrong_method_in_the_proto
     serve.stop()?;
     Ok(())
 }
+/// Read-your-writes: what an admin command did is in force for the next request after it
+/// returns — a new key (twenty in a row, each used at once), a channel update and a price.
+async fn an_admin_change_is_in_force_for_the_next_request(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::new(backend).await?;
+    let serve = env.serve().await?;
+    env.add_fake_channel()?;
+    env.cli(&["tenants", "create", "acme"])?;
+    let mut key = String::new();
+    for i in 0..20 {
+        let out = env.cli(&["keys", "create", "--tenant", "acme"])?;
+        key = out.lines().last().unwrap_or_default().to_owned();
+        let (status, body) = env.chat(&serve, &key, false).await?;
+        anyhow::ensure!(status == 200, "key {i} got {status} on its first request: {body}\n{}", serve.log());
+    }
+    env.cli(&["channels", "update", "fake", "--models", &format!("{MODEL},{EMBED_MODEL},brand-new-model")])?;
+    let body = serde_json::json!({"model": "brand-new-model", "messages": [{"role": "user", "content": "hi"}]});
+    let r = env.http.post(format!("{}/v1/chat/completions", serve.base)).bearer_auth(&key).json(&body).send().await?;
+    anyhow::ensure!(r.status() == 200, "a model added by `channels update` got {}", r.status());
+
+    let out = env.cli(&["prices", "set", "--model", MODEL, "--input", "9", "--output", "9"])?;
+    let version = out.split("version ").nth(1).map(|v| v.trim_end_matches([')', '.', '\n']).to_owned());
+    let body = serde_json::json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
+    let r = env.http.post(format!("{}/v1/chat/completions", serve.base)).bearer_auth(&key).json(&body).send().await?;
+    anyhow::ensure!(r.status() == 200);
+    let id = r.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let rows = env.ledger_rows(&id).await?;
+    anyhow::ensure!(rows.len() == 1 && rows[0].price_version == version, "charged {rows:?}, set {version:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_admin_change_is_in_force_for_the_next_request_embedded() -> anyhow::Result<()> {
+    an_admin_change_is_in_force_for_the_next_request(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn an_admin_change_is_in_force_for_the_next_request_cluster() -> anyhow::Result<()> {
+    an_admin_change_is_in_force_for_the_next_request(Backend::Cluster).await
+}

@@ -52,20 +52,17 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     if let Some(retry_after) = app.auth_failures.throttled(client) {
         return ApiError::AuthThrottled { retry_after }.into_response_for(protocol);
     }
-    let snapshot = app.snapshot();
     let authenticated = match protocol {
-        Protocol::OpenAi => auth::authenticate(req.headers(), &snapshot),
-        Protocol::Anthropic => auth::authenticate_anthropic(req.headers(), &snapshot),
-        Protocol::Gemini => auth::authenticate_gemini(req.headers(), req.uri().query(), &snapshot),
+        Protocol::OpenAi => auth::authenticate(req.headers(), &app.control).await,
+        Protocol::Anthropic => auth::authenticate_anthropic(req.headers(), &app.control).await,
+        Protocol::Gemini => auth::authenticate_gemini(req.headers(), req.uri().query(), &app.control).await,
     };
     match authenticated {
         Ok(key) => {
-            drop(snapshot);
             req.extensions_mut().insert(Caller(key));
             next.run(req).await
         }
         Err(failure) => {
-            drop(snapshot);
             app.auth_failures.record(client, failure);
             ApiError::InvalidApiKey.into_response_for(protocol)
         }

@@ -159,6 +159,11 @@ pub async fn spawn_served(
 }
 
 impl TestApp {
+    /// The directory of the embedded log, for a second writer (as the admin CLI is one).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

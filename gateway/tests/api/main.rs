@@ -281,6 +281,41 @@ async fn a_revoked_key_is_refused_within_one_second() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_key_issued_by_another_writer_works_on_its_first_request_twenty_times_in_a_row() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    // A second writer on the same log, as the admin CLI is: its appends do not wake the
+    // gateway's tail, which would see them only at its next poll.
+    let other = nats::EventLog::open_embedded(app.data_dir()).await?;
+    for i in 0..20 {
+        let issued = helpers::issue_key(&other, None).await?;
+        let resp = app.http.get(app.url("/v1/models")).bearer_auth(&issued.plaintext).send().await?;
+        assert_eq!(resp.status(), 200, "key {i} refused on its first request");
+    }
+    let unknown = app.http.get(app.url("/v1/models")).bearer_auth("sk-never-issued").send().await?;
+    assert_eq!(unknown.status(), 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_keys_reads_the_log_end_a_bounded_number_of_times() -> anyhow::Result<()> {
+    // The per-address throttle would answer most of these 429 before any lookup; lift it so
+    // every request reaches the key table.
+    let app = helpers::spawn_with(|c| c.auth_failure_limit = 10_000).await?;
+    let started = Instant::now();
+    let requests = (0..200).map(|i| {
+        let (http, url) = (app.http.clone(), app.url("/v1/models"));
+        async move { http.get(url).bearer_auth(format!("sk-unknown-{i}")).send().await.map(|r| r.status().as_u16()) }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| matches!(s, Ok(401))), "{statuses:?}");
+    // Coalesced and rate-limited: 200 concurrent unknown keys share a handful of reads, one per
+    // 25 ms at most, so they are all answered well within a second.
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(app.gateway.control_catch_ups() <= 2 + started.elapsed().as_millis() as u64 / 25);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_client_that_disconnects_mid_stream_is_still_billed_as_client_disconnected() -> anyhow::Result<()> {
     let app = spawn().await?;
     app.fake.set_scenario(Scenario::SlowChunks(Duration::from_millis(100)));

@@ -1,9 +1,15 @@
 //! The `control` projection: tenants, API keys (hash and display prefix only), channels and the
-//! price history (model-wide prices and per-channel overrides). A channel's sealed credential is deliberately not stored: the gateway reads
-//! it from the log, and a read model is no place for secrets, even sealed ones.
+//! price history (model-wide prices and per-channel overrides). A channel's sealed credential is
+//! deliberately not stored: the gateway reads it from the log, and a read model is no place for
+//! secrets, even sealed ones.
+//!
+//! The rules are the control model's (`schemas::control`): each event loads the rows it touches
+//! into a partial [`ControlModel`], the model applies the event, and what it changed is written
+//! back. No rule is decided here.
 
-use schemas::{AppliedPrice, Envelope, EventBody};
-use sqlx::AnyConnection;
+use schemas::control::{Change, Channel, ControlModel, Key, Outcome, Tenant};
+use schemas::{Envelope, EventBody};
+use sqlx::{AnyConnection, Row as _};
 
 use super::Folded;
 
@@ -13,156 +19,239 @@ pub(super) async fn apply(
     seq: i64,
     env: &Envelope,
 ) -> Result<Folded, sqlx::Error> {
-    let at = env.occurred_at_us;
+    let mut model = touched(conn, generation, env).await?;
+    match model.apply(u64::try_from(seq).unwrap_or(0), env) {
+        Outcome::NotControl => Ok(Folded::Ignored),
+        Outcome::Rejected(reason) => Ok(Folded::Rejected(reason)),
+        Outcome::Unchanged => Ok(Folded::Applied),
+        Outcome::Changed(change) => {
+            write(conn, generation, seq, env, &model, &change).await?;
+            Ok(Folded::Applied)
+        }
+    }
+}
+
+fn encode(e: serde_json::Error) -> sqlx::Error {
+    sqlx::Error::Encode(Box::new(e))
+}
+
+fn decode(e: serde_json::Error) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+/// The part of the model `env` reads: the rows of the entities it names.
+async fn touched(conn: &mut AnyConnection, generation: i64, env: &Envelope) -> Result<ControlModel, sqlx::Error> {
+    let mut model = ControlModel::default();
     match &env.body {
         EventBody::TenantCreated(t) => {
+            let row = sqlx::query("SELECT name, created_at_us FROM tenants WHERE generation = $1 AND name = $2")
+                .bind(generation)
+                .bind(&t.name)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(r) = row {
+                let tenant = Tenant { name: r.try_get("name")?, created_at_us: r.try_get("created_at_us")? };
+                model.tenants.insert(tenant.name.clone(), tenant);
+            }
+        }
+        EventBody::ApiKeyIssued(k) => load_keys(conn, generation, &k.key_id, &k.hash, &mut model).await?,
+        EventBody::ApiKeyRevoked(k) => load_keys(conn, generation, &k.key_id, "", &mut model).await?,
+        EventBody::ChannelAdded(c) => load_channel(conn, generation, &c.channel_id, &mut model).await?,
+        EventBody::ChannelUpdated(c) => load_channel(conn, generation, &c.channel_id, &mut model).await?,
+        EventBody::ChannelRemoved(c) => load_channel(conn, generation, &c.channel_id, &mut model).await?,
+        EventBody::PricePublished(_)
+        | EventBody::UsageRecorded(_)
+        | EventBody::RequestLogged(_)
+        | EventBody::AuthFailuresCounted(_) => {}
+    }
+    Ok(model)
+}
+
+async fn load_keys(
+    conn: &mut AnyConnection,
+    generation: i64,
+    key_id: &str,
+    hash: &str,
+    model: &mut ControlModel,
+) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT key_id, tenant, hash, prefix, name, models, created_at_us, revoked_at_us FROM api_keys \
+         WHERE generation = $1 AND (key_id = $2 OR hash = $3)",
+    )
+    .bind(generation)
+    .bind(key_id)
+    .bind(hash)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in rows {
+        let models: Option<String> = r.try_get("models")?;
+        model.insert_key(Key {
+            key_id: r.try_get("key_id")?,
+            tenant: r.try_get("tenant")?,
+            hash: r.try_get("hash")?,
+            prefix: r.try_get("prefix")?,
+            name: r.try_get("name")?,
+            models: models.as_deref().map(serde_json::from_str).transpose().map_err(decode)?,
+            created_at_us: r.try_get("created_at_us")?,
+            revoked_at_us: r.try_get("revoked_at_us")?,
+        });
+    }
+    Ok(())
+}
+
+/// Loads a live channel. Its sealed key and api-version are not stored; the model's rules never
+/// read them, and nothing here writes them.
+async fn load_channel(
+    conn: &mut AnyConnection,
+    generation: i64,
+    channel_id: &str,
+    model: &mut ControlModel,
+) -> Result<(), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT channel_id, tenant, name, provider, base_url, models, priority, weight, enabled, created_at_us, \
+         updated_at_us FROM channels WHERE generation = $1 AND channel_id = $2 AND removed = 0",
+    )
+    .bind(generation)
+    .bind(channel_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(r) = row else { return Ok(()) };
+    let models: String = r.try_get("models")?;
+    let channel = Channel {
+        channel_id: r.try_get("channel_id")?,
+        tenant: r.try_get("tenant")?,
+        name: r.try_get("name")?,
+        provider: r.try_get("provider")?,
+        base_url: r.try_get("base_url")?,
+        api_key: None,
+        models: serde_json::from_str(&models).map_err(decode)?,
+        priority: i32::try_from(r.try_get::<i64, _>("priority")?).unwrap_or_default(),
+        weight: u32::try_from(r.try_get::<i64, _>("weight")?).unwrap_or(1),
+        enabled: r.try_get::<i64, _>("enabled")? != 0,
+        api_version: None,
+        created_at_us: r.try_get("created_at_us")?,
+        updated_at_us: r.try_get("updated_at_us")?,
+    };
+    model.channels.insert(channel.channel_id.clone(), channel);
+    Ok(())
+}
+
+/// Writes the entity `change` names as the model now has it.
+async fn write(
+    conn: &mut AnyConnection,
+    generation: i64,
+    seq: i64,
+    env: &Envelope,
+    model: &ControlModel,
+    change: &Change,
+) -> Result<(), sqlx::Error> {
+    match change {
+        Change::Tenant(name) => {
+            let Some(t) = model.tenants.get(name) else { return Ok(()) };
             sqlx::query(
                 "INSERT INTO tenants (generation, name, created_at_us) VALUES ($1, $2, $3) \
                  ON CONFLICT (generation, name) DO NOTHING",
             )
             .bind(generation)
             .bind(&t.name)
-            .bind(at)
+            .bind(t.created_at_us)
             .execute(&mut *conn)
             .await?;
-            Ok(Folded::Applied)
         }
-        EventBody::ApiKeyIssued(k) => {
-            let models = match &k.models {
-                Some(m) => Some(serde_json::to_string(m).map_err(|e| sqlx::Error::Encode(Box::new(e)))?),
-                None => None,
-            };
-            // No conflict target: a clash on either the key id or the hash is refused.
-            let inserted = sqlx::query(
+        Change::Key(id) => {
+            let Some(k) = model.keys.get(id) else { return Ok(()) };
+            let models = k.models.as_ref().map(serde_json::to_string).transpose().map_err(encode)?;
+            sqlx::query(
                 "INSERT INTO api_keys (generation, key_id, tenant, hash, prefix, name, models, revoked, \
-                 created_at_us, revoked_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, NULL) \
-                 ON CONFLICT DO NOTHING",
+                 created_at_us, revoked_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (generation, key_id) DO UPDATE SET revoked = excluded.revoked, \
+                 revoked_at_us = excluded.revoked_at_us",
             )
             .bind(generation)
             .bind(&k.key_id)
-            .bind(&env.tenant)
+            .bind(&k.tenant)
             .bind(&k.hash)
             .bind(&k.prefix)
             .bind(k.name.clone())
             .bind(models)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                Ok(Folded::Applied)
-            } else {
-                Ok(Folded::Rejected(format!("api key {} clashes with an existing key id or hash", k.key_id)))
-            }
-        }
-        EventBody::ApiKeyRevoked(k) => {
-            // Revoking twice keeps the first revocation time.
-            sqlx::query(
-                "UPDATE api_keys SET revoked = 1, revoked_at_us = $1 \
-                 WHERE generation = $2 AND key_id = $3 AND revoked = 0",
-            )
-            .bind(at)
-            .bind(generation)
-            .bind(&k.key_id)
+            .bind(i64::from(k.revoked()))
+            .bind(k.created_at_us)
+            .bind(k.revoked_at_us)
             .execute(&mut *conn)
             .await?;
-            Ok(Folded::Applied)
         }
-        EventBody::ChannelAdded(c) => {
-            let models = serde_json::to_string(&c.models).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            // Adding an existing id again (e.g. after a removal) replaces it.
+        Change::Channel(id) => {
+            let Some(c) = model.channels.get(id) else { return Ok(()) };
+            let models = serde_json::to_string(&c.models).map_err(encode)?;
             sqlx::query(
                 "INSERT INTO channels (generation, channel_id, tenant, name, provider, base_url, models, priority, \
                  weight, enabled, removed, created_at_us, updated_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, 0, $10, $10) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12) \
                  ON CONFLICT (generation, channel_id) DO UPDATE SET tenant = excluded.tenant, name = excluded.name, \
                  provider = excluded.provider, base_url = excluded.base_url, models = excluded.models, \
-                 priority = excluded.priority, weight = excluded.weight, enabled = 1, removed = 0, \
-                 updated_at_us = excluded.updated_at_us",
+                 priority = excluded.priority, weight = excluded.weight, enabled = excluded.enabled, removed = 0, \
+                 created_at_us = excluded.created_at_us, updated_at_us = excluded.updated_at_us",
             )
             .bind(generation)
             .bind(&c.channel_id)
-            .bind(&env.tenant)
+            .bind(&c.tenant)
             .bind(&c.name)
             .bind(&c.provider)
             .bind(&c.base_url)
             .bind(models)
             .bind(i64::from(c.priority))
             .bind(i64::from(c.weight))
-            .bind(at)
+            .bind(i64::from(c.enabled))
+            .bind(c.created_at_us)
+            .bind(c.updated_at_us)
             .execute(&mut *conn)
             .await?;
-            Ok(Folded::Applied)
         }
-        EventBody::ChannelUpdated(c) => {
-            let models = match &c.models {
-                Some(m) => Some(serde_json::to_string(m).map_err(|e| sqlx::Error::Encode(Box::new(e)))?),
-                None => None,
-            };
-            sqlx::query(
-                "UPDATE channels SET name = COALESCE($1, name), base_url = COALESCE($2, base_url), \
-                 models = COALESCE($3, models), priority = COALESCE($4, priority), weight = COALESCE($5, weight), \
-                 enabled = COALESCE($6, enabled), updated_at_us = $7 WHERE generation = $8 AND channel_id = $9",
-            )
-            .bind(c.name.clone())
-            .bind(c.base_url.clone())
-            .bind(models)
-            .bind(c.priority.map(i64::from))
-            .bind(c.weight.map(i64::from))
-            .bind(c.enabled.map(i64::from))
-            .bind(at)
-            .bind(generation)
-            .bind(&c.channel_id)
-            .execute(&mut *conn)
-            .await?;
-            Ok(Folded::Applied)
-        }
-        EventBody::ChannelRemoved(c) => {
+        Change::ChannelRemoved(id) => {
             sqlx::query(
                 "UPDATE channels SET removed = 1, enabled = 0, updated_at_us = $1 \
                  WHERE generation = $2 AND channel_id = $3",
             )
-            .bind(at)
+            .bind(env.occurred_at_us)
             .bind(generation)
-            .bind(&c.channel_id)
+            .bind(id)
             .execute(&mut *conn)
             .await?;
-            // The gateway forgets a removed channel's price overrides; they stay in the history
-            // (ledger rows name their version) but are no longer in force.
+            // The overrides stay in the history (ledger rows name their version) but are no
+            // longer in force.
             sqlx::query("UPDATE prices SET retired = 1 WHERE generation = $1 AND channel_id = $2")
                 .bind(generation)
-                .bind(&c.channel_id)
+                .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            Ok(Folded::Applied)
         }
-        EventBody::PricePublished(p) => {
-            // The same defaults the gateway applies when it charges (absent cached = input price).
-            let version = env.id.to_string();
-            let price = AppliedPrice::from((version.as_str(), p));
+        Change::Price { model: name, channel_id } => {
+            let price = match channel_id {
+                None => model.prices.get(name),
+                Some(ch) => model.channel_prices.get(ch).and_then(|m| m.get(name)),
+            };
+            let Some(price) = price else { return Ok(()) };
+            let applied = price.applied();
             sqlx::query(
                 "INSERT INTO prices (generation, version, seq, model, currency, input_per_mtok_nanos, \
                  cached_input_per_mtok_nanos, cache_write_per_mtok_nanos, output_per_mtok_nanos, published_at_us, \
                  channel_id, retired) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0) ON CONFLICT DO NOTHING",
             )
             .bind(generation)
-            .bind(&price.version)
+            .bind(&applied.version)
             .bind(seq)
-            .bind(&p.model)
-            .bind(&price.currency)
-            .bind(price.input_per_mtok_nanos)
-            .bind(price.cached_input_per_mtok_nanos)
-            .bind(price.cache_write_per_mtok_nanos)
-            .bind(price.output_per_mtok_nanos)
-            .bind(at)
+            .bind(name)
+            .bind(&applied.currency)
+            .bind(applied.input_per_mtok_nanos)
+            .bind(applied.cached_input_per_mtok_nanos)
+            .bind(applied.cache_write_per_mtok_nanos)
+            .bind(applied.output_per_mtok_nanos)
+            .bind(price.published_at_us)
             // '' = every channel (see migration 0002).
-            .bind(p.channel_id.clone().unwrap_or_default())
+            .bind(channel_id.clone().unwrap_or_default())
             .execute(&mut *conn)
             .await?;
-            Ok(Folded::Applied)
-        }
-        EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) | EventBody::AuthFailuresCounted(_) => {
-            Ok(Folded::Ignored)
         }
     }
+    Ok(())
 }

@@ -199,3 +199,212 @@ async fn a_key_reusing_another_keys_hash_is_recorded_as_poison_not_applied() -> 
     }
     Ok(())
 }
+
+fn at(tenant: &str, t: i64, body: EventBody) -> Envelope {
+    Envelope::new(tenant, "test", BASE_US + t, body)
+}
+
+fn added(id: &str, t: i64, priority: i32) -> Envelope {
+    at(
+        GLOBAL_TENANT,
+        t,
+        EventBody::ChannelAdded(ChannelAdded {
+            channel_id: id.into(),
+            name: format!("{id} name"),
+            provider: "openai".into(),
+            base_url: format!("https://{id}.test/v1"),
+            api_key: None,
+            models: vec!["m".into()],
+            priority,
+            weight: 2,
+            api_version: None,
+            insecure_http: false,
+        }),
+    )
+}
+
+fn updated(t: i64, u: ChannelUpdated) -> Envelope {
+    at(GLOBAL_TENANT, t, EventBody::ChannelUpdated(u))
+}
+
+fn revoked(tenant: &str, key_id: &str, t: i64) -> Envelope {
+    at(tenant, t, EventBody::ApiKeyRevoked(schemas::ApiKeyRevoked { key_id: key_id.into() }))
+}
+
+fn removed(id: &str, t: i64) -> Envelope {
+    at(GLOBAL_TENANT, t, EventBody::ChannelRemoved(ChannelRemoved { channel_id: id.into() }))
+}
+
+/// Every control event type, and every case where the gateway, the CLI and the projection used
+/// to disagree: a re-issued key id, a duplicate hash, a revived key, partial channel updates
+/// (priority, weight, enabled, name), a channel added twice, overrides of a removed channel, an
+/// override for an unknown channel, and removals of unknown entities.
+fn fixture() -> Vec<Envelope> {
+    let mut acme_again = tenant_created("acme");
+    acme_again.occurred_at_us = BASE_US + 2;
+    vec![
+        tenant_created("acme"),
+        acme_again,
+        tenant_created("beta"),
+        key_issued("acme", "key_1", "h1h1", BASE_US + 4),
+        key_issued("acme", "key_1", "h9h9", BASE_US + 5),
+        key_issued("beta", "key_2", "h1h1", BASE_US + 6),
+        key_issued("acme", "key_3", "h3h3", BASE_US + 7),
+        revoked("acme", "key_1", 8),
+        revoked("acme", "key_1", 9),
+        revoked("acme", "key_unknown", 10),
+        key_issued("acme", "key_1", "h1h1", BASE_US + 11),
+        added("ch_a", 12, 5),
+        added("ch_b", 13, 0),
+        updated(
+            14,
+            ChannelUpdated {
+                channel_id: "ch_a".into(),
+                name: Some("renamed".into()),
+                weight: Some(7),
+                enabled: Some(false),
+                ..ChannelUpdated::default()
+            },
+        ),
+        updated(
+            15,
+            ChannelUpdated {
+                channel_id: "ch_a".into(),
+                priority: Some(-1),
+                base_url: Some("https://elsewhere.test/v1".into()),
+                ..ChannelUpdated::default()
+            },
+        ),
+        updated(16, ChannelUpdated { channel_id: "ch_x".into(), weight: Some(3), ..ChannelUpdated::default() }),
+        price_published("m", 100, BASE_US + 17),
+        channel_price_published("m", Some("ch_a"), 70, BASE_US + 18),
+        channel_price_published("m", Some("ch_b"), 80, BASE_US + 19),
+        added("ch_a", 20, 9),
+        removed("ch_b", 21),
+        removed("ch_y", 22),
+        updated(23, ChannelUpdated { channel_id: "ch_b".into(), weight: Some(9), ..ChannelUpdated::default() }),
+        added("ch_b", 24, 1),
+        channel_price_published("m2", Some("ch_z"), 5, BASE_US + 25),
+        price_published("m", 110, BASE_US + 26),
+        added("ch_c", 27, 0),
+        updated(28, ChannelUpdated { channel_id: "ch_c".into(), enabled: Some(false), ..ChannelUpdated::default() }),
+    ]
+}
+
+#[tokio::test]
+async fn the_sql_projection_and_the_control_model_agree_on_one_fixture_log() -> anyhow::Result<()> {
+    use schemas::control::{ControlModel, Outcome};
+
+    let events = fixture();
+    let mut model = ControlModel::default();
+    let mut rejected = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Outcome::Rejected(_) = model.apply(i as u64 + 1, e) {
+            rejected.push(i as u64 + 1);
+        }
+    }
+    ensure!(rejected == [5, 6, 11], "the fixture's refused issuances: {rejected:?}");
+
+    for backend in BACKENDS {
+        let h = Harness::new(backend).await?;
+        h.append_all(&events).await?;
+        h.catch_up(Projection::Control).await?;
+
+        let tenants: Vec<(String, i64)> =
+            read::tenants(&h.store).await?.into_iter().map(|t| (t.name, t.created_at_us)).collect();
+        let want: Vec<(String, i64)> = model.tenants.values().map(|t| (t.name.clone(), t.created_at_us)).collect();
+        ensure!(tenants == want, "{backend:?}: tenants {tenants:?} != {want:?}");
+
+        let keys: Vec<_> = read::api_keys(&h.store, None)
+            .await?
+            .into_iter()
+            .map(|k| (k.key_id, k.tenant, k.prefix, k.name, k.models, k.revoked, k.created_at_us, k.revoked_at_us))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let want: Vec<_> = model
+            .keys
+            .values()
+            .map(|k| {
+                let k = k.clone();
+                let revoked = k.revoked();
+                (k.key_id, k.tenant, k.prefix, k.name, k.models, revoked, k.created_at_us, k.revoked_at_us)
+            })
+            .collect();
+        ensure!(keys == want, "{backend:?}: keys\n{keys:?}\n!=\n{want:?}");
+        for k in model.keys.values() {
+            let by_hash = read::key_by_hash(&h.store, &k.hash).await?;
+            ensure!(by_hash.is_some_and(|r| r.key_id == k.key_id), "{backend:?}: hash of {}", k.key_id);
+        }
+
+        let channels: Vec<_> = read::channels(&h.store)
+            .await?
+            .into_iter()
+            .filter(|c| !c.removed)
+            .map(|c| {
+                (
+                    c.channel_id,
+                    c.tenant,
+                    c.name,
+                    c.provider,
+                    c.base_url,
+                    c.models,
+                    c.priority,
+                    c.weight,
+                    c.enabled,
+                    c.created_at_us,
+                    c.updated_at_us,
+                )
+            })
+            .collect();
+        let want: Vec<_> = model
+            .channels
+            .values()
+            .map(|c| {
+                let c = c.clone();
+                (
+                    c.channel_id,
+                    c.tenant,
+                    c.name,
+                    c.provider,
+                    c.base_url,
+                    c.models,
+                    i64::from(c.priority),
+                    i64::from(c.weight),
+                    c.enabled,
+                    c.created_at_us,
+                    c.updated_at_us,
+                )
+            })
+            .collect();
+        ensure!(channels == want, "{backend:?}: channels\n{channels:?}\n!=\n{want:?}");
+
+        let prices: Vec<_> = read::latest_prices(&h.store)
+            .await?
+            .into_iter()
+            .map(|p| (p.model, p.channel_id, p.version, p.input_per_mtok_nanos, p.cache_write_per_mtok_nanos))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let model_wide = model.prices.values().map(|p| (p, None));
+        let overrides = model
+            .channel_prices
+            .iter()
+            .flat_map(|(ch, by_model)| by_model.values().map(move |p| (p, Some(ch.clone()))));
+        let want: Vec<_> = model_wide
+            .chain(overrides)
+            .map(|(p, ch)| {
+                let a = p.applied();
+                (p.published.model.clone(), ch, a.version, a.input_per_mtok_nanos, a.cache_write_per_mtok_nanos)
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        ensure!(prices == want, "{backend:?}: prices\n{prices:?}\n!=\n{want:?}");
+
+        let poison: Vec<u64> =
+            read::poison_events(&h.store, Projection::Control).await?.into_iter().map(|p| p.seq).collect();
+        ensure!(poison == rejected, "{backend:?}: refused events {poison:?} != {rejected:?}");
+    }
+    Ok(())
+}

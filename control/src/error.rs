@@ -1,0 +1,124 @@
+//! Why an admin operation was refused or failed. The messages are what the CLI prints.
+
+/// An admin operation's error.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The tenant name is not a valid tenant id.
+    #[error(transparent)]
+    InvalidTenant(#[from] schemas::IdError),
+    /// `tenants create` for a name that exists.
+    #[error("tenant {0} already exists")]
+    TenantExists(String),
+    /// A key for a tenant that was never created.
+    #[error("no tenant named {0}; create it with `llm-router tenants create {0}`")]
+    NoTenant(String),
+    /// No key matches (only the display prefix of what was given is echoed).
+    #[error("no key matches {0:?}")]
+    NoKey(String),
+    /// A prefix that matches several keys.
+    #[error("{count} keys match {needle:?}; give the key id")]
+    AmbiguousKey {
+        /// How many matched.
+        count: usize,
+        /// The display prefix of what was given (it may be a whole key).
+        needle: String,
+    },
+    /// Revoking a revoked key.
+    #[error("key {0} is already revoked")]
+    AlreadyRevoked(String),
+    /// No live channel with that name or id.
+    #[error("no channel {0:?}; see `llm-router channels list`")]
+    NoChannel(String),
+    /// Channel names are unique.
+    #[error("a channel named {0:?} exists")]
+    ChannelNameTaken(String),
+    /// A provider outside the catalog.
+    #[error("unknown provider {provider:?}; known: {known}")]
+    UnknownProvider {
+        /// What was given.
+        provider: String,
+        /// The catalog's names.
+        known: String,
+    },
+    /// A provider without a default base URL and none given.
+    #[error(
+        "provider {0} has no default base URL; give --base-url (for azure the resource endpoint, \
+         https://RESOURCE.openai.azure.com)"
+    )]
+    NoDefaultBaseUrl(String),
+    /// Not an http(s) URL.
+    #[error("base URL {0:?} must start with http:// or https://")]
+    BadBaseUrl(String),
+    /// `user:password@` in a base URL.
+    #[error("base URL must not carry credentials; use --api-key")]
+    CredentialsInUrl,
+    /// The outbound-address policy refused the base URL.
+    #[error("--base-url refused: {0}")]
+    UrlRefused(String),
+    /// `--insecure-http` without a new base URL.
+    #[error("--insecure-http goes with --base-url")]
+    InsecureHttpWithoutUrl,
+    /// `--api-version` for a provider that takes none.
+    #[error("--api-version only applies to provider azure")]
+    ApiVersionNotApplicable,
+    /// A channel without models.
+    #[error("a channel needs at least one model (--models m1,m2)")]
+    NoModels,
+    /// Weight 0.
+    #[error("weight must be at least 1")]
+    ZeroWeight,
+    /// A provider that refuses every call without a key, and none given.
+    #[error("provider {provider} needs --api-key (the gateway sends it as {header})")]
+    KeyRequired {
+        /// The provider.
+        provider: String,
+        /// The header the key travels in.
+        header: &'static str,
+    },
+    /// `--name ""`.
+    #[error("--name is empty")]
+    EmptyName,
+    /// `channels update` without a change.
+    #[error(
+        "nothing to change; give at least one of --name, --base-url, --api-key, --models, --priority, \
+         --weight, --api-version"
+    )]
+    NothingToChange,
+    /// `--model ""`.
+    #[error("--model is empty")]
+    EmptyModel,
+    /// Not a three-letter currency code.
+    #[error("currency must be an ISO code such as USD")]
+    BadCurrency,
+    /// An amount that is not a decimal.
+    #[error("--{flag}: {source}")]
+    BadAmount {
+        /// The flag.
+        flag: &'static str,
+        /// Why.
+        source: schemas::MoneyError,
+    },
+    /// The log refused or failed the append.
+    #[error("Failed to append {what}: {source}")]
+    Append {
+        /// The event type.
+        what: &'static str,
+        /// The log's error.
+        source: nats::LogError,
+    },
+    /// The log could not be read.
+    #[error("Failed to {what}: {source}")]
+    Log {
+        /// What was being done.
+        what: &'static str,
+        /// The log's error.
+        source: nats::LogError,
+    },
+}
+
+impl AdminError {
+    /// Wraps a log error met while doing `what`.
+    pub(crate) fn log(what: &'static str) -> impl Fn(nats::LogError) -> AdminError {
+        move |source| AdminError::Log { what, source }
+    }
+}

@@ -1,0 +1,500 @@
+//! Admin operations on the control stream — create a tenant, issue and revoke keys, add, update
+//! and remove channels, set prices — as a library the CLI uses now and the HTTP admin API next.
+//! Each operation reads the control model from the log, checks its input against it, and
+//! appends one control event (waiting for the log's own acknowledgement). Errors are typed.
+//! No HTTP, no printing, no provider code here: the provider catalog is given by the caller.
+
+mod error;
+
+use futures::StreamExt as _;
+use nats::EventLog;
+use schemas::control::{ControlModel, Key};
+use schemas::secret::MasterKey;
+use schemas::{
+    ApiKeyIssued, ApiKeyRevoked, ChannelAdded, ChannelRemoved, ChannelUpdated, Envelope, EventBody, GLOBAL_TENANT,
+    PricePublished, Stream, TenantCreated, TenantId,
+};
+
+pub use crate::error::AdminError;
+
+/// Reads the control stream up to its current end and folds it into the control model.
+/// Undecodable events are skipped, as every other consumer skips them.
+pub async fn load(log: &EventLog) -> Result<ControlModel, AdminError> {
+    let end = log.last_seq(Stream::Control).await.map_err(AdminError::log("read the control stream"))?;
+    let mut model = ControlModel::default();
+    if end == 0 {
+        return Ok(model);
+    }
+    let mut tail = log.tail(Stream::Control, 0);
+    while let Some(ev) = tail.next().await {
+        let ev = ev.map_err(AdminError::log("read the control stream"))?;
+        if let Ok(env) = ev.decode() {
+            model.apply(ev.seq, &env);
+        }
+        if ev.seq >= end {
+            break;
+        }
+    }
+    Ok(model)
+}
+
+/// Finds a key by id, display prefix, or the whole key. An ambiguous prefix is an error.
+pub fn find_key<'a>(model: &'a ControlModel, needle: &str) -> Result<&'a Key, AdminError> {
+    if let Some(k) = model.keys.get(needle) {
+        return Ok(k);
+    }
+    if let Some(k) = model.key_by_hash(&schemas::keys::hash(needle)) {
+        return Ok(k);
+    }
+    let matches: Vec<&Key> =
+        model.keys.values().filter(|k| needle.starts_with(&k.prefix) || k.prefix.starts_with(needle)).collect();
+    match matches.as_slice() {
+        [one] if needle.len() >= 6 => Ok(one),
+        [] | [_] => Err(AdminError::NoKey(schemas::keys::display_prefix(needle))),
+        _ => Err(AdminError::AmbiguousKey { count: matches.len(), needle: schemas::keys::display_prefix(needle) }),
+    }
+}
+
+/// What the admin side knows of a provider: whether it has a default base URL, needs an
+/// `api-version` or requires a key. The gateway's preset table is the source; the caller builds
+/// the catalog so this crate does not import the gateway.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// The `--provider` name.
+    pub name: &'static str,
+    /// The vendor's documented base URL, if it has one.
+    pub default_base_url: Option<&'static str>,
+    /// `Some(default)` when channels of this provider need an `api-version` (Azure).
+    pub default_api_version: Option<&'static str>,
+    /// `Some(header)` when the vendor refuses every call without a key (named in the error).
+    pub key_required: Option<&'static str>,
+}
+
+/// The admin operations, acting as one admin on one log.
+pub struct Admin {
+    log: EventLog,
+    actor: String,
+    source: String,
+    providers: Vec<Provider>,
+    egress: egress::Policy,
+    dns: egress::Dns,
+}
+
+/// A key just issued: its id and the plaintext, shown once.
+pub struct IssuedKey {
+    /// `key_…`
+    pub key_id: String,
+    /// The plaintext key.
+    pub key: String,
+    /// Display prefix.
+    pub prefix: String,
+}
+
+/// What `channels add` needs.
+pub struct NewChannel {
+    /// Unique name.
+    pub name: String,
+    /// Provider preset.
+    pub provider: String,
+    /// Base URL; `None` takes the provider's default.
+    pub base_url: Option<String>,
+    /// `api-version` (Azure); `None` takes the provider's default.
+    pub api_version: Option<String>,
+    /// Upstream API key (sealed before it leaves the operation).
+    pub api_key: Option<String>,
+    /// Models served.
+    pub models: Vec<String>,
+    /// Priority.
+    pub priority: i32,
+    /// Weight.
+    pub weight: u32,
+    /// Allow plain `http://` to a public host (`--insecure-http`).
+    pub insecure_http: bool,
+}
+
+/// What `channels update` changes; `None` keeps the current value.
+#[derive(Default)]
+pub struct ChannelChanges {
+    /// New unique name.
+    pub name: Option<String>,
+    /// New base URL.
+    pub base_url: Option<String>,
+    /// New upstream API key (sealed before it leaves the operation).
+    pub api_key: Option<String>,
+    /// New model list.
+    pub models: Option<Vec<String>>,
+    /// New priority.
+    pub priority: Option<i32>,
+    /// New weight.
+    pub weight: Option<u32>,
+    /// New `api-version` (Azure).
+    pub api_version: Option<String>,
+    /// Allow plain `http://` to a public host for the new base URL (`--insecure-http`).
+    pub insecure_http: bool,
+}
+
+/// What `prices set` publishes: decimal amounts per one million tokens.
+pub struct NewPrice<'a> {
+    /// Model name.
+    pub model: &'a str,
+    /// A live channel's name or id: the price then overrides the model's price there alone.
+    pub channel: Option<&'a str>,
+    /// ISO currency.
+    pub currency: &'a str,
+    /// Uncached input.
+    pub input: &'a str,
+    /// Output.
+    pub output: &'a str,
+    /// Cached input (default: the input price).
+    pub cached: Option<&'a str>,
+    /// Cache-write input (default: the input price).
+    pub cache_write: Option<&'a str>,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Trims a base URL and checks it is a plain http(s) URL without credentials.
+fn checked_base_url(url: &str) -> Result<String, AdminError> {
+    let url = url.trim().trim_end_matches('/').to_owned();
+    if !((url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len()) {
+        return Err(AdminError::BadBaseUrl(url));
+    }
+    if url.contains('@') {
+        return Err(AdminError::CredentialsInUrl);
+    }
+    Ok(url)
+}
+
+/// Trimmed model names, at least one.
+fn checked_models(models: Vec<String>) -> Result<Vec<String>, AdminError> {
+    let models: Vec<String> = models.into_iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
+    if models.is_empty() {
+        return Err(AdminError::NoModels);
+    }
+    Ok(models)
+}
+
+impl Admin {
+    /// Operations on `log` by `actor` (recorded on every event: the audit trail), appended with
+    /// `source` as the producing instance, for channels of the given `providers`.
+    pub fn new(log: EventLog, actor: &str, source: &str, providers: Vec<Provider>) -> Admin {
+        Admin {
+            log,
+            actor: actor.to_owned(),
+            source: source.to_owned(),
+            providers,
+            egress: egress::Policy::default(),
+            dns: egress::Dns::system(),
+        }
+    }
+
+    /// Checks channel base URLs against `policy`, looking names up with `dns` (the default: the
+    /// built-in policy and the system resolver).
+    pub fn with_egress(mut self, policy: egress::Policy, dns: egress::Dns) -> Admin {
+        self.egress = policy;
+        self.dns = dns;
+        self
+    }
+
+    /// The log the operations append to.
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// A control event by this admin.
+    pub fn event(&self, tenant: &str, body: EventBody) -> Envelope {
+        let mut env = Envelope::new(tenant, &self.source, now_us(), body);
+        env.actor = Some(self.actor.clone());
+        env
+    }
+
+    async fn append(&self, env: &Envelope) -> Result<(), AdminError> {
+        let what = env.body.type_name();
+        self.log.append_acked(env).await.map_err(|source| AdminError::Append { what, source })
+    }
+
+    /// The validation step every channel base URL goes through: its shape, then the outbound
+    /// address policy for a URL an admin sets (`egress::Trust::Admin`): no forbidden address,
+    /// literal or resolved now (metadata, link-local, unspecified, …), and plain http only to
+    /// private or loopback hosts unless `insecure_http`. A private or loopback host is allowed,
+    /// with a warning naming the channel (never its key).
+    async fn base_url(&self, url: &str, insecure_http: bool, channel: &str) -> Result<String, AdminError> {
+        let url = checked_base_url(url)?;
+        match self.egress.check_url_resolving(&url, egress::Trust::Admin, insecure_http, &self.dns).await {
+            Ok(target) => {
+                if target.is_internal() {
+                    tracing::warn!(channel, host = %target.host, "Channel base URL reaches a private network or this host; allowed because an admin set it.");
+                }
+                Ok(url)
+            }
+            Err(e @ egress::UrlRefused::InsecureHttp { .. }) => {
+                Err(AdminError::UrlRefused(format!("{e} (or give --insecure-http to allow it)")))
+            }
+            Err(e) => Err(AdminError::UrlRefused(e.to_string())),
+        }
+    }
+
+    /// `tenants create NAME`.
+    pub async fn create_tenant(&self, name: &str) -> Result<(), AdminError> {
+        let tenant = TenantId::parse(name)?;
+        let model = load(&self.log).await?;
+        if model.tenants.contains_key(tenant.as_str()) {
+            return Err(AdminError::TenantExists(tenant.to_string()));
+        }
+        let env = self.event(tenant.as_str(), EventBody::TenantCreated(TenantCreated { name: tenant.to_string() }));
+        self.append(&env).await
+    }
+
+    /// `keys create --tenant T`: the tenant must exist.
+    pub async fn create_key(
+        &self,
+        tenant: &str,
+        name: Option<String>,
+        models: Option<Vec<String>>,
+    ) -> Result<IssuedKey, AdminError> {
+        let tenant = TenantId::parse(tenant)?;
+        let model = load(&self.log).await?;
+        if !model.tenants.contains_key(tenant.as_str()) {
+            return Err(AdminError::NoTenant(tenant.to_string()));
+        }
+        self.issue_key(tenant.as_str(), name, models).await
+    }
+
+    /// Appends `api_key.issued` for a fresh key of `tenant`, without checking the tenant.
+    pub async fn issue_key(
+        &self,
+        tenant: &str,
+        name: Option<String>,
+        models: Option<Vec<String>>,
+    ) -> Result<IssuedKey, AdminError> {
+        let key = schemas::keys::generate();
+        let key_id = format!("key_{}", uuid::Uuid::now_v7().simple());
+        let env = self.event(
+            tenant,
+            EventBody::ApiKeyIssued(ApiKeyIssued {
+                key_id: key_id.clone(),
+                hash: key.hash,
+                prefix: key.prefix.clone(),
+                name,
+                models,
+            }),
+        );
+        self.append(&env).await?;
+        Ok(IssuedKey { key_id, key: key.plaintext, prefix: key.prefix })
+    }
+
+    /// `keys revoke KEY_ID_OR_PREFIX` (the whole key works too). Returns the revoked key's id.
+    pub async fn revoke_key(&self, needle: &str) -> Result<String, AdminError> {
+        let model = load(&self.log).await?;
+        let key = find_key(&model, needle)?;
+        if key.revoked() {
+            return Err(AdminError::AlreadyRevoked(key.key_id.clone()));
+        }
+        let env = self.event(&key.tenant, EventBody::ApiKeyRevoked(ApiKeyRevoked { key_id: key.key_id.clone() }));
+        self.append(&env).await?;
+        Ok(key.key_id.clone())
+    }
+
+    fn provider(&self, name: &str) -> Result<&Provider, AdminError> {
+        self.providers.iter().find(|p| p.name == name).ok_or_else(|| AdminError::UnknownProvider {
+            provider: name.to_owned(),
+            known: self.providers.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// `channels add`. Returns the channel id.
+    pub async fn add_channel(&self, master: &MasterKey, c: NewChannel) -> Result<String, AdminError> {
+        let provider = self.provider(&c.provider)?;
+        let Some(url) = c.base_url.filter(|u| !u.trim().is_empty()).or(provider.default_base_url.map(str::to_owned))
+        else {
+            return Err(AdminError::NoDefaultBaseUrl(c.provider));
+        };
+        let url = self.base_url(&url, c.insecure_http, &c.name).await?;
+        let api_version = match (provider.default_api_version, c.api_version.filter(|v| !v.trim().is_empty())) {
+            (Some(default), v) => Some(v.map_or_else(|| default.to_owned(), |v| v.trim().to_owned())),
+            (None, Some(_)) => return Err(AdminError::ApiVersionNotApplicable),
+            (None, None) => None,
+        };
+        let models = checked_models(c.models)?;
+        if c.weight == 0 {
+            return Err(AdminError::ZeroWeight);
+        }
+        let api_key = c.api_key.filter(|k| !k.is_empty());
+        if let (Some(header), None) = (provider.key_required, &api_key) {
+            return Err(AdminError::KeyRequired { provider: c.provider, header });
+        }
+        let model = load(&self.log).await?;
+        if model.channels.values().any(|ch| ch.name == c.name) {
+            return Err(AdminError::ChannelNameTaken(c.name));
+        }
+        let channel_id = format!("ch_{}", uuid::Uuid::now_v7().simple());
+        let sealed = api_key.map(|k| master.seal(&k, &channel_id));
+        let env = self.event(
+            GLOBAL_TENANT,
+            EventBody::ChannelAdded(ChannelAdded {
+                channel_id: channel_id.clone(),
+                name: c.name,
+                provider: c.provider,
+                base_url: url,
+                api_key: sealed,
+                models,
+                priority: c.priority,
+                weight: c.weight,
+                api_version,
+                insecure_http: c.insecure_http,
+            }),
+        );
+        self.append(&env).await?;
+        Ok(channel_id)
+    }
+
+    /// `channels update NAME_OR_ID`: appends one `channel.updated` carrying only the fields
+    /// given, so everything else (the sealed key included) keeps its value. Returns the id.
+    pub async fn update_channel(
+        &self,
+        master: &MasterKey,
+        needle: &str,
+        c: ChannelChanges,
+    ) -> Result<String, AdminError> {
+        let model = load(&self.log).await?;
+        let ch = model.find_channel(needle).ok_or_else(|| AdminError::NoChannel(needle.to_owned()))?;
+        let channel_id = ch.channel_id.clone();
+        let name = c.name.map(|n| n.trim().to_owned());
+        if let Some(n) = &name {
+            if n.is_empty() {
+                return Err(AdminError::EmptyName);
+            }
+            if model.channels.values().any(|o| o.name == *n && o.channel_id != channel_id) {
+                return Err(AdminError::ChannelNameTaken(n.clone()));
+            }
+        }
+        let api_version = c.api_version.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let takes_version = self.providers.iter().any(|p| p.name == ch.provider && p.default_api_version.is_some());
+        if api_version.is_some() && !takes_version {
+            return Err(AdminError::ApiVersionNotApplicable);
+        }
+        if c.weight == Some(0) {
+            return Err(AdminError::ZeroWeight);
+        }
+        if c.insecure_http && c.base_url.is_none() {
+            return Err(AdminError::InsecureHttpWithoutUrl);
+        }
+        let base_url = match c.base_url.as_deref() {
+            Some(u) => Some(self.base_url(u, c.insecure_http, name.as_deref().unwrap_or(&ch.name)).await?),
+            None => None,
+        };
+        let update = ChannelUpdated {
+            channel_id: channel_id.clone(),
+            name,
+            insecure_http: base_url.is_some().then_some(c.insecure_http),
+            base_url,
+            api_key: c.api_key.filter(|k| !k.is_empty()).map(|k| master.seal(&k, &channel_id)),
+            models: c.models.map(checked_models).transpose()?,
+            priority: c.priority,
+            weight: c.weight,
+            enabled: None,
+            api_version,
+        };
+        if update == (ChannelUpdated { channel_id: channel_id.clone(), ..ChannelUpdated::default() }) {
+            return Err(AdminError::NothingToChange);
+        }
+        self.append(&self.event(GLOBAL_TENANT, EventBody::ChannelUpdated(update))).await?;
+        Ok(channel_id)
+    }
+
+    /// `channels remove NAME_OR_ID`. Returns the id.
+    pub async fn remove_channel(&self, needle: &str) -> Result<String, AdminError> {
+        let model = load(&self.log).await?;
+        let ch = model.find_channel(needle).ok_or_else(|| AdminError::NoChannel(needle.to_owned()))?;
+        let channel_id = ch.channel_id.clone();
+        let env =
+            self.event(GLOBAL_TENANT, EventBody::ChannelRemoved(ChannelRemoved { channel_id: channel_id.clone() }));
+        self.append(&env).await?;
+        Ok(channel_id)
+    }
+
+    /// `prices set`. Returns the price version (the event id).
+    pub async fn set_price(&self, p: NewPrice<'_>) -> Result<String, AdminError> {
+        if p.model.trim().is_empty() {
+            return Err(AdminError::EmptyModel);
+        }
+        let currency = p.currency.trim().to_ascii_uppercase();
+        if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
+            return Err(AdminError::BadCurrency);
+        }
+        let parse = |flag: &'static str, v: &str| {
+            schemas::parse_per_mtok(v).map_err(|source| AdminError::BadAmount { flag, source })
+        };
+        let input = parse("input", p.input)?;
+        let output = parse("output", p.output)?;
+        let cached = p.cached.map(|v| parse("cached", v)).transpose()?;
+        let cache_write = p.cache_write.map(|v| parse("cache-write", v)).transpose()?;
+        let channel_id = match p.channel {
+            Some(needle) => {
+                let model = load(&self.log).await?;
+                let ch = model.find_channel(needle).ok_or_else(|| AdminError::NoChannel(needle.to_owned()))?;
+                Some(ch.channel_id.clone())
+            }
+            None => None,
+        };
+        let env = self.event(
+            GLOBAL_TENANT,
+            EventBody::PricePublished(PricePublished {
+                model: p.model.trim().to_owned(),
+                channel_id,
+                currency,
+                input_per_mtok_nanos: input,
+                output_per_mtok_nanos: output,
+                cached_input_per_mtok_nanos: cached,
+                cache_write_per_mtok_nanos: cache_write,
+            }),
+        );
+        self.append(&env).await?;
+        Ok(env.id.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::Envelope;
+
+    use super::*;
+
+    fn model_with(keys: &[(&str, &str)]) -> ControlModel {
+        let mut model = ControlModel::default();
+        for (i, (id, plaintext)) in keys.iter().enumerate() {
+            let body = EventBody::ApiKeyIssued(ApiKeyIssued {
+                key_id: (*id).to_owned(),
+                hash: schemas::keys::hash(plaintext),
+                prefix: schemas::keys::display_prefix(plaintext),
+                name: None,
+                models: None,
+            });
+            model.apply(i as u64 + 1, &Envelope::new("t", "test", 1, body));
+        }
+        model
+    }
+
+    #[test]
+    fn a_key_is_found_by_id_by_the_whole_key_and_by_an_unambiguous_prefix() {
+        let model = model_with(&[("key_a", "sk-AAAAAAAAAAAA"), ("key_b", "sk-BBBBBBBBBBBB")]);
+        assert_eq!(find_key(&model, "key_a").map(|k| k.key_id.as_str()).ok(), Some("key_a"));
+        assert_eq!(find_key(&model, "sk-BBBBBBBBBBBB").map(|k| k.key_id.as_str()).ok(), Some("key_b"));
+        assert_eq!(find_key(&model, "sk-AAAAAAA").map(|k| k.key_id.as_str()).ok(), Some("key_a"));
+        assert!(matches!(find_key(&model, "sk-C"), Err(AdminError::NoKey(_))));
+    }
+
+    #[test]
+    fn a_prefix_two_keys_share_is_refused_and_an_unknown_key_is_not_echoed_whole() {
+        let model = model_with(&[("key_a", "sk-SAMEPREFIX1"), ("key_b", "sk-SAMEPREFIX2")]);
+        assert!(matches!(find_key(&model, "sk-SAMEPR"), Err(AdminError::AmbiguousKey { count: 2, .. })));
+        let secret = "sk-ZZZZZZZZZZZZZZZZZZZZZZZZZZZZ";
+        let message = find_key(&model, secret).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(!message.contains(secret), "{message}");
+    }
+}

@@ -1,0 +1,470 @@
+//! The control model: one pure fold of `LLMR_CONTROL` events into tenants, keys, channels and
+//! prices. The gateway's live state, the CLI and the SQL `control` projection all take their
+//! rules from [`ControlModel::apply`]; nothing here does I/O or reads a clock.
+//!
+//! Rules, where the three earlier folds disagreed:
+//! - **Tenants** are names; `tenant.created` for a known name changes nothing (the first
+//!   creation time stays). A key or channel may name a tenant without a `tenant.created`.
+//! - **Keys: the first issuance wins.** An `api_key.issued` whose key id or hash is already
+//!   known — live or revoked — is rejected and changes nothing: a re-issued id cannot swap in a
+//!   new secret or revive a revoked key, and one secret can never belong to two keys (or two
+//!   tenants).
+//! - **Revocation is final.** Revoking a revoked key keeps the first revocation time; revoking an
+//!   unknown key changes nothing.
+//! - **`channel.added`** for a live id replaces every field (the channel is enabled again) and
+//!   keeps the channel's price overrides and creation time; a removed id comes back as a new
+//!   channel.
+//! - **`channel.updated`** replaces exactly the fields it carries (name, base URL, sealed key,
+//!   models, priority, weight, enabled, api-version) and keeps the rest; for an unknown or
+//!   removed channel it changes nothing.
+//! - **`channel.removed`** drops the channel and the price overrides published for it (they stay
+//!   in the log, so ledger rows still name their version); an unknown channel changes nothing.
+//! - **Prices:** the last `price.published` per model is the model-wide price; one with a
+//!   `channel_id` is that channel's override for the model, in force whenever that channel id is
+//!   live (it may precede the channel in the log). A price without a channel never touches an
+//!   override. [`ControlModel::price_for`] answers the price to charge.
+//!
+//! A new entity (users, budgets, rate limits, proxies, alert rules) is one map here, one
+//! [`Change`] variant and its arm in `apply`; every consumer then gets it with the same rules.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use uuid::Uuid;
+
+use crate::AppliedPrice;
+use crate::event::{ApiKeyIssued, ChannelAdded, ChannelUpdated, Envelope, EventBody, PricePublished, Stream};
+use crate::secret::Sealed;
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    /// The name (the tenant token of its events).
+    pub name: String,
+    /// When it was first created.
+    pub created_at_us: i64,
+}
+
+/// A virtual key: its hash and display prefix, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    /// `key_…`
+    pub key_id: String,
+    /// The owning tenant.
+    pub tenant: String,
+    /// Hex SHA-256 of the key.
+    pub hash: String,
+    /// Display prefix.
+    pub prefix: String,
+    /// The admin's label.
+    pub name: Option<String>,
+    /// Models the key may use; `None` = every model.
+    pub models: Option<Vec<String>>,
+    /// When it was issued.
+    pub created_at_us: i64,
+    /// When it was first revoked.
+    pub revoked_at_us: Option<i64>,
+}
+
+impl Key {
+    /// Whether the key was revoked.
+    pub fn revoked(&self) -> bool {
+        self.revoked_at_us.is_some()
+    }
+
+    /// Whether this key may call `model`.
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+    }
+}
+
+/// A live upstream channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    /// `ch_…`
+    pub channel_id: String,
+    /// Owning tenant, or [`crate::GLOBAL_TENANT`].
+    pub tenant: String,
+    /// Display name.
+    pub name: String,
+    /// Provider preset name.
+    pub provider: String,
+    /// Base URL as published.
+    pub base_url: String,
+    /// The sealed upstream key.
+    pub api_key: Option<Sealed>,
+    /// Models served.
+    pub models: Vec<String>,
+    /// Higher is tried first.
+    pub priority: i32,
+    /// Share among equal priorities.
+    pub weight: u32,
+    /// Disabled channels serve nothing.
+    pub enabled: bool,
+    /// `api-version` (Azure).
+    pub api_version: Option<String>,
+    /// When it was added.
+    pub created_at_us: i64,
+    /// When it last changed.
+    pub updated_at_us: i64,
+}
+
+/// A price as published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    /// The `price.published` event id: the price version usage events carry.
+    pub version: String,
+    /// Who published it (`builtin` for the shipped table).
+    pub actor: Option<String>,
+    /// When it was published.
+    pub published_at_us: i64,
+    /// The published amounts.
+    pub published: PricePublished,
+}
+
+impl Price {
+    /// The amounts as charged (absent cached or cache-write prices are the input price).
+    pub fn applied(&self) -> AppliedPrice {
+        AppliedPrice::from((self.version.as_str(), &self.published))
+    }
+}
+
+/// What one event changed; consumers update exactly that entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A tenant was created.
+    Tenant(String),
+    /// A key was issued or revoked (by key id).
+    Key(String),
+    /// A channel was added or updated (by id).
+    Channel(String),
+    /// A channel and its price overrides were dropped.
+    ChannelRemoved(String),
+    /// The price of `model` (on `channel_id` alone when set) was published.
+    Price {
+        /// The model.
+        model: String,
+        /// The channel it overrides the price on, if any.
+        channel_id: Option<String>,
+    },
+}
+
+/// What [`ControlModel::apply`] did with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The model changed.
+    Changed(Change),
+    /// A valid event with no effect by the rules (a second creation, a second revocation, an
+    /// unknown entity).
+    Unchanged,
+    /// An event the rules refuse (a key id or hash issued twice); nothing changed.
+    Rejected(String),
+    /// Not a control event.
+    NotControl,
+}
+
+/// The folded control state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlModel {
+    /// Tenants by name.
+    pub tenants: BTreeMap<String, Tenant>,
+    /// Keys by id, revoked ones included.
+    pub keys: BTreeMap<String, Key>,
+    key_ids_by_hash: HashMap<String, String>,
+    /// Live channels by id.
+    pub channels: BTreeMap<String, Channel>,
+    /// The model-wide price in force, by model.
+    pub prices: BTreeMap<String, Price>,
+    /// Price overrides: channel id → model → price.
+    pub channel_prices: BTreeMap<String, BTreeMap<String, Price>>,
+    /// The id of every `price.published`, so a built-in row is published once per version.
+    pub price_ids: HashSet<Uuid>,
+    /// The last stream sequence applied.
+    pub seq: u64,
+}
+
+impl ControlModel {
+    /// The key whose hash is `hash`.
+    pub fn key_by_hash(&self, hash: &str) -> Option<&Key> {
+        self.key_ids_by_hash.get(hash).and_then(|id| self.keys.get(id))
+    }
+
+    /// Puts a key in (for a consumer that loads part of the model from elsewhere, such as the
+    /// SQL projection); keeps the hash index.
+    pub fn insert_key(&mut self, key: Key) {
+        self.key_ids_by_hash.insert(key.hash.clone(), key.key_id.clone());
+        self.keys.insert(key.key_id.clone(), key);
+    }
+
+    /// The price to charge for `model` on channel `channel_id`: its override there, else the
+    /// model-wide price, else none (the call costs 0).
+    pub fn price_for(&self, channel_id: &str, model: &str) -> Option<&Price> {
+        self.channel_prices.get(channel_id).and_then(|m| m.get(model)).or_else(|| self.prices.get(model))
+    }
+
+    /// Folds in the event at stream sequence `seq`.
+    pub fn apply(&mut self, seq: u64, env: &Envelope) -> Outcome {
+        if env.body.stream() != Stream::Control {
+            return Outcome::NotControl;
+        }
+        self.seq = self.seq.max(seq);
+        let at = env.occurred_at_us;
+        match &env.body {
+            EventBody::TenantCreated(t) => {
+                if self.tenants.contains_key(&t.name) {
+                    return Outcome::Unchanged;
+                }
+                self.tenants.insert(t.name.clone(), Tenant { name: t.name.clone(), created_at_us: at });
+                Outcome::Changed(Change::Tenant(t.name.clone()))
+            }
+            EventBody::ApiKeyIssued(k) => self.issue(&env.tenant, at, k),
+            EventBody::ApiKeyRevoked(r) => match self.keys.get_mut(&r.key_id) {
+                Some(k) if k.revoked_at_us.is_none() => {
+                    k.revoked_at_us = Some(at);
+                    Outcome::Changed(Change::Key(r.key_id.clone()))
+                }
+                _ => Outcome::Unchanged,
+            },
+            EventBody::ChannelAdded(c) => self.add_channel(&env.tenant, at, c),
+            EventBody::ChannelUpdated(u) => self.update_channel(at, u),
+            EventBody::ChannelRemoved(r) => {
+                if self.channels.remove(&r.channel_id).is_none() {
+                    return Outcome::Unchanged;
+                }
+                self.channel_prices.remove(&r.channel_id);
+                Outcome::Changed(Change::ChannelRemoved(r.channel_id.clone()))
+            }
+            EventBody::PricePublished(p) => {
+                self.price_ids.insert(env.id);
+                let price = Price {
+                    version: env.id.to_string(),
+                    actor: env.actor.clone(),
+                    published_at_us: at,
+                    published: p.clone(),
+                };
+                match &p.channel_id {
+                    None => self.prices.insert(p.model.clone(), price),
+                    Some(ch) => self.channel_prices.entry(ch.clone()).or_default().insert(p.model.clone(), price),
+                };
+                Outcome::Changed(Change::Price { model: p.model.clone(), channel_id: p.channel_id.clone() })
+            }
+            EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) | EventBody::AuthFailuresCounted(_) => {
+                Outcome::NotControl
+            }
+        }
+    }
+
+    fn issue(&mut self, tenant: &str, at: i64, k: &ApiKeyIssued) -> Outcome {
+        if self.keys.contains_key(&k.key_id) {
+            return Outcome::Rejected(format!("api key {} is issued already", k.key_id));
+        }
+        if let Some(other) = self.key_ids_by_hash.get(&k.hash) {
+            return Outcome::Rejected(format!("api key {} has the hash of key {other}", k.key_id));
+        }
+        self.insert_key(Key {
+            key_id: k.key_id.clone(),
+            tenant: tenant.to_owned(),
+            hash: k.hash.clone(),
+            prefix: k.prefix.clone(),
+            name: k.name.clone(),
+            models: k.models.clone(),
+            created_at_us: at,
+            revoked_at_us: None,
+        });
+        Outcome::Changed(Change::Key(k.key_id.clone()))
+    }
+
+    fn add_channel(&mut self, tenant: &str, at: i64, c: &ChannelAdded) -> Outcome {
+        let created_at_us = self.channels.get(&c.channel_id).map_or(at, |old| old.created_at_us);
+        self.channels.insert(
+            c.channel_id.clone(),
+            Channel {
+                channel_id: c.channel_id.clone(),
+                tenant: tenant.to_owned(),
+                name: c.name.clone(),
+                provider: c.provider.clone(),
+                base_url: c.base_url.clone(),
+                api_key: c.api_key.clone(),
+                models: c.models.clone(),
+                priority: c.priority,
+                weight: c.weight,
+                enabled: true,
+                api_version: c.api_version.clone(),
+                created_at_us,
+                updated_at_us: at,
+            },
+        );
+        Outcome::Changed(Change::Channel(c.channel_id.clone()))
+    }
+
+    fn update_channel(&mut self, at: i64, u: &ChannelUpdated) -> Outcome {
+        let Some(ch) = self.channels.get_mut(&u.channel_id) else {
+            return Outcome::Unchanged;
+        };
+        if let Some(v) = &u.name {
+            ch.name = v.clone();
+        }
+        if let Some(v) = &u.base_url {
+            ch.base_url = v.clone();
+        }
+        if let Some(v) = &u.api_key {
+            ch.api_key = Some(v.clone());
+        }
+        if let Some(v) = &u.models {
+            ch.models = v.clone();
+        }
+        if let Some(v) = u.priority {
+            ch.priority = v;
+        }
+        if let Some(v) = u.weight {
+            ch.weight = v;
+        }
+        if let Some(v) = u.enabled {
+            ch.enabled = v;
+        }
+        if let Some(v) = &u.api_version {
+            ch.api_version = Some(v.clone());
+        }
+        ch.updated_at_us = at;
+        Outcome::Changed(Change::Channel(u.channel_id.clone()))
+    }
+
+    /// A live channel by id or by name.
+    pub fn find_channel(&self, needle: &str) -> Option<&Channel> {
+        self.channels.get(needle).or_else(|| self.channels.values().find(|c| c.name == needle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ApiKeyRevoked, ChannelRemoved, TenantCreated};
+
+    fn ev(tenant: &str, at: i64, body: EventBody) -> Envelope {
+        Envelope::new(tenant, "test", at, body)
+    }
+
+    fn issued(id: &str, hash: &str) -> EventBody {
+        EventBody::ApiKeyIssued(ApiKeyIssued {
+            key_id: id.into(),
+            hash: hash.into(),
+            prefix: "sk-abc".into(),
+            name: None,
+            models: None,
+        })
+    }
+
+    fn added(id: &str) -> EventBody {
+        EventBody::ChannelAdded(ChannelAdded {
+            channel_id: id.into(),
+            name: id.into(),
+            provider: "openai".into(),
+            base_url: "http://a/v1".into(),
+            api_key: None,
+            models: vec!["m".into()],
+            priority: 1,
+            weight: 2,
+            api_version: None,
+            insecure_http: false,
+        })
+    }
+
+    fn price(model: &str, channel: Option<&str>, input: i64) -> EventBody {
+        EventBody::PricePublished(PricePublished {
+            model: model.into(),
+            channel_id: channel.map(str::to_owned),
+            currency: "USD".into(),
+            input_per_mtok_nanos: input,
+            output_per_mtok_nanos: input,
+            cached_input_per_mtok_nanos: None,
+            cache_write_per_mtok_nanos: None,
+        })
+    }
+
+    fn fold(events: &[Envelope]) -> (ControlModel, Vec<Outcome>) {
+        let mut m = ControlModel::default();
+        let outcomes = events.iter().enumerate().map(|(i, e)| m.apply(i as u64 + 1, e)).collect();
+        (m, outcomes)
+    }
+
+    #[test]
+    fn a_reissued_key_id_is_rejected_and_the_first_secret_stays() {
+        let (m, out) = fold(&[ev("t", 1, issued("key_a", "h1")), ev("t", 2, issued("key_a", "h2"))]);
+        assert!(matches!(out[1], Outcome::Rejected(_)), "{out:?}");
+        assert_eq!(m.keys["key_a"].hash, "h1");
+        assert!(m.key_by_hash("h2").is_none());
+    }
+
+    #[test]
+    fn a_revoked_key_cannot_be_revived_by_issuing_it_again() {
+        let (m, out) = fold(&[
+            ev("t", 1, issued("key_a", "h1")),
+            ev("t", 2, EventBody::ApiKeyRevoked(ApiKeyRevoked { key_id: "key_a".into() })),
+            ev("t", 3, issued("key_a", "h1")),
+            ev("t", 4, EventBody::ApiKeyRevoked(ApiKeyRevoked { key_id: "key_a".into() })),
+        ]);
+        assert!(matches!(out[2], Outcome::Rejected(_)));
+        assert_eq!(out[3], Outcome::Unchanged);
+        assert_eq!(m.key_by_hash("h1").and_then(|k| k.revoked_at_us), Some(2), "the first revocation time stays");
+    }
+
+    #[test]
+    fn a_second_key_with_a_known_hash_is_rejected_even_for_another_tenant() {
+        let (m, out) = fold(&[ev("t", 1, issued("key_a", "h1")), ev("other", 2, issued("key_b", "h1"))]);
+        assert!(matches!(out[1], Outcome::Rejected(_)));
+        assert_eq!(m.key_by_hash("h1").map(|k| k.tenant.as_str()), Some("t"));
+        assert!(!m.keys.contains_key("key_b"));
+    }
+
+    #[test]
+    fn a_channel_update_replaces_only_the_fields_it_carries() {
+        let update = EventBody::ChannelUpdated(ChannelUpdated {
+            channel_id: "ch".into(),
+            weight: Some(7),
+            enabled: Some(false),
+            ..ChannelUpdated::default()
+        });
+        let (m, _) = fold(&[ev("_global", 1, added("ch")), ev("_global", 5, update)]);
+        let ch = &m.channels["ch"];
+        assert_eq!((ch.priority, ch.weight, ch.enabled), (1, 7, false));
+        assert_eq!((ch.created_at_us, ch.updated_at_us), (1, 5));
+        assert_eq!(ch.base_url, "http://a/v1");
+    }
+
+    #[test]
+    fn unknown_entities_are_left_alone() {
+        let (m, out) = fold(&[
+            ev("t", 1, EventBody::ApiKeyRevoked(ApiKeyRevoked { key_id: "nope".into() })),
+            ev("t", 2, EventBody::ChannelRemoved(ChannelRemoved { channel_id: "nope".into() })),
+            ev(
+                "t",
+                3,
+                EventBody::ChannelUpdated(ChannelUpdated { channel_id: "nope".into(), ..ChannelUpdated::default() }),
+            ),
+            ev("t", 4, EventBody::TenantCreated(TenantCreated { name: "t".into() })),
+            ev("t", 5, EventBody::TenantCreated(TenantCreated { name: "t".into() })),
+        ]);
+        assert_eq!(out[..3], [Outcome::Unchanged, Outcome::Unchanged, Outcome::Unchanged]);
+        assert_eq!(out[4], Outcome::Unchanged);
+        assert_eq!(m.tenants["t"].created_at_us, 4);
+        assert!(m.channels.is_empty() && m.keys.is_empty());
+    }
+
+    #[test]
+    fn overrides_survive_a_readd_and_end_with_the_channel() {
+        let events = [
+            ev("_global", 1, added("ch")),
+            ev("_global", 2, price("m", None, 10)),
+            ev("_global", 3, price("m", Some("ch"), 5)),
+            ev("_global", 4, added("ch")),
+        ];
+        let (m, _) = fold(&events);
+        assert_eq!(m.price_for("ch", "m").map(|p| p.published.input_per_mtok_nanos), Some(5));
+        assert_eq!(m.price_for("other", "m").map(|p| p.published.input_per_mtok_nanos), Some(10));
+        assert_eq!(m.channels["ch"].created_at_us, 1);
+        let mut m = m;
+        m.apply(5, &ev("_global", 5, EventBody::ChannelRemoved(ChannelRemoved { channel_id: "ch".into() })));
+        assert_eq!(m.price_for("ch", "m").map(|p| p.published.input_per_mtok_nanos), Some(10));
+        assert!(m.channel_prices.is_empty());
+        assert_eq!(m.seq, 5);
+    }
+}
