@@ -4,6 +4,7 @@
 //! and [`vendor_stream`] instead (same-protocol pass-through for Anthropic and Gemini, translation
 //! through [`crate::canonical`] between protocols). Billing (`usage.recorded`) and `request.logged` happen here.
 
+mod body;
 mod policy;
 mod stream;
 mod unary;

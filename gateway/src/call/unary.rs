@@ -1,4 +1,4 @@
-//! Finishing a non-stream call: read the upstream body (idle timeout between chunks, size cap),
+//! Finishing a non-stream call: read the upstream body ([`super::body`]),
 //! check it is JSON, bill, and only then hand the upstream's bytes to the client unchanged.
 
 use std::sync::Arc;
@@ -7,15 +7,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemas::UsageSource;
 
+use super::body::read_answer;
 use super::{Call, bill, estimate};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::providers::openai::wire::{self, ResponseHead};
 use crate::state::Channel;
 use crate::usage::{self, Consumption};
-
-/// Largest upstream JSON answer we buffer (embeddings of big batches are the largest).
-const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Reads, bills and answers.
 pub async fn finish(
@@ -24,20 +22,7 @@ pub async fn finish(
     channel: &Arc<Channel>,
     mut resp: reqwest::Response,
 ) -> Result<Response, ApiError> {
-    let mut body = Vec::with_capacity(resp.content_length().map_or(4096, |n| n.min(1 << 20) as usize));
-    loop {
-        match tokio::time::timeout(app.cfg.idle_timeout, resp.chunk()).await {
-            Err(_) => return Err(ApiError::UpstreamTimeout),
-            Ok(Err(_)) => return Err(ApiError::Upstream),
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(c))) => {
-                if body.len() + c.len() > MAX_RESPONSE_BYTES {
-                    return Err(ApiError::UpstreamInvalidResponse);
-                }
-                body.extend_from_slice(&c);
-            }
-        }
-    }
+    let body = read_answer(&mut resp, app.cfg.idle_timeout).await?;
     let (usage, model_served) = {
         let head: ResponseHead<'_> = serde_json::from_slice(&body).map_err(|_| {
             tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");

@@ -13,6 +13,7 @@ use schemas::UsageSource;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::body::read_answer;
 use super::{Call, bill, estimate};
 use crate::app::AppState;
 use crate::canonical::{self, FinishReason, Part, Unsupported, openai_chat};
@@ -22,9 +23,6 @@ use crate::providers::{AttemptError, FailureClass, Provider, anthropic, gemini, 
 use crate::request::{Endpoint, Prepared, Protocol};
 use crate::state::Channel;
 use crate::usage::Consumption;
-
-/// Largest upstream JSON answer we buffer.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The class logged for an answer the upstream filtered (a 200 with no usable content).
 pub const CONTENT_FILTERED: &str = "content_filtered";
@@ -198,20 +196,7 @@ pub async fn finish(
     route: Route,
     mut resp: reqwest::Response,
 ) -> Result<(Response, Option<&'static str>), ApiError> {
-    let mut body = Vec::with_capacity(resp.content_length().map_or(4096, |n| n.min(1 << 20) as usize));
-    loop {
-        match tokio::time::timeout(app.cfg.idle_timeout, resp.chunk()).await {
-            Err(_) => return Err(ApiError::UpstreamTimeout),
-            Ok(Err(_)) => return Err(ApiError::Upstream),
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(c))) => {
-                if body.len() + c.len() > MAX_RESPONSE_BYTES {
-                    return Err(ApiError::UpstreamInvalidResponse);
-                }
-                body.extend_from_slice(&c);
-            }
-        }
-    }
+    let body = read_answer(&mut resp, app.cfg.idle_timeout).await?;
     let v: Value = serde_json::from_slice(&body).map_err(|_| {
         tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");
         ApiError::UpstreamInvalidResponse

@@ -306,7 +306,8 @@ async fn spawn_jetstream() -> anyhow::Result<JsApp> {
     let log = EventLog::connect_jetstream(&nats.url(), dir.path(), opts).await?;
     let fake = FakeOpenAi::start().await?;
     let master = MasterKey::generate();
-    log.append_acked(&helpers::control(TENANT, EventBody::TenantCreated(TenantCreated { name: TENANT.into() }))).await?;
+    log.append_acked(&helpers::control(TENANT, EventBody::TenantCreated(TenantCreated { name: TENANT.into() })))
+        .await?;
     let issued = helpers::issue_key(&log, None).await?;
     log.append_acked(&helpers::control(
         GLOBAL_TENANT,
