@@ -44,6 +44,7 @@ pub mod error;
 mod handlers;
 pub mod limits;
 pub mod prices;
+mod protocol;
 mod providers;
 mod request;
 mod routes;

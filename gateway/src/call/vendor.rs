@@ -18,9 +18,10 @@ use super::{Answer, Call, estimate};
 use crate::app::AppState;
 use crate::canonical::{self, FinishReason, Part, Unsupported, openai_chat};
 use crate::error::ApiError;
+use crate::protocol::Protocol;
 use crate::providers::failure::VendorDetail;
 use crate::providers::{AttemptError, FailureClass, Provider, anthropic, gemini, openai};
-use crate::request::{Endpoint, Prepared, Protocol};
+use crate::request::{Endpoint, Prepared};
 use crate::state::Channel;
 use crate::usage::Consumption;
 

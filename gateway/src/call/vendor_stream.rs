@@ -21,11 +21,11 @@ use crate::app::AppState;
 use crate::canonical::openai_chat::stream::{ChunkDecoder, ChunkEncoder, ChunkError};
 use crate::canonical::{Delta, FinishReason};
 use crate::error::error_body;
+use crate::protocol::Protocol;
 use crate::providers::Provider;
 use crate::providers::anthropic::stream::{self as astream, CumulativeUsage, DeltaView, EventView, Step};
 use crate::providers::gemini::stream::{self as gstream, Framing};
 use crate::providers::openai::stream::SseEvent;
-use crate::request::Protocol;
 use crate::state::Channel;
 use crate::usage::{self, TokenCounts};
 

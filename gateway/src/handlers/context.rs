@@ -13,7 +13,7 @@ use schemas::{EventBody, GLOBAL_TENANT, RequestLogged};
 use crate::app::AppState;
 use crate::auth;
 use crate::error::ApiError;
-use crate::request::Protocol;
+use crate::protocol::Protocol;
 use crate::state::KeyEntry;
 
 /// The request id and arrival time.

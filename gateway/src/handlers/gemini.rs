@@ -14,7 +14,8 @@ use super::context::{Caller, RequestId, log_answered, log_request};
 use super::proxy::{self, CallOptions};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::request::{self, Endpoint, Protocol};
+use crate::protocol::Protocol;
+use crate::request::{self, Endpoint};
 use crate::state::KeyEntry;
 use crate::{routing, tokenizer};
 

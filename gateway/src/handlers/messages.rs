@@ -11,7 +11,8 @@ use serde_json::json;
 use super::context::{Caller, RequestId, log_answered, log_request};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::request::{self, Endpoint, Protocol};
+use crate::protocol::Protocol;
+use crate::request::{self, Endpoint};
 use crate::{routing, tokenizer};
 
 /// `POST /v1/messages`

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::context::{Caller, RequestId, log_answered};
 use crate::app::AppState;
-use crate::request::Protocol;
+use crate::protocol::Protocol;
 use crate::routing;
 
 /// Lists models.
