@@ -1,58 +1,13 @@
-//! The gateway value the binary holds, and the cheap-to-clone state every handler gets.
-//! Builds the control state, the single upstream HTTP client, and the event helpers.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! The gateway value the binary holds: builds the control state and the single upstream HTTP
+//! client into the [`AppState`] every handler gets (defined in [`crate::ctx`]).
 
 use nats::EventLog;
-use schemas::{Envelope, EventBody, Stream};
+use schemas::Stream;
 
 use crate::config::GatewayConfig;
+use crate::ctx::AppState;
 use crate::error::GatewayError;
-use crate::state::{Control, ControlState};
-
-/// Shared by every request; clone is one `Arc` bump.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-/// What [`AppState`] points at.
-pub struct Inner {
-    /// The event log.
-    pub log: EventLog,
-    /// Settings.
-    pub cfg: GatewayConfig,
-    /// The live control state.
-    pub control: Arc<Control>,
-    /// One client for every upstream, so connections are pooled and reused.
-    pub http: reqwest::Client,
-    producer_seq: AtomicU64,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// The current control snapshot.
-    pub fn snapshot(&self) -> Arc<ControlState> {
-        self.control.snapshot()
-    }
-
-    /// A new event from this instance about request `request_id` of `tenant`.
-    pub fn envelope(&self, tenant: &str, request_id: &str, body: EventBody) -> Envelope {
-        let mut env = Envelope::new(tenant, &self.cfg.instance, now_us(), body);
-        env.producer_seq = self.producer_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        env.correlation_id = Some(request_id.to_owned());
-        env
-    }
-}
-
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
+use crate::state::Control;
 
 /// The running gateway: in-memory control state following `LLMR_CONTROL`, and the `/v1` router.
 #[derive(Clone)]
@@ -76,7 +31,7 @@ impl Gateway {
             .build()
             .map_err(|e| GatewayError::HttpClient(e.without_url().to_string()))?;
         tracing::info!(control_seq = control.seq(), "Gateway control state caught up.");
-        Ok(Gateway { state: AppState(Arc::new(Inner { log, cfg, control, http, producer_seq: AtomicU64::new(0) })) })
+        Ok(Gateway { state: AppState::new(log, cfg, control, http) })
     }
 
     /// The `/v1` routes (chat completions, completions, embeddings, models).

@@ -22,9 +22,9 @@ use axum::response::Response;
 use schemas::{AttemptRecord, MAX_LOGGED_ATTEMPTS, UsageSource};
 use tokio::sync::oneshot;
 
-use crate::app::AppState;
+use crate::ctx::AppState;
+use crate::ctx::RequestId;
 use crate::error::ApiError;
-use crate::handlers::context::RequestId;
 use crate::providers::{FailureClass, Provider, TimeoutPhase};
 use crate::request::Prepared;
 use crate::state::{Channel, ControlState, KeyEntry};

@@ -15,7 +15,7 @@ use std::time::Duration;
 use schemas::{EventBody, RequestLogged, StreamOutcome};
 
 use super::{Attempts, Call};
-use crate::app::AppState;
+use crate::ctx::AppState;
 use crate::error::ApiError;
 use crate::state::Channel;
 use crate::usage::Consumption;

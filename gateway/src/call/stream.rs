@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::record::{Billable, Billing, Delivered, Outcome, record};
 use super::{Attempts, Call, estimate};
-use crate::app::AppState;
+use crate::ctx::AppState;
 use crate::error::error_body;
 use crate::providers::openai::stream::{SseEvent, SseParser};
 use crate::providers::openai::wire::ChunkView;

@@ -10,7 +10,7 @@ use schemas::UsageSource;
 
 use super::body::read_answer;
 use super::{Answer, Call, estimate};
-use crate::app::AppState;
+use crate::ctx::AppState;
 use crate::error::ApiError;
 use crate::providers::openai::wire::{self, ResponseHead};
 use crate::state::Channel;

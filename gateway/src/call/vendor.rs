@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use super::body::read_answer;
 use super::{Answer, Call, estimate};
-use crate::app::AppState;
 use crate::canonical::{self, FinishReason, Part, Unsupported, openai_chat};
+use crate::ctx::AppState;
 use crate::error::ApiError;
 use crate::protocol::Protocol;
 use crate::providers::failure::VendorDetail;

@@ -10,24 +10,11 @@ use axum::middleware::Next;
 use axum::response::Response;
 use schemas::{EventBody, GLOBAL_TENANT, RequestLogged};
 
-use crate::app::AppState;
 use crate::auth;
+use crate::ctx::{AppState, Caller, RequestId};
 use crate::error::ApiError;
 use crate::protocol::Protocol;
 use crate::state::KeyEntry;
-
-/// The request id and arrival time.
-#[derive(Debug, Clone)]
-pub struct RequestId {
-    /// UUIDv7 text.
-    pub id: Arc<str>,
-    /// When the request arrived.
-    pub started: Instant,
-}
-
-/// The authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Arc<KeyEntry>);
 
 /// Assigns the request id and puts it on the response.
 pub async fn request_id(mut req: Request, next: Next) -> Response {

@@ -10,9 +10,10 @@ use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::context::{Caller, RequestId, log_answered, log_request};
+use super::context::{log_answered, log_request};
 use super::proxy::{self, CallOptions};
-use crate::app::AppState;
+use crate::ctx::AppState;
+use crate::ctx::{Caller, RequestId};
 use crate::error::ApiError;
 use crate::protocol::Protocol;
 use crate::request::{self, Endpoint};

@@ -7,8 +7,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::context::{Caller, RequestId, log_answered};
-use crate::app::AppState;
+use super::context::log_answered;
+use crate::ctx::AppState;
+use crate::ctx::{Caller, RequestId};
 use crate::protocol::Protocol;
 use crate::routing;
 

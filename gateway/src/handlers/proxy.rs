@@ -8,9 +8,10 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
 
-use super::context::{Caller, RequestId, log_request};
-use crate::app::AppState;
+use super::context::log_request;
 use crate::call;
+use crate::ctx::AppState;
+use crate::ctx::{Caller, RequestId};
 use crate::error::ApiError;
 use crate::request::{self, Endpoint};
 use crate::routing;
