@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use nats::EventLog;
-use schemas::{Envelope, EventBody};
+use schemas::{Envelope, EventBody, GLOBAL_TENANT, RequestLogged};
 
 use crate::config::GatewayConfig;
 use crate::state::{Control, ControlState, KeyEntry};
@@ -47,6 +47,14 @@ impl AppState {
         self.control.snapshot()
     }
 
+    /// Appends `request.logged` for request `rid` of the caller `key` without waiting: logging a
+    /// request never holds up its answer. Requests without a key are logged under the global
+    /// tenant.
+    pub fn log_request(&self, rid: &RequestId, key: Option<&KeyEntry>, data: RequestLogged) {
+        let tenant = key.map_or(GLOBAL_TENANT, |k| k.tenant.as_str());
+        self.log.append_nowait(&self.envelope(tenant, &rid.id, EventBody::RequestLogged(data)));
+    }
+
     /// A new event from this instance about request `request_id` of `tenant`.
     pub fn envelope(&self, tenant: &str, request_id: &str, body: EventBody) -> Envelope {
         let mut env = Envelope::new(tenant, &self.cfg.instance, now_us(), body);
@@ -67,6 +75,36 @@ pub struct RequestId {
     pub id: Arc<str>,
     /// When the request arrived.
     pub started: Instant,
+}
+
+impl RequestId {
+    /// The `request.logged` data of this request, answered with `status`, built in this one place:
+    /// the fields every request has. A proxied call fills in its channel, attempts and timings
+    /// (`call::record`); answers the gateway gives itself leave them empty.
+    pub fn logged(
+        &self,
+        key: Option<&KeyEntry>,
+        endpoint: &str,
+        model: Option<&str>,
+        status: u16,
+        error_class: Option<String>,
+    ) -> RequestLogged {
+        RequestLogged {
+            request_id: self.id.to_string(),
+            key_id: key.map(|k| k.key_id.clone()),
+            endpoint: endpoint.to_owned(),
+            model: model.map(str::to_owned),
+            provider: None,
+            channel_id: None,
+            status,
+            latency_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ttft_us: None,
+            attempts: 0,
+            error_class,
+            streamed: false,
+            attempt_log: Vec::new(),
+        }
+    }
 }
 
 /// The authenticated caller.

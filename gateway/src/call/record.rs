@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use schemas::{EventBody, RequestLogged, StreamOutcome};
+use schemas::{EventBody, StreamOutcome};
 
 use super::{Attempts, Call};
 use crate::ctx::AppState;
@@ -118,20 +118,19 @@ fn log_request(
     attempts: Attempts,
     ttft: Option<Duration>,
 ) {
-    let data = RequestLogged {
-        request_id: call.rid.id.to_string(),
-        key_id: Some(call.key.key_id.clone()),
-        endpoint: call.prepared.endpoint.name().to_owned(),
-        model: Some(call.prepared.model.clone()),
-        provider: channel.map(|c| c.provider.clone()),
-        channel_id: channel.map(|c| c.id.clone()),
-        status: delivered.status,
-        latency_us: u64::try_from(call.rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        ttft_us: ttft.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
-        attempts: attempts.count,
-        error_class: delivered.error_class,
-        streamed: call.prepared.stream,
-        attempt_log: attempts.log,
-    };
-    app.log.append_nowait(&app.envelope(&call.key.tenant, &call.rid.id, EventBody::RequestLogged(data)));
+    let key = Some(&*call.key);
+    let mut data = call.rid.logged(
+        key,
+        call.prepared.endpoint.name(),
+        Some(&call.prepared.model),
+        delivered.status,
+        delivered.error_class,
+    );
+    data.provider = channel.map(|c| c.provider.clone());
+    data.channel_id = channel.map(|c| c.id.clone());
+    data.ttft_us = ttft.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX));
+    data.attempts = attempts.count;
+    data.streamed = call.prepared.stream;
+    data.attempt_log = attempts.log;
+    app.log_request(&call.rid, key, data);
 }
