@@ -27,6 +27,7 @@ use crate::ctx::RequestId;
 use crate::error::ApiError;
 use crate::providers::{FailureClass, Provider, TimeoutPhase};
 use crate::request::Prepared;
+use crate::routing;
 use crate::state::{Channel, ControlState, KeyEntry};
 use crate::tokenizer;
 use crate::usage::{BillingContext, Consumption, TokenCounts};
@@ -61,6 +62,47 @@ impl Call {
             model_requested: self.prepared.model.clone(),
             price: self.control.price_for(&channel.id, &self.prepared.model),
         }
+    }
+}
+
+/// Per-protocol details of a call that are not in its body.
+pub struct CallOptions {
+    /// The client's `anthropic-beta` header.
+    pub anthropic_beta: Option<String>,
+    /// A Gemini stream's framing (`alt=sse`).
+    pub gemini_sse: bool,
+}
+
+/// The pipeline's entry, for a parsed request: admits it and chooses the channels to attempt
+/// (today: the routing candidates; budget and rate-limit reservations belong here, next to the
+/// refusal below), then runs the call in its own task and waits for its answer or the stream's
+/// head. A refusal here is logged before any call exists; from [`run`] on, every outcome goes
+/// through [`record::record`].
+pub async fn start(
+    app: AppState,
+    rid: RequestId,
+    key: Arc<KeyEntry>,
+    prepared: Prepared,
+    options: CallOptions,
+) -> Response {
+    let protocol = prepared.endpoint.protocol();
+    let control = app.snapshot();
+    let channels = match routing::candidates(&control, &key, &prepared.model) {
+        Ok(c) => c,
+        Err(e) => {
+            let (status, class) = (e.status_code().as_u16(), Some(e.class().to_owned()));
+            let logged = rid.logged(Some(&key), prepared.endpoint.name(), Some(&prepared.model), status, class);
+            app.log_request(&rid, Some(&key), logged);
+            return e.into_response_for(protocol);
+        }
+    };
+    let CallOptions { anthropic_beta, gemini_sse } = options;
+    let (tx, rx) = oneshot::channel();
+    let call = Call { rid, key, prepared, channels, control, anthropic_beta, gemini_sse };
+    tokio::spawn(run(app, call, tx));
+    match rx.await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Internal.into_response_for(protocol),
     }
 }
 
@@ -115,7 +157,7 @@ const ANSWERED: &str = "ok";
 
 /// Runs the call and sends the response (or the stream's head) through `reply`. If the client is
 /// gone, the call still completes and is billed.
-pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
+async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
     let max = usize::try_from(app.cfg.max_attempts.max(1)).unwrap_or(1);
     let mut last = ApiError::Upstream;
     let mut attempts = Attempts::default();

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::context::{log_answered, log_request};
-use super::proxy::{self, CallOptions};
+use super::proxy;
+use crate::call::CallOptions;
 use crate::ctx::AppState;
 use crate::ctx::{Caller, RequestId};
 use crate::error::ApiError;
