@@ -20,8 +20,9 @@
 //! - `providers` are the upstream adapters (send, decode, read usage, classify a failure);
 //!   `canonical` is the protocol-neutral form translations go through.
 //! - `state` is the in-memory control state folded from `LLMR_CONTROL`.
-//! - Shared by every layer and importing none of the above: `ctx` (the app state, request id,
-//!   caller), `protocol` (the client protocols), `error`, `config`, `limits`, `usage`, `prices`.
+//! - Shared by every layer and importing nothing above `state`: `ctx` (the app state, request
+//!   id, caller), `protocol` (the client protocols), `error`, `config`, `limits`, `usage`,
+//!   `prices`, and what handlers use to prepare a call: `auth`, `request`, `routing`, `tokenizer`.
 //!
 //! Checked by the `layering` test on the source (its `EXCEPTIONS` list must only shrink). Known
 //! exceptions, still to untangle: `error` renders the Gemini error payload through
