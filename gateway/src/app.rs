@@ -1,61 +1,15 @@
-//! The gateway value the binary holds, and the cheap-to-clone state every handler gets.
-//! Builds the control state, the single upstream HTTP client, and the event helpers.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! The gateway value the binary holds: builds the control state and the single upstream HTTP
+//! client into the [`AppState`] every handler gets (defined in [`crate::ctx`]).
 
 use nats::EventLog;
-use schemas::{Envelope, EventBody, GLOBAL_TENANT, Stream};
+use schemas::{EventBody, GLOBAL_TENANT, Stream};
 
 use crate::auth_failures::{self, AuthFailures};
 use crate::config::GatewayConfig;
+use crate::ctx::AppState;
+use crate::ctx::Inner;
 use crate::error::GatewayError;
-use crate::state::{Control, ControlState};
-
-/// Shared by every request; clone is one `Arc` bump.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-/// What [`AppState`] points at.
-pub struct Inner {
-    /// The event log.
-    pub log: EventLog,
-    /// Settings.
-    pub cfg: GatewayConfig,
-    /// The live control state.
-    pub control: Arc<Control>,
-    /// One client for every upstream, so connections are pooled and reused.
-    pub http: reqwest::Client,
-    /// Failed authentications: the per-address throttle and the counts of this interval.
-    pub auth_failures: AuthFailures,
-    producer_seq: AtomicU64,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// The current control snapshot.
-    pub fn snapshot(&self) -> Arc<ControlState> {
-        self.control.snapshot()
-    }
-
-    /// A new event from this instance about request `request_id` of `tenant`.
-    pub fn envelope(&self, tenant: &str, request_id: &str, body: EventBody) -> Envelope {
-        let mut env = Envelope::new(tenant, &self.cfg.instance, now_us(), body);
-        env.producer_seq = self.producer_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        env.correlation_id = Some(request_id.to_owned());
-        env
-    }
-}
-
-fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
+use crate::state::Control;
 
 /// Appends the failed-authentication counts once per interval while they are non-zero, and prunes
 /// the throttle table; stops when the gateway is dropped.
@@ -67,7 +21,7 @@ async fn report_auth_failures(inner: std::sync::Weak<Inner>) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         inner.auth_failures.prune();
-        let Some(report) = inner.auth_failures.take_report(now_us()) else { continue };
+        let Some(report) = inner.auth_failures.take_report(chrono::Utc::now().timestamp_micros()) else { continue };
         let failed = report.missing + report.malformed + report.unknown + report.revoked;
         if report.throttled > 0 {
             tracing::warn!(
@@ -79,10 +33,7 @@ async fn report_auth_failures(inner: std::sync::Weak<Inner>) {
         } else {
             tracing::info!(failed, addresses = report.distinct_addresses, "Failed authentications.");
         }
-        let mut env =
-            Envelope::new(GLOBAL_TENANT, &inner.cfg.instance, now_us(), EventBody::AuthFailuresCounted(report));
-        env.producer_seq = inner.producer_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        inner.log.append_nowait(&env);
+        inner.log.append_nowait(&inner.event(GLOBAL_TENANT, EventBody::AuthFailuresCounted(report)));
     }
 }
 
@@ -117,9 +68,9 @@ impl Gateway {
             window: cfg.auth_failure_window,
             max_addresses: auth_failures::DEFAULT_MAX_ADDRESSES,
         });
-        let inner = Arc::new(Inner { log, cfg, control, http, auth_failures, producer_seq: AtomicU64::new(0) });
-        tokio::spawn(report_auth_failures(Arc::downgrade(&inner)));
-        Ok(Gateway { state: AppState(inner) })
+        let state = AppState::new(log, cfg, control, http, auth_failures);
+        tokio::spawn(report_auth_failures(state.downgrade()));
+        Ok(Gateway { state })
     }
 
     /// The `/v1` routes (chat completions, completions, embeddings, models).

@@ -255,11 +255,11 @@ impl ApiError {
     }
 
     /// The response in the shape of `protocol`.
-    pub fn into_response_for(self, protocol: crate::request::Protocol) -> Response {
+    pub fn into_response_for(self, protocol: crate::protocol::Protocol) -> Response {
         let body = match protocol {
-            crate::request::Protocol::OpenAi => return self.into_response(),
-            crate::request::Protocol::Anthropic => self.anthropic_body(),
-            crate::request::Protocol::Gemini => self.gemini_body(),
+            crate::protocol::Protocol::OpenAi => return self.into_response(),
+            crate::protocol::Protocol::Anthropic => self.anthropic_body(),
+            crate::protocol::Protocol::Gemini => self.gemini_body(),
         };
         let mut resp = self.into_response();
         *resp.body_mut() = axum::body::Body::from(body);

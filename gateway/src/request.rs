@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 use crate::limits::{self, Limits, MAX_MODEL_BYTES, MAX_USER_BYTES};
+use crate::protocol::Protocol;
 
 /// The OpenAI-compatible endpoints the gateway proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,17 +31,6 @@ pub enum Endpoint {
     Messages,
     /// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (Gemini's).
     GenerateContent,
-}
-
-/// The protocol a client speaks, which decides the shape of every answer and error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// OpenAI's.
-    OpenAi,
-    /// Anthropic's Messages API.
-    Anthropic,
-    /// Google's Gemini API.
-    Gemini,
 }
 
 impl Endpoint {

@@ -6,7 +6,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::app::AppState;
+use crate::ctx::AppState;
 use crate::handlers;
 
 /// The router for `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`, and

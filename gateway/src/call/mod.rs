@@ -2,29 +2,36 @@
 //! anything reached the client), then finish as a plain JSON answer ([`unary`]) or a relayed
 //! stream ([`stream`]); calls where client and upstream are not both OpenAI go through [`vendor`]
 //! and [`vendor_stream`] instead (same-protocol pass-through for Anthropic and Gemini, translation
-//! through [`crate::canonical`] between protocols). Billing (`usage.recorded`) and `request.logged` happen here.
+//! through [`crate::canonical`] between protocols). The pipeline: the handler admits and chooses
+//! the channels ([`Call`]), [`run`] sends attempts until one is accepted, a finisher reads the
+//! answer (one reader, [`body`]) or relays the stream (one billing tail, [`stream::close`]), and
+//! every call, whatever its outcome, ends in [`record::record`]: the single exit that appends
+//! `usage.recorded` and `request.logged`, and the seam for settlement.
 
+mod body;
 mod policy;
+mod record;
 mod stream;
 mod unary;
 mod vendor;
 mod vendor_stream;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::response::Response;
-use schemas::{AttemptRecord, EventBody, MAX_LOGGED_ATTEMPTS, RequestLogged, StreamOutcome, UsageSource};
+use schemas::{AttemptRecord, MAX_LOGGED_ATTEMPTS, UsageSource};
 use tokio::sync::oneshot;
 
-use crate::app::AppState;
+use crate::ctx::AppState;
+use crate::ctx::RequestId;
 use crate::error::ApiError;
-use crate::handlers::context::RequestId;
 use crate::providers::{FailureClass, Provider, TimeoutPhase};
 use crate::request::Prepared;
+use crate::routing;
 use crate::state::{Channel, ControlState, KeyEntry};
 use crate::tokenizer;
 use crate::usage::{BillingContext, Consumption, TokenCounts};
+use record::{Billable, Billing, Delivered, Outcome, record};
 
 /// Everything a call needs, owned so the task outlives the client connection.
 pub struct Call {
@@ -55,6 +62,47 @@ impl Call {
             model_requested: self.prepared.model.clone(),
             price: self.control.price_for(&channel.id, &self.prepared.model),
         }
+    }
+}
+
+/// Per-protocol details of a call that are not in its body.
+pub struct CallOptions {
+    /// The client's `anthropic-beta` header.
+    pub anthropic_beta: Option<String>,
+    /// A Gemini stream's framing (`alt=sse`).
+    pub gemini_sse: bool,
+}
+
+/// The pipeline's entry, for a parsed request: admits it and chooses the channels to attempt
+/// (today: the routing candidates; budget and rate-limit reservations belong here, next to the
+/// refusal below), then runs the call in its own task and waits for its answer or the stream's
+/// head. A refusal here is logged before any call exists; from [`run`] on, every outcome goes
+/// through [`record::record`].
+pub async fn start(
+    app: AppState,
+    rid: RequestId,
+    key: Arc<KeyEntry>,
+    prepared: Prepared,
+    options: CallOptions,
+) -> Response {
+    let protocol = prepared.endpoint.protocol();
+    let control = app.snapshot();
+    let channels = match routing::candidates(&control, &key, &prepared.model) {
+        Ok(c) => c,
+        Err(e) => {
+            let (status, class) = (e.status_code().as_u16(), Some(e.class().to_owned()));
+            let logged = rid.logged(Some(&key), prepared.endpoint.name(), Some(&prepared.model), status, class);
+            app.log_request(&rid, Some(&key), logged);
+            return e.into_response_for(protocol);
+        }
+    };
+    let CallOptions { anthropic_beta, gemini_sse } = options;
+    let (tx, rx) = oneshot::channel();
+    let call = Call { rid, key, prepared, channels, control, anthropic_beta, gemini_sse };
+    tokio::spawn(run(app, call, tx));
+    match rx.await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Internal.into_response_for(protocol),
     }
 }
 
@@ -109,7 +157,7 @@ const ANSWERED: &str = "ok";
 
 /// Runs the call and sends the response (or the stream's head) through `reply`. If the client is
 /// gone, the call still completes and is billed.
-pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
+async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
     let max = usize::try_from(app.cfg.max_attempts.max(1)).unwrap_or(1);
     let mut last = ApiError::Upstream;
     let mut attempts = Attempts::default();
@@ -161,30 +209,54 @@ pub async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>
         };
         let status = resp.status().as_u16();
         let answer = if route.is_openai_pass() {
-            unary::finish(&app, &call, channel, resp).await.map(|r| (r, None))
+            unary::finish(&app, &call, channel, resp).await
         } else {
             vendor::finish(&app, &call, channel, route, resp).await
         };
-        let (client_status, class) = match &answer {
-            Ok((_, class)) => {
+        let protocol = call.prepared.endpoint.protocol();
+        let response = match answer {
+            Ok(Answer { response, consumption, class }) => {
                 attempts.note(channel, ANSWERED, Some(status), started);
-                (200, class.map(str::to_owned))
+                let outcome = Outcome {
+                    channel: Some(channel),
+                    attempts,
+                    billable: Some(Billable::unary(consumption)),
+                    ttft: None,
+                };
+                record(&app, &call, outcome, async move |billing| match billing {
+                    Billing::NotRecorded => {
+                        let e = ApiError::UsageNotRecorded;
+                        (Delivered::failed(&e), e.into_response_for(protocol))
+                    }
+                    Billing::Recorded | Billing::NotBillable => (Delivered::ok(class), response),
+                })
+                .await
             }
             Err(e) => {
-                attempts.note(channel, finish_class(e), Some(status), started);
-                (e.status_code().as_u16(), Some(e.class().to_owned()))
+                attempts.note(channel, finish_class(&e), Some(status), started);
+                let outcome = Outcome { channel: Some(channel), attempts, billable: None, ttft: None };
+                record(&app, &call, outcome, async move |_| (Delivered::failed(&e), e.into_response_for(protocol)))
+                    .await
             }
         };
-        log_request(&app, &call, Some(channel), client_status, attempts, None, class);
-        let _ = reply.send(match answer {
-            Ok((r, _)) => r,
-            Err(e) => e.into_response_for(call.prepared.endpoint.protocol()),
-        });
+        let _ = reply.send(response);
         return;
     }
-    let (status, class) = (last.status_code().as_u16(), last.class().to_owned());
-    log_request(&app, &call, tried.as_deref(), status, attempts, None, Some(class));
-    let _ = reply.send(last.into_response_for(call.prepared.endpoint.protocol()));
+    let protocol = call.prepared.endpoint.protocol();
+    let outcome = Outcome { channel: tried.as_deref(), attempts, billable: None, ttft: None };
+    let response =
+        record(&app, &call, outcome, async move |_| (Delivered::failed(&last), last.into_response_for(protocol))).await;
+    let _ = reply.send(response);
+}
+
+/// A non-stream answer, read and decoded, not yet billed.
+struct Answer {
+    /// What the client gets once the usage is durable.
+    response: Response,
+    /// What the upstream generated.
+    consumption: Consumption,
+    /// The class to log for a 200 that was filtered.
+    class: Option<&'static str>,
 }
 
 /// An attempt the upstream accepted.
@@ -193,47 +265,6 @@ enum Sent {
     Stream(stream::Started),
     /// A non-stream answer whose headers arrived.
     Unary(reqwest::Response),
-}
-
-/// Appends `usage.recorded` for a finished non-stream call and waits until it is durable; when it
-/// is not, the answer is withheld (`usage_not_recorded`).
-async fn bill(app: &AppState, call: &Call, channel: &Channel, consumption: Consumption) -> Result<(), ApiError> {
-    let record =
-        call.billing(channel).record(&channel.provider, &channel.id, consumption, false, StreamOutcome::Completed);
-    let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
-    if let Err(e) = app.log.append(&env).await {
-        tracing::error!(error = %e, "Usage could not be recorded; the answer is withheld.");
-        return Err(ApiError::UsageNotRecorded);
-    }
-    Ok(())
-}
-
-/// Appends `request.logged` without waiting.
-fn log_request(
-    app: &AppState,
-    call: &Call,
-    channel: Option<&Channel>,
-    status: u16,
-    attempts: Attempts,
-    ttft: Option<Duration>,
-    error_class: Option<String>,
-) {
-    let data = RequestLogged {
-        request_id: call.rid.id.to_string(),
-        key_id: Some(call.key.key_id.clone()),
-        endpoint: call.prepared.endpoint.name().to_owned(),
-        model: Some(call.prepared.model.clone()),
-        provider: channel.map(|c| c.provider.clone()),
-        channel_id: channel.map(|c| c.id.clone()),
-        status,
-        latency_us: u64::try_from(call.rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        ttft_us: ttft.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
-        attempts: attempts.count,
-        error_class,
-        streamed: call.prepared.stream,
-        attempt_log: attempts.log,
-    };
-    app.log.append_nowait(&app.envelope(&call.key.tenant, &call.rid.id, EventBody::RequestLogged(data)));
 }
 
 /// Counts tokens ourselves when the upstream reported no usage, on the tokenizer's bounded pool:

@@ -11,11 +11,12 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use schemas::{EventBody, StreamOutcome, UsageSource};
+use schemas::{StreamOutcome, UsageSource};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Attempts, Call, estimate, log_request};
-use crate::app::AppState;
+use super::record::{Billable, Billing, Delivered, Outcome, record};
+use super::{Attempts, Call, estimate};
+use crate::ctx::AppState;
 use crate::error::error_body;
 use crate::providers::openai::stream::{SseEvent, SseParser};
 use crate::providers::openai::wire::ChunkView;
@@ -197,7 +198,7 @@ pub async fn relay(
     channel: Arc<Channel>,
     started: Started,
     reply: oneshot::Sender<Response>,
-    mut attempts: Attempts,
+    attempts: Attempts,
 ) {
     let Started { mut resp, mut parser, first } = started;
     // The first event has just arrived.
@@ -250,42 +251,99 @@ pub async fn relay(
         sink.send(data_frame(&data)).await;
     };
 
-    let outcome = match (&end, sink.connected()) {
+    let usage = StreamUsage { reported, text, model_served };
+    let mut closing = PassClosing { held };
+    close(&app, &call, &channel, &mut sink, end, usage, ttft, attempts, &mut closing).await;
+}
+
+/// What a relay learnt about the usage of its stream.
+pub(super) struct StreamUsage {
+    /// The upstream's own counts and usage object, if it sent them.
+    pub reported: Option<(TokenCounts, serde_json::Value)>,
+    /// The generated text, to estimate from when the upstream reported nothing.
+    pub text: String,
+    /// The model the upstream said served the call.
+    pub model_served: Option<String>,
+}
+
+/// How a relay ends its stream in the client's protocol, once [`close`] has recorded the usage.
+pub(super) trait Closing {
+    /// Sends the frames that end a stream whose usage is durable; returns the class to log for an
+    /// answer that was complete but filtered.
+    async fn final_frames(&mut self, sink: &mut Sink) -> Option<&'static str>;
+    /// Sends one in-band error and whatever must close the stream after it.
+    async fn error_frames(&mut self, sink: &mut Sink, code: &str, message: &str);
+}
+
+/// The OpenAI pass-through's ending: the usage chunk held back (when the client asked for it),
+/// then `[DONE]`.
+struct PassClosing {
+    held: Option<Bytes>,
+}
+
+impl Closing for PassClosing {
+    async fn final_frames(&mut self, sink: &mut Sink) -> Option<&'static str> {
+        if let Some(h) = self.held.take() {
+            sink.send(h).await;
+        }
+        sink.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        None
+    }
+
+    async fn error_frames(&mut self, sink: &mut Sink, code: &str, message: &str) {
+        sink.send(error_frame(code, message)).await;
+    }
+}
+
+/// The billing tail both relays share: how the stream ended, what it consumed (estimated when the
+/// upstream reported nothing), then [`record`] — the usage made durable before the final frames;
+/// an in-band error instead when it could not be, or when the upstream failed.
+#[expect(clippy::too_many_arguments, reason = "the parts of a finished relay, each owned by the relay until here")]
+pub(super) async fn close(
+    app: &AppState,
+    call: &Call,
+    channel: &Channel,
+    sink: &mut Sink,
+    end: End,
+    usage: StreamUsage,
+    ttft: std::time::Duration,
+    mut attempts: Attempts,
+    closing: &mut impl Closing,
+) {
+    let ending = match (&end, sink.connected()) {
         (_, false) | (End::DrainCapped, _) => StreamOutcome::ClientDisconnected,
         (End::Done, true) => StreamOutcome::Completed,
         (End::Failed(..), true) => StreamOutcome::UpstreamError,
     };
+    let StreamUsage { reported, text, model_served } = usage;
     let consumption = match reported {
         Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },
-        None => estimate(&call, text, model_served).await,
+        None => estimate(call, text, model_served).await,
     };
-    let record = call.billing(&channel).record(&channel.provider, &channel.id, consumption, true, outcome);
-    let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
-    let recorded = app.log.append(&env).await;
-    if let Err(e) = &recorded {
-        tracing::error!(error = %e, "Usage of a stream could not be recorded.");
-    }
-    let class = match (&end, &recorded) {
-        (End::Done, Ok(())) => {
-            if let Some(h) = held.take() {
-                sink.send(h).await;
-            }
-            sink.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
-            None
-        }
-        (End::Done, Err(_)) => {
-            sink.send(error_frame("usage_not_recorded", "The service could not record usage.")).await;
-            Some("usage_not_recorded")
-        }
-        (End::Failed(code, message), _) => {
-            sink.send(error_frame(code, message)).await;
-            Some(*code)
-        }
-        (End::DrainCapped, _) => Some("client_disconnected"),
-    };
-    let class = if sink.connected() { class } else { Some("client_disconnected") };
     if let End::Failed(code, _) = &end {
         attempts.failed_mid_stream(code);
     }
-    log_request(&app, &call, Some(&channel), 200, attempts, Some(ttft), class.map(str::to_owned));
+    let outcome = Outcome {
+        channel: Some(channel),
+        attempts,
+        billable: Some(Billable { consumption, streamed: true, ending }),
+        ttft: Some(ttft),
+    };
+    record(app, call, outcome, async |billing| {
+        let class = match (&end, billing) {
+            (End::Done, Billing::Recorded | Billing::NotBillable) => closing.final_frames(sink).await,
+            (End::Done, Billing::NotRecorded) => {
+                closing.error_frames(sink, "usage_not_recorded", "The service could not record usage.").await;
+                Some("usage_not_recorded")
+            }
+            (End::Failed(code, message), _) => {
+                closing.error_frames(sink, code, message).await;
+                Some(*code)
+            }
+            (End::DrainCapped, _) => Some("client_disconnected"),
+        };
+        let class = if sink.connected() { class } else { Some("client_disconnected") };
+        (Delivered::ok(class), ())
+    })
+    .await;
 }

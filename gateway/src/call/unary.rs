@@ -1,43 +1,29 @@
-//! Finishing a non-stream call: read the upstream body (idle timeout between chunks, size cap),
-//! check it is JSON, bill, and only then hand the upstream's bytes to the client unchanged.
+//! Finishing a non-stream call: read the upstream body ([`super::body`]),
+//! check it is JSON and read its usage; the upstream's bytes go to the client unchanged once
+//! [`super::record`] has made the usage durable.
 
 use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use schemas::UsageSource;
 
-use super::{Call, bill, estimate};
-use crate::app::AppState;
+use super::body::read_answer;
+use super::{Answer, Call, estimate};
+use crate::ctx::AppState;
 use crate::error::ApiError;
 use crate::providers::openai::wire::{self, ResponseHead};
 use crate::state::Channel;
 use crate::usage::{self, Consumption};
 
-/// Largest upstream JSON answer we buffer (embeddings of big batches are the largest).
-const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
-
-/// Reads, bills and answers.
+/// Reads the answer and what it consumed.
 pub async fn finish(
     app: &AppState,
     call: &Call,
     channel: &Arc<Channel>,
     mut resp: reqwest::Response,
-) -> Result<Response, ApiError> {
-    let mut body = Vec::with_capacity(resp.content_length().map_or(4096, |n| n.min(1 << 20) as usize));
-    loop {
-        match tokio::time::timeout(app.cfg.idle_timeout, resp.chunk()).await {
-            Err(_) => return Err(ApiError::UpstreamTimeout),
-            Ok(Err(_)) => return Err(ApiError::Upstream),
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(c))) => {
-                if body.len() + c.len() > MAX_RESPONSE_BYTES {
-                    return Err(ApiError::UpstreamInvalidResponse);
-                }
-                body.extend_from_slice(&c);
-            }
-        }
-    }
+) -> Result<Answer, ApiError> {
+    let body = read_answer(&mut resp, app.cfg.idle_timeout).await?;
     let (usage, model_served) = {
         let head: ResponseHead<'_> = serde_json::from_slice(&body).map_err(|_| {
             tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");
@@ -52,8 +38,7 @@ pub async fn finish(
         Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },
         None => estimate(call, wire::response_text(&body), model_served).await,
     };
-    bill(app, call, channel, consumption).await?;
-    let mut out = (StatusCode::OK, body).into_response();
-    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(out)
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(Answer { response, consumption, class: None })
 }

@@ -1,30 +1,29 @@
 //! Calls where the client and the upstream are not both OpenAI: which way a call goes
 //! ([`Route`]), the request sent upstream (the client's own bytes when both sides speak the same
 //! protocol, a translation through [`crate::canonical`] otherwise), and finishing a non-stream
-//! answer (bill from the *upstream's* usage object, then answer in the client's protocol). The
+//! answer (usage read from the *upstream's* usage object, the answer in the client's protocol). The
 //! OpenAI → OpenAI pass-through never comes here for its answer.
 
 use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use bytes::Bytes;
 use schemas::UsageSource;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Call, bill, estimate};
-use crate::app::AppState;
+use super::body::read_answer;
+use super::{Answer, Call, estimate};
 use crate::canonical::{self, FinishReason, Part, Unsupported, openai_chat};
+use crate::ctx::AppState;
 use crate::error::ApiError;
+use crate::protocol::Protocol;
 use crate::providers::failure::VendorDetail;
 use crate::providers::{AttemptError, FailureClass, Provider, anthropic, gemini, openai};
-use crate::request::{Endpoint, Prepared, Protocol};
+use crate::request::{Endpoint, Prepared};
 use crate::state::Channel;
 use crate::usage::Consumption;
-
-/// Largest upstream JSON answer we buffer.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The class logged for an answer the upstream filtered (a 200 with no usable content).
 pub const CONTENT_FILTERED: &str = "content_filtered";
@@ -103,18 +102,17 @@ fn canonical_request(call: &Call) -> Result<canonical::Request, AttemptError> {
     }
 }
 
-/// Bills and answers OpenAI embeddings served by a Gemini channel. Gemini reports no usage for
+/// Answers OpenAI embeddings served by a Gemini channel. Gemini reports no usage for
 /// embeddings: the input is estimated with the tokenizer (`usage_source = estimated`).
-async fn finish_embeddings(app: &AppState, call: &Call, channel: &Channel, v: &Value) -> Result<Response, ApiError> {
+async fn finish_embeddings(call: &Call, v: &Value) -> Result<Answer, ApiError> {
     let base64 = serde_json::from_slice::<Value>(&call.prepared.original)
         .is_ok_and(|b| b.get("encoding_format").and_then(Value::as_str) == Some("base64"));
     let consumption = estimate(call, String::new(), None).await;
     let answer = gemini::embed::response(v, &call.prepared.model, base64, consumption.tokens.input)
         .ok_or(ApiError::UpstreamInvalidResponse)?;
-    bill(app, call, channel, consumption).await?;
-    let mut out = (StatusCode::OK, json_bytes(&answer)).into_response();
-    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(out)
+    let mut response = (StatusCode::OK, json_bytes(&answer)).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(Answer { response, consumption, class: None })
 }
 
 fn json_bytes(v: &Value) -> Bytes {
@@ -189,35 +187,22 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Reads, bills and answers a non-stream call on `route` (never the OpenAI pass-through). The
-/// second value is the class to log for an answer that is a 200 but was filtered.
+/// Reads a non-stream answer on `route` (never the OpenAI pass-through), puts it in the client's
+/// protocol and reads what it consumed; [`super::record`] bills it before it is sent.
 pub async fn finish(
     app: &AppState,
     call: &Call,
     channel: &Arc<Channel>,
     route: Route,
     mut resp: reqwest::Response,
-) -> Result<(Response, Option<&'static str>), ApiError> {
-    let mut body = Vec::with_capacity(resp.content_length().map_or(4096, |n| n.min(1 << 20) as usize));
-    loop {
-        match tokio::time::timeout(app.cfg.idle_timeout, resp.chunk()).await {
-            Err(_) => return Err(ApiError::UpstreamTimeout),
-            Ok(Err(_)) => return Err(ApiError::Upstream),
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(c))) => {
-                if body.len() + c.len() > MAX_RESPONSE_BYTES {
-                    return Err(ApiError::UpstreamInvalidResponse);
-                }
-                body.extend_from_slice(&c);
-            }
-        }
-    }
+) -> Result<Answer, ApiError> {
+    let body = read_answer(&mut resp, app.cfg.idle_timeout).await?;
     let v: Value = serde_json::from_slice(&body).map_err(|_| {
         tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");
         ApiError::UpstreamInvalidResponse
     })?;
     if call.prepared.endpoint == Endpoint::Embeddings {
-        return finish_embeddings(app, call, channel, &v).await.map(|r| (r, None));
+        return finish_embeddings(call, &v).await;
     }
     let (canonical, usage_field) = match route.upstream {
         Provider::Anthropic if v.get("type").and_then(Value::as_str) == Some("error") => {
@@ -253,7 +238,6 @@ pub async fn finish(
             estimate(call, text, model_served).await
         }
     };
-    bill(app, call, channel, consumption).await?;
     let out = if route.is_pass() {
         Bytes::from(body)
     } else {
@@ -263,8 +247,8 @@ pub async fn finish(
             Protocol::Gemini => json_bytes(&gemini::convert::response_from_canonical(&canonical)),
         }
     };
-    let mut out = (StatusCode::OK, out).into_response();
-    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut response = (StatusCode::OK, out).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let class = (canonical.finish == Some(FinishReason::ContentFilter)).then_some(CONTENT_FILTERED);
-    Ok((out, class))
+    Ok(Answer { response, consumption, class })
 }

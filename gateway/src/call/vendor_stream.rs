@@ -2,7 +2,7 @@
 //! streams passed through to a client of the same protocol (usage read on the way: Anthropic's
 //! `message_start` and cumulative `message_delta`, Gemini's last `usageMetadata`), or translated
 //! event by event through canonical deltas from any upstream to any client protocol. Billing and
-//! endings are exactly those of [`super::stream`]: one `usage.recorded`, made durable before the
+//! endings are those of [`super::stream`], through its shared tail ([`close`]): one `usage.recorded`, made durable before the
 //! final frame (`message_stop`, `[DONE]`, or Gemini's chunk carrying `finishReason`); failures
 //! become one in-band error in the client's protocol; a client that leaves is billed after a
 //! bounded drain.
@@ -11,24 +11,23 @@ use std::sync::Arc;
 
 use axum::response::Response;
 use bytes::Bytes;
-use schemas::{EventBody, StreamOutcome, UsageSource};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::stream::{CUT, End, Sink, Started, next_event};
+use super::stream::{CUT, Closing, End, Sink, Started, StreamUsage, close, next_event};
 use super::vendor::{CONTENT_FILTERED, Route, now_secs};
-use super::{Attempts, Call, estimate, log_request};
-use crate::app::AppState;
+use super::{Attempts, Call};
 use crate::canonical::openai_chat::stream::{ChunkDecoder, ChunkEncoder, ChunkError};
 use crate::canonical::{Delta, FinishReason};
+use crate::ctx::AppState;
 use crate::error::error_body;
+use crate::protocol::Protocol;
 use crate::providers::Provider;
 use crate::providers::anthropic::stream::{self as astream, CumulativeUsage, DeltaView, EventView, Step};
 use crate::providers::gemini::stream::{self as gstream, Framing};
 use crate::providers::openai::stream::SseEvent;
-use crate::request::Protocol;
 use crate::state::Channel;
-use crate::usage::{self, Consumption, TokenCounts};
+use crate::usage::{self, TokenCounts};
 
 /// What one upstream event changed.
 enum Next {
@@ -390,7 +389,7 @@ pub async fn relay(
     route: Route,
     started: Started,
     reply: oneshot::Sender<Response>,
-    mut attempts: Attempts,
+    attempts: Attempts,
 ) {
     let Started { mut resp, mut parser, first } = started;
     let ttft = call.rid.started.elapsed();
@@ -429,41 +428,31 @@ pub async fn relay(
         sink.send_all(&mut out).await;
     }
 
-    let outcome = match (&end, sink.connected()) {
-        (_, false) | (End::DrainCapped, _) => StreamOutcome::ClientDisconnected,
-        (End::Done, true) => StreamOutcome::Completed,
-        (End::Failed(..), true) => StreamOutcome::UpstreamError,
+    let usage = StreamUsage {
+        reported: mode.reported(),
+        text: std::mem::take(&mut acc.text),
+        model_served: acc.model_served.take(),
     };
-    let model_served = acc.model_served.take();
-    let consumption = match mode.reported() {
-        Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },
-        None => estimate(&call, std::mem::take(&mut acc.text), model_served).await,
-    };
-    let record = call.billing(&channel).record(&channel.provider, &channel.id, consumption, true, outcome);
-    let env = app.envelope(&call.key.tenant, &call.rid.id, EventBody::UsageRecorded(record));
-    let recorded = app.log.append(&env).await;
-    if let Err(e) = &recorded {
-        tracing::error!(error = %e, "Usage of a stream could not be recorded.");
+    let mut closing = ModeClosing { mode, out, finish: acc.finish };
+    close(&app, &call, &channel, &mut sink, end, usage, ttft, attempts, &mut closing).await;
+}
+
+/// A translated or vendor pass-through stream's ending, in the client's protocol.
+struct ModeClosing {
+    mode: Mode,
+    out: Vec<Bytes>,
+    finish: Option<FinishReason>,
+}
+
+impl Closing for ModeClosing {
+    async fn final_frames(&mut self, sink: &mut Sink) -> Option<&'static str> {
+        self.mode.final_frames(&mut self.out);
+        sink.send_all(&mut self.out).await;
+        (self.finish == Some(FinishReason::ContentFilter)).then_some(CONTENT_FILTERED)
     }
-    let class = match (&end, &recorded) {
-        (End::Done, Ok(())) => {
-            mode.final_frames(&mut out);
-            (acc.finish == Some(FinishReason::ContentFilter)).then_some(CONTENT_FILTERED)
-        }
-        (End::Done, Err(_)) => {
-            mode.error_frames("usage_not_recorded", "The service could not record usage.", &mut out);
-            Some("usage_not_recorded")
-        }
-        (End::Failed(code, message), _) => {
-            mode.error_frames(code, message, &mut out);
-            Some(*code)
-        }
-        (End::DrainCapped, _) => Some("client_disconnected"),
-    };
-    sink.send_all(&mut out).await;
-    let class = if sink.connected() { class } else { Some("client_disconnected") };
-    if let End::Failed(code, _) = &end {
-        attempts.failed_mid_stream(code);
+
+    async fn error_frames(&mut self, sink: &mut Sink, code: &str, message: &str) {
+        self.mode.error_frames(code, message, &mut self.out);
+        sink.send_all(&mut self.out).await;
     }
-    log_request(&app, &call, Some(&channel), 200, attempts, Some(ttft), class.map(str::to_owned));
 }

@@ -9,26 +9,12 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use schemas::{EventBody, GLOBAL_TENANT, RequestLogged};
 
-use crate::app::AppState;
 use crate::auth;
+use crate::ctx::{AppState, Caller, RequestId};
 use crate::error::ApiError;
-use crate::request::Protocol;
+use crate::protocol::Protocol;
 use crate::state::KeyEntry;
-
-/// The request id and arrival time.
-#[derive(Debug, Clone)]
-pub struct RequestId {
-    /// UUIDv7 text.
-    pub id: Arc<str>,
-    /// When the request arrived.
-    pub started: Instant,
-}
-
-/// The authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Arc<KeyEntry>);
 
 /// Assigns the request id and puts it on the response.
 pub async fn request_id(mut req: Request, next: Next) -> Response {
@@ -116,21 +102,5 @@ fn append_logged(
     status: u16,
     error_class: Option<String>,
 ) {
-    let data = RequestLogged {
-        request_id: rid.id.to_string(),
-        key_id: key.map(|k| k.key_id.clone()),
-        endpoint: endpoint.to_owned(),
-        model: model.map(str::to_owned),
-        provider: None,
-        channel_id: None,
-        status,
-        latency_us: u64::try_from(rid.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        ttft_us: None,
-        attempts: 0,
-        error_class,
-        streamed: false,
-        attempt_log: Vec::new(),
-    };
-    let tenant = key.map_or(GLOBAL_TENANT, |k| k.tenant.as_str());
-    app.log.append_nowait(&app.envelope(tenant, &rid.id, EventBody::RequestLogged(data)));
+    app.log_request(rid, key, rid.logged(key, endpoint, model, status, error_class));
 }

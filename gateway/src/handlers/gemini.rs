@@ -10,11 +10,14 @@ use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::context::{Caller, RequestId, log_answered, log_request};
-use super::proxy::{self, CallOptions};
-use crate::app::AppState;
+use super::context::{log_answered, log_request};
+use super::proxy;
+use crate::call::CallOptions;
+use crate::ctx::AppState;
+use crate::ctx::{Caller, RequestId};
 use crate::error::ApiError;
-use crate::request::{self, Endpoint, Protocol};
+use crate::protocol::Protocol;
+use crate::request::{self, Endpoint};
 use crate::state::KeyEntry;
 use crate::{routing, tokenizer};
 

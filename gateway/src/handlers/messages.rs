@@ -8,10 +8,12 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::context::{Caller, RequestId, log_answered, log_request};
-use crate::app::AppState;
+use super::context::{log_answered, log_request};
+use crate::ctx::AppState;
+use crate::ctx::{Caller, RequestId};
 use crate::error::ApiError;
-use crate::request::{self, Endpoint, Protocol};
+use crate::protocol::Protocol;
+use crate::request::{self, Endpoint};
 use crate::{routing, tokenizer};
 
 /// `POST /v1/messages`

@@ -9,9 +9,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::context::Caller;
-use crate::app::AppState;
-use crate::request::Protocol;
+use crate::ctx::{AppState, Caller};
+use crate::protocol::Protocol;
 use crate::routing;
 
 /// Lists models.

@@ -8,12 +8,12 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
 
-use super::context::{Caller, RequestId, log_request};
-use crate::app::AppState;
-use crate::call;
+use super::context::log_request;
+use crate::call::{self, CallOptions};
+use crate::ctx::AppState;
+use crate::ctx::{Caller, RequestId};
 use crate::error::ApiError;
 use crate::request::{self, Endpoint};
-use crate::routing;
 
 /// `POST /v1/chat/completions`
 pub async fn chat_completions(
@@ -45,7 +45,7 @@ pub async fn embeddings(
     proxy(app, rid, caller, Endpoint::Embeddings, req).await
 }
 
-/// Reads, parses and routes a request of `endpoint`, then runs the call; every error is answered
+/// Reads and parses a request of `endpoint`, then hands it to the call pipeline; every error is answered
 /// in the endpoint's protocol.
 pub(super) async fn proxy(
     app: AppState,
@@ -71,15 +71,8 @@ pub(super) async fn read(app: &AppState, req: Request) -> Result<bytes::Bytes, A
     request::read_body(body, app.cfg.body_limit_bytes, content_length).await
 }
 
-/// Per-protocol details of a call that are not in its body.
-pub(super) struct CallOptions {
-    /// The client's `anthropic-beta` header.
-    pub anthropic_beta: Option<String>,
-    /// A Gemini stream's framing (`alt=sse`).
-    pub gemini_sse: bool,
-}
-
-/// Routes a parsed request and runs the call in its own task.
+/// Hands a parsed request to the call pipeline ([`call::start`]); a request that did not parse
+/// is answered here.
 pub(super) async fn run(
     app: AppState,
     rid: RequestId,
@@ -88,28 +81,11 @@ pub(super) async fn run(
     prepared: Result<request::Prepared, ApiError>,
     options: CallOptions,
 ) -> Response {
-    let prepared = match prepared {
-        Ok(p) => p,
+    match prepared {
+        Ok(prepared) => call::start(app, rid, key, prepared, options).await,
         Err(e) => {
             log_request(&app, &rid, Some(&key), endpoint.name(), None, &e);
-            return e.into_response_for(endpoint.protocol());
+            e.into_response_for(endpoint.protocol())
         }
-    };
-    let control = app.snapshot();
-    let routed = routing::candidates(&control, &key, &prepared.model);
-    let channels = match routed {
-        Ok(c) => c,
-        Err(e) => {
-            log_request(&app, &rid, Some(&key), endpoint.name(), Some(&prepared.model), &e);
-            return e.into_response_for(endpoint.protocol());
-        }
-    };
-    let CallOptions { anthropic_beta, gemini_sse } = options;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let call = call::Call { rid, key, prepared, channels, control, anthropic_beta, gemini_sse };
-    tokio::spawn(call::run(app, call, tx));
-    match rx.await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::Internal.into_response_for(endpoint.protocol()),
     }
 }
