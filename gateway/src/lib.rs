@@ -43,6 +43,8 @@ mod call;
 mod canonical;
 pub mod config;
 pub mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod handlers;
 pub mod limits;
 pub mod prices;
