@@ -47,47 +47,147 @@ fn tool_ids(c: &Request) -> Vec<String> {
     ids
 }
 
-fn content() -> impl Strategy<Value = Value> {
+/// Sometimes a field nobody knows, which a translation must refuse or drop, never trip on.
+fn maybe_extra(mut m: Map<String, Value>, extra: Option<(String, Value)>) -> Value {
+    if let Some((k, v)) = extra {
+        m.entry(k).or_insert(v);
+    }
+    Value::Object(m)
+}
+
+fn extra() -> impl Strategy<Value = Option<(String, Value)>> {
+    proptest::option::weighted(0.1, (super::key(), json_value()))
+}
+
+fn call_id() -> impl Strategy<Value = String> {
+    "[a-z0-9_]{1,6}"
+}
+
+fn arguments() -> impl Strategy<Value = String> {
+    prop_oneof![4 => json_object().prop_map(|o| Value::Object(o).to_string()), 1 => text()]
+}
+
+/// An OpenAI chat body: every role, text and image parts, tool calls and their results.
+fn openai_body() -> impl Strategy<Value = Value> {
     let part = prop_oneof![
         text().prop_map(|t| json!({"type": "text", "text": t})),
         text().prop_map(|u| json!({"type": "image_url", "image_url": {"url": u}})),
-        text()
-            .prop_map(|t| json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": t}})),
-        ("[a-z0-9_]{1,6}", text(), json_object())
-            .prop_map(|(id, n, i)| json!({"type": "tool_use", "id": id, "name": n, "input": i})),
-        ("[a-z0-9_]{1,6}", text()).prop_map(|(id, t)| json!({"type": "tool_result", "tool_use_id": id, "content": t})),
-        json_value(),
     ];
-    prop_oneof![text().prop_map(Value::String), proptest::collection::vec(part, 0..4).prop_map(Value::Array)]
-}
-
-fn tool_call() -> impl Strategy<Value = Value> {
-    ("[a-z0-9_]{1,6}", "[a-z_]{1,8}", prop_oneof![json_object().prop_map(|o| Value::Object(o).to_string()), text()])
-        .prop_map(
-            |(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}),
-        )
-}
-
-/// Chat messages of every role, mostly well-formed.
-fn chat_message() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        (prop::sample::select(&["system", "developer", "user"][..]), content())
+    let content =
+        prop_oneof![text().prop_map(Value::String), proptest::collection::vec(part, 0..3).prop_map(Value::Array)];
+    let call = (call_id(), "[a-z_]{1,8}", arguments())
+        .prop_map(|(id, n, a)| json!({"id": id, "type": "function", "function": {"name": n, "arguments": a}}));
+    let message = prop_oneof![
+        (prop::sample::select(&["system", "developer", "user"][..]), content.clone())
             .prop_map(|(r, c)| json!({"role": r, "content": c})),
-        (proptest::option::of(content()), proptest::collection::vec(tool_call(), 0..3))
+        (proptest::option::of(content.clone()), proptest::collection::vec(call, 0..3))
             .prop_map(|(c, t)| json!({"role": "assistant", "content": c, "tool_calls": t})),
-        ("[a-z0-9_]{1,6}", content()).prop_map(|(id, c)| json!({"role": "tool", "tool_call_id": id, "content": c})),
-        json_value(),
-    ]
-}
-
-/// A request body in any of the three protocols' shapes (and unknown fields).
-fn request_body() -> impl Strategy<Value = Value> {
-    (json_object(), proptest::collection::vec(chat_message(), 0..5), proptest::collection::vec(json_value(), 0..3))
-        .prop_map(|(mut m, messages, extra)| {
+        (call_id(), content).prop_map(|(id, c)| json!({"role": "tool", "tool_call_id": id, "content": c})),
+    ];
+    let tool = ("[a-z_]{1,8}", proptest::option::of(json_object()))
+        .prop_map(|(n, p)| json!({"type": "function", "function": {"name": n, "parameters": p}}));
+    (
+        proptest::collection::vec(message, 0..6),
+        proptest::collection::vec(tool, 0..3),
+        proptest::option::of(prop_oneof![
+            prop::sample::select(&["auto", "none", "required", "other"][..]).prop_map(|c| json!(c)),
+            "[a-z_]{1,8}".prop_map(|n| json!({"type": "function", "function": {"name": n}})),
+        ]),
+        proptest::option::of(prop::sample::select(&["text", "json_object", "json_schema"][..])),
+        proptest::option::of(prop::sample::select(&["low", "medium", "high"][..])),
+        (proptest::option::of(0u64..5000), proptest::option::of(0.0f64..2.0), any::<bool>()),
+        extra(),
+    )
+        .prop_map(|(messages, tools, choice, format, effort, (max, temp, stream), extra)| {
+            let mut m = Map::new();
             m.insert("model".into(), json!("m"));
             m.insert("messages".into(), Value::Array(messages));
-            m.entry("contents").or_insert(Value::Array(extra));
-            Value::Object(m)
+            m.insert("tools".into(), Value::Array(tools));
+            m.insert("tool_choice".into(), choice.unwrap_or(Value::Null));
+            m.insert("response_format".into(), format.map_or(Value::Null, |f| json!({"type": f})));
+            m.insert("reasoning_effort".into(), json!(effort));
+            m.insert("max_tokens".into(), json!(max));
+            m.insert("temperature".into(), json!(temp));
+            m.insert("stream".into(), json!(stream));
+            maybe_extra(m, extra)
+        })
+}
+
+/// An Anthropic Messages body: text, image, tool-use, tool-result and thinking blocks.
+fn anthropic_body() -> impl Strategy<Value = Value> {
+    let block = prop_oneof![
+        text().prop_map(|t| json!({"type": "text", "text": t})),
+        text()
+            .prop_map(|d| json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": d}})),
+        text().prop_map(|u| json!({"type": "image", "source": {"type": "url", "url": u}})),
+        (call_id(), "[a-z_]{1,8}", json_object())
+            .prop_map(|(id, n, i)| json!({"type": "tool_use", "id": id, "name": n, "input": i})),
+        (call_id(), text(), any::<bool>())
+            .prop_map(|(id, t, e)| json!({"type": "tool_result", "tool_use_id": id, "content": t, "is_error": e})),
+        (text(), text()).prop_map(|(t, s)| json!({"type": "thinking", "thinking": t, "signature": s})),
+    ];
+    let content =
+        prop_oneof![text().prop_map(Value::String), proptest::collection::vec(block, 0..4).prop_map(Value::Array)];
+    let message =
+        (prop::sample::select(&["user", "assistant"][..]), content).prop_map(|(r, c)| json!({"role": r, "content": c}));
+    let tool = ("[a-z_]{1,8}", json_object()).prop_map(|(n, s)| json!({"name": n, "input_schema": s}));
+    (
+        proptest::collection::vec(message, 0..6),
+        proptest::collection::vec(tool, 0..3),
+        proptest::option::of(prop::sample::select(&["auto", "any", "none", "tool"][..])),
+        proptest::option::of(text()),
+        (1u64..5000, proptest::option::of(1024u64..4096), any::<bool>()),
+        extra(),
+    )
+        .prop_map(|(messages, tools, choice, system, (max, budget, stream), extra)| {
+            let mut m = Map::new();
+            m.insert("model".into(), json!("m"));
+            m.insert("max_tokens".into(), json!(max));
+            m.insert("messages".into(), Value::Array(messages));
+            m.insert("tools".into(), Value::Array(tools));
+            if let Some(c) = choice {
+                m.insert("tool_choice".into(), json!({"type": c, "name": "f"}));
+            }
+            m.insert("system".into(), json!(system));
+            if let Some(b) = budget {
+                m.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": b}));
+            }
+            m.insert("stream".into(), json!(stream));
+            maybe_extra(m, extra)
+        })
+}
+
+/// A Gemini `generateContent` body: text, inline data, function calls and responses.
+fn gemini_body() -> impl Strategy<Value = Value> {
+    let part = prop_oneof![
+        text().prop_map(|t| json!({"text": t})),
+        text().prop_map(|d| json!({"inlineData": {"mimeType": "image/png", "data": d}})),
+        (proptest::option::of(call_id()), "[a-z_]{1,8}", json_object())
+            .prop_map(|(id, n, a)| json!({"functionCall": {"id": id, "name": n, "args": a}})),
+        (proptest::option::of(call_id()), "[a-z_]{1,8}", json_object())
+            .prop_map(|(id, n, r)| json!({"functionResponse": {"id": id, "name": n, "response": r}})),
+    ];
+    let content = (prop::sample::select(&["user", "model"][..]), proptest::collection::vec(part, 0..4))
+        .prop_map(|(r, p)| json!({"role": r, "parts": p}));
+    let decl = ("[a-z_]{1,8}", json_object()).prop_map(|(n, p)| json!({"name": n, "parameters": p}));
+    (
+        proptest::collection::vec(content, 0..6),
+        proptest::collection::vec(decl, 0..3),
+        proptest::option::of(text()),
+        (proptest::option::of(1u64..5000), proptest::option::of(0.0f64..2.0)),
+        extra(),
+    )
+        .prop_map(|(contents, decls, system, (max, temp), extra)| {
+            let mut m = Map::new();
+            m.insert("contents".into(), Value::Array(contents));
+            if !decls.is_empty() {
+                m.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+            }
+            if let Some(s) = system {
+                m.insert("systemInstruction".into(), json!({"parts": [{"text": s}]}));
+            }
+            m.insert("generationConfig".into(), json!({"maxOutputTokens": max, "temperature": temp}));
+            maybe_extra(m, extra)
         })
 }
 
@@ -185,7 +285,7 @@ proptest! {
     #![proptest_config(config(256))]
 
     #[test]
-    fn fuzz_request_conversions_never_panic(body in request_body(), stream in any::<bool>()) {
+    fn fuzz_openai_requests_convert_and_round_trip(body in prop_oneof![openai_body(), json_value()]) {
         if let Some(req) = parse::<ChatRequest>(&body)
             && let Ok(c) = openai::request_to_canonical(req)
         {
@@ -198,13 +298,33 @@ proptest! {
                 prop_assert_eq!(tool_ids(&again), tool_ids(&c));
             }
         }
+    }
+
+    #[test]
+    fn fuzz_anthropic_requests_convert_and_round_trip(body in prop_oneof![anthropic_body(), json_value()]) {
         if let Some(req) = parse::<MessagesRequest>(&body)
             && let Ok(c) = anthropic::request_to_canonical(req)
         {
             to_every_upstream(&c)?;
+            let back = anthropic::request_from_canonical(&c).ok().and_then(|v| parse::<MessagesRequest>(&v));
+            let again = back.map(anthropic::request_to_canonical);
+            prop_assert!(matches!(again, Some(Ok(_))), "the Anthropic body made from canonical does not read back");
+            if let Some(Ok(again)) = again {
+                prop_assert_eq!(tool_ids(&again), tool_ids(&c));
+            }
         }
+    }
+
+    #[test]
+    fn fuzz_gemini_requests_convert_and_round_trip(body in prop_oneof![gemini_body(), json_value()],
+            stream in any::<bool>()) {
         if let Ok(c) = gemini::request_to_canonical(&body, "m", stream) {
             to_every_upstream(&c)?;
+            // A refusal (a tool result without its call) is a typed answer; a body we wrote must read back.
+            if let Ok(out) = gemini::request_from_canonical(&c) {
+                let again = gemini::request_to_canonical(&out, "m", stream);
+                prop_assert!(again.is_ok(), "the Gemini body made from canonical does not read back: {:?}", again);
+            }
         }
     }
 
