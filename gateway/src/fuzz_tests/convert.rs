@@ -297,6 +297,14 @@ proptest! {
             if let Some(Ok(again)) = again {
                 prop_assert_eq!(tool_ids(&again), tool_ids(&c));
             }
+            // Across protocols too: what we send Anthropic or Gemini names the same calls.
+            let via = anthropic::request_from_canonical(&c).ok().and_then(|v| parse::<MessagesRequest>(&v));
+            if let Some(Ok(via)) = via.map(anthropic::request_to_canonical) {
+                prop_assert_eq!(tool_ids(&via), tool_ids(&c));
+            }
+            if let Ok(Ok(via)) = gemini::request_from_canonical(&c).map(|v| gemini::request_to_canonical(&v, "m", false)) {
+                prop_assert_eq!(tool_ids(&via), tool_ids(&c));
+            }
         }
     }
 
