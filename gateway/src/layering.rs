@@ -82,7 +82,8 @@ fn gateway_modules_import_only_their_own_layer_or_below() -> Result<(), String> 
     let mut violations = Vec::new();
     for file in &all {
         let Some(from) = module_of(&src, file) else { continue };
-        if from == "layering" {
+        // Test-only modules exercise every layer from outside.
+        if from == "layering" || from == "fuzz_tests" {
             continue;
         }
         let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;

@@ -70,6 +70,8 @@ mod canonical;
 pub mod config;
 mod ctx;
 pub mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod handlers;
 #[cfg(test)]
 mod layering;

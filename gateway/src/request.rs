@@ -239,7 +239,7 @@ fn check_contents(raw: &RawValue) -> Result<usize, ApiError> {
     let mut de = serde_json::Deserializer::from_str(raw.get());
     serde_path_to_error::deserialize::<_, Vec<ContentShape<'_>>>(&mut de).map(|c| c.len()).map_err(|e| {
         let path = e.path().to_string();
-        let param = if path == "." { "contents".to_owned() } else { format!("contents{path}") };
+        let param = shown_param(if path == "." { "contents".to_owned() } else { format!("contents{path}") });
         ApiError::InvalidJson {
             message: format!("Invalid '{param}': expected an array of contents, each an object with a 'parts' array."),
             param: Some(param),
@@ -296,7 +296,7 @@ fn check_messages(raw: &RawValue) -> Result<usize, ApiError> {
     let mut de = serde_json::Deserializer::from_str(raw.get());
     serde_path_to_error::deserialize::<_, Vec<MessageShape<'_>>>(&mut de).map(|m| m.len()).map_err(|e| {
         let path = e.path().to_string();
-        let param = if path == "." { "messages".to_owned() } else { format!("messages{path}") };
+        let param = shown_param(if path == "." { "messages".to_owned() } else { format!("messages{path}") });
         ApiError::InvalidJson {
             message: format!("Invalid '{param}': expected an array of messages, each an object with a string 'role'."),
             param: Some(param),
@@ -312,7 +312,10 @@ fn field<'a, T: Deserialize<'a>>(raw: &'a RawValue, name: &str, expected: &str) 
 }
 
 fn check_duplicates(fields: &[(Cow<'_, str>, &RawValue)]) -> Result<(), ApiError> {
-    let dup = |k: &str| ApiError::InvalidJson { message: format!("Duplicate field '{k}'."), param: Some(k.to_owned()) };
+    let dup = |k: &str| {
+        let k = shown_param(k.to_owned());
+        ApiError::InvalidJson { message: format!("Duplicate field '{k}'."), param: Some(k) }
+    };
     // Small objects (the usual case) are checked without allocating.
     if fields.len() <= 16 {
         for (i, (k, _)) in fields.iter().enumerate() {
@@ -339,7 +342,7 @@ fn parse_object(text: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, ApiError> 
         let path = e.path().to_string();
         // A syntax error between fields has no field to name (serde_path_to_error shows the
         // unknown segment as `?`): `param` is then null.
-        let param = (path != "." && !path.is_empty() && !path.contains('?')).then_some(path);
+        let param = (path != "." && !path.is_empty() && !path.contains('?')).then(|| shown_param(path));
         let inner = e.into_inner();
         let message = match inner.classify() {
             serde_json::error::Category::Data => "The request body must be a JSON object.".to_owned(),
@@ -352,6 +355,23 @@ fn parse_object(text: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, ApiError> 
         param: None,
     })?;
     Ok(obj.0)
+}
+
+/// Longest field path shown in an error. A path names the client's keys, and a key can be as long
+/// as the body: past this, only its start is shown (at a character boundary), so an error never
+/// echoes megabytes of the request.
+const MAX_SHOWN_PARAM: usize = 128;
+
+fn shown_param(mut path: String) -> String {
+    if path.len() > MAX_SHOWN_PARAM {
+        let mut end = MAX_SHOWN_PARAM;
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        path.truncate(end);
+        path.push('…');
+    }
+    path
 }
 
 struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);

@@ -60,7 +60,9 @@ struct CompletionDetails {
 /// `None` when there is no usable `prompt_tokens`.
 pub fn from_openai(raw: &RawValue) -> Option<(TokenCounts, serde_json::Value)> {
     let u: OpenAiUsage = serde_json::from_str(raw.get()).ok()?;
-    let prompt = u.prompt_tokens.or_else(|| Some(u.prompt_cache_hit_tokens? + u.prompt_cache_miss_tokens?))?;
+    // Saturating: an upstream's numbers must not wrap (or panic in a debug build).
+    let prompt =
+        u.prompt_tokens.or_else(|| Some(u.prompt_cache_hit_tokens?.saturating_add(u.prompt_cache_miss_tokens?)))?;
     let cached = u
         .prompt_tokens_details
         .and_then(|d| d.cached_tokens)

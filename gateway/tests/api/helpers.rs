@@ -164,6 +164,19 @@ impl TestApp {
         self._dir.path()
     }
 
+    /// A second writer on this test's log, as the admin CLI is: the same embedded file, or another
+    /// connection (with a spool of its own) to the same NATS. Its appends do not wake the
+    /// gateway's tail.
+    pub async fn other_writer(&self, spool_dir: &std::path::Path) -> anyhow::Result<EventLog> {
+        Ok(match &self._nats {
+            Some(nats) => {
+                let opts = nats::JetStreamOptions { require_nats_at_start: true, ..Default::default() };
+                EventLog::connect_jetstream(&nats.url(), spool_dir, opts).await?
+            }
+            None => EventLog::open_embedded(self.data_dir()).await?,
+        })
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -285,7 +285,8 @@ async fn a_key_issued_by_another_writer_works_on_its_first_request_twenty_times_
     let app = spawn().await?;
     // A second writer on the same log, as the admin CLI is: its appends do not wake the
     // gateway's tail, which would see them only at its next poll.
-    let other = nats::EventLog::open_embedded(app.data_dir()).await?;
+    let spool = tempfile::tempdir()?;
+    let other = app.other_writer(spool.path()).await?;
     for i in 0..20 {
         let issued = helpers::issue_key(&other, None).await?;
         let resp = app.http.get(app.url("/v1/models")).bearer_auth(&issued.plaintext).send().await?;

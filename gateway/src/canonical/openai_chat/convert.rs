@@ -332,9 +332,11 @@ pub fn finish_from(s: &str) -> FinishReason {
 
 /// Usage in OpenAI's shape: cached and cache-write tokens are *inside* `prompt_tokens`,
 /// reasoning inside `completion_tokens`.
+/// Sums saturate: the counts come from an upstream, and a hostile one must not wrap them (or, in a
+/// debug build, panic).
 pub fn usage_json(t: &TokenCounts) -> Value {
-    let prompt = t.input + t.cached + t.cache_write;
-    json!({"prompt_tokens": prompt, "completion_tokens": t.output, "total_tokens": prompt + t.output,
+    let prompt = t.input.saturating_add(t.cached).saturating_add(t.cache_write);
+    json!({"prompt_tokens": prompt, "completion_tokens": t.output, "total_tokens": prompt.saturating_add(t.output),
         "prompt_tokens_details": {"cached_tokens": t.cached},
         "completion_tokens_details": {"reasoning_tokens": t.reasoning}})
 }

@@ -479,25 +479,27 @@ pub fn finish_from(s: &str, called: bool) -> FinishReason {
 /// Token counts from a `usageMetadata` object; `None` without `promptTokenCount`.
 pub fn usage_from(u: &Value) -> Option<TokenCounts> {
     let n = |camel: &str, snake: &str| get(u, camel, snake).and_then(Value::as_u64).unwrap_or(0);
-    let prompt = get(u, "promptTokenCount", "prompt_token_count")?.as_u64()?
-        + n("toolUsePromptTokenCount", "tool_use_prompt_token_count");
+    // Sums saturate: the counts are the upstream's, and must not wrap.
+    let prompt = get(u, "promptTokenCount", "prompt_token_count")?
+        .as_u64()?
+        .saturating_add(n("toolUsePromptTokenCount", "tool_use_prompt_token_count"));
     let cached = n("cachedContentTokenCount", "cached_content_token_count").min(prompt);
     let thoughts = n("thoughtsTokenCount", "thoughts_token_count");
     Some(TokenCounts {
         input: prompt - cached,
         cached,
         cache_write: 0,
-        output: n("candidatesTokenCount", "candidates_token_count") + thoughts,
+        output: n("candidatesTokenCount", "candidates_token_count").saturating_add(thoughts),
         reasoning: thoughts,
     })
 }
 
 /// Usage in Gemini's shape (cache writes, which Gemini does not have, count as prompt).
 pub fn usage_json(t: &TokenCounts) -> Value {
-    let prompt = t.input + t.cached + t.cache_write;
+    let prompt = t.input.saturating_add(t.cached).saturating_add(t.cache_write);
     let candidates = t.output.saturating_sub(t.reasoning);
     let mut u = json!({"promptTokenCount": prompt, "candidatesTokenCount": candidates,
-        "totalTokenCount": prompt + t.output});
+        "totalTokenCount": prompt.saturating_add(t.output)});
     if t.cached > 0 {
         u["cachedContentTokenCount"] = json!(t.cached);
     }

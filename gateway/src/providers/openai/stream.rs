@@ -26,6 +26,9 @@ pub struct SseParser {
     buf: BytesMut,
     data: Option<Bytes>,
     multi: Option<BytesMut>,
+    /// How much of `buf` is known to hold no line end, so a long line arriving in small chunks
+    /// is searched once, not once per chunk (which was quadratic in the line's length).
+    scanned: usize,
 }
 
 impl SseParser {
@@ -36,7 +39,8 @@ impl SseParser {
 
     /// The next complete event, if any.
     pub fn next_event(&mut self) -> Result<Option<SseEvent>, LineTooLong> {
-        while let Some(pos) = memchr_newline(&self.buf) {
+        while let Some(pos) = memchr_newline(&self.buf[self.scanned..]).map(|p| p + self.scanned) {
+            self.scanned = 0;
             let mut line = self.buf.split_to(pos + 1).freeze();
             line.truncate(line.len() - 1);
             if line.last() == Some(&b'\r') {
@@ -57,6 +61,7 @@ impl SseParser {
             }
             // `event:`, `id:`, `retry:` carry nothing OpenAI uses.
         }
+        self.scanned = self.buf.len();
         if self.buf.len() > MAX_LINE {
             return Err(LineTooLong);
         }
@@ -66,6 +71,7 @@ impl SseParser {
     /// At end of input: the last event even without its blank line.
     pub fn finish(&mut self) -> Option<SseEvent> {
         if !self.buf.is_empty() {
+            self.scanned = 0;
             let rest = self.buf.split().freeze();
             let rest = rest.strip_suffix(b"\r").map(Bytes::copy_from_slice).unwrap_or(rest);
             if let Some(r) = rest.strip_prefix(b"data:") {
