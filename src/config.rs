@@ -106,6 +106,12 @@ pub struct UpstreamFile {
     pub first_byte_timeout_ms: Option<u64>,
     /// Time allowed between two stream chunks.
     pub idle_timeout_ms: Option<u64>,
+    /// Upstream attempts per request (the first included), each on another channel.
+    pub max_attempts: Option<u32>,
+    /// How long an upstream is still read after its client left, to learn the usage.
+    pub drain_timeout_ms: Option<u64>,
+    /// How many upstream bytes are read at most after the client left.
+    pub drain_max_bytes: Option<usize>,
 }
 
 /// `[jetstream]` in the config file.
@@ -151,6 +157,12 @@ pub struct Config {
     pub first_byte_timeout: Duration,
     /// Upstream idle timeout between chunks.
     pub idle_timeout: Duration,
+    /// Upstream attempts per request.
+    pub max_attempts: u32,
+    /// Draining after a client left: time.
+    pub drain_timeout: Duration,
+    /// Draining after a client left: bytes.
+    pub drain_max_bytes: usize,
     /// JetStream replicas.
     pub replicas: usize,
     /// Spool capacity.
@@ -172,9 +184,6 @@ pub struct Config {
 /// 90 days: long enough for monthly reports and disputes, short enough that the log of
 /// non-billable facts does not grow forever.
 const DEFAULT_REQUEST_LOG_DAYS: u64 = 90;
-
-/// 32 MiB: large enough for vision requests with several base64 images.
-const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 impl Config {
     /// Resolves the configuration. `file` is the `--config` path; without it `./llm-router.toml`
@@ -215,7 +224,7 @@ impl Config {
         let body_limit_bytes = num("LLM_ROUTER_BODY_LIMIT_BYTES", env("LLM_ROUTER_BODY_LIMIT_BYTES"))?
             .map(|v| v as usize)
             .or(f.body_limit_bytes)
-            .unwrap_or(DEFAULT_BODY_LIMIT);
+            .unwrap_or(gateway::DEFAULT_BODY_LIMIT_BYTES);
         anyhow::ensure!(body_limit_bytes >= 1024, "body_limit_bytes: must be at least 1024");
         let allow_private = match env("LLM_ROUTER_ALLOW_PRIVATE_NETWORKS") {
             Some(list) => egress::Policy::parse_networks(list.split(','))
@@ -282,15 +291,48 @@ impl Config {
             .or(f.limits.max_messages)
             .map_or(gateway::limits::DEFAULT_MAX_MESSAGES, |n| usize::try_from(n).unwrap_or(usize::MAX));
         anyhow::ensure!(max_messages >= 1, "max_messages: must be at least 1");
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let max_attempts = num("LLM_ROUTER_MAX_ATTEMPTS", env("LLM_ROUTER_MAX_ATTEMPTS"))?
+            .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+            .or(f.upstream.max_attempts)
+            .unwrap_or(gateway::config::DEFAULT_MAX_ATTEMPTS);
+        anyhow::ensure!(
+            (1..=gateway::config::MAX_ATTEMPTS_LIMIT).contains(&max_attempts),
+            "[upstream] max_attempts: must be 1 to {}",
+            gateway::config::MAX_ATTEMPTS_LIMIT
+        );
+        let drain_max_bytes = num("LLM_ROUTER_DRAIN_MAX_BYTES", env("LLM_ROUTER_DRAIN_MAX_BYTES"))?
+            .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
+            .or(f.upstream.drain_max_bytes)
+            .unwrap_or(gateway::config::DEFAULT_DRAIN_MAX_BYTES);
         Ok(Config {
             data_dir,
             listen,
             nats_url: flags.nats_url.clone().or_else(|| env("NATS_URL")).or(f.nats_url),
             database_url: flags.database_url.clone().or_else(|| env("DATABASE_URL")).or(f.database_url),
             body_limit_bytes,
-            connect_timeout: ms("LLM_ROUTER_CONNECT_TIMEOUT_MS", f.upstream.connect_timeout_ms, 5_000)?,
-            first_byte_timeout: ms("LLM_ROUTER_FIRST_BYTE_TIMEOUT_MS", f.upstream.first_byte_timeout_ms, 120_000)?,
-            idle_timeout: ms("LLM_ROUTER_IDLE_TIMEOUT_MS", f.upstream.idle_timeout_ms, 60_000)?,
+            connect_timeout: ms(
+                "LLM_ROUTER_CONNECT_TIMEOUT_MS",
+                f.upstream.connect_timeout_ms,
+                millis(gateway::config::DEFAULT_CONNECT_TIMEOUT),
+            )?,
+            first_byte_timeout: ms(
+                "LLM_ROUTER_FIRST_BYTE_TIMEOUT_MS",
+                f.upstream.first_byte_timeout_ms,
+                millis(gateway::config::DEFAULT_FIRST_BYTE_TIMEOUT),
+            )?,
+            idle_timeout: ms(
+                "LLM_ROUTER_IDLE_TIMEOUT_MS",
+                f.upstream.idle_timeout_ms,
+                millis(gateway::config::DEFAULT_IDLE_TIMEOUT),
+            )?,
+            max_attempts,
+            drain_timeout: ms(
+                "LLM_ROUTER_DRAIN_TIMEOUT_MS",
+                f.upstream.drain_timeout_ms,
+                millis(gateway::config::DEFAULT_DRAIN_TIMEOUT),
+            )?,
+            drain_max_bytes,
             replicas: f.jetstream.replicas.unwrap_or(1),
             max_spool: f.jetstream.max_spool.unwrap_or(1_000_000),
             server,
@@ -408,6 +450,37 @@ mod tests {
         let bad_file = toml::from_str::<FileConfig>("[security]\nallow_private_networks = [\"10.0.0.0/40\"]")?;
         let err = Config::resolve(bad_file, &no_env, &Overrides::default(), None).err();
         assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("allow_private_networks"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_binarys_defaults_are_the_gateways_own() -> anyhow::Result<()> {
+        // One definition of each default: a gateway built from an empty configuration behaves
+        // exactly like `GatewayConfig::new`.
+        let c = Config::resolve(FileConfig::default(), &no_env, &Overrides::default(), None)?;
+        let g = gateway::GatewayConfig::new(schemas::secret::MasterKey::generate(), "t");
+        assert_eq!(c.connect_timeout, g.connect_timeout);
+        assert_eq!(c.first_byte_timeout, g.first_byte_timeout);
+        assert_eq!(c.idle_timeout, g.idle_timeout);
+        assert_eq!(c.drain_timeout, g.drain_timeout);
+        assert_eq!(c.drain_max_bytes, g.drain_max_bytes);
+        assert_eq!(c.max_attempts, g.max_attempts);
+        assert_eq!(c.body_limit_bytes, g.body_limit_bytes);
+        assert_eq!(c.limits, g.limits);
+        assert_eq!(c.auth_failure_limit, g.auth_failure_limit);
+        assert_eq!(c.auth_failure_window, g.auth_failure_window);
+        Ok(())
+    }
+
+    #[test]
+    fn attempts_and_drain_limits_are_configurable_and_checked() -> anyhow::Result<()> {
+        let file: FileConfig =
+            toml::from_str("[upstream]\nmax_attempts = 5\ndrain_timeout_ms = 1000\ndrain_max_bytes = 4096")?;
+        let c = Config::resolve(file, &no_env, &Overrides::default(), None)?;
+        assert_eq!((c.max_attempts, c.drain_timeout, c.drain_max_bytes), (5, Duration::from_secs(1), 4096));
+        let env = |k: &str| (k == "LLM_ROUTER_MAX_ATTEMPTS").then(|| "0".to_owned());
+        let err = Config::resolve(FileConfig::default(), &env, &Overrides::default(), None).err();
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("max_attempts"));
         Ok(())
     }
 

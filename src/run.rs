@@ -250,6 +250,9 @@ fn gateway_config(cfg: &Config, instance: &str) -> anyhow::Result<gateway::Gatew
     g.connect_timeout = cfg.connect_timeout;
     g.first_byte_timeout = cfg.first_byte_timeout;
     g.idle_timeout = cfg.idle_timeout;
+    g.max_attempts = cfg.max_attempts;
+    g.drain_timeout = cfg.drain_timeout;
+    g.drain_max_bytes = cfg.drain_max_bytes;
     g.limits = cfg.limits;
     g.auth_failure_limit = cfg.auth_failure_limit;
     g.auth_failure_window = cfg.auth_failure_window;

@@ -8,6 +8,27 @@ use schemas::secret::MasterKey;
 /// 32 MiB: room for vision requests with inline base64 images, small enough to bound memory.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 32 * 1024 * 1024;
 
+// The defaults of the upstream settings, defined once: [`GatewayConfig::new`] and the binary's
+// configuration (file key, environment name) both take them from here.
+
+/// 5 s: a TCP + TLS handshake to a vendor takes well under a second; longer means a dead route.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// 120 s until the upstream's first byte: reasoning models think for a minute or more before
+/// their first token; beyond two minutes a client is better served by a 504 it can retry.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(120);
+/// 60 s of silence between two chunks of a started answer: vendors send keep-alive comments or
+/// tokens far more often than that.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// 120 s of draining an upstream after its client left, to learn the usage we will be billed.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// 16 MiB read at most from an upstream after its client left (a long answer is a few hundred KiB).
+pub const DEFAULT_DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// 3 attempts (the first included), each on another channel, only before the first byte reached
+/// the client: enough to route around one bad channel without multiplying a vendor outage.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The most attempts a configuration may ask for.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
+
 /// Settings of the hot path.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -61,13 +82,12 @@ impl GatewayConfig {
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             master_key,
             instance: instance.into(),
-            connect_timeout: Duration::from_secs(5),
-            // Reasoning models can think for minutes before the first token.
-            first_byte_timeout: Duration::from_secs(300),
-            idle_timeout: Duration::from_secs(120),
-            drain_timeout: Duration::from_secs(120),
-            drain_max_bytes: 16 * 1024 * 1024,
-            max_attempts: 3,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            drain_max_bytes: DEFAULT_DRAIN_MAX_BYTES,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
             limits: crate::limits::Limits::default(),
             auth_failure_limit: crate::auth_failures::DEFAULT_FAILURE_LIMIT,
             auth_failure_window: crate::auth_failures::DEFAULT_FAILURE_WINDOW,
