@@ -14,7 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("projections", &["schemas", "nats"]),
     ("gateway", &["schemas", "nats", "egress"]),
     ("workers", &["schemas", "nats", "projections", "egress"]),
-    ("web", &["schemas", "nats", "projections", "egress"]),
+    ("web", &["schemas", "nats", "projections", "control", "egress"]),
     ("testkit", &[]),
     // The outbound address policy: a leaf every side that connects out may use.
     ("egress", &[]),
