@@ -56,6 +56,9 @@ impl Gateway {
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             // Upstream redirects are not followed: a channel's URL is the only place we send its key.
             .redirect(reqwest::redirect::Policy::none())
+            // No proxy from `HTTP(S)_PROXY`: a proxy resolves names itself, which would take every
+            // upstream name past the checking resolver below. Egress proxies are set explicitly.
+            .no_proxy()
             // Every name is checked against the outbound address policy at connect time, each time
             // it is resolved, so a DNS answer that changes after a channel was saved is caught.
             // Literal addresses skip the resolver; `providers::dispatch` checks those.

@@ -73,7 +73,9 @@ fn rejected(failure: &AttemptError, channel: &Channel) -> ApiError {
 /// A request the gateway could not build for this channel (our own words, not the vendor's).
 fn request_side(failure: &AttemptError, unsupported: bool) -> ApiError {
     let detail = failure.detail.clone().unwrap_or_default();
-    let message = detail.message.unwrap_or_else(|| "The request could not be translated.".into());
+    // The parser's message may quote the client's own value (of any length): scrubbed and capped
+    // like vendor text, so an answer never echoes an unbounded input.
+    let message = detail.message.map_or_else(|| "The request could not be translated.".into(), |m| scrub(&m, &[]));
     match (unsupported, detail.param) {
         (true, Some(param)) => ApiError::Unsupported { param, message },
         (true, None) => ApiError::Unsupported { param: "model".into(), message },

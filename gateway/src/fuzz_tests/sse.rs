@@ -143,14 +143,13 @@ fn fuzz_sse_a_line_longer_than_the_cap_is_refused_whatever_the_chunking() {
     assert_eq!(events(ok.chunks(64 << 10)).map(|e| e.len()), Ok(1));
 }
 
-/// `data:` lines without a blank line are joined into one event with no bound today: an upstream
-/// can grow the joined data past [`MAX_LINE`] with short lines. The relays own that cap (issue 8,
-/// item 11); this is the property it should satisfy.
+/// `data:` lines without a blank line are joined into one event, which is bounded like one line:
+/// an upstream cannot grow the joined data past [`MAX_LINE`] with short lines.
 #[test]
-#[ignore = "multi-line data: accumulation has no cap yet (issue 8, item 11)"]
 fn fuzz_sse_multi_line_data_is_bounded_like_a_line() {
     let line = [b"data: ".as_slice(), &[b'x'; 1018], b"\n"].concat();
-    let lines = MAX_LINE / line.len() + 2;
+    // Each line adds its 1,018 payload bytes and one joining newline to the event.
+    let lines = MAX_LINE / 1019 + 2;
     let mut p = SseParser::default();
     let mut refused = false;
     for _ in 0..lines {

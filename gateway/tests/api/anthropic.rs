@@ -275,6 +275,26 @@ async fn reasoning_effort_becomes_extended_thinking_and_thinking_comes_back_as_r
 }
 
 #[tokio::test]
+async fn a_request_that_cannot_be_translated_gets_a_400_that_does_not_echo_a_long_value() -> anyhow::Result<()> {
+    // The typed parse before a translation quotes the offending value in its message; the
+    // answer must stay bounded however long that value is.
+    let env = env().await?;
+    let long = "r".repeat(64 * 1024);
+    for req in [
+        json!({"model": CLAUDE, "messages": [{"role": long, "content": "hi"}]}),
+        json!({"model": CLAUDE, "messages": [{"role": "user", "content": "hi"}], "stop": {"k": long}}),
+    ] {
+        let resp = env.app.post("/v1/chat/completions", &req).await?;
+        assert_eq!(resp.status(), 400);
+        let text = resp.text().await?;
+        assert!(text.len() <= 2048, "a {}-byte error body", text.len());
+        assert!(!text.contains(&"r".repeat(1024)), "the value is echoed");
+    }
+    assert!(env.claude.requests().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
 async fn parameters_an_anthropic_channel_cannot_honour_are_refused_by_name() -> anyhow::Result<()> {
     let env = env().await?;
     for (field, value) in [("logprobs", json!(true)), ("n", json!(2)), ("frequency_penalty", json!(0.5))] {

@@ -58,6 +58,11 @@ impl SseParser {
             if let Some(rest) = line.strip_prefix(b"data:") {
                 let start = line.len() - rest.len() + usize::from(rest.first() == Some(&b' '));
                 self.add_data(line.slice(start..));
+                // An event's `data:` lines are joined; the whole event is bounded like one line.
+                if self.multi.as_ref().is_some_and(|m| m.len() > MAX_LINE) {
+                    self.multi = None;
+                    return Err(LineTooLong);
+                }
             }
             // `event:`, `id:`, `retry:` carry nothing OpenAI uses.
         }
