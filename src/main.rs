@@ -132,6 +132,10 @@ enum ChannelCmd {
         /// unencrypted).
         #[arg(long)]
         insecure_http: bool,
+        /// `anthropic-beta` values clients may switch on through this channel (comma-separated;
+        /// default none: the upstream account is shared).
+        #[arg(long, value_delimiter = ',')]
+        anthropic_beta: Vec<String>,
     },
     /// Changes a channel in place (by name or id); flags not given keep their value, the
     /// upstream key included.
@@ -162,6 +166,9 @@ enum ChannelCmd {
         /// Allow the new plain http:// --base-url to reach a public host.
         #[arg(long)]
         insecure_http: bool,
+        /// New `anthropic-beta` allow list (comma-separated), replacing the old one; "" clears it.
+        #[arg(long, value_delimiter = ',')]
+        anthropic_beta: Option<Vec<String>>,
     },
     /// Removes a channel by name or id.
     Remove {
@@ -319,6 +326,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     priority,
                     weight,
                     insecure_http,
+                    anthropic_beta,
                 } => {
                     let master = master_key::load(&cfg.data_dir)?;
                     let c = control::NewChannel {
@@ -331,6 +339,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         priority,
                         weight,
                         insecure_http,
+                        anthropic_beta,
                     };
                     let id = admin::admin(&log).add_channel(&master, c).await?;
                     applied::wait(&cfg.data_dir, &log).await;
@@ -346,6 +355,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     weight,
                     api_version,
                     insecure_http,
+                    anthropic_beta,
                 } => {
                     let master = master_key::load(&cfg.data_dir)?;
                     let changes = control::ChannelChanges {
@@ -357,6 +367,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         weight,
                         api_version,
                         insecure_http,
+                        anthropic_beta,
                     };
                     let id = admin::admin(&log).update_channel(&master, &channel, changes).await?;
                     applied::wait(&cfg.data_dir, &log).await;

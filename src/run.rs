@@ -151,6 +151,7 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             priority: 0,
             weight: 1,
             insecure_http: false,
+            anthropic_beta: Vec::new(),
         };
         let id = admin
             .add_channel(&master, channel)

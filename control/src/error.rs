@@ -55,6 +55,9 @@ pub enum AdminError {
     /// The outbound-address policy refused the base URL.
     #[error("--base-url refused: {0}")]
     UrlRefused(String),
+    /// An `--anthropic-beta` value that is not a beta name.
+    #[error("--anthropic-beta {0:?} is not a beta name (letters, digits and -, at most 64)")]
+    BadBeta(String),
     /// `--insecure-http` without a new base URL.
     #[error("--insecure-http goes with --base-url")]
     InsecureHttpWithoutUrl,

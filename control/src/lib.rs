@@ -110,6 +110,8 @@ pub struct NewChannel {
     pub weight: u32,
     /// Allow plain `http://` to a public host (`--insecure-http`).
     pub insecure_http: bool,
+    /// `anthropic-beta` values clients may switch on through the channel (`--anthropic-beta`).
+    pub anthropic_beta: Vec<String>,
 }
 
 /// What `channels update` changes; `None` keeps the current value.
@@ -131,6 +133,8 @@ pub struct ChannelChanges {
     pub api_version: Option<String>,
     /// Allow plain `http://` to a public host for the new base URL (`--insecure-http`).
     pub insecure_http: bool,
+    /// New `anthropic-beta` allow list (`--anthropic-beta`; an empty list clears it).
+    pub anthropic_beta: Option<Vec<String>>,
 }
 
 /// What `prices set` publishes: decimal amounts per one million tokens.
@@ -168,6 +172,29 @@ fn checked_base_url(url: &str) -> Result<String, AdminError> {
         return Err(AdminError::CredentialsInUrl);
     }
     Ok(url)
+}
+
+/// The most `anthropic-beta` values a channel may allow, and the longest one: Anthropic's beta
+/// names are short dated tokens (`prompt-caching-2024-07-31`).
+const MAX_BETAS: usize = 32;
+const MAX_BETA_LEN: usize = 64;
+
+/// Trimmed, de-duplicated `anthropic-beta` names of letters, digits and `-`.
+fn checked_betas(betas: Vec<String>) -> Result<Vec<String>, AdminError> {
+    let mut out: Vec<String> = Vec::new();
+    for b in betas.iter().map(|b| b.trim()).filter(|b| !b.is_empty()) {
+        let ok = b.len() <= MAX_BETA_LEN && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-');
+        if !ok {
+            return Err(AdminError::BadBeta(b.chars().take(MAX_BETA_LEN).collect()));
+        }
+        if !out.iter().any(|o| o == b) {
+            out.push(b.to_owned());
+        }
+    }
+    if out.len() > MAX_BETAS {
+        return Err(AdminError::BadBeta(format!("more than {MAX_BETAS} values")));
+    }
+    Ok(out)
 }
 
 /// Trimmed model names, at least one.
@@ -347,6 +374,7 @@ impl Admin {
                 weight: c.weight,
                 api_version,
                 insecure_http: c.insecure_http,
+                anthropic_beta: checked_betas(c.anthropic_beta)?,
             }),
         );
         self.append(&env).await?;
@@ -392,6 +420,7 @@ impl Admin {
             channel_id: channel_id.clone(),
             name,
             insecure_http: base_url.is_some().then_some(c.insecure_http),
+            anthropic_beta: c.anthropic_beta.map(checked_betas).transpose()?,
             base_url,
             api_key: c.api_key.filter(|k| !k.is_empty()).map(|k| master.seal(&k, &channel_id)),
             models: c.models.map(checked_models).transpose()?,

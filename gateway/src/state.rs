@@ -69,6 +69,8 @@ pub struct Channel {
     /// every attempt on the channel then fails as a connection failure, without connecting.
     /// (Names are checked by the HTTP client's resolver at connect time.)
     pub egress_refused: Option<egress::UrlRefused>,
+    /// `anthropic-beta` values clients may pass through (Anthropic channels); empty: none.
+    pub anthropic_beta: Vec<String>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -150,6 +152,7 @@ impl ControlState {
                         weight: c.weight,
                         enabled: c.enabled,
                         egress_refused: egress_verdict(&c.channel_id, &c.base_url),
+                        anthropic_beta: c.anthropic_beta.clone(),
                     };
                     self.channels.insert(id.clone(), Arc::new(channel));
                 }
@@ -470,6 +473,7 @@ mod tests {
             weight: 1,
             api_version: None,
             insecure_http: false,
+            anthropic_beta: Vec::new(),
         }))
     }
 

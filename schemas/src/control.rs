@@ -102,6 +102,8 @@ pub struct Channel {
     pub enabled: bool,
     /// `api-version` (Azure).
     pub api_version: Option<String>,
+    /// `anthropic-beta` values clients may pass through (empty: none).
+    pub anthropic_beta: Vec<String>,
     /// When it was added.
     pub created_at_us: i64,
     /// When it last changed.
@@ -289,6 +291,7 @@ impl ControlModel {
                 weight: c.weight,
                 enabled: true,
                 api_version: c.api_version.clone(),
+                anthropic_beta: c.anthropic_beta.clone(),
                 created_at_us,
                 updated_at_us: at,
             },
@@ -323,6 +326,9 @@ impl ControlModel {
         }
         if let Some(v) = &u.api_version {
             ch.api_version = Some(v.clone());
+        }
+        if let Some(v) = &u.anthropic_beta {
+            ch.anthropic_beta = v.clone();
         }
         ch.updated_at_us = at;
         Outcome::Changed(Change::Channel(u.channel_id.clone()))
@@ -365,6 +371,7 @@ mod tests {
             weight: 2,
             api_version: None,
             insecure_http: false,
+            anthropic_beta: Vec::new(),
         })
     }
 

@@ -133,6 +133,10 @@ pub struct ChannelAdded {
     /// The admin allowed plain `http://` to a public host (`--insecure-http`); absent = no.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_http: bool,
+    /// `anthropic-beta` values clients may switch on through this channel (Anthropic channels);
+    /// absent = none: the upstream account is shared, so a beta is the admin's choice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anthropic_beta: Vec<String>,
 }
 
 fn default_weight() -> u32 {
@@ -172,6 +176,9 @@ pub struct ChannelUpdated {
     /// (`--insecure-http`); set together with `base_url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_http: Option<bool>,
+    /// New `anthropic-beta` allow list (replaces the old one; empty = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_beta: Option<Vec<String>>,
 }
 
 /// `channel.removed`

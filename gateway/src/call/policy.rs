@@ -124,6 +124,7 @@ mod tests {
             weight: 1,
             enabled: true,
             egress_refused: None,
+            anthropic_beta: Vec::new(),
         }
     }
 

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use schemas::{AppliedPrice, ChannelAdded, EventBody, GLOBAL_TENANT, PricePublished, StreamOutcome, UsageSource};
+use schemas::{
+    AppliedPrice, ChannelAdded, ChannelUpdated, EventBody, GLOBAL_TENANT, PricePublished, StreamOutcome, UsageSource,
+};
 use serde_json::{Value, json};
 use testkit::fake_anthropic::{AnthropicUsage, FakeAnthropic, Scenario};
 
@@ -40,6 +42,7 @@ async fn env() -> anyhow::Result<Env> {
                 weight: 1,
                 api_version: None,
                 insecure_http: false,
+                anthropic_beta: Vec::new(),
             }),
         ))
         .await?;
@@ -271,6 +274,43 @@ async fn reasoning_effort_becomes_extended_thinking_and_thinking_comes_back_as_r
     let sent = &env.claude.requests()[0].body;
     assert_eq!(sent["thinking"], json!({"type": "enabled", "budget_tokens": 1024}));
     assert!(sent["max_tokens"].as_u64().unwrap_or(0) > 1024);
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_anthropic_beta_values_a_channel_allows_reach_the_shared_upstream() -> anyhow::Result<()> {
+    let env = env().await?;
+    let body = json!({"model": CLAUDE, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]});
+    let send = || async {
+        let resp = env
+            .app
+            .http
+            .post(env.app.url("/v1/messages"))
+            .header("x-api-key", &env.app.key)
+            .header("anthropic-version", "2023-06-01")
+            .header("anthropic-beta", "a-premium-beta-2025-01-01, prompt-caching-2024-07-31")
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status() == 200, "{}", resp.status());
+        let sent = env.claude.requests();
+        Ok(sent.last().and_then(|r| r.header("anthropic-beta").map(str::to_owned)))
+    };
+    // By default a channel allows no beta: the upstream account is shared by every tenant.
+    assert_eq!(send().await?, None);
+    let update = ChannelUpdated {
+        channel_id: "ch_claude".into(),
+        anthropic_beta: Some(vec!["prompt-caching-2024-07-31".into()]),
+        ..ChannelUpdated::default()
+    };
+    env.app.log.append_acked(&helpers::control(GLOBAL_TENANT, EventBody::ChannelUpdated(update))).await?;
+    let until = env.app.log.last_seq(schemas::Stream::Control).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while env.app.gateway.control_seq() < until {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "control state not caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(send().await?.as_deref(), Some("prompt-caching-2024-07-31"));
     Ok(())
 }
 

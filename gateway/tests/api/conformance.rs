@@ -294,6 +294,7 @@ impl Ctx {
                     weight: 1,
                     api_version: (p.auth == Auth::ApiKeyHeader).then(|| "2024-10-21".to_owned()),
                     insecure_http: false,
+                    anthropic_beta: Vec::new(),
                 }),
             ))
             .await?;

@@ -36,6 +36,7 @@ async fn add_channel(app: &TestApp, id: &str, base_url: String, models: &[&str],
                 weight: 1,
                 api_version: None,
                 insecure_http: false,
+                anthropic_beta: Vec::new(),
             }),
         ))
         .await?;

@@ -79,6 +79,7 @@ async fn add_channel(app: &TestApp, id: &str, provider: &str, base_url: String, 
                 weight: 1,
                 api_version: None,
                 insecure_http: false,
+                anthropic_beta: Vec::new(),
             }),
         ))
         .await?;

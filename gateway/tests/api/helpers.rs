@@ -115,6 +115,7 @@ pub async fn spawn_served(
             weight: 1,
             api_version: None,
             insecure_http: false,
+            anthropic_beta: Vec::new(),
         }),
     ))
     .await?;

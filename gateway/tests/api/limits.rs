@@ -322,6 +322,7 @@ async fn spawn_jetstream() -> anyhow::Result<JsApp> {
             weight: 1,
             api_version: None,
             insecure_http: false,
+            anthropic_beta: Vec::new(),
         }),
     ))
     .await?;

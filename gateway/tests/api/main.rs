@@ -556,6 +556,7 @@ async fn a_failing_channel_is_skipped_before_the_first_byte_and_the_call_is_bill
                 weight: 1,
                 api_version: None,
                 insecure_http: false,
+                anthropic_beta: Vec::new(),
             }),
         ))
         .await?;

@@ -35,6 +35,7 @@ async fn add_channel(
                 weight: 1,
                 api_version: api_version.map(str::to_owned),
                 insecure_http: false,
+                anthropic_beta: Vec::new(),
             }),
         ))
         .await?;

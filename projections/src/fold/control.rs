@@ -129,6 +129,7 @@ async fn load_channel(
         weight: u32::try_from(r.try_get::<i64, _>("weight")?).unwrap_or(1),
         enabled: r.try_get::<i64, _>("enabled")? != 0,
         api_version: None,
+        anthropic_beta: Vec::new(),
         created_at_us: r.try_get("created_at_us")?,
         updated_at_us: r.try_get("updated_at_us")?,
     };

@@ -25,6 +25,7 @@ fn channel_events() -> Vec<Envelope> {
                 weight: 2,
                 api_version: None,
                 insecure_http: false,
+                anthropic_beta: Vec::new(),
             }),
         ),
         Envelope::new(
@@ -42,6 +43,7 @@ fn channel_events() -> Vec<Envelope> {
                 weight: 1,
                 api_version: None,
                 insecure_http: false,
+                anthropic_beta: Vec::new(),
             }),
         ),
         Envelope::new(
@@ -219,6 +221,7 @@ fn added(id: &str, t: i64, priority: i32) -> Envelope {
             weight: 2,
             api_version: None,
             insecure_http: false,
+            anthropic_beta: Vec::new(),
         }),
     )
 }

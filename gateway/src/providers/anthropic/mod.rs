@@ -15,8 +15,20 @@ use bytes::Bytes;
 use crate::providers::AttemptError;
 use crate::state::Channel;
 
+/// The values of a client's comma-separated `anthropic-beta` header that the channel allows, in
+/// the client's order; `None` when none is left (the usual case: the allow list is empty).
+fn allowed_betas(header: &str, allowed: &[String]) -> Option<String> {
+    if allowed.is_empty() {
+        return None;
+    }
+    let kept: Vec<&str> =
+        header.split(',').map(str::trim).filter(|b| allowed.iter().any(|a| a.as_str() == *b)).collect();
+    (!kept.is_empty()).then(|| kept.join(","))
+}
+
 /// Sends `body` to `channel` and waits, until `first_byte_deadline`, for 2xx response headers.
-/// `beta` is the client's `anthropic-beta` header, passed on for pass-through calls.
+/// `beta` is the client's `anthropic-beta` header (pass-through calls): only the values the
+/// channel allows go upstream, since the upstream account is shared by every tenant.
 pub async fn send(
     http: &reqwest::Client,
     channel: &Channel,
@@ -32,12 +44,28 @@ pub async fn send(
         .header("anthropic-version", HeaderValue::from_static(wire::VERSION))
         .body(body);
     let mut req = super::with_key(req, channel, "x-api-key")?;
-    if let Some(b) = beta {
-        req = req.header("anthropic-beta", b);
+    if let Some(allowed) = beta.and_then(|b| allowed_betas(b, &channel.anthropic_beta)) {
+        req = req.header("anthropic-beta", allowed);
     }
     let resp = super::dispatch(channel, req, first_byte_deadline).await?;
     if resp.status().is_success() {
         return Ok(resp);
     }
     Err(error::from_response(channel, resp, idle_timeout).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed_betas;
+
+    #[test]
+    fn only_allowed_betas_go_upstream() {
+        let allowed = vec!["prompt-caching-2024-07-31".to_owned(), "token-efficient-tools-2025-02-19".to_owned()];
+        assert_eq!(allowed_betas("a-premium-beta, prompt-caching-2024-07-31", &[]), None);
+        assert_eq!(
+            allowed_betas("a-premium-beta, prompt-caching-2024-07-31", &allowed).as_deref(),
+            Some("prompt-caching-2024-07-31")
+        );
+        assert_eq!(allowed_betas("a-premium-beta", &allowed), None);
+    }
 }

@@ -109,6 +109,7 @@ mod tests {
             weight: 1,
             enabled: true,
             egress_refused: None,
+            anthropic_beta: Vec::new(),
         }
     }
 
@@ -176,6 +177,7 @@ mod body_tests {
             weight: 1,
             enabled: true,
             egress_refused: None,
+            anthropic_beta: Vec::new(),
         }
     }
 }
