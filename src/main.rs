@@ -85,6 +85,10 @@ enum KeyCmd {
         /// Restrict the key to these models (comma-separated).
         #[arg(long, value_delimiter = ',')]
         models: Option<Vec<String>>,
+        /// Let the key read its whole tenant's usage (`/v1/usage?scope=tenant`); without it a
+        /// key reads only its own.
+        #[arg(long)]
+        tenant_usage: bool,
     },
     /// Revokes a key by id, display prefix, or the whole key.
     Revoke {
@@ -291,8 +295,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => {
             let log = run::open_log(&cfg).await?;
             match cmd {
-                KeyCmd::Create { tenant, name, models } => {
-                    let k = admin::admin(&log).create_key(&tenant, name, models).await?;
+                KeyCmd::Create { tenant, name, models, tenant_usage } => {
+                    let k = admin::admin(&log).create_key(&tenant, name, models, tenant_usage).await?;
                     applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Key {} ({}) issued for tenant {tenant}. It is shown once:", k.key_id, k.prefix));
                     run::say(&k.key);

@@ -116,7 +116,8 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
     let admin = crate::admin::admin(log);
     if view.tenants.is_empty() && view.keys.is_empty() {
         admin.create_tenant("default").await?;
-        let key = admin.issue_key("default", Some("first".to_owned()), None).await?;
+        // The operator's own key: it may read the whole tenant's usage.
+        let key = admin.issue_key("default", Some("first".to_owned()), None, true).await?;
         say("First start: created tenant `default` with this API key (shown once, keep it):");
         say(&key.key);
         if cfg.listen.ip().is_unspecified() {

@@ -283,13 +283,14 @@ impl Admin {
         tenant: &str,
         name: Option<String>,
         models: Option<Vec<String>>,
+        tenant_usage: bool,
     ) -> Result<IssuedKey, AdminError> {
         let tenant = TenantId::parse(tenant)?;
         let model = load(&self.log).await?;
         if !model.tenants.contains_key(tenant.as_str()) {
             return Err(AdminError::NoTenant(tenant.to_string()));
         }
-        self.issue_key(tenant.as_str(), name, models).await
+        self.issue_key(tenant.as_str(), name, models, tenant_usage).await
     }
 
     /// Appends `api_key.issued` for a fresh key of `tenant`, without checking the tenant.
@@ -298,6 +299,7 @@ impl Admin {
         tenant: &str,
         name: Option<String>,
         models: Option<Vec<String>>,
+        tenant_usage: bool,
     ) -> Result<IssuedKey, AdminError> {
         let key = schemas::keys::generate();
         let key_id = format!("key_{}", uuid::Uuid::now_v7().simple());
@@ -309,6 +311,7 @@ impl Admin {
                 prefix: key.prefix.clone(),
                 name,
                 models,
+                tenant_usage,
             }),
         );
         self.append(&env).await?;
@@ -503,6 +506,7 @@ mod tests {
                 prefix: schemas::keys::display_prefix(plaintext),
                 name: None,
                 models: None,
+                tenant_usage: false,
             });
             model.apply(i as u64 + 1, &Envelope::new("t", "test", 1, body));
         }

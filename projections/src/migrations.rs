@@ -21,9 +21,15 @@ const INIT: Migration = Migration { version: 1, name: "init", sql: include_str!(
 const CHANNEL_PRICES: Migration =
     Migration { version: 2, name: "channel_prices", sql: include_str!("../migrations/shared/0002_channel_prices.sql") };
 
-const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES];
+const KEY_TENANT_USAGE: Migration = Migration {
+    version: 3,
+    name: "key_tenant_usage",
+    sql: include_str!("../migrations/shared/0003_key_tenant_usage.sql"),
+};
 
-const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES];
+const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE];
+
+const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE];
 
 const CREATE_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)";

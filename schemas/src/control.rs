@@ -59,6 +59,8 @@ pub struct Key {
     pub name: Option<String>,
     /// Models the key may use; `None` = every model.
     pub models: Option<Vec<String>>,
+    /// The key may read its whole tenant's usage.
+    pub tenant_usage: bool,
     /// When it was issued.
     pub created_at_us: i64,
     /// When it was first revoked.
@@ -269,6 +271,7 @@ impl ControlModel {
             prefix: k.prefix.clone(),
             name: k.name.clone(),
             models: k.models.clone(),
+            tenant_usage: k.tenant_usage,
             created_at_us: at,
             revoked_at_us: None,
         });
@@ -356,6 +359,7 @@ mod tests {
             prefix: "sk-abc".into(),
             name: None,
             models: None,
+            tenant_usage: false,
         })
     }
 

@@ -95,6 +95,9 @@ pub struct ApiKeyIssued {
     /// Models the key may use; absent means every model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
+    /// The key may read its whole tenant's usage (`/v1/usage?scope=tenant`); absent = its own only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tenant_usage: bool,
 }
 
 /// `api_key.revoked`

@@ -163,6 +163,38 @@ async fn admin_commands_refuse_bad_input_with_a_clear_message() -> anyhow::Resul
 }
 
 #[tokio::test]
+async fn only_a_key_granted_it_reads_its_whole_tenants_usage() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve().await?;
+    env.cli(&["tenants", "create", "acme"])?;
+    let own = env.cli(&["keys", "create", "--tenant", "acme", "--models", MODEL])?;
+    let own = own.lines().last().unwrap_or_default().to_owned();
+    let all = env.cli(&["keys", "create", "--tenant", "acme", "--tenant-usage"])?;
+    let all = all.lines().last().unwrap_or_default().to_owned();
+    // `/v1/usage` reads keys from the read model, which follows the log within moments.
+    for key in [&own, &all] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while env.http.get(format!("{}/v1/usage", serve.base)).bearer_auth(key).send().await?.status() == 401 {
+            anyhow::ensure!(Instant::now() < deadline, "the key never reached the read model");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let tenant_scope =
+        |key: &str| env.http.get(format!("{}/v1/usage?scope=tenant", serve.base)).bearer_auth(key).send();
+    let refused = tenant_scope(&own).await?;
+    assert_eq!(refused.status(), 403);
+    let v: serde_json::Value = refused.json().await?;
+    assert_eq!(v["error"]["code"], "scope_not_granted");
+    let granted = tenant_scope(&all).await?;
+    assert_eq!(granted.status(), 200);
+    let v: serde_json::Value = granted.json().await?;
+    assert_eq!(v["key_id"], serde_json::Value::Null, "tenant scope names no key");
+    // Its own usage stays readable to every key.
+    assert_eq!(env.http.get(format!("{}/v1/usage", serve.base)).bearer_auth(&own).send().await?.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
 async fn usage_queries_accept_only_real_dates() -> anyhow::Result<()> {
     let env = Env::new(Backend::Embedded).await?;
     let serve = env.serve().await?;

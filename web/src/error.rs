@@ -20,6 +20,9 @@ pub enum WebError {
         /// Which parameter.
         param: &'static str,
     },
+    /// `scope=tenant` from a key that was not granted its tenant's usage.
+    #[error("This key may read only its own usage.")]
+    ScopeNotGranted,
     /// The read store failed (e.g. Postgres down).
     #[error("read store: {0}")]
     Store(#[from] projections::ProjectionError),
@@ -30,6 +33,7 @@ impl WebError {
         match self {
             WebError::InvalidKey => StatusCode::UNAUTHORIZED,
             WebError::BadParam { .. } => StatusCode::BAD_REQUEST,
+            WebError::ScopeNotGranted => StatusCode::FORBIDDEN,
             WebError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -43,6 +47,9 @@ impl IntoResponse for WebError {
                 "message": "Invalid API key.", "type": "authentication_error", "param": null, "code": "invalid_api_key"}}),
             WebError::BadParam { message, param } => json!({"error": {
                 "message": message, "type": "invalid_request_error", "param": param, "code": "invalid_parameter"}}),
+            WebError::ScopeNotGranted => json!({"error": {
+                "message": "This key may read only its own usage; a key issued with --tenant-usage reads the whole tenant's.",
+                "type": "permission_error", "param": "scope", "code": "scope_not_granted"}}),
             WebError::Store(e) => {
                 tracing::warn!(error = %e, "Read store unavailable.");
                 json!({"error": {

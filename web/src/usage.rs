@@ -69,7 +69,10 @@ pub async fn usage(
     let to = to.to_string();
     let key_scope = match q.scope.as_deref() {
         None | Some("key") => Some(record.key_id.as_str()),
-        Some("tenant") => None,
+        // A key reads its whole tenant's usage only when it was granted that (`keys create
+        // --tenant-usage`): a key limited to some models must not see what the others spend.
+        Some("tenant") if record.tenant_usage => None,
+        Some("tenant") => return Err(WebError::ScopeNotGranted),
         Some(_) => {
             return Err(WebError::BadParam { message: "scope must be `key` or `tenant`".to_owned(), param: "scope" });
         }

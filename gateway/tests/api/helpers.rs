@@ -77,6 +77,7 @@ pub async fn issue_key(log: &EventLog, models: Option<Vec<String>>) -> anyhow::R
             prefix: k.prefix,
             name: None,
             models,
+            tenant_usage: false,
         }),
     ))
     .await?;

@@ -75,8 +75,8 @@ async fn load_keys(
     model: &mut ControlModel,
 ) -> Result<(), sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT key_id, tenant, hash, prefix, name, models, created_at_us, revoked_at_us FROM api_keys \
-         WHERE generation = $1 AND (key_id = $2 OR hash = $3)",
+        "SELECT key_id, tenant, hash, prefix, name, models, tenant_usage, created_at_us, revoked_at_us \
+         FROM api_keys WHERE generation = $1 AND (key_id = $2 OR hash = $3)",
     )
     .bind(generation)
     .bind(key_id)
@@ -92,6 +92,7 @@ async fn load_keys(
             prefix: r.try_get("prefix")?,
             name: r.try_get("name")?,
             models: models.as_deref().map(serde_json::from_str).transpose().map_err(decode)?,
+            tenant_usage: r.try_get::<i64, _>("tenant_usage")? != 0,
             created_at_us: r.try_get("created_at_us")?,
             revoked_at_us: r.try_get("revoked_at_us")?,
         });
@@ -164,7 +165,7 @@ async fn write(
             let models = k.models.as_ref().map(serde_json::to_string).transpose().map_err(encode)?;
             sqlx::query(
                 "INSERT INTO api_keys (generation, key_id, tenant, hash, prefix, name, models, revoked, \
-                 created_at_us, revoked_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 created_at_us, revoked_at_us, tenant_usage) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (generation, key_id) DO UPDATE SET revoked = excluded.revoked, \
                  revoked_at_us = excluded.revoked_at_us",
             )
@@ -178,6 +179,7 @@ async fn write(
             .bind(i64::from(k.revoked()))
             .bind(k.created_at_us)
             .bind(k.revoked_at_us)
+            .bind(i64::from(k.tenant_usage))
             .execute(&mut *conn)
             .await?;
         }

@@ -48,6 +48,8 @@ pub struct KeyRecord {
     pub prefix: String,
     /// Whether it was revoked.
     pub revoked: bool,
+    /// Whether it may read its whole tenant's usage.
+    pub tenant_usage: bool,
 }
 
 /// An API key as the admin pages show it (no hash).
@@ -288,7 +290,7 @@ pub(crate) async fn fetch_usage<'c, E: Executor<'c, Database = Any>>(
 /// The key with this hex SHA-256 hash, revoked or not.
 pub async fn key_by_hash(store: &ReadStore, hash: &str) -> Result<Option<KeyRecord>, ProjectionError> {
     let row = sqlx::query(
-        "SELECT key_id, tenant, prefix, revoked FROM api_keys \
+        "SELECT key_id, tenant, prefix, revoked, tenant_usage FROM api_keys \
          WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
          AND hash = $1",
     )
@@ -301,6 +303,7 @@ pub async fn key_by_hash(store: &ReadStore, hash: &str) -> Result<Option<KeyReco
         tenant: r.try_get("tenant")?,
         prefix: r.try_get("prefix")?,
         revoked: flag(&r, "revoked")?,
+        tenant_usage: flag(&r, "tenant_usage")?,
     }))
 }
 

@@ -209,6 +209,7 @@ pub fn key_issued(tenant: &str, key_id: &str, hash: &str, at: i64) -> Envelope {
             prefix: format!("sk-{}", &hash[..4.min(hash.len())]),
             name: Some(format!("{key_id} label")),
             models: None,
+            tenant_usage: false,
         }),
     )
 }
