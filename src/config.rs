@@ -181,10 +181,6 @@ pub struct Config {
     pub egress: egress::Policy,
 }
 
-/// 90 days: long enough for monthly reports and disputes, short enough that the log of
-/// non-billable facts does not grow forever.
-const DEFAULT_REQUEST_LOG_DAYS: u64 = 90;
-
 impl Config {
     /// Resolves the configuration. `file` is the `--config` path; without it `./llm-router.toml`
     /// is read when present.
@@ -281,7 +277,7 @@ impl Config {
         let request_log_days =
             num("LLM_ROUTER_REQUEST_LOG_RETENTION_DAYS", env("LLM_ROUTER_REQUEST_LOG_RETENTION_DAYS"))?
                 .or(f.retention.request_log_days)
-                .unwrap_or(DEFAULT_REQUEST_LOG_DAYS);
+                .unwrap_or(nats::DEFAULT_REQUESTS_MAX_AGE.as_secs() / (24 * 3600));
         anyhow::ensure!(request_log_days >= 1, "[retention] request_log_days: must be at least 1");
         let max_output_tokens = num("LLM_ROUTER_MAX_OUTPUT_TOKENS", env("LLM_ROUTER_MAX_OUTPUT_TOKENS"))?
             .or(f.limits.max_output_tokens)
@@ -305,6 +301,7 @@ impl Config {
             .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
             .or(f.upstream.drain_max_bytes)
             .unwrap_or(gateway::config::DEFAULT_DRAIN_MAX_BYTES);
+        let jetstream_defaults = nats::JetStreamOptions::default();
         Ok(Config {
             data_dir,
             listen,
@@ -333,8 +330,8 @@ impl Config {
                 millis(gateway::config::DEFAULT_DRAIN_TIMEOUT),
             )?,
             drain_max_bytes,
-            replicas: f.jetstream.replicas.unwrap_or(1),
-            max_spool: f.jetstream.max_spool.unwrap_or(1_000_000),
+            replicas: f.jetstream.replicas.unwrap_or(jetstream_defaults.replicas),
+            max_spool: f.jetstream.max_spool.unwrap_or(jetstream_defaults.max_spool),
             server,
             auth_failure_limit,
             auth_failure_window,

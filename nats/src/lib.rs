@@ -16,7 +16,7 @@ use schemas::{DecodeError, Envelope, Stream};
 
 pub use embedded::EmbeddedLog;
 pub use group_commit::{create_private_dir, make_private};
-pub use jetstream::{JetStreamLog, JetStreamOptions};
+pub use jetstream::{DEFAULT_REQUESTS_MAX_AGE, JetStreamLog, JetStreamOptions};
 
 /// Counts and reports an event refused for its size, and returns the error for the caller. The
 /// log line names the event (id, type, size), never its content.

@@ -136,8 +136,8 @@ impl AttemptError {
     }
 
     /// Adds the vendor's description.
-    pub fn with_detail(mut self, detail: VendorDetail) -> AttemptError {
-        self.detail = Some(detail);
+    pub fn with_detail(mut self, detail: impl Into<Option<VendorDetail>>) -> AttemptError {
+        self.detail = detail.into();
         self
     }
 }

@@ -99,6 +99,17 @@ pub(crate) async fn dispatch(
 /// Most of an upstream error body we read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
+/// A non-2xx answer read ([`read_error`]) and classified by the adapter's `map`.
+pub(crate) async fn read_failure(
+    channel: &Channel,
+    resp: reqwest::Response,
+    idle: std::time::Duration,
+    map: fn(u16, Option<u64>, &[u8]) -> AttemptError,
+) -> AttemptError {
+    let (status, retry_after, body) = read_error(channel, resp, idle).await;
+    map(status, retry_after, &body)
+}
+
 /// A non-2xx answer, read: its status, `Retry-After` seconds, and up to 64 KiB of its body, all
 /// within `idle` (a slow error body must not hold up the failover). Logged by status only, never
 /// by content.

@@ -81,8 +81,7 @@ pub fn in_band(data: &[u8]) -> Option<AttemptError> {
 
 /// Reads and maps a non-2xx response.
 pub async fn from_response(channel: &Channel, resp: reqwest::Response, idle: Duration) -> AttemptError {
-    let (status, retry_after, body) = crate::providers::read_error(channel, resp, idle).await;
-    map(status, retry_after, &body)
+    crate::providers::read_failure(channel, resp, idle, map).await
 }
 
 /// Gemini's status name for an HTTP status (what its error bodies carry in `status`).

@@ -86,11 +86,7 @@ pub fn map(status: u16, retry_after: Option<u64>, body: &[u8]) -> AttemptError {
     } else {
         FailureClass::UpstreamServerError
     };
-    let error = AttemptError::status(class, status);
-    match detail {
-        Some(d) => error.with_detail(d),
-        None => error,
-    }
+    AttemptError::status(class, status).with_detail(detail)
 }
 
 /// The failure an event carries when a stream's *first* event is an error (`{"error":{…}}`, or
@@ -118,8 +114,7 @@ pub fn in_band(data: &[u8]) -> Option<AttemptError> {
 
 /// Reads and maps a non-2xx response.
 pub async fn from_response(channel: &Channel, resp: reqwest::Response, idle: Duration) -> AttemptError {
-    let (status, retry_after, body) = crate::providers::read_error(channel, resp, idle).await;
-    map(status, retry_after, &body)
+    crate::providers::read_failure(channel, resp, idle, map).await
 }
 
 #[cfg(test)]
