@@ -75,6 +75,13 @@ pub enum Scenario {
     /// Mistral and Zhipu: no usage chunk even when asked; the usage sits at the top level of the
     /// last chunk, beside its `finish_reason`.
     UsageOnLastChunk,
+    /// Stream `n` content chunks, then only keep-alives forever: a `: ping` comment and an empty
+    /// `{"choices":[]}` chunk, alternating every 50 ms. Never finishes.
+    PingForeverAfterChunks(usize),
+    /// Stream content chunks forever, one every this often. Never finishes.
+    StreamForever(Duration),
+    /// A non-stream answer whose JSON body arrives 16 bytes at a time, one piece every this often.
+    DripBody(Duration),
     /// Answer with this status and this JSON body, verbatim (a vendor's own error text). Every
     /// fake honours it; set it with `set_scenario` (it has no header form).
     ErrorBody {
@@ -99,7 +106,8 @@ impl Scenario {
     /// `fail-status:429:7`, `hang`, `error-after:2`, `close-after:2`, `stall-after:2`, `html-200`, `slow:50`
     /// (milliseconds), `comments-crlf`, `invalid-json-after:1`, `deepseek`, `moonshot`,
     /// `openrouter`, `openrouter-error-after:2`, `error-body-200`, `vllm-error-after:2`,
-    /// `usage-on-last-chunk`, `moonshot-cached`.
+    /// `usage-on-last-chunk`, `moonshot-cached`, `ping-forever:2`, `stream-forever:50`
+    /// (milliseconds), `drip:50` (milliseconds).
     pub fn parse(s: &str) -> Option<Scenario> {
         let mut parts = s.split(':');
         let name = parts.next()?;
@@ -127,6 +135,9 @@ impl Scenario {
             "error-body-200" => Scenario::ErrorBody200,
             "vllm-error-after" => Scenario::VllmErrorAfterChunks(usize::try_from(num()?).ok()?),
             "usage-on-last-chunk" => Scenario::UsageOnLastChunk,
+            "ping-forever" => Scenario::PingForeverAfterChunks(usize::try_from(num()?).ok()?),
+            "stream-forever" => Scenario::StreamForever(Duration::from_millis(num()?)),
+            "drip" => Scenario::DripBody(Duration::from_millis(num()?)),
             _ => return None,
         })
     }
@@ -554,7 +565,24 @@ async fn chat(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body
     if plan.scenario != Scenario::NoUsage {
         resp["usage"] = usage_json;
     }
+    if let Scenario::DripBody(every) = plan.scenario {
+        return drip(resp.to_string().into_bytes(), every);
+    }
     axum::Json(resp).into_response()
+}
+
+/// `body` as JSON, 16 bytes at a time, one piece every `every`.
+fn drip(body: Vec<u8>, every: Duration) -> Response {
+    let pieces: Vec<Bytes> = body.chunks(16).map(Bytes::copy_from_slice).collect();
+    let stream = futures::stream::iter(pieces).then(move |p| async move {
+        tokio::time::sleep(every).await;
+        Ok::<Bytes, std::io::Error>(p)
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 async fn completions(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -622,6 +650,14 @@ enum Frame {
 
 /// Builds the SSE body for `chunks` (+ the usage chunk when asked for) per the plan's scenario.
 fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
+    match plan.scenario {
+        Scenario::PingForeverAfterChunks(n) => return endless(chunks.into_iter().take(n).collect(), ping_frames()),
+        Scenario::StreamForever(every) => {
+            let Some(first) = chunks.first().cloned() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+            return endless(Vec::new(), content_frames(first, every));
+        }
+        _ => {}
+    }
     let crlf = plan.scenario == Scenario::CommentsAndCrlf;
     let eol = if crlf { "\r\n" } else { "\n" };
     let data = |v: &Value| Frame::Data(Bytes::from(format!("data: {v}{eol}{eol}")));
@@ -696,6 +732,54 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
             }
         }
     });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Keep-alives forever, every 50 ms: a comment, then an empty chunk.
+fn ping_frames() -> impl futures::Stream<Item = Bytes> + Send {
+    futures::stream::unfold(0u64, |i| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let frame = if i % 2 == 0 {
+            Bytes::from_static(b": ping\n\n")
+        } else {
+            Bytes::from(format!(
+                "data: {}\n\n",
+                json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                "created": 1_700_000_000, "model": "fake", "choices": []})
+            ))
+        };
+        Some((frame, i + 1))
+    })
+}
+
+/// `chunk` with its content replaced by `tick N `, forever, one every `every`.
+fn content_frames(chunk: Value, every: Duration) -> impl futures::Stream<Item = Bytes> + Send {
+    futures::stream::unfold(0u64, move |i| {
+        let mut c = chunk.clone();
+        async move {
+            tokio::time::sleep(every).await;
+            if let Some(choice) = c.pointer_mut("/choices/0") {
+                let field = if choice.get("text").is_some() { "text" } else { "delta" };
+                choice[field] = if field == "text" {
+                    json!(format!("tick {i} "))
+                } else {
+                    json!({"content": format!("tick {i} ")})
+                };
+            }
+            Some((Bytes::from(format!("data: {c}\n\n")), i + 1))
+        }
+    })
+}
+
+/// An SSE answer: `chunks`, then `rest` (never ending).
+fn endless(chunks: Vec<Value>, rest: impl futures::Stream<Item = Bytes> + Send + 'static) -> Response {
+    let head = futures::stream::iter(chunks.into_iter().map(|c| Bytes::from(format!("data: {c}\n\n"))));
+    let stream = head.chain(rest).map(Ok::<Bytes, std::io::Error>);
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/event-stream")

@@ -130,13 +130,15 @@ impl Attempts {
     /// class replaces `ok`.
     fn failed_mid_stream(&mut self, code: &str) {
         let class = match code {
-            "upstream_timeout" => FailureClass::Timeout(TimeoutPhase::Idle),
-            "upstream_protocol_error" => FailureClass::InvalidResponse,
-            "upstream_overloaded" => FailureClass::Overloaded { retry_after: None },
-            _ => FailureClass::UpstreamServerError,
+            "upstream_timeout" => FailureClass::Timeout(TimeoutPhase::Idle).as_str(),
+            "upstream_protocol_error" => FailureClass::InvalidResponse.as_str(),
+            "upstream_overloaded" => FailureClass::Overloaded { retry_after: None }.as_str(),
+            // Not a failure of the upstream: the stream reached our duration cap.
+            "stream_too_long" => STREAM_TOO_LONG,
+            _ => FailureClass::UpstreamServerError.as_str(),
         };
         if let Some(last) = self.log.last_mut() {
-            last.class = class.as_str().to_owned();
+            last.class = class.to_owned();
         }
     }
 }
@@ -154,6 +156,9 @@ fn finish_class(e: &ApiError) -> &'static str {
 
 /// The attempt class of an attempt whose upstream answered.
 const ANSWERED: &str = "ok";
+
+/// The attempt class of a stream ended at the maximum stream duration.
+const STREAM_TOO_LONG: &str = "stream_too_long";
 
 /// Runs the call and sends the response (or the stream's head) through `reply`. If the client is
 /// gone, the call still completes and is billed.
@@ -269,9 +274,11 @@ enum Sent {
 
 /// Counts tokens ourselves when the upstream reported no usage, on the tokenizer's bounded pool:
 /// never cancelled (a client that left is still billed) and never 0 for a non-empty prompt.
-async fn estimate(call: &Call, output_text: String, model_served: Option<String>) -> Consumption {
+/// Text of a stream beyond what was kept (`output_over` bytes) counts by the bytes-per-token bound.
+async fn estimate(call: &Call, output_text: String, output_over: usize, model_served: Option<String>) -> Consumption {
     let (endpoint, model) = (call.prepared.endpoint, call.prepared.model.clone());
     let (input, output) = tokenizer::estimate(endpoint, model, call.prepared.original.clone(), output_text).await;
+    let output = output.saturating_add(tokenizer::by_bytes(output_over));
     Consumption {
         tokens: TokenCounts { input, output, ..TokenCounts::default() },
         raw: None,

@@ -23,7 +23,7 @@ pub async fn finish(
     channel: &Arc<Channel>,
     mut resp: reqwest::Response,
 ) -> Result<Answer, ApiError> {
-    let body = read_answer(&mut resp, app.cfg.idle_timeout).await?;
+    let body = read_answer(&mut resp, &app.cfg, call.rid.started).await?;
     let (usage, model_served) = {
         let head: ResponseHead<'_> = serde_json::from_slice(&body).map_err(|_| {
             tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");
@@ -36,7 +36,7 @@ pub async fn finish(
     };
     let consumption = match usage {
         Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },
-        None => estimate(call, wire::response_text(&body), model_served).await,
+        None => estimate(call, wire::response_text(&body), 0, model_served).await,
     };
     let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

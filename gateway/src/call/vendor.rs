@@ -107,7 +107,7 @@ fn canonical_request(call: &Call) -> Result<canonical::Request, AttemptError> {
 async fn finish_embeddings(call: &Call, v: &Value) -> Result<Answer, ApiError> {
     let base64 = serde_json::from_slice::<Value>(&call.prepared.original)
         .is_ok_and(|b| b.get("encoding_format").and_then(Value::as_str) == Some("base64"));
-    let consumption = estimate(call, String::new(), None).await;
+    let consumption = estimate(call, String::new(), 0, None).await;
     let answer = gemini::embed::response(v, &call.prepared.model, base64, consumption.tokens.input)
         .ok_or(ApiError::UpstreamInvalidResponse)?;
     let mut response = (StatusCode::OK, json_bytes(&answer)).into_response();
@@ -196,7 +196,7 @@ pub async fn finish(
     route: Route,
     mut resp: reqwest::Response,
 ) -> Result<Answer, ApiError> {
-    let body = read_answer(&mut resp, app.cfg.idle_timeout).await?;
+    let body = read_answer(&mut resp, &app.cfg, call.rid.started).await?;
     let v: Value = serde_json::from_slice(&body).map_err(|_| {
         tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");
         ApiError::UpstreamInvalidResponse
@@ -235,7 +235,7 @@ pub async fn finish(
                     _ => String::new(),
                 })
                 .collect();
-            estimate(call, text, model_served).await
+            estimate(call, text, 0, model_served).await
         }
     };
     let out = if route.is_pass() {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::stream::{CUT, Closing, End, Sink, Started, StreamUsage, close, next_event};
+use super::stream::{CUT, Clock, Closing, End, OutputText, Sink, Started, StreamUsage, close, next_event};
 use super::vendor::{CONTENT_FILTERED, Route, now_secs};
 use super::{Attempts, Call};
 use crate::canonical::openai_chat::stream::{ChunkDecoder, ChunkEncoder, ChunkError};
@@ -174,10 +174,13 @@ enum Mode {
 }
 
 struct Acc {
-    text: String,
+    text: OutputText,
     model_served: Option<String>,
     deltas: Vec<Delta>,
     finish: Option<FinishReason>,
+    /// The last upstream event carried content (a delta, usage, a finish), not only a keep-alive
+    /// such as Anthropic's `ping`: the idle timer starts again.
+    progressed: bool,
 }
 
 impl Acc {
@@ -193,8 +196,9 @@ impl Acc {
 
     /// Keeps what billing and logging need from a delta.
     fn note(&mut self, d: &Delta) {
+        self.progressed = true;
         match d {
-            Delta::Text(t) | Delta::Thinking(t) | Delta::ToolCallArgs { json: t, .. } => self.text.push_str(t),
+            Delta::Text(t) | Delta::Thinking(t) | Delta::ToolCallArgs { json: t, .. } => self.text.push(t),
             Delta::Start { model: m, .. } if self.model_served.is_none() && !m.is_empty() => {
                 self.model_served = Some(m.clone());
             }
@@ -263,8 +267,9 @@ impl Mode {
                     "" => return BAD_EVENT,
                     _ => {}
                 }
+                acc.progressed |= kind != "ping";
                 if let Some(t) = v.delta.as_ref().and_then(DeltaView::text) {
-                    acc.text.push_str(t);
+                    acc.text.push(t);
                 }
                 let mut f = Vec::with_capacity(data.len() + kind.len() + 16);
                 f.extend_from_slice(b"event: ");
@@ -356,7 +361,7 @@ impl Mode {
             }
             Protocol::Anthropic => {
                 let kind = match code {
-                    "upstream_timeout" => "timeout_error",
+                    "upstream_timeout" | "stream_too_long" => "timeout_error",
                     "upstream_overloaded" => "overloaded_error",
                     _ => "api_error",
                 };
@@ -364,7 +369,7 @@ impl Mode {
             }
             Protocol::Gemini => {
                 let (status, name) = match code {
-                    "upstream_timeout" => (504, "DEADLINE_EXCEEDED"),
+                    "upstream_timeout" | "stream_too_long" => (504, "DEADLINE_EXCEEDED"),
                     "upstream_overloaded" | "usage_not_recorded" => (503, "UNAVAILABLE"),
                     _ => (502, "INTERNAL"),
                 };
@@ -399,13 +404,15 @@ pub async fn relay(
         Sink::open(reply)
     };
     let mut mode = Mode::new(&call, route);
-    let mut acc = Acc { text: String::new(), model_served: None, deltas: Vec::new(), finish: None };
+    let mut clock = Clock::start(&app, &call);
+    let mut acc =
+        Acc { text: OutputText::default(), model_served: None, deltas: Vec::new(), finish: None, progressed: false };
     let mut out: Vec<Bytes> = Vec::new();
     let mut next = Some(first);
     let end = loop {
         let event = match next.take() {
             Some(e) => e,
-            None => match next_event(&app, &mut parser, &mut resp, &mut sink).await {
+            None => match next_event(&app, &mut parser, &mut resp, &mut sink, &clock).await {
                 Ok(Some(e)) => e,
                 Ok(None) if mode.done_on_close() => break End::Done,
                 Ok(None) => break CUT,
@@ -416,6 +423,9 @@ pub async fn relay(
             },
         };
         let step = mode.on_event(event, &mut acc, &mut out);
+        if std::mem::take(&mut acc.progressed) {
+            clock.progress();
+        }
         sink.send_all(&mut out).await;
         match step {
             Next::More => {}

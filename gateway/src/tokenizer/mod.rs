@@ -14,6 +14,7 @@ use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
 pub use bounded::Cancelled;
+pub use bounded::EXACT_BUDGET_BYTES;
 use pool::OnDrop;
 
 use crate::request::Endpoint;
@@ -52,6 +53,12 @@ pub async fn estimate(endpoint: Endpoint, model: String, body: bytes::Bytes, out
     pool::run(OnDrop::Finish, move |_| (prompt_tokens(endpoint, &model, &body), count(&model, &output)))
         .await
         .unwrap_or(fallback)
+}
+
+/// The tokens of `bytes` bytes of text that was not kept, by the documented bytes-per-token bound
+/// (four bytes per token, rounded up).
+pub fn by_bytes(bytes: usize) -> u64 {
+    bounded::fallback(bytes)
 }
 
 /// Tokens in `text` for `model`, bounded in work (see `bounded`); never 0 for a non-empty text.

@@ -10,6 +10,7 @@ mod gemini;
 mod helpers;
 mod limits;
 mod providers;
+mod stream_bounds;
 mod tokens;
 
 use std::time::{Duration, Instant};
