@@ -2,6 +2,7 @@
 //! OpenAI Python SDK, the ledger through `/v1/usage` and reports, rebuilds.
 
 mod anthropic;
+mod chaos;
 mod egress;
 mod gemini;
 mod helpers;
