@@ -43,7 +43,7 @@ pub enum ApiError {
         /// The failing field path, when known.
         param: Option<String>,
     },
-    /// A field we refuse to forward (`api_base`, `base_url`, `api_key`).
+    /// A field we refuse to forward (`api_base`, `base_url`, `api_key`, proxy fields, …).
     #[error("Unsupported parameter: '{param}' is not allowed.")]
     UnsupportedParameter {
         /// The offending field.

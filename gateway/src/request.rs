@@ -71,9 +71,22 @@ impl Endpoint {
     }
 }
 
-/// Fields that would redirect the upstream call or replace its credential; never forwarded
-/// (CVE-2024-6587 class).
-const REFUSED_FIELDS: &[&str] = &["api_base", "base_url", "api_key"];
+/// Fields that would redirect the upstream call or replace its credential in a router that
+/// honoured them; never forwarded (CVE-2024-6587 class). No vendor API has them at the top level:
+/// the SDKs' `extra_body` / `extra_headers` are unwrapped on the client, so on the wire they are
+/// someone's attempt at configuration. Inside objects that carry client data (`metadata`, tool
+/// arguments) the same names are only data: forwarded as such, never read by the gateway.
+const REFUSED_FIELDS: &[&str] = &[
+    "api_base",
+    "base_url",
+    "api_key",
+    "proxy",
+    "proxies",
+    "http_proxy",
+    "https_proxy",
+    "extra_headers",
+    "extra_body",
+];
 
 /// A request, parsed and ready to send.
 #[derive(Debug, Clone)]

@@ -82,6 +82,8 @@ pub enum Scenario {
     StreamForever(Duration),
     /// A non-stream answer whose JSON body arrives 16 bytes at a time, one piece every this often.
     DripBody(Duration),
+    /// A non-stream 200 whose JSON body is cut off halfway (complete as HTTP, invalid as JSON).
+    TruncatedJson200,
     /// Answer with this status and this JSON body, verbatim (a vendor's own error text). Every
     /// fake honours it; set it with `set_scenario` (it has no header form).
     ErrorBody {
@@ -107,7 +109,8 @@ impl Scenario {
     /// (milliseconds), `comments-crlf`, `invalid-json-after:1`, `deepseek`, `moonshot`,
     /// `openrouter`, `openrouter-error-after:2`, `error-body-200`, `vllm-error-after:2`,
     /// `usage-on-last-chunk`, `moonshot-cached`, `ping-forever:2`, `stream-forever:50`
-    /// (milliseconds), `drip:50` (milliseconds).
+    /// (milliseconds), `drip:50` (milliseconds),
+    /// `truncated-json-200`.
     pub fn parse(s: &str) -> Option<Scenario> {
         let mut parts = s.split(':');
         let name = parts.next()?;
@@ -138,6 +141,7 @@ impl Scenario {
             "ping-forever" => Scenario::PingForeverAfterChunks(usize::try_from(num()?).ok()?),
             "stream-forever" => Scenario::StreamForever(Duration::from_millis(num()?)),
             "drip" => Scenario::DripBody(Duration::from_millis(num()?)),
+            "truncated-json-200" => Scenario::TruncatedJson200,
             _ => return None,
         })
     }
@@ -567,6 +571,11 @@ async fn chat(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body
     }
     if let Scenario::DripBody(every) = plan.scenario {
         return drip(resp.to_string().into_bytes(), every);
+    }
+    if plan.scenario == Scenario::TruncatedJson200 {
+        let mut body = resp.to_string();
+        body.truncate(body.len() / 2);
+        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
     }
     axum::Json(resp).into_response()
 }

@@ -5,6 +5,7 @@ mod anthropic;
 mod conformance;
 mod egress;
 mod failures;
+mod faults;
 mod flood;
 mod gemini;
 mod helpers;
