@@ -281,6 +281,8 @@ impl FakeOpenAi {
             // Azure OpenAI: `/openai/deployments/{deployment}/…?api-version=…` with an `api-key` header.
             .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))
             .route("/openai/deployments/{deployment}/embeddings", post(azure_embeddings))
+            // A real vendor takes large bodies (the gateway's own limit is what tests look at).
+            .layer(axum::extract::DefaultBodyLimit::max(128 << 20))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

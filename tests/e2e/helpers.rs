@@ -53,6 +53,11 @@ impl Serve {
         self.stdout.lock().ok()?.iter().find(|l| l.starts_with("sk-")).cloned()
     }
 
+    /// The process id (to read its memory use from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the process logged, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()

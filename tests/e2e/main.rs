@@ -4,6 +4,7 @@
 mod anthropic;
 mod chaos;
 mod egress;
+mod faults;
 mod gemini;
 mod helpers;
 mod providers;
