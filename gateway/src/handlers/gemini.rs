@@ -62,7 +62,8 @@ pub async fn action(
 async fn count_tokens(app: AppState, rid: RequestId, Caller(key): Caller, model: String, req: Request) -> Response {
     const ENDPOINT: &str = "generate_content.count_tokens";
     let counted = match proxy::read(&app, req).await {
-        Ok(body) => counted_body(body),
+        // Parsed on the counting pool: a body up to the limit is too much work for the runtime.
+        Ok(body) => tokenizer::on_pool(move || counted_body(body)).await.unwrap_or(Err(ApiError::Internal)),
         Err(e) => Err(e),
     };
     let checked = counted.and_then(|b| routing::candidates(&app.snapshot(), &key, &model).map(|_| b));

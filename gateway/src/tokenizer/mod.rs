@@ -44,6 +44,19 @@ pub async fn count_prompt(endpoint: Endpoint, model: String, body: bytes::Bytes)
         .flatten()
 }
 
+/// Runs `work` — the parse of a body about to be counted — on the counting pool rather than on
+/// the async runtime: parsing a 32 MiB body into a JSON tree takes a tenth of a second or more
+/// of CPU, which would stall every other request on that runtime thread. Dropping the future
+/// (the client went away) does not stop a parse already running, but it is bounded by the body
+/// limit. `None` only if the work panicked.
+pub async fn on_pool<T, F>(work: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    pool::run(OnDrop::Cancel, move |_| work()).await
+}
+
 /// Estimated `(input, output)` tokens of a call whose upstream reported no usage: the request
 /// body's prompt and the answer's text. Always a number: it is finished even if the client has
 /// gone (the client is still billed), and if counting fails the byte bound is used, so a
