@@ -344,7 +344,8 @@ fn sse(scenario: &Scenario, events: Vec<Value>) -> Response {
         Scenario::ErrorAfterChunks(n)
         | Scenario::CloseAfterChunks(n)
         | Scenario::StallAfterChunks(n)
-        | Scenario::InvalidJsonAfterChunks(n) => Some(*n),
+        | Scenario::InvalidJsonAfterChunks(n)
+        | Scenario::PingForeverAfterChunks(n) => Some(*n),
         _ => None,
     };
     let mut frames = Vec::new();
@@ -374,6 +375,22 @@ fn sse(scenario: &Scenario, events: Vec<Value>) -> Response {
             continue;
         }
         frames.push(frame(e));
+    }
+    if let (true, Scenario::PingForeverAfterChunks(_)) = (cut, scenario) {
+        // Anthropic's own keep-alive, a `ping` event, every 50 ms and nothing else, forever.
+        let head = futures::stream::iter(frames.into_iter().filter_map(|f| match f {
+            Frame::Data(b) => Some(b),
+            Frame::Abort | Frame::Stall => None,
+        }));
+        let pings = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n"), ()))
+        });
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(head.chain(pings).map(Ok::<Bytes, std::io::Error>)))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
     if cut {
         frames.push(match scenario {

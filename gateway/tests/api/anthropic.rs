@@ -770,3 +770,25 @@ async fn an_anthropic_sdk_lists_models_in_anthropics_shape_with_its_x_api_key() 
     assert_eq!(resp.status(), 401);
     Ok(())
 }
+
+#[tokio::test]
+async fn row6_an_anthropic_upstream_that_only_sends_ping_events_is_cut_at_the_idle_timeout_and_billed()
+-> anyhow::Result<()> {
+    // Anthropic → Anthropic pass-through: `ping` events every 50 ms after two text deltas must
+    // not reset the idle timer (1 s in this suite).
+    let env = env().await?;
+    env.claude.set_scenario(Scenario::PingForeverAfterChunks(2));
+    let started = std::time::Instant::now();
+    let resp = env.messages(&anthropic_chat(CLAUDE, true)).await?;
+    let evs = tokio::time::timeout(Duration::from_secs(10), events(resp)).await??;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "{took:?}");
+    let (last, body) = evs.last().cloned().unwrap_or_default();
+    assert_eq!((last.as_str(), body["error"]["type"].as_str()), ("error", Some("timeout_error")), "{evs:?}");
+    assert!(!evs.iter().any(|(n, _)| n == "message_stop"));
+    let usage = env.app.wait_usage(1).await?;
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].1.stream_outcome, StreamOutcome::UpstreamError);
+    assert!(usage[0].1.input_tokens > 0, "billed from message_start");
+    Ok(())
+}
