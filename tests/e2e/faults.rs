@@ -1,5 +1,5 @@
 //! Fault-catalogue rows that need the real binary, each test named after its row of
-//! `FAULTS.md`: large bodies and the process's memory (row 17), Postgres going away under a
+//! `FAULTS.md`: large bodies and the process's memory (row 17), NATS and health (row 33), Postgres going away under a
 //! running `serve` (row 34), and a canary secret that must never reach a log line (row 40).
 
 use std::sync::Arc;
@@ -287,5 +287,50 @@ async fn row40_a_canary_secret_in_keys_bodies_and_headers_never_reaches_a_log_li
     }
     // Nor the upstream key of the channel, in any form.
     assert!(!log.contains("sk-upstream-canary-123") && !stdout.contains("sk-upstream-canary-123"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn row33_health_answers_503_while_nats_is_down_and_200_once_it_is_back() -> anyhow::Result<()> {
+    let mut env = Env::new(Backend::Cluster).await?;
+    let serve = env.serve().await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    let health = |env: &Env| {
+        let url = format!("{}/api/health", serve.base);
+        let http = env.http.clone();
+        async move {
+            let r = http.get(url).send().await?;
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            anyhow::Ok((status, body))
+        }
+    };
+    assert_eq!(health(&env).await?.0, 200);
+    env.nats.as_mut().context("no nats")?.stop()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = health(&env).await?;
+        if status == 503 {
+            assert_eq!(body["log"]["reachable"], false, "{body}");
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "health stayed {status} with NATS down: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Completions are spooled meanwhile, and billed once NATS is back.
+    assert_eq!(env.chat(&serve, &key, false).await?.0, 200);
+    env.nats.as_mut().context("no nats")?.start()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = health(&env).await?;
+        if status == 200 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "health stayed {status} after NATS came back: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.wait_for_usage(&serve, &key, 1).await?;
     Ok(())
 }
