@@ -1,6 +1,7 @@
 //! Fault-catalogue rows that need the real binary, each test named after its row of
-//! `FAULTS.md`: large bodies and the process's memory (row 17), NATS and health (row 33), Postgres going away under a
-//! running `serve` (row 34), and a canary secret that must never reach a log line (row 40).
+//! `FAULTS.md`: large bodies and the process's memory (row 17), health while NATS is down
+//! (row 33), Postgres going away under a running `serve` (row 34), and a canary secret that must
+//! never reach a log line (row 40).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
