@@ -84,6 +84,9 @@ pub enum Scenario {
     DripBody(Duration),
     /// A non-stream 200 whose JSON body is cut off halfway (complete as HTTP, invalid as JSON).
     TruncatedJson200,
+    /// Stream `n` good chunks, then a chunk whose content holds bytes that are not UTF-8 (`0xff
+    /// 0xfe`); a JSON answer carries the same bytes in its content.
+    InvalidUtf8AfterChunks(usize),
     /// Answer with this status and this JSON body, verbatim (a vendor's own error text). Every
     /// fake honours it; set it with `set_scenario` (it has no header form).
     ErrorBody {
@@ -110,7 +113,7 @@ impl Scenario {
     /// `openrouter`, `openrouter-error-after:2`, `error-body-200`, `vllm-error-after:2`,
     /// `usage-on-last-chunk`, `moonshot-cached`, `ping-forever:2`, `stream-forever:50`
     /// (milliseconds), `drip:50` (milliseconds),
-    /// `truncated-json-200`.
+    /// `truncated-json-200`, `invalid-utf8-after:1`.
     pub fn parse(s: &str) -> Option<Scenario> {
         let mut parts = s.split(':');
         let name = parts.next()?;
@@ -142,6 +145,7 @@ impl Scenario {
             "stream-forever" => Scenario::StreamForever(Duration::from_millis(num()?)),
             "drip" => Scenario::DripBody(Duration::from_millis(num()?)),
             "truncated-json-200" => Scenario::TruncatedJson200,
+            "invalid-utf8-after" => Scenario::InvalidUtf8AfterChunks(usize::try_from(num()?).ok()?),
             _ => return None,
         })
     }
@@ -574,12 +578,28 @@ async fn chat(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body
     if let Scenario::DripBody(every) = plan.scenario {
         return drip(resp.to_string().into_bytes(), every);
     }
+    if let Scenario::InvalidUtf8AfterChunks(_) = plan.scenario {
+        mark_content(&mut resp);
+        let body = resp.to_string().replace(NOT_UTF8_MARK, "\u{1}").into_bytes();
+        let body: Vec<u8> = body.into_iter().flat_map(|b| if b == 1 { vec![0xff, 0xfe] } else { vec![b] }).collect();
+        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+    }
     if plan.scenario == Scenario::TruncatedJson200 {
         let mut body = resp.to_string();
         body.truncate(body.len() / 2);
         return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
     }
     axum::Json(resp).into_response()
+}
+
+/// Stands for the bytes that are not UTF-8 until the body is serialised.
+const NOT_UTF8_MARK: &str = "@@not-utf8@@";
+
+/// Puts the mark into the answer's first message content.
+fn mark_content(resp: &mut Value) {
+    if let Some(m) = resp.pointer_mut("/choices/0/message") {
+        m["content"] = json!(format!("Hello {NOT_UTF8_MARK} world"));
+    }
 }
 
 /// `body` as JSON, 16 bytes at a time, one piece every `every`.
@@ -687,7 +707,8 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
         | Scenario::StallAfterChunks(n)
         | Scenario::InvalidJsonAfterChunks(n)
         | Scenario::OpenRouterErrorAfterChunks(n)
-        | Scenario::VllmErrorAfterChunks(n) => n,
+        | Scenario::VllmErrorAfterChunks(n)
+        | Scenario::InvalidUtf8AfterChunks(n) => n,
         _ => usize::MAX,
     };
     for c in chunks.iter().take(limit) {
@@ -702,6 +723,11 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
         Scenario::CloseAfterChunks(_) => frames.push(Frame::Abort),
         Scenario::StallAfterChunks(_) => frames.push(Frame::Stall),
         Scenario::InvalidJsonAfterChunks(_) => frames.push(Frame::Data(Bytes::from("data: {not json\n\n"))),
+        Scenario::InvalidUtf8AfterChunks(_) => frames.push(Frame::Data(Bytes::from_static(
+            b"data: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\
+              \"model\":\"fake\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xff\xfe\"},\
+              \"finish_reason\":null}]}\n\n",
+        ))),
         Scenario::OpenRouterErrorAfterChunks(_) => {
             frames.push(data(&json!({"id": "gen-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
                 "model": "fake", "provider": "Fake", "error": {"code": "server_error",

@@ -24,6 +24,12 @@ pub async fn finish(
     mut resp: reqwest::Response,
 ) -> Result<Answer, ApiError> {
     let body = read_answer(&mut resp, &app.cfg, call.rid.started).await?;
+    // The answer goes to the client as it came, so it must be text: the head below is read
+    // without looking inside the strings it skips, where bytes that are not UTF-8 could hide.
+    if std::str::from_utf8(&body).is_err() {
+        tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not UTF-8.");
+        return Err(ApiError::UpstreamInvalidResponse);
+    }
     let (usage, model_served) = {
         let head: ResponseHead<'_> = serde_json::from_slice(&body).map_err(|_| {
             tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");

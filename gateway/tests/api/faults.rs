@@ -1,6 +1,7 @@
 //! Fault-catalogue rows driven over HTTP against fake upstreams, each test named after its row
 //! of `FAULTS.md`: an invalid 200 (row 8), name resolution and TLS verification failures (row 12),
-//! and configuration fields smuggled into bodies (row 21).
+//! configuration fields smuggled into bodies (row 21), and bytes that are not UTF-8 from an
+//! upstream (row 18).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -200,5 +201,34 @@ async fn row21_config_fields_are_refused_at_the_top_level_and_nested_ones_never_
             assert!(!v.contains(evil_key) && !v.contains(&evil), "client header {name} reached the upstream");
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn row18_bytes_that_are_not_utf8_from_the_upstream_are_an_error_in_every_protocol_never_a_panic()
+-> anyhow::Result<()> {
+    use crate::failures::{SURFACES, ask};
+    let app = spawn().await?;
+    app.fake.set_scenario(Scenario::InvalidUtf8AfterChunks(2));
+    for surface in SURFACES {
+        // A JSON answer: 502, with none of the upstream's bytes.
+        let (status, body, raw) = ask(&app, surface, false).await?;
+        assert_eq!(status, 502, "{surface:?}: {raw}");
+        assert!(!raw.contains("Hello"), "{surface:?}: {body}");
+        // A stream: what came before goes out, then one in-band error.
+        let (status, _, raw) = ask(&app, surface, true).await?;
+        assert_eq!(status, 200, "{surface:?}");
+        let raw = raw.replace("\r\n", "\n");
+        let last = raw.trim_end().rsplit("\n\n").next().unwrap_or_default();
+        assert!(last.contains("error"), "{surface:?}: the stream does not end in an error: {raw}");
+        assert!(raw.contains("Hello"), "{surface:?}: the chunks before the bad one were delivered");
+        assert!(!raw.contains('\u{fffd}'), "{surface:?}: the bad bytes were passed on");
+        assert!(!raw.contains("[DONE]") && !raw.contains("message_stop"), "{surface:?}");
+    }
+    // The gateway is unharmed: the next call is served.
+    app.fake.set_scenario(Scenario::Normal);
+    assert_eq!(app.post("/v1/chat/completions", &chat(MODEL)).await?.status(), 200);
+    // Streams that started are billed; the unreadable JSON answers are not.
+    assert_eq!(app.wait_usage(4).await?.len(), 3 + 1);
     Ok(())
 }
