@@ -1,6 +1,6 @@
 //! The one reader of an upstream's non-stream answer, for every route: the body is read whole,
 //! within the idle timeout between chunks and under one size cap. Error bodies (non-2xx) are read
-//! by `providers::read_error` instead, which keeps only their first 64 KiB.
+//! by `adapters::read_error` instead, which keeps only their first 64 KiB.
 
 use crate::error::ApiError;
 
