@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
+use adapters::openai;
 use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -54,15 +55,14 @@ impl Endpoint {
         }
     }
 
-    /// The path below the channel's base URL.
-    pub fn upstream_path(self) -> &'static str {
+    /// The endpoint of an OpenAI channel a call of this endpoint goes to.
+    pub fn openai(self) -> openai::Endpoint {
         match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Completions => "/completions",
-            Endpoint::Embeddings => "/embeddings",
-            Endpoint::Messages => "/messages",
-            // Never sent to an OpenAI channel as such: a Gemini call is translated to chat.
-            Endpoint::GenerateContent => "/chat/completions",
+            Endpoint::ChatCompletions => openai::Endpoint::ChatCompletions,
+            Endpoint::Completions => openai::Endpoint::Completions,
+            Endpoint::Embeddings => openai::Endpoint::Embeddings,
+            // Never sent to an OpenAI channel as such: these calls are translated to chat.
+            Endpoint::Messages | Endpoint::GenerateContent => openai::Endpoint::ChatCompletions,
         }
     }
 
@@ -105,6 +105,18 @@ pub struct Prepared {
     pub original: Bytes,
     /// What goes upstream.
     pub upstream_body: Bytes,
+}
+
+impl Prepared {
+    /// The request for an OpenAI-compatible channel.
+    pub fn openai(&self) -> openai::Request<'_> {
+        openai::Request {
+            endpoint: self.endpoint.openai(),
+            model: &self.model,
+            upstream_body: &self.upstream_body,
+            original: &self.original,
+        }
+    }
 }
 
 /// Reads the body, stopping at `limit` bytes whether or not a `Content-Length` was sent.
@@ -498,5 +510,52 @@ mod tests {
         assert!(crate::tokenizer::prompt_tokens(Endpoint::ChatCompletions, "m", &body) > 0);
         let unbalanced = Bytes::from(format!("{{\"model\":\"m\",\"x\":{}}}", "[".repeat(100_000)));
         assert!(prepare(Endpoint::ChatCompletions, unbalanced, &Limits::default()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod openai_body_tests {
+    use adapters::openai::body_for;
+    use adapters::{Channel, presets};
+
+    use super::*;
+
+    #[test]
+    fn stream_options_reach_only_vendors_that_accept_them() -> Result<(), ApiError> {
+        let preset = |name: &str| Channel { preset: presets::for_provider(name), ..tests_channel() };
+        let limits = crate::limits::Limits::default();
+        let plain = prepare(Endpoint::ChatCompletions, Bytes::from_static(br#"{"model":"m","stream":true}"#), &limits)?;
+        let v = |b: Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default();
+        assert_eq!(v(body_for(&preset("deepseek"), &plain.openai()))["stream_options"]["include_usage"], true);
+        assert_eq!(body_for(&preset("mistral"), &plain.openai()), plain.original);
+        let asked = prepare(
+            Endpoint::ChatCompletions,
+            Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"x":[1, 2]}"#),
+            &limits,
+        )?;
+        let sent = v(body_for(&preset("zhipu"), &asked.openai()));
+        assert!(sent.get("stream_options").is_none(), "{sent}");
+        assert_eq!(sent["x"], serde_json::json!([1, 2]));
+        assert_eq!(body_for(&preset("openai"), &asked.openai()), asked.original);
+        Ok(())
+    }
+
+    fn tests_channel() -> Channel {
+        Channel {
+            id: "ch_t".into(),
+            tenant: schemas::GLOBAL_TENANT.into(),
+            provider: "openai".into(),
+            preset: presets::for_provider("openai"),
+            api_version: None,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key: None,
+            key_unusable: false,
+            models: vec![],
+            priority: 0,
+            weight: 1,
+            enabled: true,
+            egress_refused: None,
+            anthropic_beta: Vec::new(),
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! The one reader of an upstream's non-stream answer, for every route: the body is read whole,
 //! within the idle timeout between chunks, before the call's duration cap (an upstream dripping
 //! one byte at a time cannot hold the call forever) and under one size cap
-//! (`[upstream] max_answer_bytes`). Error bodies (non-2xx) are read
-//! by `providers::read_error` instead, which keeps only their first 64 KiB.
+//! (`[upstream] max_answer_bytes`). Error bodies (non-2xx) are read by `adapters::read_error`
+//! instead, which keeps only their first 64 KiB.
 
 use crate::config::GatewayConfig;
 use crate::error::ApiError;

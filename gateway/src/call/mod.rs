@@ -2,7 +2,7 @@
 //! anything reached the client), then finish as a plain JSON answer ([`unary`]) or a relayed
 //! stream ([`stream`]); calls where client and upstream are not both OpenAI go through [`vendor`]
 //! and [`vendor_stream`] instead (same-protocol pass-through for Anthropic and Gemini, translation
-//! through [`crate::canonical`] between protocols). The pipeline: the handler admits and chooses
+//! through [`adapters::canonical`] between protocols). The pipeline: the handler admits and chooses
 //! the channels ([`Call`]), [`run`] sends attempts until one is accepted, a finisher reads the
 //! answer (one reader, [`body`]) or relays the stream (one billing tail, [`stream::close`]), and
 //! every call, whatever its outcome, ends in [`record::record`]: the single exit that appends
@@ -25,12 +25,12 @@ use tokio::sync::oneshot;
 use crate::ctx::AppState;
 use crate::ctx::RequestId;
 use crate::error::ApiError;
-use crate::providers::{FailureClass, Provider, TimeoutPhase};
 use crate::request::Prepared;
 use crate::routing;
 use crate::state::{Channel, ControlState, KeyEntry};
 use crate::tokenizer;
 use crate::usage::{BillingContext, Consumption, TokenCounts};
+use adapters::{FailureClass, Provider, TimeoutPhase};
 use record::{Billable, Billing, Delivered, Outcome, record};
 
 /// Everything a call needs, owned so the task outlives the client connection.

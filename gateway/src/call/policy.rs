@@ -9,9 +9,9 @@
 use axum::http::StatusCode;
 
 use crate::error::ApiError;
-use crate::providers::scrub::scrub;
-use crate::providers::{AttemptError, FailureClass, TimeoutPhase};
 use crate::state::Channel;
+use adapters::scrub::scrub;
+use adapters::{AttemptError, FailureClass, TimeoutPhase};
 
 /// What to do after a failed attempt.
 #[derive(Debug)]
@@ -104,8 +104,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::providers::failure::VendorDetail;
-    use crate::providers::openai::presets;
+    use adapters::failure::VendorDetail;
+    use adapters::presets;
 
     const KEY: &str = "weird-channel-key-0001";
 

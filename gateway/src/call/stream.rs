@@ -18,11 +18,11 @@ use super::record::{Billable, Billing, Delivered, Outcome, record};
 use super::{Attempts, Call, estimate};
 use crate::ctx::AppState;
 use crate::error::error_body;
-use crate::providers::openai::stream::{SseEvent, SseParser};
-use crate::providers::openai::wire::ChunkView;
-use crate::providers::{AttemptError, FailureClass, TimeoutPhase};
 use crate::state::Channel;
 use crate::usage::{self, Consumption, TokenCounts};
+use adapters::openai::stream::{SseEvent, SseParser};
+use adapters::openai::wire::ChunkView;
+use adapters::{AttemptError, FailureClass, TimeoutPhase};
 
 /// Frames buffered between the relay task and the client connection.
 const CLIENT_BUFFER: usize = 32;

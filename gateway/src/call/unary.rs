@@ -12,9 +12,9 @@ use super::body::read_answer;
 use super::{Answer, Call, estimate};
 use crate::ctx::AppState;
 use crate::error::ApiError;
-use crate::providers::openai::wire::{self, ResponseHead};
 use crate::state::Channel;
 use crate::usage::{self, Consumption};
+use adapters::openai::wire::{self, ResponseHead};
 
 /// Reads the answer and what it consumed.
 pub async fn finish(

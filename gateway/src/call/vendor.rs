@@ -1,6 +1,6 @@
 //! Calls where the client and the upstream are not both OpenAI: which way a call goes
 //! ([`Route`]), the request sent upstream (the client's own bytes when both sides speak the same
-//! protocol, a translation through [`crate::canonical`] otherwise), and finishing a non-stream
+//! protocol, a translation through [`adapters::canonical`] otherwise), and finishing a non-stream
 //! answer (usage read from the *upstream's* usage object, the answer in the client's protocol). The
 //! OpenAI → OpenAI pass-through never comes here for its answer.
 
@@ -15,15 +15,15 @@ use serde_json::Value;
 
 use super::body::read_answer;
 use super::{Answer, Call, estimate};
-use crate::canonical::{self, FinishReason, Part, Unsupported, openai_chat};
 use crate::ctx::AppState;
 use crate::error::ApiError;
 use crate::protocol::Protocol;
-use crate::providers::failure::VendorDetail;
-use crate::providers::{AttemptError, FailureClass, Provider, anthropic, gemini, openai};
 use crate::request::{Endpoint, Prepared};
 use crate::state::Channel;
 use crate::usage::Consumption;
+use adapters::canonical::{self, FinishReason, Part, Unsupported, openai_chat};
+use adapters::failure::VendorDetail;
+use adapters::{AttemptError, FailureClass, Provider, anthropic, gemini, openai};
 
 /// The class logged for an answer the upstream filtered (a 200 with no usable content).
 pub const CONTENT_FILTERED: &str = "content_filtered";
@@ -151,8 +151,8 @@ pub async fn send(
     let (http, idle) = (&app.http, app.cfg.idle_timeout);
     let p = &call.prepared;
     match route.upstream {
-        Provider::OpenAi if route.is_pass() => openai::send(http, channel, p, deadline, idle).await,
-        Provider::OpenAi => openai::send(http, channel, &openai_request(call)?, deadline, idle).await,
+        Provider::OpenAi if route.is_pass() => openai::send(http, channel, &p.openai(), deadline, idle).await,
+        Provider::OpenAi => openai::send(http, channel, &openai_request(call)?.openai(), deadline, idle).await,
         Provider::Anthropic => {
             let (body, beta) = if route.is_pass() {
                 (p.upstream_body.clone(), call.anthropic_beta.as_deref())

@@ -17,17 +17,17 @@ use tokio::sync::oneshot;
 use super::stream::{CUT, Clock, Closing, End, OutputText, Sink, Started, StreamUsage, close, next_event};
 use super::vendor::{CONTENT_FILTERED, Route, now_secs};
 use super::{Attempts, Call};
-use crate::canonical::openai_chat::stream::{ChunkDecoder, ChunkEncoder, ChunkError};
-use crate::canonical::{Delta, FinishReason};
 use crate::ctx::AppState;
 use crate::error::error_body;
 use crate::protocol::Protocol;
-use crate::providers::Provider;
-use crate::providers::anthropic::stream::{self as astream, CumulativeUsage, DeltaView, EventView, Step};
-use crate::providers::gemini::stream::{self as gstream, Framing};
-use crate::providers::openai::stream::SseEvent;
 use crate::state::Channel;
 use crate::usage::{self, TokenCounts};
+use adapters::Provider;
+use adapters::anthropic::stream::{self as astream, CumulativeUsage, DeltaView, EventView, Step};
+use adapters::canonical::openai_chat::stream::{ChunkDecoder, ChunkEncoder, ChunkError};
+use adapters::canonical::{Delta, FinishReason};
+use adapters::gemini::stream::{self as gstream, Framing};
+use adapters::openai::stream::SseEvent;
 
 /// What one upstream event changed.
 enum Next {

@@ -10,11 +10,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::{config, json_object, json_value, number, text};
-use crate::canonical::openai_chat::{convert as openai, stream as ostream, wire::ChatRequest};
-use crate::canonical::{Delta, FinishReason, Part, Request, Response, TokenCounts};
-use crate::providers::anthropic::{convert as anthropic, stream as astream, wire::MessagesRequest};
-use crate::providers::gemini::{convert as gemini, stream as gstream};
-use crate::providers::openai::stream::{SseEvent, SseParser};
+use adapters::anthropic::{convert as anthropic, stream as astream, wire::MessagesRequest};
+use adapters::canonical::openai_chat::{convert as openai, stream as ostream, wire::ChatRequest};
+use adapters::canonical::{Delta, FinishReason, Part, Request, Response, TokenCounts};
+use adapters::gemini::{convert as gemini, stream as gstream};
+use adapters::openai::stream::{SseEvent, SseParser};
 
 /// The typed parse the call path does before translating (`call::vendor::parse`).
 fn parse<T: DeserializeOwned>(v: &Value) -> Option<T> {

@@ -11,11 +11,11 @@ pub mod stream;
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, header};
 use bytes::Bytes;
+use reqwest::header::{self, HeaderValue};
 
-use crate::providers::{AttemptError, FailureClass};
-use crate::state::Channel;
+use crate::Channel;
+use crate::{AttemptError, FailureClass};
 
 /// What a call asks of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,17 +2,17 @@
 //! 400 whose details say `API_KEY_INVALID`, a blocked key or project as `PERMISSION_DENIED`, an
 //! unavailable region or billing as `FAILED_PRECONDITION`, quota and rate limits as 429
 //! `RESOURCE_EXHAUSTED` (the delay from `Retry-After` or the `RetryInfo` detail). What the router
-//! does with the class is decided in `crate::call::policy`.
+//! does with the class is decided in the gateway's `call::policy`.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::providers::failure::{
+use crate::Channel;
+use crate::failure::{
     AttemptError, FailureClass, TimeoutPhase, VendorDetail, by_status, mentions, says_context_exceeded,
     says_key_invalid, says_quota_exhausted,
 };
-use crate::state::Channel;
 
 /// Whether an error body says the API key itself is wrong.
 fn key_refused(v: &Value) -> bool {
@@ -81,7 +81,7 @@ pub fn in_band(data: &[u8]) -> Option<AttemptError> {
 
 /// Reads and maps a non-2xx response.
 pub async fn from_response(channel: &Channel, resp: reqwest::Response, idle: Duration) -> AttemptError {
-    crate::providers::read_failure(channel, resp, idle, map).await
+    crate::read_failure(channel, resp, idle, map).await
 }
 
 /// Gemini's status name for an HTTP status (what its error bodies carry in `status`).

@@ -1,7 +1,7 @@
 //! Why one upstream attempt failed, as a typed class every adapter reports. Each adapter's
 //! `error.rs` recognises its vendor's statuses and bodies and picks the class; what the router does
 //! with a class (try the next channel or not, what the client is told) is decided in one table in
-//! `crate::call::policy`, never here. No axum, no app state: adapters must stay callable from
+//! the gateway's `call::policy`, never here. No axum, no app state: adapters must stay callable from
 //! outside the gateway (health probes).
 
 /// When a timeout struck.
@@ -102,7 +102,7 @@ impl FailureClass {
 }
 
 /// What the vendor said, as read from its error body (unscrubbed: it may hold our key or account
-/// names; [`crate::providers::scrub`] it before it goes anywhere).
+/// names; [`crate::scrub`] it before it goes anywhere).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VendorDetail {
     /// The vendor's message.

@@ -9,11 +9,11 @@ pub mod wire;
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, header};
 use bytes::Bytes;
+use reqwest::header::{self, HeaderValue};
 
-use crate::providers::AttemptError;
-use crate::state::Channel;
+use crate::AttemptError;
+use crate::Channel;
 
 /// The values of a client's comma-separated `anthropic-beta` header that the channel allows, in
 /// the client's order; `None` when none is left (the usual case: the allow list is empty).

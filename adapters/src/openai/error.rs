@@ -2,17 +2,17 @@
 //! `error.code` / `error.type` / message (OpenAI `invalid_api_key`, `insufficient_quota`,
 //! `context_length_exceeded`, `content_filter`; DeepSeek's 402 "Insufficient Balance"; vendors
 //! that answer a bad key with a 400). What the router does with the class is decided in
-//! `crate::call::policy`.
+//! the gateway's `call::policy`.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::providers::failure::{
+use crate::Channel;
+use crate::failure::{
     AttemptError, FailureClass, VendorDetail, by_status, mentions, says_context_exceeded, says_key_invalid,
     says_quota_exhausted,
 };
-use crate::state::Channel;
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -114,7 +114,7 @@ pub fn in_band(data: &[u8]) -> Option<AttemptError> {
 
 /// Reads and maps a non-2xx response.
 pub async fn from_response(channel: &Channel, resp: reqwest::Response, idle: Duration) -> AttemptError {
-    crate::providers::read_failure(channel, resp, idle, map).await
+    crate::read_failure(channel, resp, idle, map).await
 }
 
 #[cfg(test)]

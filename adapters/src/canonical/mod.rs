@@ -4,7 +4,7 @@
 //! Anthropic) never goes through here: it is a pass-through.
 //!
 //! [`openai_chat`] holds OpenAI's chat-completions wire types and their conversions. They live here
-//! rather than in `providers::openai` because that adapter is deliberately translation-free; OpenAI
+//! rather than in `crate::openai` because that adapter is deliberately translation-free; OpenAI
 //! chat is only *translated* when the other side is another vendor.
 
 pub mod openai_chat;

@@ -2,16 +2,16 @@
 //! (`authentication_error`, `permission_error`, `billing_error`, `not_found_error`,
 //! `rate_limit_error`, `overloaded_error`, `api_error`) and the messages it sends with a 400 for
 //! account problems ("credit balance is too low") and long prompts ("prompt is too long"). What
-//! the router does with the class is decided in `crate::call::policy`.
+//! the router does with the class is decided in the gateway's `call::policy`.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::providers::failure::{
+use crate::Channel;
+use crate::failure::{
     AttemptError, FailureClass, VendorDetail, by_status, says_context_exceeded, says_key_invalid, says_quota_exhausted,
 };
-use crate::state::Channel;
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -69,7 +69,7 @@ pub fn in_band(data: &[u8]) -> Option<AttemptError> {
 
 /// Reads and maps a non-2xx response.
 pub async fn from_response(channel: &Channel, resp: reqwest::Response, idle: Duration) -> AttemptError {
-    crate::providers::read_failure(channel, resp, idle, map).await
+    crate::read_failure(channel, resp, idle, map).await
 }
 
 #[cfg(test)]

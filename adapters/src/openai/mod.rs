@@ -3,30 +3,63 @@
 //! shape, auth header, `stream_options` support) come from the channel's [`presets::Preset`].
 
 pub mod error;
-pub mod presets;
 pub mod stream;
 pub mod wire;
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, header};
 use bytes::Bytes;
+use reqwest::header::{self, HeaderValue};
 
-use self::presets::{Auth, StreamUsage, UrlStyle};
-use crate::providers::{AttemptError, FailureClass};
-use crate::request::{Endpoint, Prepared};
-use crate::state::Channel;
+use crate::presets::{self, Auth, StreamUsage, UrlStyle};
+use crate::{AttemptError, Channel, FailureClass};
+
+/// The OpenAI endpoints a channel is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/chat/completions`
+    ChatCompletions,
+    /// `/completions`
+    Completions,
+    /// `/embeddings`
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path below the channel's base URL.
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+}
+
+/// One request to an OpenAI-compatible channel: the body in two forms, since vendors differ in
+/// whether they accept `stream_options` (see [`body_for`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Which endpoint.
+    pub endpoint: Endpoint,
+    /// The model (names the deployment on Azure).
+    pub model: &'a str,
+    /// The body with `stream_options.include_usage` set on a stream, for vendors that accept it.
+    pub upstream_body: &'a Bytes,
+    /// The body without an injected `stream_options` (the client's own, on a pass-through).
+    pub original: &'a Bytes,
+}
 
 /// Sends the request to `channel` and waits, until `first_byte_deadline`, for the response headers
 /// (2xx only; anything else is mapped to an [`AttemptError`]).
 pub async fn send(
     http: &reqwest::Client,
     channel: &Channel,
-    prepared: &Prepared,
+    prepared: &Request<'_>,
     first_byte_deadline: tokio::time::Instant,
     idle_timeout: Duration,
 ) -> Result<reqwest::Response, AttemptError> {
-    let Some(url) = upstream_url(channel, prepared.endpoint, &prepared.model) else {
+    let Some(url) = upstream_url(channel, prepared.endpoint, prepared.model) else {
         tracing::warn!(channel_id = %channel.id, "Channel base URL is not a valid URL.");
         return Err(AttemptError::new(FailureClass::ChannelMisconfigured));
     };
@@ -70,10 +103,10 @@ pub fn upstream_url(channel: &Channel, endpoint: Endpoint, model: &str) -> Optio
 /// The body for `channel`: with the injected `stream_options.include_usage` when the vendor
 /// accepts it. Vendors that send usage unasked get the client's own bytes, minus a
 /// `stream_options` the client set (they may refuse the field, and send the usage anyway).
-pub fn body_for(channel: &Channel, prepared: &Prepared) -> Bytes {
+pub fn body_for(channel: &Channel, prepared: &Request<'_>) -> Bytes {
     match channel.preset.stream_usage {
         StreamUsage::Inject => prepared.upstream_body.clone(),
-        StreamUsage::Unasked => without_stream_options(&prepared.original).unwrap_or_else(|| prepared.original.clone()),
+        StreamUsage::Unasked => without_stream_options(prepared.original).unwrap_or_else(|| prepared.original.clone()),
     }
 }
 
@@ -133,51 +166,5 @@ mod tests {
             upstream_url(&ds, Endpoint::ChatCompletions, "deepseek-chat").as_deref(),
             Some("https://api.deepseek.com/chat/completions")
         );
-    }
-}
-
-#[cfg(test)]
-mod body_tests {
-    use super::*;
-    use crate::error::ApiError;
-    use crate::request::{Endpoint, prepare};
-
-    #[test]
-    fn stream_options_reach_only_vendors_that_accept_them() -> Result<(), ApiError> {
-        let preset = |name: &str| Channel { preset: presets::for_provider(name), ..tests_channel() };
-        let limits = crate::limits::Limits::default();
-        let plain = prepare(Endpoint::ChatCompletions, Bytes::from_static(br#"{"model":"m","stream":true}"#), &limits)?;
-        let v = |b: Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default();
-        assert_eq!(v(body_for(&preset("deepseek"), &plain))["stream_options"]["include_usage"], true);
-        assert_eq!(body_for(&preset("mistral"), &plain), plain.original);
-        let asked = prepare(
-            Endpoint::ChatCompletions,
-            Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"x":[1, 2]}"#),
-            &limits,
-        )?;
-        let sent = v(body_for(&preset("zhipu"), &asked));
-        assert!(sent.get("stream_options").is_none(), "{sent}");
-        assert_eq!(sent["x"], serde_json::json!([1, 2]));
-        assert_eq!(body_for(&preset("openai"), &asked), asked.original);
-        Ok(())
-    }
-
-    fn tests_channel() -> Channel {
-        Channel {
-            id: "ch_t".into(),
-            tenant: schemas::GLOBAL_TENANT.into(),
-            provider: "openai".into(),
-            preset: presets::for_provider("openai"),
-            api_version: None,
-            base_url: "http://127.0.0.1:1/v1".into(),
-            api_key: None,
-            key_unusable: false,
-            models: vec![],
-            priority: 0,
-            weight: 1,
-            enabled: true,
-            egress_refused: None,
-            anthropic_beta: Vec::new(),
-        }
     }
 }

@@ -1,17 +1,31 @@
-//! Upstream providers, one folder each, dispatched through [`Provider`] with an exhaustive
-//! `match`. Every provider name other than `anthropic` and `gemini` is served by the
-//! OpenAI-compatible adapter (OpenAI itself and the vendors that speak its protocol).
+//! The upstream adapters, callable from any crate (the gateway's call pipeline, the health
+//! workers' probes): per vendor, build and send a request, decode an answer (unary and stream),
+//! read its usage, classify a failed answer into a [`FailureClass`], list models. One folder per
+//! adapter, dispatched through [`Provider`] with an exhaustive `match`. Every provider name other
+//! than `anthropic` and `gemini` is served by the OpenAI-compatible adapter (OpenAI itself and the
+//! vendors that speak its protocol, described by [`presets`]).
+//!
+//! Also here, because the adapters need them and so does everything that calls them: the
+//! [`Channel`] an attempt goes to, the protocol-neutral [`canonical`] form translations go
+//! through, the upstream HTTP client ([`http`]) with the checking resolver of the outbound
+//! address policy, [`scrub`] for vendor text, and usage objects read into [`usage::TokenCounts`].
+//! No axum, no app state, no event log: what to *do* about a failure (the next channel, what the
+//! client sees) is decided by the caller.
 
 pub mod anthropic;
+pub mod canonical;
+pub mod channel;
 pub mod failure;
 pub mod gemini;
+pub mod http;
 pub mod openai;
+pub mod presets;
 pub mod scrub;
+pub mod usage;
 
-use axum::http::HeaderValue;
+pub use channel::{ANY_MODEL, Channel};
 pub use failure::{AttemptError, FailureClass, TimeoutPhase};
-
-use crate::state::Channel;
+use reqwest::header::HeaderValue;
 
 /// The adapter a channel uses, from its `provider` string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +65,7 @@ impl Provider {
 }
 
 /// Adds the channel key as the header `name`, marked sensitive so no debug output shows it.
-pub(crate) fn with_key(
+fn with_key(
     req: reqwest::RequestBuilder,
     channel: &Channel,
     name: &'static str,
@@ -68,7 +82,7 @@ pub(crate) fn with_key(
 }
 
 /// Sends `req` and waits, until `first_byte_deadline`, for the response headers (of any status).
-pub(crate) async fn dispatch(
+pub async fn dispatch(
     channel: &Channel,
     req: reqwest::RequestBuilder,
     first_byte_deadline: tokio::time::Instant,
@@ -100,7 +114,7 @@ pub(crate) async fn dispatch(
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// A non-2xx answer read ([`read_error`]) and classified by the adapter's `map`.
-pub(crate) async fn read_failure(
+pub async fn read_failure(
     channel: &Channel,
     resp: reqwest::Response,
     idle: std::time::Duration,
@@ -113,7 +127,7 @@ pub(crate) async fn read_failure(
 /// A non-2xx answer, read: its status, `Retry-After` seconds, and up to 64 KiB of its body, all
 /// within `idle` (a slow error body must not hold up the failover). Logged by status only, never
 /// by content.
-pub(crate) async fn read_error(
+pub async fn read_error(
     channel: &Channel,
     mut resp: reqwest::Response,
     idle: std::time::Duration,

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::convert::{JSON_TOOL, stop_reason_from, stop_reason_str, usage_from, usage_json};
 use crate::canonical::{Delta, FinishReason, TokenCounts};
-use crate::providers::openai::wire::Text;
+use crate::openai::wire::Text;
 
 /// The usage of a stream so far: `message_start`'s object, with every field that a later
 /// `message_delta` carries assigned over it.
