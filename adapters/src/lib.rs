@@ -18,6 +18,7 @@ pub mod channel;
 pub mod failure;
 pub mod gemini;
 pub mod http;
+pub mod models;
 pub mod openai;
 pub mod presets;
 pub mod scrub;
