@@ -22,6 +22,7 @@ pub mod models;
 pub mod openai;
 pub mod presets;
 pub mod scrub;
+pub mod sse;
 pub mod usage;
 
 pub use channel::{ANY_MODEL, Channel};

@@ -618,20 +618,6 @@ pub fn part_json(p: &Part) -> Option<Value> {
     })
 }
 
-/// Canonical → Gemini response.
-pub fn response_from_canonical(r: &Response) -> Value {
-    let parts: Vec<Value> = r.content.iter().filter_map(part_json).collect();
-    let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
-    if let Some(f) = r.finish {
-        candidate["finishReason"] = json!(finish_str(f));
-    }
-    let mut out = json!({"candidates": [candidate], "modelVersion": r.model, "responseId": r.id});
-    if let Some(u) = &r.usage {
-        out["usageMetadata"] = usage_json(u);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -769,8 +755,5 @@ mod tests {
         assert!(matches!(&r.content[1], Part::ToolUse { id, name, .. } if id.starts_with("call_") && name == "f"));
         let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 8}});
         assert_eq!(response_to_canonical(&blocked).finish, Some(FinishReason::ContentFilter));
-        let back = response_from_canonical(&r);
-        assert_eq!(back["candidates"][0]["finishReason"], "STOP");
-        assert_eq!(back["candidates"][0]["content"]["parts"][0], json!({"text": "hmm", "thought": true}));
     }
 }

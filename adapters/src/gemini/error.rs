@@ -84,23 +84,6 @@ pub async fn from_response(channel: &Channel, resp: reqwest::Response, idle: Dur
     crate::read_failure(channel, resp, idle, map).await
 }
 
-/// Gemini's status name for an HTTP status (what its error bodies carry in `status`).
-pub fn status_name(status: u16) -> &'static str {
-    match status {
-        400 | 413 => "INVALID_ARGUMENT",
-        401 => "UNAUTHENTICATED",
-        403 => "PERMISSION_DENIED",
-        404 => "NOT_FOUND",
-        409 => "ABORTED",
-        429 => "RESOURCE_EXHAUSTED",
-        499 => "CANCELLED",
-        501 => "UNIMPLEMENTED",
-        503 => "UNAVAILABLE",
-        504 => "DEADLINE_EXCEEDED",
-        _ => "INTERNAL",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

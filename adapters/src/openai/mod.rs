@@ -3,7 +3,6 @@
 //! shape, auth header, `stream_options` support) come from the channel's [`presets::Preset`].
 
 pub mod error;
-pub mod stream;
 pub mod wire;
 
 use std::time::Duration;

@@ -20,8 +20,8 @@ use crate::ctx::AppState;
 use crate::error::error_body;
 use crate::state::Channel;
 use crate::usage::{self, Consumption, TokenCounts};
-use adapters::openai::stream::{SseEvent, SseParser};
 use adapters::openai::wire::ChunkView;
+use adapters::sse::{SseEvent, SseParser};
 use adapters::{AttemptError, FailureClass, TimeoutPhase};
 
 /// Frames buffered between the relay task and the client connection.

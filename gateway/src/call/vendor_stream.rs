@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use super::stream::{CUT, Closing, End, Sink, Started, StreamUsage, close, next_event};
 use super::vendor::{CONTENT_FILTERED, Route, now_secs};
 use super::{Attempts, Call};
+use crate::codec::{anthropic as acodec, gemini as gcodec, openai as ocodec};
 use crate::ctx::AppState;
 use crate::error::error_body;
 use crate::protocol::Protocol;
@@ -24,10 +25,10 @@ use crate::state::Channel;
 use crate::usage::{self, TokenCounts};
 use adapters::Provider;
 use adapters::anthropic::stream::{self as astream, CumulativeUsage, DeltaView, EventView, Step};
-use adapters::canonical::openai_chat::stream::{ChunkDecoder, ChunkEncoder, ChunkError};
+use adapters::canonical::openai_chat::stream::{ChunkDecoder, ChunkError};
 use adapters::canonical::{Delta, FinishReason};
-use adapters::gemini::stream::{self as gstream, Framing};
-use adapters::openai::stream::SseEvent;
+use adapters::gemini::stream as gstream;
+use adapters::sse::SseEvent;
 
 /// What one upstream event changed.
 enum Next {
@@ -125,9 +126,9 @@ impl Decoder {
 
 /// Writes canonical deltas in a client's protocol.
 enum Encoder {
-    OpenAi(ChunkEncoder),
-    Anthropic(astream::Encoder),
-    Gemini(gstream::Encoder),
+    OpenAi(ocodec::ChunkEncoder),
+    Anthropic(acodec::Encoder),
+    Gemini(gcodec::Encoder),
 }
 
 impl Encoder {
@@ -153,7 +154,7 @@ impl Encoder {
                 out.extend(e.usage_frame());
                 out.push(Bytes::from_static(b"data: [DONE]\n\n"));
             }
-            Encoder::Anthropic(_) => out.push(astream::Encoder::stop_frame()),
+            Encoder::Anthropic(_) => out.push(acodec::Encoder::stop_frame()),
             Encoder::Gemini(e) => {
                 e.end(out);
                 out.extend(e.framer.close());
@@ -168,7 +169,7 @@ enum Mode {
     AnthropicPass { usage: CumulativeUsage },
     /// Gemini → Gemini: chunks go out as received (re-framed for the client); the chunk with the
     /// finish reason, and any after it, are held until billed.
-    GeminiPass { dec: gstream::Decoder, framer: gstream::Framer, held: Vec<Bytes> },
+    GeminiPass { dec: gstream::Decoder, framer: gcodec::Framer, held: Vec<Bytes> },
     /// Different protocols: decode to canonical deltas, encode for the client.
     Translate { dec: Decoder, enc: Encoder },
 }
@@ -206,22 +207,22 @@ impl Acc {
 
 impl Mode {
     fn new(call: &Call, route: Route) -> Mode {
-        let framing = if call.gemini_sse { Framing::Sse } else { Framing::JsonArray };
+        let framing = if call.gemini_sse { gcodec::Framing::Sse } else { gcodec::Framing::JsonArray };
         match (route.client, route.upstream) {
             (Protocol::Anthropic, Provider::Anthropic) => Mode::AnthropicPass { usage: CumulativeUsage::default() },
             (Protocol::Gemini, Provider::Gemini) => Mode::GeminiPass {
                 dec: gstream::Decoder::default(),
-                framer: gstream::Framer::new(framing),
+                framer: gcodec::Framer::new(framing),
                 held: Vec::new(),
             },
             (client, upstream) => Mode::Translate {
                 dec: Decoder::new(upstream),
                 enc: match client {
                     Protocol::OpenAi => {
-                        Encoder::OpenAi(ChunkEncoder::new(now_secs(), call.prepared.client_wants_usage))
+                        Encoder::OpenAi(ocodec::ChunkEncoder::new(now_secs(), call.prepared.client_wants_usage))
                     }
-                    Protocol::Anthropic => Encoder::Anthropic(astream::Encoder::default()),
-                    Protocol::Gemini => Encoder::Gemini(gstream::Encoder::new(framing)),
+                    Protocol::Anthropic => Encoder::Anthropic(acodec::Encoder::default()),
+                    Protocol::Gemini => Encoder::Gemini(gcodec::Encoder::new(framing)),
                 },
             },
         }
@@ -337,7 +338,7 @@ impl Mode {
     /// The frames that end a successful stream, sent after the usage is durable.
     fn final_frames(&mut self, out: &mut Vec<Bytes>) {
         match self {
-            Mode::AnthropicPass { .. } => out.push(astream::Encoder::stop_frame()),
+            Mode::AnthropicPass { .. } => out.push(acodec::Encoder::stop_frame()),
             Mode::GeminiPass { framer, held, .. } => {
                 out.append(held);
                 out.extend(framer.close());
@@ -360,7 +361,7 @@ impl Mode {
                     "upstream_overloaded" => "overloaded_error",
                     _ => "api_error",
                 };
-                out.push(astream::error_frame(kind, message));
+                out.push(acodec::error_frame(kind, message));
             }
             Protocol::Gemini => {
                 let (status, name) = match code {
@@ -368,7 +369,7 @@ impl Mode {
                     "upstream_overloaded" | "usage_not_recorded" => (503, "UNAVAILABLE"),
                     _ => (502, "INTERNAL"),
                 };
-                let payload = gstream::error_payload(status, name, message);
+                let payload = gcodec::error_payload(status, name, message);
                 let framer = match self {
                     Mode::GeminiPass { framer, .. } => framer,
                     Mode::Translate { enc: Encoder::Gemini(e), .. } => &mut e.framer,
