@@ -8,6 +8,7 @@ pub mod convert;
 pub mod embed;
 pub mod error;
 pub mod stream;
+pub mod wire;
 
 use std::time::Duration;
 

@@ -6,7 +6,8 @@
 
 use serde_json::Value;
 
-use super::convert::{call_id_prefix, candidate_parts, finish_from, prompt_blocked, usage_from};
+use super::convert::{call_id_prefix, candidate_parts, finish_from, usage_from};
+use super::wire::GenerateContentResponse;
 use crate::canonical::{Delta, FinishReason, Part, TokenCounts};
 
 /// What a chunk meant.
@@ -42,26 +43,30 @@ impl Decoder {
     /// Appends the deltas of one chunk to `out`. The finish reason is held until [`Decoder::end`],
     /// since Gemini may send usage after it.
     pub fn decode(&mut self, data: &[u8], out: &mut Vec<Delta>) -> Step {
-        let Ok(v) = serde_json::from_slice::<Value>(data) else { return Step::Invalid };
-        if !v.is_object() {
-            return Step::Invalid;
+        let Ok(mut v) = serde_json::from_slice::<GenerateContentResponse>(data) else { return Step::Invalid };
+        if let Some(e) = v.error.take() {
+            return Step::Error(e.object().and_then(|o| o.status.clone()));
         }
-        if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
-            return Step::Error(e.get("status").and_then(Value::as_str).map(str::to_owned));
-        }
+        let usage = v.usage_metadata.take().and_then(|u| usage_from(&u).map(|t| (t, u)));
         if !self.started {
             self.started = true;
             // The first usage goes before the start, so that a client protocol announcing usage
             // at the start (Anthropic's `message_start`) has the prompt count.
-            if let Some(t) = v.get("usageMetadata").and_then(usage_from) {
-                out.push(Delta::Usage(t));
+            if let Some((t, _)) = &usage {
+                out.push(Delta::Usage(*t));
             }
-            let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-            out.push(Delta::Start { id: s("responseId"), model: s("modelVersion") });
+            let id = v.response_id.take().unwrap_or_default();
+            out.push(Delta::Start { id, model: v.model_version.take().unwrap_or_default() });
+        }
+        if v.prompt_blocked() {
+            self.blocked = true;
+        }
+        if let Some(f) = v.finish_reason() {
+            self.finish = Some(f.to_owned());
         }
         let mut parts = Vec::new();
         let mut index = self.calls;
-        candidate_parts(&v, &mut self.calls, &self.id_prefix, &mut parts);
+        candidate_parts(v, &mut self.calls, &self.id_prefix, &mut parts);
         for p in parts {
             match p {
                 Part::Text(t) if !t.is_empty() => out.push(Delta::Text(t)),
@@ -81,16 +86,8 @@ impl Decoder {
                 _ => {}
             }
         }
-        if prompt_blocked(&v) {
-            self.blocked = true;
-        }
-        if let Some(f) = v.pointer("/candidates/0/finishReason").and_then(Value::as_str) {
-            self.finish = Some(f.to_owned());
-        }
-        if let Some(u) = v.get("usageMetadata").filter(|u| !u.is_null())
-            && let Some(t) = usage_from(u)
-        {
-            self.usage = Some((t, u.clone()));
+        if let Some((t, u)) = usage {
+            self.usage = Some((t, u));
             out.push(Delta::Usage(t));
         }
         Step::More
