@@ -768,5 +768,30 @@ async fn an_anthropic_sdk_lists_models_in_anthropics_shape_with_its_x_api_key() 
     // Without anthropic-version it is OpenAI's surface: x-api-key is not a credential there.
     let resp = env.app.http.get(env.app.url("/v1/models")).header("x-api-key", &env.app.key).send().await?;
     assert_eq!(resp.status(), 401);
+    // Retrieving one model is the same surface, decided once for authentication and the answer.
+    let get = |key: &str, model: &str| {
+        env.app
+            .http
+            .get(env.app.url(&format!("/v1/models/{model}")))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .send()
+    };
+    let body: Value = get(&env.app.key, CLAUDE).await?.json().await?;
+    assert_eq!((body["type"].as_str(), body["id"].as_str()), (Some("model"), Some(CLAUDE)));
+    let (status, body) = error_of(get("sk-nope", CLAUDE).await?).await?;
+    assert_eq!((status, body["error"]["type"].as_str()), (401, Some("authentication_error")));
+    let (status, body) = error_of(get(&env.app.key, "no-such-model").await?).await?;
+    assert_eq!((status, body["type"].as_str()), (404, Some("error")));
+    let resp = env
+        .app
+        .http
+        .delete(env.app.url("/v1/models"))
+        .header("x-api-key", &env.app.key)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await?;
+    let (status, body) = error_of(resp).await?;
+    assert_eq!((status, body["type"].as_str()), (405, Some("error")));
     Ok(())
 }
