@@ -126,15 +126,8 @@ impl Attempts {
         }
     }
 
-    /// The serving attempt's stream failed after it started, with this in-band error code: its
-    /// class replaces `ok`.
-    fn failed_mid_stream(&mut self, code: &str) {
-        let class = match code {
-            "upstream_timeout" => FailureClass::Timeout(TimeoutPhase::Idle),
-            "upstream_protocol_error" => FailureClass::InvalidResponse,
-            "upstream_overloaded" => FailureClass::Overloaded { retry_after: None },
-            _ => FailureClass::UpstreamServerError,
-        };
+    /// The serving attempt's stream failed after it started, with `class`: it replaces `ok`.
+    fn failed_mid_stream(&mut self, class: FailureClass) {
         if let Some(last) = self.log.last_mut() {
             last.class = class.as_str().to_owned();
         }

@@ -70,6 +70,18 @@ fn rejected(failure: &AttemptError, channel: &Channel) -> ApiError {
     }
 }
 
+/// The in-band error code a client gets when a stream that had started fails with `class` (the
+/// attempt is logged with `class` itself). Overloaded and rate-limited keep their meaning (the
+/// client may retry later); what is not a timeout or a broken stream is an upstream failure.
+pub fn mid_stream_code(class: FailureClass) -> &'static str {
+    match class {
+        FailureClass::Timeout(_) => "upstream_timeout",
+        FailureClass::InvalidResponse => "upstream_protocol_error",
+        FailureClass::Overloaded { .. } | FailureClass::RateLimited { .. } => "upstream_overloaded",
+        _ => "upstream_error",
+    }
+}
+
 /// A request the gateway could not build for this channel (our own words, not the vendor's).
 fn request_side(failure: &AttemptError, unsupported: bool) -> ApiError {
     let detail = failure.detail.clone().unwrap_or_default();
@@ -188,5 +200,15 @@ mod tests {
         for secret in [KEY, "ops@", "org-AbC"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
+    }
+
+    #[test]
+    fn a_started_stream_tells_the_client_one_code_per_class() {
+        assert_eq!(mid_stream_code(FailureClass::Timeout(TimeoutPhase::Idle)), "upstream_timeout");
+        assert_eq!(mid_stream_code(FailureClass::InvalidResponse), "upstream_protocol_error");
+        assert_eq!(mid_stream_code(FailureClass::RateLimited { retry_after: None }), "upstream_overloaded");
+        assert_eq!(mid_stream_code(FailureClass::Overloaded { retry_after: Some(3) }), "upstream_overloaded");
+        assert_eq!(mid_stream_code(FailureClass::UpstreamServerError), "upstream_error");
+        assert_eq!(mid_stream_code(FailureClass::ConnectionFailed), "upstream_error");
     }
 }

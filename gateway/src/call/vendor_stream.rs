@@ -23,36 +23,38 @@ use crate::error::error_body;
 use crate::protocol::Protocol;
 use crate::state::Channel;
 use crate::usage::{self, TokenCounts};
-use adapters::Provider;
 use adapters::anthropic::stream::{self as astream, CumulativeUsage, DeltaView, EventView, Step};
 use adapters::canonical::openai_chat::stream::{ChunkDecoder, ChunkError};
 use adapters::canonical::{Delta, FinishReason};
 use adapters::gemini::stream as gstream;
 use adapters::sse::SseEvent;
+use adapters::{FailureClass, Provider};
 
 /// What one upstream event changed.
 enum Next {
     More,
     Done,
-    Failed(&'static str, &'static str),
+    Failed(FailureClass, &'static str),
 }
 
-const BAD_EVENT: Next = Next::Failed("upstream_protocol_error", "The upstream sent an invalid stream event.");
-const FAILED: Next = Next::Failed("upstream_error", "The upstream failed mid-stream.");
-const OVERLOADED: Next = Next::Failed("upstream_overloaded", "The upstream provider is overloaded; retry later.");
+const BAD_EVENT: Next = Next::Failed(FailureClass::InvalidResponse, "The upstream sent an invalid stream event.");
+const FAILED: Next = Next::Failed(FailureClass::UpstreamServerError, "The upstream failed mid-stream.");
+const OVERLOADED_MESSAGE: &str = "The upstream provider is overloaded; retry later.";
 
 /// An upstream's in-band error: overloaded and rate-limited keep their class (the client may
 /// retry), anything else is an upstream failure. The upstream's own message is not passed on.
 fn anthropic_failure(kind: Option<&str>) -> Next {
     match kind {
-        Some("overloaded_error" | "rate_limit_error") => OVERLOADED,
+        Some("overloaded_error") => Next::Failed(FailureClass::Overloaded { retry_after: None }, OVERLOADED_MESSAGE),
+        Some("rate_limit_error") => Next::Failed(FailureClass::RateLimited { retry_after: None }, OVERLOADED_MESSAGE),
         _ => FAILED,
     }
 }
 
 fn gemini_failure(status: Option<&str>) -> Next {
     match status {
-        Some("RESOURCE_EXHAUSTED" | "UNAVAILABLE") => OVERLOADED,
+        Some("UNAVAILABLE") => Next::Failed(FailureClass::Overloaded { retry_after: None }, OVERLOADED_MESSAGE),
+        Some("RESOURCE_EXHAUSTED") => Next::Failed(FailureClass::RateLimited { retry_after: None }, OVERLOADED_MESSAGE),
         _ => FAILED,
     }
 }
@@ -421,7 +423,7 @@ pub async fn relay(
         match step {
             Next::More => {}
             Next::Done => break End::Done,
-            Next::Failed(code, message) => break End::Failed(code, message),
+            Next::Failed(class, message) => break End::Failed(class, message),
         }
     };
     if matches!(end, End::Done) {

@@ -585,6 +585,10 @@ async fn a_mid_stream_anthropic_error_is_one_in_band_error_in_the_clients_protoc
     assert!(!payloads.iter().any(|p| p == "[DONE]"));
     let err: Value = serde_json::from_str(payloads.last().map(String::as_str).unwrap_or("{}"))?;
     assert_eq!(err["error"]["code"], "upstream_overloaded");
+    // The relay hands the class itself to the pipeline: the attempt is logged as overloaded.
+    let logs = env.app.request_logs(1).await?;
+    let classes: Vec<&str> = logs.iter().flat_map(|l| l.attempt_log.iter().map(|a| a.class.as_str())).collect();
+    assert_eq!(classes, ["overloaded"]);
 
     let evs = events(env.messages(&anthropic_chat(CLAUDE, true)).await?).await?;
     let (name, last) = evs.last().cloned().unwrap_or_default();
