@@ -102,6 +102,20 @@ pub struct FunctionCall {
     pub args: Option<Value>,
 }
 
+/// A `batchEmbedContents` answer: one embedding per request, in order.
+#[derive(Debug, Deserialize)]
+pub struct BatchEmbedContentsResponse {
+    /// The embeddings.
+    pub embeddings: Vec<ContentEmbedding>,
+}
+
+/// One embedding.
+#[derive(Debug, Deserialize)]
+pub struct ContentEmbedding {
+    /// The vector.
+    pub values: Vec<f64>,
+}
+
 /// Why a prompt was blocked.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
