@@ -15,6 +15,9 @@ pub enum TimeoutPhase {
     Idle,
     /// The upstream itself answered that it timed out (408, Gemini's 504).
     Reported,
+    /// The stream reached the gateway's own maximum stream duration: a bound we set, not a
+    /// fault of the upstream (it is never counted against a key or channel).
+    Total,
 }
 
 /// The class of an attempt failure. Stable: [`FailureClass::as_str`] is written into
@@ -77,6 +80,7 @@ impl FailureClass {
             FailureClass::Timeout(TimeoutPhase::FirstByte) => "first_byte_timeout",
             FailureClass::Timeout(TimeoutPhase::Idle) => "idle_timeout",
             FailureClass::Timeout(TimeoutPhase::Reported) => "upstream_timeout",
+            FailureClass::Timeout(TimeoutPhase::Total) => "stream_too_long",
             FailureClass::ConnectionFailed => "connection_failed",
             FailureClass::UpstreamServerError => "upstream_server_error",
             FailureClass::InvalidResponse => "invalid_response",

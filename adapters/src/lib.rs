@@ -18,9 +18,11 @@ pub mod channel;
 pub mod failure;
 pub mod gemini;
 pub mod http;
+pub mod models;
 pub mod openai;
 pub mod presets;
 pub mod scrub;
+pub mod sse;
 pub mod usage;
 
 pub use channel::{ANY_MODEL, Channel};

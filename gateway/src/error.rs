@@ -250,8 +250,8 @@ impl ApiError {
     /// The body in Gemini's shape `{"error":{"code","message","status"}}`.
     pub fn gemini_body(&self) -> Bytes {
         let code = self.status_code().as_u16();
-        let status = adapters::gemini::error::status_name(code);
-        Bytes::from(adapters::gemini::stream::error_payload(code, status, &self.to_string()))
+        let status = crate::codec::gemini::status_name(code);
+        Bytes::from(crate::codec::gemini::error_payload(code, status, &self.to_string()))
     }
 
     /// The response in the shape of `protocol`.

@@ -21,7 +21,9 @@
 //!   `usage.recorded` (when billable) and `request.logged` there, and budgets, rate-limit
 //!   settlement and session turns hook in there.
 //! - `state` is the in-memory control state folded from `LLMR_CONTROL`.
-//! - Shared by every layer and importing nothing above `state`: `ctx` (the app state, request
+//! - `codec` writes answers, stream events and errors in each client protocol (what the
+//!   adapters decode, a codec encodes; `canonical` is between).
+//! - Shared by every layer and importing nothing above `state`: `codec`, `ctx` (the app state, request
 //!   id, caller), `protocol` (the client protocols), `error`, `config`, `limits`, `usage`,
 //!   `prices`, and what handlers use to prepare a call: `auth`, `request`, `routing`, `tokenizer`.
 //!
@@ -64,6 +66,7 @@ mod app;
 mod auth;
 mod auth_failures;
 mod call;
+mod codec;
 pub mod config;
 mod ctx;
 pub mod error;

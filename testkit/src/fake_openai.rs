@@ -665,7 +665,12 @@ async fn embeddings(State(state): State<FakeState>, uri: Uri, headers: HeaderMap
 }
 
 async fn models(State(state): State<FakeState>, uri: Uri, headers: HeaderMap) -> Response {
-    let _ = record(&state, &uri, &headers, &Bytes::new());
+    let plan = record(&state, &uri, &headers, &Bytes::new());
+    if matches!(plan.scenario, Scenario::ErrorBody { .. } | Scenario::FailStatus { .. })
+        && let Some(resp) = common_failure(&plan).await
+    {
+        return resp;
+    }
     axum::Json(json!({"object": "list", "data": [
         {"id": "gpt-4o-mini", "object": "model", "created": 1_700_000_000, "owned_by": "openai"},
         {"id": "text-embedding-3-small", "object": "model", "created": 1_700_000_000, "owned_by": "openai"}

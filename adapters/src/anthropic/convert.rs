@@ -117,7 +117,7 @@ fn image_json(img: &Image) -> Value {
     }
 }
 
-fn part_json(p: &Part) -> Value {
+pub fn part_json(p: &Part) -> Value {
     match p {
         Part::Text(t) => json!({"type": "text", "text": t}),
         Part::Image(img) => image_json(img),
@@ -362,14 +362,6 @@ pub fn json_tool_to_text(r: &mut Response) {
     if found && r.finish == Some(FinishReason::ToolCalls) {
         r.finish = Some(FinishReason::Stop);
     }
-}
-
-/// Canonical → Anthropic response.
-pub fn response_from_canonical(r: &Response) -> Value {
-    let content: Vec<Value> = r.content.iter().map(part_json).collect();
-    json!({"id": r.id, "type": "message", "role": "assistant", "model": r.model, "content": content,
-        "stop_reason": r.finish.map(stop_reason_str), "stop_sequence": r.stop_sequence,
-        "usage": usage_json(&r.usage.unwrap_or_default())})
 }
 
 #[cfg(test)]

@@ -26,6 +26,14 @@ fn allowed_betas(header: &str, allowed: &[String]) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join(","))
 }
 
+/// `GET …/models` for `channel` (one page of up to 1000), with its key and API version.
+pub fn models_request(http: &reqwest::Client, channel: &Channel) -> Result<reqwest::RequestBuilder, AttemptError> {
+    let req = http
+        .get(format!("{}/models?limit=1000", channel.base_url))
+        .header("anthropic-version", HeaderValue::from_static(wire::VERSION));
+    super::with_key(req, channel, "x-api-key")
+}
+
 /// Sends `body` to `channel` and waits, until `first_byte_deadline`, for 2xx response headers.
 /// `beta` is the client's `anthropic-beta` header (pass-through calls): only the values the
 /// channel allows go upstream, since the upstream account is shared by every tenant.

@@ -6,7 +6,10 @@
 //! `candidatesTokenCount + thoughtsTokenCount` (thinking is reported beside the answer, not inside
 //! it), so canonical input = prompt − cached and output = candidates + thoughts.
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
+
+use super::wire;
 
 use crate::canonical::{
     FinishReason, Image, Message, Part, Reasoning, Request, Response, ResponseFormat, Role, TokenCounts, Tool,
@@ -478,18 +481,16 @@ pub fn finish_from(s: &str, called: bool) -> FinishReason {
 
 /// Token counts from a `usageMetadata` object; `None` without `promptTokenCount`.
 pub fn usage_from(u: &Value) -> Option<TokenCounts> {
-    let n = |camel: &str, snake: &str| get(u, camel, snake).and_then(Value::as_u64).unwrap_or(0);
+    let u = wire::UsageMetadata::deserialize(u).ok()?;
     // Sums saturate: the counts are the upstream's, and must not wrap.
-    let prompt = get(u, "promptTokenCount", "prompt_token_count")?
-        .as_u64()?
-        .saturating_add(n("toolUsePromptTokenCount", "tool_use_prompt_token_count"));
-    let cached = n("cachedContentTokenCount", "cached_content_token_count").min(prompt);
-    let thoughts = n("thoughtsTokenCount", "thoughts_token_count");
+    let prompt = u.prompt_token_count?.saturating_add(u.tool_use_prompt_token_count.unwrap_or(0));
+    let cached = u.cached_content_token_count.unwrap_or(0).min(prompt);
+    let thoughts = u.thoughts_token_count.unwrap_or(0);
     Some(TokenCounts {
         input: prompt - cached,
         cached,
         cache_write: 0,
-        output: n("candidatesTokenCount", "candidates_token_count").saturating_add(thoughts),
+        output: u.candidates_token_count.unwrap_or(0).saturating_add(thoughts),
         reasoning: thoughts,
     })
 }
@@ -509,37 +510,27 @@ pub fn usage_json(t: &TokenCounts) -> Value {
     u
 }
 
-/// Whether a response (or stream chunk) says the prompt itself was blocked.
-pub fn prompt_blocked(v: &Value) -> bool {
-    v.pointer("/promptFeedback/blockReason").is_some_and(|b| !b.is_null())
-}
-
 /// The parts of the first candidate, as canonical parts; function calls without an id get a
 /// fresh one (`next_call` counts them across a stream).
-pub fn candidate_parts(v: &Value, next_call: &mut usize, id_prefix: &str, out: &mut Vec<Part>) {
-    let parts = v.pointer("/candidates/0/content/parts").and_then(Value::as_array);
+pub fn candidate_parts(v: wire::GenerateContentResponse, next_call: &mut usize, id_prefix: &str, out: &mut Vec<Part>) {
+    let parts = v.candidates.and_then(|c| c.into_iter().next()).and_then(|c| c.content).and_then(|c| c.parts);
     for p in parts.into_iter().flatten() {
-        if let Some(t) = p.get("text").and_then(Value::as_str) {
-            if p.get("thought").and_then(Value::as_bool) == Some(true) {
-                let signature = str_of(p, "thoughtSignature", "thought_signature").map(str::to_owned);
-                out.push(Part::Thinking { text: t.to_owned(), signature });
+        if let Some(t) = p.text {
+            if p.thought == Some(true) {
+                out.push(Part::Thinking { text: t, signature: p.thought_signature });
             } else {
-                out.push(Part::Text(t.to_owned()));
+                out.push(Part::Text(t));
             }
-        } else if let Some(f) = get(p, "functionCall", "function_call") {
-            let mut id = f
-                .get("id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("{id_prefix}{}", *next_call));
-            if let Some(sig) = str_of(p, "thoughtSignature", "thought_signature") {
+        } else if let Some(f) = p.function_call {
+            let mut id = f.id.unwrap_or_else(|| format!("{id_prefix}{}", *next_call));
+            if let Some(sig) = &p.thought_signature {
                 id = with_signature(&id, sig);
             }
             *next_call += 1;
             out.push(Part::ToolUse {
                 id,
-                name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                input: f.get("args").cloned().unwrap_or_else(|| Value::Object(Map::new())),
+                name: f.name.unwrap_or_default(),
+                input: f.args.filter(|a| !a.is_null()).unwrap_or_else(|| Value::Object(Map::new())),
             });
         }
     }
@@ -588,24 +579,20 @@ pub fn call_id_prefix() -> String {
 }
 
 /// Gemini response → canonical.
+/// An answer that does not read as one is an empty answer.
 pub fn response_to_canonical(v: &Value) -> Response {
+    let mut r = wire::GenerateContentResponse::deserialize(v).unwrap_or_default();
+    let blocked = r.prompt_blocked();
+    let finish_reason = r.finish_reason().map(str::to_owned);
+    let usage = r.usage_metadata.as_ref().and_then(usage_from);
+    let (id, model) = (r.response_id.take().unwrap_or_default(), r.model_version.take().unwrap_or_default());
     let mut content = Vec::new();
     let mut n = 0;
-    candidate_parts(v, &mut n, &call_id_prefix(), &mut content);
+    candidate_parts(r, &mut n, &call_id_prefix(), &mut content);
     let called = content.iter().any(|p| matches!(p, Part::ToolUse { .. }));
-    let finish = if prompt_blocked(v) {
-        Some(FinishReason::ContentFilter)
-    } else {
-        v.pointer("/candidates/0/finishReason").and_then(Value::as_str).map(|f| finish_from(f, called))
-    };
-    Response {
-        id: v.get("responseId").and_then(Value::as_str).unwrap_or_default().to_owned(),
-        model: v.get("modelVersion").and_then(Value::as_str).unwrap_or_default().to_owned(),
-        content,
-        finish,
-        stop_sequence: None,
-        usage: v.get("usageMetadata").and_then(usage_from),
-    }
+    let finish =
+        if blocked { Some(FinishReason::ContentFilter) } else { finish_reason.map(|f| finish_from(&f, called)) };
+    Response { id, model, content, finish, stop_sequence: None, usage }
 }
 
 /// One canonical part as a Gemini response part (`None` for parts a model never answers with).
@@ -616,20 +603,6 @@ pub fn part_json(p: &Part) -> Option<Value> {
         Part::ToolUse { id, name, input } => json!({"functionCall": {"id": id, "name": name, "args": input}}),
         Part::Image(_) | Part::ToolResult { .. } | Part::RedactedThinking(_) => return None,
     })
-}
-
-/// Canonical → Gemini response.
-pub fn response_from_canonical(r: &Response) -> Value {
-    let parts: Vec<Value> = r.content.iter().filter_map(part_json).collect();
-    let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
-    if let Some(f) = r.finish {
-        candidate["finishReason"] = json!(finish_str(f));
-    }
-    let mut out = json!({"candidates": [candidate], "modelVersion": r.model, "responseId": r.id});
-    if let Some(u) = &r.usage {
-        out["usageMetadata"] = usage_json(u);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -769,8 +742,5 @@ mod tests {
         assert!(matches!(&r.content[1], Part::ToolUse { id, name, .. } if id.starts_with("call_") && name == "f"));
         let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 8}});
         assert_eq!(response_to_canonical(&blocked).finish, Some(FinishReason::ContentFilter));
-        let back = response_from_canonical(&r);
-        assert_eq!(back["candidates"][0]["finishReason"], "STOP");
-        assert_eq!(back["candidates"][0]["content"]["parts"][0], json!({"text": "hmm", "thought": true}));
     }
 }

@@ -4,6 +4,7 @@
 //! little-endian `f32`s. Gemini reports no usage for embeddings, so the caller estimates it.
 
 use base64::Engine as _;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::canonical::Unsupported;
@@ -66,9 +67,10 @@ pub fn request(openai: &Value, model: &str) -> Result<EmbedRequest, Unsupported>
 
 /// Gemini `batchEmbedContents` answer → OpenAI's embedding list; `None` when it is not one.
 pub fn response(gemini: &Value, model: &str, base64: bool, prompt_tokens: u64) -> Option<Value> {
+    let answer = super::wire::BatchEmbedContentsResponse::deserialize(gemini).ok()?;
     let mut data = Vec::new();
-    for (i, e) in gemini.get("embeddings")?.as_array()?.iter().enumerate() {
-        let values: Vec<f64> = e.get("values")?.as_array()?.iter().map(Value::as_f64).collect::<Option<_>>()?;
+    for (i, e) in answer.embeddings.into_iter().enumerate() {
+        let values = e.values;
         let embedding = if base64 {
             let bytes: Vec<u8> = values.iter().flat_map(|v| (*v as f32).to_le_bytes()).collect();
             json!(base64::engine::general_purpose::STANDARD.encode(bytes))

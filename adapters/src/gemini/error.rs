@@ -6,43 +6,38 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
+use super::wire::{ErrorBody, ErrorObject, GenerateContentResponse};
 use crate::Channel;
 use crate::failure::{
     AttemptError, FailureClass, TimeoutPhase, VendorDetail, by_status, mentions, says_context_exceeded,
     says_key_invalid, says_quota_exhausted,
 };
 
-/// Whether an error body says the API key itself is wrong.
-fn key_refused(v: &Value) -> bool {
-    let details = v.pointer("/error/details").and_then(Value::as_array);
-    details
-        .into_iter()
-        .flatten()
-        .any(|d| matches!(d.get("reason").and_then(Value::as_str), Some("API_KEY_INVALID" | "API_KEY_SERVICE_BLOCKED")))
+/// Whether an error says the API key itself is wrong.
+fn key_refused(e: &ErrorObject) -> bool {
+    e.details().iter().any(|d| matches!(d.reason.as_deref(), Some("API_KEY_INVALID" | "API_KEY_SERVICE_BLOCKED")))
 }
 
 /// Seconds from a `RetryInfo` detail (`"retryDelay": "31s"`).
-fn retry_delay(v: &Value) -> Option<u64> {
-    let details = v.pointer("/error/details").and_then(Value::as_array)?;
-    details.iter().find_map(|d| {
-        let s = d.get("retryDelay")?.as_str()?.strip_suffix('s')?;
+fn retry_delay(e: &ErrorObject) -> Option<u64> {
+    e.details().iter().find_map(|d| {
+        let s = d.retry_delay.as_deref()?.strip_suffix('s')?;
         s.parse::<f64>().ok().map(|f| f.ceil() as u64)
     })
 }
 
-/// Maps a status and body (already read) to an attempt failure.
+/// Maps a status and body (already read) to an attempt failure. A body that is not Google's error
+/// shape is classified by the status alone.
 pub fn map(status: u16, retry_after: Option<u64>, body: &[u8]) -> AttemptError {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let message = v.pointer("/error/message").and_then(Value::as_str);
-    let code = v.pointer("/error/status").and_then(Value::as_str);
+    let e = serde_json::from_slice::<ErrorBody>(body).ok().and_then(|b| b.error).unwrap_or_default();
+    let message = e.message.as_deref();
+    let code = e.status.as_deref();
     let text = message.unwrap_or_default();
     let client_side = (400..500).contains(&status);
     let class = match (status, code) {
         (401, _) => FailureClass::KeyInvalid,
-        _ if key_refused(&v) || (client_side && says_key_invalid(text)) => FailureClass::KeyInvalid,
-        (429, _) => FailureClass::RateLimited { retry_after: retry_after.or_else(|| retry_delay(&v)) },
+        _ if key_refused(&e) || (client_side && says_key_invalid(text)) => FailureClass::KeyInvalid,
+        (429, _) => FailureClass::RateLimited { retry_after: retry_after.or_else(|| retry_delay(&e)) },
         (_, Some("PERMISSION_DENIED" | "UNAUTHENTICATED")) => FailureClass::PermissionDenied,
         _ if client_side && says_quota_exhausted(text) => FailureClass::QuotaExhausted,
         (_, Some("FAILED_PRECONDITION")) if mentions(text, &["location", "region", "country"]) => {
@@ -67,11 +62,12 @@ pub fn map(status: u16, retry_after: Option<u64>, body: &[u8]) -> AttemptError {
 /// The failure an event carries when a stream's *first* chunk is `{"error":{…}}`: nothing reached
 /// the client yet, so it is an attempt failure. The error's `code` names the real status.
 pub fn in_band(data: &[u8]) -> Option<AttemptError> {
-    let v: Value = serde_json::from_slice(data).ok()?;
-    let error = v.get("error").filter(|e| !e.is_null())?;
+    let chunk: GenerateContentResponse = serde_json::from_slice(data).ok()?;
+    let error = chunk.error?;
     let status = error
-        .get("code")
-        .and_then(Value::as_u64)
+        .object()
+        .and_then(|o| o.code.as_ref())
+        .and_then(serde_json::Value::as_u64)
         .and_then(|c| u16::try_from(c).ok())
         .filter(|c| (400..600).contains(c));
     let mut failure = map(status.unwrap_or(500), None, data);
@@ -82,23 +78,6 @@ pub fn in_band(data: &[u8]) -> Option<AttemptError> {
 /// Reads and maps a non-2xx response.
 pub async fn from_response(channel: &Channel, resp: reqwest::Response, idle: Duration) -> AttemptError {
     crate::read_failure(channel, resp, idle, map).await
-}
-
-/// Gemini's status name for an HTTP status (what its error bodies carry in `status`).
-pub fn status_name(status: u16) -> &'static str {
-    match status {
-        400 | 413 => "INVALID_ARGUMENT",
-        401 => "UNAUTHENTICATED",
-        403 => "PERMISSION_DENIED",
-        404 => "NOT_FOUND",
-        409 => "ABORTED",
-        429 => "RESOURCE_EXHAUSTED",
-        499 => "CANCELLED",
-        501 => "UNIMPLEMENTED",
-        503 => "UNAVAILABLE",
-        504 => "DEADLINE_EXCEEDED",
-        _ => "INTERNAL",
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod embed;
 pub mod error;
 pub mod stream;
+pub mod wire;
 
 use std::time::Duration;
 
@@ -49,6 +50,18 @@ pub fn upstream_url(channel: &Channel, model: &str, action: Action) -> Option<St
         url.query_pairs_mut().append_pair("alt", "sse");
     }
     Some(url.into())
+}
+
+/// `GET …/models` for `channel` (one page of up to 1000), with its key.
+pub fn models_request(http: &reqwest::Client, channel: &Channel) -> Result<reqwest::RequestBuilder, AttemptError> {
+    let mut url =
+        reqwest::Url::parse(&channel.base_url).map_err(|_| AttemptError::new(FailureClass::ChannelMisconfigured))?;
+    url.path_segments_mut()
+        .map_err(|_| AttemptError::new(FailureClass::ChannelMisconfigured))?
+        .pop_if_empty()
+        .push("models");
+    url.query_pairs_mut().append_pair("pageSize", "1000");
+    super::with_key(http.get(url), channel, "x-goog-api-key")
 }
 
 /// Sends `body` for `model` to `channel` and waits, until `first_byte_deadline`, for 2xx

@@ -3,7 +3,6 @@
 //! shape, auth header, `stream_options` support) come from the channel's [`presets::Preset`].
 
 pub mod error;
-pub mod stream;
 pub mod wire;
 
 use std::time::Duration;
@@ -67,16 +66,41 @@ pub async fn send(
         .post(url)
         .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .body(body_for(channel, prepared));
-    let req = match (channel.preset.auth, &channel.api_key) {
-        (Auth::ApiKeyHeader, _) => super::with_key(req, channel, "api-key")?,
-        (Auth::Bearer | Auth::None, Some(key)) => req.bearer_auth(key),
-        (Auth::Bearer | Auth::None, None) => req,
-    };
+    let req = authorize(req, channel)?;
     let resp = super::dispatch(channel, req, first_byte_deadline).await?;
     if resp.status().is_success() {
         return Ok(resp);
     }
     Err(error::from_response(channel, resp, idle_timeout).await)
+}
+
+/// Adds the channel's key the way its preset sends it.
+fn authorize(req: reqwest::RequestBuilder, channel: &Channel) -> Result<reqwest::RequestBuilder, AttemptError> {
+    Ok(match (channel.preset.auth, &channel.api_key) {
+        (Auth::ApiKeyHeader, _) => super::with_key(req, channel, "api-key")?,
+        (Auth::Bearer | Auth::None, Some(key)) => req.bearer_auth(key),
+        (Auth::Bearer | Auth::None, None) => req,
+    })
+}
+
+/// `GET …/models` for `channel`, authorized (Azure: the resource's model list).
+pub fn models_request(http: &reqwest::Client, channel: &Channel) -> Result<reqwest::RequestBuilder, AttemptError> {
+    let url = match channel.preset.url_style {
+        UrlStyle::OpenAi => format!("{}/models", channel.base_url),
+        UrlStyle::AzureDeployment => {
+            let base = channel.base_url.strip_suffix("/openai").unwrap_or(&channel.base_url);
+            let version = channel.api_version.as_deref().unwrap_or(presets::AZURE_DEFAULT_API_VERSION);
+            let mut url =
+                reqwest::Url::parse(base).map_err(|_| AttemptError::new(FailureClass::ChannelMisconfigured))?;
+            url.path_segments_mut()
+                .map_err(|_| AttemptError::new(FailureClass::ChannelMisconfigured))?
+                .pop_if_empty()
+                .extend(["openai", "models"]);
+            url.query_pairs_mut().append_pair("api-version", version);
+            url.into()
+        }
+    };
+    authorize(http.get(url), channel)
 }
 
 /// The request URL for `channel`. `None` when the base URL does not parse (Azure only; other

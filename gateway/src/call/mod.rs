@@ -126,19 +126,10 @@ impl Attempts {
         }
     }
 
-    /// The serving attempt's stream failed after it started, with this in-band error code: its
-    /// class replaces `ok`.
-    fn failed_mid_stream(&mut self, code: &str) {
-        let class = match code {
-            "upstream_timeout" => FailureClass::Timeout(TimeoutPhase::Idle).as_str(),
-            "upstream_protocol_error" => FailureClass::InvalidResponse.as_str(),
-            "upstream_overloaded" => FailureClass::Overloaded { retry_after: None }.as_str(),
-            // Not a failure of the upstream: the stream reached our duration cap.
-            "stream_too_long" => STREAM_TOO_LONG,
-            _ => FailureClass::UpstreamServerError.as_str(),
-        };
+    /// The serving attempt's stream failed after it started, with `class`: it replaces `ok`.
+    fn failed_mid_stream(&mut self, class: FailureClass) {
         if let Some(last) = self.log.last_mut() {
-            last.class = class.to_owned();
+            last.class = class.as_str().to_owned();
         }
     }
 }
@@ -156,9 +147,6 @@ fn finish_class(e: &ApiError) -> &'static str {
 
 /// The attempt class of an attempt whose upstream answered.
 const ANSWERED: &str = "ok";
-
-/// The attempt class of a stream ended at the maximum stream duration.
-const STREAM_TOO_LONG: &str = "stream_too_long";
 
 /// Runs the call and sends the response (or the stream's head) through `reply`. If the client is
 /// gone, the call still completes and is billed.

@@ -36,8 +36,11 @@ pub fn decide(failure: &AttemptError, channel: &Channel) -> Decision {
         }
         // A connect timeout is cheap to retry; so is an upstream that said it timed out.
         FailureClass::Timeout(TimeoutPhase::Connect | TimeoutPhase::Reported) => (true, ApiError::UpstreamTimeout),
-        // Waiting the first-byte budget again on another channel would multiply the wait.
-        FailureClass::Timeout(TimeoutPhase::FirstByte | TimeoutPhase::Idle) => (false, ApiError::UpstreamTimeout),
+        // Waiting the first-byte budget again on another channel would multiply the wait; the
+        // duration cap is ours and would be reached again.
+        FailureClass::Timeout(TimeoutPhase::FirstByte | TimeoutPhase::Idle | TimeoutPhase::Total) => {
+            (false, ApiError::UpstreamTimeout)
+        }
         FailureClass::InvalidResponse => (false, ApiError::UpstreamInvalidResponse),
         FailureClass::ClientError | FailureClass::ContextWindowExceeded | FailureClass::ContentFiltered => {
             (false, rejected(failure, channel))
@@ -67,6 +70,20 @@ fn rejected(failure: &AttemptError, channel: &Channel) -> ApiError {
             .unwrap_or_else(|| "The upstream provider rejected the request.".into()),
         param: detail.param.map(|p| scrub(&p, &secrets)),
         code,
+    }
+}
+
+/// The in-band error code a client gets when a stream that had started fails with `class` (the
+/// attempt is logged with `class` itself). Overloaded and rate-limited keep their meaning (the
+/// client may retry later); what is not a timeout or a broken stream is an upstream failure.
+pub fn mid_stream_code(class: FailureClass) -> &'static str {
+    match class {
+        // Not the upstream's fault: the client is told the stream hit our bound.
+        FailureClass::Timeout(TimeoutPhase::Total) => "stream_too_long",
+        FailureClass::Timeout(_) => "upstream_timeout",
+        FailureClass::InvalidResponse => "upstream_protocol_error",
+        FailureClass::Overloaded { .. } | FailureClass::RateLimited { .. } => "upstream_overloaded",
+        _ => "upstream_error",
     }
 }
 
@@ -188,5 +205,15 @@ mod tests {
         for secret in [KEY, "ops@", "org-AbC"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
+    }
+
+    #[test]
+    fn a_started_stream_tells_the_client_one_code_per_class() {
+        assert_eq!(mid_stream_code(FailureClass::Timeout(TimeoutPhase::Idle)), "upstream_timeout");
+        assert_eq!(mid_stream_code(FailureClass::InvalidResponse), "upstream_protocol_error");
+        assert_eq!(mid_stream_code(FailureClass::RateLimited { retry_after: None }), "upstream_overloaded");
+        assert_eq!(mid_stream_code(FailureClass::Overloaded { retry_after: Some(3) }), "upstream_overloaded");
+        assert_eq!(mid_stream_code(FailureClass::UpstreamServerError), "upstream_error");
+        assert_eq!(mid_stream_code(FailureClass::ConnectionFailed), "upstream_error");
     }
 }

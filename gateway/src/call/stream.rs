@@ -15,13 +15,13 @@ use schemas::{StreamOutcome, UsageSource};
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::{Billable, Billing, Delivered, Outcome, record};
-use super::{Attempts, Call, estimate};
+use super::{Attempts, Call, estimate, policy};
 use crate::ctx::AppState;
 use crate::error::error_body;
 use crate::state::Channel;
 use crate::usage::{self, Consumption, TokenCounts};
-use adapters::openai::stream::{SseEvent, SseParser};
 use adapters::openai::wire::ChunkView;
+use adapters::sse::{SseEvent, SseParser};
 use adapters::{AttemptError, FailureClass, TimeoutPhase};
 
 /// Frames buffered between the relay task and the client connection.
@@ -151,8 +151,10 @@ impl Clock {
 }
 
 /// The in-band error of a stream cut at the maximum stream duration.
-pub(super) const TOO_LONG: End =
-    End::Failed("stream_too_long", "The stream reached the maximum stream duration and was ended.");
+pub(super) const TOO_LONG: End = End::Failed(
+    FailureClass::Timeout(TimeoutPhase::Total),
+    "The stream reached the maximum stream duration and was ended.",
+);
 
 /// The next upstream event, reading more of the body as needed: before the idle timer (from the
 /// last progress, see [`Clock`]) and the duration cap run out while the client listens, within
@@ -167,7 +169,7 @@ pub(super) async fn next_event(
 ) -> Result<Option<SseEvent>, End> {
     loop {
         match parser.next_event() {
-            Err(_) => return Err(End::Failed("upstream_protocol_error", "The upstream sent an invalid stream.")),
+            Err(_) => return Err(End::Failed(FailureClass::InvalidResponse, "The upstream sent an invalid stream.")),
             Ok(Some(e)) => return Ok(Some(e)),
             Ok(None) => {}
         }
@@ -183,8 +185,15 @@ pub(super) async fn next_event(
         match tokio::time::timeout_at(deadline, resp.chunk()).await {
             Err(_) if sink.gone_at.is_some() => return Err(End::DrainCapped),
             Err(_) if tokio::time::Instant::now() >= clock.ends_at => return Err(TOO_LONG),
-            Err(_) => return Err(End::Failed("upstream_timeout", "The upstream stopped sending.")),
-            Ok(Err(_)) => return Err(End::Failed("upstream_error", "The upstream connection failed mid-stream.")),
+            Err(_) => {
+                return Err(End::Failed(FailureClass::Timeout(TimeoutPhase::Idle), "The upstream stopped sending."));
+            }
+            Ok(Err(_)) => {
+                return Err(End::Failed(
+                    FailureClass::UpstreamServerError,
+                    "The upstream connection failed mid-stream.",
+                ));
+            }
             Ok(Ok(Some(c))) => {
                 if !sink.connected() {
                     sink.drained += c.len();
@@ -200,15 +209,17 @@ pub(super) async fn next_event(
 pub(super) enum End {
     /// `[DONE]`.
     Done,
-    /// A failure, told to the client as this in-band error (code, message).
-    Failed(&'static str, &'static str),
+    /// A failure of this class (logged with the attempt), told to the client as an in-band error
+    /// with the code `policy::mid_stream_code` gives and this message.
+    Failed(FailureClass, &'static str),
     /// The client left and the drain cap was reached.
     DrainCapped,
 }
 
 /// A stream whose connection closed before its final frame (every protocol but Gemini ends with
 /// one; a Gemini stream ends by closing).
-pub(super) const CUT: End = End::Failed("upstream_error", "The upstream closed the stream before it finished.");
+pub(super) const CUT: End =
+    End::Failed(FailureClass::UpstreamServerError, "The upstream closed the stream before it finished.");
 
 fn data_frame(payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(payload.len() + 8);
@@ -257,10 +268,10 @@ pub async fn relay(
         };
         let usage_only = {
             let Ok(view) = serde_json::from_slice::<ChunkView<'_>>(&data) else {
-                break End::Failed("upstream_protocol_error", "The upstream sent an invalid stream chunk.");
+                break End::Failed(FailureClass::InvalidResponse, "The upstream sent an invalid stream chunk.");
             };
             if view.is_error() {
-                break End::Failed("upstream_error", "The upstream failed mid-stream.");
+                break End::Failed(FailureClass::UpstreamServerError, "The upstream failed mid-stream.");
             }
             if model_served.is_none() {
                 model_served = view.model.as_deref().map(str::to_owned);
@@ -408,8 +419,8 @@ pub(super) async fn close(
             estimate(call, text, over, model_served).await
         }
     };
-    if let End::Failed(code, _) = &end {
-        attempts.failed_mid_stream(code);
+    if let End::Failed(class, _) = &end {
+        attempts.failed_mid_stream(*class);
     }
     let outcome = Outcome {
         channel: Some(channel),
@@ -424,9 +435,10 @@ pub(super) async fn close(
                 closing.error_frames(sink, "usage_not_recorded", "The service could not record usage.").await;
                 Some("usage_not_recorded")
             }
-            (End::Failed(code, message), _) => {
+            (End::Failed(class, message), _) => {
+                let code = policy::mid_stream_code(*class);
                 closing.error_frames(sink, code, message).await;
-                Some(*code)
+                Some(code)
             }
             (End::DrainCapped, _) => Some("client_disconnected"),
         };

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::body::read_answer;
 use super::{Answer, Call, estimate};
+use crate::codec;
 use crate::ctx::AppState;
 use crate::error::ApiError;
 use crate::protocol::Protocol;
@@ -242,9 +243,9 @@ pub async fn finish(
         Bytes::from(body)
     } else {
         match route.client {
-            Protocol::OpenAi => json_bytes(&openai_chat::convert::response_from_canonical(&canonical, now_secs())),
-            Protocol::Anthropic => json_bytes(&anthropic::convert::response_from_canonical(&canonical)),
-            Protocol::Gemini => json_bytes(&gemini::convert::response_from_canonical(&canonical)),
+            Protocol::OpenAi => json_bytes(&codec::openai::response_from_canonical(&canonical, now_secs())),
+            Protocol::Anthropic => json_bytes(&codec::anthropic::response_from_canonical(&canonical)),
+            Protocol::Gemini => json_bytes(&codec::gemini::response_from_canonical(&canonical)),
         }
     };
     let mut response = (StatusCode::OK, out).into_response();

@@ -17,41 +17,44 @@ use tokio::sync::oneshot;
 use super::stream::{CUT, Clock, Closing, End, OutputText, Sink, Started, StreamUsage, close, next_event};
 use super::vendor::{CONTENT_FILTERED, Route, now_secs};
 use super::{Attempts, Call};
+use crate::codec::{anthropic as acodec, gemini as gcodec, openai as ocodec};
 use crate::ctx::AppState;
 use crate::error::error_body;
 use crate::protocol::Protocol;
 use crate::state::Channel;
 use crate::usage::{self, TokenCounts};
-use adapters::Provider;
 use adapters::anthropic::stream::{self as astream, CumulativeUsage, DeltaView, EventView, Step};
-use adapters::canonical::openai_chat::stream::{ChunkDecoder, ChunkEncoder, ChunkError};
+use adapters::canonical::openai_chat::stream::{ChunkDecoder, ChunkError};
 use adapters::canonical::{Delta, FinishReason};
-use adapters::gemini::stream::{self as gstream, Framing};
-use adapters::openai::stream::SseEvent;
+use adapters::gemini::stream as gstream;
+use adapters::sse::SseEvent;
+use adapters::{FailureClass, Provider};
 
 /// What one upstream event changed.
 enum Next {
     More,
     Done,
-    Failed(&'static str, &'static str),
+    Failed(FailureClass, &'static str),
 }
 
-const BAD_EVENT: Next = Next::Failed("upstream_protocol_error", "The upstream sent an invalid stream event.");
-const FAILED: Next = Next::Failed("upstream_error", "The upstream failed mid-stream.");
-const OVERLOADED: Next = Next::Failed("upstream_overloaded", "The upstream provider is overloaded; retry later.");
+const BAD_EVENT: Next = Next::Failed(FailureClass::InvalidResponse, "The upstream sent an invalid stream event.");
+const FAILED: Next = Next::Failed(FailureClass::UpstreamServerError, "The upstream failed mid-stream.");
+const OVERLOADED_MESSAGE: &str = "The upstream provider is overloaded; retry later.";
 
 /// An upstream's in-band error: overloaded and rate-limited keep their class (the client may
 /// retry), anything else is an upstream failure. The upstream's own message is not passed on.
 fn anthropic_failure(kind: Option<&str>) -> Next {
     match kind {
-        Some("overloaded_error" | "rate_limit_error") => OVERLOADED,
+        Some("overloaded_error") => Next::Failed(FailureClass::Overloaded { retry_after: None }, OVERLOADED_MESSAGE),
+        Some("rate_limit_error") => Next::Failed(FailureClass::RateLimited { retry_after: None }, OVERLOADED_MESSAGE),
         _ => FAILED,
     }
 }
 
 fn gemini_failure(status: Option<&str>) -> Next {
     match status {
-        Some("RESOURCE_EXHAUSTED" | "UNAVAILABLE") => OVERLOADED,
+        Some("UNAVAILABLE") => Next::Failed(FailureClass::Overloaded { retry_after: None }, OVERLOADED_MESSAGE),
+        Some("RESOURCE_EXHAUSTED") => Next::Failed(FailureClass::RateLimited { retry_after: None }, OVERLOADED_MESSAGE),
         _ => FAILED,
     }
 }
@@ -125,9 +128,9 @@ impl Decoder {
 
 /// Writes canonical deltas in a client's protocol.
 enum Encoder {
-    OpenAi(ChunkEncoder),
-    Anthropic(astream::Encoder),
-    Gemini(gstream::Encoder),
+    OpenAi(ocodec::ChunkEncoder),
+    Anthropic(acodec::Encoder),
+    Gemini(gcodec::Encoder),
 }
 
 impl Encoder {
@@ -153,7 +156,7 @@ impl Encoder {
                 out.extend(e.usage_frame());
                 out.push(Bytes::from_static(b"data: [DONE]\n\n"));
             }
-            Encoder::Anthropic(_) => out.push(astream::Encoder::stop_frame()),
+            Encoder::Anthropic(_) => out.push(acodec::Encoder::stop_frame()),
             Encoder::Gemini(e) => {
                 e.end(out);
                 out.extend(e.framer.close());
@@ -168,7 +171,7 @@ enum Mode {
     AnthropicPass { usage: CumulativeUsage },
     /// Gemini → Gemini: chunks go out as received (re-framed for the client); the chunk with the
     /// finish reason, and any after it, are held until billed.
-    GeminiPass { dec: gstream::Decoder, framer: gstream::Framer, held: Vec<Bytes> },
+    GeminiPass { dec: gstream::Decoder, framer: gcodec::Framer, held: Vec<Bytes> },
     /// Different protocols: decode to canonical deltas, encode for the client.
     Translate { dec: Decoder, enc: Encoder },
 }
@@ -210,22 +213,22 @@ impl Acc {
 
 impl Mode {
     fn new(call: &Call, route: Route) -> Mode {
-        let framing = if call.gemini_sse { Framing::Sse } else { Framing::JsonArray };
+        let framing = if call.gemini_sse { gcodec::Framing::Sse } else { gcodec::Framing::JsonArray };
         match (route.client, route.upstream) {
             (Protocol::Anthropic, Provider::Anthropic) => Mode::AnthropicPass { usage: CumulativeUsage::default() },
             (Protocol::Gemini, Provider::Gemini) => Mode::GeminiPass {
                 dec: gstream::Decoder::default(),
-                framer: gstream::Framer::new(framing),
+                framer: gcodec::Framer::new(framing),
                 held: Vec::new(),
             },
             (client, upstream) => Mode::Translate {
                 dec: Decoder::new(upstream),
                 enc: match client {
                     Protocol::OpenAi => {
-                        Encoder::OpenAi(ChunkEncoder::new(now_secs(), call.prepared.client_wants_usage))
+                        Encoder::OpenAi(ocodec::ChunkEncoder::new(now_secs(), call.prepared.client_wants_usage))
                     }
-                    Protocol::Anthropic => Encoder::Anthropic(astream::Encoder::default()),
-                    Protocol::Gemini => Encoder::Gemini(gstream::Encoder::new(framing)),
+                    Protocol::Anthropic => Encoder::Anthropic(acodec::Encoder::default()),
+                    Protocol::Gemini => Encoder::Gemini(gcodec::Encoder::new(framing)),
                 },
             },
         }
@@ -342,7 +345,7 @@ impl Mode {
     /// The frames that end a successful stream, sent after the usage is durable.
     fn final_frames(&mut self, out: &mut Vec<Bytes>) {
         match self {
-            Mode::AnthropicPass { .. } => out.push(astream::Encoder::stop_frame()),
+            Mode::AnthropicPass { .. } => out.push(acodec::Encoder::stop_frame()),
             Mode::GeminiPass { framer, held, .. } => {
                 out.append(held);
                 out.extend(framer.close());
@@ -365,7 +368,7 @@ impl Mode {
                     "upstream_overloaded" => "overloaded_error",
                     _ => "api_error",
                 };
-                out.push(astream::error_frame(kind, message));
+                out.push(acodec::error_frame(kind, message));
             }
             Protocol::Gemini => {
                 let (status, name) = match code {
@@ -373,7 +376,7 @@ impl Mode {
                     "upstream_overloaded" | "usage_not_recorded" => (503, "UNAVAILABLE"),
                     _ => (502, "INTERNAL"),
                 };
-                let payload = gstream::error_payload(status, name, message);
+                let payload = gcodec::error_payload(status, name, message);
                 let framer = match self {
                     Mode::GeminiPass { framer, .. } => framer,
                     Mode::Translate { enc: Encoder::Gemini(e), .. } => &mut e.framer,
@@ -430,7 +433,7 @@ pub async fn relay(
         match step {
             Next::More => {}
             Next::Done => break End::Done,
-            Next::Failed(code, message) => break End::Failed(code, message),
+            Next::Failed(class, message) => break End::Failed(class, message),
         }
     };
     if matches!(end, End::Done) {

@@ -26,11 +26,13 @@ pub async fn action(
     State(app): State<AppState>,
     Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
+    Extension(protocol): Extension<Protocol>,
     Path(rest): Path<String>,
     req: Request,
 ) -> Response {
+    // Not Gemini's only on `POST /v1/models/{name}` without an action (an OpenAI client's typo).
     let Some((model, action)) = rest.rsplit_once(':') else {
-        return ApiError::UnknownRoute.into_response_for(Protocol::Gemini);
+        return ApiError::UnknownRoute.into_response_for(protocol);
     };
     let model = model.strip_prefix("models/").unwrap_or(model).to_owned();
     // Before anything else, so no action puts an unbounded name into an event or an answer.

@@ -383,41 +383,6 @@ pub fn response_to_canonical(v: &Value) -> Response {
     }
 }
 
-/// Canonical → OpenAI chat response.
-pub fn response_from_canonical(r: &Response, created: i64) -> Value {
-    let text: String =
-        r.content.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
-    let reasoning: String = r
-        .content
-        .iter()
-        .filter_map(|p| if let Part::Thinking { text, .. } = p { Some(text.as_str()) } else { None })
-        .collect();
-    let calls: Vec<Value> = r
-        .content
-        .iter()
-        .filter_map(|p| match p {
-            Part::ToolUse { id, name, input } => Some(json!({"id": id, "type": "function",
-                "function": {"name": name, "arguments": input.to_string()}})),
-            _ => None,
-        })
-        .collect();
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() {
-        Value::Null } else { Value::String(text) }, "refusal": null});
-    if !reasoning.is_empty() {
-        message["reasoning_content"] = json!(reasoning);
-    }
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
-    let mut out = json!({"id": r.id, "object": "chat.completion", "created": created, "model": r.model,
-        "choices": [{"index": 0, "message": message, "logprobs": null,
-            "finish_reason": r.finish.map(finish_str)}]});
-    if let Some(u) = &r.usage {
-        out["usage"] = usage_json(u);
-    }
-    out
-}
-
 #[cfg(test)]
 fn image_urls(parts: &[Part]) -> Vec<String> {
     parts.iter().filter_map(|p| if let Part::Image(i) = p { Some(image_to_url(i)) } else { None }).collect()

@@ -1,12 +1,11 @@
-//! OpenAI chat stream chunks ⇄ canonical deltas. [`ChunkDecoder`] reads an OpenAI upstream's
-//! chunks; [`ChunkEncoder`] writes chunks for an OpenAI client of another vendor's stream.
+//! OpenAI chat stream chunks → canonical deltas. [`ChunkDecoder`] reads an OpenAI upstream's
+//! chunks; writing chunks for an OpenAI client is the gateway's codec.
 //! Pure state machines over bytes; the relay owns the I/O.
 
-use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::convert::{finish_from, finish_str, usage_json};
-use crate::canonical::{Delta, TokenCounts};
+use super::convert::finish_from;
+use crate::canonical::Delta;
 
 /// Why a chunk could not be decoded.
 #[derive(Debug, PartialEq, Eq)]
@@ -75,75 +74,6 @@ impl ChunkDecoder {
             out.push(Delta::Usage(t));
         }
         Ok(())
-    }
-}
-
-/// Writes OpenAI chunks (`data: {…}\n\n`) from deltas.
-#[derive(Debug)]
-pub struct ChunkEncoder {
-    id: String,
-    model: String,
-    created: i64,
-    role_sent: bool,
-    client_wants_usage: bool,
-    usage: Option<TokenCounts>,
-}
-
-fn frame(v: &Value) -> Bytes {
-    Bytes::from(format!("data: {v}\n\n"))
-}
-
-impl ChunkEncoder {
-    /// An encoder for a client that did (or did not) ask for the usage chunk.
-    pub fn new(created: i64, client_wants_usage: bool) -> Self {
-        ChunkEncoder {
-            id: String::new(),
-            model: String::new(),
-            created,
-            role_sent: false,
-            client_wants_usage,
-            usage: None,
-        }
-    }
-
-    fn chunk(&mut self, mut delta: Value, finish: Option<&str>) -> Bytes {
-        if !self.role_sent {
-            self.role_sent = true;
-            delta["role"] = json!("assistant");
-        }
-        frame(&json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}))
-    }
-
-    /// Appends the frames for one delta.
-    pub fn encode(&mut self, d: Delta, out: &mut Vec<Bytes>) {
-        match d {
-            Delta::Start { id, model } => {
-                self.id = id;
-                self.model = model;
-            }
-            Delta::Text(t) => out.push(self.chunk(json!({"content": t}), None)),
-            Delta::Thinking(t) => out.push(self.chunk(json!({"reasoning_content": t}), None)),
-            Delta::ThinkingSignature(_) => {}
-            Delta::ToolCallStart { index, id, name } => {
-                let tc = json!([{"index": index, "id": id, "type": "function",
-                    "function": {"name": name, "arguments": ""}}]);
-                out.push(self.chunk(json!({"content": null, "tool_calls": tc}), None));
-            }
-            Delta::ToolCallArgs { index, json } => {
-                let tc = json!([{"index": index, "function": {"arguments": json}}]);
-                out.push(self.chunk(json!({"tool_calls": tc}), None));
-            }
-            Delta::Finish { reason, .. } => out.push(self.chunk(json!({}), Some(finish_str(reason)))),
-            Delta::Usage(t) => self.usage = Some(t),
-        }
-    }
-
-    /// The usage-only chunk, when the client asked for it and usage is known.
-    pub fn usage_frame(&self) -> Option<Bytes> {
-        let u = self.usage.as_ref().filter(|_| self.client_wants_usage)?;
-        Some(frame(&json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model, "choices": [], "usage": usage_json(u)})))
     }
 }
 

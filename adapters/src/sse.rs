@@ -1,4 +1,5 @@
-//! Server-sent events from an OpenAI-compatible upstream, split into `data:` payloads.
+//! Server-sent events from an upstream (every adapter's streams: OpenAI-compatible, Anthropic,
+//! Gemini `alt=sse`), split into `data:` payloads.
 //! Tolerates `: comment` lines, CRLF line endings, multi-line `data:` and a last event without
 //! its blank line. Zero-copy for the usual single-line event. No JSON and no I/O here.
 
