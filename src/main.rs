@@ -6,6 +6,7 @@ mod applied;
 mod config;
 mod master_key;
 mod run;
+mod users;
 
 use std::path::PathBuf;
 
@@ -59,6 +60,9 @@ enum Command {
     /// Reports from the ledger.
     #[command(subcommand)]
     Reports(ReportCmd),
+    /// Admin users of the admin API (`/api/*`).
+    #[command(subcommand)]
+    Users(users::UserCmd),
 }
 
 #[derive(Subcommand)]
@@ -448,5 +452,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Reports(ReportCmd::Usage { tenant, from, to, format }) => {
             run::report_usage(cfg, &tenant, &from, &to, &format).await
         }
+        Command::Users(cmd) => users::run(&cfg, cmd).await,
     }
 }

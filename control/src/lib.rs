@@ -1,10 +1,11 @@
 //! Admin operations on the control stream — create a tenant, issue and revoke keys, add, update
-//! and remove channels, set prices — as a library the CLI uses now and the HTTP admin API next.
+//! and remove channels, set prices, manage admin users — as a library the CLI uses now and the HTTP admin API next.
 //! Each operation reads the control model from the log, checks its input against it, and
 //! appends one control event (waiting for the log's own acknowledgement). Errors are typed.
 //! No HTTP, no printing, no provider code here: the provider catalog is given by the caller.
 
 mod error;
+mod users;
 
 use futures::StreamExt as _;
 use nats::EventLog;
@@ -16,6 +17,7 @@ use schemas::{
 };
 
 pub use crate::error::AdminError;
+pub use crate::users::{CreatedUser, NewUser, UserChanges, find_user, normalise_email};
 
 /// Reads the control stream up to its current end and folds it into the control model.
 /// Undecodable events are skipped, as every other consumer skips them.
@@ -71,9 +73,11 @@ pub struct Provider {
 }
 
 /// The admin operations, acting as one admin on one log.
+#[derive(Clone)]
 pub struct Admin {
     log: EventLog,
     actor: String,
+    actor_addr: Option<String>,
     source: String,
     providers: Vec<Provider>,
     egress: egress::Policy,
@@ -213,6 +217,7 @@ impl Admin {
         Admin {
             log,
             actor: actor.to_owned(),
+            actor_addr: None,
             source: source.to_owned(),
             providers,
             egress: egress::Policy::default(),
@@ -228,6 +233,12 @@ impl Admin {
         self
     }
 
+    /// The same operations acting as `actor` from client address `addr` (an HTTP caller):
+    /// both are recorded on every event.
+    pub fn acting_as(&self, actor: &str, addr: Option<String>) -> Admin {
+        Admin { actor: actor.to_owned(), actor_addr: addr, ..self.clone() }
+    }
+
     /// The log the operations append to.
     pub fn log(&self) -> &EventLog {
         &self.log
@@ -237,6 +248,7 @@ impl Admin {
     pub fn event(&self, tenant: &str, body: EventBody) -> Envelope {
         let mut env = Envelope::new(tenant, &self.source, now_us(), body);
         env.actor = Some(self.actor.clone());
+        env.actor_addr = self.actor_addr.clone();
         env
     }
 

@@ -7,7 +7,7 @@
 //! into a partial [`ControlModel`], the model applies the event, and what it changed is written
 //! back. No rule is decided here.
 
-use schemas::control::{Change, Channel, ControlModel, Key, Outcome, Tenant};
+use schemas::control::{Change, Channel, ControlModel, Key, Outcome, Tenant, User};
 use schemas::{Envelope, EventBody};
 use sqlx::{AnyConnection, Row as _};
 
@@ -59,7 +59,12 @@ async fn touched(conn: &mut AnyConnection, generation: i64, env: &Envelope) -> R
         EventBody::ChannelAdded(c) => load_channel(conn, generation, &c.channel_id, &mut model).await?,
         EventBody::ChannelUpdated(c) => load_channel(conn, generation, &c.channel_id, &mut model).await?,
         EventBody::ChannelRemoved(c) => load_channel(conn, generation, &c.channel_id, &mut model).await?,
-        EventBody::PricePublished(_)
+        EventBody::UserCreated(u) => load_users(conn, generation, &u.user_id, &u.email, &mut model).await?,
+        EventBody::UserUpdated(u) => load_users(conn, generation, &u.user_id, "", &mut model).await?,
+        EventBody::UserDisabled(u) => load_users(conn, generation, &u.user_id, "", &mut model).await?,
+        EventBody::UserSessionsRevoked(u) => load_users(conn, generation, &u.user_id, "", &mut model).await?,
+        EventBody::SessionSecretGenerated(_)
+        | EventBody::PricePublished(_)
         | EventBody::UsageRecorded(_)
         | EventBody::RequestLogged(_)
         | EventBody::AuthFailuresCounted(_) => {}
@@ -95,6 +100,43 @@ async fn load_keys(
             tenant_usage: r.try_get::<i64, _>("tenant_usage")? != 0,
             created_at_us: r.try_get("created_at_us")?,
             revoked_at_us: r.try_get("revoked_at_us")?,
+        });
+    }
+    Ok(())
+}
+
+/// Loads the users with this id or email. The password hash is not stored (the model's rules
+/// never compare it), so the loaded users carry none.
+async fn load_users(
+    conn: &mut AnyConnection,
+    generation: i64,
+    user_id: &str,
+    email: &str,
+    model: &mut ControlModel,
+) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT user_id, email, role, tenant, created_at_us, updated_at_us, disabled_at_us, sessions_not_before_us \
+         FROM users WHERE generation = $1 AND (user_id = $2 OR email = $3)",
+    )
+    .bind(generation)
+    .bind(user_id)
+    .bind(email)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in rows {
+        let role: String = r.try_get("role")?;
+        let role = schemas::Role::parse(&role)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown role {role:?} in users").into()))?;
+        model.insert_user(User {
+            user_id: r.try_get("user_id")?,
+            email: r.try_get("email")?,
+            role,
+            tenant: r.try_get("tenant")?,
+            password_hash: String::new(),
+            created_at_us: r.try_get("created_at_us")?,
+            updated_at_us: r.try_get("updated_at_us")?,
+            disabled_at_us: r.try_get("disabled_at_us")?,
+            sessions_not_before_us: r.try_get("sessions_not_before_us")?,
         });
     }
     Ok(())
@@ -255,6 +297,29 @@ async fn write(
             .execute(&mut *conn)
             .await?;
         }
+        Change::User(id) => {
+            let Some(u) = model.users.get(id) else { return Ok(()) };
+            sqlx::query(
+                "INSERT INTO users (generation, user_id, email, role, tenant, created_at_us, updated_at_us, \
+                 disabled_at_us, sessions_not_before_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (generation, user_id) DO UPDATE SET role = excluded.role, \
+                 updated_at_us = excluded.updated_at_us, disabled_at_us = excluded.disabled_at_us, \
+                 sessions_not_before_us = excluded.sessions_not_before_us",
+            )
+            .bind(generation)
+            .bind(&u.user_id)
+            .bind(&u.email)
+            .bind(u.role.as_str())
+            .bind(u.tenant.clone())
+            .bind(u.created_at_us)
+            .bind(u.updated_at_us)
+            .bind(u.disabled_at_us)
+            .bind(u.sessions_not_before_us)
+            .execute(&mut *conn)
+            .await?;
+        }
+        // The secret stays in the log; a read model holds no secrets.
+        Change::SessionSecret => {}
     }
     Ok(())
 }

@@ -82,6 +82,25 @@ pub struct TenantRecord {
     pub created_at_us: i64,
 }
 
+/// An admin user as the read model has it (no password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRecord {
+    /// `usr_…`
+    pub user_id: String,
+    /// Login name.
+    pub email: String,
+    /// `owner`, `admin`, `viewer` or `billing`.
+    pub role: String,
+    /// The one tenant the user sees; `None` = every tenant.
+    pub tenant: Option<String>,
+    /// When it was created (µs since the epoch).
+    pub created_at_us: i64,
+    /// When it last changed.
+    pub updated_at_us: i64,
+    /// When it was disabled.
+    pub disabled_at_us: Option<i64>,
+}
+
 /// An upstream channel (its credential is not in the read model).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChannelRecord {
@@ -375,6 +394,40 @@ pub async fn api_keys(store: &ReadStore, tenant: Option<&str>) -> Result<Vec<Api
                 revoked: flag(r, "revoked")?,
                 created_at_us: r.try_get("created_at_us")?,
                 revoked_at_us: r.try_get("revoked_at_us")?,
+            })
+        })
+        .collect()
+}
+
+/// Up to `limit` users after the id `after` (exclusive; `None` = from the start), in id order
+/// (ids are time-ordered, so this is creation order). With `tenant`, only users scoped to it.
+pub async fn users(
+    store: &ReadStore,
+    tenant: Option<&str>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<UserRecord>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT user_id, email, role, tenant, created_at_us, updated_at_us, disabled_at_us FROM users \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         AND ($1 = 0 OR tenant = $2) AND user_id > $3 ORDER BY user_id LIMIT $4",
+    )
+    .bind(i64::from(tenant.is_some()))
+    .bind(tenant.unwrap_or_default())
+    .bind(after.unwrap_or_default())
+    .bind(i64::from(limit))
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(UserRecord {
+                user_id: r.try_get("user_id")?,
+                email: r.try_get("email")?,
+                role: r.try_get("role")?,
+                tenant: r.try_get("tenant")?,
+                created_at_us: r.try_get("created_at_us")?,
+                updated_at_us: r.try_get("updated_at_us")?,
+                disabled_at_us: r.try_get("disabled_at_us")?,
             })
         })
         .collect()
