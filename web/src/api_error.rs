@@ -114,6 +114,9 @@ impl From<control::AdminError> for ApiError {
             E::NoTenant(_) => ApiError::not_found("tenant"),
             E::NoUser => ApiError::not_found("user"),
             E::UserExists(_) => ApiError::conflict("user_exists", e.to_string()),
+            E::TenantExists(_) => ApiError::conflict("tenant_exists", e.to_string()),
+            E::AlreadyRevoked(_) => ApiError::conflict("already_revoked", e.to_string()),
+            E::NoKey(_) => ApiError::not_found("key"),
             E::UserDisabled(_) => ApiError::conflict("user_disabled", e.to_string()),
             E::Append { .. } | E::Log { .. } | E::Hashing => {
                 tracing::warn!(error = %e, "Admin API write failed.");

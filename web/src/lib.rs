@@ -3,10 +3,12 @@
 //! operations of the `control` crate (control events), with the calling user as their actor.
 
 mod api_error;
+mod audit;
 pub mod auth;
 mod error;
 mod health;
 mod json;
+mod keys;
 pub mod live;
 mod pages;
 mod query;

@@ -15,3 +15,21 @@ CREATE TABLE users (
     UNIQUE (generation, email)
 );
 CREATE INDEX users_by_tenant ON users (generation, tenant, user_id);
+
+-- The audit trail: one row per applied control event — who (actor, and the client address for
+-- changes made over HTTP), what (type and the entity's id), when, for which tenant. Secrets and
+-- event data are not copied; the log keeps them.
+CREATE TABLE audit (
+    generation     BIGINT NOT NULL,
+    seq            BIGINT NOT NULL,
+    event_id       TEXT NOT NULL,
+    event_type     TEXT NOT NULL,
+    entity_id      TEXT,
+    tenant         TEXT NOT NULL,
+    actor          TEXT,
+    actor_addr     TEXT,
+    source         TEXT NOT NULL,
+    occurred_at_us BIGINT NOT NULL,
+    PRIMARY KEY (generation, seq)
+);
+CREATE INDEX audit_by_tenant ON audit (generation, tenant, seq);

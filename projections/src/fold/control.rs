@@ -23,12 +23,58 @@ pub(super) async fn apply(
     match model.apply(u64::try_from(seq).unwrap_or(0), env) {
         Outcome::NotControl => Ok(Folded::Ignored),
         Outcome::Rejected(reason) => Ok(Folded::Rejected(reason)),
-        Outcome::Unchanged => Ok(Folded::Applied),
+        Outcome::Unchanged => {
+            audit(conn, generation, seq, env).await?;
+            Ok(Folded::Applied)
+        }
         Outcome::Changed(change) => {
             write(conn, generation, seq, env, &model, &change).await?;
+            audit(conn, generation, seq, env).await?;
             Ok(Folded::Applied)
         }
     }
+}
+
+/// The id of the entity a control event is about.
+fn entity_id(body: &EventBody) -> Option<&str> {
+    match body {
+        EventBody::TenantCreated(t) => Some(&t.name),
+        EventBody::ApiKeyIssued(k) => Some(&k.key_id),
+        EventBody::ApiKeyRevoked(k) => Some(&k.key_id),
+        EventBody::ChannelAdded(c) => Some(&c.channel_id),
+        EventBody::ChannelUpdated(c) => Some(&c.channel_id),
+        EventBody::ChannelRemoved(c) => Some(&c.channel_id),
+        EventBody::PricePublished(p) => Some(&p.model),
+        EventBody::UserCreated(u) => Some(&u.user_id),
+        EventBody::UserUpdated(u) => Some(&u.user_id),
+        EventBody::UserDisabled(u) => Some(&u.user_id),
+        EventBody::UserSessionsRevoked(u) => Some(&u.user_id),
+        EventBody::SessionSecretGenerated(_)
+        | EventBody::UsageRecorded(_)
+        | EventBody::RequestLogged(_)
+        | EventBody::AuthFailuresCounted(_) => None,
+    }
+}
+
+/// One audit row per applied control event (who, what, when, from where); no event data.
+async fn audit(conn: &mut AnyConnection, generation: i64, seq: i64, env: &Envelope) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit (generation, seq, event_id, event_type, entity_id, tenant, actor, actor_addr, source, \
+         occurred_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+    )
+    .bind(generation)
+    .bind(seq)
+    .bind(env.id.to_string())
+    .bind(env.body.type_name())
+    .bind(entity_id(&env.body).map(str::to_owned))
+    .bind(&env.tenant)
+    .bind(env.actor.clone())
+    .bind(env.actor_addr.clone())
+    .bind(&env.source)
+    .bind(env.occurred_at_us)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn encode(e: serde_json::Error) -> sqlx::Error {
