@@ -526,3 +526,30 @@ async fn keys_and_tenants_over_http_are_audited_embedded() -> anyhow::Result<()>
 async fn keys_and_tenants_over_http_are_audited_cluster() -> anyhow::Result<()> {
     keys_and_tenants_over_http_are_audited(Backend::Cluster).await
 }
+
+/// `GET /api/openapi.json` (behind a session like every `/api` route) is a valid OpenAPI 3.1
+/// document by `openapi-spec-validator`, and names the session routes.
+#[tokio::test]
+async fn the_openapi_document_is_valid_and_lists_the_routes() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
+    let url = format!("{}/api/openapi.json", serve.base);
+    ensure!(env.http.get(&url).send().await?.status() == 401);
+    let owner = token(&env, &serve.base, "admin@localhost", "owner-password-123").await?;
+    let (status, doc) = call(&env, "GET", &url, &owner, None).await?;
+    ensure!(status == 200 && doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{status} {doc}");
+    for path in ["/api/auth/login", "/api/users/{id}", "/api/api-keys", "/api/audit", "/api/tenants"] {
+        ensure!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    let file = env.data.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&doc)?)?;
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))",
+        ])
+        .arg(&file)
+        .output()?;
+    ensure!(out.status.success(), "the document is not valid OpenAPI: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}

@@ -54,7 +54,7 @@ pub struct AuditPage {
 }
 
 /// The audit trail.
-#[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditQuery),
+#[utoipa::path(get, path = "/api/audit", tag = "audit", operation_id = "list_audit", params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 401), (status = 403)))]
 pub async fn list(
     State(state): State<WebState>,

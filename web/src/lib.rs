@@ -10,6 +10,7 @@ mod health;
 mod json;
 mod keys;
 pub mod live;
+pub mod openapi;
 mod pages;
 mod query;
 mod routes;

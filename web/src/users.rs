@@ -102,7 +102,7 @@ fn admin(state: &WebState) -> Result<&AdminState, ApiError> {
 }
 
 /// Lists users.
-#[utoipa::path(get, path = "/api/users", tag = "users", params(Page),
+#[utoipa::path(get, path = "/api/users", tag = "users", operation_id = "list_users", params(Page),
     responses((status = 200, body = UserList), (status = 401), (status = 403)))]
 pub async fn list(
     State(state): State<WebState>,
@@ -124,7 +124,7 @@ fn page_of(mut rows: Vec<projections::read::UserRecord>, limit: u32) -> UserList
 }
 
 /// Creates a user.
-#[utoipa::path(post, path = "/api/users", tag = "users", request_body = CreateUser,
+#[utoipa::path(post, path = "/api/users", tag = "users", operation_id = "create_user", request_body = CreateUser,
     responses((status = 201, body = CreatedUser), (status = 403), (status = 404), (status = 409), (status = 422)))]
 pub async fn create(
     State(state): State<WebState>,
@@ -170,7 +170,7 @@ fn target(admin: &AdminState, caller: &Caller, id: &str) -> Result<schemas::cont
 }
 
 /// Changes a user's role or password.
-#[utoipa::path(patch, path = "/api/users/{id}", tag = "users", request_body = UpdateUser,
+#[utoipa::path(patch, path = "/api/users/{id}", tag = "users", operation_id = "update_user", request_body = UpdateUser,
     params(("id" = String, Path, description = "usr_…")),
     responses((status = 204), (status = 403), (status = 404), (status = 409), (status = 422)))]
 pub async fn update(
@@ -192,7 +192,7 @@ pub async fn update(
 }
 
 /// Disables a user (final): it can no longer log in and its sessions end at once.
-#[utoipa::path(delete, path = "/api/users/{id}", tag = "users",
+#[utoipa::path(delete, path = "/api/users/{id}", tag = "users", operation_id = "disable_user",
     params(("id" = String, Path, description = "usr_…")),
     responses((status = 204), (status = 403), (status = 404), (status = 409)))]
 pub async fn disable(

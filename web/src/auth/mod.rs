@@ -307,7 +307,7 @@ fn set_cookie(res: &mut Response, name: &str, value: &str, max_age: i64, http_on
 }
 
 /// Logs in: a token in the body, the same token in an HttpOnly cookie, and a CSRF cookie.
-#[utoipa::path(post, path = "/api/auth/login", request_body = LoginRequest, tag = "auth",
+#[utoipa::path(post, path = "/api/auth/login", request_body = LoginRequest, tag = "auth", security(()),
     responses((status = 200, body = LoginResponse), (status = 401), (status = 429)))]
 pub async fn login(
     State(state): State<WebState>,
