@@ -482,6 +482,42 @@ async fn keys_and_tenants_over_http_are_audited(backend: Backend) -> anyhow::Res
     let (status, _) = call(&env, "DELETE", &format!("{base}/api/api-keys/{acme_id}"), &owner, None).await?;
     ensure!(status == 409, "{status}");
 
+    // Prices: published over HTTP, in force for the next call, listed with exact nanos.
+    let price = json!({"model": crate::helpers::MODEL, "input": "9", "output": "9.5"});
+    let (status, set) = call(&env, "PUT", &format!("{base}/api/prices"), &owner, Some(price.clone())).await?;
+    ensure!(status == 200, "{status} {set}");
+    let version = set["version"].as_str().unwrap_or_default().to_owned();
+    let (status, _) = call(&env, "PUT", &format!("{base}/api/prices"), &acme, Some(price)).await?;
+    ensure!(status == 403, "a tenant admin sets shared prices: {status}");
+    let bad = json!({"model": "m", "input": "nine", "output": "1"});
+    ensure!(call(&env, "PUT", &format!("{base}/api/prices"), &owner, Some(bad)).await?.0 == 422);
+    let no_channel = json!({"model": "m", "channel": "nope", "input": "1", "output": "1"});
+    ensure!(call(&env, "PUT", &format!("{base}/api/prices"), &owner, Some(no_channel)).await?.0 == 404);
+    let (_, prices) = call(&env, "GET", &format!("{base}/api/prices?limit=200"), &acme, None).await?;
+    let row = prices["data"].as_array().into_iter().flatten().find(|p| p["version"] == version.as_str()).cloned();
+    ensure!(
+        row.as_ref().is_some_and(|r| r["nanos"]
+            == json!([9_000_000_000_i64, 9_500_000_000_i64, 9_000_000_000_i64, 9_000_000_000_i64])
+            && r["output"] == "9.500000000"),
+        "{prices}"
+    );
+    let (_, second) =
+        call(&env, "POST", &format!("{base}/api/api-keys"), &owner, Some(json!({"tenant": "acme"}))).await?;
+    let r = env
+        .http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(second["key"].as_str().unwrap_or_default())
+        .json(&json!({"model": crate::helpers::MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await?;
+    let request_id = r.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    ensure!(r.status() == 200, "{}", r.status());
+    let rows = env.ledger_rows(&request_id).await?;
+    ensure!(
+        rows.len() == 1 && rows[0].price_version.as_deref() == Some(version.as_str()),
+        "charged {rows:?}, set {version}"
+    );
+
     env.cli(&["tenants", "create", "from-cli"])?;
     // The CLI waits for the gateway, not the read model: wait for its entry to be projected.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -501,6 +537,7 @@ async fn keys_and_tenants_over_http_are_audited(backend: Backend) -> anyhow::Res
         ("tenant.created", "acme", owner_id.as_str()),
         ("api_key.issued", acme_id, owner_id.as_str()),
         ("api_key.revoked", acme_id, created.1["id"].as_str().unwrap_or("?")),
+        ("price.published", crate::helpers::MODEL, owner_id.as_str()),
     ] {
         let e = find(action, entity);
         ensure!(e["actor"] == actor && e["actor_addr"] == "127.0.0.1", "{action} {entity}: {e} in {audit}");

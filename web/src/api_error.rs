@@ -117,6 +117,7 @@ impl From<control::AdminError> for ApiError {
             E::TenantExists(_) => ApiError::conflict("tenant_exists", e.to_string()),
             E::AlreadyRevoked(_) => ApiError::conflict("already_revoked", e.to_string()),
             E::NoKey(_) => ApiError::not_found("key"),
+            E::NoChannel(_) => ApiError::not_found("channel"),
             E::UserDisabled(_) => ApiError::conflict("user_disabled", e.to_string()),
             E::Append { .. } | E::Log { .. } | E::Hashing => {
                 tracing::warn!(error = %e, "Admin API write failed.");

@@ -12,6 +12,7 @@ mod keys;
 pub mod live;
 pub mod openapi;
 mod pages;
+mod prices;
 mod query;
 mod routes;
 mod usage;

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::{audit, auth, health, keys, users};
+use crate::{audit, auth, health, keys, prices, users};
 
 /// The document.
 #[derive(OpenApi)]
@@ -27,6 +27,8 @@ use crate::{audit, auth, health, keys, users};
         keys::create_key,
         keys::revoke_key,
         audit::list,
+        prices::list,
+        prices::set,
         openapi_json,
     ),
     modifiers(&Security),

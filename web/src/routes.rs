@@ -8,7 +8,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, patch, post};
 
 use crate::api_error::ApiError;
-use crate::{WebState, audit, auth, health, keys, openapi, pages, usage, users};
+use crate::{WebState, audit, auth, health, keys, openapi, pages, prices, usage, users};
 
 /// Largest admin API request body.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
@@ -32,6 +32,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/api-keys/{id}", axum::routing::delete(keys::revoke_key))
         .route("/api/tenants", get(keys::list_tenants).post(keys::create_tenant))
         .route("/api/openapi.json", get(openapi::openapi_json))
+        .route("/api/prices", get(prices::list).put(prices::set))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found("route") }))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_session));
     open.route("/api/auth/login", post(auth::login))
