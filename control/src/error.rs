@@ -116,6 +116,12 @@ pub enum AdminError {
     /// A disabled user cannot be changed.
     #[error("user {0} is disabled")]
     UserDisabled(String),
+    /// A display name that is empty, too long or holds control characters.
+    #[error("a display name must be 1 to 128 characters without control characters")]
+    BadDisplayName,
+    /// Not an IANA time zone.
+    #[error("unknown time zone {0:?}; give an IANA name such as Asia/Shanghai or UTC")]
+    BadTimeZone(String),
     /// `users update` without a change.
     #[error("nothing to change; give a role or a password")]
     NoUserChange,

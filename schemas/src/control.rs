@@ -5,6 +5,8 @@
 //! Rules, where the three earlier folds disagreed:
 //! - **Tenants** are names; `tenant.created` for a known name changes nothing (the first
 //!   creation time stays). A key or channel may name a tenant without a `tenant.created`.
+//!   `tenant.updated` replaces the profile fields it carries (display name, time zone) of a
+//!   known tenant; for an unknown one it changes nothing.
 //! - **Keys: the first issuance wins.** An `api_key.issued` whose key id or hash is already
 //!   known — live or revoked — is rejected and changes nothing: a re-issued id cannot swap in a
 //!   new secret or revive a revoked key, and one secret can never belong to two keys (or two
@@ -51,6 +53,10 @@ pub struct Tenant {
     pub name: String,
     /// When it was first created.
     pub created_at_us: i64,
+    /// Display name in any script.
+    pub display_name: Option<String>,
+    /// IANA time zone of its reports; `None` = UTC.
+    pub time_zone: Option<String>,
 }
 
 /// A virtual key: its hash and display prefix, never the key.
@@ -293,8 +299,19 @@ impl ControlModel {
                 if self.tenants.contains_key(&t.name) {
                     return Outcome::Unchanged;
                 }
-                self.tenants.insert(t.name.clone(), Tenant { name: t.name.clone(), created_at_us: at });
+                let tenant = Tenant { name: t.name.clone(), created_at_us: at, display_name: None, time_zone: None };
+                self.tenants.insert(t.name.clone(), tenant);
                 Outcome::Changed(Change::Tenant(t.name.clone()))
+            }
+            EventBody::TenantUpdated(u) => {
+                let Some(t) = self.tenants.get_mut(&u.name) else { return Outcome::Unchanged };
+                if let Some(d) = &u.display_name {
+                    t.display_name = Some(d.clone());
+                }
+                if let Some(z) = &u.time_zone {
+                    t.time_zone = Some(z.clone());
+                }
+                Outcome::Changed(Change::Tenant(u.name.clone()))
             }
             EventBody::ApiKeyIssued(k) => self.issue(&env.tenant, at, k),
             EventBody::ApiKeyRevoked(r) => match self.keys.get_mut(&r.key_id) {
@@ -593,6 +610,19 @@ mod tests {
         assert_eq!(out[..3], [Outcome::Unchanged, Outcome::Unchanged, Outcome::Unchanged]);
         assert_eq!(out[4], Outcome::Unchanged);
         assert_eq!(m.tenants["t"].created_at_us, 4);
+        let mut m = m;
+        let profile = |name: &str, tz: Option<&str>| {
+            EventBody::TenantUpdated(crate::event::TenantUpdated {
+                name: name.into(),
+                display_name: Some("华东分公司".into()),
+                time_zone: tz.map(str::to_owned),
+            })
+        };
+        assert_eq!(m.apply(6, &ev("t", 6, profile("nope", None))), Outcome::Unchanged);
+        m.apply(7, &ev("t", 7, profile("t", Some("Asia/Shanghai"))));
+        m.apply(8, &ev("t", 8, profile("t", None)));
+        let t = &m.tenants["t"];
+        assert_eq!((t.display_name.as_deref(), t.time_zone.as_deref()), (Some("华东分公司"), Some("Asia/Shanghai")));
         assert!(m.channels.is_empty() && m.keys.is_empty());
     }
 

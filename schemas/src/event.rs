@@ -80,6 +80,20 @@ pub struct TenantCreated {
     pub name: String,
 }
 
+/// `tenant.updated`: a tenant's profile; every present field replaces the old value. The name
+/// (the slug) never changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantUpdated {
+    /// The tenant's name.
+    pub name: String,
+    /// A display name in any script (`华东分公司`), shown in reports and the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The IANA time zone its reports use (`Asia/Shanghai`); absent = UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
 /// `api_key.issued`: only the hash and a display prefix, never the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyIssued {
@@ -554,6 +568,8 @@ pub enum EventBody {
     UserSessionsRevoked(UserSessionsRevoked),
     /// `session_secret.generated`
     SessionSecretGenerated(SessionSecretGenerated),
+    /// `tenant.updated`
+    TenantUpdated(TenantUpdated),
 }
 
 impl EventBody {
@@ -575,6 +591,7 @@ impl EventBody {
             EventBody::UserDisabled(_) => "user.disabled",
             EventBody::UserSessionsRevoked(_) => "user.sessions_revoked",
             EventBody::SessionSecretGenerated(_) => "session_secret.generated",
+            EventBody::TenantUpdated(_) => "tenant.updated",
         }
     }
 
@@ -601,7 +618,8 @@ impl EventBody {
             | EventBody::UserUpdated(_)
             | EventBody::UserDisabled(_)
             | EventBody::UserSessionsRevoked(_)
-            | EventBody::SessionSecretGenerated(_) => Stream::Control,
+            | EventBody::SessionSecretGenerated(_)
+            | EventBody::TenantUpdated(_) => Stream::Control,
         }
     }
 
@@ -620,6 +638,7 @@ impl EventBody {
             | EventBody::UserDisabled(_)
             | EventBody::UserSessionsRevoked(_) => "user",
             EventBody::SessionSecretGenerated(_) => "session_secret",
+            EventBody::TenantUpdated(_) => "tenant",
         }
     }
 }
@@ -732,6 +751,7 @@ impl Serialize for Envelope {
             EventBody::UserDisabled(d) => st.serialize_field("data", d)?,
             EventBody::UserSessionsRevoked(d) => st.serialize_field("data", d)?,
             EventBody::SessionSecretGenerated(d) => st.serialize_field("data", d)?,
+            EventBody::TenantUpdated(d) => st.serialize_field("data", d)?,
         }
         st.end()
     }
@@ -783,6 +803,7 @@ impl<'de> Deserialize<'de> for Envelope {
             ("user.disabled", 1) => EventBody::UserDisabled(p(data)?),
             ("user.sessions_revoked", 1) => EventBody::UserSessionsRevoked(p(data)?),
             ("session_secret.generated", 1) => EventBody::SessionSecretGenerated(p(data)?),
+            ("tenant.updated", 1) => EventBody::TenantUpdated(p(data)?),
             (kind, v) => return Err(D::Error::custom(format!("unknown event type {kind:?} v{v}"))),
         };
         Ok(Envelope {

@@ -16,7 +16,8 @@ pub use event::{
 };
 pub use event::{AttemptRecord, MAX_LOGGED_ATTEMPTS};
 pub use event::{
-    Role, SESSION_SECRET_CONTEXT, SessionSecretGenerated, UserCreated, UserDisabled, UserSessionsRevoked, UserUpdated,
+    Role, SESSION_SECRET_CONTEXT, SessionSecretGenerated, TenantUpdated, UserCreated, UserDisabled,
+    UserSessionsRevoked, UserUpdated,
 };
 pub use ids::{IdError, TenantId};
 pub use money::{MoneyError, cost_nanos, format_nanos, parse_per_mtok};

@@ -51,6 +51,7 @@ fn every_event_type_has_a_fixture() -> anyhow::Result<()> {
         "user.disabled",
         "user.sessions_revoked",
         "session_secret.generated",
+        "tenant.updated",
     ] {
         assert!(names.iter().any(|n| n.ends_with(&format!("{t}.json"))), "no fixture for {t}");
     }

@@ -428,6 +428,24 @@ async fn keys_and_tenants_over_http_are_audited(backend: Backend) -> anyhow::Res
     }
     let (status, _) = call(&env, "POST", &format!("{base}/api/tenants"), &owner, Some(json!({"name": "acme"}))).await?;
     ensure!(status == 409, "a second acme: {status}");
+    // Display names in any script beside the ASCII slug; time zones by IANA name.
+    let east = json!({"name": "east", "display_name": "华东分公司", "time_zone": "Asia/Shanghai"});
+    let (status, body) = call(&env, "POST", &format!("{base}/api/tenants"), &owner, Some(east)).await?;
+    ensure!(
+        status == 201 && body["display_name"] == "华东分公司" && body["time_zone"] == "Asia/Shanghai",
+        "{status} {body}"
+    );
+    let bad_zone = json!({"name": "west", "time_zone": "Mars/Olympus"});
+    let (status, body) = call(&env, "POST", &format!("{base}/api/tenants"), &owner, Some(bad_zone)).await?;
+    ensure!(status == 422 && body.to_string().contains("Mars/Olympus"), "{status} {body}");
+    let (status, _) =
+        call(&env, "POST", &format!("{base}/api/tenants"), &owner, Some(json!({"name": "华东分公司"}))).await?;
+    ensure!(status == 422, "a slug stays ASCII: {status}");
+    env.cli(&["tenants", "create", "north", "--display-name", "华北分公司", "--time-zone", "Asia/Shanghai"])?;
+    let listed = env.cli(&["tenants", "list"])?;
+    ensure!(listed.contains("north\t华北分公司\tAsia/Shanghai") && listed.contains("acme"), "{listed}");
+    let err = env.cli_fails(&["tenants", "create", "south", "--time-zone", "Nowhere/Town"])?;
+    ensure!(err.contains("unknown time zone"), "{err}");
     let (status, _) =
         call(&env, "POST", &format!("{base}/api/tenants"), &owner, Some(json!({"name": "Not A Slug"}))).await?;
     ensure!(status == 422, "{status}");

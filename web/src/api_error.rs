@@ -108,9 +108,12 @@ impl From<control::AdminError> for ApiError {
     fn from(e: control::AdminError) -> ApiError {
         use control::AdminError as E;
         match &e {
-            E::InvalidTenant(_) | E::BadEmail | E::BadPassword(_) | E::NoUserChange => {
-                ApiError::unprocessable("invalid_value", e.to_string())
-            }
+            E::InvalidTenant(_)
+            | E::BadEmail
+            | E::BadPassword(_)
+            | E::NoUserChange
+            | E::BadDisplayName
+            | E::BadTimeZone(_) => ApiError::unprocessable("invalid_value", e.to_string()),
             E::NoTenant(_) => ApiError::not_found("tenant"),
             E::NoUser => ApiError::not_found("user"),
             E::UserExists(_) => ApiError::conflict("user_exists", e.to_string()),

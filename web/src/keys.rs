@@ -199,6 +199,10 @@ pub async fn revoke_key(
 pub struct TenantView {
     /// The slug.
     pub name: String,
+    /// Display name in any script.
+    pub display_name: Option<String>,
+    /// IANA time zone of its reports.
+    pub time_zone: String,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -227,7 +231,15 @@ pub async fn list_tenants(
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor = if more { rows.last().map(|t| t.name.clone()) } else { None };
-    let data = rows.into_iter().map(|t| TenantView { name: t.name, created_at: rfc3339(t.created_at_us) }).collect();
+    let data = rows
+        .into_iter()
+        .map(|t| TenantView {
+            name: t.name,
+            display_name: t.display_name,
+            time_zone: t.time_zone.unwrap_or_else(|| "UTC".to_owned()),
+            created_at: rfc3339(t.created_at_us),
+        })
+        .collect();
     Ok(Json(TenantList { data, next_cursor }))
 }
 
@@ -237,6 +249,10 @@ pub async fn list_tenants(
 pub struct CreateTenant {
     /// The slug: 1-64 of a-z, 0-9, '-', '_'.
     pub name: String,
+    /// A display name in any script (1-128 characters).
+    pub display_name: Option<String>,
+    /// IANA time zone of its reports (default UTC).
+    pub time_zone: Option<String>,
 }
 
 /// Creates a tenant (owners and unscoped admins).
@@ -252,8 +268,18 @@ pub async fn create_tenant(
     if caller.user.tenant.is_some() {
         return Err(ApiError::forbidden("A tenant-scoped user cannot create tenants."));
     }
-    caller.admin(admin).create_tenant(&body.name).await?;
+    let profile = control::TenantProfile { display_name: body.display_name, time_zone: body.time_zone };
+    caller.admin(admin).create_tenant_with(&body.name, profile).await?;
     admin.settle(state.log(), state.store()).await;
-    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    Ok((StatusCode::CREATED, Json(TenantView { name: body.name, created_at })).into_response())
+    let tenant =
+        projections::read::tenants_page(state.store(), Some(&body.name), None, 1).await?.pop().ok_or_else(|| {
+            ApiError::unavailable("read_store_lagging", "The tenant was created; the list shows it shortly.")
+        })?;
+    let view = TenantView {
+        name: tenant.name,
+        display_name: tenant.display_name,
+        time_zone: tenant.time_zone.unwrap_or_else(|| "UTC".to_owned()),
+        created_at: rfc3339(tenant.created_at_us),
+    };
+    Ok((StatusCode::CREATED, Json(view)).into_response())
 }

@@ -33,3 +33,7 @@ CREATE TABLE audit (
     PRIMARY KEY (generation, seq)
 );
 CREATE INDEX audit_by_tenant ON audit (generation, tenant, seq);
+
+-- Tenant profiles (`tenant.updated`): a display name in any script and the reports' time zone.
+ALTER TABLE tenants ADD COLUMN display_name TEXT;
+ALTER TABLE tenants ADD COLUMN time_zone TEXT;

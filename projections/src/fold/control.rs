@@ -39,6 +39,7 @@ pub(super) async fn apply(
 fn entity_id(body: &EventBody) -> Option<&str> {
     match body {
         EventBody::TenantCreated(t) => Some(&t.name),
+        EventBody::TenantUpdated(t) => Some(&t.name),
         EventBody::ApiKeyIssued(k) => Some(&k.key_id),
         EventBody::ApiKeyRevoked(k) => Some(&k.key_id),
         EventBody::ChannelAdded(c) => Some(&c.channel_id),
@@ -89,17 +90,8 @@ fn decode(e: serde_json::Error) -> sqlx::Error {
 async fn touched(conn: &mut AnyConnection, generation: i64, env: &Envelope) -> Result<ControlModel, sqlx::Error> {
     let mut model = ControlModel::default();
     match &env.body {
-        EventBody::TenantCreated(t) => {
-            let row = sqlx::query("SELECT name, created_at_us FROM tenants WHERE generation = $1 AND name = $2")
-                .bind(generation)
-                .bind(&t.name)
-                .fetch_optional(&mut *conn)
-                .await?;
-            if let Some(r) = row {
-                let tenant = Tenant { name: r.try_get("name")?, created_at_us: r.try_get("created_at_us")? };
-                model.tenants.insert(tenant.name.clone(), tenant);
-            }
-        }
+        EventBody::TenantCreated(t) => load_tenant(conn, generation, &t.name, &mut model).await?,
+        EventBody::TenantUpdated(t) => load_tenant(conn, generation, &t.name, &mut model).await?,
         EventBody::ApiKeyIssued(k) => load_keys(conn, generation, &k.key_id, &k.hash, &mut model).await?,
         EventBody::ApiKeyRevoked(k) => load_keys(conn, generation, &k.key_id, "", &mut model).await?,
         EventBody::ChannelAdded(c) => load_channel(conn, generation, &c.channel_id, &mut model).await?,
@@ -147,6 +139,31 @@ async fn load_keys(
             created_at_us: r.try_get("created_at_us")?,
             revoked_at_us: r.try_get("revoked_at_us")?,
         });
+    }
+    Ok(())
+}
+
+async fn load_tenant(
+    conn: &mut AnyConnection,
+    generation: i64,
+    name: &str,
+    model: &mut ControlModel,
+) -> Result<(), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT name, created_at_us, display_name, time_zone FROM tenants WHERE generation = $1 AND name = $2",
+    )
+    .bind(generation)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(r) = row {
+        let tenant = Tenant {
+            name: r.try_get("name")?,
+            created_at_us: r.try_get("created_at_us")?,
+            display_name: r.try_get("display_name")?,
+            time_zone: r.try_get("time_zone")?,
+        };
+        model.tenants.insert(tenant.name.clone(), tenant);
     }
     Ok(())
 }
@@ -239,12 +256,15 @@ async fn write(
         Change::Tenant(name) => {
             let Some(t) = model.tenants.get(name) else { return Ok(()) };
             sqlx::query(
-                "INSERT INTO tenants (generation, name, created_at_us) VALUES ($1, $2, $3) \
-                 ON CONFLICT (generation, name) DO NOTHING",
+                "INSERT INTO tenants (generation, name, created_at_us, display_name, time_zone) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (generation, name) DO UPDATE SET \
+                 display_name = excluded.display_name, time_zone = excluded.time_zone",
             )
             .bind(generation)
             .bind(&t.name)
             .bind(t.created_at_us)
+            .bind(t.display_name.clone())
+            .bind(t.time_zone.clone())
             .execute(&mut *conn)
             .await?;
         }

@@ -80,6 +80,10 @@ pub struct TenantRecord {
     pub name: String,
     /// When it was created (µs since the epoch).
     pub created_at_us: i64,
+    /// Display name in any script.
+    pub display_name: Option<String>,
+    /// IANA time zone of its reports; `None` = UTC.
+    pub time_zone: Option<String>,
 }
 
 /// An admin user as the read model has it (no password hash).
@@ -407,15 +411,22 @@ pub async fn checkpoints(store: &ReadStore) -> Result<Vec<Checkpoint>, Projectio
 /// Every tenant, by name.
 pub async fn tenants(store: &ReadStore) -> Result<Vec<TenantRecord>, ProjectionError> {
     let rows = sqlx::query(
-        "SELECT name, created_at_us FROM tenants \
+        "SELECT name, created_at_us, display_name, time_zone FROM tenants \
          WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
          ORDER BY name",
     )
     .fetch_all(store.pool())
     .await?;
-    rows.iter()
-        .map(|r| Ok(TenantRecord { name: r.try_get("name")?, created_at_us: r.try_get("created_at_us")? }))
-        .collect()
+    rows.iter().map(tenant_record).collect()
+}
+
+fn tenant_record(r: &AnyRow) -> Result<TenantRecord, ProjectionError> {
+    Ok(TenantRecord {
+        name: r.try_get("name")?,
+        created_at_us: r.try_get("created_at_us")?,
+        display_name: r.try_get("display_name")?,
+        time_zone: r.try_get("time_zone")?,
+    })
 }
 
 /// API keys of one tenant, or of all, ordered by tenant and key id.
@@ -548,7 +559,7 @@ pub async fn tenants_page(
     limit: u32,
 ) -> Result<Vec<TenantRecord>, ProjectionError> {
     let rows = sqlx::query(
-        "SELECT name, created_at_us FROM tenants \
+        "SELECT name, created_at_us, display_name, time_zone FROM tenants \
          WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
          AND ($1 = 0 OR name = $2) AND name > $3 ORDER BY name LIMIT $4",
     )
@@ -558,9 +569,7 @@ pub async fn tenants_page(
     .bind(i64::from(limit))
     .fetch_all(store.pool())
     .await?;
-    rows.iter()
-        .map(|r| Ok(TenantRecord { name: r.try_get("name")?, created_at_us: r.try_get("created_at_us")? }))
-        .collect()
+    rows.iter().map(tenant_record).collect()
 }
 
 /// Every channel, removed ones included, by id.
