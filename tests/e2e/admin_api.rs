@@ -608,3 +608,37 @@ async fn the_openapi_document_is_valid_and_lists_the_routes() -> anyhow::Result<
     ensure!(out.status.success(), "the document is not valid OpenAPI: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
+
+/// A POST retried with the same `Idempotency-Key` returns the first answer and appends no second
+/// event; the same key with another body is 422.
+#[tokio::test]
+async fn a_retried_post_with_an_idempotency_key_returns_the_first_answer() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
+    let base = serve.base.clone();
+    let owner = token(&env, &base, "admin@localhost", "owner-password-123").await?;
+    env.cli(&["tenants", "create", "acme"])?;
+    let post = |body: Value| {
+        env.http
+            .post(format!("{base}/api/api-keys"))
+            .bearer_auth(&owner)
+            .header("idempotency-key", "retry-1")
+            .json(&body)
+            .send()
+    };
+    let first = post(json!({"tenant": "acme", "name": "once"})).await?;
+    ensure!(first.status() == 201);
+    let first: Value = first.json().await?;
+    let again = post(json!({"tenant": "acme", "name": "once"})).await?;
+    ensure!(again.status() == 201 && again.headers().get("idempotent-replayed").is_some());
+    let again: Value = again.json().await?;
+    ensure!(again == first, "{again} != {first}");
+    let other = post(json!({"tenant": "acme", "name": "twice"})).await?;
+    ensure!(other.status() == 422, "{}", other.status());
+    let (_, list) = call(&env, "GET", &format!("{base}/api/api-keys?tenant=acme"), &owner, None).await?;
+    ensure!(list["data"].as_array().map(Vec::len) == Some(1), "one key, not two: {list}");
+    let (_, audit) = call(&env, "GET", &format!("{base}/api/audit?limit=200"), &owner, None).await?;
+    let issued = audit["data"].as_array().into_iter().flatten().filter(|e| e["action"] == "api_key.issued").count();
+    ensure!(issued == 2, "the first-start key and one more: {audit}");
+    Ok(())
+}

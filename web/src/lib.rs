@@ -7,6 +7,7 @@ mod audit;
 pub mod auth;
 mod error;
 mod health;
+mod idempotency;
 mod json;
 mod keys;
 pub mod live;
