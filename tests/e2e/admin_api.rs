@@ -642,3 +642,59 @@ async fn a_retried_post_with_an_idempotency_key_returns_the_first_answer() -> an
     ensure!(issued == 2, "the first-start key and one more: {audit}");
     Ok(())
 }
+
+/// `GET /api/reports/usage` gives the CLI's report byte for byte (CSV and JSON), with a BOM on
+/// request, `X-As-Of-Seq`, the same bytes again at that `as_of`, and tenant isolation.
+#[tokio::test]
+async fn the_usage_report_over_http_matches_the_clis() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.cli(&["tenants", "create", "beta"])?;
+    ensure!(env.chat(&serve, &key, false).await?.0 == 200);
+    env.wait_for_usage(&serve, &key, 1).await?;
+    let base = serve.base.clone();
+    let owner = token(&env, &base, "admin@localhost", "owner-password-123").await?;
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = ((today - chrono::Days::new(3)).to_string(), (today + chrono::Days::new(1)).to_string());
+    let cli = env.cli(&["reports", "usage", "--tenant", "acme", "--from", &from, "--to", &to, "--format", "csv"])?;
+    let get = |q: String, accept: Option<&str>| {
+        let mut r = env.http.get(format!("{base}/api/reports/usage?{q}")).bearer_auth(&owner);
+        if let Some(a) = accept {
+            r = r.header("accept", a);
+        }
+        r.send()
+    };
+    let r = get(format!("tenant=acme&from={from}&to={to}&format=csv"), None).await?;
+    ensure!(r.status() == 200);
+    let as_of = r.headers().get("x-as-of-seq").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let csv = r.text().await?;
+    ensure!(csv == cli && csv.contains("\r\n") && csv.contains(crate::helpers::MODEL), "{csv}\n!=\n{cli}");
+    let r = get(format!("tenant=acme&from={from}&to={to}&bom=true"), Some("text/csv")).await?;
+    let bytes = r.bytes().await?;
+    ensure!(bytes.starts_with(&[0xEF, 0xBB, 0xBF]) && bytes[3..] == *cli.as_bytes(), "BOM + the same CSV");
+    let r = get(format!("tenant=acme&from={from}&to={to}&as_of={as_of}&format=csv"), None).await?;
+    ensure!(r.text().await? == cli, "the same bytes at the same as_of");
+    let json: Value = get(format!("tenant=acme&from={from}&to={to}"), None).await?.json().await?;
+    ensure!(json["as_of_seq"].to_string() == as_of && json["tenant"] == "acme", "{json}");
+    for (q, want) in [
+        (format!("tenant=acme&from={from}&to={to}&colour=red"), 400),
+        (format!("tenant=acme&from={to}&to={from}"), 400),
+        (format!("tenant=acme&from={from}&to={to}&group_by=week"), 400),
+        (format!("tenant=nope&from={from}&to={to}"), 404),
+        (format!("tenant=acme&from=2026-02-30&to={to}"), 400),
+    ] {
+        let status = get(q.clone(), None).await?.status();
+        ensure!(status == want, "{q}: {status}, want {want}");
+    }
+    let (_, created) = call(&env, "POST", &format!("{base}/api/users"), &owner, Some(json!({"email": "money@beta.example", "role": "billing", "tenant": "beta", "password": "billing-password-1"}))).await?;
+    ensure!(created["id"].is_string(), "{created}");
+    let billing = token(&env, &base, "money@beta.example", "billing-password-1").await?;
+    let url = format!("{base}/api/reports/usage?tenant=acme&from={from}&to={to}");
+    ensure!(call(&env, "GET", &url, &billing, None).await?.0 == 404, "another tenant's report");
+    let own = format!("{base}/api/reports/usage?from={from}&to={to}");
+    let (status, body) = call(&env, "GET", &own, &billing, None).await?;
+    ensure!(status == 200 && body["tenant"] == "beta", "{status} {body}");
+    Ok(())
+}

@@ -15,6 +15,7 @@ pub mod openapi;
 mod pages;
 mod prices;
 mod query;
+mod reports;
 mod routes;
 mod usage;
 mod users;

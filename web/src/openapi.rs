@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::{audit, auth, health, keys, prices, users};
+use crate::{audit, auth, health, keys, prices, reports, users};
 
 /// The document.
 #[derive(OpenApi)]
@@ -29,6 +29,7 @@ use crate::{audit, auth, health, keys, prices, users};
         audit::list,
         prices::list,
         prices::set,
+        reports::usage,
         openapi_json,
     ),
     modifiers(&Security),

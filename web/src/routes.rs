@@ -8,7 +8,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, patch, post};
 
 use crate::api_error::ApiError;
-use crate::{WebState, audit, auth, health, idempotency, keys, openapi, pages, prices, usage, users};
+use crate::{WebState, audit, auth, health, idempotency, keys, openapi, pages, prices, reports, usage, users};
 
 /// Largest admin API request body.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
@@ -33,6 +33,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/tenants", get(keys::list_tenants).post(keys::create_tenant))
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/api/prices", get(prices::list).put(prices::set))
+        .route("/api/reports/usage", get(reports::usage))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found("route") }))
         // The last layer runs first: the session, then the idempotency check (which needs the
         // caller).
