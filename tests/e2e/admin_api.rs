@@ -717,3 +717,33 @@ async fn the_usage_report_over_http_matches_the_clis() -> anyhow::Result<()> {
     ensure!(status == 200 && body["tenant"] == "beta", "{status} {body}");
     Ok(())
 }
+
+/// `users create --password-stdin` takes the password from stdin and prints none; a short one
+/// is refused.
+#[tokio::test]
+async fn users_create_reads_a_password_from_stdin() -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
+    let run = |password: &str| -> anyhow::Result<std::process::Output> {
+        let mut child = env
+            .command()
+            .args(["users", "create", "--email", "ops@x.example", "--role", "viewer", "--password-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child.stdin.take().context("stdin")?.write_all(format!("{password}\n").as_bytes())?;
+        Ok(child.wait_with_output()?)
+    };
+    let short = run("short")?;
+    ensure!(!short.status.success() && String::from_utf8_lossy(&short.stderr).contains("12 to 256"));
+    let out = run("a-long-enough-password")?;
+    let stdout = String::from_utf8(out.stdout)?;
+    ensure!(
+        out.status.success() && !stdout.contains("a-long-enough-password") && !stdout.contains("shown once"),
+        "{stdout}"
+    );
+    token(&env, &serve.base, "ops@x.example", "a-long-enough-password").await?;
+    Ok(())
+}
