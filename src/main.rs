@@ -6,6 +6,7 @@ mod applied;
 mod config;
 mod master_key;
 mod run;
+mod users;
 
 use std::path::PathBuf;
 
@@ -59,6 +60,9 @@ enum Command {
     /// Reports from the ledger.
     #[command(subcommand)]
     Reports(ReportCmd),
+    /// Admin users of the admin API (`/api/*`).
+    #[command(subcommand)]
+    Users(users::UserCmd),
 }
 
 #[derive(Subcommand)]
@@ -67,6 +71,12 @@ enum TenantCmd {
     Create {
         /// Name: 1-64 characters of a-z, 0-9, '-', '_'.
         name: String,
+        /// A display name in any script (`华东分公司`), shown in reports and the dashboard.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// The IANA time zone of its reports (default UTC), e.g. Asia/Shanghai.
+        #[arg(long)]
+        time_zone: Option<String>,
     },
     /// Lists tenants.
     List,
@@ -275,8 +285,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Tenants(cmd) => {
             let log = run::open_log(&cfg).await?;
             match cmd {
-                TenantCmd::Create { name } => {
-                    admin::admin(&log).create_tenant(&name).await?;
+                TenantCmd::Create { name, display_name, time_zone } => {
+                    let profile = control::TenantProfile { display_name, time_zone };
+                    admin::admin(&log).create_tenant_with(&name, profile).await?;
                     applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Tenant {name} created."));
                 }
@@ -286,7 +297,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     let mut tenants: Vec<_> = model.tenants.values().collect();
                     tenants.sort_by_key(|t| t.created_at_us);
                     for t in tenants {
-                        run::say(&t.name);
+                        match (&t.display_name, &t.time_zone) {
+                            (None, None) => run::say(&t.name),
+                            (d, z) => run::say(&format!(
+                                "{}\t{}\t{}",
+                                t.name,
+                                d.as_deref().unwrap_or(""),
+                                z.as_deref().unwrap_or("UTC")
+                            )),
+                        }
                     }
                 }
             }
@@ -448,5 +467,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Reports(ReportCmd::Usage { tenant, from, to, format }) => {
             run::report_usage(cfg, &tenant, &from, &to, &format).await
         }
+        Command::Users(cmd) => users::run(&cfg, cmd).await,
     }
 }

@@ -128,6 +128,9 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             ));
         }
     }
+    if view.users.is_empty() {
+        first_owner(&admin).await?;
+    }
     let mut created: Vec<&str> = Vec::new();
     for default in DEFAULT_CHANNELS {
         let Some(api_key) = std::env::var(default.key_var).ok().filter(|k| !k.is_empty()) else {
@@ -160,6 +163,30 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             .with_context(|| format!("The default {} channel from {}", default.provider, default.url_var))?;
         created.push(default.provider);
         tracing::info!(channel = %id, provider = default.provider, var = default.key_var, "Default channel created from the environment.");
+    }
+    Ok(())
+}
+
+/// The login a log without users gets on start.
+const FIRST_OWNER: &str = "admin@localhost";
+
+/// A log without admin users (a first start, or an upgrade from before users existed) gets the
+/// owner [`FIRST_OWNER`], with the password in `LLM_ROUTER_ADMIN_PASSWORD` or a generated one
+/// printed once.
+async fn first_owner(admin: &control::Admin) -> anyhow::Result<()> {
+    let password = std::env::var("LLM_ROUTER_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    let given = password.is_some();
+    let new = control::NewUser { email: FIRST_OWNER.to_owned(), role: schemas::Role::Owner, tenant: None, password };
+    let user = admin.create_user(new).await.context("The first admin user (LLM_ROUTER_ADMIN_PASSWORD)")?;
+    match user.generated_password {
+        Some(p) => {
+            say(&format!("Admin API: created owner {FIRST_OWNER} with this password (shown once, keep it):"));
+            say(&p);
+        }
+        None if given => {
+            say(&format!("Admin API: created owner {FIRST_OWNER} with the password in LLM_ROUTER_ADMIN_PASSWORD."))
+        }
+        None => {}
     }
     Ok(())
 }
@@ -287,6 +314,41 @@ async fn listen_and_serve(cfg: &Config, app: axum::Router) -> anyhow::Result<()>
     gateway::server::serve(listener, app, server, shutdown_signal()).await.context("HTTP server failed")
 }
 
+/// The shortest `JWT_SECRET` accepted: HS256 wants a key of at least its hash's size.
+const MIN_JWT_SECRET: usize = 32;
+
+/// The read routes with the admin API: sessions signed with `JWT_SECRET`, or with the secret in
+/// the control log (generated and sealed on the first start without one); sessions last
+/// `LLM_ROUTER_SESSION_TTL` seconds (default 12 h); writes return once `gw` applied them.
+async fn web_state(
+    cfg: &Config,
+    store: &projections::ReadStore,
+    log: &EventLog,
+    instance: &str,
+    gw: &gateway::Gateway,
+) -> anyhow::Result<web::WebState> {
+    let master = crate::master_key::load(&cfg.data_dir)?;
+    let jwt_secret = std::env::var("JWT_SECRET").ok().filter(|s| !s.is_empty());
+    if let Some(s) = &jwt_secret {
+        anyhow::ensure!(s.len() >= MIN_JWT_SECRET, "JWT_SECRET must be at least {MIN_JWT_SECRET} bytes long");
+    }
+    let admin = control::Admin::new(log.clone(), instance, instance, crate::admin::providers());
+    if jwt_secret.is_none()
+        && let Err(e) = admin.ensure_session_secret(&master).await
+    {
+        tracing::warn!(error = %e, "No session secret yet (the log is unreachable); admin logins wait for a later start.");
+    }
+    let mut api = web::AdminConfig::new(admin, master);
+    api.jwt_secret = jwt_secret;
+    if let Some(ttl) = std::env::var("LLM_ROUTER_SESSION_TTL").ok().filter(|s| !s.is_empty()) {
+        let secs: u64 = ttl.parse().context("LLM_ROUTER_SESSION_TTL must be a number of seconds")?;
+        anyhow::ensure!(secs > 0, "LLM_ROUTER_SESSION_TTL must be at least 1 second");
+        api.session_ttl = Duration::from_secs(secs);
+    }
+    api.gateway_applied = Some(gw.control_applied());
+    Ok(web::WebState::with_admin(store.clone(), log.clone(), instance, api).await)
+}
+
 /// Runs the projections until the returned sender says stop.
 fn spawn_workers(
     store: &projections::ReadStore,
@@ -319,10 +381,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let retention = spawn_retention(&cfg, &log);
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
     crate::applied::listen(&cfg.data_dir, gw.control_applied()).await;
-    let app = gw
-        .router()
-        .merge(web::router(web::WebState::new(store.clone(), log.clone(), &instance)))
-        .fallback(gateway::unknown_route);
+    let web = web_state(&cfg, &store, &log, &instance, &gw).await?;
+    let app = gw.router().merge(web::router(web)).fallback(gateway::unknown_route);
     let served = listen_and_serve(&cfg, app).await;
     if let Some(r) = retention {
         r.abort();
@@ -347,7 +407,7 @@ pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
     if let Some(store) = &store {
-        app = app.merge(web::router(web::WebState::new(store.clone(), log.clone(), &instance)));
+        app = app.merge(web::router(web_state(&cfg, store, &log, &instance, &gw).await?));
     } else {
         // Without a read store the gateway still answers health checks: the log and whether the
         // in-memory control state is following it.

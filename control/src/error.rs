@@ -101,6 +101,33 @@ pub enum AdminError {
         /// Why.
         source: schemas::MoneyError,
     },
+    /// Not an email address.
+    #[error("not an email address (one @, no spaces, at most 254 characters)")]
+    BadEmail,
+    /// A password too short or too long.
+    #[error(transparent)]
+    BadPassword(schemas::password::PasswordError),
+    /// No user with that id or email.
+    #[error("no such user")]
+    NoUser,
+    /// The email belongs to a user already (disabled users keep theirs).
+    #[error("a user with email {0} exists")]
+    UserExists(String),
+    /// A disabled user cannot be changed.
+    #[error("user {0} is disabled")]
+    UserDisabled(String),
+    /// A display name that is empty, too long or holds control characters.
+    #[error("a display name must be 1 to 128 characters without control characters")]
+    BadDisplayName,
+    /// Not an IANA time zone.
+    #[error("unknown time zone {0:?}; give an IANA name such as Asia/Shanghai or UTC")]
+    BadTimeZone(String),
+    /// `users update` without a change.
+    #[error("nothing to change; give a role or a password")]
+    NoUserChange,
+    /// The password hasher failed to run.
+    #[error("the password could not be hashed")]
+    Hashing,
     /// The log refused or failed the append.
     #[error("Failed to append {what}: {source}")]
     Append {

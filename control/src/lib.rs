@@ -1,10 +1,11 @@
 //! Admin operations on the control stream — create a tenant, issue and revoke keys, add, update
-//! and remove channels, set prices — as a library the CLI uses now and the HTTP admin API next.
+//! and remove channels, set prices, manage admin users — as a library the CLI uses now and the HTTP admin API next.
 //! Each operation reads the control model from the log, checks its input against it, and
 //! appends one control event (waiting for the log's own acknowledgement). Errors are typed.
 //! No HTTP, no printing, no provider code here: the provider catalog is given by the caller.
 
 mod error;
+mod users;
 
 use futures::StreamExt as _;
 use nats::EventLog;
@@ -16,6 +17,7 @@ use schemas::{
 };
 
 pub use crate::error::AdminError;
+pub use crate::users::{CreatedUser, NewUser, UserChanges, find_user, normalise_email};
 
 /// Reads the control stream up to its current end and folds it into the control model.
 /// Undecodable events are skipped, as every other consumer skips them.
@@ -71,9 +73,11 @@ pub struct Provider {
 }
 
 /// The admin operations, acting as one admin on one log.
+#[derive(Clone)]
 pub struct Admin {
     log: EventLog,
     actor: String,
+    actor_addr: Option<String>,
     source: String,
     providers: Vec<Provider>,
     egress: egress::Policy,
@@ -135,6 +139,37 @@ pub struct ChannelChanges {
     pub insecure_http: bool,
     /// New `anthropic-beta` allow list (`--anthropic-beta`; an empty list clears it).
     pub anthropic_beta: Option<Vec<String>>,
+}
+
+/// A tenant's profile: display name and time zone.
+#[derive(Debug, Clone, Default)]
+pub struct TenantProfile {
+    /// Any script, 1-128 characters, no control characters (trimmed).
+    pub display_name: Option<String>,
+    /// An IANA zone name (`Asia/Shanghai`).
+    pub time_zone: Option<String>,
+}
+
+/// The longest display name, in characters.
+const MAX_DISPLAY_NAME: usize = 128;
+
+impl TenantProfile {
+    fn checked(self) -> Result<TenantProfile, AdminError> {
+        let display_name = match self.display_name.map(|d| d.trim().to_owned()) {
+            Some(d) if d.is_empty() || d.chars().count() > MAX_DISPLAY_NAME || d.chars().any(char::is_control) => {
+                return Err(AdminError::BadDisplayName);
+            }
+            d => d,
+        };
+        let time_zone = match self.time_zone.map(|z| z.trim().to_owned()) {
+            Some(z) => match z.parse::<chrono_tz::Tz>() {
+                Ok(tz) => Some(tz.name().to_owned()),
+                Err(_) => return Err(AdminError::BadTimeZone(z.chars().take(64).collect())),
+            },
+            None => None,
+        };
+        Ok(TenantProfile { display_name, time_zone })
+    }
 }
 
 /// What `prices set` publishes: decimal amounts per one million tokens.
@@ -213,6 +248,7 @@ impl Admin {
         Admin {
             log,
             actor: actor.to_owned(),
+            actor_addr: None,
             source: source.to_owned(),
             providers,
             egress: egress::Policy::default(),
@@ -228,6 +264,12 @@ impl Admin {
         self
     }
 
+    /// The same operations acting as `actor` from client address `addr` (an HTTP caller):
+    /// both are recorded on every event.
+    pub fn acting_as(&self, actor: &str, addr: Option<String>) -> Admin {
+        Admin { actor: actor.to_owned(), actor_addr: addr, ..self.clone() }
+    }
+
     /// The log the operations append to.
     pub fn log(&self) -> &EventLog {
         &self.log
@@ -237,6 +279,7 @@ impl Admin {
     pub fn event(&self, tenant: &str, body: EventBody) -> Envelope {
         let mut env = Envelope::new(tenant, &self.source, now_us(), body);
         env.actor = Some(self.actor.clone());
+        env.actor_addr = self.actor_addr.clone();
         env
     }
 
@@ -268,13 +311,29 @@ impl Admin {
 
     /// `tenants create NAME`.
     pub async fn create_tenant(&self, name: &str) -> Result<(), AdminError> {
+        self.create_tenant_with(name, TenantProfile::default()).await
+    }
+
+    /// `tenants create NAME [--display-name TEXT] [--time-zone ZONE]`: `tenant.created`, then a
+    /// `tenant.updated` with the profile when one is given (checked before anything is appended).
+    pub async fn create_tenant_with(&self, name: &str, profile: TenantProfile) -> Result<(), AdminError> {
         let tenant = TenantId::parse(name)?;
+        let profile = profile.checked()?;
         let model = load(&self.log).await?;
         if model.tenants.contains_key(tenant.as_str()) {
             return Err(AdminError::TenantExists(tenant.to_string()));
         }
         let env = self.event(tenant.as_str(), EventBody::TenantCreated(TenantCreated { name: tenant.to_string() }));
-        self.append(&env).await
+        self.append(&env).await?;
+        if profile.display_name.is_some() || profile.time_zone.is_some() {
+            let body = EventBody::TenantUpdated(schemas::TenantUpdated {
+                name: tenant.to_string(),
+                display_name: profile.display_name,
+                time_zone: profile.time_zone,
+            });
+            self.append(&self.event(tenant.as_str(), body)).await?;
+        }
+        Ok(())
     }
 
     /// `keys create --tenant T`: the tenant must exist.
@@ -520,6 +579,21 @@ mod tests {
         assert_eq!(find_key(&model, "sk-BBBBBBBBBBBB").map(|k| k.key_id.as_str()).ok(), Some("key_b"));
         assert_eq!(find_key(&model, "sk-AAAAAAA").map(|k| k.key_id.as_str()).ok(), Some("key_a"));
         assert!(matches!(find_key(&model, "sk-C"), Err(AdminError::NoKey(_))));
+    }
+
+    #[test]
+    fn tenant_profiles_take_any_script_and_iana_zones_only() {
+        let p = |d: Option<&str>, z: Option<&str>| {
+            TenantProfile { display_name: d.map(str::to_owned), time_zone: z.map(str::to_owned) }.checked()
+        };
+        let ok = p(Some(" 华东分公司 "), Some("Asia/Shanghai")).ok();
+        assert_eq!(ok.as_ref().and_then(|t| t.display_name.as_deref()), Some("华东分公司"));
+        assert_eq!(ok.as_ref().and_then(|t| t.time_zone.as_deref()), Some("Asia/Shanghai"));
+        assert!(matches!(p(Some(""), None), Err(AdminError::BadDisplayName)));
+        assert!(matches!(p(Some("a\u{0}b"), None), Err(AdminError::BadDisplayName)));
+        assert!(matches!(p(Some(&"名".repeat(129)), None), Err(AdminError::BadDisplayName)));
+        assert!(matches!(p(None, Some("Mars/Olympus")), Err(AdminError::BadTimeZone(_))));
+        assert!(p(None, Some("UTC")).is_ok());
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl ControlState {
     /// Brings the entity `change` names in line with `model` (which has just applied it).
     fn update(&mut self, model: &ControlModel, change: &Change, master_key: &MasterKey) {
         match change {
-            Change::Tenant(_) => {}
+            Change::Tenant(_) | Change::User(_) | Change::SessionSecret => {}
             Change::Key(id) => {
                 if let Some(k) = model.keys.get(id) {
                     let entry = KeyEntry {

@@ -33,9 +33,12 @@ const KEY_TENANT_USAGE: Migration = Migration {
     sql: include_str!("../migrations/shared/0003_key_tenant_usage.sql"),
 };
 
-const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE];
+const USERS: Migration =
+    Migration { version: 4, name: "users", sql: include_str!("../migrations/shared/0004_users.sql") };
 
-const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE];
+const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS];
+
+const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
      (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT)";

@@ -46,6 +46,8 @@ impl Projection {
                 "DELETE FROM api_keys WHERE generation <> $1",
                 "DELETE FROM channels WHERE generation <> $1",
                 "DELETE FROM prices WHERE generation <> $1",
+                "DELETE FROM users WHERE generation <> $1",
+                "DELETE FROM audit WHERE generation <> $1",
             ],
             Projection::Ledger => &[
                 "DELETE FROM ledger WHERE generation <> $1",

@@ -5,6 +5,8 @@
 //! Rules, where the three earlier folds disagreed:
 //! - **Tenants** are names; `tenant.created` for a known name changes nothing (the first
 //!   creation time stays). A key or channel may name a tenant without a `tenant.created`.
+//!   `tenant.updated` replaces the profile fields it carries (display name, time zone) of a
+//!   known tenant; for an unknown one it changes nothing.
 //! - **Keys: the first issuance wins.** An `api_key.issued` whose key id or hash is already
 //!   known — live or revoked — is rejected and changes nothing: a re-issued id cannot swap in a
 //!   new secret or revive a revoked key, and one secret can never belong to two keys (or two
@@ -23,6 +25,12 @@
 //!   `channel_id` is that channel's override for the model, in force whenever that channel id is
 //!   live (it may precede the channel in the log). A price without a channel never touches an
 //!   override. [`ControlModel::price_for`] answers the price to charge.
+//! - **Users: the first creation wins.** A `user.created` whose id or email is known (disabled
+//!   users included) is rejected. `user.updated` replaces the fields it carries; a new password
+//!   also ends every earlier session. Disabling is final, and a disabled user takes no update.
+//!   `user.sessions_revoked` ends every session issued before it (logout).
+//! - **The session secret:** the first `session_secret.generated` wins; later ones change nothing,
+//!   so gateways that generated one at the same time all end up with the same secret.
 //!
 //! A new entity (users, budgets, rate limits, proxies, alert rules) is one map here, one
 //! [`Change`] variant and its arm in `apply`; every consumer then gets it with the same rules.
@@ -32,7 +40,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
 use crate::AppliedPrice;
-use crate::event::{ApiKeyIssued, ChannelAdded, ChannelUpdated, Envelope, EventBody, PricePublished, Stream};
+use crate::event::{
+    ApiKeyIssued, ChannelAdded, ChannelUpdated, Envelope, EventBody, PricePublished, Role, Stream, UserCreated,
+    UserUpdated,
+};
 use crate::secret::Sealed;
 
 /// A tenant.
@@ -42,6 +53,10 @@ pub struct Tenant {
     pub name: String,
     /// When it was first created.
     pub created_at_us: i64,
+    /// Display name in any script.
+    pub display_name: Option<String>,
+    /// IANA time zone of its reports; `None` = UTC.
+    pub time_zone: Option<String>,
 }
 
 /// A virtual key: its hash and display prefix, never the key.
@@ -132,6 +147,52 @@ impl Price {
     }
 }
 
+/// An admin user. Holds the password's hash, never the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// `usr_…`
+    pub user_id: String,
+    /// Login name, lower-case.
+    pub email: String,
+    /// What the user may do.
+    pub role: Role,
+    /// The one tenant the user sees; `None` = every tenant.
+    pub tenant: Option<String>,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// When it was created.
+    pub created_at_us: i64,
+    /// When it last changed.
+    pub updated_at_us: i64,
+    /// When it was disabled.
+    pub disabled_at_us: Option<i64>,
+    /// Tokens issued before this instant are void (logout, password change).
+    pub sessions_not_before_us: i64,
+}
+
+impl User {
+    /// Whether the user was disabled.
+    pub fn disabled(&self) -> bool {
+        self.disabled_at_us.is_some()
+    }
+
+    /// Whether the user may see `tenant`'s objects.
+    pub fn sees(&self, tenant: &str) -> bool {
+        self.tenant.as_deref().is_none_or(|t| t == tenant)
+    }
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("user_id", &self.user_id)
+            .field("role", &self.role)
+            .field("tenant", &self.tenant)
+            .field("disabled_at_us", &self.disabled_at_us)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What one event changed; consumers update exactly that entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -150,6 +211,10 @@ pub enum Change {
         /// The channel it overrides the price on, if any.
         channel_id: Option<String>,
     },
+    /// A user was created, updated, disabled or logged out (by id).
+    User(String),
+    /// The session-signing secret was set.
+    SessionSecret,
 }
 
 /// What [`ControlModel::apply`] did with an event.
@@ -182,6 +247,11 @@ pub struct ControlModel {
     pub channel_prices: BTreeMap<String, BTreeMap<String, Price>>,
     /// The id of every `price.published`, so a built-in row is published once per version.
     pub price_ids: HashSet<Uuid>,
+    /// Admin users by id, disabled ones included.
+    pub users: BTreeMap<String, User>,
+    user_ids_by_email: HashMap<String, String>,
+    /// The sealed secret that signs session tokens, when one was generated.
+    pub session_secret: Option<Sealed>,
     /// The last stream sequence applied.
     pub seq: u64,
 }
@@ -197,6 +267,18 @@ impl ControlModel {
     pub fn insert_key(&mut self, key: Key) {
         self.key_ids_by_hash.insert(key.hash.clone(), key.key_id.clone());
         self.keys.insert(key.key_id.clone(), key);
+    }
+
+    /// The user whose email is `email` (lower-case), disabled or not.
+    pub fn user_by_email(&self, email: &str) -> Option<&User> {
+        self.user_ids_by_email.get(email).and_then(|id| self.users.get(id))
+    }
+
+    /// Puts a user in (for a consumer that loads part of the model from elsewhere); keeps the
+    /// email index.
+    pub fn insert_user(&mut self, user: User) {
+        self.user_ids_by_email.insert(user.email.clone(), user.user_id.clone());
+        self.users.insert(user.user_id.clone(), user);
     }
 
     /// The price to charge for `model` on channel `channel_id`: its override there, else the
@@ -217,8 +299,19 @@ impl ControlModel {
                 if self.tenants.contains_key(&t.name) {
                     return Outcome::Unchanged;
                 }
-                self.tenants.insert(t.name.clone(), Tenant { name: t.name.clone(), created_at_us: at });
+                let tenant = Tenant { name: t.name.clone(), created_at_us: at, display_name: None, time_zone: None };
+                self.tenants.insert(t.name.clone(), tenant);
                 Outcome::Changed(Change::Tenant(t.name.clone()))
+            }
+            EventBody::TenantUpdated(u) => {
+                let Some(t) = self.tenants.get_mut(&u.name) else { return Outcome::Unchanged };
+                if let Some(d) = &u.display_name {
+                    t.display_name = Some(d.clone());
+                }
+                if let Some(z) = &u.time_zone {
+                    t.time_zone = Some(z.clone());
+                }
+                Outcome::Changed(Change::Tenant(u.name.clone()))
             }
             EventBody::ApiKeyIssued(k) => self.issue(&env.tenant, at, k),
             EventBody::ApiKeyRevoked(r) => match self.keys.get_mut(&r.key_id) {
@@ -251,10 +344,70 @@ impl ControlModel {
                 };
                 Outcome::Changed(Change::Price { model: p.model.clone(), channel_id: p.channel_id.clone() })
             }
+            EventBody::UserCreated(u) => self.create_user(at, u),
+            EventBody::UserUpdated(u) => self.update_user(at, u),
+            EventBody::UserDisabled(d) => match self.users.get_mut(&d.user_id) {
+                Some(u) if u.disabled_at_us.is_none() => {
+                    u.disabled_at_us = Some(at);
+                    u.updated_at_us = at;
+                    Outcome::Changed(Change::User(d.user_id.clone()))
+                }
+                _ => Outcome::Unchanged,
+            },
+            EventBody::UserSessionsRevoked(r) => match self.users.get_mut(&r.user_id) {
+                Some(u) if at > u.sessions_not_before_us => {
+                    u.sessions_not_before_us = at;
+                    Outcome::Changed(Change::User(r.user_id.clone()))
+                }
+                _ => Outcome::Unchanged,
+            },
+            EventBody::SessionSecretGenerated(g) => {
+                if self.session_secret.is_some() {
+                    return Outcome::Unchanged;
+                }
+                self.session_secret = Some(g.secret.clone());
+                Outcome::Changed(Change::SessionSecret)
+            }
             EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) | EventBody::AuthFailuresCounted(_) => {
                 Outcome::NotControl
             }
         }
+    }
+
+    fn create_user(&mut self, at: i64, u: &UserCreated) -> Outcome {
+        if self.users.contains_key(&u.user_id) {
+            return Outcome::Rejected(format!("user {} exists already", u.user_id));
+        }
+        if let Some(other) = self.user_ids_by_email.get(&u.email) {
+            return Outcome::Rejected(format!("user {} has the email of user {other}", u.user_id));
+        }
+        self.insert_user(User {
+            user_id: u.user_id.clone(),
+            email: u.email.clone(),
+            role: u.role,
+            tenant: u.tenant.clone(),
+            password_hash: u.password_hash.clone(),
+            created_at_us: at,
+            updated_at_us: at,
+            disabled_at_us: None,
+            sessions_not_before_us: 0,
+        });
+        Outcome::Changed(Change::User(u.user_id.clone()))
+    }
+
+    fn update_user(&mut self, at: i64, u: &UserUpdated) -> Outcome {
+        let Some(user) = self.users.get_mut(&u.user_id).filter(|x| !x.disabled()) else {
+            return Outcome::Unchanged;
+        };
+        if let Some(role) = u.role {
+            user.role = role;
+        }
+        if let Some(h) = &u.password_hash {
+            user.password_hash = h.clone();
+            user.sessions_not_before_us = user.sessions_not_before_us.max(at);
+        }
+        user.updated_at_us = at;
+        Outcome::Changed(Change::User(u.user_id.clone()))
     }
 
     fn issue(&mut self, tenant: &str, at: i64, k: &ApiKeyIssued) -> Outcome {
@@ -457,7 +610,79 @@ mod tests {
         assert_eq!(out[..3], [Outcome::Unchanged, Outcome::Unchanged, Outcome::Unchanged]);
         assert_eq!(out[4], Outcome::Unchanged);
         assert_eq!(m.tenants["t"].created_at_us, 4);
+        let mut m = m;
+        let profile = |name: &str, tz: Option<&str>| {
+            EventBody::TenantUpdated(crate::event::TenantUpdated {
+                name: name.into(),
+                display_name: Some("华东分公司".into()),
+                time_zone: tz.map(str::to_owned),
+            })
+        };
+        assert_eq!(m.apply(6, &ev("t", 6, profile("nope", None))), Outcome::Unchanged);
+        m.apply(7, &ev("t", 7, profile("t", Some("Asia/Shanghai"))));
+        m.apply(8, &ev("t", 8, profile("t", None)));
+        let t = &m.tenants["t"];
+        assert_eq!((t.display_name.as_deref(), t.time_zone.as_deref()), (Some("华东分公司"), Some("Asia/Shanghai")));
         assert!(m.channels.is_empty() && m.keys.is_empty());
+    }
+
+    fn user(id: &str, email: &str) -> EventBody {
+        EventBody::UserCreated(UserCreated {
+            user_id: id.into(),
+            email: email.into(),
+            role: Role::Admin,
+            tenant: None,
+            password_hash: "h".into(),
+        })
+    }
+
+    #[test]
+    fn a_user_id_or_email_is_created_once_and_disabling_is_final() {
+        use crate::event::{UserDisabled, UserSessionsRevoked};
+        let disable = |id: &str| EventBody::UserDisabled(UserDisabled { user_id: id.into() });
+        let promote = EventBody::UserUpdated(UserUpdated {
+            user_id: "usr_a".into(),
+            role: Some(Role::Owner),
+            ..UserUpdated::default()
+        });
+        let (m, out) = fold(&[
+            ev("_global", 1, user("usr_a", "a@x")),
+            ev("_global", 2, user("usr_b", "a@x")),
+            ev("_global", 3, user("usr_a", "other@x")),
+            ev("_global", 4, EventBody::UserSessionsRevoked(UserSessionsRevoked { user_id: "usr_a".into() })),
+            ev("_global", 5, disable("usr_a")),
+            ev("_global", 6, disable("usr_a")),
+            ev("_global", 7, promote),
+        ]);
+        assert!(matches!(out[1], Outcome::Rejected(_)) && matches!(out[2], Outcome::Rejected(_)), "{out:?}");
+        assert_eq!(out[5..], [Outcome::Unchanged, Outcome::Unchanged]);
+        let a = &m.users["usr_a"];
+        assert_eq!((a.role, a.disabled_at_us, a.sessions_not_before_us), (Role::Admin, Some(5), 4));
+        assert_eq!(m.user_by_email("a@x").map(|u| u.user_id.as_str()), Some("usr_a"));
+        assert!(m.user_by_email("other@x").is_none() && !m.users.contains_key("usr_b"));
+    }
+
+    #[test]
+    fn a_new_password_ends_earlier_sessions_and_the_first_session_secret_stays() {
+        let change = EventBody::UserUpdated(UserUpdated {
+            user_id: "usr_a".into(),
+            password_hash: Some("h2".into()),
+            ..UserUpdated::default()
+        });
+        let secret = |ct: &str| {
+            EventBody::SessionSecretGenerated(crate::event::SessionSecretGenerated {
+                secret: Sealed { alg: "x".into(), nonce: "n".into(), ct: ct.into() },
+            })
+        };
+        let (m, out) = fold(&[
+            ev("_global", 1, user("usr_a", "a@x")),
+            ev("_global", 9, change),
+            ev("_global", 10, secret("first")),
+            ev("_global", 11, secret("second")),
+        ]);
+        assert_eq!((m.users["usr_a"].password_hash.as_str(), m.users["usr_a"].sessions_not_before_us), ("h2", 9));
+        assert_eq!(out[3], Outcome::Unchanged);
+        assert_eq!(m.session_secret.map(|s| s.ct), Some("first".to_owned()));
     }
 
     #[test]

@@ -80,6 +80,20 @@ pub struct TenantCreated {
     pub name: String,
 }
 
+/// `tenant.updated`: a tenant's profile; every present field replaces the old value. The name
+/// (the slug) never changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantUpdated {
+    /// The tenant's name.
+    pub name: String,
+    /// A display name in any script (`华东分公司`), shown in reports and the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The IANA time zone its reports use (`Asia/Shanghai`); absent = UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
 /// `api_key.issued`: only the hash and a display prefix, never the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyIssued {
@@ -403,6 +417,124 @@ pub struct AuthFailuresCounted {
     pub throttled_addresses: Vec<String>,
 }
 
+/// What an admin user may do. A user with a tenant sees and changes only that tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, other owners included.
+    Owner,
+    /// Everything but owners.
+    Admin,
+    /// Reads only.
+    Viewer,
+    /// Reports and budgets only.
+    Billing,
+}
+
+impl Role {
+    /// Every role, most powerful first.
+    pub const ALL: [Role; 4] = [Role::Owner, Role::Admin, Role::Viewer, Role::Billing];
+
+    /// The role's name, as in events and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+            Role::Billing => "billing",
+        }
+    }
+
+    /// Parses a name as returned by [`Role::as_str`].
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `user.created`: an admin user. Only an argon2id hash of the password, never the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCreated {
+    /// Stable id (`usr_…`).
+    pub user_id: String,
+    /// The login name, trimmed and lower-cased.
+    pub email: String,
+    /// What the user may do.
+    pub role: Role,
+    /// The one tenant the user sees; absent = every tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Argon2id PHC string of the password.
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for UserCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCreated")
+            .field("user_id", &self.user_id)
+            .field("role", &self.role)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `user.updated`: every present field replaces the old value. A new password also ends every
+/// session the user had.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserUpdated {
+    /// The user's id.
+    pub user_id: String,
+    /// New role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// New argon2id password hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+}
+
+impl std::fmt::Debug for UserUpdated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserUpdated")
+            .field("user_id", &self.user_id)
+            .field("role", &self.role)
+            .field("password_changed", &self.password_hash.is_some())
+            .finish()
+    }
+}
+
+/// `user.disabled`: the user can no longer log in and every token of theirs stops working.
+/// Final: a disabled user is never enabled again (create a new one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDisabled {
+    /// The user's id.
+    pub user_id: String,
+}
+
+/// `user.sessions_revoked`: every token the user was issued before this event stops working
+/// (logout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSessionsRevoked {
+    /// The user's id.
+    pub user_id: String,
+}
+
+/// `session_secret.generated`: the key that signs admin session tokens when `JWT_SECRET` is not
+/// set, sealed with the master key, so every gateway of a cluster verifies the others' tokens.
+/// The first one in the log wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSecretGenerated {
+    /// The secret (base64 of 32 random bytes), sealed with context [`SESSION_SECRET_CONTEXT`].
+    pub secret: Sealed,
+}
+
+/// The sealing context of [`SessionSecretGenerated::secret`].
+pub const SESSION_SECRET_CONTEXT: &str = "session_secret";
+
 /// The typed body of an event: its `type` and `data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventBody {
@@ -426,6 +558,18 @@ pub enum EventBody {
     RequestLogged(RequestLogged),
     /// `auth.failures_counted`
     AuthFailuresCounted(AuthFailuresCounted),
+    /// `user.created`
+    UserCreated(UserCreated),
+    /// `user.updated`
+    UserUpdated(UserUpdated),
+    /// `user.disabled`
+    UserDisabled(UserDisabled),
+    /// `user.sessions_revoked`
+    UserSessionsRevoked(UserSessionsRevoked),
+    /// `session_secret.generated`
+    SessionSecretGenerated(SessionSecretGenerated),
+    /// `tenant.updated`
+    TenantUpdated(TenantUpdated),
 }
 
 impl EventBody {
@@ -442,6 +586,12 @@ impl EventBody {
             EventBody::UsageRecorded(_) => "usage.recorded",
             EventBody::RequestLogged(_) => "request.logged",
             EventBody::AuthFailuresCounted(_) => "auth.failures_counted",
+            EventBody::UserCreated(_) => "user.created",
+            EventBody::UserUpdated(_) => "user.updated",
+            EventBody::UserDisabled(_) => "user.disabled",
+            EventBody::UserSessionsRevoked(_) => "user.sessions_revoked",
+            EventBody::SessionSecretGenerated(_) => "session_secret.generated",
+            EventBody::TenantUpdated(_) => "tenant.updated",
         }
     }
 
@@ -464,6 +614,12 @@ impl EventBody {
             EventBody::UsageRecorded(_) => Stream::Billing,
             EventBody::RequestLogged(_) => Stream::Requests,
             EventBody::AuthFailuresCounted(_) => Stream::Requests,
+            EventBody::UserCreated(_)
+            | EventBody::UserUpdated(_)
+            | EventBody::UserDisabled(_)
+            | EventBody::UserSessionsRevoked(_)
+            | EventBody::SessionSecretGenerated(_)
+            | EventBody::TenantUpdated(_) => Stream::Control,
         }
     }
 
@@ -477,6 +633,12 @@ impl EventBody {
             EventBody::UsageRecorded(_) => "usage",
             EventBody::RequestLogged(_) => "request",
             EventBody::AuthFailuresCounted(_) => "auth",
+            EventBody::UserCreated(_)
+            | EventBody::UserUpdated(_)
+            | EventBody::UserDisabled(_)
+            | EventBody::UserSessionsRevoked(_) => "user",
+            EventBody::SessionSecretGenerated(_) => "session_secret",
+            EventBody::TenantUpdated(_) => "tenant",
         }
     }
 }
@@ -508,6 +670,8 @@ pub struct Envelope {
     pub causation_id: Option<Uuid>,
     /// The admin who acted, for control events.
     pub actor: Option<String>,
+    /// The client address the admin acted from, for changes made over HTTP (the audit trail).
+    pub actor_addr: Option<String>,
     /// `type`, `v` and `data`.
     pub body: EventBody,
 }
@@ -524,6 +688,7 @@ impl Envelope {
             correlation_id: None,
             causation_id: None,
             actor: None,
+            actor_addr: None,
             body,
         }
     }
@@ -550,7 +715,7 @@ impl Envelope {
 
 impl Serialize for Envelope {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Envelope", 11)?;
+        let mut st = s.serialize_struct("Envelope", 12)?;
         st.serialize_field("id", &self.id)?;
         st.serialize_field("type", self.body.type_name())?;
         st.serialize_field("v", &self.body.version())?;
@@ -567,6 +732,9 @@ impl Serialize for Envelope {
         if let Some(a) = &self.actor {
             st.serialize_field("actor", a)?;
         }
+        if let Some(a) = &self.actor_addr {
+            st.serialize_field("actor_addr", a)?;
+        }
         match &self.body {
             EventBody::TenantCreated(d) => st.serialize_field("data", d)?,
             EventBody::ApiKeyIssued(d) => st.serialize_field("data", d)?,
@@ -578,6 +746,12 @@ impl Serialize for Envelope {
             EventBody::UsageRecorded(d) => st.serialize_field("data", d)?,
             EventBody::RequestLogged(d) => st.serialize_field("data", d)?,
             EventBody::AuthFailuresCounted(d) => st.serialize_field("data", d)?,
+            EventBody::UserCreated(d) => st.serialize_field("data", d)?,
+            EventBody::UserUpdated(d) => st.serialize_field("data", d)?,
+            EventBody::UserDisabled(d) => st.serialize_field("data", d)?,
+            EventBody::UserSessionsRevoked(d) => st.serialize_field("data", d)?,
+            EventBody::SessionSecretGenerated(d) => st.serialize_field("data", d)?,
+            EventBody::TenantUpdated(d) => st.serialize_field("data", d)?,
         }
         st.end()
     }
@@ -600,6 +774,8 @@ struct Wire<'a> {
     causation_id: Option<Uuid>,
     #[serde(default)]
     actor: Option<String>,
+    #[serde(default)]
+    actor_addr: Option<String>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -622,6 +798,12 @@ impl<'de> Deserialize<'de> for Envelope {
             ("usage.recorded", 1) => EventBody::UsageRecorded(p(data)?),
             ("request.logged", 1) => EventBody::RequestLogged(p(data)?),
             ("auth.failures_counted", 1) => EventBody::AuthFailuresCounted(p(data)?),
+            ("user.created", 1) => EventBody::UserCreated(p(data)?),
+            ("user.updated", 1) => EventBody::UserUpdated(p(data)?),
+            ("user.disabled", 1) => EventBody::UserDisabled(p(data)?),
+            ("user.sessions_revoked", 1) => EventBody::UserSessionsRevoked(p(data)?),
+            ("session_secret.generated", 1) => EventBody::SessionSecretGenerated(p(data)?),
+            ("tenant.updated", 1) => EventBody::TenantUpdated(p(data)?),
             (kind, v) => return Err(D::Error::custom(format!("unknown event type {kind:?} v{v}"))),
         };
         Ok(Envelope {
@@ -633,6 +815,7 @@ impl<'de> Deserialize<'de> for Envelope {
             correlation_id: w.correlation_id,
             causation_id: w.causation_id,
             actor: w.actor,
+            actor_addr: w.actor_addr,
             body,
         })
     }

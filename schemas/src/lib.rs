@@ -6,6 +6,7 @@ pub mod event;
 pub mod ids;
 pub mod keys;
 pub mod money;
+pub mod password;
 pub mod secret;
 
 pub use event::{
@@ -14,5 +15,9 @@ pub use event::{
     TenantCreated, UsageRecorded, UsageSource,
 };
 pub use event::{AttemptRecord, MAX_LOGGED_ATTEMPTS};
+pub use event::{
+    Role, SESSION_SECRET_CONTEXT, SessionSecretGenerated, TenantUpdated, UserCreated, UserDisabled,
+    UserSessionsRevoked, UserUpdated,
+};
 pub use ids::{IdError, TenantId};
 pub use money::{MoneyError, cost_nanos, format_nanos, parse_per_mtok};

@@ -46,6 +46,12 @@ fn every_event_type_has_a_fixture() -> anyhow::Result<()> {
         "usage.recorded",
         "request.logged",
         "auth.failures_counted",
+        "user.created",
+        "user.updated",
+        "user.disabled",
+        "user.sessions_revoked",
+        "session_secret.generated",
+        "tenant.updated",
     ] {
         assert!(names.iter().any(|n| n.ends_with(&format!("{t}.json"))), "no fixture for {t}");
     }
@@ -83,6 +89,8 @@ fn subjects_follow_the_stream_layout() -> anyhow::Result<()> {
     assert_eq!(s("usage.recorded.json")?, "llmr.v1.usage.acme");
     assert_eq!(s("request.logged.json")?, "llmr.v1.req.acme");
     assert_eq!(s("auth.failures_counted.json")?, "llmr.v1.req._global");
+    assert_eq!(s("user.created.json")?, "llmr.v1.control.acme.user");
+    assert_eq!(s("session_secret.generated.json")?, "llmr.v1.control._global.session_secret");
     Ok(())
 }
 
@@ -117,5 +125,16 @@ fn request_logged_lists_every_attempt_and_old_events_have_none() -> anyhow::Resu
     assert_eq!(classes, ["quota_exhausted", "connect_timeout", "ok"]);
     assert_eq!(r.attempt_log[1].status, None);
     assert_eq!(r.attempts as usize, r.attempt_log.len());
+    Ok(())
+}
+
+#[test]
+fn user_events_carry_the_actor_and_its_address_and_never_print_a_password_hash() -> anyhow::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let env = Envelope::from_json(&std::fs::read(dir.join("user.created.json"))?)?;
+    assert_eq!((env.actor.as_deref(), env.actor_addr.as_deref()), (Some("usr_0193owner"), Some("203.0.113.7")));
+    let EventBody::UserCreated(u) = &env.body else { anyhow::bail!("not a user.created") };
+    assert_eq!((u.role, u.tenant.as_deref()), (schemas::Role::Admin, Some("acme")));
+    assert!(!format!("{env:?}").contains("argon2"), "the hash is kept out of Debug output");
     Ok(())
 }

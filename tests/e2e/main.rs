@@ -1,6 +1,7 @@
 //! End-to-end: the real binary, both backends, the admin CLI while `serve` runs, the official
 //! OpenAI Python SDK, the ledger through `/v1/usage` and reports, rebuilds.
 
+mod admin_api;
 mod anthropic;
 mod chaos;
 mod egress;

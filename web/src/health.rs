@@ -9,7 +9,9 @@ use serde_json::json;
 
 use crate::WebState;
 
-/// Health report.
+/// Health report (open: no tenant data).
+#[utoipa::path(get, path = "/api/health", tag = "meta", security(()),
+    responses((status = 200, description = "The log and the read store answer"), (status = 503, description = "Degraded")))]
 pub async fn health(State(state): State<WebState>) -> (StatusCode, Json<serde_json::Value>) {
     let log = state.log().health().await;
     let checkpoints = projections::read::checkpoints(state.store()).await;

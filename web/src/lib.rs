@@ -1,17 +1,32 @@
-//! The read side: `/api/health`, `/v1/usage` and the dashboard. Reads go through
-//! `projections::read`; this crate writes nothing but (later) admin events through `nats`.
+//! The read side and the admin API: `/api/health`, `/v1/usage`, the dashboard, and the
+//! authenticated `/api/*` routes. Reads go through `projections::read`; writes are admin
+//! operations of the `control` crate (control events), with the calling user as their actor.
 
+mod api_error;
+mod audit;
+pub mod auth;
 mod error;
 mod health;
+mod idempotency;
+mod json;
+mod keys;
+pub mod live;
+pub mod openapi;
 mod pages;
+mod prices;
+mod query;
+mod reports;
 mod routes;
 mod usage;
+mod users;
 
 use std::sync::Arc;
 
 use nats::EventLog;
 use projections::ReadStore;
 
+pub use api_error::ApiError;
+pub use auth::AdminConfig;
 pub use error::WebError;
 pub use routes::router;
 
@@ -25,12 +40,23 @@ struct Inner {
     store: ReadStore,
     log: EventLog,
     instance: String,
+    admin: Option<auth::AdminState>,
 }
 
 impl WebState {
-    /// Builds the state from the read store and the log.
+    /// Builds the state from the read store and the log, without the admin API.
     pub fn new(store: ReadStore, log: EventLog, instance: &str) -> Self {
-        WebState { inner: Arc::new(Inner { store, log, instance: instance.to_owned() }) }
+        WebState { inner: Arc::new(Inner { store, log, instance: instance.to_owned(), admin: None }) }
+    }
+
+    /// Builds the state with the admin API: starts its live view of the control log.
+    pub async fn with_admin(store: ReadStore, log: EventLog, instance: &str, cfg: AdminConfig) -> Self {
+        let admin = auth::AdminState::start(cfg, &log).await;
+        WebState { inner: Arc::new(Inner { store, log, instance: instance.to_owned(), admin: Some(admin) }) }
+    }
+
+    pub(crate) fn admin(&self) -> Option<&auth::AdminState> {
+        self.inner.admin.as_ref()
     }
 
     pub(crate) fn store(&self) -> &ReadStore {

@@ -1,16 +1,46 @@
-//! Every read route, path → handler. Authentication: `/v1/usage` takes a virtual key; `/api/health`
-//! and the dashboard shell are open (they show no tenant data).
+//! Every read and admin route, path → handler. Authentication: `/v1/usage` takes a virtual key;
+//! `/api/health` and `/api/auth/login` are open (health shows no tenant data); every other
+//! `/api/*` route needs an admin session (`auth::require_session`), and an unknown `/api/*` path
+//! is 401 without one and 404 with one, so paths cannot be probed anonymously.
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, patch, post};
 
-use crate::{WebState, health, pages, usage};
+use crate::api_error::ApiError;
+use crate::{WebState, audit, auth, health, idempotency, keys, openapi, pages, prices, reports, usage, users};
 
-/// The read routes, to be merged with the gateway's.
+/// Largest admin API request body.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// The read and admin routes, to be merged with the gateway's.
 pub fn router(state: WebState) -> Router {
-    Router::new()
+    let open = Router::new()
         .route("/api/health", get(health::health))
         .route("/v1/usage", get(usage::usage))
-        .route("/", get(pages::overview))
+        .route("/", get(pages::overview));
+    if state.admin().is_none() {
+        return open.with_state(state);
+    }
+    let authenticated = Router::new()
+        .route("/api/auth/logout", post(auth::logout))
+        .route("/api/auth/me", get(auth::me))
+        .route("/api/users", get(users::list).post(users::create))
+        .route("/api/users/{id}", patch(users::update).delete(users::disable))
+        .route("/api/audit", get(audit::list))
+        .route("/api/api-keys", get(keys::list_keys).post(keys::create_key))
+        .route("/api/api-keys/{id}", axum::routing::delete(keys::revoke_key))
+        .route("/api/tenants", get(keys::list_tenants).post(keys::create_tenant))
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route("/api/prices", get(prices::list).put(prices::set))
+        .route("/api/reports/usage", get(reports::usage))
+        .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found("route") }))
+        // The last layer runs first: the session, then the idempotency check (which needs the
+        // caller).
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_session));
+    open.route("/api/auth/login", post(auth::login))
+        .merge(authenticated)
+        .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
         .with_state(state)
 }

@@ -7,7 +7,7 @@
 //! into a partial [`ControlModel`], the model applies the event, and what it changed is written
 //! back. No rule is decided here.
 
-use schemas::control::{Change, Channel, ControlModel, Key, Outcome, Tenant};
+use schemas::control::{Change, Channel, ControlModel, Key, Outcome, Tenant, User};
 use schemas::{Envelope, EventBody};
 use sqlx::{AnyConnection, Row as _};
 
@@ -23,12 +23,59 @@ pub(super) async fn apply(
     match model.apply(u64::try_from(seq).unwrap_or(0), env) {
         Outcome::NotControl => Ok(Folded::Ignored),
         Outcome::Rejected(reason) => Ok(Folded::Rejected(reason)),
-        Outcome::Unchanged => Ok(Folded::Applied),
+        Outcome::Unchanged => {
+            audit(conn, generation, seq, env).await?;
+            Ok(Folded::Applied)
+        }
         Outcome::Changed(change) => {
             write(conn, generation, seq, env, &model, &change).await?;
+            audit(conn, generation, seq, env).await?;
             Ok(Folded::Applied)
         }
     }
+}
+
+/// The id of the entity a control event is about.
+fn entity_id(body: &EventBody) -> Option<&str> {
+    match body {
+        EventBody::TenantCreated(t) => Some(&t.name),
+        EventBody::TenantUpdated(t) => Some(&t.name),
+        EventBody::ApiKeyIssued(k) => Some(&k.key_id),
+        EventBody::ApiKeyRevoked(k) => Some(&k.key_id),
+        EventBody::ChannelAdded(c) => Some(&c.channel_id),
+        EventBody::ChannelUpdated(c) => Some(&c.channel_id),
+        EventBody::ChannelRemoved(c) => Some(&c.channel_id),
+        EventBody::PricePublished(p) => Some(&p.model),
+        EventBody::UserCreated(u) => Some(&u.user_id),
+        EventBody::UserUpdated(u) => Some(&u.user_id),
+        EventBody::UserDisabled(u) => Some(&u.user_id),
+        EventBody::UserSessionsRevoked(u) => Some(&u.user_id),
+        EventBody::SessionSecretGenerated(_)
+        | EventBody::UsageRecorded(_)
+        | EventBody::RequestLogged(_)
+        | EventBody::AuthFailuresCounted(_) => None,
+    }
+}
+
+/// One audit row per applied control event (who, what, when, from where); no event data.
+async fn audit(conn: &mut AnyConnection, generation: i64, seq: i64, env: &Envelope) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit (generation, seq, event_id, event_type, entity_id, tenant, actor, actor_addr, source, \
+         occurred_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+    )
+    .bind(generation)
+    .bind(seq)
+    .bind(env.id.to_string())
+    .bind(env.body.type_name())
+    .bind(entity_id(&env.body).map(str::to_owned))
+    .bind(&env.tenant)
+    .bind(env.actor.clone())
+    .bind(env.actor_addr.clone())
+    .bind(&env.source)
+    .bind(env.occurred_at_us)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn encode(e: serde_json::Error) -> sqlx::Error {
@@ -43,23 +90,19 @@ fn decode(e: serde_json::Error) -> sqlx::Error {
 async fn touched(conn: &mut AnyConnection, generation: i64, env: &Envelope) -> Result<ControlModel, sqlx::Error> {
     let mut model = ControlModel::default();
     match &env.body {
-        EventBody::TenantCreated(t) => {
-            let row = sqlx::query("SELECT name, created_at_us FROM tenants WHERE generation = $1 AND name = $2")
-                .bind(generation)
-                .bind(&t.name)
-                .fetch_optional(&mut *conn)
-                .await?;
-            if let Some(r) = row {
-                let tenant = Tenant { name: r.try_get("name")?, created_at_us: r.try_get("created_at_us")? };
-                model.tenants.insert(tenant.name.clone(), tenant);
-            }
-        }
+        EventBody::TenantCreated(t) => load_tenant(conn, generation, &t.name, &mut model).await?,
+        EventBody::TenantUpdated(t) => load_tenant(conn, generation, &t.name, &mut model).await?,
         EventBody::ApiKeyIssued(k) => load_keys(conn, generation, &k.key_id, &k.hash, &mut model).await?,
         EventBody::ApiKeyRevoked(k) => load_keys(conn, generation, &k.key_id, "", &mut model).await?,
         EventBody::ChannelAdded(c) => load_channel(conn, generation, &c.channel_id, &mut model).await?,
         EventBody::ChannelUpdated(c) => load_channel(conn, generation, &c.channel_id, &mut model).await?,
         EventBody::ChannelRemoved(c) => load_channel(conn, generation, &c.channel_id, &mut model).await?,
-        EventBody::PricePublished(_)
+        EventBody::UserCreated(u) => load_users(conn, generation, &u.user_id, &u.email, &mut model).await?,
+        EventBody::UserUpdated(u) => load_users(conn, generation, &u.user_id, "", &mut model).await?,
+        EventBody::UserDisabled(u) => load_users(conn, generation, &u.user_id, "", &mut model).await?,
+        EventBody::UserSessionsRevoked(u) => load_users(conn, generation, &u.user_id, "", &mut model).await?,
+        EventBody::SessionSecretGenerated(_)
+        | EventBody::PricePublished(_)
         | EventBody::UsageRecorded(_)
         | EventBody::RequestLogged(_)
         | EventBody::AuthFailuresCounted(_) => {}
@@ -95,6 +138,68 @@ async fn load_keys(
             tenant_usage: r.try_get::<i64, _>("tenant_usage")? != 0,
             created_at_us: r.try_get("created_at_us")?,
             revoked_at_us: r.try_get("revoked_at_us")?,
+        });
+    }
+    Ok(())
+}
+
+async fn load_tenant(
+    conn: &mut AnyConnection,
+    generation: i64,
+    name: &str,
+    model: &mut ControlModel,
+) -> Result<(), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT name, created_at_us, display_name, time_zone FROM tenants WHERE generation = $1 AND name = $2",
+    )
+    .bind(generation)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(r) = row {
+        let tenant = Tenant {
+            name: r.try_get("name")?,
+            created_at_us: r.try_get("created_at_us")?,
+            display_name: r.try_get("display_name")?,
+            time_zone: r.try_get("time_zone")?,
+        };
+        model.tenants.insert(tenant.name.clone(), tenant);
+    }
+    Ok(())
+}
+
+/// Loads the users with this id or email. The password hash is not stored (the model's rules
+/// never compare it), so the loaded users carry none.
+async fn load_users(
+    conn: &mut AnyConnection,
+    generation: i64,
+    user_id: &str,
+    email: &str,
+    model: &mut ControlModel,
+) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT user_id, email, role, tenant, created_at_us, updated_at_us, disabled_at_us, sessions_not_before_us \
+         FROM users WHERE generation = $1 AND (user_id = $2 OR email = $3)",
+    )
+    .bind(generation)
+    .bind(user_id)
+    .bind(email)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in rows {
+        let role: String = r.try_get("role")?;
+        let role = schemas::Role::parse(&role)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown role {role:?} in users").into()))?;
+        model.insert_user(User {
+            user_id: r.try_get("user_id")?,
+            email: r.try_get("email")?,
+            role,
+            tenant: r.try_get("tenant")?,
+            password_hash: String::new(),
+            created_at_us: r.try_get("created_at_us")?,
+            updated_at_us: r.try_get("updated_at_us")?,
+            disabled_at_us: r.try_get("disabled_at_us")?,
+            sessions_not_before_us: r.try_get("sessions_not_before_us")?,
         });
     }
     Ok(())
@@ -151,12 +256,15 @@ async fn write(
         Change::Tenant(name) => {
             let Some(t) = model.tenants.get(name) else { return Ok(()) };
             sqlx::query(
-                "INSERT INTO tenants (generation, name, created_at_us) VALUES ($1, $2, $3) \
-                 ON CONFLICT (generation, name) DO NOTHING",
+                "INSERT INTO tenants (generation, name, created_at_us, display_name, time_zone) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (generation, name) DO UPDATE SET \
+                 display_name = excluded.display_name, time_zone = excluded.time_zone",
             )
             .bind(generation)
             .bind(&t.name)
             .bind(t.created_at_us)
+            .bind(t.display_name.clone())
+            .bind(t.time_zone.clone())
             .execute(&mut *conn)
             .await?;
         }
@@ -255,6 +363,29 @@ async fn write(
             .execute(&mut *conn)
             .await?;
         }
+        Change::User(id) => {
+            let Some(u) = model.users.get(id) else { return Ok(()) };
+            sqlx::query(
+                "INSERT INTO users (generation, user_id, email, role, tenant, created_at_us, updated_at_us, \
+                 disabled_at_us, sessions_not_before_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (generation, user_id) DO UPDATE SET role = excluded.role, \
+                 updated_at_us = excluded.updated_at_us, disabled_at_us = excluded.disabled_at_us, \
+                 sessions_not_before_us = excluded.sessions_not_before_us",
+            )
+            .bind(generation)
+            .bind(&u.user_id)
+            .bind(&u.email)
+            .bind(u.role.as_str())
+            .bind(u.tenant.clone())
+            .bind(u.created_at_us)
+            .bind(u.updated_at_us)
+            .bind(u.disabled_at_us)
+            .bind(u.sessions_not_before_us)
+            .execute(&mut *conn)
+            .await?;
+        }
+        // The secret stays in the log; a read model holds no secrets.
+        Change::SessionSecret => {}
     }
     Ok(())
 }

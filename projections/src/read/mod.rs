@@ -80,6 +80,88 @@ pub struct TenantRecord {
     pub name: String,
     /// When it was created (µs since the epoch).
     pub created_at_us: i64,
+    /// Display name in any script.
+    pub display_name: Option<String>,
+    /// IANA time zone of its reports; `None` = UTC.
+    pub time_zone: Option<String>,
+}
+
+/// An admin user as the read model has it (no password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRecord {
+    /// `usr_…`
+    pub user_id: String,
+    /// Login name.
+    pub email: String,
+    /// `owner`, `admin`, `viewer` or `billing`.
+    pub role: String,
+    /// The one tenant the user sees; `None` = every tenant.
+    pub tenant: Option<String>,
+    /// When it was created (µs since the epoch).
+    pub created_at_us: i64,
+    /// When it last changed.
+    pub updated_at_us: i64,
+    /// When it was disabled.
+    pub disabled_at_us: Option<i64>,
+}
+
+/// One audit entry: a control change, who made it and from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// The control stream sequence (the cursor).
+    pub seq: i64,
+    /// The event id.
+    pub event_id: String,
+    /// `api_key.issued`, `user.disabled`, …
+    pub event_type: String,
+    /// The id of the key, channel, user, tenant or model changed.
+    pub entity_id: Option<String>,
+    /// The tenant (or `_global`).
+    pub tenant: String,
+    /// Who: a user id for changes over HTTP, the OS user for the CLI.
+    pub actor: Option<String>,
+    /// The client address of a change made over HTTP.
+    pub actor_addr: Option<String>,
+    /// The producing instance (`cli`, a gateway's name).
+    pub source: String,
+    /// When (µs since the epoch).
+    pub occurred_at_us: i64,
+}
+
+/// Up to `limit` audit entries before sequence `before` (`None` = the newest), newest first;
+/// with `tenant`, only that tenant's.
+pub async fn audit(
+    store: &ReadStore,
+    tenant: Option<&str>,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<AuditRecord>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT seq, event_id, event_type, entity_id, tenant, actor, actor_addr, source, occurred_at_us FROM audit \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         AND ($1 = 0 OR tenant = $2) AND seq < $3 ORDER BY seq DESC LIMIT $4",
+    )
+    .bind(i64::from(tenant.is_some()))
+    .bind(tenant.unwrap_or_default())
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(i64::from(limit))
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AuditRecord {
+                seq: r.try_get("seq")?,
+                event_id: r.try_get("event_id")?,
+                event_type: r.try_get("event_type")?,
+                entity_id: r.try_get("entity_id")?,
+                tenant: r.try_get("tenant")?,
+                actor: r.try_get("actor")?,
+                actor_addr: r.try_get("actor_addr")?,
+                source: r.try_get("source")?,
+                occurred_at_us: r.try_get("occurred_at_us")?,
+            })
+        })
+        .collect()
 }
 
 /// An upstream channel (its credential is not in the read model).
@@ -329,15 +411,22 @@ pub async fn checkpoints(store: &ReadStore) -> Result<Vec<Checkpoint>, Projectio
 /// Every tenant, by name.
 pub async fn tenants(store: &ReadStore) -> Result<Vec<TenantRecord>, ProjectionError> {
     let rows = sqlx::query(
-        "SELECT name, created_at_us FROM tenants \
+        "SELECT name, created_at_us, display_name, time_zone FROM tenants \
          WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
          ORDER BY name",
     )
     .fetch_all(store.pool())
     .await?;
-    rows.iter()
-        .map(|r| Ok(TenantRecord { name: r.try_get("name")?, created_at_us: r.try_get("created_at_us")? }))
-        .collect()
+    rows.iter().map(tenant_record).collect()
+}
+
+fn tenant_record(r: &AnyRow) -> Result<TenantRecord, ProjectionError> {
+    Ok(TenantRecord {
+        name: r.try_get("name")?,
+        created_at_us: r.try_get("created_at_us")?,
+        display_name: r.try_get("display_name")?,
+        time_zone: r.try_get("time_zone")?,
+    })
 }
 
 /// API keys of one tenant, or of all, ordered by tenant and key id.
@@ -378,6 +467,109 @@ pub async fn api_keys(store: &ReadStore, tenant: Option<&str>) -> Result<Vec<Api
             })
         })
         .collect()
+}
+
+/// Up to `limit` users after the id `after` (exclusive; `None` = from the start), in id order
+/// (ids are time-ordered, so this is creation order). With `tenant`, only users scoped to it.
+pub async fn users(
+    store: &ReadStore,
+    tenant: Option<&str>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<UserRecord>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT user_id, email, role, tenant, created_at_us, updated_at_us, disabled_at_us FROM users \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         AND ($1 = 0 OR tenant = $2) AND user_id > $3 ORDER BY user_id LIMIT $4",
+    )
+    .bind(i64::from(tenant.is_some()))
+    .bind(tenant.unwrap_or_default())
+    .bind(after.unwrap_or_default())
+    .bind(i64::from(limit))
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(UserRecord {
+                user_id: r.try_get("user_id")?,
+                email: r.try_get("email")?,
+                role: r.try_get("role")?,
+                tenant: r.try_get("tenant")?,
+                created_at_us: r.try_get("created_at_us")?,
+                updated_at_us: r.try_get("updated_at_us")?,
+                disabled_at_us: r.try_get("disabled_at_us")?,
+            })
+        })
+        .collect()
+}
+
+/// Up to `limit` API keys after the id `after`, in id (creation) order; with `tenant`, only its.
+pub async fn api_keys_page(
+    store: &ReadStore,
+    tenant: Option<&str>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<ApiKeyRecord>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us FROM api_keys \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         AND ($1 = 0 OR tenant = $2) AND key_id > $3 ORDER BY key_id LIMIT $4",
+    )
+    .bind(i64::from(tenant.is_some()))
+    .bind(tenant.unwrap_or_default())
+    .bind(after.unwrap_or_default())
+    .bind(i64::from(limit))
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter().map(api_key_record).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
+}
+
+/// The API key with this id.
+pub async fn api_key(store: &ReadStore, key_id: &str) -> Result<Option<ApiKeyRecord>, ProjectionError> {
+    let row = sqlx::query(
+        "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us FROM api_keys \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         AND key_id = $1",
+    )
+    .bind(key_id)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.as_ref().map(api_key_record).transpose()?)
+}
+
+fn api_key_record(r: &AnyRow) -> Result<ApiKeyRecord, sqlx::Error> {
+    let models: Option<String> = r.try_get("models")?;
+    Ok(ApiKeyRecord {
+        key_id: r.try_get("key_id")?,
+        tenant: r.try_get("tenant")?,
+        prefix: r.try_get("prefix")?,
+        name: r.try_get("name")?,
+        models: models.as_deref().map(json_list).transpose()?,
+        revoked: flag(r, "revoked")?,
+        created_at_us: r.try_get("created_at_us")?,
+        revoked_at_us: r.try_get("revoked_at_us")?,
+    })
+}
+
+/// Up to `limit` tenants after the name `after`, by name; with `only`, that tenant alone.
+pub async fn tenants_page(
+    store: &ReadStore,
+    only: Option<&str>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<TenantRecord>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT name, created_at_us, display_name, time_zone FROM tenants \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         AND ($1 = 0 OR name = $2) AND name > $3 ORDER BY name LIMIT $4",
+    )
+    .bind(i64::from(only.is_some()))
+    .bind(only.unwrap_or_default())
+    .bind(after.unwrap_or_default())
+    .bind(i64::from(limit))
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter().map(tenant_record).collect()
 }
 
 /// Every channel, removed ones included, by id.

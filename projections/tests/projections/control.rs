@@ -411,3 +411,91 @@ async fn the_sql_projection_and_the_control_model_agree_on_one_fixture_log() -> 
     }
     Ok(())
 }
+
+fn user_event(t: i64, body: EventBody) -> Envelope {
+    Envelope::new(GLOBAL_TENANT, "test", BASE_US + t, body)
+}
+
+fn user_created(id: &str, email: &str, role: schemas::Role, tenant: Option<&str>, t: i64) -> Envelope {
+    user_event(
+        t,
+        EventBody::UserCreated(schemas::UserCreated {
+            user_id: id.into(),
+            email: email.into(),
+            role,
+            tenant: tenant.map(str::to_owned),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        }),
+    )
+}
+
+/// Users: a duplicate id or email is refused, updates and logouts change what they carry,
+/// disabling is final; the SQL projection reads back what the control model holds, and tenant
+/// filters and cursor paging hold.
+#[tokio::test]
+async fn users_fold_like_the_control_model_and_page_by_id() -> anyhow::Result<()> {
+    use schemas::control::{ControlModel, Outcome};
+    use schemas::{Role, UserDisabled, UserSessionsRevoked, UserUpdated};
+
+    let events = vec![
+        user_created("usr_1", "owner@x", Role::Owner, None, 1),
+        user_created("usr_2", "ops@acme", Role::Admin, Some("acme"), 2),
+        user_created("usr_3", "owner@x", Role::Viewer, None, 3),
+        user_created("usr_2", "again@acme", Role::Viewer, Some("acme"), 4),
+        user_created("usr_4", "money@beta", Role::Billing, Some("beta"), 5),
+        user_event(
+            6,
+            EventBody::UserUpdated(UserUpdated {
+                user_id: "usr_2".into(),
+                role: Some(Role::Viewer),
+                password_hash: Some("$argon2id$new".into()),
+            }),
+        ),
+        user_event(7, EventBody::UserSessionsRevoked(UserSessionsRevoked { user_id: "usr_1".into() })),
+        user_event(8, EventBody::UserDisabled(UserDisabled { user_id: "usr_4".into() })),
+        user_event(9, EventBody::UserDisabled(UserDisabled { user_id: "usr_4".into() })),
+        user_event(
+            10,
+            EventBody::UserUpdated(UserUpdated {
+                user_id: "usr_4".into(),
+                role: Some(Role::Owner),
+                ..Default::default()
+            }),
+        ),
+    ];
+    let mut model = ControlModel::default();
+    let mut rejected = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Outcome::Rejected(_) = model.apply(i as u64 + 1, e) {
+            rejected.push(i as u64 + 1);
+        }
+    }
+    ensure!(rejected == [3, 4], "refused creations: {rejected:?}");
+    for backend in BACKENDS {
+        let h = Harness::new(backend).await?;
+        h.append_all(&events).await?;
+        h.catch_up(Projection::Control).await?;
+        let users = read::users(&h.store, None, None, 100).await?;
+        let got: Vec<_> =
+            users.iter().map(|u| (u.user_id.clone(), u.email.clone(), u.role.clone(), u.tenant.clone())).collect();
+        let want: Vec<_> = model
+            .users
+            .values()
+            .map(|u| (u.user_id.clone(), u.email.clone(), u.role.as_str().to_owned(), u.tenant.clone()))
+            .collect();
+        ensure!(got == want, "{backend:?}: {got:?} != {want:?}");
+        let times: Vec<_> = users.iter().map(|u| (u.created_at_us, u.updated_at_us, u.disabled_at_us)).collect();
+        let want: Vec<_> = model.users.values().map(|u| (u.created_at_us, u.updated_at_us, u.disabled_at_us)).collect();
+        ensure!(times == want, "{backend:?}: {times:?} != {want:?}");
+        ensure!(users[2].disabled_at_us == Some(BASE_US + 8) && users[2].role == "billing", "{users:?}");
+
+        let acme: Vec<_> =
+            read::users(&h.store, Some("acme"), None, 100).await?.into_iter().map(|u| u.user_id).collect();
+        ensure!(acme == ["usr_2"], "{backend:?}: {acme:?}");
+        let first = read::users(&h.store, None, None, 2).await?;
+        let rest = read::users(&h.store, None, first.last().map(|u| u.user_id.as_str()), 2).await?;
+        let paged: Vec<_> = first.iter().chain(&rest).map(|u| u.user_id.as_str()).collect();
+        ensure!(paged == ["usr_1", "usr_2", "usr_4"], "{backend:?}: {paged:?}");
+    }
+    Ok(())
+}

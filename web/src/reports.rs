@@ -1,0 +1,108 @@
+//! `GET /api/reports/usage`: a tenant's usage and cost by day and model from the daily rollups
+//! (the CLI's `reports usage`, byte for byte), as JSON or RFC 4180 CSV (`format=csv` or
+//! `Accept: text/csv`, `bom=true` for Excel), with `as_of` — the billing sequence the report
+//! reflects — in the body and the `X-As-Of-Seq` header; `as_of=N` asks for the report as it was
+//! at N (the same bytes after a rebuild).
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use schemas::Role;
+use serde::Deserialize;
+
+use crate::WebState;
+use crate::api_error::ApiError;
+use crate::auth::Caller;
+use crate::query::StrictQuery;
+
+/// Query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageReportQuery {
+    /// The tenant (a tenant-scoped user's own by default).
+    pub tenant: Option<String>,
+    /// First day, `YYYY-MM-DD`, inclusive.
+    pub from: String,
+    /// Last day, `YYYY-MM-DD`, inclusive.
+    pub to: String,
+    /// `day` (rows by day and model).
+    pub group_by: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+    /// Prefix CSV with a UTF-8 byte order mark (Excel).
+    pub bom: Option<bool>,
+    /// The billing sequence to report as of (default: the latest).
+    pub as_of: Option<u64>,
+}
+
+/// The most days one report may span.
+const MAX_DAYS: i64 = 366 * 5;
+
+/// The usage report.
+#[utoipa::path(get, path = "/api/reports/usage", tag = "reports", operation_id = "usage_report",
+    params(UsageReportQuery),
+    responses((status = 200, description = "JSON or CSV"), (status = 400), (status = 404), (status = 409)))]
+pub async fn usage(
+    State(state): State<WebState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    StrictQuery(q): StrictQuery<UsageReportQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Owner, Role::Admin, Role::Viewer, Role::Billing])?;
+    let tenant = match (&caller.user.tenant, q.tenant) {
+        (Some(mine), None) => mine.clone(),
+        (Some(mine), Some(t)) if *mine == t => t,
+        (Some(_), Some(_)) => return Err(ApiError::not_found("tenant")),
+        (None, Some(t)) => t,
+        (None, None) => return Err(ApiError::bad_request("invalid_parameter", "tenant is required")),
+    };
+    if projections::read::tenants_page(state.store(), Some(&tenant), None, 1).await?.is_empty() {
+        return Err(ApiError::not_found("tenant"));
+    }
+    let day = |name: &str, v: &str| {
+        projections::Day::parse(v).map_err(|e| ApiError::bad_request("invalid_parameter", format!("{name} {e}")))
+    };
+    let (from, to) = (day("from", &q.from)?, day("to", &q.to)?);
+    let span = chrono::NaiveDate::parse_from_str(&q.to, "%Y-%m-%d")
+        .ok()
+        .zip(chrono::NaiveDate::parse_from_str(&q.from, "%Y-%m-%d").ok())
+        .map(|(t, f)| (t - f).num_days());
+    if !span.is_some_and(|d| (0..=MAX_DAYS).contains(&d)) {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("from must not be after to, at most {MAX_DAYS} days"),
+        ));
+    }
+    if q.group_by.as_deref().is_some_and(|g| g != "day") {
+        return Err(ApiError::bad_request("invalid_parameter", "group_by: only `day` (rows by day and model) so far"));
+    }
+    let wants_csv = match q.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        None => headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv")),
+        Some(_) => return Err(ApiError::bad_request("invalid_parameter", "format must be `json` or `csv`")),
+    };
+    let (from, to) = (from.to_string(), to.to_string());
+    let report = match q.as_of {
+        None => projections::read::usage_report(state.store(), &tenant, &from, &to).await?,
+        Some(seq) => match projections::read::usage_report_as_of(state.store(), &tenant, &from, &to, seq).await {
+            Err(projections::ProjectionError::NotCaughtUp { .. }) => {
+                return Err(ApiError::conflict("not_caught_up", "The ledger has not reached that sequence yet."));
+            }
+            other => other?,
+        },
+    };
+    let (mut body, content_type) =
+        if wants_csv { (report.to_csv(), "text/csv; charset=utf-8") } else { (report.to_json(), "application/json") };
+    if wants_csv && q.bom == Some(true) {
+        body.splice(0..0, [0xEF, 0xBB, 0xBF]);
+    }
+    let mut res = body.into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&report.as_of_seq.to_string()) {
+        res.headers_mut().insert("x-as-of-seq", v);
+    }
+    Ok(res)
+}
