@@ -43,6 +43,25 @@ pub struct FileConfig {
     /// Security settings.
     #[serde(default)]
     pub security: SecurityFile,
+    /// Upstream keys' circuit breaker and rate-limit rests.
+    #[serde(default)]
+    pub breaker: BreakerFile,
+}
+
+/// `[breaker]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerFile {
+    /// Failures among a key's last `window` requests that open its breaker.
+    pub failures: Option<u32>,
+    /// How many of a key's last requests are counted (1 to 64).
+    pub window: Option<u32>,
+    /// How long the breaker stays open the first time (doubling while it reopens).
+    pub cooldown_ms: Option<u64>,
+    /// The longest it stays open.
+    pub max_cooldown_ms: Option<u64>,
+    /// How long a rate-limited key rests when the vendor sent no `Retry-After`.
+    pub rate_limit_cooldown_ms: Option<u64>,
 }
 
 /// `[limits]` in the config file.
@@ -179,6 +198,8 @@ pub struct Config {
     pub limits: gateway::limits::Limits,
     /// The outbound address policy, with `allow_private_networks`.
     pub egress: egress::Policy,
+    /// Upstream keys' circuit breaker and rate-limit rests.
+    pub breaker: gateway::health::BreakerConfig,
 }
 
 impl Config {
@@ -301,6 +322,37 @@ impl Config {
             .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
             .or(f.upstream.drain_max_bytes)
             .unwrap_or(gateway::config::DEFAULT_DRAIN_MAX_BYTES);
+        let breaker = {
+            let d = gateway::health::BreakerConfig::default();
+            let b = &f.breaker;
+            let count = |name: &str, file: Option<u32>, default: u32| -> anyhow::Result<u32> {
+                Ok(num(name, env(name))?.map_or(file.unwrap_or(default), |v| u32::try_from(v).unwrap_or(u32::MAX)))
+            };
+            let breaker = gateway::health::BreakerConfig {
+                failures: count("LLM_ROUTER_BREAKER_FAILURES", b.failures, d.failures)?,
+                window: count("LLM_ROUTER_BREAKER_WINDOW", b.window, d.window)?,
+                cooldown: ms("LLM_ROUTER_BREAKER_COOLDOWN_MS", b.cooldown_ms, millis(d.cooldown))?,
+                max_cooldown: ms("LLM_ROUTER_BREAKER_MAX_COOLDOWN_MS", b.max_cooldown_ms, millis(d.max_cooldown))?,
+                rate_limit_cooldown: ms(
+                    "LLM_ROUTER_RATE_LIMIT_COOLDOWN_MS",
+                    b.rate_limit_cooldown_ms,
+                    millis(d.rate_limit_cooldown),
+                )?,
+                max_rate_limit_cooldown: d.max_rate_limit_cooldown,
+            };
+            anyhow::ensure!(
+                (1..=gateway::health::MAX_BREAKER_WINDOW).contains(&breaker.window),
+                "[breaker] window: must be 1 to {}",
+                gateway::health::MAX_BREAKER_WINDOW
+            );
+            anyhow::ensure!(
+                (1..=breaker.window).contains(&breaker.failures),
+                "[breaker] failures: must be 1 to the window ({})",
+                breaker.window
+            );
+            anyhow::ensure!(!breaker.cooldown.is_zero(), "[breaker] cooldown_ms: must be more than 0");
+            breaker
+        };
         let jetstream_defaults = nats::JetStreamOptions::default();
         Ok(Config {
             data_dir,
@@ -338,6 +390,7 @@ impl Config {
             request_log_retention: Duration::from_secs(request_log_days.saturating_mul(24 * 3600)),
             limits: gateway::limits::Limits { max_output_tokens, max_messages },
             egress: egress::Policy::new(allow_private),
+            breaker,
         })
     }
 }
@@ -466,6 +519,7 @@ mod tests {
         assert_eq!(c.limits, g.limits);
         assert_eq!(c.auth_failure_limit, g.auth_failure_limit);
         assert_eq!(c.auth_failure_window, g.auth_failure_window);
+        assert_eq!(c.breaker, g.breaker);
         Ok(())
     }
 
@@ -478,6 +532,24 @@ mod tests {
         let env = |k: &str| (k == "LLM_ROUTER_MAX_ATTEMPTS").then(|| "0".to_owned());
         let err = Config::resolve(FileConfig::default(), &env, &Overrides::default(), None).err();
         assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("max_attempts"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_breaker_is_configurable_and_checked() -> anyhow::Result<()> {
+        let file: FileConfig = toml::from_str("[breaker]\nfailures = 3\nwindow = 10\ncooldown_ms = 5000")?;
+        let env = |k: &str| (k == "LLM_ROUTER_RATE_LIMIT_COOLDOWN_MS").then(|| "2500".to_owned());
+        let c = Config::resolve(file, &env, &Overrides::default(), None)?;
+        assert_eq!((c.breaker.failures, c.breaker.window), (3, 10));
+        assert_eq!(
+            (c.breaker.cooldown, c.breaker.rate_limit_cooldown),
+            (Duration::from_secs(5), Duration::from_millis(2500))
+        );
+        for (key, value) in [("LLM_ROUTER_BREAKER_WINDOW", "65"), ("LLM_ROUTER_BREAKER_FAILURES", "21")] {
+            let env = |k: &str| (k == key).then(|| value.to_owned());
+            let err = Config::resolve(FileConfig::default(), &env, &Overrides::default(), None).err();
+            assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("[breaker]"), "{key}={value}");
+        }
         Ok(())
     }
 

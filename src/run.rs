@@ -253,6 +253,7 @@ fn gateway_config(cfg: &Config, instance: &str) -> anyhow::Result<gateway::Gatew
     g.first_byte_timeout = cfg.first_byte_timeout;
     g.idle_timeout = cfg.idle_timeout;
     g.max_attempts = cfg.max_attempts;
+    g.breaker = cfg.breaker;
     g.drain_timeout = cfg.drain_timeout;
     g.drain_max_bytes = cfg.drain_max_bytes;
     g.limits = cfg.limits;

@@ -23,8 +23,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// 16 MiB read at most from an upstream after its client left (a long answer is a few hundred KiB).
 pub const DEFAULT_DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
-/// 3 attempts (the first included), each on another channel, only before the first byte reached
-/// the client: enough to route around one bad channel without multiplying a vendor outage.
+/// 3 attempts (the first included), each on another key or channel, only before the first byte
+/// reached the client: enough to route around one bad key or channel without multiplying a
+/// vendor outage.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// The most attempts a configuration may ask for.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
@@ -51,8 +52,8 @@ pub struct GatewayConfig {
     pub drain_timeout: Duration,
     /// After the client went away, how many upstream bytes are still read at most.
     pub drain_max_bytes: usize,
-    /// Upstream attempts per request (first try included), each on a different channel, and only
-    /// before the first byte reached the client.
+    /// Upstream attempts per request (first try included), each on a different key or channel,
+    /// and only before the first byte reached the client.
     pub max_attempts: u32,
     /// Caps on `max_tokens` and the number of messages a request may carry.
     pub limits: crate::limits::Limits,
@@ -68,6 +69,8 @@ pub struct GatewayConfig {
     pub egress: egress::Policy,
     /// How upstream host names are looked up (the system resolver; a table in tests).
     pub dns: egress::Dns,
+    /// When an upstream key's breaker opens and how long it and a rate-limited key rest.
+    pub breaker: crate::health::BreakerConfig,
 }
 
 impl GatewayConfig {
@@ -94,6 +97,7 @@ impl GatewayConfig {
             auth_failure_report_interval: crate::auth_failures::DEFAULT_REPORT_INTERVAL,
             egress: egress::Policy::default(),
             dns: egress::Dns::system(),
+            breaker: crate::health::BreakerConfig::default(),
         }
     }
 }

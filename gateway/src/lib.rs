@@ -73,6 +73,7 @@ pub mod error;
 #[cfg(test)]
 mod fuzz_tests;
 mod handlers;
+pub mod health;
 #[cfg(test)]
 mod layering;
 pub mod limits;

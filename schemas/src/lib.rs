@@ -14,5 +14,8 @@ pub use event::{
     TenantCreated, UsageRecorded, UsageSource,
 };
 pub use event::{AttemptRecord, MAX_LOGGED_ATTEMPTS};
+pub use event::{
+    ChannelKeyAdded, ChannelKeyRemoved, UpstreamKeyState, UpstreamKeyStateChanged, key_seal_context, legacy_key_id,
+};
 pub use ids::{IdError, TenantId};
 pub use money::{MoneyError, cost_nanos, format_nanos, parse_per_mtok};

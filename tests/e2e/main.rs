@@ -5,6 +5,7 @@ mod anthropic;
 mod egress;
 mod gemini;
 mod helpers;
+mod keys;
 mod providers;
 
 use std::time::{Duration, Instant};

@@ -25,10 +25,11 @@ use tokio::sync::oneshot;
 use crate::ctx::AppState;
 use crate::ctx::RequestId;
 use crate::error::ApiError;
+use crate::health::{Admission, Transition};
 use crate::providers::{FailureClass, Provider, TimeoutPhase};
 use crate::request::Prepared;
 use crate::routing;
-use crate::state::{Channel, ControlState, KeyEntry};
+use crate::state::{Channel, ControlState, KeyEntry, Lane};
 use crate::tokenizer;
 use crate::usage::{BillingContext, Consumption, TokenCounts};
 use record::{Billable, Billing, Delivered, Outcome, record};
@@ -41,8 +42,8 @@ pub struct Call {
     pub key: Arc<KeyEntry>,
     /// The parsed request.
     pub prepared: Prepared,
-    /// Channels to try, in order.
-    pub channels: Vec<Arc<Channel>>,
+    /// Lanes (a channel through one of its keys) to try, in order.
+    pub lanes: Vec<Lane>,
     /// The control state when the request arrived: the prices it is charged at (the serving
     /// channel's override, else the model's price) come from here, whichever channel serves it.
     pub control: Arc<ControlState>,
@@ -87,7 +88,7 @@ pub async fn start(
 ) -> Response {
     let protocol = prepared.endpoint.protocol();
     let control = app.snapshot();
-    let channels = match routing::candidates(&control, &key, &prepared.model) {
+    let lanes = match routing::candidates(&control, &key, &prepared.model, crate::health::now_us()) {
         Ok(c) => c,
         Err(e) => {
             let (status, class) = (e.status_code().as_u16(), Some(e.class().to_owned()));
@@ -98,7 +99,7 @@ pub async fn start(
     };
     let CallOptions { anthropic_beta, gemini_sse } = options;
     let (tx, rx) = oneshot::channel();
-    let call = Call { rid, key, prepared, channels, control, anthropic_beta, gemini_sse };
+    let call = Call { rid, key, prepared, lanes, control, anthropic_beta, gemini_sse };
     tokio::spawn(run(app, call, tx));
     match rx.await {
         Ok(resp) => resp,
@@ -158,12 +159,25 @@ const ANSWERED: &str = "ok";
 /// Runs the call and sends the response (or the stream's head) through `reply`. If the client is
 /// gone, the call still completes and is billed.
 async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
-    let max = usize::try_from(app.cfg.max_attempts.max(1)).unwrap_or(1);
+    let max = app.cfg.max_attempts.max(1);
     let mut last = ApiError::Upstream;
     let mut attempts = Attempts::default();
     let mut tried: Option<Arc<Channel>> = None;
-    let channels = std::mem::take(&mut call.channels);
-    for channel in channels.iter().take(max) {
+    let lanes = std::mem::take(&mut call.lanes);
+    // After a failure the upstream likely shares, the rest of that channel's lanes wait until
+    // every other channel's have been tried.
+    let mut skip: Option<&str> = None;
+    let mut i = 0;
+    while i < lanes.len() && attempts.count < max {
+        let Lane { channel, key } = &lanes[i];
+        i += 1;
+        if skip == Some(channel.id.as_str()) && lanes[i..].iter().any(|l| l.channel.id != channel.id) {
+            continue;
+        }
+        let admission = key.health.admit(&key.status, crate::health::now_us());
+        if admission == Admission::No {
+            continue;
+        }
         attempts.count += 1;
         tried = Some(channel.clone());
         let started = tokio::time::Instant::now();
@@ -186,15 +200,21 @@ async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
             Ok(s) => s,
             Err(failure) => {
                 attempts.note(channel, failure.class.as_str(), failure.status, started);
-                policy::log_attempt(&failure, channel);
+                policy::log_attempt(&failure, channel, &key.id);
                 let decision = policy::decide(&failure, channel);
+                judged(&app, &lanes[i - 1], admission, decision.key);
                 last = decision.client;
-                if decision.next_channel {
-                    continue;
+                match decision.next {
+                    policy::Next::Stop => break,
+                    policy::Next::Key => continue,
+                    policy::Next::Channel => {
+                        skip = Some(channel.id.as_str());
+                        continue;
+                    }
                 }
-                break;
             }
         };
+        judged(&app, &lanes[i - 1], admission, crate::health::Verdict::Success);
         let resp = match sent {
             Sent::Stream(started_stream) => {
                 attempts.note(channel, ANSWERED, Some(200), started);
@@ -242,11 +262,41 @@ async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
         let _ = reply.send(response);
         return;
     }
+    if attempts.count == 0 {
+        // Every candidate went out of rotation since it was chosen (another request took a
+        // half-open trial, a key was disabled): nothing was sent.
+        last = ApiError::UpstreamOverloaded { retry_after: Some(1) };
+    }
     let protocol = call.prepared.endpoint.protocol();
     let outcome = Outcome { channel: tried.as_deref(), attempts, billable: None, ttft: None };
     let response =
         record(&app, &call, outcome, async move |_| (Delivered::failed(&last), last.into_response_for(protocol))).await;
     let _ = reply.send(response);
+}
+
+/// Records what an attempt's outcome means for its key and, when that changed the key's state,
+/// publishes the change as `upstream_key.state_changed` (without waiting: every gateway, this
+/// one included, applies it from the log; this gateway already acts on it locally).
+fn judged(app: &AppState, lane: &Lane, admission: Admission, verdict: crate::health::Verdict) {
+    let key = &lane.key;
+    let now = crate::health::now_us();
+    let Some(Transition { state, until_us, reason, opens }) =
+        key.health.outcome(&key.status, admission, verdict, &app.cfg.breaker, now)
+    else {
+        return;
+    };
+    tracing::warn!(channel_id = %lane.channel.id, key_id = %key.id, state = state.as_str(), reason, until_us,
+        "Upstream key changed state.");
+    let body = schemas::EventBody::UpstreamKeyStateChanged(schemas::UpstreamKeyStateChanged {
+        channel_id: lane.channel.id.clone(),
+        key_id: key.id.clone(),
+        state,
+        until_us,
+        reason: reason.to_owned(),
+        manual: false,
+        opens,
+    });
+    app.log.append_nowait(&app.event(&lane.channel.tenant, body));
 }
 
 /// A non-stream answer, read and decoded, not yet billed.

@@ -65,7 +65,7 @@ async fn count_tokens(app: AppState, rid: RequestId, Caller(key): Caller, model:
         Ok(body) => counted_body(body),
         Err(e) => Err(e),
     };
-    let checked = counted.and_then(|b| routing::candidates(&app.snapshot(), &key, &model).map(|_| b));
+    let checked = counted.and_then(|b| routing::check_model(&app.snapshot(), &key, &model).map(|()| b));
     let body = match checked {
         Ok(b) => b,
         Err(e) => {
@@ -117,7 +117,7 @@ pub async fn get(
 /// One model in Gemini's shape, or a Gemini-shaped 404 when the key cannot use it.
 pub fn model(app: &AppState, key: &KeyEntry, name: &str) -> Response {
     let name = name.strip_prefix("models/").unwrap_or(name);
-    match routing::candidates(&app.snapshot(), key, name) {
+    match routing::check_model(&app.snapshot(), key, name) {
         Ok(_) => axum::Json(model_json(name)).into_response(),
         Err(e) => e.into_response_for(Protocol::Gemini),
     }

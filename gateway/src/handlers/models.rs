@@ -51,7 +51,7 @@ pub async fn get(
         return super::gemini::model(&app, &key, &model);
     }
     let protocol = if headers.contains_key("anthropic-version") { Protocol::Anthropic } else { Protocol::OpenAi };
-    if let Err(e) = routing::candidates(&app.snapshot(), &key, &model) {
+    if let Err(e) = routing::check_model(&app.snapshot(), &key, &model) {
         return e.into_response_for(protocol);
     }
     if protocol == Protocol::Anthropic {

@@ -63,6 +63,9 @@ async fn touched(conn: &mut AnyConnection, generation: i64, env: &Envelope) -> R
         | EventBody::UsageRecorded(_)
         | EventBody::RequestLogged(_)
         | EventBody::AuthFailuresCounted(_) => {}
+        // Upstream keys and their states live in the gateways' memory and the log; the channel
+        // read model does not list them (yet), so nothing is loaded and nothing written.
+        EventBody::ChannelKeyAdded(_) | EventBody::ChannelKeyRemoved(_) | EventBody::UpstreamKeyStateChanged(_) => {}
     }
     Ok(model)
 }
@@ -125,6 +128,7 @@ async fn load_channel(
         provider: r.try_get("provider")?,
         base_url: r.try_get("base_url")?,
         api_key: None,
+        keys: Vec::new(),
         models: serde_json::from_str(&models).map_err(decode)?,
         priority: i32::try_from(r.try_get::<i64, _>("priority")?).unwrap_or_default(),
         weight: u32::try_from(r.try_get::<i64, _>("weight")?).unwrap_or(1),
