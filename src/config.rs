@@ -131,6 +131,12 @@ pub struct UpstreamFile {
     pub drain_timeout_ms: Option<u64>,
     /// How many upstream bytes are read at most after the client left.
     pub drain_max_bytes: Option<usize>,
+    /// No retry starts once a request is this old.
+    pub retry_time_budget_ms: Option<u64>,
+    /// Retries a gateway may make, as a share of its requests (per 10 s).
+    pub retry_budget_ratio: Option<f64>,
+    /// Retries a gateway may make per 10 s whatever its traffic.
+    pub retry_budget_min: Option<u64>,
 }
 
 /// `[jetstream]` in the config file.
@@ -200,6 +206,12 @@ pub struct Config {
     pub egress: egress::Policy,
     /// Upstream keys' circuit breaker and rate-limit rests.
     pub breaker: gateway::health::BreakerConfig,
+    /// No retry starts once a request is this old.
+    pub retry_time_budget: Duration,
+    /// Retries as a share of requests.
+    pub retry_budget_ratio: f64,
+    /// Retries per window whatever the traffic.
+    pub retry_budget_min: u64,
 }
 
 impl Config {
@@ -353,6 +365,21 @@ impl Config {
             anyhow::ensure!(!breaker.cooldown.is_zero(), "[breaker] cooldown_ms: must be more than 0");
             breaker
         };
+        let retry_budget_ratio = match env("LLM_ROUTER_RETRY_BUDGET_RATIO") {
+            Some(v) => {
+                v.parse::<f64>().with_context(|| format!("LLM_ROUTER_RETRY_BUDGET_RATIO: {v:?} is not a number"))?
+            }
+            None => f.upstream.retry_budget_ratio.unwrap_or(gateway::health::DEFAULT_RETRY_BUDGET_RATIO),
+        };
+        anyhow::ensure!((0.0..=1.0).contains(&retry_budget_ratio), "[upstream] retry_budget_ratio: must be 0 to 1");
+        let retry_budget_min = num("LLM_ROUTER_RETRY_BUDGET_MIN", env("LLM_ROUTER_RETRY_BUDGET_MIN"))?
+            .or(f.upstream.retry_budget_min)
+            .unwrap_or(gateway::health::DEFAULT_RETRY_BUDGET_MIN);
+        let retry_time_budget = ms(
+            "LLM_ROUTER_RETRY_TIME_BUDGET_MS",
+            f.upstream.retry_time_budget_ms,
+            millis(gateway::config::DEFAULT_RETRY_TIME_BUDGET),
+        )?;
         let jetstream_defaults = nats::JetStreamOptions::default();
         Ok(Config {
             data_dir,
@@ -391,6 +418,9 @@ impl Config {
             limits: gateway::limits::Limits { max_output_tokens, max_messages },
             egress: egress::Policy::new(allow_private),
             breaker,
+            retry_time_budget,
+            retry_budget_ratio,
+            retry_budget_min,
         })
     }
 }
@@ -520,6 +550,8 @@ mod tests {
         assert_eq!(c.auth_failure_limit, g.auth_failure_limit);
         assert_eq!(c.auth_failure_window, g.auth_failure_window);
         assert_eq!(c.breaker, g.breaker);
+        assert_eq!(c.retry_time_budget, g.retry_time_budget);
+        assert_eq!((c.retry_budget_ratio, c.retry_budget_min), (g.retry_budget_ratio, g.retry_budget_min));
         Ok(())
     }
 

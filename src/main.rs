@@ -50,6 +50,9 @@ enum Command {
     /// Upstream channels.
     #[command(subcommand)]
     Channels(ChannelCmd),
+    /// How each model's requests are routed.
+    #[command(subcommand)]
+    Routes(RouteCmd),
     /// Model prices.
     #[command(subcommand)]
     Prices(PriceCmd),
@@ -185,6 +188,25 @@ enum ChannelCmd {
     /// A channel's upstream keys.
     #[command(subcommand)]
     Keys(ChannelKeyCmd),
+}
+
+#[derive(Subcommand)]
+enum RouteCmd {
+    /// Sets a model's route (replacing the previous one).
+    Set {
+        /// The model, as clients name it.
+        #[arg(long)]
+        model: String,
+        /// priority (default), least-latency or lowest-cost.
+        #[arg(long, default_value = "priority")]
+        strategy: String,
+        /// Models to try in order when every channel of this one failed or its context window
+        /// was exceeded (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        fallback: Vec<String>,
+    },
+    /// Lists the routes: model, strategy, fallback models.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -452,6 +474,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 ChannelCmd::Keys(cmd) => channel_keys(&cfg, &log, cmd).await?,
+            }
+            Ok(())
+        }
+        Command::Routes(cmd) => {
+            let log = run::open_log(&cfg).await?;
+            match cmd {
+                RouteCmd::Set { model, strategy, fallback } => {
+                    admin::admin(&log).set_route(&model, &strategy, fallback).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
+                    run::say(&format!("Route for {} set.", model.trim()));
+                }
+                RouteCmd::List => {
+                    run::say("model\tstrategy\tfallback");
+                    for r in control::load(&log).await?.routes.values() {
+                        run::say(&format!("{}\t{}\t{}", r.model, r.strategy.as_str(), r.fallback.join(",")));
+                    }
+                }
             }
             Ok(())
         }

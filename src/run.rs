@@ -254,6 +254,9 @@ fn gateway_config(cfg: &Config, instance: &str) -> anyhow::Result<gateway::Gatew
     g.idle_timeout = cfg.idle_timeout;
     g.max_attempts = cfg.max_attempts;
     g.breaker = cfg.breaker;
+    g.retry_time_budget = cfg.retry_time_budget;
+    g.retry_budget_ratio = cfg.retry_budget_ratio;
+    g.retry_budget_min = cfg.retry_budget_min;
     g.drain_timeout = cfg.drain_timeout;
     g.drain_max_bytes = cfg.drain_max_bytes;
     g.limits = cfg.limits;

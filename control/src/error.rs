@@ -127,6 +127,12 @@ pub enum AdminError {
     /// A sealed key could not be opened to compare it (the wrong master key).
     #[error("a key of channel {0} could not be opened with this master key")]
     KeyUnopenable(String),
+    /// A route strategy outside the three.
+    #[error("unknown strategy {0:?}; known: priority, least-latency, lowest-cost")]
+    UnknownStrategy(String),
+    /// A fallback list that names the model itself, or too many models.
+    #[error("--fallback: {0}")]
+    BadFallback(String),
     /// The log refused or failed the append.
     #[error("Failed to append {what}: {source}")]
     Append {

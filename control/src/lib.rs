@@ -12,8 +12,8 @@ use schemas::control::{ControlModel, Key};
 use schemas::secret::MasterKey;
 use schemas::{
     ApiKeyIssued, ApiKeyRevoked, ChannelAdded, ChannelKeyAdded, ChannelKeyRemoved, ChannelRemoved, ChannelUpdated,
-    Envelope, EventBody, GLOBAL_TENANT, PricePublished, Stream, TenantCreated, TenantId, UpstreamKeyState,
-    UpstreamKeyStateChanged,
+    Envelope, EventBody, GLOBAL_TENANT, PricePublished, RouteSet, RouteStrategy, Stream, TenantCreated, TenantId,
+    UpstreamKeyState, UpstreamKeyStateChanged,
 };
 
 pub use crate::error::AdminError;
@@ -183,6 +183,19 @@ pub fn key_views(channel: &schemas::control::Channel, master: Option<&MasterKey>
             }
         })
         .collect()
+}
+
+/// The most fallback models one route may list.
+pub const MAX_FALLBACKS: usize = 8;
+
+/// Parses a route strategy's name.
+pub fn parse_strategy(name: &str) -> Result<RouteStrategy, AdminError> {
+    match name.trim() {
+        "priority" => Ok(RouteStrategy::Priority),
+        "least-latency" => Ok(RouteStrategy::LeastLatency),
+        "lowest-cost" => Ok(RouteStrategy::LowestCost),
+        other => Err(AdminError::UnknownStrategy(other.chars().take(64).collect())),
+    }
 }
 
 /// What `prices set` publishes: decimal amounts per one million tokens.
@@ -583,6 +596,31 @@ impl Admin {
         });
         self.append(&self.event(&ch.tenant, body)).await?;
         Ok(channel_id)
+    }
+
+    /// `routes set --model M --strategy S --fallback m2,m3`: replaces the model's route. The
+    /// fallback models are tried in order when every channel of `model` failed (or its context
+    /// window was exceeded); they need not have channels yet.
+    pub async fn set_route(&self, model: &str, strategy: &str, fallback: Vec<String>) -> Result<(), AdminError> {
+        let model = model.trim();
+        if model.is_empty() {
+            return Err(AdminError::EmptyModel);
+        }
+        let strategy = parse_strategy(strategy)?;
+        let mut list: Vec<String> = Vec::new();
+        for m in fallback.iter().map(|m| m.trim()).filter(|m| !m.is_empty()) {
+            if m == model {
+                return Err(AdminError::BadFallback(format!("{model} cannot be its own fallback")));
+            }
+            if !list.iter().any(|x| x == m) {
+                list.push(m.to_owned());
+            }
+        }
+        if list.len() > MAX_FALLBACKS {
+            return Err(AdminError::BadFallback(format!("at most {MAX_FALLBACKS} models")));
+        }
+        let body = EventBody::RouteSet(RouteSet { model: model.to_owned(), strategy, fallback: list });
+        self.append(&self.event(GLOBAL_TENANT, body)).await
     }
 
     /// `prices set`. Returns the price version (the event id).

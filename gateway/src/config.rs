@@ -27,6 +27,9 @@ pub const DEFAULT_DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// reached the client: enough to route around one bad key or channel without multiplying a
 /// vendor outage.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// 30 s: after this long since the request arrived, no further attempt starts (the client has
+/// waited enough; the last failure is answered).
+pub const DEFAULT_RETRY_TIME_BUDGET: Duration = Duration::from_secs(30);
 /// The most attempts a configuration may ask for.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
 
@@ -71,6 +74,12 @@ pub struct GatewayConfig {
     pub dns: egress::Dns,
     /// When an upstream key's breaker opens and how long it and a rate-limited key rest.
     pub breaker: crate::health::BreakerConfig,
+    /// No attempt after the first starts once the request is this old.
+    pub retry_time_budget: Duration,
+    /// Retries this gateway may make, as a share of its requests (per 10 s window)…
+    pub retry_budget_ratio: f64,
+    /// …plus this many per window.
+    pub retry_budget_min: u64,
 }
 
 impl GatewayConfig {
@@ -98,6 +107,9 @@ impl GatewayConfig {
             egress: egress::Policy::default(),
             dns: egress::Dns::system(),
             breaker: crate::health::BreakerConfig::default(),
+            retry_time_budget: DEFAULT_RETRY_TIME_BUDGET,
+            retry_budget_ratio: crate::health::DEFAULT_RETRY_BUDGET_RATIO,
+            retry_budget_min: crate::health::DEFAULT_RETRY_BUDGET_MIN,
         }
     }
 }

@@ -169,6 +169,8 @@ pub struct KeyHealth {
     pub requests: AtomicU64,
     /// Attempts that failed in a way that counts toward the breaker.
     pub failures: AtomicU64,
+    /// Moving average of the time to first byte of answered attempts, µs (0: no sample yet).
+    ttfb_ewma_us: AtomicU64,
 }
 
 impl KeyHealth {
@@ -279,6 +281,20 @@ impl KeyHealth {
         failed && next(previous).count_ones() >= threshold
     }
 
+    /// Folds an answered attempt's time to first byte into the moving average (weight 1/4, so a
+    /// key that slows down is noticed within a few requests).
+    pub fn note_ttfb(&self, ttfb: Duration) {
+        let sample = u64::try_from(ttfb.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self.ttfb_ewma_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+            Some(if old == 0 { sample } else { old - old / 4 + sample / 4 })
+        });
+    }
+
+    /// The moving average of the time to first byte, µs; 0 before the first answer.
+    pub fn ttfb_us(&self) -> u64 {
+        self.ttfb_ewma_us.load(Ordering::Relaxed)
+    }
+
     /// The log says the key is active again (recovered, or enabled by an admin): forget what
     /// this gateway held against it.
     pub fn reset(&self) {
@@ -291,6 +307,89 @@ impl KeyHealth {
     /// The log's count of consecutive openings, so the next cooldown grows from it here too.
     pub fn note_opens(&self, opens: u32) {
         self.opens.fetch_max(opens, Ordering::Relaxed);
+    }
+}
+
+/// The gateway-wide retry budget: retries (attempts after a request's first) may be at most
+/// `ratio` of the requests seen over the last one to two windows, plus `min` per window so a quiet
+/// gateway can still retry. A dead upstream then costs at most `1 + ratio` times its traffic,
+/// not `max_attempts` times. Two buckets of atomics; no lock.
+#[derive(Debug)]
+pub struct RetryBudget {
+    ratio_permille: u64,
+    min: u64,
+    window_us: i64,
+    /// Start of the current bucket (µs).
+    bucket_start_us: AtomicI64,
+    requests: [AtomicU64; 2],
+    retries: [AtomicU64; 2],
+}
+
+/// 20 % of requests may be retried (besides the minimum).
+pub const DEFAULT_RETRY_BUDGET_RATIO: f64 = 0.2;
+/// 10 retries per window whatever the traffic.
+pub const DEFAULT_RETRY_BUDGET_MIN: u64 = 10;
+/// Counted over 10 s windows.
+pub const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget::new(DEFAULT_RETRY_BUDGET_RATIO, DEFAULT_RETRY_BUDGET_MIN)
+    }
+}
+
+impl RetryBudget {
+    /// A budget of `ratio` (0–1) of requests plus `min` retries per window.
+    pub fn new(ratio: f64, min: u64) -> RetryBudget {
+        let ratio_permille = (ratio.clamp(0.0, 1.0) * 1000.0).round() as u64;
+        RetryBudget {
+            ratio_permille,
+            min,
+            window_us: micros(RETRY_BUDGET_WINDOW),
+            bucket_start_us: AtomicI64::new(0),
+            requests: [AtomicU64::new(0), AtomicU64::new(0)],
+            retries: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    /// The current bucket's index, rolling the buckets over when a window has passed.
+    fn bucket(&self, now_us: i64) -> usize {
+        let start = self.bucket_start_us.load(Ordering::Acquire);
+        let index = |start: i64| usize::try_from((start / self.window_us.max(1)).rem_euclid(2)).unwrap_or(0);
+        if now_us.saturating_sub(start) < self.window_us {
+            return index(start);
+        }
+        let next = now_us - now_us.rem_euclid(self.window_us.max(1));
+        if self.bucket_start_us.compare_exchange(start, next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let i = index(next);
+            // The bucket being reused held a window at least two windows old (or the gap was longer
+            // than one window, and the other one is stale too).
+            self.requests[i].store(0, Ordering::Relaxed);
+            self.retries[i].store(0, Ordering::Relaxed);
+            if now_us.saturating_sub(start) >= 2 * self.window_us {
+                self.requests[1 - i].store(0, Ordering::Relaxed);
+                self.retries[1 - i].store(0, Ordering::Relaxed);
+            }
+        }
+        index(self.bucket_start_us.load(Ordering::Acquire))
+    }
+
+    /// Counts a request.
+    pub fn request(&self, now_us: i64) {
+        let i = self.bucket(now_us);
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one retry from the budget; false when it is spent.
+    pub fn try_retry(&self, now_us: i64) -> bool {
+        let i = self.bucket(now_us);
+        let requests = self.requests[0].load(Ordering::Relaxed) + self.requests[1].load(Ordering::Relaxed);
+        let retries = self.retries[0].load(Ordering::Relaxed) + self.retries[1].load(Ordering::Relaxed);
+        if retries >= self.min + requests * self.ratio_permille / 1000 {
+            return false;
+        }
+        self.retries[i].fetch_add(1, Ordering::Relaxed);
+        true
     }
 }
 
@@ -369,6 +468,30 @@ mod tests {
         assert!(h.blocked(&st, 12 * S + 999) && !h.blocked(&st, 12 * S + 1000));
         let none = h.outcome(&st, Admission::Yes, Verdict::CoolDown(None), &c, 20 * S);
         assert_eq!(none.and_then(|t| t.until_us), Some(20 * S + micros(c.rate_limit_cooldown)));
+    }
+
+    #[test]
+    fn the_retry_budget_allows_a_fifth_of_requests_plus_the_minimum_and_refills_with_time() {
+        let b = RetryBudget::new(0.2, 2);
+        for _ in 0..10 {
+            b.request(S);
+        }
+        let granted = (0..10).filter(|_| b.try_retry(S)).count();
+        assert_eq!(granted, 4, "2 + 20 % of 10");
+        // Two windows later the old counts are gone.
+        assert!(b.try_retry(S + 2 * micros(RETRY_BUDGET_WINDOW)));
+    }
+
+    #[test]
+    fn the_ttfb_average_follows_the_samples() {
+        let h = KeyHealth::default();
+        assert_eq!(h.ttfb_us(), 0);
+        h.note_ttfb(Duration::from_millis(100));
+        assert_eq!(h.ttfb_us(), 100_000);
+        for _ in 0..20 {
+            h.note_ttfb(Duration::from_millis(20));
+        }
+        assert!(h.ttfb_us() < 25_000, "{}", h.ttfb_us());
     }
 
     #[test]

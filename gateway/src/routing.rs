@@ -1,24 +1,81 @@
 //! Choosing where a request goes: the key must allow the model, then channels serving it for the
-//! tenant, highest priority first, weighted-random order within a priority; within each channel
-//! its keys in rotation, those out of rotation (disabled, cooling down, breaker open) left out.
+//! tenant (and the providers the request pins or forbids), ordered by the model's route strategy
+//! — `priority` (highest priority first, weighted-random within a priority; the default),
+//! `lowest-cost` (cheapest price in force first) or `least-latency` (the keys with the lowest
+//! moving average of time to first byte first, with exploration) — and within each channel its
+//! keys in rotation, those out of rotation (disabled, cooling down, breaker open) left out.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use rand::Rng;
 
+use axum::http::HeaderMap;
+use schemas::RouteStrategy;
+
 use crate::error::ApiError;
 use crate::state::{Channel, ControlState, KeyEntry, Lane};
+
+/// Which providers a request may use: `X-Router-Provider: a,b` (only these) and
+/// `X-Router-Exclude: c` (never these), matched against channels' provider names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderFilter {
+    only: Vec<String>,
+    exclude: Vec<String>,
+}
+
+/// The most names one header may list, and the longest name: provider names are short.
+const MAX_FILTER_NAMES: usize = 16;
+const MAX_FILTER_NAME: usize = 64;
+
+impl ProviderFilter {
+    /// The filter the request's headers ask for (none when absent). Bounded: at most 16 names of
+    /// at most 64 bytes per header; longer names match nothing.
+    pub fn from_headers(headers: &HeaderMap) -> ProviderFilter {
+        let names = |name: &str| -> Vec<String> {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .take(MAX_FILTER_NAMES)
+                .map(|n| if n.len() <= MAX_FILTER_NAME { n.to_ascii_lowercase() } else { String::new() })
+                .collect()
+        };
+        ProviderFilter { only: names("x-router-provider"), exclude: names("x-router-exclude") }
+    }
+
+    /// Whether a channel of `provider` may serve the request.
+    pub fn allows(&self, provider: &str) -> bool {
+        (self.only.is_empty() || self.only.iter().any(|p| p == provider)) && !self.exclude.iter().any(|p| p == provider)
+    }
+}
+
+/// One request in this many tries the least-latency order's lanes in random order, so a key that
+/// was slow once gets measured again.
+const EXPLORE_ONE_IN: u32 = 10;
 
 /// Candidate lanes (a channel through one of its keys) in the order to try them. Unknown and
 /// forbidden models get the same 404; a model whose every key is out of rotation gets 503 with
 /// the seconds until the first one is back, when that is known.
-pub fn candidates(state: &ControlState, key: &KeyEntry, model: &str, now_us: i64) -> Result<Vec<Lane>, ApiError> {
+pub fn candidates(
+    state: &ControlState,
+    key: &KeyEntry,
+    model: &str,
+    filter: &ProviderFilter,
+    now_us: i64,
+) -> Result<Vec<Lane>, ApiError> {
     if !key.allows(model) {
         return Err(ApiError::ModelNotFound { model: model.to_owned() });
     }
-    let mut found: Vec<Arc<Channel>> =
-        state.channels.values().filter(|c| c.serves(&key.tenant, model)).cloned().collect();
+    let mut found: Vec<Arc<Channel>> = state
+        .channels
+        .values()
+        .filter(|c| c.serves(&key.tenant, model) && filter.allows(&c.provider))
+        .cloned()
+        .collect();
     if found.is_empty() {
         return Err(ApiError::ModelNotFound { model: model.to_owned() });
     }
@@ -35,6 +92,16 @@ pub fn candidates(state: &ControlState, key: &KeyEntry, model: &str, now_us: i64
             .collect();
         keyed.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
         found = keyed.into_iter().map(|(_, _, c)| c).collect();
+    }
+    let strategy = state.routes.get(model).map(|r| r.strategy).unwrap_or_default();
+    if strategy == RouteStrategy::LowestCost {
+        // Input plus output price per million tokens in force on each channel; unpriced last.
+        // Stable: equal prices keep the priority order.
+        found.sort_by_cached_key(|c| {
+            state
+                .price_for(&c.id, model)
+                .map_or(i128::MAX, |p| i128::from(p.input_per_mtok_nanos) + i128::from(p.output_per_mtok_nanos))
+        });
     }
     let mut lanes = Vec::with_capacity(found.len());
     let mut back_at = i64::MAX;
@@ -61,12 +128,28 @@ pub fn candidates(state: &ControlState, key: &KeyEntry, model: &str, now_us: i64
         lanes.extend(of.lanes.iter().filter(|l| usable(l)).cloned());
         lanes[first..].rotate_left(start);
     }
+    if strategy == RouteStrategy::LeastLatency && lanes.len() > 1 {
+        let mut rng = rand::thread_rng();
+        if rng.gen_ratio(1, EXPLORE_ONE_IN) {
+            use rand::seq::SliceRandom as _;
+            lanes.shuffle(&mut rng);
+        } else {
+            // Unmeasured keys (0) first: each is tried until it has a sample.
+            lanes.sort_by_cached_key(|l| l.key.health.ttfb_us());
+        }
+    }
     if lanes.is_empty() {
         let retry_after = (back_at != i64::MAX)
             .then(|| u64::try_from(back_at.saturating_sub(now_us)).unwrap_or(0).div_ceil(1_000_000).max(1));
         return Err(ApiError::UpstreamOverloaded { retry_after });
     }
     Ok(lanes)
+}
+
+/// The models to try, in order, when `model`'s channels all failed or its context window was
+/// exceeded (its route's fallback list).
+pub fn fallbacks(state: &ControlState, model: &str) -> Vec<String> {
+    state.routes.get(model).map(|r| r.fallback.clone()).unwrap_or_default()
 }
 
 /// Whether `model` is served to `key` at all (the 404 of [`candidates`]), whatever the state of

@@ -147,6 +147,8 @@ pub struct ControlState {
     /// The model-wide price in force per model, its `version` being the `price.published` event
     /// id. Channel overrides are in `channel_prices`; charge through [`ControlState::price_for`].
     pub prices: HashMap<String, Arc<AppliedPrice>>,
+    /// Routes by model (strategy and fallback list); absent: `priority`, no fallback.
+    pub routes: HashMap<String, Arc<schemas::RouteSet>>,
     /// Per-channel overrides: channel id → model → price (the model's rules: see
     /// `schemas::control`).
     pub channel_prices: HashMap<String, HashMap<String, Arc<AppliedPrice>>>,
@@ -190,6 +192,14 @@ impl ControlState {
                 self.lanes.remove(id);
                 self.channel_prices.remove(id);
             }
+            Change::Route(name) => match model.routes.get(name) {
+                Some(r) => {
+                    self.routes.insert(name.clone(), Arc::new(r.clone()));
+                }
+                None => {
+                    self.routes.remove(name);
+                }
+            },
             Change::Price { model: name, channel_id } => {
                 let price = match channel_id {
                     None => model.prices.get(name),

@@ -34,6 +34,8 @@
 //!   admin disabled (`manual`) stays disabled until an admin enables it: automatic changes to it
 //!   are refused. An automatic `active` for a key already active changes nothing.
 //!
+//! - **Routes** (`route.set`): the last one per model wins, whole (strategy and fallback list).
+//!
 //! A new entity (users, budgets, rate limits, proxies, alert rules) is one map here, one
 //! [`Change`] variant and its arm in `apply`; every consumer then gets it with the same rules.
 
@@ -208,6 +210,8 @@ pub enum Change {
     Channel(String),
     /// A channel and its price overrides were dropped.
     ChannelRemoved(String),
+    /// The route of a model was set.
+    Route(String),
     /// The price of `model` (on `channel_id` alone when set) was published.
     Price {
         /// The model.
@@ -245,6 +249,8 @@ pub struct ControlModel {
     pub prices: BTreeMap<String, Price>,
     /// Price overrides: channel id → model → price.
     pub channel_prices: BTreeMap<String, BTreeMap<String, Price>>,
+    /// Routes by model (models without one use the priority strategy and no fallback).
+    pub routes: BTreeMap<String, crate::event::RouteSet>,
     /// The id of every `price.published`, so a built-in row is published once per version.
     pub price_ids: HashSet<Uuid>,
     /// The last stream sequence applied.
@@ -334,6 +340,10 @@ impl ControlModel {
                 Outcome::Changed(Change::Channel(r.channel_id.clone()))
             }
             EventBody::UpstreamKeyStateChanged(c) => self.key_state(c),
+            EventBody::RouteSet(r) => {
+                self.routes.insert(r.model.clone(), r.clone());
+                Outcome::Changed(Change::Route(r.model.clone()))
+            }
             EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) | EventBody::AuthFailuresCounted(_) => {
                 Outcome::NotControl
             }

@@ -498,6 +498,44 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// How a model's requests choose among the channels and keys serving it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteStrategy {
+    /// Highest priority first, weighted-random within a priority (the default).
+    #[default]
+    Priority,
+    /// The key with the lowest moving average of time to first byte first, with exploration.
+    LeastLatency,
+    /// The channel with the lowest price in force for the model first.
+    LowestCost,
+}
+
+impl RouteStrategy {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteStrategy::Priority => "priority",
+            RouteStrategy::LeastLatency => "least-latency",
+            RouteStrategy::LowestCost => "lowest-cost",
+        }
+    }
+}
+
+/// `route.set`: how requests for `model` are routed, replacing what was set before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSet {
+    /// The model (as clients name it).
+    pub model: String,
+    /// The strategy.
+    #[serde(default)]
+    pub strategy: RouteStrategy,
+    /// Other models to try, in order, when every channel of `model` failed or its context
+    /// window was exceeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
+}
+
 /// The typed body of an event: its `type` and `data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventBody {
@@ -527,6 +565,8 @@ pub enum EventBody {
     ChannelKeyRemoved(ChannelKeyRemoved),
     /// `upstream_key.state_changed`
     UpstreamKeyStateChanged(UpstreamKeyStateChanged),
+    /// `route.set`
+    RouteSet(RouteSet),
 }
 
 impl EventBody {
@@ -546,6 +586,7 @@ impl EventBody {
             EventBody::ChannelKeyAdded(_) => "channel.key_added",
             EventBody::ChannelKeyRemoved(_) => "channel.key_removed",
             EventBody::UpstreamKeyStateChanged(_) => "upstream_key.state_changed",
+            EventBody::RouteSet(_) => "route.set",
         }
     }
 
@@ -568,9 +609,10 @@ impl EventBody {
             EventBody::UsageRecorded(_) => Stream::Billing,
             EventBody::RequestLogged(_) => Stream::Requests,
             EventBody::AuthFailuresCounted(_) => Stream::Requests,
-            EventBody::ChannelKeyAdded(_) | EventBody::ChannelKeyRemoved(_) | EventBody::UpstreamKeyStateChanged(_) => {
-                Stream::Control
-            }
+            EventBody::ChannelKeyAdded(_)
+            | EventBody::ChannelKeyRemoved(_)
+            | EventBody::UpstreamKeyStateChanged(_)
+            | EventBody::RouteSet(_) => Stream::Control,
         }
     }
 
@@ -586,6 +628,7 @@ impl EventBody {
             EventBody::AuthFailuresCounted(_) => "auth",
             EventBody::ChannelKeyAdded(_) | EventBody::ChannelKeyRemoved(_) => "channel",
             EventBody::UpstreamKeyStateChanged(_) => "upstream_key",
+            EventBody::RouteSet(_) => "route",
         }
     }
 }
@@ -690,6 +733,7 @@ impl Serialize for Envelope {
             EventBody::ChannelKeyAdded(d) => st.serialize_field("data", d)?,
             EventBody::ChannelKeyRemoved(d) => st.serialize_field("data", d)?,
             EventBody::UpstreamKeyStateChanged(d) => st.serialize_field("data", d)?,
+            EventBody::RouteSet(d) => st.serialize_field("data", d)?,
         }
         st.end()
     }
@@ -737,6 +781,7 @@ impl<'de> Deserialize<'de> for Envelope {
             ("channel.key_added", 1) => EventBody::ChannelKeyAdded(p(data)?),
             ("channel.key_removed", 1) => EventBody::ChannelKeyRemoved(p(data)?),
             ("upstream_key.state_changed", 1) => EventBody::UpstreamKeyStateChanged(p(data)?),
+            ("route.set", 1) => EventBody::RouteSet(p(data)?),
             (kind, v) => return Err(D::Error::custom(format!("unknown event type {kind:?} v{v}"))),
         };
         Ok(Envelope {

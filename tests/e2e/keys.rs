@@ -88,3 +88,19 @@ async fn a_channel_with_several_keys_rotates_across_them_and_admins_see_ids_and_
     assert_eq!(env.fake.requests_with_key(K3), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn routes_set_validates_its_input_and_routes_list_shows_it() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let out = env.cli(&["routes", "set", "--model", MODEL, "--strategy", "lowest-cost", "--fallback", "m2,m3,m2"])?;
+    assert!(out.contains("set"), "{out}");
+    let list = env.cli(&["routes", "list"])?;
+    assert!(list.contains(&format!("{MODEL}\tlowest-cost\tm2,m3")), "{list}");
+    let err = env.cli_fails(&["routes", "set", "--model", MODEL, "--strategy", "fastest"])?;
+    assert!(err.contains("unknown strategy") && err.contains("least-latency"), "{err}");
+    let err = env.cli_fails(&["routes", "set", "--model", MODEL, "--fallback", MODEL])?;
+    assert!(err.contains("own fallback"), "{err}");
+    env.cli(&["routes", "set", "--model", MODEL])?;
+    assert!(env.cli(&["routes", "list"])?.contains(&format!("{MODEL}\tpriority\t")));
+    Ok(())
+}

@@ -51,6 +51,10 @@ pub struct Call {
     pub anthropic_beta: Option<String>,
     /// A Gemini client's stream framing: SSE (`alt=sse`) or, when false, one JSON array.
     pub gemini_sse: bool,
+    /// The providers the request pins or forbids.
+    pub providers: routing::ProviderFilter,
+    /// The model the client asked for (`prepared.model` is the one being tried: a fallback's).
+    pub client_model: String,
 }
 
 impl Call {
@@ -60,7 +64,7 @@ impl Call {
             key_id: self.key.key_id.clone(),
             user: self.prepared.user.clone(),
             endpoint: self.prepared.endpoint.name(),
-            model_requested: self.prepared.model.clone(),
+            model_requested: self.client_model.clone(),
             price: self.control.price_for(&channel.id, &self.prepared.model),
         }
     }
@@ -72,6 +76,8 @@ pub struct CallOptions {
     pub anthropic_beta: Option<String>,
     /// A Gemini stream's framing (`alt=sse`).
     pub gemini_sse: bool,
+    /// `X-Router-Provider` / `X-Router-Exclude`.
+    pub providers: routing::ProviderFilter,
 }
 
 /// The pipeline's entry, for a parsed request: admits it and chooses the channels to attempt
@@ -88,8 +94,14 @@ pub async fn start(
 ) -> Response {
     let protocol = prepared.endpoint.protocol();
     let control = app.snapshot();
-    let lanes = match routing::candidates(&control, &key, &prepared.model, crate::health::now_us()) {
+    let now = crate::health::now_us();
+    app.retries.request(now);
+    let lanes = match routing::candidates(&control, &key, &prepared.model, &options.providers, now) {
         Ok(c) => c,
+        // Every key of the model is out of rotation: its fallback models may serve.
+        Err(ApiError::UpstreamOverloaded { .. }) if !routing::fallbacks(&control, &prepared.model).is_empty() => {
+            Vec::new()
+        }
         Err(e) => {
             let (status, class) = (e.status_code().as_u16(), Some(e.class().to_owned()));
             let logged = rid.logged(Some(&key), prepared.endpoint.name(), Some(&prepared.model), status, class);
@@ -97,9 +109,10 @@ pub async fn start(
             return e.into_response_for(protocol);
         }
     };
-    let CallOptions { anthropic_beta, gemini_sse } = options;
+    let CallOptions { anthropic_beta, gemini_sse, providers } = options;
     let (tx, rx) = oneshot::channel();
-    let call = Call { rid, key, prepared, lanes, control, anthropic_beta, gemini_sse };
+    let client_model = prepared.model.clone();
+    let call = Call { rid, key, prepared, lanes, control, anthropic_beta, gemini_sse, providers, client_model };
     tokio::spawn(run(app, call, tx));
     match rx.await {
         Ok(resp) => resp,
@@ -163,16 +176,37 @@ async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
     let mut last = ApiError::Upstream;
     let mut attempts = Attempts::default();
     let mut tried: Option<Arc<Channel>> = None;
-    let lanes = std::mem::take(&mut call.lanes);
+    let mut lanes = std::mem::take(&mut call.lanes);
+    let mut fallbacks = routing::fallbacks(&call.control, &call.prepared.model).into_iter();
     // After a failure the upstream likely shares, the rest of that channel's lanes wait until
     // every other channel's have been tried.
-    let mut skip: Option<&str> = None;
+    let mut skip: Option<String> = None;
     let mut i = 0;
-    while i < lanes.len() && attempts.count < max {
+    'attempts: while attempts.count < max {
+        if i >= lanes.len() {
+            // The model's lanes are spent: its route's next fallback model, if the key may use it.
+            let Some(next) = next_fallback(&mut fallbacks, &call) else { break };
+            let (model, next_lanes, prepared) = next;
+            tracing::info!(from = %call.prepared.model, to = %model, "Trying the route's fallback model.");
+            call.prepared = prepared;
+            lanes = next_lanes;
+            (i, skip) = (0, None);
+            continue;
+        }
         let Lane { channel, key } = &lanes[i];
         i += 1;
-        if skip == Some(channel.id.as_str()) && lanes[i..].iter().any(|l| l.channel.id != channel.id) {
+        if skip.as_deref() == Some(channel.id.as_str()) && lanes[i..].iter().any(|l| l.channel.id != channel.id) {
             continue;
+        }
+        if attempts.count >= 1 {
+            // A retry: within the request's time budget and the gateway's retry budget only.
+            if call.rid.started.elapsed() >= app.cfg.retry_time_budget {
+                break;
+            }
+            if !app.retries.try_retry(crate::health::now_us()) {
+                tracing::warn!("Retry budget of this gateway spent; answering the last failure.");
+                break;
+            }
         }
         let admission = key.health.admit(&key.status, crate::health::now_us());
         if admission == Admission::No {
@@ -202,19 +236,24 @@ async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
                 attempts.note(channel, failure.class.as_str(), failure.status, started);
                 policy::log_attempt(&failure, channel, &key.id);
                 let decision = policy::decide(&failure, channel);
-                judged(&app, &lanes[i - 1], admission, decision.key);
+                judged(&app, &lanes[i - 1], admission, decision.key, None);
                 last = decision.client;
                 match decision.next {
+                    // A prompt too long for this model may fit a fallback's larger window.
+                    policy::Next::Stop if failure.class == FailureClass::ContextWindowExceeded => {
+                        i = lanes.len();
+                        continue 'attempts;
+                    }
                     policy::Next::Stop => break,
                     policy::Next::Key => continue,
                     policy::Next::Channel => {
-                        skip = Some(channel.id.as_str());
+                        skip = Some(channel.id.clone());
                         continue;
                     }
                 }
             }
         };
-        judged(&app, &lanes[i - 1], admission, crate::health::Verdict::Success);
+        judged(&app, &lanes[i - 1], admission, crate::health::Verdict::Success, Some(started.elapsed()));
         let resp = match sent {
             Sent::Stream(started_stream) => {
                 attempts.note(channel, ANSWERED, Some(200), started);
@@ -274,11 +313,35 @@ async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
     let _ = reply.send(response);
 }
 
+/// The next fallback model of the call's route that the caller's key may use and that has lanes
+/// now, with its lanes and the request rewritten for it.
+fn next_fallback(fallbacks: &mut std::vec::IntoIter<String>, call: &Call) -> Option<(String, Vec<Lane>, Prepared)> {
+    for model in fallbacks.by_ref() {
+        let Ok(lanes) = routing::candidates(&call.control, &call.key, &model, &call.providers, crate::health::now_us())
+        else {
+            continue;
+        };
+        if let Some(prepared) = call.prepared.with_model(&model) {
+            return Some((model, lanes, prepared));
+        }
+    }
+    None
+}
+
 /// Records what an attempt's outcome means for its key and, when that changed the key's state,
 /// publishes the change as `upstream_key.state_changed` (without waiting: every gateway, this
 /// one included, applies it from the log; this gateway already acts on it locally).
-fn judged(app: &AppState, lane: &Lane, admission: Admission, verdict: crate::health::Verdict) {
+fn judged(
+    app: &AppState,
+    lane: &Lane,
+    admission: Admission,
+    verdict: crate::health::Verdict,
+    ttfb: Option<std::time::Duration>,
+) {
     let key = &lane.key;
+    if let Some(ttfb) = ttfb {
+        key.health.note_ttfb(ttfb);
+    }
     let now = crate::health::now_us();
     let Some(Transition { state, until_us, reason, opens }) =
         key.health.outcome(&key.status, admission, verdict, &app.cfg.breaker, now)

@@ -47,12 +47,13 @@ pub async fn action(
     let sse = req.uri().query().is_some_and(|q| {
         form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "alt" && v.eq_ignore_ascii_case("sse"))
     });
+    let providers = routing::ProviderFilter::from_headers(req.headers());
     let prepared = match proxy::read(&app, req).await {
         Ok(bytes) => request::prepare_gemini(&model, stream, bytes, &app.cfg.limits),
         Err(e) => Err(e),
     };
     let Caller(key) = caller;
-    let options = CallOptions { anthropic_beta: None, gemini_sse: sse };
+    let options = CallOptions { anthropic_beta: None, gemini_sse: sse, providers };
     proxy::run(app, rid, key, Endpoint::GenerateContent, prepared, options).await
 }
 

@@ -11,6 +11,7 @@ mod helpers;
 mod keys;
 mod limits;
 mod providers;
+mod routes;
 mod tokens;
 
 use std::time::{Duration, Instant};

@@ -65,7 +65,10 @@ async fn touched(conn: &mut AnyConnection, generation: i64, env: &Envelope) -> R
         | EventBody::AuthFailuresCounted(_) => {}
         // Upstream keys and their states live in the gateways' memory and the log; the channel
         // read model does not list them (yet), so nothing is loaded and nothing written.
-        EventBody::ChannelKeyAdded(_) | EventBody::ChannelKeyRemoved(_) | EventBody::UpstreamKeyStateChanged(_) => {}
+        EventBody::ChannelKeyAdded(_)
+        | EventBody::ChannelKeyRemoved(_)
+        | EventBody::UpstreamKeyStateChanged(_)
+        | EventBody::RouteSet(_) => {}
     }
     Ok(model)
 }
@@ -152,6 +155,8 @@ async fn write(
     change: &Change,
 ) -> Result<(), sqlx::Error> {
     match change {
+        // Routes live in the gateways' memory and the log; no read model lists them yet.
+        Change::Route(_) => {}
         Change::Tenant(name) => {
             let Some(t) = model.tenants.get(name) else { return Ok(()) };
             sqlx::query(
