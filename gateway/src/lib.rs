@@ -82,7 +82,7 @@ mod protocol;
 mod providers;
 mod request;
 mod routes;
-mod routing;
+pub mod routing;
 pub mod server;
 pub mod state;
 mod tokenizer;

@@ -57,85 +57,93 @@ impl ProviderFilter {
 /// was slow once gets measured again.
 const EXPLORE_ONE_IN: u32 = 10;
 
-/// Candidate lanes (a channel through one of its keys) in the order to try them. Unknown and
-/// forbidden models get the same 404; a model whose every key is out of rotation gets 503 with
-/// the seconds until the first one is back, when that is known.
+/// Candidate lanes (a channel through one of its keys) in the order to try them: at most
+/// `limit` lanes per channel and `3 × limit` in all (a call makes at most `limit` attempts; the
+/// spare lanes cover keys that turn out busy and channels skipped after a shared failure), so the
+/// cost does not grow with the number of keys. Unknown and forbidden models get the same 404; a
+/// model whose every key is out of rotation gets 503 with the seconds until the first one is
+/// back, when that is known.
 pub fn candidates(
     state: &ControlState,
     key: &KeyEntry,
     model: &str,
     filter: &ProviderFilter,
+    limit: usize,
     now_us: i64,
 ) -> Result<Vec<Lane>, ApiError> {
     if !key.allows(model) {
         return Err(ApiError::ModelNotFound { model: model.to_owned() });
     }
-    let mut found: Vec<Arc<Channel>> = state
-        .channels
-        .values()
-        .filter(|c| c.serves(&key.tenant, model) && filter.allows(&c.provider))
-        .cloned()
-        .collect();
+    let mut found: Vec<&Arc<Channel>> =
+        state.channels.values().filter(|c| c.serves(&key.tenant, model) && filter.allows(&c.provider)).collect();
     if found.is_empty() {
         return Err(ApiError::ModelNotFound { model: model.to_owned() });
     }
-    if found.len() > 1 {
-        // Weighted shuffle (Efraimidis–Spirakis): key = u^(1/w), larger first.
-        let mut rng = rand::thread_rng();
-        let mut keyed: Vec<(i32, f64, Arc<Channel>)> = found
-            .drain(..)
-            .map(|c| {
-                let w = f64::from(c.weight.max(1));
-                let u: f64 = rng.r#gen::<f64>().max(f64::MIN_POSITIVE);
-                (c.priority, u.powf(1.0 / w), c)
-            })
-            .collect();
-        keyed.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
-        found = keyed.into_iter().map(|(_, _, c)| c).collect();
-    }
+    let limit = limit.max(1);
+    let total = limit.saturating_mul(3);
     let strategy = state.routes.get(model).map(|r| r.strategy).unwrap_or_default();
-    if strategy == RouteStrategy::LowestCost {
-        // Input plus output price per million tokens in force on each channel; unpriced last.
-        // Stable: equal prices keep the priority order.
-        found.sort_by_cached_key(|c| {
-            state
-                .price_for(&c.id, model)
-                .map_or(i128::MAX, |p| i128::from(p.input_per_mtok_nanos) + i128::from(p.output_per_mtok_nanos))
-        });
-    }
-    let mut lanes = Vec::with_capacity(found.len());
+    let mut lanes = Vec::with_capacity(total.min(64));
     let mut back_at = i64::MAX;
-    for channel in &found {
-        let Some(of) = state.lanes.get(&channel.id) else { continue };
-        let n = of.lanes.len();
-        if n == 0 {
-            continue;
-        }
-        // The rotation is among the keys in rotation now, so a key that is out does not hand
-        // its share to the key after it.
-        let usable = |lane: &Lane| !lane.channel.key_unusable && !lane.key.blocked(now_us);
-        let available = of.lanes.iter().filter(|l| usable(l)).count();
-        if available < n {
-            for lane in of.lanes.iter().filter(|l| !l.channel.key_unusable && l.key.blocked(now_us)) {
-                back_at = back_at.min(lane.key.health.back_at(&lane.key.status));
+    let mut rng = rand::thread_rng();
+    match strategy {
+        RouteStrategy::Priority => {
+            // Weighted random order within the highest priority left, picked one channel at a
+            // time and only as far as needed.
+            while !found.is_empty() && lanes.len() < total {
+                let top = found.iter().map(|c| c.priority).max().unwrap_or_default();
+                let sum: u64 = found.iter().filter(|c| c.priority == top).map(|c| u64::from(c.weight.max(1))).sum();
+                let mut r = rng.gen_range(0..sum.max(1));
+                let mut pick = 0;
+                for (i, c) in found.iter().enumerate().filter(|(_, c)| c.priority == top) {
+                    let w = u64::from(c.weight.max(1));
+                    if r < w {
+                        pick = i;
+                        break;
+                    }
+                    r -= w;
+                }
+                let channel = found.swap_remove(pick);
+                take(state, channel, now_us, limit, &mut lanes, &mut back_at);
             }
         }
-        if available == 0 {
-            continue;
+        RouteStrategy::LowestCost => {
+            // Input plus output price per million tokens in force on each channel; unpriced last;
+            // equal prices in random order.
+            let mut priced: Vec<(i128, u32, &Arc<Channel>)> = found
+                .iter()
+                .map(|c| {
+                    let cost = state.price_for(&c.id, model).map_or(i128::MAX, |p| {
+                        i128::from(p.input_per_mtok_nanos) + i128::from(p.output_per_mtok_nanos)
+                    });
+                    (cost, rng.r#gen::<u32>(), *c)
+                })
+                .collect();
+            priced.sort_unstable_by_key(|(cost, tie, _)| (*cost, *tie));
+            for (_, _, channel) in priced {
+                if lanes.len() >= total {
+                    break;
+                }
+                take(state, channel, now_us, limit, &mut lanes, &mut back_at);
+            }
         }
-        let start = if available > 1 { of.rotation.fetch_add(1, Ordering::Relaxed) % available } else { 0 };
-        let first = lanes.len();
-        lanes.extend(of.lanes.iter().filter(|l| usable(l)).cloned());
-        lanes[first..].rotate_left(start);
-    }
-    if strategy == RouteStrategy::LeastLatency && lanes.len() > 1 {
-        let mut rng = rand::thread_rng();
-        if rng.gen_ratio(1, EXPLORE_ONE_IN) {
-            use rand::seq::SliceRandom as _;
-            lanes.shuffle(&mut rng);
-        } else {
-            // Unmeasured keys (0) first: each is tried until it has a sample.
-            lanes.sort_by_cached_key(|l| l.key.health.ttfb_us());
+        RouteStrategy::LeastLatency => {
+            for channel in found {
+                take(state, channel, now_us, usize::MAX, &mut lanes, &mut back_at);
+            }
+            if lanes.len() > 1 {
+                if rng.gen_ratio(1, EXPLORE_ONE_IN) {
+                    use rand::seq::SliceRandom as _;
+                    lanes.shuffle(&mut rng);
+                } else {
+                    // Unmeasured keys (0) first: each is tried until it has a sample.
+                    if lanes.len() > total {
+                        lanes.select_nth_unstable_by_key(total, |l| l.key.health.ttfb_us());
+                    }
+                    lanes.truncate(total);
+                    lanes.sort_by_cached_key(|l| l.key.health.ttfb_us());
+                }
+            }
+            lanes.truncate(total);
         }
     }
     if lanes.is_empty() {
@@ -144,6 +152,27 @@ pub fn candidates(
         return Err(ApiError::UpstreamOverloaded { retry_after });
     }
     Ok(lanes)
+}
+
+/// Appends up to `cap` of `channel`'s lanes in rotation to `lanes`. The rotation is among the
+/// keys in rotation now, so a key that is out does not hand its share to the key after it; the
+/// earliest return of a key that is out goes into `back_at`.
+fn take(state: &ControlState, channel: &Channel, now_us: i64, cap: usize, lanes: &mut Vec<Lane>, back_at: &mut i64) {
+    let Some(of) = state.lanes.get(&channel.id) else { return };
+    let usable = |lane: &Lane| !lane.channel.key_unusable && !lane.key.blocked(now_us);
+    let available = of.lanes.iter().filter(|l| usable(l)).count();
+    if available < of.lanes.len() {
+        for lane in of.lanes.iter().filter(|l| !l.channel.key_unusable && l.key.blocked(now_us)) {
+            *back_at = (*back_at).min(lane.key.health.back_at(&lane.key.status));
+        }
+    }
+    if available == 0 {
+        return;
+    }
+    let start = if available > 1 { of.rotation.fetch_add(1, Ordering::Relaxed) % available } else { 0 };
+    let in_rotation = || of.lanes.iter().filter(|l| usable(l));
+    let ordered = in_rotation().skip(start).chain(in_rotation().take(start));
+    lanes.extend(ordered.take(cap).cloned());
 }
 
 /// The models to try, in order, when `model`'s channels all failed or its context window was

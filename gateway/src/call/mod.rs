@@ -96,19 +96,20 @@ pub async fn start(
     let control = app.snapshot();
     let now = crate::health::now_us();
     app.retries.request(now);
-    let lanes = match routing::candidates(&control, &key, &prepared.model, &options.providers, now) {
-        Ok(c) => c,
-        // Every key of the model is out of rotation: its fallback models may serve.
-        Err(ApiError::UpstreamOverloaded { .. }) if !routing::fallbacks(&control, &prepared.model).is_empty() => {
-            Vec::new()
-        }
-        Err(e) => {
-            let (status, class) = (e.status_code().as_u16(), Some(e.class().to_owned()));
-            let logged = rid.logged(Some(&key), prepared.endpoint.name(), Some(&prepared.model), status, class);
-            app.log_request(&rid, Some(&key), logged);
-            return e.into_response_for(protocol);
-        }
-    };
+    let lanes =
+        match routing::candidates(&control, &key, &prepared.model, &options.providers, attempts_limit(&app), now) {
+            Ok(c) => c,
+            // Every key of the model is out of rotation: its fallback models may serve.
+            Err(ApiError::UpstreamOverloaded { .. }) if !routing::fallbacks(&control, &prepared.model).is_empty() => {
+                Vec::new()
+            }
+            Err(e) => {
+                let (status, class) = (e.status_code().as_u16(), Some(e.class().to_owned()));
+                let logged = rid.logged(Some(&key), prepared.endpoint.name(), Some(&prepared.model), status, class);
+                app.log_request(&rid, Some(&key), logged);
+                return e.into_response_for(protocol);
+            }
+        };
     let CallOptions { anthropic_beta, gemini_sse, providers } = options;
     let (tx, rx) = oneshot::channel();
     let client_model = prepared.model.clone();
@@ -185,7 +186,7 @@ async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
     'attempts: while attempts.count < max {
         if i >= lanes.len() {
             // The model's lanes are spent: its route's next fallback model, if the key may use it.
-            let Some(next) = next_fallback(&mut fallbacks, &call) else { break };
+            let Some(next) = next_fallback(&mut fallbacks, &call, attempts_limit(&app)) else { break };
             let (model, next_lanes, prepared) = next;
             tracing::info!(from = %call.prepared.model, to = %model, "Trying the route's fallback model.");
             call.prepared = prepared;
@@ -313,12 +314,21 @@ async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
     let _ = reply.send(response);
 }
 
+/// The most attempts one call makes, as a lane count.
+fn attempts_limit(app: &AppState) -> usize {
+    usize::try_from(app.cfg.max_attempts.max(1)).unwrap_or(1)
+}
+
 /// The next fallback model of the call's route that the caller's key may use and that has lanes
 /// now, with its lanes and the request rewritten for it.
-fn next_fallback(fallbacks: &mut std::vec::IntoIter<String>, call: &Call) -> Option<(String, Vec<Lane>, Prepared)> {
+fn next_fallback(
+    fallbacks: &mut std::vec::IntoIter<String>,
+    call: &Call,
+    limit: usize,
+) -> Option<(String, Vec<Lane>, Prepared)> {
     for model in fallbacks.by_ref() {
-        let Ok(lanes) = routing::candidates(&call.control, &call.key, &model, &call.providers, crate::health::now_us())
-        else {
+        let now = crate::health::now_us();
+        let Ok(lanes) = routing::candidates(&call.control, &call.key, &model, &call.providers, limit, now) else {
             continue;
         };
         if let Some(prepared) = call.prepared.with_model(&model) {
