@@ -423,3 +423,50 @@ async fn when_every_key_rests_the_client_gets_503_with_the_time_left_and_no_upst
     assert_eq!(app.fake.requests().len(), 1, "the resting key was called again");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_dead_upstream_opens_its_keys_breaker_and_is_no_longer_tried() -> anyhow::Result<()> {
+    let app = spawn_with(|c| {
+        c.breaker.failures = 2;
+        c.breaker.window = 10;
+    })
+    .await?;
+    // A port nothing listens on: every attempt is a refused connection.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let dead_url = format!("http://{}/v1", dead.local_addr()?);
+    drop(dead);
+    app.log
+        .append_acked(&helpers::control(
+            GLOBAL_TENANT,
+            EventBody::ChannelAdded(ChannelAdded {
+                channel_id: "ch_dead".into(),
+                name: "dead".into(),
+                provider: "openai".into(),
+                base_url: dead_url,
+                api_key: Some(app.master_key.seal("sk-dead-channel-key", "ch_dead")),
+                models: vec![MODEL.into()],
+                priority: 10,
+                weight: 1,
+                api_version: None,
+                insecure_http: false,
+                anthropic_beta: Vec::new(),
+            }),
+        ))
+        .await?;
+    caught_up(&app).await?;
+    for _ in 0..6 {
+        assert_eq!(ask(&app).await?, 200);
+    }
+    let (_, open) = wait_event(&app.log, "ukey_dead", UpstreamKeyState::Open, 0).await?;
+    assert_eq!(open.reason, "breaker");
+    let logs = app.request_logs(6).await?;
+    let tried_dead = logs.iter().filter(|l| l.attempt_log.iter().any(|a| a.channel_id == "ch_dead")).count();
+    assert_eq!(tried_dead, 2, "the dead channel was tried after its breaker opened");
+    assert!(
+        logs.iter()
+            .flat_map(|l| &l.attempt_log)
+            .filter(|a| a.channel_id == "ch_dead")
+            .all(|a| a.class == "connection_failed")
+    );
+    Ok(())
+}
