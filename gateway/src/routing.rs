@@ -109,10 +109,17 @@ pub fn candidates(
         RouteStrategy::LowestCost => {
             // Input plus output price per million tokens in force on each channel; unpriced last;
             // equal prices in random order.
+            let model_price = state.prices.get(model);
+            let overrides = !state.channel_prices.is_empty();
             let mut priced: Vec<(i128, u32, &Arc<Channel>)> = found
                 .iter()
                 .map(|c| {
-                    let cost = state.price_for(&c.id, model).map_or(i128::MAX, |p| {
+                    let price = if overrides {
+                        state.channel_prices.get(&c.id).and_then(|m| m.get(model)).or(model_price)
+                    } else {
+                        model_price
+                    };
+                    let cost = price.map_or(i128::MAX, |p| {
                         i128::from(p.input_per_mtok_nanos) + i128::from(p.output_per_mtok_nanos)
                     });
                     (cost, rng.r#gen::<u32>(), *c)
@@ -127,23 +134,30 @@ pub fn candidates(
             }
         }
         RouteStrategy::LeastLatency => {
+            // Every key in rotation with its average, then only the fastest are cloned.
+            let mut all: Vec<(u64, &Lane)> = Vec::new();
             for channel in found {
-                take(state, channel, now_us, usize::MAX, &mut lanes, &mut back_at);
-            }
-            if lanes.len() > 1 {
-                if rng.gen_ratio(1, EXPLORE_ONE_IN) {
-                    use rand::seq::SliceRandom as _;
-                    lanes.shuffle(&mut rng);
-                } else {
-                    // Unmeasured keys (0) first: each is tried until it has a sample.
-                    if lanes.len() > total {
-                        lanes.select_nth_unstable_by_key(total, |l| l.key.health.ttfb_us());
+                let Some(of) = state.lanes.get(&channel.id) else { continue };
+                for lane in of.lanes.iter().filter(|l| !l.channel.key_unusable) {
+                    if lane.key.blocked(now_us) {
+                        back_at = back_at.min(lane.key.health.back_at(&lane.key.status));
+                    } else {
+                        all.push((lane.key.health.ttfb_us(), lane));
                     }
-                    lanes.truncate(total);
-                    lanes.sort_by_cached_key(|l| l.key.health.ttfb_us());
                 }
             }
-            lanes.truncate(total);
+            if all.len() > 1 && rng.gen_ratio(1, EXPLORE_ONE_IN) {
+                use rand::seq::SliceRandom as _;
+                all.shuffle(&mut rng);
+            } else {
+                // Unmeasured keys (0) first: each is tried until it has a sample.
+                if all.len() > total {
+                    all.select_nth_unstable_by_key(total, |(t, _)| *t);
+                    all.truncate(total);
+                }
+                all.sort_by_key(|(t, _)| *t);
+            }
+            lanes.extend(all.into_iter().take(total).map(|(_, l)| l.clone()));
         }
     }
     if lanes.is_empty() {
