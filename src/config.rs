@@ -115,6 +115,12 @@ pub struct SecurityFile {
     pub allow_private_networks: Option<Vec<String>>,
 }
 
+/// The smallest `max_answer_bytes` accepted: 64 KiB (a chat answer of a few thousand tokens).
+const MIN_ANSWER_BYTES: usize = 64 * 1024;
+/// The largest `max_answer_bytes` accepted: 1 GiB, beyond which one answer could take the
+/// process's memory.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024 * 1024;
+
 /// `[upstream]` in the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +143,10 @@ pub struct UpstreamFile {
     pub retry_budget_ratio: Option<f64>,
     /// Retries a gateway may make per 10 s whatever its traffic.
     pub retry_budget_min: Option<u64>,
+    /// Longest time from a request's arrival until its upstream answer or stream is complete.
+    pub max_stream_duration_ms: Option<u64>,
+    /// Largest non-stream upstream answer read.
+    pub max_answer_bytes: Option<usize>,
 }
 
 /// `[jetstream]` in the config file.
@@ -188,6 +198,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Draining after a client left: bytes.
     pub drain_max_bytes: usize,
+    /// Longest time until an upstream answer or stream is complete.
+    pub max_stream_duration: Duration,
+    /// Largest non-stream upstream answer.
+    pub max_answer_bytes: usize,
     /// JetStream replicas.
     pub replicas: usize,
     /// Spool capacity.
@@ -380,6 +394,23 @@ impl Config {
             f.upstream.retry_time_budget_ms,
             millis(gateway::config::DEFAULT_RETRY_TIME_BUDGET),
         )?;
+        let max_stream_duration = ms(
+            "LLM_ROUTER_MAX_STREAM_DURATION_MS",
+            f.upstream.max_stream_duration_ms,
+            millis(gateway::config::DEFAULT_MAX_STREAM_DURATION),
+        )?;
+        anyhow::ensure!(
+            max_stream_duration >= Duration::from_secs(1),
+            "[upstream] max_stream_duration_ms: must be at least 1000"
+        );
+        let max_answer_bytes = num("LLM_ROUTER_MAX_ANSWER_BYTES", env("LLM_ROUTER_MAX_ANSWER_BYTES"))?
+            .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
+            .or(f.upstream.max_answer_bytes)
+            .unwrap_or(gateway::config::DEFAULT_MAX_ANSWER_BYTES);
+        anyhow::ensure!(
+            (MIN_ANSWER_BYTES..=MAX_ANSWER_BYTES).contains(&max_answer_bytes),
+            "[upstream] max_answer_bytes: must be {MIN_ANSWER_BYTES} to {MAX_ANSWER_BYTES}"
+        );
         let jetstream_defaults = nats::JetStreamOptions::default();
         Ok(Config {
             data_dir,
@@ -409,6 +440,8 @@ impl Config {
                 millis(gateway::config::DEFAULT_DRAIN_TIMEOUT),
             )?,
             drain_max_bytes,
+            max_stream_duration,
+            max_answer_bytes,
             replicas: f.jetstream.replicas.unwrap_or(jetstream_defaults.replicas),
             max_spool: f.jetstream.max_spool.unwrap_or(jetstream_defaults.max_spool),
             server,
@@ -544,6 +577,8 @@ mod tests {
         assert_eq!(c.idle_timeout, g.idle_timeout);
         assert_eq!(c.drain_timeout, g.drain_timeout);
         assert_eq!(c.drain_max_bytes, g.drain_max_bytes);
+        assert_eq!(c.max_stream_duration, g.max_stream_duration);
+        assert_eq!(c.max_answer_bytes, g.max_answer_bytes);
         assert_eq!(c.max_attempts, g.max_attempts);
         assert_eq!(c.body_limit_bytes, g.body_limit_bytes);
         assert_eq!(c.limits, g.limits);
@@ -552,6 +587,27 @@ mod tests {
         assert_eq!(c.breaker, g.breaker);
         assert_eq!(c.retry_time_budget, g.retry_time_budget);
         assert_eq!((c.retry_budget_ratio, c.retry_budget_min), (g.retry_budget_ratio, g.retry_budget_min));
+        Ok(())
+    }
+
+    #[test]
+    fn the_stream_duration_and_answer_size_caps_are_configurable_and_checked() -> anyhow::Result<()> {
+        let file: FileConfig =
+            toml::from_str("[upstream]\nmax_stream_duration_ms = 90000\nmax_answer_bytes = 1048576")?;
+        let c = Config::resolve(file, &no_env, &Overrides::default(), None)?;
+        assert_eq!((c.max_stream_duration, c.max_answer_bytes), (Duration::from_secs(90), 1 << 20));
+        let env = |k: &str| (k == "LLM_ROUTER_MAX_STREAM_DURATION_MS").then(|| "5000".to_owned());
+        let c = Config::resolve(FileConfig::default(), &env, &Overrides::default(), None)?;
+        assert_eq!(c.max_stream_duration, Duration::from_secs(5));
+        for (k, v, name) in [
+            ("LLM_ROUTER_MAX_STREAM_DURATION_MS", "0", "max_stream_duration_ms"),
+            ("LLM_ROUTER_MAX_ANSWER_BYTES", "10", "max_answer_bytes"),
+            ("LLM_ROUTER_MAX_ANSWER_BYTES", "4294967296", "max_answer_bytes"),
+        ] {
+            let env = |key: &str| (key == k).then(|| v.to_owned());
+            let err = Config::resolve(FileConfig::default(), &env, &Overrides::default(), None).err();
+            assert!(err.map(|e| e.to_string()).unwrap_or_default().contains(name), "{k}={v}");
+        }
         Ok(())
     }
 

@@ -259,6 +259,8 @@ fn gateway_config(cfg: &Config, instance: &str) -> anyhow::Result<gateway::Gatew
     g.retry_budget_min = cfg.retry_budget_min;
     g.drain_timeout = cfg.drain_timeout;
     g.drain_max_bytes = cfg.drain_max_bytes;
+    g.max_stream_duration = cfg.max_stream_duration;
+    g.max_answer_bytes = cfg.max_answer_bytes;
     g.limits = cfg.limits;
     g.auth_failure_limit = cfg.auth_failure_limit;
     g.auth_failure_window = cfg.auth_failure_window;

@@ -12,12 +12,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Admin operations: used by the CLI now and by `web`'s admin API next.
     ("control", &["schemas", "nats", "egress"]),
     ("projections", &["schemas", "nats"]),
-    ("gateway", &["schemas", "nats", "egress"]),
-    ("workers", &["schemas", "nats", "projections", "egress"]),
+    ("gateway", &["schemas", "nats", "egress", "adapters"]),
+    // Health probes call upstreams with the gateway's own adapters, never the gateway.
+    ("workers", &["schemas", "nats", "projections", "egress", "adapters"]),
     ("web", &["schemas", "nats", "projections", "control", "egress"]),
     ("testkit", &[]),
     // The outbound address policy: a leaf every side that connects out may use.
     ("egress", &[]),
+    // The upstream adapters: below the gateway and the workers; no log, no read models.
+    ("adapters", &["schemas", "egress"]),
 ];
 
 /// External crates only one workspace crate may use directly.
@@ -25,6 +28,10 @@ const OWNED: &[(&str, &str)] = &[("async-nats", "nats"), ("sqlx", "projections")
 
 /// External crates `schemas` must not pull in: it stays a leaf without I/O.
 const NOT_IN_SCHEMAS: &[&str] = &["tokio", "axum", "sqlx", "async-nats", "reqwest", "rusqlite"];
+
+/// External crates the adapters must not pull in: no HTTP server, broker or database, so any
+/// crate may call them.
+const NOT_IN_ADAPTERS: &[&str] = &["axum", "sqlx", "async-nats", "rusqlite"];
 
 fn metadata() -> anyhow::Result<serde_json::Value> {
     let out = Command::new(env!("CARGO"))
@@ -85,6 +92,11 @@ fn workspace_crates_import_only_what_the_design_allows() -> anyhow::Result<()> {
     for (dep, kind) in deps.get("schemas").into_iter().flatten() {
         if NOT_IN_SCHEMAS.contains(&dep.as_str()) && kind != "dev" {
             violations.push(format!("schemas depends on {dep}"));
+        }
+    }
+    for (dep, kind) in deps.get("adapters").into_iter().flatten() {
+        if NOT_IN_ADAPTERS.contains(&dep.as_str()) && kind != "dev" {
+            violations.push(format!("adapters depends on {dep}"));
         }
     }
     assert!(violations.is_empty(), "dependency direction violated:\n{}", violations.join("\n"));

@@ -50,20 +50,7 @@ impl Gateway {
     pub async fn start(log: EventLog, cfg: GatewayConfig) -> Result<Gateway, GatewayError> {
         let until = log.last_seq(Stream::Control).await?;
         let control = Control::start(&log, cfg.master_key.clone(), until).await?;
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(cfg.connect_timeout)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            // Upstream redirects are not followed: a channel's URL is the only place we send its key.
-            .redirect(reqwest::redirect::Policy::none())
-            // No proxy from `HTTP(S)_PROXY`: a proxy resolves names itself, which would take every
-            // upstream name past the checking resolver below. Egress proxies are set explicitly.
-            .no_proxy()
-            // Every name is checked against the outbound address policy at connect time, each time
-            // it is resolved, so a DNS answer that changes after a channel was saved is caught.
-            // Literal addresses skip the resolver; `providers::dispatch` checks those.
-            .dns_resolver(egress::CheckingResolver::new(cfg.egress.clone(), egress::Trust::Admin, cfg.dns.clone()))
-            .build()
+        let http = adapters::http::client(cfg.connect_timeout, cfg.egress.clone(), cfg.dns.clone())
             .map_err(|e| GatewayError::HttpClient(e.without_url().to_string()))?;
         tracing::info!(control_seq = control.seq(), "Gateway control state caught up.");
         let auth_failures = AuthFailures::new(auth_failures::Limits {

@@ -23,6 +23,14 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// 16 MiB read at most from an upstream after its client left (a long answer is a few hundred KiB).
 pub const DEFAULT_DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// 30 min from a request's arrival until its stream (or non-stream answer) must be complete: the
+/// longest real generations (long reasoning, big documents) take a few minutes; a stream still
+/// going after half an hour is a vendor stuck in a loop, and it holds a connection and a task.
+pub const DEFAULT_MAX_STREAM_DURATION: Duration = Duration::from_secs(30 * 60);
+/// 256 MiB: the largest non-stream upstream answer buffered. Embeddings of big batches are the
+/// largest answers (2048 inputs × 3072 dimensions written as JSON numbers is about 130 MiB);
+/// larger is treated as an invalid answer rather than risk the process's memory.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 /// 3 attempts (the first included), each on another key or channel, only before the first byte
 /// reached the client: enough to route around one bad key or channel without multiplying a
 /// vendor outage.
@@ -55,6 +63,12 @@ pub struct GatewayConfig {
     pub drain_timeout: Duration,
     /// After the client went away, how many upstream bytes are still read at most.
     pub drain_max_bytes: usize,
+    /// Longest time from a request's arrival until its upstream answer is complete. A stream that
+    /// reaches it ends with an in-band error (`stream_too_long`) and is billed for what was
+    /// delivered; a non-stream answer still being read gets 504.
+    pub max_stream_duration: Duration,
+    /// Largest non-stream upstream answer read; larger → 502 `upstream_invalid_response`.
+    pub max_answer_bytes: usize,
     /// Upstream attempts per request (first try included), each on a different key or channel,
     /// and only before the first byte reached the client.
     pub max_attempts: u32,
@@ -100,6 +114,8 @@ impl GatewayConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             drain_max_bytes: DEFAULT_DRAIN_MAX_BYTES,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_stream_duration: DEFAULT_MAX_STREAM_DURATION,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             limits: crate::limits::Limits::default(),
             auth_failure_limit: crate::auth_failures::DEFAULT_FAILURE_LIMIT,
             auth_failure_window: crate::auth_failures::DEFAULT_FAILURE_WINDOW,

@@ -43,7 +43,7 @@ pub enum ApiError {
         /// The failing field path, when known.
         param: Option<String>,
     },
-    /// A field we refuse to forward (`api_base`, `base_url`, `api_key`).
+    /// A field we refuse to forward (`api_base`, `base_url`, `api_key`, proxy fields, …).
     #[error("Unsupported parameter: '{param}' is not allowed.")]
     UnsupportedParameter {
         /// The offending field.
@@ -250,8 +250,8 @@ impl ApiError {
     /// The body in Gemini's shape `{"error":{"code","message","status"}}`.
     pub fn gemini_body(&self) -> Bytes {
         let code = self.status_code().as_u16();
-        let status = crate::providers::gemini::error::status_name(code);
-        Bytes::from(crate::providers::gemini::stream::error_payload(code, status, &self.to_string()))
+        let status = crate::codec::gemini::status_name(code);
+        Bytes::from(crate::codec::gemini::error_payload(code, status, &self.to_string()))
     }
 
     /// The response in the shape of `protocol`.

@@ -7,8 +7,11 @@
 //! Module layering (an arrow means "may import"; nothing imports upward):
 //!
 //! ```text
-//! app, routes → handlers → call → {providers, canonical} → state
+//! app, routes → handlers → call → state
 //! ```
+//!
+//! The upstream adapters (send, decode, read usage, classify a failure) and `canonical`, the
+//! protocol-neutral form translations go through, are the `adapters` crate, below all of these.
 //!
 //! - `routes` pairs paths with handlers; `app` builds the [`Gateway`] and its state.
 //! - `handlers` extract, authenticate, parse (`request`) and route (`routing`), then hand a call
@@ -17,24 +20,21 @@
 //!   relay a stream) → record. `call::record` is its single exit: every outcome appends
 //!   `usage.recorded` (when billable) and `request.logged` there, and budgets, rate-limit
 //!   settlement and session turns hook in there.
-//! - `providers` are the upstream adapters (send, decode, read usage, classify a failure);
-//!   `canonical` is the protocol-neutral form translations go through.
 //! - `state` is the in-memory control state folded from `LLMR_CONTROL`.
-//! - Shared by every layer and importing nothing above `state`: `ctx` (the app state, request
+//! - `codec` writes answers, stream events and errors in each client protocol (what the
+//!   adapters decode, a codec encodes; `canonical` is between).
+//! - Shared by every layer and importing nothing above `state`: `codec`, `ctx` (the app state, request
 //!   id, caller), `protocol` (the client protocols), `error`, `config`, `limits`, `usage`,
 //!   `prices`, and what handlers use to prepare a call: `auth`, `request`, `routing`, `tokenizer`.
 //!
-//! Checked by the `layering` test on the source (its `EXCEPTIONS` list must only shrink). Known
-//! exceptions, still to untangle: `error` renders the Gemini error payload through
-//! `providers::gemini`, `providers::openai` sends `request::Prepared` as it is, and `state` reads
-//! the presets of `providers::openai` while the adapters take a `state::Channel`; `limits` and
-//! `request` import each other (`Endpoint`).
+//! Checked by the `layering` test on the source (its `EXCEPTIONS` list must only shrink; it is
+//! empty). `limits` and `request` import each other (`Endpoint`): both are shared modules.
 //!
 //! Policies a reader would otherwise have to reverse-engineer:
 //! - A bad key is a 401 with `type: "authentication_error"`, `code: "invalid_api_key"` (OpenAI
 //!   says `invalid_request_error`; see [`ApiError`]). Unknown and forbidden models are the same 404.
 //! - Failover to the next channel happens only before anything reached the client. Adapters name
-//!   a failure class per attempt (`providers::failure`); one table (`call::policy`) decides: errors
+//!   a failure class per attempt (`adapters::failure`); one table (`call::policy`) decides: errors
 //!   about our channel (key, permission, quota, unknown deployment), connection errors, 5xx,
 //!   429/529 and streams that end before their first event go to the next channel; a first-byte
 //!   timeout is not retried (it would multiply the wait) and answers 504. Vendor text about our
@@ -66,7 +66,7 @@ mod app;
 mod auth;
 mod auth_failures;
 mod call;
-mod canonical;
+mod codec;
 pub mod config;
 mod ctx;
 pub mod error;
@@ -79,7 +79,6 @@ mod layering;
 pub mod limits;
 pub mod prices;
 mod protocol;
-mod providers;
 mod request;
 mod routes;
 pub mod routing;
@@ -88,8 +87,8 @@ pub mod state;
 mod tokenizer;
 mod usage;
 
+pub use adapters::presets;
 pub use app::Gateway;
 pub use config::{DEFAULT_BODY_LIMIT_BYTES, GatewayConfig};
 pub use error::{ApiError, GatewayError};
-pub use providers::openai::presets;
 pub use routes::unknown_route;

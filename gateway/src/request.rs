@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
+use adapters::openai;
 use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -54,15 +55,14 @@ impl Endpoint {
         }
     }
 
-    /// The path below the channel's base URL.
-    pub fn upstream_path(self) -> &'static str {
+    /// The endpoint of an OpenAI channel a call of this endpoint goes to.
+    pub fn openai(self) -> openai::Endpoint {
         match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Completions => "/completions",
-            Endpoint::Embeddings => "/embeddings",
-            Endpoint::Messages => "/messages",
-            // Never sent to an OpenAI channel as such: a Gemini call is translated to chat.
-            Endpoint::GenerateContent => "/chat/completions",
+            Endpoint::ChatCompletions => openai::Endpoint::ChatCompletions,
+            Endpoint::Completions => openai::Endpoint::Completions,
+            Endpoint::Embeddings => openai::Endpoint::Embeddings,
+            // Never sent to an OpenAI channel as such: these calls are translated to chat.
+            Endpoint::Messages | Endpoint::GenerateContent => openai::Endpoint::ChatCompletions,
         }
     }
 
@@ -71,9 +71,22 @@ impl Endpoint {
     }
 }
 
-/// Fields that would redirect the upstream call or replace its credential; never forwarded
-/// (CVE-2024-6587 class).
-const REFUSED_FIELDS: &[&str] = &["api_base", "base_url", "api_key"];
+/// Fields that would redirect the upstream call or replace its credential in a router that
+/// honoured them; never forwarded (CVE-2024-6587 class). No vendor API has them at the top level:
+/// the SDKs' `extra_body` / `extra_headers` are unwrapped on the client, so on the wire they are
+/// someone's attempt at configuration. Inside objects that carry client data (`metadata`, tool
+/// arguments) the same names are only data: forwarded as such, never read by the gateway.
+const REFUSED_FIELDS: &[&str] = &[
+    "api_base",
+    "base_url",
+    "api_key",
+    "proxy",
+    "proxies",
+    "http_proxy",
+    "https_proxy",
+    "extra_headers",
+    "extra_body",
+];
 
 /// A request, parsed and ready to send.
 #[derive(Debug, Clone)]
@@ -120,6 +133,16 @@ impl Prepared {
             original: rewrite(&self.original, model)?,
             upstream_body: rewrite(&self.upstream_body, model)?,
         })
+    }
+
+    /// The request for an OpenAI-compatible channel.
+    pub fn openai(&self) -> openai::Request<'_> {
+        openai::Request {
+            endpoint: self.endpoint.openai(),
+            model: &self.model,
+            upstream_body: &self.upstream_body,
+            original: &self.original,
+        }
     }
 }
 
@@ -514,5 +537,52 @@ mod tests {
         assert!(crate::tokenizer::prompt_tokens(Endpoint::ChatCompletions, "m", &body) > 0);
         let unbalanced = Bytes::from(format!("{{\"model\":\"m\",\"x\":{}}}", "[".repeat(100_000)));
         assert!(prepare(Endpoint::ChatCompletions, unbalanced, &Limits::default()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod openai_body_tests {
+    use adapters::openai::body_for;
+    use adapters::{Channel, presets};
+
+    use super::*;
+
+    #[test]
+    fn stream_options_reach_only_vendors_that_accept_them() -> Result<(), ApiError> {
+        let preset = |name: &str| Channel { preset: presets::for_provider(name), ..tests_channel() };
+        let limits = crate::limits::Limits::default();
+        let plain = prepare(Endpoint::ChatCompletions, Bytes::from_static(br#"{"model":"m","stream":true}"#), &limits)?;
+        let v = |b: Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default();
+        assert_eq!(v(body_for(&preset("deepseek"), &plain.openai()))["stream_options"]["include_usage"], true);
+        assert_eq!(body_for(&preset("mistral"), &plain.openai()), plain.original);
+        let asked = prepare(
+            Endpoint::ChatCompletions,
+            Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"x":[1, 2]}"#),
+            &limits,
+        )?;
+        let sent = v(body_for(&preset("zhipu"), &asked.openai()));
+        assert!(sent.get("stream_options").is_none(), "{sent}");
+        assert_eq!(sent["x"], serde_json::json!([1, 2]));
+        assert_eq!(body_for(&preset("openai"), &asked.openai()), asked.original);
+        Ok(())
+    }
+
+    fn tests_channel() -> Channel {
+        Channel {
+            id: "ch_t".into(),
+            tenant: schemas::GLOBAL_TENANT.into(),
+            provider: "openai".into(),
+            preset: presets::for_provider("openai"),
+            api_version: None,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key: None,
+            key_unusable: false,
+            models: vec![],
+            priority: 0,
+            weight: 1,
+            enabled: true,
+            egress_refused: None,
+            anthropic_beta: Vec::new(),
+        }
     }
 }

@@ -13,11 +13,11 @@ use futures::{FutureExt, StreamExt};
 use nats::EventLog;
 use schemas::control::{Change, ControlModel, Outcome};
 use schemas::secret::MasterKey;
-use schemas::{AppliedPrice, Envelope, GLOBAL_TENANT, Stream};
+use schemas::{AppliedPrice, Envelope, Stream};
 use tokio::sync::{Notify, watch};
 
 use crate::health::{KeyHealth, KeyStatus};
-use crate::providers::openai::presets::{self, Preset};
+pub use adapters::{ANY_MODEL, Channel};
 
 /// A virtual key as the gateway knows it. Never holds the key itself.
 #[derive(Debug, Clone)]
@@ -36,64 +36,6 @@ impl KeyEntry {
     /// Whether this key may call `model`.
     pub fn allows(&self, model: &str) -> bool {
         self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
-    }
-}
-
-/// An upstream channel with one opened credential (memory only): the channel as one of its keys
-/// sends, which is what an attempt uses. The channel's entry in [`ControlState::channels`]
-/// carries its first usable key; its keys are the [`Lane`]s of [`ControlState::lanes`].
-#[derive(Clone)]
-pub struct Channel {
-    /// `ch_…`.
-    pub id: String,
-    /// Owning tenant, or [`GLOBAL_TENANT`] for channels every tenant may use.
-    pub tenant: String,
-    /// Provider preset name.
-    pub provider: String,
-    /// The preset `provider` names: auth style, URL shape, quirks.
-    pub preset: &'static Preset,
-    /// `api-version` query parameter (Azure).
-    pub api_version: Option<String>,
-    /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`.
-    pub base_url: String,
-    /// The opened upstream key; `None` when the channel has none or it could not be opened.
-    pub api_key: Option<Arc<str>>,
-    /// Whether the sealed key failed to open (this lane is then never used; on the channel's
-    /// entry: none of its keys opened, and the channel is never used).
-    pub key_unusable: bool,
-    /// Models served; [`ANY_MODEL`] serves every model (the default OpenAI channel).
-    pub models: Vec<String>,
-    /// Higher first.
-    pub priority: i32,
-    /// Share among equal priority.
-    pub weight: u32,
-    /// Disabled channels are skipped.
-    pub enabled: bool,
-    /// Why the base URL's literal host is refused by the outbound address policy, if it is:
-    /// every attempt on the channel then fails as a connection failure, without connecting.
-    /// (Names are checked by the HTTP client's resolver at connect time.)
-    pub egress_refused: Option<egress::UrlRefused>,
-    /// `anthropic-beta` values clients may pass through (Anthropic channels); empty: none.
-    pub anthropic_beta: Vec<String>,
-}
-
-impl std::fmt::Debug for Channel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel").field("id", &self.id).field("provider", &self.provider).finish_non_exhaustive()
-    }
-}
-
-/// A channel model entry that matches every model. It is not listed by `/v1/models`, which
-/// shows only the names channels declare.
-pub const ANY_MODEL: &str = "*";
-
-impl Channel {
-    /// Whether a request of `tenant` for `model` may go to this channel.
-    pub fn serves(&self, tenant: &str, model: &str) -> bool {
-        self.enabled
-            && !self.key_unusable
-            && (self.tenant == GLOBAL_TENANT || self.tenant == tenant)
-            && self.models.iter().any(|m| m == model || m == ANY_MODEL)
     }
 }
 
@@ -221,22 +163,8 @@ impl ControlState {
     fn update_channel(&mut self, c: &schemas::control::Channel, master_key: &MasterKey) {
         let id = &c.channel_id;
         let old = self.lanes.get(id).cloned();
-        let base = Channel {
-            id: id.clone(),
-            tenant: c.tenant.clone(),
-            provider: c.provider.clone(),
-            preset: presets::for_provider(&c.provider),
-            api_version: c.api_version.clone(),
-            base_url: presets::effective_base_url(&c.provider, &c.base_url),
-            api_key: None,
-            key_unusable: false,
-            models: c.models.clone(),
-            priority: c.priority,
-            weight: c.weight,
-            enabled: c.enabled,
-            egress_refused: egress_verdict(id, &c.base_url),
-            anthropic_beta: c.anthropic_beta.clone(),
-        };
+        // The channel's settings as the adapters open them; its keys are opened per lane below.
+        let base = Channel { api_key: None, key_unusable: false, ..Channel::open(c, master_key) };
         let mut lanes = Vec::with_capacity(c.keys.len());
         for k in &c.keys {
             let (api_key, key_unusable) = open_key(master_key, k.sealed.as_ref(), id, &k.seal_context(id));
@@ -289,27 +217,6 @@ impl Folder {
             }
             Outcome::Unchanged | Outcome::NotControl => {}
         }
-    }
-}
-
-/// The outbound policy's verdict on a channel's base URL, judged once per change rather than per
-/// request. Channels are set by admins ([`egress::Trust::Admin`]), whose verdict does not depend
-/// on the allow list, so no configuration is needed here; plain http was judged when the URL was
-/// saved. A private or loopback host is allowed with a warning.
-fn egress_verdict(channel_id: &str, base_url: &str) -> Option<egress::UrlRefused> {
-    match egress::Policy::default().check_url(base_url, egress::Trust::Admin, true) {
-        Ok(t) if t.is_internal() => {
-            tracing::warn!(channel_id, host = %t.host, "Channel base URL points at a private network or this host; allowed because an admin set it.");
-            None
-        }
-        Ok(_) => None,
-        Err(refused @ (egress::UrlRefused::Address(_) | egress::UrlRefused::Disguised { .. })) => {
-            tracing::warn!(channel_id, %refused, "Channel base URL is refused by the outbound address policy; its attempts will fail.");
-            Some(refused)
-        }
-        // A URL that does not parse, or carries credentials, fails in the HTTP client as before
-        // (the address is judged before the credentials, so these never hide a refused one).
-        Err(_) => None,
     }
 }
 
@@ -530,7 +437,7 @@ async fn follow(log: EventLog, master_key: MasterKey, control: Weak<Control>, nu
 
 #[cfg(test)]
 mod tests {
-    use schemas::{ChannelAdded, ChannelRemoved, ChannelUpdated, EventBody, PricePublished};
+    use schemas::{ChannelAdded, ChannelRemoved, ChannelUpdated, EventBody, GLOBAL_TENANT, PricePublished};
 
     use super::*;
 

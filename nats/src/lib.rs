@@ -100,7 +100,8 @@ pub struct LogHealth {
     pub spool_depth: u64,
     /// Events refused or set aside because they can never be published (over the size limit, or
     /// permanently rejected by JetStream); each was logged at ERROR with its id, type and size.
-    /// Set-aside events stay in the spool's `poison` table. Never counts toward `reachable`.
+    /// Set-aside events stay in the spool's `poison` table (the newest 1,000). Never counts
+    /// toward `reachable`.
     pub poison_events: u64,
     /// Last error seen, if the log is unreachable.
     #[serde(skip_serializing_if = "Option::is_none")]

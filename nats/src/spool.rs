@@ -37,6 +37,11 @@ CREATE TABLE IF NOT EXISTS poison (
 );
 ";
 
+/// How many set-aside rows the `poison` table keeps: the newest ones. A poison event is a bug to
+/// investigate, and a few hundred examples are plenty; a bug that poisons every event must not
+/// fill the disk with copies (each row may hold up to 1 MiB).
+pub(crate) const MAX_POISON_ROWS: i64 = 1_000;
+
 /// A spooled event waiting for its PubAck.
 #[derive(Debug, Clone)]
 pub(crate) struct SpoolRow {
@@ -67,6 +72,8 @@ enum Op {
         seq: i64,
         reason: String,
         at_ms: i64,
+        /// Rows the `poison` table keeps after this one is added (the newest).
+        keep: i64,
     },
     /// Writes nothing; awaiting it proves every earlier op is committed.
     Barrier,
@@ -85,6 +92,8 @@ pub(crate) struct Spool {
     poisoned: Arc<AtomicU64>,
     committed: watch::Receiver<u64>,
     max: u64,
+    /// [`MAX_POISON_ROWS`], lowered by tests.
+    poison_keep: i64,
 }
 
 impl Spool {
@@ -137,12 +146,18 @@ impl Spool {
                                     [before_ms],
                                 )?;
                             }
-                            Op::SetAside { seq, reason, at_ms } => {
+                            Op::SetAside { seq, reason, at_ms, keep } => {
                                 t.execute(
                                     "INSERT OR IGNORE INTO poison (seq, id, subject, payload, reason, set_aside_at_ms) \
                                      SELECT seq, id, subject, payload, ?2, ?3 FROM spool \
                                      WHERE seq = ?1 AND acked_at_ms IS NULL",
                                     params![seq, reason, at_ms],
+                                )?;
+                                // Spool sequences only grow: the oldest rows have the lowest.
+                                t.execute(
+                                    "DELETE FROM poison WHERE seq <= \
+                                     (SELECT seq FROM poison ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
+                                    [keep],
                                 )?;
                                 delta -= t.execute("DELETE FROM spool WHERE seq = ?1 AND acked_at_ms IS NULL", [seq])?
                                     as i64;
@@ -179,6 +194,7 @@ impl Spool {
             poisoned: Arc::new(AtomicU64::new(poisoned)),
             committed,
             max,
+            poison_keep: MAX_POISON_ROWS,
         })
     }
 
@@ -220,7 +236,8 @@ impl Spool {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Rows set aside in the `poison` table (this process's and earlier ones').
+    /// Rows set aside since start, plus those found in the `poison` table at start (which keeps
+    /// only the newest [`MAX_POISON_ROWS`]).
     pub fn poisoned(&self) -> u64 {
         self.poisoned.load(Ordering::Relaxed)
     }
@@ -228,7 +245,7 @@ impl Spool {
     /// Moves the unacked row `seq` to the `poison` table with `reason`, and waits for the commit,
     /// so the publisher's next read no longer sees it. The row leaves the depth count.
     pub async fn set_aside(&self, seq: i64, reason: String) -> Result<(), LogError> {
-        self.writer.write(vec![Op::SetAside { seq, reason, at_ms: now_ms() }]).await?;
+        self.writer.write(vec![Op::SetAside { seq, reason, at_ms: now_ms(), keep: self.poison_keep }]).await?;
         self.poisoned.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -282,6 +299,20 @@ impl Spool {
     pub fn prune_nowait(&self, retention: Duration) {
         let before_ms = now_ms().saturating_sub(retention.as_millis().min(i64::MAX as u128) as i64);
         self.writer.write_nowait(vec![Op::Prune { before_ms }]);
+    }
+
+    /// The ids in the `poison` table, oldest first (for tests of pruning).
+    #[cfg(test)]
+    pub async fn poison_ids(&self) -> Result<Vec<String>, LogError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().map_err(|_| LogError::Closed)?;
+            let mut stmt = conn.prepare("SELECT id FROM poison ORDER BY seq").map_err(sqlite)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sqlite)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sqlite)
+        })
+        .await
+        .map_err(|e| LogError::Sqlite(e.to_string()))?
     }
 
     /// Rows in the spool, acked or not (for tests of pruning).
@@ -341,6 +372,30 @@ mod tests {
         spool.prune_nowait(Duration::ZERO);
         spool.barrier().await?;
         assert_eq!(spool.total_rows().await?, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_poison_table_keeps_only_the_newest_rows_and_the_queue_goes_on() -> Result<(), LogError> {
+        let dir = tempfile::tempdir().map_err(|e| LogError::Sqlite(e.to_string()))?;
+        let mut spool = Spool::open(&dir.path().join("spool.db"), 100).await?;
+        spool.poison_keep = 3;
+        let events: Vec<Envelope> = (0..6).map(|i| event(&format!("e{i}"))).collect();
+        for e in &events {
+            spool.append(e, e.to_json()).await?;
+        }
+        let good = event("good");
+        spool.append(&good, good.to_json()).await?;
+        // The first five can never be published; they are set aside one by one.
+        for row in spool.unacked_after(0, 5).await? {
+            spool.set_aside(row.seq, "too large".into()).await?;
+        }
+        let ids: Vec<String> = events[2..5].iter().map(|e| e.id.to_string()).collect();
+        assert_eq!(spool.poison_ids().await?, ids, "the newest three, in order");
+        assert_eq!(spool.poisoned(), 5, "every set-aside event is counted");
+        let left: Vec<String> = spool.unacked_after(0, 10).await?.into_iter().map(|r| r.id).collect();
+        assert_eq!(left, [events[5].id.to_string(), good.id.to_string()]);
+        assert_eq!(spool.depth(), 2);
         Ok(())
     }
 

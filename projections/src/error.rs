@@ -25,6 +25,22 @@ pub enum ProjectionError {
         /// What the database said.
         source: sqlx::Error,
     },
+    /// A migration recorded as applied no longer has the text it was applied with: the schema in
+    /// the store may not be what this binary expects. Nothing was migrated.
+    #[error(
+        "migration {version:04} {name} was changed after it was applied to this read store (recorded \
+         SHA-256 {recorded}, now {current}); restore its original text and add the change as a new migration"
+    )]
+    MigrationChanged {
+        /// The migration's number.
+        version: i64,
+        /// The migration's name.
+        name: &'static str,
+        /// The checksum recorded when it was applied.
+        recorded: String,
+        /// The checksum of the text in this binary.
+        current: String,
+    },
     /// Another rebuild of the same projection holds the rebuild lock.
     #[error("a rebuild of projection {0} is already running")]
     RebuildRunning(&'static str),

@@ -19,7 +19,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -124,7 +124,10 @@ impl FakeAnthropic {
             canned: None,
             canned_stream: None,
         })));
-        let app = Router::new().route("/v1/messages", post(messages)).with_state(state.clone());
+        let app = Router::new()
+            .route("/v1/messages", post(messages))
+            .route("/v1/models", get(models))
+            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -270,6 +273,25 @@ fn error_response(status: u16, retry_after: Option<u32>) -> Response {
     resp
 }
 
+/// `GET /v1/models`: two models, or the scenario's failure (`ErrorBody`, `FailStatus`).
+async fn models(State(state): State<FakeState>, uri: Uri, headers: HeaderMap) -> Response {
+    let from_header = headers.get("x-fake-scenario").and_then(|v| v.to_str().ok()).and_then(Scenario::parse);
+    let scenario = state.with(|s| {
+        let path = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        s.requests.push(RecordedRequest { path, headers: headers.clone(), body: Value::Null });
+        from_header.unwrap_or_else(|| s.scenario.clone())
+    });
+    match &scenario {
+        Scenario::ErrorBody { .. } => scenario.error_body_response().unwrap_or_default(),
+        Scenario::FailStatus { status, retry_after } => error_response(*status, *retry_after),
+        _ => axum::Json(json!({"data": [
+            {"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"},
+            {"type": "model", "id": "claude-haiku-4-5", "display_name": "Claude Haiku 4.5", "created_at": "2025-10-01T00:00:00Z"}
+        ], "has_more": false, "first_id": "claude-sonnet-4-5", "last_id": "claude-haiku-4-5"}))
+        .into_response(),
+    }
+}
+
 async fn messages(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let from_header = headers.get("x-fake-scenario").and_then(|v| v.to_str().ok()).and_then(Scenario::parse);
@@ -344,7 +366,8 @@ fn sse(scenario: &Scenario, events: Vec<Value>) -> Response {
         Scenario::ErrorAfterChunks(n)
         | Scenario::CloseAfterChunks(n)
         | Scenario::StallAfterChunks(n)
-        | Scenario::InvalidJsonAfterChunks(n) => Some(*n),
+        | Scenario::InvalidJsonAfterChunks(n)
+        | Scenario::PingForeverAfterChunks(n) => Some(*n),
         _ => None,
     };
     let mut frames = Vec::new();
@@ -374,6 +397,22 @@ fn sse(scenario: &Scenario, events: Vec<Value>) -> Response {
             continue;
         }
         frames.push(frame(e));
+    }
+    if let (true, Scenario::PingForeverAfterChunks(_)) = (cut, scenario) {
+        // Anthropic's own keep-alive, a `ping` event, every 50 ms and nothing else, forever.
+        let head = futures::stream::iter(frames.into_iter().filter_map(|f| match f {
+            Frame::Data(b) => Some(b),
+            Frame::Abort | Frame::Stall => None,
+        }));
+        let pings = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n"), ()))
+        });
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(head.chain(pings).map(Ok::<Bytes, std::io::Error>)))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
     if cut {
         frames.push(match scenario {

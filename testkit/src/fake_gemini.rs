@@ -644,7 +644,12 @@ fn model_json(name: &str) -> Value {
 }
 
 async fn list_models(State(state): State<FakeState>, uri: Uri, headers: HeaderMap) -> Response {
-    let _ = record(&state, &uri, &headers, &Bytes::new());
+    let req = record(&state, &uri, &headers, &Bytes::new());
+    if matches!(req.scenario, Scenario::ErrorBody { .. } | Scenario::FailStatus { .. })
+        && let Some(resp) = common_failure(&req).await
+    {
+        return resp;
+    }
     let models: Vec<Value> =
         ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"].iter().map(|m| model_json(m)).collect();
     axum::Json(json!({"models": models})).into_response()

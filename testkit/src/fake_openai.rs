@@ -75,6 +75,18 @@ pub enum Scenario {
     /// Mistral and Zhipu: no usage chunk even when asked; the usage sits at the top level of the
     /// last chunk, beside its `finish_reason`.
     UsageOnLastChunk,
+    /// Stream `n` content chunks, then only keep-alives forever: a `: ping` comment and an empty
+    /// `{"choices":[]}` chunk, alternating every 50 ms. Never finishes.
+    PingForeverAfterChunks(usize),
+    /// Stream content chunks forever, one every this often. Never finishes.
+    StreamForever(Duration),
+    /// A non-stream answer whose JSON body arrives 16 bytes at a time, one piece every this often.
+    DripBody(Duration),
+    /// A non-stream 200 whose JSON body is cut off halfway (complete as HTTP, invalid as JSON).
+    TruncatedJson200,
+    /// Stream `n` good chunks, then a chunk whose content holds bytes that are not UTF-8 (`0xff
+    /// 0xfe`); a JSON answer carries the same bytes in its content.
+    InvalidUtf8AfterChunks(usize),
     /// Answer with this status and this JSON body, verbatim (a vendor's own error text). Every
     /// fake honours it; set it with `set_scenario` (it has no header form).
     ErrorBody {
@@ -99,7 +111,9 @@ impl Scenario {
     /// `fail-status:429:7`, `hang`, `error-after:2`, `close-after:2`, `stall-after:2`, `html-200`, `slow:50`
     /// (milliseconds), `comments-crlf`, `invalid-json-after:1`, `deepseek`, `moonshot`,
     /// `openrouter`, `openrouter-error-after:2`, `error-body-200`, `vllm-error-after:2`,
-    /// `usage-on-last-chunk`, `moonshot-cached`.
+    /// `usage-on-last-chunk`, `moonshot-cached`, `ping-forever:2`, `stream-forever:50`
+    /// (milliseconds), `drip:50` (milliseconds),
+    /// `truncated-json-200`, `invalid-utf8-after:1`.
     pub fn parse(s: &str) -> Option<Scenario> {
         let mut parts = s.split(':');
         let name = parts.next()?;
@@ -127,6 +141,11 @@ impl Scenario {
             "error-body-200" => Scenario::ErrorBody200,
             "vllm-error-after" => Scenario::VllmErrorAfterChunks(usize::try_from(num()?).ok()?),
             "usage-on-last-chunk" => Scenario::UsageOnLastChunk,
+            "ping-forever" => Scenario::PingForeverAfterChunks(usize::try_from(num()?).ok()?),
+            "stream-forever" => Scenario::StreamForever(Duration::from_millis(num()?)),
+            "drip" => Scenario::DripBody(Duration::from_millis(num()?)),
+            "truncated-json-200" => Scenario::TruncatedJson200,
+            "invalid-utf8-after" => Scenario::InvalidUtf8AfterChunks(usize::try_from(num()?).ok()?),
             _ => return None,
         })
     }
@@ -269,6 +288,8 @@ impl FakeOpenAi {
             // Azure OpenAI: `/openai/deployments/{deployment}/…?api-version=…` with an `api-key` header.
             .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))
             .route("/openai/deployments/{deployment}/embeddings", post(azure_embeddings))
+            // A real vendor takes large bodies (the gateway's own limit is what tests look at).
+            .layer(axum::extract::DefaultBodyLimit::max(128 << 20))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -579,7 +600,45 @@ async fn chat(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body
     if plan.scenario != Scenario::NoUsage {
         resp["usage"] = usage_json;
     }
+    if let Scenario::DripBody(every) = plan.scenario {
+        return drip(resp.to_string().into_bytes(), every);
+    }
+    if let Scenario::InvalidUtf8AfterChunks(_) = plan.scenario {
+        mark_content(&mut resp);
+        let body = resp.to_string().replace(NOT_UTF8_MARK, "\u{1}").into_bytes();
+        let body: Vec<u8> = body.into_iter().flat_map(|b| if b == 1 { vec![0xff, 0xfe] } else { vec![b] }).collect();
+        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+    }
+    if plan.scenario == Scenario::TruncatedJson200 {
+        let mut body = resp.to_string();
+        body.truncate(body.len() / 2);
+        return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+    }
     axum::Json(resp).into_response()
+}
+
+/// Stands for the bytes that are not UTF-8 until the body is serialised.
+const NOT_UTF8_MARK: &str = "@@not-utf8@@";
+
+/// Puts the mark into the answer's first message content.
+fn mark_content(resp: &mut Value) {
+    if let Some(m) = resp.pointer_mut("/choices/0/message") {
+        m["content"] = json!(format!("Hello {NOT_UTF8_MARK} world"));
+    }
+}
+
+/// `body` as JSON, 16 bytes at a time, one piece every `every`.
+fn drip(body: Vec<u8>, every: Duration) -> Response {
+    let pieces: Vec<Bytes> = body.chunks(16).map(Bytes::copy_from_slice).collect();
+    let stream = futures::stream::iter(pieces).then(move |p| async move {
+        tokio::time::sleep(every).await;
+        Ok::<Bytes, std::io::Error>(p)
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 async fn completions(State(state): State<FakeState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -631,7 +690,12 @@ async fn embeddings(State(state): State<FakeState>, uri: Uri, headers: HeaderMap
 }
 
 async fn models(State(state): State<FakeState>, uri: Uri, headers: HeaderMap) -> Response {
-    let _ = record(&state, &uri, &headers, &Bytes::new());
+    let plan = record(&state, &uri, &headers, &Bytes::new());
+    if matches!(plan.scenario, Scenario::ErrorBody { .. } | Scenario::FailStatus { .. })
+        && let Some(resp) = common_failure(&plan).await
+    {
+        return resp;
+    }
     axum::Json(json!({"object": "list", "data": [
         {"id": "gpt-4o-mini", "object": "model", "created": 1_700_000_000, "owned_by": "openai"},
         {"id": "text-embedding-3-small", "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
@@ -647,6 +711,14 @@ enum Frame {
 
 /// Builds the SSE body for `chunks` (+ the usage chunk when asked for) per the plan's scenario.
 fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
+    match plan.scenario {
+        Scenario::PingForeverAfterChunks(n) => return endless(chunks.into_iter().take(n).collect(), ping_frames()),
+        Scenario::StreamForever(every) => {
+            let Some(first) = chunks.first().cloned() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+            return endless(Vec::new(), content_frames(first, every));
+        }
+        _ => {}
+    }
     let crlf = plan.scenario == Scenario::CommentsAndCrlf;
     let eol = if crlf { "\r\n" } else { "\n" };
     let data = |v: &Value| Frame::Data(Bytes::from(format!("data: {v}{eol}{eol}")));
@@ -665,7 +737,8 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
         | Scenario::StallAfterChunks(n)
         | Scenario::InvalidJsonAfterChunks(n)
         | Scenario::OpenRouterErrorAfterChunks(n)
-        | Scenario::VllmErrorAfterChunks(n) => n,
+        | Scenario::VllmErrorAfterChunks(n)
+        | Scenario::InvalidUtf8AfterChunks(n) => n,
         _ => usize::MAX,
     };
     for c in chunks.iter().take(limit) {
@@ -680,6 +753,11 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
         Scenario::CloseAfterChunks(_) => frames.push(Frame::Abort),
         Scenario::StallAfterChunks(_) => frames.push(Frame::Stall),
         Scenario::InvalidJsonAfterChunks(_) => frames.push(Frame::Data(Bytes::from("data: {not json\n\n"))),
+        Scenario::InvalidUtf8AfterChunks(_) => frames.push(Frame::Data(Bytes::from_static(
+            b"data: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\
+              \"model\":\"fake\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\xff\xfe\"},\
+              \"finish_reason\":null}]}\n\n",
+        ))),
         Scenario::OpenRouterErrorAfterChunks(_) => {
             frames.push(data(&json!({"id": "gen-fake", "object": "chat.completion.chunk", "created": 1_700_000_000,
                 "model": "fake", "provider": "Fake", "error": {"code": "server_error",
@@ -721,6 +799,54 @@ fn sse(plan: &Plan, chunks: Vec<Value>, usage_chunk: Value) -> Response {
             }
         }
     });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Keep-alives forever, every 50 ms: a comment, then an empty chunk.
+fn ping_frames() -> impl futures::Stream<Item = Bytes> + Send {
+    futures::stream::unfold(0u64, |i| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let frame = if i % 2 == 0 {
+            Bytes::from_static(b": ping\n\n")
+        } else {
+            Bytes::from(format!(
+                "data: {}\n\n",
+                json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                "created": 1_700_000_000, "model": "fake", "choices": []})
+            ))
+        };
+        Some((frame, i + 1))
+    })
+}
+
+/// `chunk` with its content replaced by `tick N `, forever, one every `every`.
+fn content_frames(chunk: Value, every: Duration) -> impl futures::Stream<Item = Bytes> + Send {
+    futures::stream::unfold(0u64, move |i| {
+        let mut c = chunk.clone();
+        async move {
+            tokio::time::sleep(every).await;
+            if let Some(choice) = c.pointer_mut("/choices/0") {
+                let field = if choice.get("text").is_some() { "text" } else { "delta" };
+                choice[field] = if field == "text" {
+                    json!(format!("tick {i} "))
+                } else {
+                    json!({"content": format!("tick {i} ")})
+                };
+            }
+            Some((Bytes::from(format!("data: {c}\n\n")), i + 1))
+        }
+    })
+}
+
+/// An SSE answer: `chunks`, then `rest` (never ending).
+fn endless(chunks: Vec<Value>, rest: impl futures::Stream<Item = Bytes> + Send + 'static) -> Response {
+    let head = futures::stream::iter(chunks.into_iter().map(|c| Bytes::from(format!("data: {c}\n\n"))));
+    let stream = head.chain(rest).map(Ok::<Bytes, std::io::Error>);
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/event-stream")

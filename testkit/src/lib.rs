@@ -6,3 +6,4 @@ pub mod fake_gemini;
 pub mod fake_openai;
 pub mod nats_server;
 pub mod postgres;
+pub mod tls;

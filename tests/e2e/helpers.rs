@@ -53,6 +53,11 @@ impl Serve {
         self.stdout.lock().ok()?.iter().find(|l| l.starts_with("sk-")).cloned()
     }
 
+    /// The process id (to read its memory use from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the process logged, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
@@ -158,7 +163,17 @@ impl Env {
 
     /// Starts an HTTP subcommand (`serve` or `gateway`) and waits until `/api/health` answers 200.
     pub async fn http_service(&self, sub: &str, vars: &[(&str, &str)], args: &[&str]) -> anyhow::Result<Serve> {
-        let port = free_port()?;
+        self.http_service_on(free_port()?, sub, vars, args).await
+    }
+
+    /// Like [`Env::http_service`], on a given port (a process restarted where its clients expect it).
+    pub async fn http_service_on(
+        &self,
+        port: u16,
+        sub: &str,
+        vars: &[(&str, &str)],
+        args: &[&str],
+    ) -> anyhow::Result<Serve> {
         let stderr = self.data.path().join(format!("serve-{port}.log"));
         let mut child = self
             .command()

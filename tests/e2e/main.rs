@@ -2,7 +2,9 @@
 //! OpenAI Python SDK, the ledger through `/v1/usage` and reports, rebuilds.
 
 mod anthropic;
+mod chaos;
 mod egress;
+mod faults;
 mod gemini;
 mod helpers;
 mod keys;

@@ -2,7 +2,7 @@
 //! anything reached the client), then finish as a plain JSON answer ([`unary`]) or a relayed
 //! stream ([`stream`]); calls where client and upstream are not both OpenAI go through [`vendor`]
 //! and [`vendor_stream`] instead (same-protocol pass-through for Anthropic and Gemini, translation
-//! through [`crate::canonical`] between protocols). The pipeline: the handler admits and chooses
+//! through [`adapters::canonical`] between protocols). The pipeline: the handler admits and chooses
 //! the channels ([`Call`]), [`run`] sends attempts until one is accepted, a finisher reads the
 //! answer (one reader, [`body`]) or relays the stream (one billing tail, [`stream::close`]), and
 //! every call, whatever its outcome, ends in [`record::record`]: the single exit that appends
@@ -26,12 +26,12 @@ use crate::ctx::AppState;
 use crate::ctx::RequestId;
 use crate::error::ApiError;
 use crate::health::{Admission, Transition};
-use crate::providers::{FailureClass, Provider, TimeoutPhase};
 use crate::request::Prepared;
 use crate::routing;
 use crate::state::{Channel, ControlState, KeyEntry, Lane};
 use crate::tokenizer;
 use crate::usage::{BillingContext, Consumption, TokenCounts};
+use adapters::{FailureClass, Provider, TimeoutPhase};
 use record::{Billable, Billing, Delivered, Outcome, record};
 
 /// Everything a call needs, owned so the task outlives the client connection.
@@ -141,15 +141,8 @@ impl Attempts {
         }
     }
 
-    /// The serving attempt's stream failed after it started, with this in-band error code: its
-    /// class replaces `ok`.
-    fn failed_mid_stream(&mut self, code: &str) {
-        let class = match code {
-            "upstream_timeout" => FailureClass::Timeout(TimeoutPhase::Idle),
-            "upstream_protocol_error" => FailureClass::InvalidResponse,
-            "upstream_overloaded" => FailureClass::Overloaded { retry_after: None },
-            _ => FailureClass::UpstreamServerError,
-        };
+    /// The serving attempt's stream failed after it started, with `class`: it replaces `ok`.
+    fn failed_mid_stream(&mut self, class: FailureClass) {
         if let Some(last) = self.log.last_mut() {
             last.class = class.as_str().to_owned();
         }
@@ -392,9 +385,11 @@ enum Sent {
 
 /// Counts tokens ourselves when the upstream reported no usage, on the tokenizer's bounded pool:
 /// never cancelled (a client that left is still billed) and never 0 for a non-empty prompt.
-async fn estimate(call: &Call, output_text: String, model_served: Option<String>) -> Consumption {
+/// Text of a stream beyond what was kept (`output_over` bytes) counts by the bytes-per-token bound.
+async fn estimate(call: &Call, output_text: String, output_over: usize, model_served: Option<String>) -> Consumption {
     let (endpoint, model) = (call.prepared.endpoint, call.prepared.model.clone());
     let (input, output) = tokenizer::estimate(endpoint, model, call.prepared.original.clone(), output_text).await;
+    let output = output.saturating_add(tokenizer::by_bytes(output_over));
     Consumption {
         tokens: TokenCounts { input, output, ..TokenCounts::default() },
         raw: None,

@@ -11,9 +11,9 @@ use axum::http::StatusCode;
 
 use crate::error::ApiError;
 use crate::health::Verdict;
-use crate::providers::scrub::scrub;
-use crate::providers::{AttemptError, FailureClass, TimeoutPhase};
 use crate::state::Channel;
+use adapters::scrub::scrub;
+use adapters::{AttemptError, FailureClass, TimeoutPhase};
 
 /// Where a call goes after a failed attempt (nothing has reached the client yet either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,8 @@ pub fn decide(failure: &AttemptError, channel: &Channel) -> Decision {
         FailureClass::Timeout(TimeoutPhase::FirstByte | TimeoutPhase::Idle) => {
             (Verdict::Breaker, Stop, ApiError::UpstreamTimeout)
         }
+        // The duration cap is ours, not the upstream's fault, and would be reached again.
+        FailureClass::Timeout(TimeoutPhase::Total) => (Verdict::Neutral, Stop, ApiError::UpstreamTimeout),
         FailureClass::InvalidResponse => (Verdict::Breaker, Stop, ApiError::UpstreamInvalidResponse),
         FailureClass::ClientError | FailureClass::ContextWindowExceeded | FailureClass::ContentFiltered => {
             (Verdict::Neutral, Stop, rejected(failure, channel))
@@ -95,6 +97,20 @@ fn rejected(failure: &AttemptError, channel: &Channel) -> ApiError {
             .unwrap_or_else(|| "The upstream provider rejected the request.".into()),
         param: detail.param.map(|p| scrub(&p, &secrets)),
         code,
+    }
+}
+
+/// The in-band error code a client gets when a stream that had started fails with `class` (the
+/// attempt is logged with `class` itself). Overloaded and rate-limited keep their meaning (the
+/// client may retry later); what is not a timeout or a broken stream is an upstream failure.
+pub fn mid_stream_code(class: FailureClass) -> &'static str {
+    match class {
+        // Not the upstream's fault: the client is told the stream hit our bound.
+        FailureClass::Timeout(TimeoutPhase::Total) => "stream_too_long",
+        FailureClass::Timeout(_) => "upstream_timeout",
+        FailureClass::InvalidResponse => "upstream_protocol_error",
+        FailureClass::Overloaded { .. } | FailureClass::RateLimited { .. } => "upstream_overloaded",
+        _ => "upstream_error",
     }
 }
 
@@ -132,8 +148,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::providers::failure::VendorDetail;
-    use crate::providers::openai::presets;
+    use adapters::failure::VendorDetail;
+    use adapters::presets;
 
     const KEY: &str = "weird-channel-key-0001";
 
@@ -222,5 +238,15 @@ mod tests {
         for secret in [KEY, "ops@", "org-AbC"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
+    }
+
+    #[test]
+    fn a_started_stream_tells_the_client_one_code_per_class() {
+        assert_eq!(mid_stream_code(FailureClass::Timeout(TimeoutPhase::Idle)), "upstream_timeout");
+        assert_eq!(mid_stream_code(FailureClass::InvalidResponse), "upstream_protocol_error");
+        assert_eq!(mid_stream_code(FailureClass::RateLimited { retry_after: None }), "upstream_overloaded");
+        assert_eq!(mid_stream_code(FailureClass::Overloaded { retry_after: Some(3) }), "upstream_overloaded");
+        assert_eq!(mid_stream_code(FailureClass::UpstreamServerError), "upstream_error");
+        assert_eq!(mid_stream_code(FailureClass::ConnectionFailed), "upstream_error");
     }
 }

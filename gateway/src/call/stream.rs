@@ -15,14 +15,14 @@ use schemas::{StreamOutcome, UsageSource};
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::{Billable, Billing, Delivered, Outcome, record};
-use super::{Attempts, Call, estimate};
+use super::{Attempts, Call, estimate, policy};
 use crate::ctx::AppState;
 use crate::error::error_body;
-use crate::providers::openai::stream::{SseEvent, SseParser};
-use crate::providers::openai::wire::ChunkView;
-use crate::providers::{AttemptError, FailureClass, TimeoutPhase};
 use crate::state::Channel;
 use crate::usage::{self, Consumption, TokenCounts};
+use adapters::openai::wire::ChunkView;
+use adapters::sse::{SseEvent, SseParser};
+use adapters::{AttemptError, FailureClass, TimeoutPhase};
 
 /// Frames buffered between the relay task and the client connection.
 const CLIENT_BUFFER: usize = 32;
@@ -125,35 +125,75 @@ impl Sink {
     }
 }
 
-/// The next upstream event, reading more of the body as needed: within the idle timeout while
-/// the client listens, within the drain caps once it has left. `None` when the upstream closed
-/// the connection; `Err` when the stream ended otherwise.
+/// The two clocks of a relay. The idle timer runs from the last event that carried content (text,
+/// a tool call, usage, a finish) — not from the last byte: an upstream that sends only `: ping`
+/// comments, `ping` events or empty chunks makes no progress and is cut after the idle timeout,
+/// instead of holding a connection and a task forever. The duration cap ends even a stream that
+/// keeps producing content, counted from the request's arrival.
+pub(super) struct Clock {
+    idle: std::time::Duration,
+    idle_until: tokio::time::Instant,
+    ends_at: tokio::time::Instant,
+}
+
+impl Clock {
+    /// Both clocks for `call`, the idle one starting now (its first event has just arrived).
+    pub(super) fn start(app: &AppState, call: &Call) -> Clock {
+        let idle = app.cfg.idle_timeout;
+        let ends_at = tokio::time::Instant::from_std(call.rid.started) + app.cfg.max_stream_duration;
+        Clock { idle, idle_until: tokio::time::Instant::now() + idle, ends_at }
+    }
+
+    /// The upstream sent content: the idle timer starts again.
+    pub(super) fn progress(&mut self) {
+        self.idle_until = tokio::time::Instant::now() + self.idle;
+    }
+}
+
+/// The in-band error of a stream cut at the maximum stream duration.
+pub(super) const TOO_LONG: End = End::Failed(
+    FailureClass::Timeout(TimeoutPhase::Total),
+    "The stream reached the maximum stream duration and was ended.",
+);
+
+/// The next upstream event, reading more of the body as needed: before the idle timer (from the
+/// last progress, see [`Clock`]) and the duration cap run out while the client listens, within
+/// the drain caps once it has left. `None` when the upstream closed the connection; `Err` when
+/// the stream ended otherwise.
 pub(super) async fn next_event(
     app: &AppState,
     parser: &mut SseParser,
     resp: &mut reqwest::Response,
     sink: &mut Sink,
+    clock: &Clock,
 ) -> Result<Option<SseEvent>, End> {
     loop {
         match parser.next_event() {
-            Err(_) => return Err(End::Failed("upstream_protocol_error", "The upstream sent an invalid stream.")),
+            Err(_) => return Err(End::Failed(FailureClass::InvalidResponse, "The upstream sent an invalid stream.")),
             Ok(Some(e)) => return Ok(Some(e)),
             Ok(None) => {}
         }
-        let wait = match sink.gone_at {
-            None => app.cfg.idle_timeout,
+        let deadline = match sink.gone_at {
+            None => clock.idle_until.min(clock.ends_at),
             Some(at) => {
-                let left = app.cfg.drain_timeout.saturating_sub(at.elapsed());
-                if left.is_zero() || sink.drained > app.cfg.drain_max_bytes {
+                if at.elapsed() >= app.cfg.drain_timeout || sink.drained > app.cfg.drain_max_bytes {
                     return Err(End::DrainCapped);
                 }
-                left.min(app.cfg.idle_timeout)
+                (tokio::time::Instant::from_std(at) + app.cfg.drain_timeout).min(clock.idle_until)
             }
         };
-        match tokio::time::timeout(wait, resp.chunk()).await {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
             Err(_) if sink.gone_at.is_some() => return Err(End::DrainCapped),
-            Err(_) => return Err(End::Failed("upstream_timeout", "The upstream stopped sending.")),
-            Ok(Err(_)) => return Err(End::Failed("upstream_error", "The upstream connection failed mid-stream.")),
+            Err(_) if tokio::time::Instant::now() >= clock.ends_at => return Err(TOO_LONG),
+            Err(_) => {
+                return Err(End::Failed(FailureClass::Timeout(TimeoutPhase::Idle), "The upstream stopped sending."));
+            }
+            Ok(Err(_)) => {
+                return Err(End::Failed(
+                    FailureClass::UpstreamServerError,
+                    "The upstream connection failed mid-stream.",
+                ));
+            }
             Ok(Ok(Some(c))) => {
                 if !sink.connected() {
                     sink.drained += c.len();
@@ -169,15 +209,17 @@ pub(super) async fn next_event(
 pub(super) enum End {
     /// `[DONE]`.
     Done,
-    /// A failure, told to the client as this in-band error (code, message).
-    Failed(&'static str, &'static str),
+    /// A failure of this class (logged with the attempt), told to the client as an in-band error
+    /// with the code `policy::mid_stream_code` gives and this message.
+    Failed(FailureClass, &'static str),
     /// The client left and the drain cap was reached.
     DrainCapped,
 }
 
 /// A stream whose connection closed before its final frame (every protocol but Gemini ends with
 /// one; a Gemini stream ends by closing).
-pub(super) const CUT: End = End::Failed("upstream_error", "The upstream closed the stream before it finished.");
+pub(super) const CUT: End =
+    End::Failed(FailureClass::UpstreamServerError, "The upstream closed the stream before it finished.");
 
 fn data_frame(payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(payload.len() + 8);
@@ -204,8 +246,9 @@ pub async fn relay(
     // The first event has just arrived.
     let ttft = call.rid.started.elapsed();
     let mut sink = Sink::open(reply);
+    let mut clock = Clock::start(&app, &call);
 
-    let mut text = String::new();
+    let mut text = OutputText::default();
     let mut model_served: Option<String> = None;
     let mut reported: Option<(TokenCounts, serde_json::Value)> = None;
     let mut held: Option<Bytes> = None;
@@ -213,7 +256,7 @@ pub async fn relay(
     let end = loop {
         let event = match next.take() {
             Some(e) => e,
-            None => match next_event(&app, &mut parser, &mut resp, &mut sink).await {
+            None => match next_event(&app, &mut parser, &mut resp, &mut sink, &clock).await {
                 Ok(Some(e)) => e,
                 Ok(None) => break CUT,
                 Err(end) => break end,
@@ -225,17 +268,22 @@ pub async fn relay(
         };
         let usage_only = {
             let Ok(view) = serde_json::from_slice::<ChunkView<'_>>(&data) else {
-                break End::Failed("upstream_protocol_error", "The upstream sent an invalid stream chunk.");
+                break End::Failed(FailureClass::InvalidResponse, "The upstream sent an invalid stream chunk.");
             };
             if view.is_error() {
-                break End::Failed("upstream_error", "The upstream failed mid-stream.");
+                break End::Failed(FailureClass::UpstreamServerError, "The upstream failed mid-stream.");
             }
             if model_served.is_none() {
                 model_served = view.model.as_deref().map(str::to_owned);
             }
-            view.collect_text(&mut text);
+            view.collect_text(text.buf());
+            text.settle();
             if let Some(u) = view.usage() {
                 reported = usage::from_openai(u).or(reported);
+            }
+            // A chunk without choices or usage (`{"choices":[]}`) is a keep-alive, not progress.
+            if view.choices.as_ref().is_some_and(|c| c.len > 0) || view.usage().is_some() {
+                clock.progress();
             }
             view.is_usage_only()
         };
@@ -261,9 +309,57 @@ pub(super) struct StreamUsage {
     /// The upstream's own counts and usage object, if it sent them.
     pub reported: Option<(TokenCounts, serde_json::Value)>,
     /// The generated text, to estimate from when the upstream reported nothing.
-    pub text: String,
+    pub text: OutputText,
     /// The model the upstream said served the call.
     pub model_served: Option<String>,
+}
+
+/// Generated text kept to estimate the output tokens from when the upstream reports no usage:
+/// up to 1 MiB (the tokenizer's exact budget), and only the length of the rest, which is counted
+/// by the bytes-per-token bound. A long stream never holds more than this in memory.
+#[derive(Default)]
+pub(super) struct OutputText {
+    kept: String,
+    /// Bytes of text beyond [`MAX_KEPT_OUTPUT`], not kept.
+    over: usize,
+}
+
+/// The most generated text a relay keeps.
+pub(super) const MAX_KEPT_OUTPUT: usize = crate::tokenizer::EXACT_BUDGET_BYTES;
+
+impl OutputText {
+    /// Where to append more text; call [`OutputText::settle`] after.
+    pub(super) fn buf(&mut self) -> &mut String {
+        &mut self.kept
+    }
+
+    /// Appends `t`.
+    pub(super) fn push(&mut self, t: &str) {
+        if self.over > 0 {
+            self.over += t.len();
+            return;
+        }
+        self.kept.push_str(t);
+        self.settle();
+    }
+
+    /// Cuts the kept text back to the cap (at a character boundary), counting what was cut.
+    pub(super) fn settle(&mut self) {
+        if self.kept.len() <= MAX_KEPT_OUTPUT {
+            return;
+        }
+        let mut cut = MAX_KEPT_OUTPUT;
+        while !self.kept.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.over += self.kept.len() - cut;
+        self.kept.truncate(cut);
+    }
+
+    /// The kept text and how many bytes beyond it were not kept.
+    pub(super) fn into_parts(self) -> (String, usize) {
+        (self.kept, self.over)
+    }
 }
 
 /// How a relay ends its stream in the client's protocol, once [`close`] has recorded the usage.
@@ -318,10 +414,13 @@ pub(super) async fn close(
     let StreamUsage { reported, text, model_served } = usage;
     let consumption = match reported {
         Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },
-        None => estimate(call, text, model_served).await,
+        None => {
+            let (text, over) = text.into_parts();
+            estimate(call, text, over, model_served).await
+        }
     };
-    if let End::Failed(code, _) = &end {
-        attempts.failed_mid_stream(code);
+    if let End::Failed(class, _) = &end {
+        attempts.failed_mid_stream(*class);
     }
     let outcome = Outcome {
         channel: Some(channel),
@@ -336,9 +435,10 @@ pub(super) async fn close(
                 closing.error_frames(sink, "usage_not_recorded", "The service could not record usage.").await;
                 Some("usage_not_recorded")
             }
-            (End::Failed(code, message), _) => {
+            (End::Failed(class, message), _) => {
+                let code = policy::mid_stream_code(*class);
                 closing.error_frames(sink, code, message).await;
-                Some(*code)
+                Some(code)
             }
             (End::DrainCapped, _) => Some("client_disconnected"),
         };
@@ -346,4 +446,35 @@ pub(super) async fn close(
         (Delivered::ok(class), ())
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_text_keeps_at_most_the_cap_and_counts_the_rest() {
+        let mut t = OutputText::default();
+        let piece = "é".repeat(1000); // 2000 bytes, two-byte characters
+        let pieces = MAX_KEPT_OUTPUT / 2000 + 10;
+        for _ in 0..pieces {
+            t.push(&piece);
+        }
+        // Text appended through `buf` is cut back as well.
+        t.buf().push_str(&piece);
+        t.settle();
+        let (kept, over) = t.into_parts();
+        assert!(kept.len() <= MAX_KEPT_OUTPUT && kept.len() > MAX_KEPT_OUTPUT - 4);
+        assert_eq!(kept.len() + over, (pieces + 1) * 2000, "every byte is either kept or counted");
+        assert!(kept.chars().all(|c| c == 'é'), "cut at a character boundary");
+    }
+
+    #[test]
+    fn short_output_is_kept_whole() {
+        let mut t = OutputText::default();
+        t.push("Hello, ");
+        t.buf().push_str("world");
+        t.settle();
+        assert_eq!(t.into_parts(), ("Hello, world".to_owned(), 0));
+    }
 }

@@ -12,9 +12,9 @@ use super::body::read_answer;
 use super::{Answer, Call, estimate};
 use crate::ctx::AppState;
 use crate::error::ApiError;
-use crate::providers::openai::wire::{self, ResponseHead};
 use crate::state::Channel;
 use crate::usage::{self, Consumption};
+use adapters::openai::wire::{self, ResponseHead};
 
 /// Reads the answer and what it consumed.
 pub async fn finish(
@@ -23,7 +23,13 @@ pub async fn finish(
     channel: &Arc<Channel>,
     mut resp: reqwest::Response,
 ) -> Result<Answer, ApiError> {
-    let body = read_answer(&mut resp, app.cfg.idle_timeout).await?;
+    let body = read_answer(&mut resp, &app.cfg, call.rid.started).await?;
+    // The answer goes to the client as it came, so it must be text: the head below is read
+    // without looking inside the strings it skips, where bytes that are not UTF-8 could hide.
+    if std::str::from_utf8(&body).is_err() {
+        tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not UTF-8.");
+        return Err(ApiError::UpstreamInvalidResponse);
+    }
     let (usage, model_served) = {
         let head: ResponseHead<'_> = serde_json::from_slice(&body).map_err(|_| {
             tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");
@@ -36,7 +42,7 @@ pub async fn finish(
     };
     let consumption = match usage {
         Some((tokens, raw)) => Consumption { tokens, raw: Some(raw), source: UsageSource::Upstream, model_served },
-        None => estimate(call, wire::response_text(&body), model_served).await,
+        None => estimate(call, wire::response_text(&body), 0, model_served).await,
     };
     let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -1,6 +1,6 @@
 //! Calls where the client and the upstream are not both OpenAI: which way a call goes
 //! ([`Route`]), the request sent upstream (the client's own bytes when both sides speak the same
-//! protocol, a translation through [`crate::canonical`] otherwise), and finishing a non-stream
+//! protocol, a translation through [`adapters::canonical`] otherwise), and finishing a non-stream
 //! answer (usage read from the *upstream's* usage object, the answer in the client's protocol). The
 //! OpenAI → OpenAI pass-through never comes here for its answer.
 
@@ -15,15 +15,16 @@ use serde_json::Value;
 
 use super::body::read_answer;
 use super::{Answer, Call, estimate};
-use crate::canonical::{self, FinishReason, Part, Unsupported, openai_chat};
+use crate::codec;
 use crate::ctx::AppState;
 use crate::error::ApiError;
 use crate::protocol::Protocol;
-use crate::providers::failure::VendorDetail;
-use crate::providers::{AttemptError, FailureClass, Provider, anthropic, gemini, openai};
 use crate::request::{Endpoint, Prepared};
 use crate::state::Channel;
 use crate::usage::Consumption;
+use adapters::canonical::{self, FinishReason, Part, Unsupported, openai_chat};
+use adapters::failure::VendorDetail;
+use adapters::{AttemptError, FailureClass, Provider, anthropic, gemini, openai};
 
 /// The class logged for an answer the upstream filtered (a 200 with no usable content).
 pub const CONTENT_FILTERED: &str = "content_filtered";
@@ -107,7 +108,7 @@ fn canonical_request(call: &Call) -> Result<canonical::Request, AttemptError> {
 async fn finish_embeddings(call: &Call, v: &Value) -> Result<Answer, ApiError> {
     let base64 = serde_json::from_slice::<Value>(&call.prepared.original)
         .is_ok_and(|b| b.get("encoding_format").and_then(Value::as_str) == Some("base64"));
-    let consumption = estimate(call, String::new(), None).await;
+    let consumption = estimate(call, String::new(), 0, None).await;
     let answer = gemini::embed::response(v, &call.prepared.model, base64, consumption.tokens.input)
         .ok_or(ApiError::UpstreamInvalidResponse)?;
     let mut response = (StatusCode::OK, json_bytes(&answer)).into_response();
@@ -151,8 +152,8 @@ pub async fn send(
     let (http, idle) = (&app.http, app.cfg.idle_timeout);
     let p = &call.prepared;
     match route.upstream {
-        Provider::OpenAi if route.is_pass() => openai::send(http, channel, p, deadline, idle).await,
-        Provider::OpenAi => openai::send(http, channel, &openai_request(call)?, deadline, idle).await,
+        Provider::OpenAi if route.is_pass() => openai::send(http, channel, &p.openai(), deadline, idle).await,
+        Provider::OpenAi => openai::send(http, channel, &openai_request(call)?.openai(), deadline, idle).await,
         Provider::Anthropic => {
             let (body, beta) = if route.is_pass() {
                 (p.upstream_body.clone(), call.anthropic_beta.as_deref())
@@ -196,7 +197,7 @@ pub async fn finish(
     route: Route,
     mut resp: reqwest::Response,
 ) -> Result<Answer, ApiError> {
-    let body = read_answer(&mut resp, app.cfg.idle_timeout).await?;
+    let body = read_answer(&mut resp, &app.cfg, call.rid.started).await?;
     let v: Value = serde_json::from_slice(&body).map_err(|_| {
         tracing::warn!(channel_id = %channel.id, "Upstream answered 200 with a body that is not JSON.");
         ApiError::UpstreamInvalidResponse
@@ -235,16 +236,16 @@ pub async fn finish(
                     _ => String::new(),
                 })
                 .collect();
-            estimate(call, text, model_served).await
+            estimate(call, text, 0, model_served).await
         }
     };
     let out = if route.is_pass() {
         Bytes::from(body)
     } else {
         match route.client {
-            Protocol::OpenAi => json_bytes(&openai_chat::convert::response_from_canonical(&canonical, now_secs())),
-            Protocol::Anthropic => json_bytes(&anthropic::convert::response_from_canonical(&canonical)),
-            Protocol::Gemini => json_bytes(&gemini::convert::response_from_canonical(&canonical)),
+            Protocol::OpenAi => json_bytes(&codec::openai::response_from_canonical(&canonical, now_secs())),
+            Protocol::Anthropic => json_bytes(&codec::anthropic::response_from_canonical(&canonical)),
+            Protocol::Gemini => json_bytes(&codec::gemini::response_from_canonical(&canonical)),
         }
     };
     let mut response = (StatusCode::OK, out).into_response();

@@ -14,44 +14,47 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::stream::{CUT, Closing, End, Sink, Started, StreamUsage, close, next_event};
+use super::stream::{CUT, Clock, Closing, End, OutputText, Sink, Started, StreamUsage, close, next_event};
 use super::vendor::{CONTENT_FILTERED, Route, now_secs};
 use super::{Attempts, Call};
-use crate::canonical::openai_chat::stream::{ChunkDecoder, ChunkEncoder, ChunkError};
-use crate::canonical::{Delta, FinishReason};
+use crate::codec::{anthropic as acodec, gemini as gcodec, openai as ocodec};
 use crate::ctx::AppState;
 use crate::error::error_body;
 use crate::protocol::Protocol;
-use crate::providers::Provider;
-use crate::providers::anthropic::stream::{self as astream, CumulativeUsage, DeltaView, EventView, Step};
-use crate::providers::gemini::stream::{self as gstream, Framing};
-use crate::providers::openai::stream::SseEvent;
 use crate::state::Channel;
 use crate::usage::{self, TokenCounts};
+use adapters::anthropic::stream::{self as astream, CumulativeUsage, DeltaView, EventView, Step};
+use adapters::canonical::openai_chat::stream::{ChunkDecoder, ChunkError};
+use adapters::canonical::{Delta, FinishReason};
+use adapters::gemini::stream as gstream;
+use adapters::sse::SseEvent;
+use adapters::{FailureClass, Provider};
 
 /// What one upstream event changed.
 enum Next {
     More,
     Done,
-    Failed(&'static str, &'static str),
+    Failed(FailureClass, &'static str),
 }
 
-const BAD_EVENT: Next = Next::Failed("upstream_protocol_error", "The upstream sent an invalid stream event.");
-const FAILED: Next = Next::Failed("upstream_error", "The upstream failed mid-stream.");
-const OVERLOADED: Next = Next::Failed("upstream_overloaded", "The upstream provider is overloaded; retry later.");
+const BAD_EVENT: Next = Next::Failed(FailureClass::InvalidResponse, "The upstream sent an invalid stream event.");
+const FAILED: Next = Next::Failed(FailureClass::UpstreamServerError, "The upstream failed mid-stream.");
+const OVERLOADED_MESSAGE: &str = "The upstream provider is overloaded; retry later.";
 
 /// An upstream's in-band error: overloaded and rate-limited keep their class (the client may
 /// retry), anything else is an upstream failure. The upstream's own message is not passed on.
 fn anthropic_failure(kind: Option<&str>) -> Next {
     match kind {
-        Some("overloaded_error" | "rate_limit_error") => OVERLOADED,
+        Some("overloaded_error") => Next::Failed(FailureClass::Overloaded { retry_after: None }, OVERLOADED_MESSAGE),
+        Some("rate_limit_error") => Next::Failed(FailureClass::RateLimited { retry_after: None }, OVERLOADED_MESSAGE),
         _ => FAILED,
     }
 }
 
 fn gemini_failure(status: Option<&str>) -> Next {
     match status {
-        Some("RESOURCE_EXHAUSTED" | "UNAVAILABLE") => OVERLOADED,
+        Some("UNAVAILABLE") => Next::Failed(FailureClass::Overloaded { retry_after: None }, OVERLOADED_MESSAGE),
+        Some("RESOURCE_EXHAUSTED") => Next::Failed(FailureClass::RateLimited { retry_after: None }, OVERLOADED_MESSAGE),
         _ => FAILED,
     }
 }
@@ -125,9 +128,9 @@ impl Decoder {
 
 /// Writes canonical deltas in a client's protocol.
 enum Encoder {
-    OpenAi(ChunkEncoder),
-    Anthropic(astream::Encoder),
-    Gemini(gstream::Encoder),
+    OpenAi(ocodec::ChunkEncoder),
+    Anthropic(acodec::Encoder),
+    Gemini(gcodec::Encoder),
 }
 
 impl Encoder {
@@ -153,7 +156,7 @@ impl Encoder {
                 out.extend(e.usage_frame());
                 out.push(Bytes::from_static(b"data: [DONE]\n\n"));
             }
-            Encoder::Anthropic(_) => out.push(astream::Encoder::stop_frame()),
+            Encoder::Anthropic(_) => out.push(acodec::Encoder::stop_frame()),
             Encoder::Gemini(e) => {
                 e.end(out);
                 out.extend(e.framer.close());
@@ -168,16 +171,19 @@ enum Mode {
     AnthropicPass { usage: CumulativeUsage },
     /// Gemini → Gemini: chunks go out as received (re-framed for the client); the chunk with the
     /// finish reason, and any after it, are held until billed.
-    GeminiPass { dec: gstream::Decoder, framer: gstream::Framer, held: Vec<Bytes> },
+    GeminiPass { dec: gstream::Decoder, framer: gcodec::Framer, held: Vec<Bytes> },
     /// Different protocols: decode to canonical deltas, encode for the client.
     Translate { dec: Decoder, enc: Encoder },
 }
 
 struct Acc {
-    text: String,
+    text: OutputText,
     model_served: Option<String>,
     deltas: Vec<Delta>,
     finish: Option<FinishReason>,
+    /// The last upstream event carried content (a delta, usage, a finish), not only a keep-alive
+    /// such as Anthropic's `ping`: the idle timer starts again.
+    progressed: bool,
 }
 
 impl Acc {
@@ -193,8 +199,9 @@ impl Acc {
 
     /// Keeps what billing and logging need from a delta.
     fn note(&mut self, d: &Delta) {
+        self.progressed = true;
         match d {
-            Delta::Text(t) | Delta::Thinking(t) | Delta::ToolCallArgs { json: t, .. } => self.text.push_str(t),
+            Delta::Text(t) | Delta::Thinking(t) | Delta::ToolCallArgs { json: t, .. } => self.text.push(t),
             Delta::Start { model: m, .. } if self.model_served.is_none() && !m.is_empty() => {
                 self.model_served = Some(m.clone());
             }
@@ -206,22 +213,22 @@ impl Acc {
 
 impl Mode {
     fn new(call: &Call, route: Route) -> Mode {
-        let framing = if call.gemini_sse { Framing::Sse } else { Framing::JsonArray };
+        let framing = if call.gemini_sse { gcodec::Framing::Sse } else { gcodec::Framing::JsonArray };
         match (route.client, route.upstream) {
             (Protocol::Anthropic, Provider::Anthropic) => Mode::AnthropicPass { usage: CumulativeUsage::default() },
             (Protocol::Gemini, Provider::Gemini) => Mode::GeminiPass {
                 dec: gstream::Decoder::default(),
-                framer: gstream::Framer::new(framing),
+                framer: gcodec::Framer::new(framing),
                 held: Vec::new(),
             },
             (client, upstream) => Mode::Translate {
                 dec: Decoder::new(upstream),
                 enc: match client {
                     Protocol::OpenAi => {
-                        Encoder::OpenAi(ChunkEncoder::new(now_secs(), call.prepared.client_wants_usage))
+                        Encoder::OpenAi(ocodec::ChunkEncoder::new(now_secs(), call.prepared.client_wants_usage))
                     }
-                    Protocol::Anthropic => Encoder::Anthropic(astream::Encoder::default()),
-                    Protocol::Gemini => Encoder::Gemini(gstream::Encoder::new(framing)),
+                    Protocol::Anthropic => Encoder::Anthropic(acodec::Encoder::default()),
+                    Protocol::Gemini => Encoder::Gemini(gcodec::Encoder::new(framing)),
                 },
             },
         }
@@ -263,8 +270,9 @@ impl Mode {
                     "" => return BAD_EVENT,
                     _ => {}
                 }
+                acc.progressed |= kind != "ping";
                 if let Some(t) = v.delta.as_ref().and_then(DeltaView::text) {
-                    acc.text.push_str(t);
+                    acc.text.push(t);
                 }
                 let mut f = Vec::with_capacity(data.len() + kind.len() + 16);
                 f.extend_from_slice(b"event: ");
@@ -337,7 +345,7 @@ impl Mode {
     /// The frames that end a successful stream, sent after the usage is durable.
     fn final_frames(&mut self, out: &mut Vec<Bytes>) {
         match self {
-            Mode::AnthropicPass { .. } => out.push(astream::Encoder::stop_frame()),
+            Mode::AnthropicPass { .. } => out.push(acodec::Encoder::stop_frame()),
             Mode::GeminiPass { framer, held, .. } => {
                 out.append(held);
                 out.extend(framer.close());
@@ -356,19 +364,19 @@ impl Mode {
             }
             Protocol::Anthropic => {
                 let kind = match code {
-                    "upstream_timeout" => "timeout_error",
+                    "upstream_timeout" | "stream_too_long" => "timeout_error",
                     "upstream_overloaded" => "overloaded_error",
                     _ => "api_error",
                 };
-                out.push(astream::error_frame(kind, message));
+                out.push(acodec::error_frame(kind, message));
             }
             Protocol::Gemini => {
                 let (status, name) = match code {
-                    "upstream_timeout" => (504, "DEADLINE_EXCEEDED"),
+                    "upstream_timeout" | "stream_too_long" => (504, "DEADLINE_EXCEEDED"),
                     "upstream_overloaded" | "usage_not_recorded" => (503, "UNAVAILABLE"),
                     _ => (502, "INTERNAL"),
                 };
-                let payload = gstream::error_payload(status, name, message);
+                let payload = gcodec::error_payload(status, name, message);
                 let framer = match self {
                     Mode::GeminiPass { framer, .. } => framer,
                     Mode::Translate { enc: Encoder::Gemini(e), .. } => &mut e.framer,
@@ -399,13 +407,15 @@ pub async fn relay(
         Sink::open(reply)
     };
     let mut mode = Mode::new(&call, route);
-    let mut acc = Acc { text: String::new(), model_served: None, deltas: Vec::new(), finish: None };
+    let mut clock = Clock::start(&app, &call);
+    let mut acc =
+        Acc { text: OutputText::default(), model_served: None, deltas: Vec::new(), finish: None, progressed: false };
     let mut out: Vec<Bytes> = Vec::new();
     let mut next = Some(first);
     let end = loop {
         let event = match next.take() {
             Some(e) => e,
-            None => match next_event(&app, &mut parser, &mut resp, &mut sink).await {
+            None => match next_event(&app, &mut parser, &mut resp, &mut sink, &clock).await {
                 Ok(Some(e)) => e,
                 Ok(None) if mode.done_on_close() => break End::Done,
                 Ok(None) => break CUT,
@@ -416,11 +426,14 @@ pub async fn relay(
             },
         };
         let step = mode.on_event(event, &mut acc, &mut out);
+        if std::mem::take(&mut acc.progressed) {
+            clock.progress();
+        }
         sink.send_all(&mut out).await;
         match step {
             Next::More => {}
             Next::Done => break End::Done,
-            Next::Failed(code, message) => break End::Failed(code, message),
+            Next::Failed(class, message) => break End::Failed(class, message),
         }
     };
     if matches!(end, End::Done) {

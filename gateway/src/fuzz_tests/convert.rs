@@ -10,11 +10,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::{config, json_object, json_value, number, text};
-use crate::canonical::openai_chat::{convert as openai, stream as ostream, wire::ChatRequest};
-use crate::canonical::{Delta, FinishReason, Part, Request, Response, TokenCounts};
-use crate::providers::anthropic::{convert as anthropic, stream as astream, wire::MessagesRequest};
-use crate::providers::gemini::{convert as gemini, stream as gstream};
-use crate::providers::openai::stream::{SseEvent, SseParser};
+use adapters::anthropic::{convert as anthropic, stream as astream, wire::MessagesRequest};
+use adapters::canonical::openai_chat::{convert as openai, stream as ostream, wire::ChatRequest};
+use adapters::canonical::{Delta, FinishReason, Part, Request, Response, TokenCounts};
+use adapters::gemini::{convert as gemini, stream as gstream};
+use adapters::sse::{SseEvent, SseParser};
+
+use crate::codec::{anthropic as acodec, gemini as gcodec, openai as ocodec};
 
 /// The typed parse the call path does before translating (`call::vendor::parse`).
 fn parse<T: DeserializeOwned>(v: &Value) -> Option<T> {
@@ -263,10 +265,10 @@ fn upstream_event() -> impl Strategy<Value = Value> {
 /// Deltas through every client encoder, to the end of the stream.
 fn encode_everywhere(deltas: &[Delta]) {
     let mut out = Vec::new();
-    let mut o = ostream::ChunkEncoder::new(0, true);
-    let mut a = astream::Encoder::default();
-    let mut g = gstream::Encoder::new(gstream::Framing::Sse);
-    let mut j = gstream::Encoder::new(gstream::Framing::JsonArray);
+    let mut o = ocodec::ChunkEncoder::new(0, true);
+    let mut a = acodec::Encoder::default();
+    let mut g = gcodec::Encoder::new(gcodec::Framing::Sse);
+    let mut j = gcodec::Encoder::new(gcodec::Framing::JsonArray);
     for d in deltas {
         o.encode(d.clone(), &mut out);
         a.encode(d.clone(), &mut out);
@@ -275,7 +277,7 @@ fn encode_everywhere(deltas: &[Delta]) {
     }
     out.extend(o.usage_frame());
     a.end(&mut out);
-    out.push(astream::Encoder::stop_frame());
+    out.push(acodec::Encoder::stop_frame());
     g.end(&mut out);
     j.end(&mut out);
     out.extend(j.framer.close());
@@ -347,9 +349,9 @@ proptest! {
         anthropic::json_tool_to_text(&mut one);
         answers.push(one);
         for r in &answers {
-            let _ = openai::response_from_canonical(r, 0);
-            let _ = anthropic::response_from_canonical(r);
-            let _ = gemini::response_from_canonical(r);
+            let _ = ocodec::response_from_canonical(r, 0);
+            let _ = acodec::response_from_canonical(r);
+            let _ = gcodec::response_from_canonical(r);
         }
     }
 
@@ -545,12 +547,12 @@ proptest! {
         }).collect();
         let r = Response { id: "id-1".into(), model: "m".into(), content, finish: Some(FinishReason::Stop),
             stop_sequence: None, usage };
-        let via_openai = openai::response_to_canonical(&openai::response_from_canonical(&r, 0));
+        let via_openai = openai::response_to_canonical(&ocodec::response_from_canonical(&r, 0));
         prop_assert_eq!(kept_of_response(&via_openai), kept_of_items(&items, usage.map(|u| carried(u, false, true))));
-        let via_anthropic = anthropic::response_to_canonical(&anthropic::response_from_canonical(&r));
+        let via_anthropic = anthropic::response_to_canonical(&acodec::response_from_canonical(&r));
         prop_assert_eq!(kept_of_response(&via_anthropic),
             kept_of_items(&items, Some(carried(usage.unwrap_or_default(), true, false))));
-        let via_gemini = gemini::response_to_canonical(&gemini::response_from_canonical(&r));
+        let via_gemini = gemini::response_to_canonical(&gcodec::response_from_canonical(&r));
         prop_assert_eq!(kept_of_response(&via_gemini), kept_of_items(&items, usage.map(|u| carried(u, false, true))));
     }
 
@@ -559,7 +561,7 @@ proptest! {
             cuts in 1usize..4) {
         let deltas = deltas_of(&items, usage, cuts);
 
-        let mut enc = ostream::ChunkEncoder::new(0, true);
+        let mut enc = ocodec::ChunkEncoder::new(0, true);
         let mut frames = Vec::new();
         for d in deltas.clone() {
             enc.encode(d, &mut frames);
@@ -572,13 +574,13 @@ proptest! {
         }
         prop_assert_eq!(kept_of_deltas(&back), kept_of_items(&items, Some(carried(usage, false, true))));
 
-        let mut enc = astream::Encoder::default();
+        let mut enc = acodec::Encoder::default();
         let mut frames = Vec::new();
         for d in deltas.clone() {
             enc.encode(d, &mut frames);
         }
         enc.end(&mut frames);
-        frames.push(astream::Encoder::stop_frame());
+        frames.push(acodec::Encoder::stop_frame());
         let mut dec = astream::Decoder::default();
         let mut back = Vec::new();
         for data in sse_data(&frames) {
@@ -587,7 +589,7 @@ proptest! {
         }
         prop_assert_eq!(kept_of_deltas(&back), kept_of_items(&items, Some(carried(usage, true, false))));
 
-        let mut enc = gstream::Encoder::new(gstream::Framing::Sse);
+        let mut enc = gcodec::Encoder::new(gcodec::Framing::Sse);
         let mut frames = Vec::new();
         for d in deltas {
             enc.encode(d, &mut frames);

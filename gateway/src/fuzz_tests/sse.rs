@@ -7,7 +7,7 @@
 use proptest::prelude::*;
 
 use super::{bytes, config};
-use crate::providers::openai::stream::{LineTooLong, MAX_LINE, SseEvent, SseParser};
+use adapters::sse::{LineTooLong, MAX_LINE, SseEvent, SseParser};
 
 /// The events of `chunks` fed one after the other, as the relays read them.
 fn events<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<SseEvent>, LineTooLong> {

@@ -32,7 +32,8 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 /// interval, and a client address that failed too often gets 429 before its key is even hashed.
 /// Anthropic's routes also take the key from `x-api-key` and answer in Anthropic's shape.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let protocol = protocol_of(&req);
+    // Set by the route group (`routes`); every route has one.
+    let protocol = req.extensions().get::<Protocol>().copied().unwrap_or(Protocol::OpenAi);
     // The socket's address (never `X-Forwarded-For`, which any client can write).
     let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     if let Some(retry_after) = app.auth_failures.throttled(client) {
@@ -55,24 +56,27 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     }
 }
 
-/// The protocol of the surface a request is on: Gemini's below `/v1beta/`, for
-/// `/v1/models/{model}:{action}` and for model listing with `x-goog-api-key`; Anthropic's for
-/// `/v1/messages` and below, or `GET /v1/models` from an Anthropic SDK (which sends
-/// `anthropic-version` and its key in `x-api-key`); OpenAI's otherwise.
-pub fn protocol_of(req: &Request) -> Protocol {
-    let path = req.uri().path();
-    let gemini_v1 = path.strip_prefix("/v1/models/").is_some_and(|rest| rest.contains(':'))
-        || (path.starts_with("/v1/models") && req.headers().contains_key("x-goog-api-key"));
-    if path.starts_with("/v1beta/") || path == "/v1beta" || gemini_v1 {
+/// The protocol of a request on the routes every SDK shares (`/v1/models` and below): Gemini's for
+/// `/v1/models/{model}:{action}` (the `google-genai` SDK given a base URL) and for a request with
+/// `x-goog-api-key`; Anthropic's for a request from an Anthropic SDK (it sends
+/// `anthropic-version`, and its key in `x-api-key`); OpenAI's otherwise.
+pub fn negotiate_models(req: &Request) -> Protocol {
+    let action = req.uri().path().strip_prefix("/v1/models/").is_some_and(|rest| rest.contains(':'));
+    if action || req.headers().contains_key("x-goog-api-key") {
         Protocol::Gemini
-    } else if path == "/v1/messages"
-        || path.starts_with("/v1/messages/")
-        || (path == "/v1/models" && req.headers().contains_key("anthropic-version"))
-    {
+    } else if req.headers().contains_key("anthropic-version") {
         Protocol::Anthropic
     } else {
         Protocol::OpenAi
     }
+}
+
+/// Puts [`negotiate_models`]' answer into the request extensions, as the other route groups'
+/// fixed protocol is.
+pub async fn negotiate(mut req: Request, next: Next) -> Response {
+    let protocol = negotiate_models(&req);
+    req.extensions_mut().insert(protocol);
+    next.run(req).await
 }
 
 /// Appends `request.logged` (without waiting) for a request answered with `error`.

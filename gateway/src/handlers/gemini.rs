@@ -26,11 +26,13 @@ pub async fn action(
     State(app): State<AppState>,
     Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
+    Extension(protocol): Extension<Protocol>,
     Path(rest): Path<String>,
     req: Request,
 ) -> Response {
+    // Not Gemini's only on `POST /v1/models/{name}` without an action (an OpenAI client's typo).
     let Some((model, action)) = rest.rsplit_once(':') else {
-        return ApiError::UnknownRoute.into_response_for(Protocol::Gemini);
+        return ApiError::UnknownRoute.into_response_for(protocol);
     };
     let model = model.strip_prefix("models/").unwrap_or(model).to_owned();
     // Before anything else, so no action puts an unbounded name into an event or an answer.
@@ -63,7 +65,8 @@ pub async fn action(
 async fn count_tokens(app: AppState, rid: RequestId, Caller(key): Caller, model: String, req: Request) -> Response {
     const ENDPOINT: &str = "generate_content.count_tokens";
     let counted = match proxy::read(&app, req).await {
-        Ok(body) => counted_body(body),
+        // Parsed on the counting pool: a body up to the limit is too much work for the runtime.
+        Ok(body) => tokenizer::on_pool(move || counted_body(body)).await.unwrap_or(Err(ApiError::Internal)),
         Err(e) => Err(e),
     };
     let checked = counted.and_then(|b| routing::check_model(&app.snapshot(), &key, &model).map(|()| b));

@@ -39,7 +39,13 @@ pub async fn count_tokens(
     let content_length =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let parsed = match request::read_body(req.into_body(), app.cfg.body_limit_bytes, content_length).await {
-        Ok(bytes) => request::prepare(Endpoint::Messages, bytes, &app.cfg.limits),
+        Ok(bytes) => {
+            // Parsed on the counting pool: a body up to the limit is too much work for the runtime.
+            let limits = app.cfg.limits;
+            tokenizer::on_pool(move || request::prepare(Endpoint::Messages, bytes, &limits))
+                .await
+                .unwrap_or(Err(ApiError::Internal))
+        }
         Err(e) => Err(e),
     };
     let prepared = match parsed {

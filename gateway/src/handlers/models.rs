@@ -5,7 +5,6 @@
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -17,13 +16,13 @@ use crate::routing;
 pub async fn list(
     State(app): State<AppState>,
     Extension(Caller(key)): Extension<Caller>,
-    headers: HeaderMap,
+    Extension(protocol): Extension<Protocol>,
 ) -> Response {
-    if headers.contains_key("x-goog-api-key") {
+    if protocol == Protocol::Gemini {
         return super::gemini::list(State(app), Extension(Caller(key))).await;
     }
     let models = routing::visible_models(&app.snapshot(), &key);
-    let anthropic = headers.contains_key("anthropic-version");
+    let anthropic = protocol == Protocol::Anthropic;
     let data: Vec<_> =
         models.iter().map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "llm-router"})).collect();
     if anthropic {
@@ -44,13 +43,12 @@ pub async fn list(
 pub async fn get(
     State(app): State<AppState>,
     Extension(Caller(key)): Extension<Caller>,
-    headers: HeaderMap,
+    Extension(protocol): Extension<Protocol>,
     Path(model): Path<String>,
 ) -> Response {
-    if headers.contains_key("x-goog-api-key") {
+    if protocol == Protocol::Gemini {
         return super::gemini::model(&app, &key, &model);
     }
-    let protocol = if headers.contains_key("anthropic-version") { Protocol::Anthropic } else { Protocol::OpenAi };
     if let Err(e) = routing::check_model(&app.snapshot(), &key, &model) {
         return e.into_response_for(protocol);
     }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
 pub use bounded::Cancelled;
+pub use bounded::EXACT_BUDGET_BYTES;
 use pool::OnDrop;
 
 use crate::request::Endpoint;
@@ -43,6 +44,19 @@ pub async fn count_prompt(endpoint: Endpoint, model: String, body: bytes::Bytes)
         .flatten()
 }
 
+/// Runs `work` — the parse of a body about to be counted — on the counting pool rather than on
+/// the async runtime: parsing a 32 MiB body into a JSON tree takes a tenth of a second or more
+/// of CPU, which would stall every other request on that runtime thread. Dropping the future
+/// (the client went away) does not stop a parse already running, but it is bounded by the body
+/// limit. `None` only if the work panicked.
+pub async fn on_pool<T, F>(work: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    pool::run(OnDrop::Cancel, move |_| work()).await
+}
+
 /// Estimated `(input, output)` tokens of a call whose upstream reported no usage: the request
 /// body's prompt and the answer's text. Always a number: it is finished even if the client has
 /// gone (the client is still billed), and if counting fails the byte bound is used, so a
@@ -52,6 +66,12 @@ pub async fn estimate(endpoint: Endpoint, model: String, body: bytes::Bytes, out
     pool::run(OnDrop::Finish, move |_| (prompt_tokens(endpoint, &model, &body), count(&model, &output)))
         .await
         .unwrap_or(fallback)
+}
+
+/// The tokens of `bytes` bytes of text that was not kept, by the documented bytes-per-token bound
+/// (four bytes per token, rounded up).
+pub fn by_bytes(bytes: usize) -> u64 {
+    bounded::fallback(bytes)
 }
 
 /// Tokens in `text` for `model`, bounded in work (see `bounded`); never 0 for a non-empty text.

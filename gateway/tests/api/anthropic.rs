@@ -589,6 +589,10 @@ async fn a_mid_stream_anthropic_error_is_one_in_band_error_in_the_clients_protoc
     assert!(!payloads.iter().any(|p| p == "[DONE]"));
     let err: Value = serde_json::from_str(payloads.last().map(String::as_str).unwrap_or("{}"))?;
     assert_eq!(err["error"]["code"], "upstream_overloaded");
+    // The relay hands the class itself to the pipeline: the attempt is logged as overloaded.
+    let logs = env.app.request_logs(1).await?;
+    let classes: Vec<&str> = logs.iter().flat_map(|l| l.attempt_log.iter().map(|a| a.class.as_str())).collect();
+    assert_eq!(classes, ["overloaded"]);
 
     let evs = events(env.messages(&anthropic_chat(CLAUDE, true)).await?).await?;
     let (name, last) = evs.last().cloned().unwrap_or_default();
@@ -774,5 +778,52 @@ async fn an_anthropic_sdk_lists_models_in_anthropics_shape_with_its_x_api_key() 
     // Without anthropic-version it is OpenAI's surface: x-api-key is not a credential there.
     let resp = env.app.http.get(env.app.url("/v1/models")).header("x-api-key", &env.app.key).send().await?;
     assert_eq!(resp.status(), 401);
+    // Retrieving one model is the same surface, decided once for authentication and the answer.
+    let get = |key: &str, model: &str| {
+        env.app
+            .http
+            .get(env.app.url(&format!("/v1/models/{model}")))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .send()
+    };
+    let body: Value = get(&env.app.key, CLAUDE).await?.json().await?;
+    assert_eq!((body["type"].as_str(), body["id"].as_str()), (Some("model"), Some(CLAUDE)));
+    let (status, body) = error_of(get("sk-nope", CLAUDE).await?).await?;
+    assert_eq!((status, body["error"]["type"].as_str()), (401, Some("authentication_error")));
+    let (status, body) = error_of(get(&env.app.key, "no-such-model").await?).await?;
+    assert_eq!((status, body["type"].as_str()), (404, Some("error")));
+    let resp = env
+        .app
+        .http
+        .delete(env.app.url("/v1/models"))
+        .header("x-api-key", &env.app.key)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await?;
+    let (status, body) = error_of(resp).await?;
+    assert_eq!((status, body["type"].as_str()), (405, Some("error")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn row6_an_anthropic_upstream_that_only_sends_ping_events_is_cut_at_the_idle_timeout_and_billed()
+-> anyhow::Result<()> {
+    // Anthropic → Anthropic pass-through: `ping` events every 50 ms after two text deltas must
+    // not reset the idle timer (1 s in this suite).
+    let env = env().await?;
+    env.claude.set_scenario(Scenario::PingForeverAfterChunks(2));
+    let started = std::time::Instant::now();
+    let resp = env.messages(&anthropic_chat(CLAUDE, true)).await?;
+    let evs = tokio::time::timeout(Duration::from_secs(10), events(resp)).await??;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "{took:?}");
+    let (last, body) = evs.last().cloned().unwrap_or_default();
+    assert_eq!((last.as_str(), body["error"]["type"].as_str()), ("error", Some("timeout_error")), "{evs:?}");
+    assert!(!evs.iter().any(|(n, _)| n == "message_stop"));
+    let usage = env.app.wait_usage(1).await?;
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].1.stream_outcome, StreamOutcome::UpstreamError);
+    assert!(usage[0].1.input_tokens > 0, "billed from message_start");
     Ok(())
 }

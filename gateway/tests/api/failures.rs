@@ -15,16 +15,16 @@ use crate::helpers::{self, MODEL, TestApp, UPSTREAM_KEY, spawn};
 
 /// The three client protocols.
 #[derive(Debug, Clone, Copy)]
-enum Surface {
+pub(crate) enum Surface {
     OpenAi,
     Anthropic,
     Gemini,
 }
 
-const SURFACES: [Surface; 3] = [Surface::OpenAi, Surface::Anthropic, Surface::Gemini];
+pub(crate) const SURFACES: [Surface; 3] = [Surface::OpenAi, Surface::Anthropic, Surface::Gemini];
 
 /// "Say hello" in `surface`'s protocol; the status and the parsed body (`Null` for a stream).
-async fn ask(app: &TestApp, surface: Surface, stream: bool) -> anyhow::Result<(u16, Value, String)> {
+pub(crate) async fn ask(app: &TestApp, surface: Surface, stream: bool) -> anyhow::Result<(u16, Value, String)> {
     let text = "Say hello";
     let resp = match surface {
         Surface::OpenAi => {

@@ -192,18 +192,25 @@ impl TestApp {
             manual: true,
             opens: 0,
         });
-        // The previous request's own state change (appended without waiting) must land first, or
-        // it would follow this enable in the log and win: let it reach the spool, then the log.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        self.settled().await?;
-        self.log.append_acked(&control(GLOBAL_TENANT, body)).await?;
-        let until = self.log.last_seq(Stream::Control).await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.gateway.control_seq() < until {
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "control state not caught up");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // The previous request's own state change is appended without waiting; if it lands after
+        // this enable it wins. So: enable, then check that nothing landed after it, else again.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.settled().await?;
+            self.log.append_acked(&control(GLOBAL_TENANT, body.clone())).await?;
+            let until = self.log.last_seq(Stream::Control).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self.gateway.control_seq() < until {
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "control state not caught up");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.settled().await?;
+            if self.log.last_seq(Stream::Control).await? == until {
+                return Ok(());
+            }
         }
-        Ok(())
+        anyhow::bail!("the key of {channel_id} kept changing state")
     }
 
     pub fn url(&self, path: &str) -> String {

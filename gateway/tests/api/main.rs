@@ -5,6 +5,7 @@ mod anthropic;
 mod conformance;
 mod egress;
 mod failures;
+mod faults;
 mod flood;
 mod gemini;
 mod helpers;
@@ -12,6 +13,7 @@ mod keys;
 mod limits;
 mod providers;
 mod routes;
+mod stream_bounds;
 mod tokens;
 
 use std::time::{Duration, Instant};

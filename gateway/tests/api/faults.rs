@@ -1,0 +1,234 @@
+//! Fault-catalogue rows driven over HTTP against fake upstreams, each test named after its row
+//! of `FAULTS.md`: an invalid 200 (row 8), name resolution and TLS verification failures (row 12),
+//! configuration fields smuggled into bodies (row 21), and bytes that are not UTF-8 from an
+//! upstream (row 18).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use schemas::{ChannelAdded, EventBody, GLOBAL_TENANT};
+use serde_json::{Value, json};
+use testkit::fake_openai::{FakeOpenAi, Scenario};
+use testkit::tls::SelfSignedTls;
+
+use crate::helpers::{MODEL, TestApp, UPSTREAM_KEY, control, error_of, spawn, spawn_with};
+
+/// A model only the channel under test serves.
+const ONLY_HERE: &str = "gpt-fault-test";
+const CHANNEL_KEY: &str = "sk-fault-channel-secret";
+
+async fn add_channel(app: &TestApp, id: &str, base_url: String) -> anyhow::Result<()> {
+    app.log
+        .append_acked(&control(
+            GLOBAL_TENANT,
+            EventBody::ChannelAdded(ChannelAdded {
+                channel_id: id.into(),
+                name: id.into(),
+                provider: "openai".into(),
+                base_url,
+                api_key: Some(app.master_key.seal(CHANNEL_KEY, id)),
+                models: vec![ONLY_HERE.into()],
+                priority: 0,
+                weight: 1,
+                api_version: None,
+                insecure_http: false,
+                anthropic_beta: Vec::new(),
+            }),
+        ))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(())
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// A 502 `upstream_error` that names neither the upstream's address nor a key.
+fn assert_generic_502(status: u16, body: &Value, hidden: &[&str]) {
+    assert_eq!((status, body["error"]["code"].as_str()), (502, Some("upstream_error")), "{body}");
+    let text = body.to_string();
+    for h in hidden.iter().chain([CHANNEL_KEY, UPSTREAM_KEY].iter()) {
+        assert!(!text.contains(h), "{h} in {text}");
+    }
+}
+
+#[tokio::test]
+async fn row8_a_200_with_truncated_json_or_html_is_502_and_the_upstream_body_never_reaches_the_client()
+-> anyhow::Result<()> {
+    let app = spawn().await?;
+    for (scenario, leaked) in [(Scenario::TruncatedJson200, "chatcmpl-fake"), (Scenario::Html200, "Bad gateway page")] {
+        app.fake.set_scenario(scenario.clone());
+        let resp = app.post("/v1/chat/completions", &chat(MODEL)).await?;
+        let status = resp.status().as_u16();
+        let raw = resp.text().await?;
+        let body: Value = serde_json::from_str(&raw)?;
+        assert_eq!((status, body["error"]["code"].as_str()), (502, Some("upstream_invalid_response")), "{raw}");
+        assert!(!raw.contains(leaked), "{scenario:?}: the upstream body reached the client: {raw}");
+    }
+    assert!(app.usage().await?.is_empty(), "an unreadable answer is not billed");
+    let logs = app.request_logs(2).await?;
+    assert!(
+        logs.iter().all(|l| l.attempt_log.last().map(|a| a.class.as_str()) == Some("invalid_response")),
+        "{logs:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn row12_an_upstream_whose_name_does_not_resolve_is_502_quickly_without_host_or_key() -> anyhow::Result<()> {
+    // Names are answered by a table: `nowhere.test` does not exist, as a name would not in DNS.
+    let app = spawn_with(|cfg| {
+        cfg.dns = egress::Dns::from_fn(|host| match host {
+            "known.test" => Ok(vec![IpAddr::from([127, 0, 0, 1])]),
+            _ => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")),
+        });
+    })
+    .await?;
+    add_channel(&app, "ch_nowhere", "http://nowhere.test:9/v1".into()).await?;
+    let started = Instant::now();
+    let (status, body) = error_of(app.post("/v1/chat/completions", &chat(ONLY_HERE)).await?).await?;
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_generic_502(status, &body, &["nowhere.test"]);
+    let logs = app.request_logs(1).await?;
+    assert_eq!(logs[0].attempt_log[0].class, "connection_failed", "{logs:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn row12_an_upstream_with_a_self_signed_certificate_is_502_and_no_handshake_completes() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    let tls = SelfSignedTls::start().await?;
+    add_channel(&app, "ch_self_signed", tls.base_url()).await?;
+    let started = Instant::now();
+    let (status, body) = error_of(app.post("/v1/chat/completions", &chat(ONLY_HERE)).await?).await?;
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_generic_502(status, &body, &["127.0.0.1", "certificate"]);
+    assert!(tls.accepted() >= 1, "the gateway never connected: the test proves nothing");
+    assert_eq!(tls.handshakes(), 0, "a certificate no authority vouches for was accepted");
+    let logs = app.request_logs(1).await?;
+    assert_eq!(logs[0].attempt_log[0].class, "connection_failed", "{logs:?}");
+    assert!(app.usage().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn row21_config_fields_are_refused_at_the_top_level_and_nested_ones_never_redirect_the_call_or_its_key()
+-> anyhow::Result<()> {
+    let app = spawn().await?;
+    // Where a router that honoured the fields would send the call, with the attacker's key.
+    let attacker = FakeOpenAi::start().await?;
+    let evil = attacker.base_url();
+    let evil_key = "sk-attacker-key";
+    let fields = ["api_base", "base_url", "api_key", "proxy", "proxies", "http_proxy", "https_proxy"];
+    let wrappers = ["extra_body", "extra_headers"];
+    for field in fields.iter().chain(wrappers.iter()) {
+        let value = match *field {
+            "api_key" => json!(evil_key),
+            "extra_body" => json!({"api_base": evil, "api_key": evil_key}),
+            "extra_headers" => json!({"Authorization": format!("Bearer {evil_key}")}),
+            _ => json!(evil),
+        };
+        let mut openai = chat(MODEL);
+        openai[*field] = value.clone();
+        let anthropic = json!({"model": MODEL, "max_tokens": 16, *field: value.clone(),
+            "messages": [{"role": "user", "content": "hi"}]});
+        let gemini = json!({*field: value, "contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+        let sent = [
+            app.post("/v1/chat/completions", &openai).await?,
+            app.http
+                .post(app.url("/v1/messages"))
+                .header("x-api-key", &app.key)
+                .header("anthropic-version", "2023-06-01")
+                .json(&anthropic)
+                .send()
+                .await?,
+            app.http
+                .post(app.url(&format!("/v1beta/models/{MODEL}:generateContent")))
+                .header("x-goog-api-key", &app.key)
+                .json(&gemini)
+                .send()
+                .await?,
+        ];
+        for (surface, resp) in ["openai", "anthropic", "gemini"].into_iter().zip(sent) {
+            let (status, body) = error_of(resp).await?;
+            assert_eq!(status, 400, "{field} on {surface}: {body}");
+            assert!(body.to_string().contains(field), "{field} on {surface} is not named: {body}");
+        }
+    }
+    assert!(app.fake.requests().is_empty(), "a refused request was forwarded");
+
+    // Nested inside objects that carry client data, the same names are data: the call goes to
+    // the channel's own URL with the channel's key, whatever they say; so do client headers that
+    // look like credentials or upstream addresses.
+    let nested = json!({"api_base": evil, "base_url": evil, "api_key": evil_key,
+        "headers": {"Authorization": format!("Bearer {evil_key}"), "x-api-key": evil_key}, "proxy": evil});
+    let mut openai = chat(MODEL);
+    openai["metadata"] = json!({"api_base": evil, "api_key": evil_key});
+    openai["messages"][0]["content"] = json!(format!("{nested}"));
+    openai["tools"] = json!([{"type": "function", "function": {"name": "f", "parameters":
+        {"type": "object", "properties": {"config": {"type": "object", "default": nested}}}}}]);
+    let resp = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&app.key)
+        .header("x-api-key", evil_key)
+        .header("api-key", evil_key)
+        .header("x-api-base", &evil)
+        .header("x-base-url", &evil)
+        .json(&openai)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let anthropic = json!({"model": MODEL, "max_tokens": 16, "metadata": {"user_id": "u1"},
+        "messages": [{"role": "user", "content": format!("{nested}")}]});
+    let resp = app
+        .http
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", &app.key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&anthropic)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    assert!(attacker.requests().is_empty(), "a nested field redirected the call");
+    let seen = app.fake.requests();
+    assert_eq!(seen.len(), 2);
+    for r in &seen {
+        assert_eq!(r.authorization(), Some(format!("Bearer {UPSTREAM_KEY}").as_str()));
+        for (name, value) in &r.headers {
+            let v = value.to_str().unwrap_or_default();
+            assert!(!v.contains(evil_key) && !v.contains(&evil), "client header {name} reached the upstream");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn row18_bytes_that_are_not_utf8_from_the_upstream_are_an_error_in_every_protocol_never_a_panic()
+-> anyhow::Result<()> {
+    use crate::failures::{SURFACES, ask};
+    let app = spawn().await?;
+    app.fake.set_scenario(Scenario::InvalidUtf8AfterChunks(2));
+    for surface in SURFACES {
+        // A JSON answer: 502, with none of the upstream's bytes.
+        let (status, body, raw) = ask(&app, surface, false).await?;
+        assert_eq!(status, 502, "{surface:?}: {raw}");
+        assert!(!raw.contains("Hello"), "{surface:?}: {body}");
+        // A stream: what came before goes out, then one in-band error.
+        let (status, _, raw) = ask(&app, surface, true).await?;
+        assert_eq!(status, 200, "{surface:?}");
+        let raw = raw.replace("\r\n", "\n");
+        let last = raw.trim_end().rsplit("\n\n").next().unwrap_or_default();
+        assert!(last.contains("error"), "{surface:?}: the stream does not end in an error: {raw}");
+        assert!(raw.contains("Hello"), "{surface:?}: the chunks before the bad one were delivered");
+        assert!(!raw.contains('\u{fffd}'), "{surface:?}: the bad bytes were passed on");
+        assert!(!raw.contains("[DONE]") && !raw.contains("message_stop"), "{surface:?}");
+    }
+    // The gateway is unharmed: the next call is served.
+    app.fake.set_scenario(Scenario::Normal);
+    assert_eq!(app.post("/v1/chat/completions", &chat(MODEL)).await?.status(), 200);
+    // Streams that started are billed; the unreadable JSON answers are not.
+    assert_eq!(app.wait_usage(4).await?.len(), 3 + 1);
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! Fault-catalogue rows that need the real binary, each test named after its row of
+//! `FAULTS.md`: large bodies and the process's memory (row 17), health while NATS is down
+//! (row 33), Postgres going away under a running `serve` (row 34), and a canary secret that must
+//! never reach a log line (row 40).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::helpers::{Backend, Env, MODEL};
+
+/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
+fn proc_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix(" kB")?.trim().parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// Sends a request head, then `body_len` bytes of body (`chunked` or with `Content-Length`) in
+/// 1 MiB pieces, while reading the answer; returns the status line and how many body bytes went
+/// out before the server answered or closed.
+async fn upload(addr: &str, key: &str, body_len: usize, chunked: bool) -> anyhow::Result<(String, usize)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let framing = if chunked { "transfer-encoding: chunked".to_owned() } else { format!("content-length: {body_len}") };
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\n{framing}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let (mut rd, mut wr) = stream.into_split();
+    let answered = Arc::new(AtomicBool::new(false));
+    let flag = answered.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(60), rd.read(&mut buf)).await.ok()?.ok()?;
+        flag.store(true, Ordering::SeqCst);
+        Some(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_owned())
+    });
+    let piece = vec![b' '; 1 << 20];
+    let mut sent = 0;
+    while sent < body_len && !answered.load(Ordering::SeqCst) {
+        let n = piece.len().min(body_len - sent);
+        let ok = if chunked {
+            let mut framed = format!("{n:x}\r\n").into_bytes();
+            framed.extend_from_slice(&piece[..n]);
+            framed.extend_from_slice(b"\r\n");
+            wr.write_all(&framed).await.is_ok()
+        } else {
+            wr.write_all(&piece[..n]).await.is_ok()
+        };
+        if !ok {
+            break;
+        }
+        sent += n;
+    }
+    let status = reader.await?.unwrap_or_default();
+    Ok((status, sent))
+}
+
+#[tokio::test]
+async fn row17_ten_and_hundred_megabyte_bodies_keep_the_gateways_memory_bounded() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve().await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    assert_eq!(env.chat(&serve, &key, false).await?.0, 200);
+    let pid = serve.pid();
+    let baseline = proc_kib(pid, "VmRSS")?;
+    let addr = serve.base.trim_start_matches("http://").to_owned();
+
+    // 100 MB announced by Content-Length: refused on the head, before any of it is read.
+    let (status, sent) = upload(&addr, &key, 100 << 20, false).await?;
+    assert!(status.contains(" 413"), "{status}");
+    assert!(sent < 40 << 20, "{sent} bytes went out before the 413");
+    // 100 MB chunked (no length): read up to the 32 MiB limit, then 413.
+    let (status, sent) = upload(&addr, &key, 100 << 20, true).await?;
+    assert!(status.contains(" 413"), "{status}");
+    assert!(sent < 64 << 20, "{sent} bytes went out before the 413");
+    // 10 MB of valid JSON: served.
+    let prompt = "word ".repeat(2 << 20);
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": prompt}]});
+    let resp =
+        env.http.post(format!("{}/v1/chat/completions", serve.base)).bearer_auth(&key).json(&body).send().await?;
+    assert_eq!(resp.status(), 200, "{}", serve.log());
+    let fake_saw = env.fake.requests().last().map(|r| r.body["messages"][0]["content"].as_str().map(str::len));
+    assert_eq!(fake_saw, Some(Some(10 << 20)), "the whole 10 MB prompt reached the upstream");
+
+    // The peak over all of it: far below one 100 MB body. A 10 MB request is held a few times
+    // (the body, its parse, the upstream request) and the chunked upload up to the limit.
+    let peak = proc_kib(pid, "VmHWM")?;
+    let now = proc_kib(pid, "VmRSS")?;
+    eprintln!("row17: RSS baseline {baseline} KiB, peak {peak} KiB, now {now} KiB");
+    assert!(peak.saturating_sub(baseline) < 96 * 1024, "peak {peak} KiB from baseline {baseline} KiB");
+    Ok(())
+}
+
+/// A TCP proxy in front of Postgres that can be cut: when down it closes every connection it
+/// carries and every new one, as a Postgres server that went away does.
+struct PgSwitch {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgSwitch {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.set(false);
+    }
+}
+
+impl PgSwitch {
+    async fn start(target: String) -> anyhow::Result<PgSwitch> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (u, c) = (up.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !u.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let handle = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                if let Ok(mut list) = c.lock() {
+                    list.retain(|h| !h.is_finished());
+                    list.push(handle);
+                }
+            }
+        });
+        Ok(PgSwitch { port, up, conns, task })
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        if !up && let Ok(mut list) = self.conns.lock() {
+            for h in list.drain(..) {
+                h.abort();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn row34_postgres_down_keeps_completions_working_reads_say_unavailable_and_projections_catch_up()
+-> anyhow::Result<()> {
+    let mut env = Env::new(Backend::Cluster).await?;
+    // `serve` reaches the test database only through the switch.
+    let db = env.db.take().context("no database")?;
+    let (prefix, rest) = db.url().split_once('@').context("no host in the database URL")?;
+    let (target, path) = rest.split_once('/').context("no database in the URL")?;
+    let switch = PgSwitch::start(target.to_owned()).await?;
+    let url = format!("{prefix}@127.0.0.1:{}/{path}", switch.port);
+    let serve = env.serve_with_env(&[("DATABASE_URL", &url)]).await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    assert_eq!(env.chat(&serve, &key, false).await?.0, 200);
+    env.wait_for_usage(&serve, &key, 1).await?;
+
+    switch.set(false);
+    // Completions go on: billing is the event log's, not the database's.
+    for stream in [false, true, false, true] {
+        let (status, body) = env.chat(&serve, &key, stream).await?;
+        assert_eq!(status, 200, "{body}\n{}", serve.log());
+    }
+    // Reads say the read store is unavailable, in the API's error shape; health says 503.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = env.http.get(format!("{}/v1/usage", serve.base)).bearer_auth(&key).send().await?;
+        let status = r.status().as_u16();
+        let body = r.text().await?;
+        if status == 503 {
+            assert!(body.contains("read_store_unavailable"), "{body}");
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "reads never said unavailable: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let health = env.http.get(format!("{}/api/health", serve.base)).send().await?;
+    assert_eq!(health.status(), 503);
+
+    // Back: the projections catch up with the five billed requests.
+    switch.set(true);
+    env.wait_for_usage(&serve, &key, 5).await?;
+    let health = env.http.get(format!("{}/api/health", serve.base)).send().await?;
+    assert_eq!(health.status(), 200);
+    drop(serve);
+    drop(switch);
+    drop(db);
+    Ok(())
+}
+
+#[tokio::test]
+async fn row40_a_canary_secret_in_keys_bodies_and_headers_never_reaches_a_log_line() -> anyhow::Result<()> {
+    use testkit::fake_openai::Scenario;
+    let canary = format!("canary{}", uuid::Uuid::new_v4().simple());
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve_with_env(&[("RUST_LOG", "debug")]).await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    let base = &serve.base;
+    let chat = |content: &str, stream: bool| json!({"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": content}]});
+    let secret_key = format!("sk-{canary}");
+    let post = |path: &str| env.http.post(format!("{base}{path}"));
+
+    // The canary as a key: unknown (401), in each place a key may be sent.
+    for req in [
+        post("/v1/chat/completions").bearer_auth(&secret_key).json(&chat("hi", false)),
+        post("/v1/messages").header("x-api-key", &secret_key).json(&chat("hi", false)),
+        post(&format!("/v1beta/models/{MODEL}:generateContent?key={secret_key}")).json(&json!({})),
+        post("/v1/chat/completions").header("authorization", format!("Basic {canary}")).json(&chat("hi", false)),
+    ] {
+        assert_eq!(req.send().await?.status(), 401);
+    }
+    // In bodies: a prompt, a bad parameter, broken JSON, a refused field.
+    let mut bad_param = chat("hi", false);
+    bad_param["temperature"] = json!(canary);
+    let mut refused = chat("hi", false);
+    refused["api_key"] = json!(secret_key);
+    for (body, want) in [(chat(&canary, false), 200), (chat(&canary, true), 200), (bad_param, 400), (refused, 400)] {
+        let r = post("/v1/chat/completions").bearer_auth(&key).json(&body).send().await?;
+        assert_eq!(r.status().as_u16(), want, "{body}");
+    }
+    let r = post("/v1/chat/completions")
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(format!("{{\"model\":\"{MODEL}\",\"messages\":[{{\"{canary}\"")) // broken JSON
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+    // In headers the gateway does not use, and in ones it does.
+    let r = post("/v1/chat/completions")
+        .bearer_auth(&key)
+        .header("x-canary", &canary)
+        .header("anthropic-beta", &canary)
+        .header("x-request-id", &canary)
+        .json(&chat("hi", false))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    // Upstream failures whose text carries the canary (an upstream echoing what it was sent),
+    // a stream cut mid-way, a refused upstream key.
+    env.fake.set_scenario(Scenario::ErrorBody {
+        status: 400,
+        body: json!({"error": {"message": format!("Bad value {canary} for {secret_key}"),
+            "type": "invalid_request_error"}})
+        .to_string(),
+    });
+    let r = post("/v1/chat/completions").bearer_auth(&key).json(&chat(&canary, false)).send().await?;
+    assert_eq!(r.status(), 400);
+    env.fake.set_scenario(Scenario::ErrorBody {
+        status: 401,
+        body: json!({"error": {"message": format!("Incorrect API key provided: {secret_key}"),
+            "code": "invalid_api_key"}})
+        .to_string(),
+    });
+    let r = post("/v1/chat/completions").bearer_auth(&key).json(&chat(&canary, false)).send().await?;
+    assert_eq!(r.status(), 502);
+    env.fake.set_scenario(Scenario::CloseAfterChunks(1));
+    let r = post("/v1/chat/completions").bearer_auth(&key).json(&chat(&canary, true)).send().await?;
+    let _ = r.text().await;
+    env.fake.set_scenario(Scenario::Normal);
+
+    // Let the process write what it will, then read everything it printed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stdout = serve.stdout.lock().map(|l| l.join("\n")).unwrap_or_default();
+    let log = serve.log();
+    assert!(log.lines().count() > 20 && log.contains("DEBUG"), "the debug log was not captured:\n{log}");
+    for (name, text) in [("stderr", &log), ("stdout", &stdout)] {
+        let hits: Vec<&str> = text.lines().filter(|l| l.contains(&canary)).collect();
+        assert!(hits.is_empty(), "the canary reached {name}:\n{}", hits.join("\n"));
+    }
+    // Nor the upstream key of the channel, in any form.
+    assert!(!log.contains("sk-upstream-canary-123") && !stdout.contains("sk-upstream-canary-123"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn row33_health_answers_503_while_nats_is_down_and_200_once_it_is_back() -> anyhow::Result<()> {
+    let mut env = Env::new(Backend::Cluster).await?;
+    let serve = env.serve().await?;
+    env.add_fake_channel()?;
+    let key = env.tenant_key("acme")?;
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    let health = |env: &Env| {
+        let url = format!("{}/api/health", serve.base);
+        let http = env.http.clone();
+        async move {
+            let r = http.get(url).send().await?;
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            anyhow::Ok((status, body))
+        }
+    };
+    assert_eq!(health(&env).await?.0, 200);
+    env.nats.as_mut().context("no nats")?.stop()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = health(&env).await?;
+        if status == 503 {
+            assert_eq!(body["log"]["reachable"], false, "{body}");
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "health stayed {status} with NATS down: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Completions are spooled meanwhile, and billed once NATS is back.
+    assert_eq!(env.chat(&serve, &key, false).await?.0, 200);
+    env.nats.as_mut().context("no nats")?.start()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = health(&env).await?;
+        if status == 200 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "health stayed {status} after NATS came back: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.wait_for_usage(&serve, &key, 1).await?;
+    Ok(())
+}
