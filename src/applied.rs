@@ -22,11 +22,13 @@ fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
-/// Starts answering on `DATA_DIR/control.sock` with the sequence `applied` reports. A socket
+/// Starts answering on `DATA_DIR/control.sock` once every view in `applied` (the gateway's
+/// control state, the admin API's users) has reached the asked sequence; the answer is the
+/// lowest sequence among them. A socket
 /// left by a process that is gone is replaced; one another live process answers on is left
 /// alone (that process then answers).
 #[cfg(unix)]
-pub async fn listen(data_dir: &Path, applied: watch::Receiver<u64>) {
+pub async fn listen(data_dir: &Path, applied: Vec<watch::Receiver<u64>>) {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::{UnixListener, UnixStream};
 
@@ -56,8 +58,11 @@ pub async fn listen(data_dir: &Path, applied: watch::Receiver<u64>) {
                     _ => None,
                 };
                 let Some(asked) = asked else { return };
-                let _ = tokio::time::timeout(WAIT, applied.wait_for(|s| *s >= asked)).await;
-                let now = *applied.borrow();
+                let deadline = tokio::time::Instant::now() + WAIT;
+                for view in &mut applied {
+                    let _ = tokio::time::timeout_at(deadline, view.wait_for(|s| *s >= asked)).await;
+                }
+                let now = applied.iter().map(|v| *v.borrow()).min().unwrap_or(0);
                 let _ = write.write_all(format!("{now}\n").as_bytes()).await;
             });
         }
@@ -66,7 +71,7 @@ pub async fn listen(data_dir: &Path, applied: watch::Receiver<u64>) {
 
 /// Not available off Unix: admin commands do not wait.
 #[cfg(not(unix))]
-pub async fn listen(_data_dir: &Path, _applied: watch::Receiver<u64>) {}
+pub async fn listen(_data_dir: &Path, _applied: Vec<watch::Receiver<u64>>) {}
 
 /// Waits until a server running on `data_dir` has applied everything in the control stream
 /// (which includes what this command just appended). Returns at once when none runs.

@@ -43,6 +43,25 @@ pub struct FileConfig {
     /// Security settings.
     #[serde(default)]
     pub security: SecurityFile,
+    /// Upstream keys' circuit breaker and rate-limit rests.
+    #[serde(default)]
+    pub breaker: BreakerFile,
+}
+
+/// `[breaker]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerFile {
+    /// Failures among a key's last `window` requests that open its breaker.
+    pub failures: Option<u32>,
+    /// How many of a key's last requests are counted (1 to 64).
+    pub window: Option<u32>,
+    /// How long the breaker stays open the first time (doubling while it reopens).
+    pub cooldown_ms: Option<u64>,
+    /// The longest it stays open.
+    pub max_cooldown_ms: Option<u64>,
+    /// How long a rate-limited key rests when the vendor sent no `Retry-After`.
+    pub rate_limit_cooldown_ms: Option<u64>,
 }
 
 /// `[limits]` in the config file.
@@ -118,6 +137,12 @@ pub struct UpstreamFile {
     pub drain_timeout_ms: Option<u64>,
     /// How many upstream bytes are read at most after the client left.
     pub drain_max_bytes: Option<usize>,
+    /// No retry starts once a request is this old.
+    pub retry_time_budget_ms: Option<u64>,
+    /// Retries a gateway may make, as a share of its requests (per 10 s).
+    pub retry_budget_ratio: Option<f64>,
+    /// Retries a gateway may make per 10 s whatever its traffic.
+    pub retry_budget_min: Option<u64>,
     /// Longest time from a request's arrival until its upstream answer or stream is complete.
     pub max_stream_duration_ms: Option<u64>,
     /// Largest non-stream upstream answer read.
@@ -193,6 +218,14 @@ pub struct Config {
     pub limits: gateway::limits::Limits,
     /// The outbound address policy, with `allow_private_networks`.
     pub egress: egress::Policy,
+    /// Upstream keys' circuit breaker and rate-limit rests.
+    pub breaker: gateway::health::BreakerConfig,
+    /// No retry starts once a request is this old.
+    pub retry_time_budget: Duration,
+    /// Retries as a share of requests.
+    pub retry_budget_ratio: f64,
+    /// Retries per window whatever the traffic.
+    pub retry_budget_min: u64,
 }
 
 impl Config {
@@ -315,6 +348,52 @@ impl Config {
             .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
             .or(f.upstream.drain_max_bytes)
             .unwrap_or(gateway::config::DEFAULT_DRAIN_MAX_BYTES);
+        let breaker = {
+            let d = gateway::health::BreakerConfig::default();
+            let b = &f.breaker;
+            let count = |name: &str, file: Option<u32>, default: u32| -> anyhow::Result<u32> {
+                Ok(num(name, env(name))?.map_or(file.unwrap_or(default), |v| u32::try_from(v).unwrap_or(u32::MAX)))
+            };
+            let breaker = gateway::health::BreakerConfig {
+                failures: count("LLM_ROUTER_BREAKER_FAILURES", b.failures, d.failures)?,
+                window: count("LLM_ROUTER_BREAKER_WINDOW", b.window, d.window)?,
+                cooldown: ms("LLM_ROUTER_BREAKER_COOLDOWN_MS", b.cooldown_ms, millis(d.cooldown))?,
+                max_cooldown: ms("LLM_ROUTER_BREAKER_MAX_COOLDOWN_MS", b.max_cooldown_ms, millis(d.max_cooldown))?,
+                rate_limit_cooldown: ms(
+                    "LLM_ROUTER_RATE_LIMIT_COOLDOWN_MS",
+                    b.rate_limit_cooldown_ms,
+                    millis(d.rate_limit_cooldown),
+                )?,
+                max_rate_limit_cooldown: d.max_rate_limit_cooldown,
+            };
+            anyhow::ensure!(
+                (1..=gateway::health::MAX_BREAKER_WINDOW).contains(&breaker.window),
+                "[breaker] window: must be 1 to {}",
+                gateway::health::MAX_BREAKER_WINDOW
+            );
+            anyhow::ensure!(
+                (1..=breaker.window).contains(&breaker.failures),
+                "[breaker] failures: must be 1 to the window ({})",
+                breaker.window
+            );
+            anyhow::ensure!(!breaker.cooldown.is_zero(), "[breaker] cooldown_ms: must be more than 0");
+            breaker
+        };
+        let retry_budget_ratio = match env("LLM_ROUTER_RETRY_BUDGET_RATIO") {
+            Some(v) => {
+                v.parse::<f64>().with_context(|| format!("LLM_ROUTER_RETRY_BUDGET_RATIO: {v:?} is not a number"))?
+            }
+            None => f.upstream.retry_budget_ratio.unwrap_or(gateway::health::DEFAULT_RETRY_BUDGET_RATIO),
+        };
+        anyhow::ensure!((0.0..=1.0).contains(&retry_budget_ratio), "[upstream] retry_budget_ratio: must be 0 to 1");
+        let retry_budget_min = num("LLM_ROUTER_RETRY_BUDGET_MIN", env("LLM_ROUTER_RETRY_BUDGET_MIN"))?
+            .or(f.upstream.retry_budget_min)
+            .unwrap_or(gateway::health::DEFAULT_RETRY_BUDGET_MIN);
+        let retry_time_budget = ms(
+            "LLM_ROUTER_RETRY_TIME_BUDGET_MS",
+            f.upstream.retry_time_budget_ms,
+            millis(gateway::config::DEFAULT_RETRY_TIME_BUDGET),
+        )?;
         let max_stream_duration = ms(
             "LLM_ROUTER_MAX_STREAM_DURATION_MS",
             f.upstream.max_stream_duration_ms,
@@ -371,6 +450,10 @@ impl Config {
             request_log_retention: Duration::from_secs(request_log_days.saturating_mul(24 * 3600)),
             limits: gateway::limits::Limits { max_output_tokens, max_messages },
             egress: egress::Policy::new(allow_private),
+            breaker,
+            retry_time_budget,
+            retry_budget_ratio,
+            retry_budget_min,
         })
     }
 }
@@ -501,6 +584,9 @@ mod tests {
         assert_eq!(c.limits, g.limits);
         assert_eq!(c.auth_failure_limit, g.auth_failure_limit);
         assert_eq!(c.auth_failure_window, g.auth_failure_window);
+        assert_eq!(c.breaker, g.breaker);
+        assert_eq!(c.retry_time_budget, g.retry_time_budget);
+        assert_eq!((c.retry_budget_ratio, c.retry_budget_min), (g.retry_budget_ratio, g.retry_budget_min));
         Ok(())
     }
 
@@ -534,6 +620,24 @@ mod tests {
         let env = |k: &str| (k == "LLM_ROUTER_MAX_ATTEMPTS").then(|| "0".to_owned());
         let err = Config::resolve(FileConfig::default(), &env, &Overrides::default(), None).err();
         assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("max_attempts"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_breaker_is_configurable_and_checked() -> anyhow::Result<()> {
+        let file: FileConfig = toml::from_str("[breaker]\nfailures = 3\nwindow = 10\ncooldown_ms = 5000")?;
+        let env = |k: &str| (k == "LLM_ROUTER_RATE_LIMIT_COOLDOWN_MS").then(|| "2500".to_owned());
+        let c = Config::resolve(file, &env, &Overrides::default(), None)?;
+        assert_eq!((c.breaker.failures, c.breaker.window), (3, 10));
+        assert_eq!(
+            (c.breaker.cooldown, c.breaker.rate_limit_cooldown),
+            (Duration::from_secs(5), Duration::from_millis(2500))
+        );
+        for (key, value) in [("LLM_ROUTER_BREAKER_WINDOW", "65"), ("LLM_ROUTER_BREAKER_FAILURES", "21")] {
+            let env = |k: &str| (k == key).then(|| value.to_owned());
+            let err = Config::resolve(FileConfig::default(), &env, &Overrides::default(), None).err();
+            assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("[breaker]"), "{key}={value}");
+        }
         Ok(())
     }
 

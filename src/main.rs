@@ -51,6 +51,9 @@ enum Command {
     /// Upstream channels.
     #[command(subcommand)]
     Channels(ChannelCmd),
+    /// How each model's requests are routed.
+    #[command(subcommand)]
+    Routes(RouteCmd),
     /// Model prices.
     #[command(subcommand)]
     Prices(PriceCmd),
@@ -130,9 +133,10 @@ enum ChannelCmd {
         /// Azure `api-version` (default: the latest GA version this build knows).
         #[arg(long)]
         api_version: Option<String>,
-        /// Upstream API key (stored sealed).
+        /// Upstream API key (stored sealed); repeat it for several keys, which requests rotate
+        /// across (each gets an id, `ukey_…`).
         #[arg(long, env = "LLM_ROUTER_CHANNEL_API_KEY", hide_env_values = true)]
-        api_key: Option<String>,
+        api_key: Vec<String>,
         /// Models served (comma-separated).
         #[arg(long, value_delimiter = ',', required = true)]
         models: Vec<String>,
@@ -189,8 +193,68 @@ enum ChannelCmd {
         /// Name or id.
         channel: String,
     },
-    /// Lists channels (never their keys).
+    /// Lists channels (never their keys: the last column lists key ids and states).
     List,
+    /// A channel's upstream keys.
+    #[command(subcommand)]
+    Keys(ChannelKeyCmd),
+}
+
+#[derive(Subcommand)]
+enum RouteCmd {
+    /// Sets a model's route (replacing the previous one).
+    Set {
+        /// The model, as clients name it.
+        #[arg(long)]
+        model: String,
+        /// priority (default), least-latency or lowest-cost.
+        #[arg(long, default_value = "priority")]
+        strategy: String,
+        /// Models to try in order when every channel of this one failed or its context window
+        /// was exceeded (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        fallback: Vec<String>,
+    },
+    /// Lists the routes: model, strategy, fallback models.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ChannelKeyCmd {
+    /// Adds an upstream key to a channel (stored sealed; printed only as its fingerprint).
+    Add {
+        /// Name or id.
+        channel: String,
+        /// The key.
+        #[arg(long, env = "LLM_ROUTER_CHANNEL_API_KEY", hide_env_values = true)]
+        api_key: String,
+    },
+    /// Removes a key from a channel (not its only key).
+    Remove {
+        /// Name or id.
+        channel: String,
+        /// The key's id (`ukey_…`).
+        key_id: String,
+    },
+    /// Lists a channel's keys: id, fingerprint, state, reason, until, set by an admin.
+    List {
+        /// Name or id.
+        channel: String,
+    },
+    /// Takes a key out of rotation until an admin enables it (live traffic and probes never do).
+    Disable {
+        /// Name or id.
+        channel: String,
+        /// The key's id (`ukey_…`).
+        key_id: String,
+    },
+    /// Puts a key back in rotation (clears a disable, cool-down or open breaker).
+    Enable {
+        /// Name or id.
+        channel: String,
+        /// The key's id (`ukey_…`).
+        key_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -352,21 +416,32 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     anthropic_beta,
                 } => {
                     let master = master_key::load(&cfg.data_dir)?;
+                    let mut keys = api_key.into_iter().filter(|k| !k.trim().is_empty());
+                    let first = keys.next();
                     let c = control::NewChannel {
                         name: name.clone(),
                         provider,
                         base_url,
                         api_version,
-                        api_key,
+                        api_key: first,
                         models,
                         priority,
                         weight,
                         insecure_http,
                         anthropic_beta,
                     };
-                    let id = admin::admin(&log).add_channel(&master, c).await?;
+                    let admin = admin::admin(&log);
+                    let id = admin.add_channel(&master, c).await?;
+                    let mut added = Vec::new();
+                    for key in keys {
+                        let (_, key_id, fingerprint) = admin.add_key(&master, &id, &key).await?;
+                        added.push(format!("{key_id} ({fingerprint})"));
+                    }
                     applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Channel {name} added as {id}."));
+                    if !added.is_empty() {
+                        run::say(&format!("More keys: {}.", added.join(", ")));
+                    }
                 }
                 ChannelCmd::Update {
                     channel,
@@ -403,14 +478,36 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
                 ChannelCmd::List => {
                     for c in control::load(&log).await?.channels.values() {
+                        // The key column is last so that scripts reading the first columns keep working.
+                        let keys: Vec<String> =
+                            c.keys.iter().map(|k| format!("{}:{}", k.key_id, k.state.as_str())).collect();
                         run::say(&format!(
-                            "{}\t{}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}\t{}\t{}",
                             c.channel_id,
                             c.name,
                             c.provider,
                             c.base_url,
-                            c.models.join(",")
+                            c.models.join(","),
+                            keys.join(",")
                         ));
+                    }
+                }
+                ChannelCmd::Keys(cmd) => channel_keys(&cfg, &log, cmd).await?,
+            }
+            Ok(())
+        }
+        Command::Routes(cmd) => {
+            let log = run::open_log(&cfg).await?;
+            match cmd {
+                RouteCmd::Set { model, strategy, fallback } => {
+                    admin::admin(&log).set_route(&model, &strategy, fallback).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
+                    run::say(&format!("Route for {} set.", model.trim()));
+                }
+                RouteCmd::List => {
+                    run::say("model\tstrategy\tfallback");
+                    for r in control::load(&log).await?.routes.values() {
+                        run::say(&format!("{}\t{}\t{}", r.model, r.strategy.as_str(), r.fallback.join(",")));
                     }
                 }
             }
@@ -469,4 +566,59 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Users(cmd) => users::run(&cfg, cmd).await,
     }
+}
+
+/// `channels keys …`.
+async fn channel_keys(cfg: &Config, log: &nats::EventLog, cmd: ChannelKeyCmd) -> anyhow::Result<()> {
+    let admin = admin::admin(log);
+    match cmd {
+        ChannelKeyCmd::Add { channel, api_key } => {
+            let master = master_key::load(&cfg.data_dir)?;
+            let (id, key_id, fingerprint) = admin.add_key(&master, &channel, &api_key).await?;
+            applied::wait(&cfg.data_dir, log).await;
+            run::say(&format!("Key {key_id} ({fingerprint}) added to channel {id}."));
+        }
+        ChannelKeyCmd::Remove { channel, key_id } => {
+            let id = admin.remove_key(&channel, &key_id).await?;
+            applied::wait(&cfg.data_dir, log).await;
+            run::say(&format!("Key {key_id} removed from channel {id}."));
+        }
+        ChannelKeyCmd::Disable { channel, key_id } => {
+            let id = admin.set_key_enabled(&channel, &key_id, false).await?;
+            applied::wait(&cfg.data_dir, log).await;
+            run::say(&format!("Key {key_id} of channel {id} disabled."));
+        }
+        ChannelKeyCmd::Enable { channel, key_id } => {
+            let id = admin.set_key_enabled(&channel, &key_id, true).await?;
+            applied::wait(&cfg.data_dir, log).await;
+            run::say(&format!("Key {key_id} of channel {id} enabled."));
+        }
+        ChannelKeyCmd::List { channel } => {
+            let model = control::load(log).await?;
+            let ch = model.find_channel(&channel).ok_or_else(|| control::AdminError::NoChannel(channel.clone()))?;
+            let master = master_key::load(&cfg.data_dir).ok();
+            run::say("key_id\tfingerprint\tstate\treason\tback_in\tby_admin");
+            for k in control::key_views(ch, master.as_ref()) {
+                // Seconds from now until a cool-down or open breaker ends.
+                let now_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+                let until = match k.until_us {
+                    Some(t) if t > now_us => format!("{}s", (t - now_us + 999_999) / 1_000_000),
+                    Some(_) => "passed".to_owned(),
+                    None => "-".to_owned(),
+                };
+                run::say(&format!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    k.key_id,
+                    k.fingerprint,
+                    k.state,
+                    k.reason.as_deref().unwrap_or("-"),
+                    until,
+                    if k.manual { "yes" } else { "no" }
+                ));
+            }
+        }
+    }
+    Ok(())
 }

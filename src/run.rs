@@ -280,6 +280,10 @@ fn gateway_config(cfg: &Config, instance: &str) -> anyhow::Result<gateway::Gatew
     g.first_byte_timeout = cfg.first_byte_timeout;
     g.idle_timeout = cfg.idle_timeout;
     g.max_attempts = cfg.max_attempts;
+    g.breaker = cfg.breaker;
+    g.retry_time_budget = cfg.retry_time_budget;
+    g.retry_budget_ratio = cfg.retry_budget_ratio;
+    g.retry_budget_min = cfg.retry_budget_min;
     g.drain_timeout = cfg.drain_timeout;
     g.drain_max_bytes = cfg.drain_max_bytes;
     g.max_stream_duration = cfg.max_stream_duration;
@@ -380,8 +384,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (stop, workers) = spawn_workers(&store, &log);
     let retention = spawn_retention(&cfg, &log);
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
-    crate::applied::listen(&cfg.data_dir, gw.control_applied()).await;
     let web = web_state(&cfg, &store, &log, &instance, &gw).await?;
+    let views = [Some(gw.control_applied()), web.control_applied()].into_iter().flatten().collect();
+    crate::applied::listen(&cfg.data_dir, views).await;
     let app = gw.router().merge(web::router(web)).fallback(gateway::unknown_route);
     let served = listen_and_serve(&cfg, app).await;
     if let Some(r) = retention {
@@ -400,14 +405,16 @@ pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
     let instance = instance_name();
     builtin_prices(&log, &instance).await;
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
-    crate::applied::listen(&cfg.data_dir, gw.control_applied()).await;
     let mut app = gw.router();
+    let mut views = vec![gw.control_applied()];
     let store = match &cfg.database_url {
         Some(_) => Some(open_store(&cfg).await?),
         None => None,
     };
     if let Some(store) = &store {
-        app = app.merge(web::router(web_state(&cfg, store, &log, &instance, &gw).await?));
+        let web = web_state(&cfg, store, &log, &instance, &gw).await?;
+        views.extend(web.control_applied());
+        app = app.merge(web::router(web));
     } else {
         // Without a read store the gateway still answers health checks: the log and whether the
         // in-memory control state is following it.
@@ -432,6 +439,7 @@ pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
             }),
         );
     }
+    crate::applied::listen(&cfg.data_dir, views).await;
     let app = app.fallback(gateway::unknown_route);
     let retention = spawn_retention(&cfg, &log);
     let served = listen_and_serve(&cfg, app).await;

@@ -128,6 +128,38 @@ pub enum AdminError {
     /// The password hasher failed to run.
     #[error("the password could not be hashed")]
     Hashing,
+    /// No key of the channel has that id.
+    #[error("channel {channel} has no key {key_id:?}; see `llm-router channels keys list {channel}`")]
+    NoUpstreamKey {
+        /// The channel's id.
+        channel: String,
+        /// What was given (an id, never a key).
+        key_id: String,
+    },
+    /// An empty `--api-key`.
+    #[error("--api-key is empty")]
+    EmptyApiKey,
+    /// The key is on the channel already (compared opened, never printed).
+    #[error("channel {0} has this key already (as {1})")]
+    DuplicateApiKey(String, String),
+    /// Removing the only key of a channel.
+    #[error("key {0} is the channel's only key; add another first, or replace it with `channels update --api-key`")]
+    LastApiKey(String),
+    /// More keys than a channel may hold.
+    #[error("a channel holds at most {0} keys")]
+    TooManyApiKeys(usize),
+    /// Enabling a key that is active, or disabling one an admin disabled.
+    #[error("key {0} is {1} already")]
+    KeyStateUnchanged(String, &'static str),
+    /// A sealed key could not be opened to compare it (the wrong master key).
+    #[error("a key of channel {0} could not be opened with this master key")]
+    KeyUnopenable(String),
+    /// A route strategy outside the three.
+    #[error("unknown strategy {0:?}; known: priority, least-latency, lowest-cost")]
+    UnknownStrategy(String),
+    /// A fallback list that names the model itself, or too many models.
+    #[error("--fallback: {0}")]
+    BadFallback(String),
     /// The log refused or failed the append.
     #[error("Failed to append {what}: {source}")]
     Append {

@@ -12,8 +12,9 @@ use nats::EventLog;
 use schemas::control::{ControlModel, Key};
 use schemas::secret::MasterKey;
 use schemas::{
-    ApiKeyIssued, ApiKeyRevoked, ChannelAdded, ChannelRemoved, ChannelUpdated, Envelope, EventBody, GLOBAL_TENANT,
-    PricePublished, Stream, TenantCreated, TenantId,
+    ApiKeyIssued, ApiKeyRevoked, ChannelAdded, ChannelKeyAdded, ChannelKeyRemoved, ChannelRemoved, ChannelUpdated,
+    Envelope, EventBody, GLOBAL_TENANT, PricePublished, RouteSet, RouteStrategy, Stream, TenantCreated, TenantId,
+    UpstreamKeyState, UpstreamKeyStateChanged,
 };
 
 pub use crate::error::AdminError;
@@ -169,6 +170,66 @@ impl TenantProfile {
             None => None,
         };
         Ok(TenantProfile { display_name, time_zone })
+    }
+}
+
+/// The most upstream keys one channel may hold.
+pub const MAX_KEYS_PER_CHANNEL: usize = 64;
+
+/// One upstream key of a channel as listings show it: its id and fingerprint, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyView {
+    /// `ukey_…`
+    pub key_id: String,
+    /// `sha256:…` of the key; `-` for a keyless channel's slot.
+    pub fingerprint: String,
+    /// `active`, `disabled`, `cooling_down`, `open`.
+    pub state: &'static str,
+    /// Why, when not active.
+    pub reason: Option<String>,
+    /// End of a cool-down or open breaker (µs since the epoch).
+    pub until_us: Option<i64>,
+    /// Disabled by an admin.
+    pub manual: bool,
+}
+
+/// The keys of `channel`, opened with `master` only to fingerprint the ones whose event carried
+/// no fingerprint (a key from `channel.added`).
+pub fn key_views(channel: &schemas::control::Channel, master: Option<&MasterKey>) -> Vec<KeyView> {
+    channel
+        .keys
+        .iter()
+        .map(|k| {
+            let fingerprint = match (&k.fingerprint, &k.sealed, master) {
+                (Some(f), _, _) => f.clone(),
+                (None, None, _) => "-".to_owned(),
+                (None, Some(sealed), Some(m)) => m
+                    .open(sealed, &k.seal_context(&channel.channel_id))
+                    .map_or_else(|_| "unopenable".to_owned(), |p| schemas::secret::fingerprint(&p)),
+                (None, Some(_), None) => "sealed".to_owned(),
+            };
+            KeyView {
+                key_id: k.key_id.clone(),
+                fingerprint,
+                state: k.state.as_str(),
+                reason: k.reason.clone(),
+                until_us: k.until_us,
+                manual: k.manual,
+            }
+        })
+        .collect()
+}
+
+/// The most fallback models one route may list.
+pub const MAX_FALLBACKS: usize = 8;
+
+/// Parses a route strategy's name.
+pub fn parse_strategy(name: &str) -> Result<RouteStrategy, AdminError> {
+    match name.trim() {
+        "priority" => Ok(RouteStrategy::Priority),
+        "least-latency" => Ok(RouteStrategy::LeastLatency),
+        "lowest-cost" => Ok(RouteStrategy::LowestCost),
+        other => Err(AdminError::UnknownStrategy(other.chars().take(64).collect())),
     }
 }
 
@@ -507,6 +568,118 @@ impl Admin {
             self.event(GLOBAL_TENANT, EventBody::ChannelRemoved(ChannelRemoved { channel_id: channel_id.clone() }));
         self.append(&env).await?;
         Ok(channel_id)
+    }
+
+    /// `channels keys add CHANNEL --api-key K`: one more key for the channel, sealed under a new
+    /// id. Refused for a key the channel has (compared after opening, never printed). Returns the
+    /// channel id, the key id and the key's fingerprint.
+    pub async fn add_key(
+        &self,
+        master: &MasterKey,
+        needle: &str,
+        api_key: &str,
+    ) -> Result<(String, String, String), AdminError> {
+        let api_key = api_key.trim();
+        if api_key.is_empty() {
+            return Err(AdminError::EmptyApiKey);
+        }
+        let model = load(&self.log).await?;
+        let ch = model.find_channel(needle).ok_or_else(|| AdminError::NoChannel(needle.to_owned()))?;
+        let channel_id = ch.channel_id.clone();
+        if ch.keys.len() >= MAX_KEYS_PER_CHANNEL {
+            return Err(AdminError::TooManyApiKeys(MAX_KEYS_PER_CHANNEL));
+        }
+        for k in &ch.keys {
+            let Some(sealed) = &k.sealed else { continue };
+            let known = master
+                .open(sealed, &k.seal_context(&channel_id))
+                .map_err(|_| AdminError::KeyUnopenable(channel_id.clone()))?;
+            if known == api_key {
+                return Err(AdminError::DuplicateApiKey(channel_id, k.key_id.clone()));
+            }
+        }
+        let key_id = format!("ukey_{}", uuid::Uuid::now_v7().simple());
+        let fingerprint = schemas::secret::fingerprint(api_key);
+        let sealed = master.seal(api_key, &schemas::key_seal_context(&channel_id, &key_id));
+        let body = EventBody::ChannelKeyAdded(ChannelKeyAdded {
+            channel_id: channel_id.clone(),
+            key_id: key_id.clone(),
+            api_key: sealed,
+            fingerprint: Some(fingerprint.clone()),
+        });
+        self.append(&self.event(&ch.tenant, body)).await?;
+        Ok((channel_id, key_id, fingerprint))
+    }
+
+    /// `channels keys remove CHANNEL KEY_ID`. The channel's only key stays. Returns the channel id.
+    pub async fn remove_key(&self, needle: &str, key_id: &str) -> Result<String, AdminError> {
+        let model = load(&self.log).await?;
+        let ch = model.find_channel(needle).ok_or_else(|| AdminError::NoChannel(needle.to_owned()))?;
+        let channel_id = ch.channel_id.clone();
+        if !ch.keys.iter().any(|k| k.key_id == key_id) {
+            return Err(AdminError::NoUpstreamKey { channel: channel_id, key_id: key_id.to_owned() });
+        }
+        if ch.keys.iter().filter(|k| k.sealed.is_some()).count() <= 1 {
+            return Err(AdminError::LastApiKey(key_id.to_owned()));
+        }
+        let body = EventBody::ChannelKeyRemoved(ChannelKeyRemoved {
+            channel_id: channel_id.clone(),
+            key_id: key_id.to_owned(),
+        });
+        self.append(&self.event(&ch.tenant, body)).await?;
+        Ok(channel_id)
+    }
+
+    /// `channels keys disable|enable CHANNEL KEY_ID`: an admin's state change. A disabled key
+    /// stays out of rotation whatever live traffic or probes see, until an admin enables it;
+    /// enabling also clears an automatic disable, cool-down or open breaker. Returns the channel id.
+    pub async fn set_key_enabled(&self, needle: &str, key_id: &str, enabled: bool) -> Result<String, AdminError> {
+        let model = load(&self.log).await?;
+        let ch = model.find_channel(needle).ok_or_else(|| AdminError::NoChannel(needle.to_owned()))?;
+        let channel_id = ch.channel_id.clone();
+        let Some(key) = ch.keys.iter().find(|k| k.key_id == key_id) else {
+            return Err(AdminError::NoUpstreamKey { channel: channel_id, key_id: key_id.to_owned() });
+        };
+        let state = if enabled { UpstreamKeyState::Active } else { UpstreamKeyState::Disabled };
+        if key.state == state && (enabled || key.manual) {
+            return Err(AdminError::KeyStateUnchanged(key_id.to_owned(), state.as_str()));
+        }
+        let body = EventBody::UpstreamKeyStateChanged(UpstreamKeyStateChanged {
+            channel_id: channel_id.clone(),
+            key_id: key_id.to_owned(),
+            state,
+            until_us: None,
+            reason: "admin".to_owned(),
+            manual: true,
+            opens: 0,
+        });
+        self.append(&self.event(&ch.tenant, body)).await?;
+        Ok(channel_id)
+    }
+
+    /// `routes set --model M --strategy S --fallback m2,m3`: replaces the model's route. The
+    /// fallback models are tried in order when every channel of `model` failed (or its context
+    /// window was exceeded); they need not have channels yet.
+    pub async fn set_route(&self, model: &str, strategy: &str, fallback: Vec<String>) -> Result<(), AdminError> {
+        let model = model.trim();
+        if model.is_empty() {
+            return Err(AdminError::EmptyModel);
+        }
+        let strategy = parse_strategy(strategy)?;
+        let mut list: Vec<String> = Vec::new();
+        for m in fallback.iter().map(|m| m.trim()).filter(|m| !m.is_empty()) {
+            if m == model {
+                return Err(AdminError::BadFallback(format!("{model} cannot be its own fallback")));
+            }
+            if !list.iter().any(|x| x == m) {
+                list.push(m.to_owned());
+            }
+        }
+        if list.len() > MAX_FALLBACKS {
+            return Err(AdminError::BadFallback(format!("at most {MAX_FALLBACKS} models")));
+        }
+        let body = EventBody::RouteSet(RouteSet { model: model.to_owned(), strategy, fallback: list });
+        self.append(&self.event(GLOBAL_TENANT, body)).await
     }
 
     /// `prices set`. Returns the price version (the event id).

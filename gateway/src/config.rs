@@ -31,9 +31,13 @@ pub const DEFAULT_MAX_STREAM_DURATION: Duration = Duration::from_secs(30 * 60);
 /// largest answers (2048 inputs × 3072 dimensions written as JSON numbers is about 130 MiB);
 /// larger is treated as an invalid answer rather than risk the process's memory.
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
-/// 3 attempts (the first included), each on another channel, only before the first byte reached
-/// the client: enough to route around one bad channel without multiplying a vendor outage.
+/// 3 attempts (the first included), each on another key or channel, only before the first byte
+/// reached the client: enough to route around one bad key or channel without multiplying a
+/// vendor outage.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// 30 s: after this long since the request arrived, no further attempt starts (the client has
+/// waited enough; the last failure is answered).
+pub const DEFAULT_RETRY_TIME_BUDGET: Duration = Duration::from_secs(30);
 /// The most attempts a configuration may ask for.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
 
@@ -65,8 +69,8 @@ pub struct GatewayConfig {
     pub max_stream_duration: Duration,
     /// Largest non-stream upstream answer read; larger → 502 `upstream_invalid_response`.
     pub max_answer_bytes: usize,
-    /// Upstream attempts per request (first try included), each on a different channel, and only
-    /// before the first byte reached the client.
+    /// Upstream attempts per request (first try included), each on a different key or channel,
+    /// and only before the first byte reached the client.
     pub max_attempts: u32,
     /// Caps on `max_tokens` and the number of messages a request may carry.
     pub limits: crate::limits::Limits,
@@ -82,6 +86,14 @@ pub struct GatewayConfig {
     pub egress: egress::Policy,
     /// How upstream host names are looked up (the system resolver; a table in tests).
     pub dns: egress::Dns,
+    /// When an upstream key's breaker opens and how long it and a rate-limited key rest.
+    pub breaker: crate::health::BreakerConfig,
+    /// No attempt after the first starts once the request is this old.
+    pub retry_time_budget: Duration,
+    /// Retries this gateway may make, as a share of its requests (per 10 s window)…
+    pub retry_budget_ratio: f64,
+    /// …plus this many per window.
+    pub retry_budget_min: u64,
 }
 
 impl GatewayConfig {
@@ -110,6 +122,10 @@ impl GatewayConfig {
             auth_failure_report_interval: crate::auth_failures::DEFAULT_REPORT_INTERVAL,
             egress: egress::Policy::default(),
             dns: egress::Dns::system(),
+            breaker: crate::health::BreakerConfig::default(),
+            retry_time_budget: DEFAULT_RETRY_TIME_BUDGET,
+            retry_budget_ratio: crate::health::DEFAULT_RETRY_BUDGET_RATIO,
+            retry_budget_min: crate::health::DEFAULT_RETRY_BUDGET_MIN,
         }
     }
 }

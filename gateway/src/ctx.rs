@@ -29,6 +29,8 @@ pub struct Inner {
     pub http: reqwest::Client,
     /// Failed authentications: the per-address throttle and the counts of this interval.
     pub auth_failures: AuthFailures,
+    /// The gateway-wide retry budget.
+    pub retries: crate::health::RetryBudget,
     producer_seq: AtomicU64,
 }
 
@@ -57,7 +59,8 @@ impl AppState {
         http: reqwest::Client,
         auth_failures: AuthFailures,
     ) -> AppState {
-        AppState(Arc::new(Inner { log, cfg, control, http, auth_failures, producer_seq: AtomicU64::new(0) }))
+        let retries = crate::health::RetryBudget::new(cfg.retry_budget_ratio, cfg.retry_budget_min);
+        AppState(Arc::new(Inner { log, cfg, control, http, auth_failures, retries, producer_seq: AtomicU64::new(0) }))
     }
 
     /// A handle that does not keep the state alive (for background tasks that end with it).

@@ -73,6 +73,7 @@ pub mod error;
 #[cfg(test)]
 mod fuzz_tests;
 mod handlers;
+pub mod health;
 #[cfg(test)]
 mod layering;
 pub mod limits;
@@ -80,7 +81,7 @@ pub mod prices;
 mod protocol;
 mod request;
 mod routes;
-mod routing;
+pub mod routing;
 pub mod server;
 pub mod state;
 mod tokenizer;

@@ -108,6 +108,33 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The same request for another model (a route's fallback): `model` and the top-level
+    /// `model` field of both bodies replaced (bodies without one, as Gemini's, are kept). `None`
+    /// when a body that names a model cannot be rewritten.
+    pub fn with_model(&self, model: &str) -> Option<Prepared> {
+        fn rewrite(body: &Bytes, model: &str) -> Option<Bytes> {
+            const FIELD: &[u8] = b"\"model\"";
+            if !body.windows(FIELD.len()).any(|w| w == FIELD) {
+                return Some(body.clone());
+            }
+            let mut fields: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+                serde_json::from_slice(body).ok()?;
+            if let Some(v) = fields.get_mut("model") {
+                *v = serde_json::value::to_raw_value(model).ok()?;
+            }
+            serde_json::to_vec(&fields).ok().map(Bytes::from)
+        }
+        Some(Prepared {
+            endpoint: self.endpoint,
+            model: model.to_owned(),
+            stream: self.stream,
+            client_wants_usage: self.client_wants_usage,
+            user: self.user.clone(),
+            original: rewrite(&self.original, model)?,
+            upstream_body: rewrite(&self.upstream_body, model)?,
+        })
+    }
+
     /// The request for an OpenAI-compatible channel.
     pub fn openai(&self) -> openai::Request<'_> {
         openai::Request {

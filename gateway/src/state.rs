@@ -5,7 +5,7 @@
 //! No request handling and no upstream I/O here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use schemas::secret::MasterKey;
 use schemas::{AppliedPrice, Envelope, Stream};
 use tokio::sync::{Notify, watch};
 
+use crate::health::{KeyHealth, KeyStatus};
 pub use adapters::{ANY_MODEL, Channel};
 
 /// A virtual key as the gateway knows it. Never holds the key itself.
@@ -38,17 +39,58 @@ impl KeyEntry {
     }
 }
 
+/// One upstream key of a channel as the gateway routes with it: its id, the state the log gives
+/// it, and this gateway's health counters (shared across snapshots).
+#[derive(Debug)]
+pub struct UpstreamKey {
+    /// `ukey_…`
+    pub id: String,
+    /// Its state in the control log.
+    pub status: KeyStatus,
+    /// This gateway's counters and breaker.
+    pub health: Arc<KeyHealth>,
+}
+
+impl UpstreamKey {
+    /// Whether the key is out of rotation at `now_us` (a half-open key is in).
+    pub fn blocked(&self, now_us: i64) -> bool {
+        self.health.blocked(&self.status, now_us)
+    }
+}
+
+/// A channel through one of its keys: what one attempt uses.
+#[derive(Debug, Clone)]
+pub struct Lane {
+    /// The channel, carrying this key as its `api_key`.
+    pub channel: Arc<Channel>,
+    /// The key.
+    pub key: Arc<UpstreamKey>,
+}
+
+/// A channel's lanes, one per key, and the rotation among them.
+#[derive(Debug, Default)]
+pub struct ChannelLanes {
+    /// In the order the keys were added.
+    pub lanes: Vec<Lane>,
+    /// Advanced once per request that considers the channel (shared across snapshots).
+    pub rotation: Arc<AtomicUsize>,
+}
+
 /// One immutable snapshot of the control state, derived from the [`ControlModel`] for the hot
 /// path: keys by hash, channels with their opened credential, prices ready to charge.
 #[derive(Debug, Clone, Default)]
 pub struct ControlState {
     /// Keys by hex SHA-256, revoked ones included.
     pub keys: HashMap<String, Arc<KeyEntry>>,
-    /// Channels by id.
+    /// Channels by id (each with its first usable key).
     pub channels: HashMap<String, Arc<Channel>>,
+    /// Each channel's keys, by channel id.
+    pub lanes: HashMap<String, Arc<ChannelLanes>>,
     /// The model-wide price in force per model, its `version` being the `price.published` event
     /// id. Channel overrides are in `channel_prices`; charge through [`ControlState::price_for`].
     pub prices: HashMap<String, Arc<AppliedPrice>>,
+    /// Routes by model (strategy and fallback list); absent: `priority`, no fallback.
+    pub routes: HashMap<String, Arc<schemas::RouteSet>>,
     /// Per-channel overrides: channel id → model → price (the model's rules: see
     /// `schemas::control`).
     pub channel_prices: HashMap<String, HashMap<String, Arc<AppliedPrice>>>,
@@ -81,18 +123,25 @@ impl ControlState {
                 }
             }
             Change::Channel(id) => match model.channels.get(id) {
-                Some(c) => {
-                    let channel = Channel::open(c, master_key);
-                    self.channels.insert(id.clone(), Arc::new(channel));
-                }
+                Some(c) => self.update_channel(c, master_key),
                 None => {
                     self.channels.remove(id);
+                    self.lanes.remove(id);
                 }
             },
             Change::ChannelRemoved(id) => {
                 self.channels.remove(id);
+                self.lanes.remove(id);
                 self.channel_prices.remove(id);
             }
+            Change::Route(name) => match model.routes.get(name) {
+                Some(r) => {
+                    self.routes.insert(name.clone(), Arc::new(r.clone()));
+                }
+                None => {
+                    self.routes.remove(name);
+                }
+            },
             Change::Price { model: name, channel_id } => {
                 let price = match channel_id {
                     None => model.prices.get(name),
@@ -105,6 +154,44 @@ impl ControlState {
                 };
             }
         }
+    }
+}
+
+impl ControlState {
+    /// Rebuilds a channel's entry and lanes from the model; each key keeps its health counters
+    /// (and the channel its rotation) from the previous snapshot.
+    fn update_channel(&mut self, c: &schemas::control::Channel, master_key: &MasterKey) {
+        let id = &c.channel_id;
+        let old = self.lanes.get(id).cloned();
+        // The channel's settings as the adapters open them; its keys are opened per lane below.
+        let base = Channel { api_key: None, key_unusable: false, ..Channel::open(c, master_key) };
+        let mut lanes = Vec::with_capacity(c.keys.len());
+        for k in &c.keys {
+            let (api_key, key_unusable) = open_key(master_key, k.sealed.as_ref(), id, &k.seal_context(id));
+            let status = KeyStatus { state: k.state, until_us: k.until_us, manual: k.manual, opens: k.opens };
+            let previous = old.as_ref().and_then(|o| o.lanes.iter().find(|l| l.key.id == k.key_id));
+            let health = match previous {
+                Some(p) => {
+                    if status.state == schemas::UpstreamKeyState::Active
+                        && p.key.status.state != schemas::UpstreamKeyState::Active
+                    {
+                        p.key.health.reset();
+                    }
+                    p.key.health.clone()
+                }
+                None => Arc::new(KeyHealth::default()),
+            };
+            health.note_opens(status.opens);
+            let channel = Arc::new(Channel { api_key, key_unusable, ..base.clone() });
+            lanes.push(Lane { channel, key: Arc::new(UpstreamKey { id: k.key_id.clone(), status, health }) });
+        }
+        let entry = match lanes.iter().find(|l| !l.channel.key_unusable) {
+            Some(l) => l.channel.clone(),
+            None => Arc::new(Channel { key_unusable: true, ..base }),
+        };
+        self.channels.insert(id.clone(), entry);
+        let rotation = old.map(|o| o.rotation.clone()).unwrap_or_default();
+        self.lanes.insert(id.clone(), Arc::new(ChannelLanes { lanes, rotation }));
     }
 }
 
@@ -130,6 +217,24 @@ impl Folder {
             }
             Outcome::Unchanged | Outcome::NotControl => {}
         }
+    }
+}
+
+fn open_key(
+    master_key: &MasterKey,
+    sealed: Option<&schemas::secret::Sealed>,
+    channel_id: &str,
+    context: &str,
+) -> (Option<Arc<str>>, bool) {
+    match sealed {
+        None => (None, false),
+        Some(s) => match master_key.open(s, context) {
+            Ok(k) => (Some(Arc::from(k)), false),
+            Err(e) => {
+                tracing::warn!(channel_id, error = %e, "Channel key could not be opened; it is out of rotation.");
+                (None, true)
+            }
+        },
     }
 }
 

@@ -209,7 +209,7 @@ mod tests {
             let message = err.err().map(|e| e.to_string()).unwrap_or_default();
             assert!(message.contains("0002 channel_prices"), "{message}");
             // The refusal comes before any migration: the new one did not run.
-            assert_eq!(recorded(store).await?.len(), 3);
+            assert_eq!(recorded(store).await?.len(), SQLITE.len());
         }
         Ok(())
     }

@@ -32,6 +32,18 @@
 //! - **The session secret:** the first `session_secret.generated` wins; later ones change nothing,
 //!   so gateways that generated one at the same time all end up with the same secret.
 //!
+//! - **Upstream keys.** A channel holds an ordered list of keys. `channel.added`'s `api_key` (and
+//!   `channel.updated`'s, which replaces every key) is the key `legacy_key_id(channel_id)`; a
+//!   channel without any key has one keyless slot under that id, so old single-key events fold
+//!   exactly as before. `channel.key_added` appends a key (dropping the keyless slot) and is
+//!   refused for an id the channel has; `channel.key_removed` drops one. `channel.added` again
+//!   for a live id keeps the keys added to it since.
+//! - **Key states** (`upstream_key.state_changed`): the last event wins, except that a key an
+//!   admin disabled (`manual`) stays disabled until an admin enables it: automatic changes to it
+//!   are refused. An automatic `active` for a key already active changes nothing.
+//!
+//! - **Routes** (`route.set`): the last one per model wins, whole (strategy and fallback list).
+//!
 //! A new entity (users, budgets, rate limits, proxies, alert rules) is one map here, one
 //! [`Change`] variant and its arm in `apply`; every consumer then gets it with the same rules.
 
@@ -41,8 +53,8 @@ use uuid::Uuid;
 
 use crate::AppliedPrice;
 use crate::event::{
-    ApiKeyIssued, ChannelAdded, ChannelUpdated, Envelope, EventBody, PricePublished, Role, Stream, UserCreated,
-    UserUpdated,
+    ApiKeyIssued, ChannelAdded, ChannelKeyAdded, ChannelUpdated, Envelope, EventBody, PricePublished, Role, Stream,
+    UpstreamKeyState, UpstreamKeyStateChanged, UserCreated, UserUpdated, legacy_key_id,
 };
 use crate::secret::Sealed;
 
@@ -107,8 +119,11 @@ pub struct Channel {
     pub provider: String,
     /// Base URL as published.
     pub base_url: String,
-    /// The sealed upstream key.
+    /// The sealed upstream key as `channel.added`/`channel.updated` carried it (also in `keys`).
     pub api_key: Option<Sealed>,
+    /// The channel's upstream keys in the order they were added (at least one slot: a keyless
+    /// channel has one entry without a key).
+    pub keys: Vec<UpstreamKey>,
     /// Models served.
     pub models: Vec<String>,
     /// Higher is tried first.
@@ -125,6 +140,55 @@ pub struct Channel {
     pub created_at_us: i64,
     /// When it last changed.
     pub updated_at_us: i64,
+}
+
+/// One upstream key of a channel: sealed, with its state. Never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamKey {
+    /// `ukey_…`
+    pub key_id: String,
+    /// The sealed key; `None` for a keyless channel's slot.
+    pub sealed: Option<Sealed>,
+    /// The key's fingerprint, when its event carried one.
+    pub fingerprint: Option<String>,
+    /// The state last applied.
+    pub state: UpstreamKeyState,
+    /// End of a cool-down or open breaker (µs since the epoch).
+    pub until_us: Option<i64>,
+    /// Why it is in its state (a failure class name, `recovered`, `admin`).
+    pub reason: Option<String>,
+    /// Set by an admin: automatic changes are refused while it is disabled.
+    pub manual: bool,
+    /// How many times in a row its breaker opened.
+    pub opens: u32,
+    /// When it was added.
+    pub added_at_us: i64,
+}
+
+impl UpstreamKey {
+    fn new(key_id: String, sealed: Option<Sealed>, fingerprint: Option<String>, at: i64) -> UpstreamKey {
+        UpstreamKey {
+            key_id,
+            sealed,
+            fingerprint,
+            state: UpstreamKeyState::Active,
+            until_us: None,
+            reason: None,
+            manual: false,
+            opens: 0,
+            added_at_us: at,
+        }
+    }
+
+    /// The associated data this key was sealed with.
+    pub fn seal_context(&self, channel_id: &str) -> String {
+        crate::event::key_seal_context(channel_id, &self.key_id)
+    }
+}
+
+/// The keys of a channel whose only key is `api_key` (or none).
+fn legacy_keys(channel_id: &str, api_key: Option<&Sealed>, at: i64) -> Vec<UpstreamKey> {
+    vec![UpstreamKey::new(legacy_key_id(channel_id), api_key.cloned(), None, at)]
 }
 
 /// A price as published.
@@ -204,6 +268,8 @@ pub enum Change {
     Channel(String),
     /// A channel and its price overrides were dropped.
     ChannelRemoved(String),
+    /// The route of a model was set.
+    Route(String),
     /// The price of `model` (on `channel_id` alone when set) was published.
     Price {
         /// The model.
@@ -245,6 +311,8 @@ pub struct ControlModel {
     pub prices: BTreeMap<String, Price>,
     /// Price overrides: channel id → model → price.
     pub channel_prices: BTreeMap<String, BTreeMap<String, Price>>,
+    /// Routes by model (models without one use the priority strategy and no fallback).
+    pub routes: BTreeMap<String, crate::event::RouteSet>,
     /// The id of every `price.published`, so a built-in row is published once per version.
     pub price_ids: HashSet<Uuid>,
     /// Admin users by id, disabled ones included.
@@ -368,6 +436,28 @@ impl ControlModel {
                 self.session_secret = Some(g.secret.clone());
                 Outcome::Changed(Change::SessionSecret)
             }
+            EventBody::ChannelKeyAdded(k) => self.add_key(at, k),
+            EventBody::ChannelKeyRemoved(r) => {
+                let Some(ch) = self.channels.get_mut(&r.channel_id) else { return Outcome::Unchanged };
+                let before = ch.keys.len();
+                ch.keys.retain(|k| k.key_id != r.key_id);
+                if ch.keys.len() == before {
+                    return Outcome::Unchanged;
+                }
+                if ch.keys.is_empty() {
+                    ch.keys = legacy_keys(&ch.channel_id, None, at);
+                }
+                if r.key_id == legacy_key_id(&r.channel_id) {
+                    ch.api_key = None;
+                }
+                ch.updated_at_us = at;
+                Outcome::Changed(Change::Channel(r.channel_id.clone()))
+            }
+            EventBody::UpstreamKeyStateChanged(c) => self.key_state(c),
+            EventBody::RouteSet(r) => {
+                self.routes.insert(r.model.clone(), r.clone());
+                Outcome::Changed(Change::Route(r.model.clone()))
+            }
             EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) | EventBody::AuthFailuresCounted(_) => {
                 Outcome::NotControl
             }
@@ -431,8 +521,49 @@ impl ControlModel {
         Outcome::Changed(Change::Key(k.key_id.clone()))
     }
 
+    fn add_key(&mut self, at: i64, k: &ChannelKeyAdded) -> Outcome {
+        let Some(ch) = self.channels.get_mut(&k.channel_id) else { return Outcome::Unchanged };
+        if ch.keys.iter().any(|x| x.key_id == k.key_id) {
+            return Outcome::Rejected(format!("channel {} has a key {} already", k.channel_id, k.key_id));
+        }
+        ch.keys.retain(|x| x.sealed.is_some());
+        ch.keys.push(UpstreamKey::new(k.key_id.clone(), Some(k.api_key.clone()), k.fingerprint.clone(), at));
+        ch.updated_at_us = at;
+        Outcome::Changed(Change::Channel(k.channel_id.clone()))
+    }
+
+    fn key_state(&mut self, c: &UpstreamKeyStateChanged) -> Outcome {
+        let Some(ch) = self.channels.get_mut(&c.channel_id) else { return Outcome::Unchanged };
+        let Some(key) = ch.keys.iter_mut().find(|k| k.key_id == c.key_id) else { return Outcome::Unchanged };
+        if !c.manual && key.manual && key.state == UpstreamKeyState::Disabled {
+            return Outcome::Unchanged;
+        }
+        if !c.manual && c.state == UpstreamKeyState::Active && key.state == UpstreamKeyState::Active {
+            return Outcome::Unchanged;
+        }
+        key.state = c.state;
+        key.until_us = c.until_us;
+        key.reason = Some(c.reason.clone());
+        key.manual = c.manual && c.state == UpstreamKeyState::Disabled;
+        key.opens = if c.state == UpstreamKeyState::Active { 0 } else { c.opens.max(key.opens) };
+        Outcome::Changed(Change::Channel(c.channel_id.clone()))
+    }
+
     fn add_channel(&mut self, tenant: &str, at: i64, c: &ChannelAdded) -> Outcome {
         let created_at_us = self.channels.get(&c.channel_id).map_or(at, |old| old.created_at_us);
+        // Keys added since the channel was first added survive a re-add; its legacy key is the
+        // one this event carries.
+        let legacy = legacy_key_id(&c.channel_id);
+        let mut keys = legacy_keys(&c.channel_id, c.api_key.as_ref(), at);
+        if let Some(old) = self.channels.get(&c.channel_id) {
+            let added: Vec<UpstreamKey> = old.keys.iter().filter(|k| k.key_id != legacy).cloned().collect();
+            if !added.is_empty() {
+                if c.api_key.is_none() {
+                    keys.clear();
+                }
+                keys.extend(added);
+            }
+        }
         self.channels.insert(
             c.channel_id.clone(),
             Channel {
@@ -442,6 +573,7 @@ impl ControlModel {
                 provider: c.provider.clone(),
                 base_url: c.base_url.clone(),
                 api_key: c.api_key.clone(),
+                keys,
                 models: c.models.clone(),
                 priority: c.priority,
                 weight: c.weight,
@@ -466,7 +598,9 @@ impl ControlModel {
             ch.base_url = v.clone();
         }
         if let Some(v) = &u.api_key {
+            // A new credential replaces every key of the channel.
             ch.api_key = Some(v.clone());
+            ch.keys = legacy_keys(&u.channel_id, Some(v), at);
         }
         if let Some(v) = &u.models {
             ch.models = v.clone();
@@ -499,7 +633,7 @@ impl ControlModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ApiKeyRevoked, ChannelRemoved, TenantCreated};
+    use crate::event::{ApiKeyRevoked, ChannelKeyRemoved, ChannelRemoved, TenantCreated};
 
     fn ev(tenant: &str, at: i64, body: EventBody) -> Envelope {
         Envelope::new(tenant, "test", at, body)
@@ -702,5 +836,96 @@ mod tests {
         assert_eq!(m.price_for("ch", "m").map(|p| p.published.input_per_mtok_nanos), Some(10));
         assert!(m.channel_prices.is_empty());
         assert_eq!(m.seq, 5);
+    }
+
+    fn key_added(channel: &str, key: &str) -> EventBody {
+        EventBody::ChannelKeyAdded(crate::event::ChannelKeyAdded {
+            channel_id: channel.into(),
+            key_id: key.into(),
+            api_key: Sealed { alg: "x".into(), nonce: "n".into(), ct: key.into() },
+            fingerprint: Some("sha256:000000000000".into()),
+        })
+    }
+
+    fn key_state(key: &str, state: UpstreamKeyState, manual: bool) -> EventBody {
+        EventBody::UpstreamKeyStateChanged(UpstreamKeyStateChanged {
+            channel_id: "ch".into(),
+            key_id: key.into(),
+            state,
+            until_us: None,
+            reason: "test".into(),
+            manual,
+            opens: 0,
+        })
+    }
+
+    fn key_ids(m: &ControlModel) -> Vec<&str> {
+        m.channels["ch"].keys.iter().map(|k| k.key_id.as_str()).collect()
+    }
+
+    #[test]
+    fn an_old_single_key_channel_folds_to_one_legacy_key_and_added_keys_replace_a_keyless_slot() {
+        let (m, _) = fold(&[ev("_global", 1, added("ch"))]);
+        assert_eq!(key_ids(&m), ["ukey_ch"]);
+        assert!(m.channels["ch"].keys[0].sealed.is_none(), "a keyless channel has one keyless slot");
+        let (m, out) = fold(&[
+            ev("_global", 1, added("ch")),
+            ev("_global", 2, key_added("ch", "ukey_a")),
+            ev("_global", 3, key_added("ch", "ukey_b")),
+            ev("_global", 4, key_added("ch", "ukey_a")),
+            ev("_global", 5, key_added("nope", "ukey_c")),
+        ]);
+        assert_eq!(key_ids(&m), ["ukey_a", "ukey_b"]);
+        assert!(matches!(out[3], Outcome::Rejected(_)), "{out:?}");
+        assert_eq!(out[4], Outcome::Unchanged);
+        let mut m = m;
+        let removed = |id: &str| {
+            ev(
+                "_global",
+                6,
+                EventBody::ChannelKeyRemoved(ChannelKeyRemoved { channel_id: "ch".into(), key_id: id.into() }),
+            )
+        };
+        assert_eq!(m.apply(6, &removed("ukey_a")), Outcome::Changed(Change::Channel("ch".into())));
+        assert_eq!(m.apply(7, &removed("ukey_a")), Outcome::Unchanged);
+        assert_eq!(key_ids(&m), ["ukey_b"]);
+        // A re-add keeps the added keys beside its own.
+        let mut with_key = added("ch");
+        if let EventBody::ChannelAdded(c) = &mut with_key {
+            c.api_key = Some(Sealed { alg: "x".into(), nonce: "n".into(), ct: "legacy".into() });
+        }
+        m.apply(8, &ev("_global", 8, with_key));
+        assert_eq!(key_ids(&m), ["ukey_ch", "ukey_b"]);
+        // A new credential through `channel.updated` replaces every key.
+        let update = EventBody::ChannelUpdated(ChannelUpdated {
+            channel_id: "ch".into(),
+            api_key: Some(Sealed { alg: "x".into(), nonce: "n".into(), ct: "new".into() }),
+            ..ChannelUpdated::default()
+        });
+        m.apply(9, &ev("_global", 9, update));
+        assert_eq!(key_ids(&m), ["ukey_ch"]);
+    }
+
+    #[test]
+    fn a_manual_disable_is_undone_only_by_an_admin() {
+        let (m, out) = fold(&[
+            ev("_global", 1, added("ch")),
+            ev("_global", 2, key_state("ukey_ch", UpstreamKeyState::Disabled, true)),
+            ev("_global", 3, key_state("ukey_ch", UpstreamKeyState::Active, false)),
+            ev("_global", 4, key_state("ukey_ch", UpstreamKeyState::Open, false)),
+        ]);
+        assert_eq!(out[2..], [Outcome::Unchanged, Outcome::Unchanged]);
+        let key = &m.channels["ch"].keys[0];
+        assert_eq!((key.state, key.manual), (UpstreamKeyState::Disabled, true));
+        let mut m = m;
+        m.apply(5, &ev("_global", 5, key_state("ukey_ch", UpstreamKeyState::Active, true)));
+        m.apply(6, &ev("_global", 6, key_state("ukey_ch", UpstreamKeyState::Disabled, false)));
+        let key = &m.channels["ch"].keys[0];
+        assert_eq!((key.state, key.manual), (UpstreamKeyState::Disabled, false), "an automatic disable stands");
+        assert_eq!(
+            m.apply(7, &ev("_global", 7, key_state("ukey_x", UpstreamKeyState::Open, false))),
+            Outcome::Unchanged,
+            "an unknown key"
+        );
     }
 }

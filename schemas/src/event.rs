@@ -535,6 +535,139 @@ pub struct SessionSecretGenerated {
 /// The sealing context of [`SessionSecretGenerated::secret`].
 pub const SESSION_SECRET_CONTEXT: &str = "session_secret";
 
+/// `channel.key_added`: one more upstream API key for a channel; requests rotate across a
+/// channel's usable keys. The channel's first key may also travel as `channel.added`'s `api_key`
+/// (the form every channel had before keys had ids): that one is the key
+/// [`legacy_key_id`]`(channel_id)`, sealed with the channel id as context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelKeyAdded {
+    /// The channel's id.
+    pub channel_id: String,
+    /// `ukey_…`, unique within the channel.
+    pub key_id: String,
+    /// The key, sealed with the master key, [`key_seal_context`]`(channel_id, key_id)` as context.
+    pub api_key: Sealed,
+    /// A short digest of the key for listings ([`crate::secret::fingerprint`]); never the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+/// `channel.key_removed`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelKeyRemoved {
+    /// The channel's id.
+    pub channel_id: String,
+    /// The key's id.
+    pub key_id: String,
+}
+
+/// The id of the key a channel got from `channel.added`'s (or `channel.updated`'s) `api_key`,
+/// or of its keyless slot: derived from the channel id, so old events fold to the same id.
+pub fn legacy_key_id(channel_id: &str) -> String {
+    format!("ukey_{}", channel_id.strip_prefix("ch_").unwrap_or(channel_id))
+}
+
+/// The associated data a channel key is sealed with: the channel id for the legacy key, else
+/// `channel_id/key_id`, so a sealed key cannot be moved to another channel or key id.
+pub fn key_seal_context(channel_id: &str, key_id: &str) -> String {
+    if key_id == legacy_key_id(channel_id) { channel_id.to_owned() } else { format!("{channel_id}/{key_id}") }
+}
+
+/// Where an upstream key stands, as every gateway applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamKeyState {
+    /// In rotation.
+    Active,
+    /// Out of rotation until enabled again: by an admin (`manual`), or found invalid or out of
+    /// balance by live traffic (a probe that sees it usable again enables it).
+    Disabled,
+    /// Rate-limited by the vendor: out of rotation until `until_us`, then back without an event.
+    CoolingDown,
+    /// The circuit breaker opened: out of rotation until `until_us`, then one trial request
+    /// (half-open); its success makes the key `active` again, its failure opens it longer.
+    Open,
+}
+
+impl UpstreamKeyState {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamKeyState::Active => "active",
+            UpstreamKeyState::Disabled => "disabled",
+            UpstreamKeyState::CoolingDown => "cooling_down",
+            UpstreamKeyState::Open => "open",
+        }
+    }
+}
+
+/// `upstream_key.state_changed`: a key of a channel changed state. Appended by the gateway that
+/// saw it happen (one event per change, never per request) or by an admin (`manual`); every
+/// gateway folds it, so a cluster agrees without a shared cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamKeyStateChanged {
+    /// The channel's id.
+    pub channel_id: String,
+    /// The key's id.
+    pub key_id: String,
+    /// The new state.
+    pub state: UpstreamKeyState,
+    /// End of a cool-down or of an open breaker, microseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_us: Option<i64>,
+    /// Why: a failure class name (`key_invalid`, `rate_limited`, …), `recovered`, or `admin`.
+    /// Never vendor text.
+    pub reason: String,
+    /// An admin's change: a manual disable is undone only by a manual enable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
+    /// How many times in a row the breaker has opened (its cooldown grows with it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub opens: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How a model's requests choose among the channels and keys serving it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteStrategy {
+    /// Highest priority first, weighted-random within a priority (the default).
+    #[default]
+    Priority,
+    /// The key with the lowest moving average of time to first byte first, with exploration.
+    LeastLatency,
+    /// The channel with the lowest price in force for the model first.
+    LowestCost,
+}
+
+impl RouteStrategy {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteStrategy::Priority => "priority",
+            RouteStrategy::LeastLatency => "least-latency",
+            RouteStrategy::LowestCost => "lowest-cost",
+        }
+    }
+}
+
+/// `route.set`: how requests for `model` are routed, replacing what was set before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSet {
+    /// The model (as clients name it).
+    pub model: String,
+    /// The strategy.
+    #[serde(default)]
+    pub strategy: RouteStrategy,
+    /// Other models to try, in order, when every channel of `model` failed or its context
+    /// window was exceeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
+}
+
 /// The typed body of an event: its `type` and `data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventBody {
@@ -570,6 +703,14 @@ pub enum EventBody {
     SessionSecretGenerated(SessionSecretGenerated),
     /// `tenant.updated`
     TenantUpdated(TenantUpdated),
+    /// `channel.key_added`
+    ChannelKeyAdded(ChannelKeyAdded),
+    /// `channel.key_removed`
+    ChannelKeyRemoved(ChannelKeyRemoved),
+    /// `upstream_key.state_changed`
+    UpstreamKeyStateChanged(UpstreamKeyStateChanged),
+    /// `route.set`
+    RouteSet(RouteSet),
 }
 
 impl EventBody {
@@ -592,6 +733,10 @@ impl EventBody {
             EventBody::UserSessionsRevoked(_) => "user.sessions_revoked",
             EventBody::SessionSecretGenerated(_) => "session_secret.generated",
             EventBody::TenantUpdated(_) => "tenant.updated",
+            EventBody::ChannelKeyAdded(_) => "channel.key_added",
+            EventBody::ChannelKeyRemoved(_) => "channel.key_removed",
+            EventBody::UpstreamKeyStateChanged(_) => "upstream_key.state_changed",
+            EventBody::RouteSet(_) => "route.set",
         }
     }
 
@@ -620,6 +765,10 @@ impl EventBody {
             | EventBody::UserSessionsRevoked(_)
             | EventBody::SessionSecretGenerated(_)
             | EventBody::TenantUpdated(_) => Stream::Control,
+            EventBody::ChannelKeyAdded(_)
+            | EventBody::ChannelKeyRemoved(_)
+            | EventBody::UpstreamKeyStateChanged(_)
+            | EventBody::RouteSet(_) => Stream::Control,
         }
     }
 
@@ -639,6 +788,9 @@ impl EventBody {
             | EventBody::UserSessionsRevoked(_) => "user",
             EventBody::SessionSecretGenerated(_) => "session_secret",
             EventBody::TenantUpdated(_) => "tenant",
+            EventBody::ChannelKeyAdded(_) | EventBody::ChannelKeyRemoved(_) => "channel",
+            EventBody::UpstreamKeyStateChanged(_) => "upstream_key",
+            EventBody::RouteSet(_) => "route",
         }
     }
 }
@@ -752,6 +904,10 @@ impl Serialize for Envelope {
             EventBody::UserSessionsRevoked(d) => st.serialize_field("data", d)?,
             EventBody::SessionSecretGenerated(d) => st.serialize_field("data", d)?,
             EventBody::TenantUpdated(d) => st.serialize_field("data", d)?,
+            EventBody::ChannelKeyAdded(d) => st.serialize_field("data", d)?,
+            EventBody::ChannelKeyRemoved(d) => st.serialize_field("data", d)?,
+            EventBody::UpstreamKeyStateChanged(d) => st.serialize_field("data", d)?,
+            EventBody::RouteSet(d) => st.serialize_field("data", d)?,
         }
         st.end()
     }
@@ -804,6 +960,10 @@ impl<'de> Deserialize<'de> for Envelope {
             ("user.sessions_revoked", 1) => EventBody::UserSessionsRevoked(p(data)?),
             ("session_secret.generated", 1) => EventBody::SessionSecretGenerated(p(data)?),
             ("tenant.updated", 1) => EventBody::TenantUpdated(p(data)?),
+            ("channel.key_added", 1) => EventBody::ChannelKeyAdded(p(data)?),
+            ("channel.key_removed", 1) => EventBody::ChannelKeyRemoved(p(data)?),
+            ("upstream_key.state_changed", 1) => EventBody::UpstreamKeyStateChanged(p(data)?),
+            ("route.set", 1) => EventBody::RouteSet(p(data)?),
             (kind, v) => return Err(D::Error::custom(format!("unknown event type {kind:?} v{v}"))),
         };
         Ok(Envelope {

@@ -16,8 +16,12 @@ pub use event::{
 };
 pub use event::{AttemptRecord, MAX_LOGGED_ATTEMPTS};
 pub use event::{
+    ChannelKeyAdded, ChannelKeyRemoved, UpstreamKeyState, UpstreamKeyStateChanged, key_seal_context, legacy_key_id,
+};
+pub use event::{
     Role, SESSION_SECRET_CONTEXT, SessionSecretGenerated, TenantUpdated, UserCreated, UserDisabled,
     UserSessionsRevoked, UserUpdated,
 };
+pub use event::{RouteSet, RouteStrategy};
 pub use ids::{IdError, TenantId};
 pub use money::{MoneyError, cost_nanos, format_nanos, parse_per_mtok};

@@ -84,6 +84,15 @@ impl MasterKey {
 
 const ALG: &str = "xchacha20poly1305";
 
+/// A short digest of an upstream key for listings and logs: `sha256:` and the first 12 hex digits
+/// of its SHA-256. Tells two keys apart without revealing either (48 bits of a hash of a secret
+/// with far more entropy).
+pub fn fingerprint(plaintext: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(plaintext.as_bytes());
+    format!("sha256:{}", &hex::encode(digest)[..12])
+}
+
 /// A sealed secret as it appears in an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sealed {

@@ -233,6 +233,8 @@ impl RecordedRequest {
 
 struct Shared {
     scenario: Scenario,
+    /// Scenarios for requests authenticated with a given bearer key (before the default one).
+    by_key: std::collections::HashMap<String, Scenario>,
     usage: FakeUsage,
     pieces: Vec<String>,
     requests: Vec<RecordedRequest>,
@@ -271,6 +273,7 @@ impl FakeOpenAi {
     pub async fn start() -> anyhow::Result<FakeOpenAi> {
         let state = FakeState(Arc::new(Mutex::new(Shared {
             scenario: Scenario::Normal,
+            by_key: std::collections::HashMap::new(),
             usage: FakeUsage::default(),
             pieces: ["Hello", ",", " world", "!"].iter().map(|s| (*s).to_owned()).collect(),
             requests: Vec::new(),
@@ -319,6 +322,22 @@ impl FakeOpenAi {
         self.state.with(|s| s.scenario = scenario);
     }
 
+    /// Sets the behaviour for requests whose bearer key is `key` (an upstream key that turns
+    /// invalid, is rate-limited or fails while the channel's other keys work); `None` returns
+    /// them to the default scenario. A `x-fake-scenario` header still wins.
+    pub fn set_key_scenario(&self, key: &str, scenario: Option<Scenario>) {
+        self.state.with(|s| match scenario {
+            Some(sc) => s.by_key.insert(key.to_owned(), sc),
+            None => s.by_key.remove(key),
+        });
+    }
+
+    /// How many requests so far were authenticated with the bearer key `key`.
+    pub fn requests_with_key(&self, key: &str) -> usize {
+        let want = format!("Bearer {key}");
+        self.state.with(|s| s.requests.iter().filter(|r| r.authorization() == Some(want.as_str())).count())
+    }
+
     /// Sets the usage reported from now on.
     pub fn set_usage(&self, usage: FakeUsage) {
         self.state.with(|s| s.usage = usage);
@@ -362,7 +381,13 @@ struct Plan {
 fn record(state: &FakeState, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Plan {
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let from_header = headers.get("x-fake-scenario").and_then(|v| v.to_str().ok()).and_then(Scenario::parse);
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
     state.with(|s| {
+        let by_key = bearer.as_ref().and_then(|k| s.by_key.get(k)).cloned();
         s.requests.push(RecordedRequest {
             path: uri.path().to_owned(),
             query: uri.query().map(str::to_owned),
@@ -370,7 +395,7 @@ fn record(state: &FakeState, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Pl
             body: parsed.clone(),
         });
         Plan {
-            scenario: from_header.unwrap_or_else(|| s.scenario.clone()),
+            scenario: from_header.or(by_key).unwrap_or_else(|| s.scenario.clone()),
             usage: s.usage,
             pieces: s.pieces.clone(),
             body: parsed,

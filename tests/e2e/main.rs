@@ -8,6 +8,7 @@ mod egress;
 mod faults;
 mod gemini;
 mod helpers;
+mod keys;
 mod providers;
 
 use std::time::{Duration, Instant};

@@ -114,7 +114,8 @@ async fn channels_update_changes_only_the_fields_given_and_keeps_the_sealed_key(
     assert!(out.contains("updated"), "{out}");
     let list = env.cli(&["channels", "list"])?;
     let row: Vec<&str> = list.lines().next().unwrap_or_default().split('\t').collect();
-    assert_eq!(row[1..], ["ds", "deepseek", "https://api.deepseek.com", "a,b"], "{list}");
+    assert_eq!(row[1..5], ["ds", "deepseek", "https://api.deepseek.com", "a,b"], "{list}");
+    assert!(row[5].starts_with("ukey_") && row[5].ends_with(":active"), "the key column: {list}");
     let id = row[0].to_owned();
     env.cli(&["channels", "update", &id, "--name", "deep", "--base-url", "https://proxy.example/v1/"])?;
     let list = env.cli(&["channels", "list"])?;

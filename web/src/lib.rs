@@ -55,6 +55,12 @@ impl WebState {
         WebState { inner: Arc::new(Inner { store, log, instance: instance.to_owned(), admin: Some(admin) }) }
     }
 
+    /// The last control sequence the admin API's live view has read (`None` without the admin
+    /// API), so an admin command can wait until a user it created can log in here.
+    pub fn control_applied(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.admin().map(|a| a.live.applied())
+    }
+
     pub(crate) fn admin(&self) -> Option<&auth::AdminState> {
         self.inner.admin.as_ref()
     }

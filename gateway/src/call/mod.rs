@@ -25,9 +25,10 @@ use tokio::sync::oneshot;
 use crate::ctx::AppState;
 use crate::ctx::RequestId;
 use crate::error::ApiError;
+use crate::health::{Admission, Transition};
 use crate::request::Prepared;
 use crate::routing;
-use crate::state::{Channel, ControlState, KeyEntry};
+use crate::state::{Channel, ControlState, KeyEntry, Lane};
 use crate::tokenizer;
 use crate::usage::{BillingContext, Consumption, TokenCounts};
 use adapters::{FailureClass, Provider, TimeoutPhase};
@@ -41,8 +42,8 @@ pub struct Call {
     pub key: Arc<KeyEntry>,
     /// The parsed request.
     pub prepared: Prepared,
-    /// Channels to try, in order.
-    pub channels: Vec<Arc<Channel>>,
+    /// Lanes (a channel through one of its keys) to try, in order.
+    pub lanes: Vec<Lane>,
     /// The control state when the request arrived: the prices it is charged at (the serving
     /// channel's override, else the model's price) come from here, whichever channel serves it.
     pub control: Arc<ControlState>,
@@ -50,6 +51,10 @@ pub struct Call {
     pub anthropic_beta: Option<String>,
     /// A Gemini client's stream framing: SSE (`alt=sse`) or, when false, one JSON array.
     pub gemini_sse: bool,
+    /// The providers the request pins or forbids.
+    pub providers: routing::ProviderFilter,
+    /// The model the client asked for (`prepared.model` is the one being tried: a fallback's).
+    pub client_model: String,
 }
 
 impl Call {
@@ -59,7 +64,7 @@ impl Call {
             key_id: self.key.key_id.clone(),
             user: self.prepared.user.clone(),
             endpoint: self.prepared.endpoint.name(),
-            model_requested: self.prepared.model.clone(),
+            model_requested: self.client_model.clone(),
             price: self.control.price_for(&channel.id, &self.prepared.model),
         }
     }
@@ -71,6 +76,8 @@ pub struct CallOptions {
     pub anthropic_beta: Option<String>,
     /// A Gemini stream's framing (`alt=sse`).
     pub gemini_sse: bool,
+    /// `X-Router-Provider` / `X-Router-Exclude`.
+    pub providers: routing::ProviderFilter,
 }
 
 /// The pipeline's entry, for a parsed request: admits it and chooses the channels to attempt
@@ -87,18 +94,26 @@ pub async fn start(
 ) -> Response {
     let protocol = prepared.endpoint.protocol();
     let control = app.snapshot();
-    let channels = match routing::candidates(&control, &key, &prepared.model) {
-        Ok(c) => c,
-        Err(e) => {
-            let (status, class) = (e.status_code().as_u16(), Some(e.class().to_owned()));
-            let logged = rid.logged(Some(&key), prepared.endpoint.name(), Some(&prepared.model), status, class);
-            app.log_request(&rid, Some(&key), logged);
-            return e.into_response_for(protocol);
-        }
-    };
-    let CallOptions { anthropic_beta, gemini_sse } = options;
+    let now = crate::health::now_us();
+    app.retries.request(now);
+    let lanes =
+        match routing::candidates(&control, &key, &prepared.model, &options.providers, attempts_limit(&app), now) {
+            Ok(c) => c,
+            // Every key of the model is out of rotation: its fallback models may serve.
+            Err(ApiError::UpstreamOverloaded { .. }) if !routing::fallbacks(&control, &prepared.model).is_empty() => {
+                Vec::new()
+            }
+            Err(e) => {
+                let (status, class) = (e.status_code().as_u16(), Some(e.class().to_owned()));
+                let logged = rid.logged(Some(&key), prepared.endpoint.name(), Some(&prepared.model), status, class);
+                app.log_request(&rid, Some(&key), logged);
+                return e.into_response_for(protocol);
+            }
+        };
+    let CallOptions { anthropic_beta, gemini_sse, providers } = options;
     let (tx, rx) = oneshot::channel();
-    let call = Call { rid, key, prepared, channels, control, anthropic_beta, gemini_sse };
+    let client_model = prepared.model.clone();
+    let call = Call { rid, key, prepared, lanes, control, anthropic_beta, gemini_sse, providers, client_model };
     tokio::spawn(run(app, call, tx));
     match rx.await {
         Ok(resp) => resp,
@@ -151,12 +166,46 @@ const ANSWERED: &str = "ok";
 /// Runs the call and sends the response (or the stream's head) through `reply`. If the client is
 /// gone, the call still completes and is billed.
 async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
-    let max = usize::try_from(app.cfg.max_attempts.max(1)).unwrap_or(1);
+    let max = app.cfg.max_attempts.max(1);
     let mut last = ApiError::Upstream;
     let mut attempts = Attempts::default();
     let mut tried: Option<Arc<Channel>> = None;
-    let channels = std::mem::take(&mut call.channels);
-    for channel in channels.iter().take(max) {
+    let mut lanes = std::mem::take(&mut call.lanes);
+    let mut fallbacks = routing::fallbacks(&call.control, &call.prepared.model).into_iter();
+    // After a failure the upstream likely shares, the rest of that channel's lanes wait until
+    // every other channel's have been tried.
+    let mut skip: Option<String> = None;
+    let mut i = 0;
+    'attempts: while attempts.count < max {
+        if i >= lanes.len() {
+            // The model's lanes are spent: its route's next fallback model, if the key may use it.
+            let Some(next) = next_fallback(&mut fallbacks, &call, attempts_limit(&app)) else { break };
+            let (model, next_lanes, prepared) = next;
+            tracing::info!(from = %call.prepared.model, to = %model, "Trying the route's fallback model.");
+            call.prepared = prepared;
+            lanes = next_lanes;
+            (i, skip) = (0, None);
+            continue;
+        }
+        let Lane { channel, key } = &lanes[i];
+        i += 1;
+        if skip.as_deref() == Some(channel.id.as_str()) && lanes[i..].iter().any(|l| l.channel.id != channel.id) {
+            continue;
+        }
+        if attempts.count >= 1 {
+            // A retry: within the request's time budget and the gateway's retry budget only.
+            if call.rid.started.elapsed() >= app.cfg.retry_time_budget {
+                break;
+            }
+            if !app.retries.try_retry(crate::health::now_us()) {
+                tracing::warn!("Retry budget of this gateway spent; answering the last failure.");
+                break;
+            }
+        }
+        let admission = key.health.admit(&key.status, crate::health::now_us());
+        if admission == Admission::No {
+            continue;
+        }
         attempts.count += 1;
         tried = Some(channel.clone());
         let started = tokio::time::Instant::now();
@@ -179,15 +228,26 @@ async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
             Ok(s) => s,
             Err(failure) => {
                 attempts.note(channel, failure.class.as_str(), failure.status, started);
-                policy::log_attempt(&failure, channel);
+                policy::log_attempt(&failure, channel, &key.id);
                 let decision = policy::decide(&failure, channel);
+                judged(&app, &lanes[i - 1], admission, decision.key, None);
                 last = decision.client;
-                if decision.next_channel {
-                    continue;
+                match decision.next {
+                    // A prompt too long for this model may fit a fallback's larger window.
+                    policy::Next::Stop if failure.class == FailureClass::ContextWindowExceeded => {
+                        i = lanes.len();
+                        continue 'attempts;
+                    }
+                    policy::Next::Stop => break,
+                    policy::Next::Key => continue,
+                    policy::Next::Channel => {
+                        skip = Some(channel.id.clone());
+                        continue;
+                    }
                 }
-                break;
             }
         };
+        judged(&app, &lanes[i - 1], admission, crate::health::Verdict::Success, Some(started.elapsed()));
         let resp = match sent {
             Sent::Stream(started_stream) => {
                 attempts.note(channel, ANSWERED, Some(200), started);
@@ -235,11 +295,74 @@ async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
         let _ = reply.send(response);
         return;
     }
+    if attempts.count == 0 {
+        // Every candidate went out of rotation since it was chosen (another request took a
+        // half-open trial, a key was disabled): nothing was sent.
+        last = ApiError::UpstreamOverloaded { retry_after: Some(1) };
+    }
     let protocol = call.prepared.endpoint.protocol();
     let outcome = Outcome { channel: tried.as_deref(), attempts, billable: None, ttft: None };
     let response =
         record(&app, &call, outcome, async move |_| (Delivered::failed(&last), last.into_response_for(protocol))).await;
     let _ = reply.send(response);
+}
+
+/// The most attempts one call makes, as a lane count.
+fn attempts_limit(app: &AppState) -> usize {
+    usize::try_from(app.cfg.max_attempts.max(1)).unwrap_or(1)
+}
+
+/// The next fallback model of the call's route that the caller's key may use and that has lanes
+/// now, with its lanes and the request rewritten for it.
+fn next_fallback(
+    fallbacks: &mut std::vec::IntoIter<String>,
+    call: &Call,
+    limit: usize,
+) -> Option<(String, Vec<Lane>, Prepared)> {
+    for model in fallbacks.by_ref() {
+        let now = crate::health::now_us();
+        let Ok(lanes) = routing::candidates(&call.control, &call.key, &model, &call.providers, limit, now) else {
+            continue;
+        };
+        if let Some(prepared) = call.prepared.with_model(&model) {
+            return Some((model, lanes, prepared));
+        }
+    }
+    None
+}
+
+/// Records what an attempt's outcome means for its key and, when that changed the key's state,
+/// publishes the change as `upstream_key.state_changed` (without waiting: every gateway, this
+/// one included, applies it from the log; this gateway already acts on it locally).
+fn judged(
+    app: &AppState,
+    lane: &Lane,
+    admission: Admission,
+    verdict: crate::health::Verdict,
+    ttfb: Option<std::time::Duration>,
+) {
+    let key = &lane.key;
+    if let Some(ttfb) = ttfb {
+        key.health.note_ttfb(ttfb);
+    }
+    let now = crate::health::now_us();
+    let Some(Transition { state, until_us, reason, opens }) =
+        key.health.outcome(&key.status, admission, verdict, &app.cfg.breaker, now)
+    else {
+        return;
+    };
+    tracing::warn!(channel_id = %lane.channel.id, key_id = %key.id, state = state.as_str(), reason, until_us,
+        "Upstream key changed state.");
+    let body = schemas::EventBody::UpstreamKeyStateChanged(schemas::UpstreamKeyStateChanged {
+        channel_id: lane.channel.id.clone(),
+        key_id: key.id.clone(),
+        state,
+        until_us,
+        reason: reason.to_owned(),
+        manual: false,
+        opens,
+    });
+    app.log.append_nowait(&app.event(&lane.channel.tenant, body));
 }
 
 /// A non-stream answer, read and decoded, not yet billed.

@@ -1,55 +1,82 @@
-//! What the router does with a failed attempt: one table from [`FailureClass`] to "try the next
-//! channel or stop" and to what the client is told if it was the last attempt. Adapters only
-//! classify; every decision is here (README, "Error classes", is its rendering).
+//! What the router does with a failed attempt: one table from [`FailureClass`] to what happens
+//! to the key that was used ([`Verdict`]), whether another key or channel is tried ([`Next`]),
+//! and what the client is told if it was the last attempt. Adapters only classify; every decision
+//! is here (README, "What each failure does", is its rendering).
 //!
 //! Errors about our channel (key, permission, quota, configuration) never reach the client in
 //! the vendor's words: the client gets a generic 502, the operator a scrubbed log line, and the
-//! next channel is tried. Errors the client caused keep the vendor's message, scrubbed.
+//! next key or channel is tried. Errors the client caused keep the vendor's message, scrubbed.
 
 use axum::http::StatusCode;
 
 use crate::error::ApiError;
+use crate::health::Verdict;
 use crate::state::Channel;
 use adapters::scrub::scrub;
 use adapters::{AttemptError, FailureClass, TimeoutPhase};
 
+/// Where a call goes after a failed attempt (nothing has reached the client yet either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Answer the client now.
+    Stop,
+    /// The next candidate: another key of the same channel first (the failure was the key's).
+    Key,
+    /// The next candidate of another channel when there is one, else another key (the failure
+    /// is likely the upstream's, which every key of the channel shares).
+    Channel,
+}
+
 /// What to do after a failed attempt.
 #[derive(Debug)]
 pub struct Decision {
-    /// Whether another channel may be tried (nothing has reached the client yet either way).
-    pub next_channel: bool,
-    /// What the client is told if no other channel answers.
+    /// Whether and where another attempt goes.
+    pub next: Next,
+    /// What the failure means for the key that was used.
+    pub key: Verdict,
+    /// What the client is told if no other attempt answers.
     pub client: ApiError,
 }
 
-/// The one table: class → (next channel?, client answer).
+/// The one table: class → (what happens to the key, next attempt, client answer).
 pub fn decide(failure: &AttemptError, channel: &Channel) -> Decision {
-    let (next_channel, client) = match failure.class {
-        FailureClass::KeyInvalid
-        | FailureClass::PermissionDenied
-        | FailureClass::QuotaExhausted
-        | FailureClass::ChannelMisconfigured
-        | FailureClass::ConnectionFailed
-        | FailureClass::UpstreamServerError => (true, ApiError::Upstream),
-        FailureClass::RateLimited { retry_after } | FailureClass::Overloaded { retry_after } => {
-            (true, ApiError::UpstreamOverloaded { retry_after })
+    use Next::{Channel as NextChannel, Key, Stop};
+    let (key, next, client) = match failure.class {
+        FailureClass::KeyInvalid => (Verdict::Disable("key_invalid"), Key, ApiError::Upstream),
+        FailureClass::QuotaExhausted => (Verdict::Disable("quota_exhausted"), Key, ApiError::Upstream),
+        // A 403 may be about one account (another key may pass) or the region (none will): the
+        // breaker decides, not one answer.
+        FailureClass::PermissionDenied => (Verdict::Breaker, Key, ApiError::Upstream),
+        // Our configuration, not the key: every key of the channel would fail alike.
+        FailureClass::ChannelMisconfigured => (Verdict::Neutral, NextChannel, ApiError::Upstream),
+        FailureClass::RateLimited { retry_after } => {
+            (Verdict::CoolDown(retry_after), Key, ApiError::UpstreamOverloaded { retry_after })
+        }
+        FailureClass::Overloaded { retry_after } => {
+            (Verdict::Breaker, NextChannel, ApiError::UpstreamOverloaded { retry_after })
+        }
+        FailureClass::ConnectionFailed | FailureClass::UpstreamServerError => {
+            (Verdict::Breaker, NextChannel, ApiError::Upstream)
         }
         // A connect timeout is cheap to retry; so is an upstream that said it timed out.
-        FailureClass::Timeout(TimeoutPhase::Connect | TimeoutPhase::Reported) => (true, ApiError::UpstreamTimeout),
-        // Waiting the first-byte budget again on another channel would multiply the wait; the
-        // duration cap is ours and would be reached again.
-        FailureClass::Timeout(TimeoutPhase::FirstByte | TimeoutPhase::Idle | TimeoutPhase::Total) => {
-            (false, ApiError::UpstreamTimeout)
+        FailureClass::Timeout(TimeoutPhase::Connect | TimeoutPhase::Reported) => {
+            (Verdict::Breaker, NextChannel, ApiError::UpstreamTimeout)
         }
-        FailureClass::InvalidResponse => (false, ApiError::UpstreamInvalidResponse),
+        // Waiting the first-byte budget again elsewhere would multiply the wait.
+        FailureClass::Timeout(TimeoutPhase::FirstByte | TimeoutPhase::Idle) => {
+            (Verdict::Breaker, Stop, ApiError::UpstreamTimeout)
+        }
+        // The duration cap is ours, not the upstream's fault, and would be reached again.
+        FailureClass::Timeout(TimeoutPhase::Total) => (Verdict::Neutral, Stop, ApiError::UpstreamTimeout),
+        FailureClass::InvalidResponse => (Verdict::Breaker, Stop, ApiError::UpstreamInvalidResponse),
         FailureClass::ClientError | FailureClass::ContextWindowExceeded | FailureClass::ContentFiltered => {
-            (false, rejected(failure, channel))
+            (Verdict::Neutral, Stop, rejected(failure, channel))
         }
         // Another channel of another provider may honour it.
-        FailureClass::Unsupported => (true, request_side(failure, true)),
-        FailureClass::InvalidRequest => (false, request_side(failure, false)),
+        FailureClass::Unsupported => (Verdict::Neutral, NextChannel, request_side(failure, true)),
+        FailureClass::InvalidRequest => (Verdict::Neutral, Stop, request_side(failure, false)),
     };
-    Decision { next_channel, client }
+    Decision { next, key, client }
 }
 
 /// The vendor's refusal of the request, passed on with its message scrubbed.
@@ -101,17 +128,17 @@ fn request_side(failure: &AttemptError, unsupported: bool) -> ApiError {
 }
 
 /// The operator's log line for a failed attempt: class, status and the vendor's text, scrubbed.
-pub fn log_attempt(failure: &AttemptError, channel: &Channel) {
+pub fn log_attempt(failure: &AttemptError, channel: &Channel, key_id: &str) {
     let secrets: Vec<&str> = channel.api_key.as_deref().into_iter().collect();
     let detail = failure.detail.as_ref();
     let message = detail.and_then(|d| d.message.as_deref()).map(|m| scrub(m, &secrets));
     let code = detail.and_then(|d| d.code.as_deref()).map(|c| scrub(c, &secrets));
     let class = failure.class.as_str();
     if failure.class.is_about_channel() {
-        tracing::error!(channel_id = %channel.id, class, status = failure.status, code, message,
-            "The upstream refused our channel; trying the next one.");
+        tracing::error!(channel_id = %channel.id, key_id, class, status = failure.status, code, message,
+            "The upstream refused our channel's key; trying the next key or channel.");
     } else {
-        tracing::warn!(channel_id = %channel.id, class, status = failure.status, code, message,
+        tracing::warn!(channel_id = %channel.id, key_id, class, status = failure.status, code, message,
             "Upstream attempt failed.");
     }
 }
@@ -171,16 +198,21 @@ mod tests {
     fn channel_errors_go_to_the_next_channel_with_a_generic_answer_and_client_errors_stop() {
         let ch = channel();
         let ours = decide(&failure(FailureClass::QuotaExhausted, 402, "owner a@b.example must pay"), &ch);
-        assert!(ours.next_channel);
+        assert_eq!((ours.next, ours.key), (Next::Key, Verdict::Disable("quota_exhausted")));
         assert!(matches!(ours.client, ApiError::Upstream));
         let theirs = decide(&failure(FailureClass::ClientError, 422, &format!("bad 'n' for key {KEY}")), &ch);
-        assert!(!theirs.next_channel);
+        assert_eq!((theirs.next, theirs.key), (Next::Stop, Verdict::Neutral));
         assert_eq!(theirs.client.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(theirs.client.to_string(), "bad 'n' for key [redacted]");
         let first_byte = decide(&AttemptError::new(FailureClass::Timeout(TimeoutPhase::FirstByte)), &ch);
-        assert!(!first_byte.next_channel && matches!(first_byte.client, ApiError::UpstreamTimeout));
+        assert!(first_byte.next == Next::Stop && matches!(first_byte.client, ApiError::UpstreamTimeout));
+        assert_eq!(first_byte.key, Verdict::Breaker);
         let limited = decide(&AttemptError::new(FailureClass::RateLimited { retry_after: Some(4) }), &ch);
-        assert!(limited.next_channel);
+        assert_eq!((limited.next, limited.key), (Next::Key, Verdict::CoolDown(Some(4))));
+        let down = decide(&AttemptError::status(FailureClass::UpstreamServerError, 503), &ch);
+        assert_eq!((down.next, down.key), (Next::Channel, Verdict::Breaker));
+        let invalid = decide(&AttemptError::status(FailureClass::KeyInvalid, 401), &ch);
+        assert_eq!((invalid.next, invalid.key), (Next::Key, Verdict::Disable("key_invalid")));
         assert!(matches!(limited.client, ApiError::UpstreamOverloaded { retry_after: Some(4) }));
     }
 
@@ -197,6 +229,7 @@ mod tests {
                     &format!("Incorrect API key provided: {KEY}; owner ops@acme.example, org org-AbC123"),
                 ),
                 &channel(),
+                "ukey_t",
             );
         });
         let text = out.0.lock().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();

@@ -122,7 +122,7 @@ fn log_request(
     let mut data = call.rid.logged(
         key,
         call.prepared.endpoint.name(),
-        Some(&call.prepared.model),
+        Some(&call.client_model),
         delivered.status,
         delivered.error_class,
     );

@@ -49,12 +49,13 @@ pub async fn action(
     let sse = req.uri().query().is_some_and(|q| {
         form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "alt" && v.eq_ignore_ascii_case("sse"))
     });
+    let providers = routing::ProviderFilter::from_headers(req.headers());
     let prepared = match proxy::read(&app, req).await {
         Ok(bytes) => request::prepare_gemini(&model, stream, bytes, &app.cfg.limits),
         Err(e) => Err(e),
     };
     let Caller(key) = caller;
-    let options = CallOptions { anthropic_beta: None, gemini_sse: sse };
+    let options = CallOptions { anthropic_beta: None, gemini_sse: sse, providers };
     proxy::run(app, rid, key, Endpoint::GenerateContent, prepared, options).await
 }
 
@@ -68,7 +69,7 @@ async fn count_tokens(app: AppState, rid: RequestId, Caller(key): Caller, model:
         Ok(body) => tokenizer::on_pool(move || counted_body(body)).await.unwrap_or(Err(ApiError::Internal)),
         Err(e) => Err(e),
     };
-    let checked = counted.and_then(|b| routing::candidates(&app.snapshot(), &key, &model).map(|_| b));
+    let checked = counted.and_then(|b| routing::check_model(&app.snapshot(), &key, &model).map(|()| b));
     let body = match checked {
         Ok(b) => b,
         Err(e) => {
@@ -120,7 +121,7 @@ pub async fn get(
 /// One model in Gemini's shape, or a Gemini-shaped 404 when the key cannot use it.
 pub fn model(app: &AppState, key: &KeyEntry, name: &str) -> Response {
     let name = name.strip_prefix("models/").unwrap_or(name);
-    match routing::candidates(&app.snapshot(), key, name) {
+    match routing::check_model(&app.snapshot(), key, name) {
         Ok(_) => axum::Json(model_json(name)).into_response(),
         Err(e) => e.into_response_for(Protocol::Gemini),
     }

@@ -55,7 +55,7 @@ pub async fn count_tokens(
             return e.into_response_for(Protocol::Anthropic);
         }
     };
-    if let Err(e) = routing::candidates(&app.snapshot(), &key, &prepared.model) {
+    if let Err(e) = routing::check_model(&app.snapshot(), &key, &prepared.model) {
         log_request(&app, &rid, Some(&key), ENDPOINT, Some(&prepared.model), &e);
         return e.into_response_for(Protocol::Anthropic);
     }

@@ -49,7 +49,7 @@ pub async fn get(
     if protocol == Protocol::Gemini {
         return super::gemini::model(&app, &key, &model);
     }
-    if let Err(e) = routing::candidates(&app.snapshot(), &key, &model) {
+    if let Err(e) = routing::check_model(&app.snapshot(), &key, &model) {
         return e.into_response_for(protocol);
     }
     if protocol == Protocol::Anthropic {

@@ -55,11 +55,12 @@ pub(super) async fn proxy(
     req: Request,
 ) -> Response {
     let anthropic_beta = req.headers().get("anthropic-beta").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let providers = crate::routing::ProviderFilter::from_headers(req.headers());
     let prepared = match read(&app, req).await {
         Ok(bytes) => request::prepare(endpoint, bytes, &app.cfg.limits),
         Err(e) => Err(e),
     };
-    let options = CallOptions { anthropic_beta, gemini_sse: true };
+    let options = CallOptions { anthropic_beta, gemini_sse: true, providers };
     run(app, rid, key, endpoint, prepared, options).await
 }
 

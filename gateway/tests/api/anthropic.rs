@@ -557,6 +557,8 @@ async fn anthropic_upstream_failures_map_to_stable_classes_in_both_protocols_nev
         (Scenario::Hang, 504, "upstream_timeout", "timeout_error"),
     ] {
         env.claude.set_scenario(scenario.clone());
+        // A 401 disables the key and a 429 rests it: each request here starts with it in rotation.
+        env.app.enable_key("ch_claude").await?;
         let resp = env.app.post("/v1/chat/completions", &chat(CLAUDE, false)).await?;
         let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (got, body) = error_of(resp).await?;
@@ -564,11 +566,13 @@ async fn anthropic_upstream_failures_map_to_stable_classes_in_both_protocols_nev
         if scenario == (Scenario::FailStatus { status: 429, retry_after: Some(7) }) {
             assert_eq!(retry_after.as_deref(), Some("7"));
         }
+        env.app.enable_key("ch_claude").await?;
         let (got, body) = error_of(env.messages(&anthropic_chat(CLAUDE, true)).await?).await?;
         assert_eq!((got, body["error"]["type"].as_str()), (status, Some(anthropic_kind)), "{scenario:?}: {body}");
         assert!(!body.to_string().contains(ANTHROPIC_KEY) && !body.to_string().contains("127.0.0.1"));
     }
     env.claude.set_scenario(Scenario::FailStatus { status: 400, retry_after: None });
+    env.app.enable_key("ch_claude").await?;
     let (got, body) = error_of(env.messages(&anthropic_chat(CLAUDE, false)).await?).await?;
     assert_eq!((got, body["error"]["type"].as_str()), (400, Some("invalid_request_error")));
     assert_eq!(body["error"]["message"], "fake upstream status 400");
@@ -653,12 +657,14 @@ async fn messages_on_an_openai_channel_map_its_failures_to_anthropics_shape() ->
         (OpenAiScenario::Hang, 504, "timeout_error"),
     ] {
         env.app.fake.set_scenario(scenario.clone());
+        env.app.enable_key("ch_fake").await?;
         let (got, body) = error_of(env.messages(&anthropic_chat(MODEL, false)).await?).await?;
         assert_eq!((got, body["error"]["type"].as_str()), (status, Some(kind)), "{scenario:?}: {body}");
         assert_eq!(body["type"], "error");
         assert!(!body.to_string().contains(UPSTREAM_KEY));
     }
     env.app.fake.set_scenario(OpenAiScenario::ErrorAfterChunks(2));
+    env.app.enable_key("ch_fake").await?;
     let evs = events(env.messages(&anthropic_chat(MODEL, true)).await?).await?;
     assert_eq!(evs.last().map(|(n, _)| n.as_str()), Some("error"), "{evs:?}");
     assert!(!evs.iter().any(|(n, _)| n == "message_stop"));

@@ -962,6 +962,8 @@ async fn refused_everywhere(cx: &Ctx, want: u16, code: &str, retry_after: Option
     };
     for surface in SURFACES {
         for stream in [false, true] {
+            // The previous failure took the key out of rotation (disabled, resting, breaker open).
+            cx.app.enable_key(&format!("ch_conf_{}", cx.p.name)).await?;
             let resp = cx.say_hello(surface, stream).await?;
             let got_retry = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
             let (got, body) = error_of(resp).await?;

@@ -349,6 +349,7 @@ async fn gemini_errors_keep_gemini_shape_and_our_key_is_never_the_clients_fault(
     assert_eq!(v["error"]["status"], "INTERNAL");
     // Rate limited: the delay is passed on.
     env.gemini.set_scenario(Scenario::FailStatus { status: 429, retry_after: Some(7) });
+    env.app.enable_key("ch_gemini").await?;
     let resp = env
         .app
         .post(
@@ -363,6 +364,7 @@ async fn gemini_errors_keep_gemini_shape_and_our_key_is_never_the_clients_fault(
     assert_eq!(v["error"]["code"], "upstream_overloaded");
     // A parameter Gemini cannot honour, asked by an OpenAI client.
     env.gemini.set_scenario(Scenario::Normal);
+    env.app.enable_key("ch_gemini").await?;
     let (status, v) = error_of(
         env.app
             .post(

@@ -179,6 +179,40 @@ impl TestApp {
         })
     }
 
+    /// An admin's enable of `channel_id`'s only key (the one `channel.added` carried), applied
+    /// before it returns: for tests that walk one channel through failures which take its key
+    /// out of rotation (an invalid key, a 429) and want the next failure to reach the upstream.
+    pub async fn enable_key(&self, channel_id: &str) -> anyhow::Result<()> {
+        let body = EventBody::UpstreamKeyStateChanged(schemas::UpstreamKeyStateChanged {
+            channel_id: channel_id.into(),
+            key_id: schemas::legacy_key_id(channel_id),
+            state: schemas::UpstreamKeyState::Active,
+            until_us: None,
+            reason: "admin".into(),
+            manual: true,
+            opens: 0,
+        });
+        // The previous request's own state change is appended without waiting; if it lands after
+        // this enable it wins. So: enable, then check that nothing landed after it, else again.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.settled().await?;
+            self.log.append_acked(&control(GLOBAL_TENANT, body.clone())).await?;
+            let until = self.log.last_seq(Stream::Control).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self.gateway.control_seq() < until {
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "control state not caught up");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.settled().await?;
+            if self.log.last_seq(Stream::Control).await? == until {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the key of {channel_id} kept changing state")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -9,8 +9,10 @@ mod faults;
 mod flood;
 mod gemini;
 mod helpers;
+mod keys;
 mod limits;
 mod providers;
+mod routes;
 mod stream_bounds;
 mod tokens;
 
@@ -461,6 +463,8 @@ async fn upstream_failures_before_headers_map_to_gateway_errors_never_401() -> a
         (Scenario::Html200, 502, "upstream_invalid_response"),
     ] {
         app.fake.set_scenario(scenario.clone());
+        // A 401 disables the key and a 429 rests it: each case starts with it in rotation.
+        app.enable_key("ch_fake").await?;
         let resp = app.post("/v1/chat/completions", &chat(false)).await?;
         let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (got, body) = error_of(resp).await?;
@@ -472,6 +476,7 @@ async fn upstream_failures_before_headers_map_to_gateway_errors_never_401() -> a
         }
     }
     app.fake.set_scenario(Scenario::FailStatus { status: 400, retry_after: None });
+    app.enable_key("ch_fake").await?;
     let (got, body) = error_of(app.post("/v1/chat/completions", &chat(false)).await?).await?;
     assert_eq!(got, 400);
     assert_eq!(body["error"]["type"], "invalid_request_error");

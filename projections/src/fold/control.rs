@@ -50,6 +50,10 @@ fn entity_id(body: &EventBody) -> Option<&str> {
         EventBody::UserUpdated(u) => Some(&u.user_id),
         EventBody::UserDisabled(u) => Some(&u.user_id),
         EventBody::UserSessionsRevoked(u) => Some(&u.user_id),
+        EventBody::ChannelKeyAdded(k) => Some(&k.key_id),
+        EventBody::ChannelKeyRemoved(k) => Some(&k.key_id),
+        EventBody::UpstreamKeyStateChanged(k) => Some(&k.key_id),
+        EventBody::RouteSet(r) => Some(&r.model),
         EventBody::SessionSecretGenerated(_)
         | EventBody::UsageRecorded(_)
         | EventBody::RequestLogged(_)
@@ -106,6 +110,12 @@ async fn touched(conn: &mut AnyConnection, generation: i64, env: &Envelope) -> R
         | EventBody::UsageRecorded(_)
         | EventBody::RequestLogged(_)
         | EventBody::AuthFailuresCounted(_) => {}
+        // Upstream keys and their states live in the gateways' memory and the log; the channel
+        // read model does not list them (yet), so nothing is loaded and nothing written.
+        EventBody::ChannelKeyAdded(_)
+        | EventBody::ChannelKeyRemoved(_)
+        | EventBody::UpstreamKeyStateChanged(_)
+        | EventBody::RouteSet(_) => {}
     }
     Ok(model)
 }
@@ -230,6 +240,7 @@ async fn load_channel(
         provider: r.try_get("provider")?,
         base_url: r.try_get("base_url")?,
         api_key: None,
+        keys: Vec::new(),
         models: serde_json::from_str(&models).map_err(decode)?,
         priority: i32::try_from(r.try_get::<i64, _>("priority")?).unwrap_or_default(),
         weight: u32::try_from(r.try_get::<i64, _>("weight")?).unwrap_or(1),
@@ -253,6 +264,8 @@ async fn write(
     change: &Change,
 ) -> Result<(), sqlx::Error> {
     match change {
+        // Routes live in the gateways' memory and the log; no read model lists them yet.
+        Change::Route(_) => {}
         Change::Tenant(name) => {
             let Some(t) = model.tenants.get(name) else { return Ok(()) };
             sqlx::query(
