@@ -466,6 +466,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         api_version,
                         insecure_http,
                         anthropic_beta,
+                        enabled: None,
                     };
                     let id = admin::admin(&log).update_channel(&master, &channel, changes).await?;
                     applied::wait(&cfg.data_dir, &log).await;

@@ -140,6 +140,8 @@ pub struct ChannelChanges {
     pub insecure_http: bool,
     /// New `anthropic-beta` allow list (`--anthropic-beta`; an empty list clears it).
     pub anthropic_beta: Option<Vec<String>>,
+    /// Enable or disable the whole channel (a disabled channel serves nothing).
+    pub enabled: Option<bool>,
 }
 
 /// A tenant's profile: display name and time zone.
@@ -549,7 +551,7 @@ impl Admin {
             models: c.models.map(checked_models).transpose()?,
             priority: c.priority,
             weight: c.weight,
-            enabled: None,
+            enabled: c.enabled,
             api_version,
         };
         if update == (ChannelUpdated { channel_id: channel_id.clone(), ..ChannelUpdated::default() }) {

@@ -747,3 +747,207 @@ async fn users_create_reads_a_password_from_stdin() -> anyhow::Result<()> {
     token(&env, &serve.base, "ops@x.example", "a-long-enough-password").await?;
     Ok(())
 }
+
+/// `/api/channels` over HTTP, the same operations as `channels …`: owners and admins write,
+/// viewers read, billing is refused; a tenant-scoped user sees no global channel (404) and
+/// cannot write one; unknown fields are named; the egress policy refuses metadata addresses
+/// and plain http to a public host without `insecure_http`; the upstream keys are write-only
+/// (never in an answer, the log or the audit trail); a channel added over HTTP serves the next
+/// request; keys are added, disabled, enabled and removed by id.
+async fn channels_over_http_keep_their_keys_write_only(backend: Backend) -> anyhow::Result<()> {
+    const SECRET_1: &str = "sk-upstream-http-secret-1";
+    const SECRET_2: &str = "sk-upstream-http-secret-2";
+    let env = Env::new(backend).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
+    let base = serve.base.clone();
+    let owner = token(&env, &base, "admin@localhost", "owner-password-123").await?;
+    let (_, me) = call(&env, "GET", &format!("{base}/api/auth/me"), &owner, None).await?;
+    let owner_id = me["id"].as_str().unwrap_or_default().to_owned();
+    env.cli(&["tenants", "create", "acme"])?;
+    let mut tokens = std::collections::BTreeMap::new();
+    for (name, role, tenant) in [
+        ("admin", "admin", None),
+        ("viewer", "viewer", None),
+        ("billing", "billing", None),
+        ("acme-admin", "admin", Some("acme")),
+    ] {
+        let body = json!({"email": format!("{name}@x.example"), "role": role, "tenant": tenant});
+        let (status, created) = call(&env, "POST", &format!("{base}/api/users"), &owner, Some(body)).await?;
+        ensure!(status == 201, "create {name}: {status} {created}");
+        let password = created["password"].as_str().context("password")?;
+        tokens.insert(name, token(&env, &base, &format!("{name}@x.example"), password).await?);
+    }
+    let url = |p: &str| format!("{base}{p}");
+
+    let add = json!({
+        "name": "fake-http", "provider": "openai", "base_url": env.fake.base_url(), "api_key": SECRET_1,
+        "models": [crate::helpers::MODEL], "priority": 3, "weight": 2
+    });
+    let (status, ch) = call(&env, "POST", &url("/api/channels"), &tokens["admin"], Some(add.clone())).await?;
+    ensure!(status == 201, "{status} {ch}");
+    let id = ch["id"].as_str().context("id")?.to_owned();
+    let key1 = ch["keys"][0]["id"].as_str().context("key id")?.to_owned();
+    ensure!(
+        ch["key_set"] == true
+            && ch["priority"] == 3
+            && ch["weight"] == 2
+            && ch["enabled"] == true
+            && ch["tenant"].is_null()
+            && ch["keys"][0]["fingerprint"].as_str().is_some_and(|f| f.starts_with("sha256:"))
+            && ch["keys"][0]["state"] == "active",
+        "{ch}"
+    );
+    // Read-your-writes: the gateway serves the channel on the next request.
+    env.cli(&["prices", "set", "--model", crate::helpers::MODEL, "--input", "1", "--output", "2"])?;
+    let key = env.tenant_key("chat")?;
+    let r = env
+        .http
+        .post(url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": crate::helpers::MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await?;
+    ensure!(r.status() == 200, "a channel added over HTTP serves at once: {}", r.status());
+
+    let cases: Vec<(&str, &str, String, Option<Value>, u16)> = vec![
+        ("viewer", "GET", "/api/channels".into(), None, 200),
+        ("viewer", "GET", format!("/api/channels/{id}"), None, 200),
+        ("billing", "GET", "/api/channels".into(), None, 403),
+        ("billing", "GET", format!("/api/channels/{id}"), None, 403),
+        (
+            "viewer",
+            "POST",
+            "/api/channels".into(),
+            Some(json!({"name": "v", "provider": "openai", "models": ["m"]})),
+            403,
+        ),
+        ("viewer", "PATCH", format!("/api/channels/{id}"), Some(json!({"priority": 1})), 403),
+        ("viewer", "DELETE", format!("/api/channels/{id}"), None, 403),
+        ("viewer", "POST", format!("/api/channels/{id}/keys/{key1}/disable"), None, 403),
+        ("billing", "POST", format!("/api/channels/{id}/keys"), Some(json!({"api_key": "sk-x"})), 403),
+        ("acme-admin", "GET", format!("/api/channels/{id}"), None, 404),
+        ("acme-admin", "PATCH", format!("/api/channels/{id}"), Some(json!({"priority": 1})), 404),
+        ("acme-admin", "DELETE", format!("/api/channels/{id}"), None, 404),
+        ("acme-admin", "POST", format!("/api/channels/{id}/keys"), Some(json!({"api_key": "sk-x"})), 404),
+        ("acme-admin", "POST", format!("/api/channels/{id}/keys/{key1}/disable"), None, 404),
+        (
+            "acme-admin",
+            "POST",
+            "/api/channels".into(),
+            Some(json!({"name": "a", "provider": "openai", "models": ["m"]})),
+            403,
+        ),
+        ("owner", "GET", "/api/channels/ch_nope".into(), None, 404),
+        ("owner", "GET", "/api/channels/%00%ff".into(), None, 404),
+        ("owner", "DELETE", "/api/channels/usr_x".into(), None, 404),
+        ("owner", "POST", format!("/api/channels/{id}/keys/ukey_nope/enable"), None, 404),
+        ("owner", "POST", format!("/api/channels/{id}/keys/nope/enable"), None, 404),
+        ("owner", "POST", "/api/channels".into(), Some(add.clone()), 409),
+        ("owner", "PATCH", format!("/api/channels/{id}"), Some(json!({})), 422),
+        ("owner", "PATCH", format!("/api/channels/{id}"), Some(json!({"weight": 0})), 422),
+        ("owner", "PATCH", format!("/api/channels/{id}"), Some(json!({"api_key_plain": "x"})), 422),
+        ("owner", "POST", format!("/api/channels/{id}/keys"), Some(json!({"api_key": SECRET_1})), 409),
+        (
+            "owner",
+            "POST",
+            "/api/channels?limit=5".into(),
+            Some(json!({"name": "x", "provider": "openai", "models": ["m"], "colour": "red"})),
+            422,
+        ),
+        ("owner", "POST", "/api/channels".into(), Some(json!({"name": "x", "provider": "nope", "models": ["m"]})), 422),
+        ("owner", "POST", "/api/channels".into(), Some(json!({"name": "x", "provider": "openai", "models": []})), 422),
+        ("owner", "GET", "/api/channels?colour=red".into(), None, 400),
+    ];
+    for (who, method, path, body, want) in cases {
+        let t = if who == "owner" { owner.clone() } else { tokens[who].clone() };
+        let (status, answer) = call(&env, method, &url(&path), &t, body).await?;
+        ensure!(status.as_u16() == want, "{who} {method} {path}: {status} {answer}, want {want}");
+        if status.as_u16() >= 400 {
+            ensure!(answer["error"]["code"].is_string(), "{answer}");
+        }
+        if answer.to_string().contains("colour") || path.contains("colour") {
+            ensure!(answer["error"]["message"].as_str().is_some_and(|m| m.contains("colour")), "{answer}");
+        }
+    }
+    let (_, acme_list) = call(&env, "GET", &url("/api/channels"), &tokens["acme-admin"], None).await?;
+    ensure!(acme_list["data"].as_array().is_some_and(Vec::is_empty), "global channels are hidden: {acme_list}");
+
+    // The egress policy, as on the CLI; nothing refused is stored.
+    for (base_url, insecure, want, why) in [
+        ("http://169.254.169.254/v1", false, 422, "cloud metadata"),
+        ("http://8.8.8.8/v1", false, 422, "insecure"),
+        ("http://8.8.8.8/v1", true, 201, ""),
+    ] {
+        let body = json!({"name": "egress", "provider": "openai", "base_url": base_url, "api_key": SECRET_2,
+            "models": ["m"], "insecure_http": insecure});
+        let (status, answer) = call(&env, "POST", &url("/api/channels"), &owner, Some(body)).await?;
+        ensure!(status.as_u16() == want, "{base_url}: {status} {answer}");
+        ensure!(answer["error"]["message"].as_str().is_none_or(|m| m.contains(why)), "{answer}");
+        ensure!(!answer.to_string().contains(SECRET_2), "{answer}");
+    }
+
+    let change =
+        json!({"priority": 7, "enabled": false, "models": [crate::helpers::MODEL, "m2"], "anthropic_beta": []});
+    let (status, ch) = call(&env, "PATCH", &url(&format!("/api/channels/{id}")), &owner, Some(change)).await?;
+    ensure!(status == 200 && ch["priority"] == 7 && ch["enabled"] == false && ch["models"][1] == "m2", "{status} {ch}");
+    let list = env.cli(&["channels", "list"])?;
+    ensure!(list.contains(&format!("{id}\tfake-http")) && list.contains("m2"), "the CLI sees the change: {list}");
+
+    let add_key = json!({"api_key": SECRET_2});
+    let (status, ch) = call(&env, "POST", &url(&format!("/api/channels/{id}/keys")), &owner, Some(add_key)).await?;
+    ensure!(status == 201 && ch["keys"].as_array().is_some_and(|k| k.len() == 2), "{status} {ch}");
+    let key2 = ch["keys"][1]["id"].as_str().context("second key")?.to_owned();
+    let path = |k: &str, what: &str| url(&format!("/api/channels/{id}/keys/{k}/{what}"));
+    let (status, ch) = call(&env, "POST", &path(&key2, "disable"), &owner, None).await?;
+    ensure!(status == 200 && ch["keys"][1]["state"] == "disabled" && ch["keys"][1]["manual"] == true, "{status} {ch}");
+    ensure!(call(&env, "POST", &path(&key2, "disable"), &owner, None).await?.0 == 409, "disabled twice");
+    let (status, ch) = call(&env, "POST", &path(&key2, "enable"), &owner, None).await?;
+    ensure!(status == 200 && ch["keys"][1]["state"] == "active", "{status} {ch}");
+    let (status, _) = call(&env, "DELETE", &url(&format!("/api/channels/{id}/keys/{key1}")), &owner, None).await?;
+    ensure!(status == 204, "remove the first key: {status}");
+    let (status, last) = call(&env, "DELETE", &url(&format!("/api/channels/{id}/keys/{key2}")), &owner, None).await?;
+    ensure!(status == 409, "the only key stays: {status} {last}");
+
+    // Paging: pages of 1 cover both channels once, in id order.
+    let (mut seen, mut after) = (Vec::new(), String::new());
+    loop {
+        let q = if after.is_empty() { "limit=1".to_owned() } else { format!("limit=1&after={after}") };
+        let (_, page) = call(&env, "GET", &url(&format!("/api/channels?{q}")), &tokens["viewer"], None).await?;
+        ensure!(!page.to_string().contains("sk-upstream"), "{page}");
+        seen.extend(page["data"].as_array().into_iter().flatten().filter_map(|c| c["id"].as_str().map(str::to_owned)));
+        match page["next_cursor"].as_str() {
+            Some(c) => after = c.to_owned(),
+            None => break,
+        }
+    }
+    ensure!(seen.len() == 2 && seen[0] == id && seen[0] < seen[1], "{seen:?}");
+
+    let (status, _) = call(&env, "DELETE", &url(&format!("/api/channels/{id}")), &owner, None).await?;
+    ensure!(status == 204, "remove: {status}");
+    ensure!(call(&env, "GET", &url(&format!("/api/channels/{id}")), &owner, None).await?.0 == 404, "removed");
+
+    let (_, audit) = call(&env, "GET", &url("/api/audit?limit=200"), &owner, None).await?;
+    let entries = audit["data"].as_array().context("data")?;
+    for action in
+        ["channel.added", "channel.updated", "channel.key_added", "upstream_key.state_changed", "channel.removed"]
+    {
+        let e = entries.iter().find(|e| e["action"] == action).cloned().unwrap_or_default();
+        ensure!(e["actor"].is_string() && e["actor_addr"] == "127.0.0.1", "{action}: {e} in {audit}");
+    }
+    let removed = entries.iter().find(|e| e["action"] == "channel.removed").cloned().unwrap_or_default();
+    ensure!(removed["actor"] == owner_id.as_str(), "the owner removed it: {removed}");
+    for text in [audit.to_string(), serve.log()] {
+        ensure!(!text.contains(SECRET_1) && !text.contains(SECRET_2), "an upstream key leaked: {text}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn channels_over_http_keep_their_keys_write_only_embedded() -> anyhow::Result<()> {
+    channels_over_http_keep_their_keys_write_only(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn channels_over_http_keep_their_keys_write_only_cluster() -> anyhow::Result<()> {
+    channels_over_http_keep_their_keys_write_only(Backend::Cluster).await
+}

@@ -122,6 +122,16 @@ impl From<control::AdminError> for ApiError {
             E::NoKey(_) => ApiError::not_found("key"),
             E::NoChannel(_) => ApiError::not_found("channel"),
             E::UserDisabled(_) => ApiError::conflict("user_disabled", e.to_string()),
+            E::ChannelNameTaken(_) => ApiError::conflict("channel_exists", e.to_string()),
+            E::NoUpstreamKey { .. } => ApiError::not_found("upstream key"),
+            E::DuplicateApiKey(..) => ApiError::conflict("duplicate_key", e.to_string()),
+            E::LastApiKey(_) => ApiError::conflict("last_key", e.to_string()),
+            E::KeyStateUnchanged(..) => ApiError::conflict("state_unchanged", e.to_string()),
+            E::TooManyApiKeys(_) => ApiError::conflict("too_many_keys", e.to_string()),
+            E::KeyUnopenable(_) => {
+                tracing::error!(error = %e, "A channel key cannot be opened with this master key.");
+                ApiError::unavailable("key_unopenable", "A key of this channel cannot be opened here.")
+            }
             E::Append { .. } | E::Log { .. } | E::Hashing => {
                 tracing::warn!(error = %e, "Admin API write failed.");
                 ApiError::unavailable("log_unavailable", "The event log is unavailable; nothing was changed.")

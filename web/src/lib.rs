@@ -5,6 +5,7 @@
 mod api_error;
 mod audit;
 pub mod auth;
+mod channels;
 mod error;
 mod health;
 mod idempotency;

@@ -4,8 +4,9 @@
 //! a logged-out token stops working as soon as this process has read the event (JetStream
 //! pushes it; the embedded log wakes tails on an append and polls every 100 ms).
 //!
-//! Only user and session-secret events are folded: the users' rules depend on nothing else, and
-//! the gateway already holds keys and channels — this view stays small however many keys exist.
+//! Only user, session-secret and channel events are folded: the users' rules depend on nothing
+//! else, channels (with their upstream keys' states) are few and `/api/channels` lists them from
+//! here, and the gateway already holds API keys — this view stays small however many keys exist.
 
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -33,6 +34,16 @@ impl Snapshot {
         self.model.user_by_email(email)
     }
 
+    /// The live channels, by id (creation order: ids are UUIDv7).
+    pub fn channels(&self) -> impl Iterator<Item = &schemas::control::Channel> {
+        self.model.channels.values()
+    }
+
+    /// The live channel with this id.
+    pub fn channel(&self, channel_id: &str) -> Option<&schemas::control::Channel> {
+        self.model.channels.get(channel_id)
+    }
+
     /// The sealed session secret, when one was generated.
     pub fn session_secret(&self) -> Option<&schemas::secret::Sealed> {
         self.model.session_secret.as_ref()
@@ -56,6 +67,12 @@ fn relevant(body: &EventBody) -> bool {
             | EventBody::UserDisabled(_)
             | EventBody::UserSessionsRevoked(_)
             | EventBody::SessionSecretGenerated(_)
+            | EventBody::ChannelAdded(_)
+            | EventBody::ChannelUpdated(_)
+            | EventBody::ChannelRemoved(_)
+            | EventBody::ChannelKeyAdded(_)
+            | EventBody::ChannelKeyRemoved(_)
+            | EventBody::UpstreamKeyStateChanged(_)
     )
 }
 
@@ -113,7 +130,7 @@ async fn follow(log: EventLog, live: Weak<Live>) {
                             match model.apply(ev.seq, &env) {
                                 Outcome::Changed(_) => changed = true,
                                 Outcome::Rejected(reason) => {
-                                    tracing::warn!(seq = ev.seq, reason, "User event refused by the control model.");
+                                    tracing::warn!(seq = ev.seq, reason, "Control event refused by the control model.");
                                 }
                                 Outcome::Unchanged | Outcome::NotControl => {}
                             }

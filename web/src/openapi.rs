@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::{audit, auth, health, keys, prices, reports, users};
+use crate::{audit, auth, channels, health, keys, prices, reports, users};
 
 /// The document.
 #[derive(OpenApi)]
@@ -30,6 +30,15 @@ use crate::{audit, auth, health, keys, prices, reports, users};
         prices::list,
         prices::set,
         reports::usage,
+        channels::list,
+        channels::get_one,
+        channels::create,
+        channels::update,
+        channels::remove,
+        channels::add_key,
+        channels::remove_key,
+        channels::enable_key,
+        channels::disable_key,
         openapi_json,
     ),
     modifiers(&Security),

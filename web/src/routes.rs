@@ -8,7 +8,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, patch, post};
 
 use crate::api_error::ApiError;
-use crate::{WebState, audit, auth, health, idempotency, keys, openapi, pages, prices, reports, usage, users};
+use crate::{
+    WebState, audit, auth, channels, health, idempotency, keys, openapi, pages, prices, reports, usage, users,
+};
 
 /// Largest admin API request body.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
@@ -34,6 +36,12 @@ pub fn router(state: WebState) -> Router {
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/api/prices", get(prices::list).put(prices::set))
         .route("/api/reports/usage", get(reports::usage))
+        .route("/api/channels", get(channels::list).post(channels::create))
+        .route("/api/channels/{id}", get(channels::get_one).patch(channels::update).delete(channels::remove))
+        .route("/api/channels/{id}/keys", post(channels::add_key))
+        .route("/api/channels/{id}/keys/{key_id}", axum::routing::delete(channels::remove_key))
+        .route("/api/channels/{id}/keys/{key_id}/enable", post(channels::enable_key))
+        .route("/api/channels/{id}/keys/{key_id}/disable", post(channels::disable_key))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found("route") }))
         // The last layer runs first: the session, then the idempotency check (which needs the
         // caller).
