@@ -951,3 +951,86 @@ async fn channels_over_http_keep_their_keys_write_only_embedded() -> anyhow::Res
 async fn channels_over_http_keep_their_keys_write_only_cluster() -> anyhow::Result<()> {
     channels_over_http_keep_their_keys_write_only(Backend::Cluster).await
 }
+
+/// `/api/routes` over HTTP, the same operation as `routes set|list`: owners and unscoped admins
+/// set, viewers and tenant users read, billing is refused; bad strategies, self-fallbacks and
+/// unknown fields are 422; a route set over HTTP is what the CLI lists, and is audited.
+async fn routes_over_http_are_the_clis(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::new(backend).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
+    let base = serve.base.clone();
+    let owner = token(&env, &base, "admin@localhost", "owner-password-123").await?;
+    env.cli(&["tenants", "create", "acme"])?;
+    let mut tokens = std::collections::BTreeMap::new();
+    tokens.insert("owner", owner.clone());
+    for (name, role, tenant) in [
+        ("admin", "admin", None),
+        ("viewer", "viewer", None),
+        ("billing", "billing", None),
+        ("acme-admin", "admin", Some("acme")),
+    ] {
+        let body = json!({"email": format!("{name}@x.example"), "role": role, "tenant": tenant});
+        let (status, created) = call(&env, "POST", &format!("{base}/api/users"), &owner, Some(body)).await?;
+        ensure!(status == 201, "create {name}: {status} {created}");
+        let password = created["password"].as_str().context("password")?;
+        tokens.insert(name, token(&env, &base, &format!("{name}@x.example"), password).await?);
+    }
+    let set = |s: &str, f: &[&str]| Some(json!({"strategy": s, "fallback": f}));
+    let cases: Vec<(&str, &str, &str, Option<Value>, u16)> = vec![
+        ("admin", "PUT", "/api/routes/gpt-4o", set("least-latency", &["gpt-4o-mini", "m3"]), 200),
+        ("owner", "PUT", "/api/routes/m3", set("lowest-cost", &[]), 200),
+        ("viewer", "PUT", "/api/routes/gpt-4o", set("priority", &[]), 403),
+        ("billing", "PUT", "/api/routes/gpt-4o", set("priority", &[]), 403),
+        ("acme-admin", "PUT", "/api/routes/gpt-4o", set("priority", &[]), 403),
+        ("billing", "GET", "/api/routes", None, 403),
+        ("viewer", "GET", "/api/routes", None, 200),
+        ("acme-admin", "GET", "/api/routes", None, 200),
+        ("owner", "PUT", "/api/routes/gpt-4o", set("fastest", &[]), 422),
+        ("owner", "PUT", "/api/routes/gpt-4o", set("priority", &["gpt-4o"]), 422),
+        ("owner", "PUT", "/api/routes/%20", set("priority", &[]), 422),
+        ("owner", "PUT", "/api/routes/gpt-4o", Some(json!({"strategy": "priority", "colour": "red"})), 422),
+        ("owner", "PUT", "/api/routes/gpt-4o", set("priority", &["a", "b", "c", "d", "e", "f", "g", "h", "i"]), 422),
+        ("owner", "DELETE", "/api/routes/gpt-4o", None, 405),
+    ];
+    for (who, method, path, body, want) in cases {
+        let (status, answer) = call(&env, method, &format!("{base}{path}"), &tokens[who], body).await?;
+        ensure!(status.as_u16() == want, "{who} {method} {path}: {status} {answer}, want {want}");
+        if answer.to_string().contains("colour") {
+            ensure!(answer["error"]["message"].as_str().is_some_and(|m| m.contains("colour")), "{answer}");
+        }
+    }
+    let (_, routes) = call(&env, "GET", &format!("{base}/api/routes?limit=1"), &tokens["viewer"], None).await?;
+    ensure!(
+        routes["data"][0] == json!({"model": "gpt-4o", "strategy": "least-latency", "fallback": ["gpt-4o-mini", "m3"]})
+            && routes["next_cursor"] == "gpt-4o",
+        "{routes}"
+    );
+    let (_, next) = call(&env, "GET", &format!("{base}/api/routes?limit=1&after=gpt-4o"), &owner, None).await?;
+    ensure!(next["data"][0]["model"] == "m3" && next["next_cursor"].is_null(), "{next}");
+    let list = env.cli(&["routes", "list"])?;
+    ensure!(list.contains("gpt-4o\tleast-latency\tgpt-4o-mini,m3") && list.contains("m3\tlowest-cost"), "{list}");
+    env.cli(&["routes", "set", "--model", "m4", "--strategy", "priority"])?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, all) = call(&env, "GET", &format!("{base}/api/routes"), &owner, None).await?;
+        if all["data"].as_array().is_some_and(|d| d.iter().any(|r| r["model"] == "m4")) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "a route set with the CLI never showed: {all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, audit) = call(&env, "GET", &format!("{base}/api/audit?limit=200"), &owner, None).await?;
+    let e = audit["data"].as_array().into_iter().flatten().find(|e| e["action"] == "route.set").cloned();
+    ensure!(e.is_some_and(|e| e["actor_addr"] == "127.0.0.1" || e["source"] == "cli"), "{audit}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn routes_over_http_are_the_clis_embedded() -> anyhow::Result<()> {
+    routes_over_http_are_the_clis(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn routes_over_http_are_the_clis_cluster() -> anyhow::Result<()> {
+    routes_over_http_are_the_clis(Backend::Cluster).await
+}

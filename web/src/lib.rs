@@ -18,6 +18,7 @@ mod prices;
 mod query;
 mod reports;
 mod routes;
+mod routing;
 mod usage;
 mod users;
 

@@ -4,9 +4,10 @@
 //! a logged-out token stops working as soon as this process has read the event (JetStream
 //! pushes it; the embedded log wakes tails on an append and polls every 100 ms).
 //!
-//! Only user, session-secret and channel events are folded: the users' rules depend on nothing
-//! else, channels (with their upstream keys' states) are few and `/api/channels` lists them from
-//! here, and the gateway already holds API keys — this view stays small however many keys exist.
+//! Only user, session-secret, channel and route events are folded: the users' rules depend on
+//! nothing else, channels (with their upstream keys' states) and routes are few and
+//! `/api/channels` and `/api/routes` list them from here, and the gateway already holds API
+//! keys — this view stays small however many keys exist.
 
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -44,6 +45,11 @@ impl Snapshot {
         self.model.channels.get(channel_id)
     }
 
+    /// The routes, by model.
+    pub fn routes(&self) -> impl Iterator<Item = &schemas::RouteSet> {
+        self.model.routes.values()
+    }
+
     /// The sealed session secret, when one was generated.
     pub fn session_secret(&self) -> Option<&schemas::secret::Sealed> {
         self.model.session_secret.as_ref()
@@ -73,6 +79,7 @@ fn relevant(body: &EventBody) -> bool {
             | EventBody::ChannelKeyAdded(_)
             | EventBody::ChannelKeyRemoved(_)
             | EventBody::UpstreamKeyStateChanged(_)
+            | EventBody::RouteSet(_)
     )
 }
 

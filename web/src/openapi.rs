@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::{audit, auth, channels, health, keys, prices, reports, users};
+use crate::{audit, auth, channels, health, keys, prices, reports, routing, users};
 
 /// The document.
 #[derive(OpenApi)]
@@ -39,6 +39,8 @@ use crate::{audit, auth, channels, health, keys, prices, reports, users};
         channels::remove_key,
         channels::enable_key,
         channels::disable_key,
+        routing::list,
+        routing::set,
         openapi_json,
     ),
     modifiers(&Security),

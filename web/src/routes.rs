@@ -9,7 +9,7 @@ use axum::routing::{get, patch, post};
 
 use crate::api_error::ApiError;
 use crate::{
-    WebState, audit, auth, channels, health, idempotency, keys, openapi, pages, prices, reports, usage, users,
+    WebState, audit, auth, channels, health, idempotency, keys, openapi, pages, prices, reports, routing, usage, users,
 };
 
 /// Largest admin API request body.
@@ -42,6 +42,8 @@ pub fn router(state: WebState) -> Router {
         .route("/api/channels/{id}/keys/{key_id}", axum::routing::delete(channels::remove_key))
         .route("/api/channels/{id}/keys/{key_id}/enable", post(channels::enable_key))
         .route("/api/channels/{id}/keys/{key_id}/disable", post(channels::disable_key))
+        .route("/api/routes", get(routing::list))
+        .route("/api/routes/{model}", axum::routing::put(routing::set))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found("route") }))
         // The last layer runs first: the session, then the idempotency check (which needs the
         // caller).
