@@ -232,3 +232,91 @@ async fn row18_bytes_that_are_not_utf8_from_the_upstream_are_an_error_in_every_p
     assert_eq!(app.wait_usage(4).await?.len(), 3 + 1);
     Ok(())
 }
+
+/// Sends one raw HTTP/1.1 request with `header: value` (any bytes) and returns the status and
+/// body of the answer.
+async fn raw_request(app: &TestApp, path: &str, header: &str, value: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = br#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut req =
+        format!("POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n", app.addr).into_bytes();
+    req.extend_from_slice(format!("{header}: Bearer sk-").as_bytes());
+    req.extend_from_slice(value);
+    req.extend_from_slice(format!("\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes());
+    req.extend_from_slice(body);
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await?;
+    conn.write_all(&req).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out)).await??;
+    let text = String::from_utf8_lossy(&out);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.as_bytes().to_vec()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// FAULTS.md row 23: a NUL or another control byte in `Authorization` or `x-api-key` is refused
+/// by the HTTP parser with 400 before any handler runs, and bytes that are not text (obs-text)
+/// get 401 `invalid_api_key` in the protocol's shape; never a 5xx, never the raw value echoed.
+#[tokio::test]
+async fn row23_control_bytes_in_authorization_are_refused_never_a_500() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    for header in ["authorization", "x-api-key"] {
+        for bad in [&b"ab\x00cd"[..], b"ab\x01cd", b"ab\x1bcd", b"ab\x7fcd"] {
+            for path in ["/v1/chat/completions", "/v1/messages"] {
+                let (status, body) = raw_request(&app, path, header, bad).await?;
+                assert_eq!(status, 400, "{header} {bad:?} {path}: {}", String::from_utf8_lossy(&body));
+            }
+        }
+        for path in ["/v1/chat/completions", "/v1/messages"] {
+            let (status, body) = raw_request(&app, path, header, b"ab\xff\xfecd").await?;
+            assert_eq!(status, 401, "{header} obs-text {path}: {}", String::from_utf8_lossy(&body));
+            let v: Value = serde_json::from_slice(&body)?;
+            if path == "/v1/messages" {
+                assert_eq!(
+                    (v["type"].as_str(), v["error"]["type"].as_str()),
+                    (Some("error"), Some("authentication_error"))
+                );
+            } else {
+                assert_eq!(v["error"]["code"], "invalid_api_key", "{v}");
+            }
+            assert!(!body.windows(2).any(|w| w == b"\xff\xfe"), "the raw value is echoed");
+        }
+    }
+    assert!(app.fake.requests().is_empty(), "no upstream call");
+    Ok(())
+}
+
+/// FAULTS.md row 19 over HTTP: 100,000 nested `[` as a whole body, and as the value of a field,
+/// get 400 `invalid_json` quickly on every protocol, with no upstream call and no stack overflow.
+#[tokio::test]
+async fn row19_deeply_nested_json_over_http_is_a_quick_400() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    let deep = "[".repeat(100_000);
+    let in_field = format!(r#"{{"model":"{MODEL}","max_tokens":8,"messages":{deep}"#);
+    let gemini = format!("/v1beta/models/{MODEL}:generateContent");
+    for path in ["/v1/chat/completions", "/v1/messages", "/v1/embeddings", gemini.as_str()] {
+        for body in [deep.clone(), in_field.clone()] {
+            let started = Instant::now();
+            let resp = app
+                .http
+                .post(app.url(path))
+                .bearer_auth(&app.key)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await?;
+            assert_eq!(status, 400, "{path}: {text}");
+            assert!(text.len() < 2048, "{path}: the body is not echoed ({} bytes)", text.len());
+            assert!(started.elapsed() < Duration::from_secs(5), "{path}: took {:?}", started.elapsed());
+        }
+    }
+    // The gateway still serves.
+    let ok = app
+        .post("/v1/chat/completions", &json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+        .await?;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(app.fake.requests().len(), 1, "only the last request reached the upstream");
+    Ok(())
+}
