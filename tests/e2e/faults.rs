@@ -1,7 +1,7 @@
 //! Fault-catalogue rows that need the real binary, each test named after its row of
 //! `FAULTS.md`: large bodies and the process's memory (row 17), health while NATS is down
 //! (row 33), Postgres going away under a running `serve` (row 34), a canary secret that must
-//! never reach a log line (row 40), and the file limit and the connection cap's log line (row 44).
+//! never reach a log line (row 40) nor a bad key header's bytes (row 23), and the file limit and the connection cap's log line (row 44).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -379,5 +379,42 @@ async fn row44_the_file_limit_is_raised_at_start_and_the_connection_cap_is_logge
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(held);
+    Ok(())
+}
+
+/// FAULTS.md row 23 on the real binary with a debug log: a key header holding a canary next to a
+/// NUL, a control byte or bytes that are not text gets 400 or 401, never a 5xx, and the canary
+/// appears in no log line.
+#[tokio::test]
+async fn row23_the_raw_value_of_a_bad_key_header_is_never_logged() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve_with_env(&[("RUST_LOG", "debug")]).await?;
+    let addr = serve.base.trim_start_matches("http://").to_owned();
+    let canary = "CanaryAuth7f3c9d";
+    let body = format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+    for header in ["authorization", "x-api-key"] {
+        for bad in [&b"\x00"[..], b"\x01", b"\xff\xfe"] {
+            let mut req = format!("POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\n{header}: Bearer sk-{canary}")
+                .into_bytes();
+            req.extend_from_slice(bad);
+            req.extend_from_slice(
+                format!("{canary}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+                    .as_bytes(),
+            );
+            let mut conn = TcpStream::connect(&addr).await?;
+            conn.write_all(&req).await?;
+            let mut out = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out)).await??;
+            let text = String::from_utf8_lossy(&out);
+            let status: u16 = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            assert!(status == 400 || status == 401, "{header} {bad:?}: {text}");
+            assert!(!text.contains(canary), "the value is echoed: {text}");
+        }
+    }
+    // Give the log writer a moment, then sweep it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = serve.log();
+    assert!(log.contains("DEBUG") || log.contains("debug"), "the debug log is on");
+    assert!(!log.contains(canary), "the raw key header reached the log");
     Ok(())
 }
