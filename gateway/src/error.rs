@@ -95,6 +95,13 @@ pub enum ApiError {
         /// Seconds, passed on from the upstream's `Retry-After`.
         retry_after: Option<u64>,
     },
+    /// Every key of every candidate channel is out of rotation (resting after a 429, breaker
+    /// open, disabled): nothing was sent upstream.
+    #[error("No upstream is available for this model right now; retry later.")]
+    NoHealthyUpstream {
+        /// Seconds until the first key returns to rotation (none when no key will by itself).
+        retry_after: Option<u64>,
+    },
     /// The upstream said 200 but sent something that is not the protocol.
     #[error("The upstream provider returned an invalid response.")]
     UpstreamInvalidResponse,
@@ -135,7 +142,9 @@ impl ApiError {
             ApiError::ModelNotFound { .. } | ApiError::UnknownRoute => StatusCode::NOT_FOUND,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Upstream | ApiError::UpstreamInvalidResponse => StatusCode::BAD_GATEWAY,
-            ApiError::UpstreamOverloaded { .. } | ApiError::UsageNotRecorded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UpstreamOverloaded { .. } | ApiError::NoHealthyUpstream { .. } | ApiError::UsageNotRecorded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::UpstreamRejected { status, .. } => *status,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -160,6 +169,7 @@ impl ApiError {
             ApiError::UpstreamTimeout
             | ApiError::Upstream
             | ApiError::UpstreamOverloaded { .. }
+            | ApiError::NoHealthyUpstream { .. }
             | ApiError::UpstreamInvalidResponse => "upstream_error",
             ApiError::UsageNotRecorded | ApiError::Internal => "server_error",
         }
@@ -182,6 +192,7 @@ impl ApiError {
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Upstream => "upstream_error",
             ApiError::UpstreamOverloaded { .. } => "upstream_overloaded",
+            ApiError::NoHealthyUpstream { .. } => "no_healthy_upstream",
             ApiError::UpstreamInvalidResponse => "upstream_invalid_response",
             ApiError::UpstreamRejected { code, .. } => return code.as_deref(),
             ApiError::UsageNotRecorded => "usage_not_recorded",
@@ -234,7 +245,9 @@ impl ApiError {
             404 => "not_found_error",
             413 => "request_too_large",
             429 => "rate_limit_error",
-            503 if matches!(self, ApiError::UpstreamOverloaded { .. }) => "overloaded_error",
+            503 if matches!(self, ApiError::UpstreamOverloaded { .. } | ApiError::NoHealthyUpstream { .. }) => {
+                "overloaded_error"
+            }
             504 => "timeout_error",
             _ => "api_error",
         }
@@ -278,9 +291,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status_code(), self.body()).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let retry_after = match self {
-            ApiError::UpstreamOverloaded { retry_after: Some(s) } | ApiError::AuthThrottled { retry_after: s } => {
-                Some(s)
-            }
+            ApiError::UpstreamOverloaded { retry_after: Some(s) }
+            | ApiError::NoHealthyUpstream { retry_after: Some(s) }
+            | ApiError::AuthThrottled { retry_after: s } => Some(s),
             _ => None,
         };
         if let Some(s) = retry_after

@@ -163,7 +163,7 @@ pub fn candidates(
     if lanes.is_empty() {
         let retry_after = (back_at != i64::MAX)
             .then(|| u64::try_from(back_at.saturating_sub(now_us)).unwrap_or(0).div_ceil(1_000_000).max(1));
-        return Err(ApiError::UpstreamOverloaded { retry_after });
+        return Err(ApiError::NoHealthyUpstream { retry_after });
     }
     Ok(lanes)
 }

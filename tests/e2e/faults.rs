@@ -1,7 +1,7 @@
 //! Fault-catalogue rows that need the real binary, each test named after its row of
 //! `FAULTS.md`: large bodies and the process's memory (row 17), health while NATS is down
-//! (row 33), Postgres going away under a running `serve` (row 34), and a canary secret that must
-//! never reach a log line (row 40).
+//! (row 33), Postgres going away under a running `serve` (row 34), a canary secret that must
+//! never reach a log line (row 40) nor a bad key header's bytes (row 23), and the file limit and the connection cap's log line (row 44).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -333,5 +333,88 @@ async fn row33_health_answers_503_while_nats_is_down_and_200_once_it_is_back() -
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     env.wait_for_usage(&serve, &key, 1).await?;
+    Ok(())
+}
+
+/// `(soft, hard)` of "Max open files" in `/proc/PID/limits` (`None`: unlimited).
+fn open_files_limits(pid: &str) -> anyhow::Result<(Option<u64>, Option<u64>)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).context("no open files line")?;
+    let mut fields = line.trim_start_matches("Max open files").split_whitespace();
+    let soft = fields.next().context("no soft limit")?;
+    let hard = fields.next().context("no hard limit")?;
+    Ok((soft.parse().ok(), hard.parse().ok()))
+}
+
+/// FAULTS.md row 44 on the real binary: the process raises its open-files soft limit to the hard
+/// limit at start and logs it (this test process lowers its own soft limit first, with
+/// `prlimit`, so the child inherits a lower one; nextest runs each test in its own process), and
+/// with `LLM_ROUTER_MAX_CONNECTIONS=2` a third connection logs the cap's WARN line.
+#[tokio::test]
+async fn row44_the_file_limit_is_raised_at_start_and_the_connection_cap_is_logged() -> anyhow::Result<()> {
+    let me = std::process::id().to_string();
+    let lowered = std::process::Command::new("prlimit").args(["--pid", &me, "--nofile=512:"]).status()?;
+    anyhow::ensure!(lowered.success(), "prlimit failed");
+    let (parent_soft, parent_hard) = open_files_limits("self")?;
+    anyhow::ensure!(parent_soft == Some(512) && parent_hard != Some(512), "{parent_soft:?} {parent_hard:?}");
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_MAX_CONNECTIONS", "2")]).await?;
+    let (soft, hard) = open_files_limits(&serve.pid().to_string())?;
+    assert_eq!(soft, hard, "the soft open-files limit is not raised to the hard one");
+    assert_eq!(hard, parent_hard);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !serve.log().contains("Open files limit raised") {
+        anyhow::ensure!(Instant::now() < deadline, "no log line for the raise:\n{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two idle connections take the two slots; the third waits and the cap is logged.
+    let addr = serve.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(&addr).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !serve.log().contains("Connection limit reached") {
+        anyhow::ensure!(Instant::now() < deadline, "no log line at the connection cap:\n{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(held);
+    Ok(())
+}
+
+/// FAULTS.md row 23 on the real binary with a debug log: a key header holding a canary next to a
+/// NUL, a control byte or bytes that are not text gets 400 or 401, never a 5xx, and the canary
+/// appears in no log line.
+#[tokio::test]
+async fn row23_the_raw_value_of_a_bad_key_header_is_never_logged() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve_with_env(&[("RUST_LOG", "debug")]).await?;
+    let addr = serve.base.trim_start_matches("http://").to_owned();
+    let canary = "CanaryAuth7f3c9d";
+    let body = format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+    for header in ["authorization", "x-api-key"] {
+        for bad in [&b"\x00"[..], b"\x01", b"\xff\xfe"] {
+            let mut req = format!("POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\n{header}: Bearer sk-{canary}")
+                .into_bytes();
+            req.extend_from_slice(bad);
+            req.extend_from_slice(
+                format!("{canary}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+                    .as_bytes(),
+            );
+            let mut conn = TcpStream::connect(&addr).await?;
+            conn.write_all(&req).await?;
+            let mut out = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out)).await??;
+            let text = String::from_utf8_lossy(&out);
+            let status: u16 = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            assert!(status == 400 || status == 401, "{header} {bad:?}: {text}");
+            assert!(!text.contains(canary), "the value is echoed: {text}");
+        }
+    }
+    // Give the log writer a moment, then sweep it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = serve.log();
+    assert!(log.contains("DEBUG") || log.contains("debug"), "the debug log is on");
+    assert!(!log.contains(canary), "the raw key header reached the log");
     Ok(())
 }

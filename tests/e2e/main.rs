@@ -4,6 +4,7 @@
 mod admin_api;
 mod anthropic;
 mod chaos;
+mod dashboard;
 mod egress;
 mod faults;
 mod gemini;

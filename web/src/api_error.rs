@@ -98,9 +98,24 @@ impl ApiError {
         e
     }
 
+    /// 405: the path exists, the method does not.
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            "This path does not take this method; the Allow header lists the ones it takes.",
+        )
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// How long the client should wait before trying again, when the error says.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 }
 

@@ -1,10 +1,15 @@
 //! Every read and admin route, path → handler. Authentication: `/v1/usage` takes a virtual key;
 //! `/api/health` and `/api/auth/login` are open (health shows no tenant data); every other
 //! `/api/*` route needs an admin session (`auth::require_session`), and an unknown `/api/*` path
-//! is 401 without one and 404 with one, so paths cannot be probed anonymously.
+//! is 401 without one and 404 with one, so paths cannot be probed anonymously. A known `/api/*`
+//! path with a method it does not take is 405 in the API's error shape. The dashboard (`/`) needs
+//! a session cookie; `/login` and `/logout` are its forms (`pages`).
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 
 use crate::api_error::ApiError;
@@ -50,7 +55,26 @@ pub fn router(state: WebState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_session));
     open.route("/api/auth/login", post(auth::login))
+        .route("/login", get(pages::login_page).post(pages::login_submit))
+        .route("/logout", post(pages::logout_submit))
         .merge(authenticated)
+        .layer(axum::middleware::from_fn(json_method_not_allowed))
         .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
         .with_state(state)
+}
+
+/// Replaces the router's plain 405 on an `/api/*` path with the API's JSON error, keeping the
+/// `Allow` header.
+async fn json_method_not_allowed(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let res = next.run(req).await;
+    if !api || res.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return res;
+    }
+    let allow = res.headers().get(header::ALLOW).cloned();
+    let mut out = ApiError::method_not_allowed().into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
 }

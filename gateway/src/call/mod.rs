@@ -100,7 +100,7 @@ pub async fn start(
         match routing::candidates(&control, &key, &prepared.model, &options.providers, attempts_limit(&app), now) {
             Ok(c) => c,
             // Every key of the model is out of rotation: its fallback models may serve.
-            Err(ApiError::UpstreamOverloaded { .. }) if !routing::fallbacks(&control, &prepared.model).is_empty() => {
+            Err(ApiError::NoHealthyUpstream { .. }) if !routing::fallbacks(&control, &prepared.model).is_empty() => {
                 Vec::new()
             }
             Err(e) => {
@@ -298,7 +298,7 @@ async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
     if attempts.count == 0 {
         // Every candidate went out of rotation since it was chosen (another request took a
         // half-open trial, a key was disabled): nothing was sent.
-        last = ApiError::UpstreamOverloaded { retry_after: Some(1) };
+        last = ApiError::NoHealthyUpstream { retry_after: Some(1) };
     }
     let protocol = call.prepared.endpoint.protocol();
     let outcome = Outcome { channel: tried.as_deref(), attempts, billable: None, ttft: None };

@@ -1,11 +1,13 @@
 //! Fault-catalogue rows driven over HTTP against fake upstreams, each test named after its row
 //! of `FAULTS.md`: an invalid 200 (row 8), name resolution and TLS verification failures (row 12),
-//! configuration fields smuggled into bodies (row 21), and bytes that are not UTF-8 from an
-//! upstream (row 18).
+//! configuration fields smuggled into bodies (row 21), bytes that are not UTF-8 from an
+//! upstream (row 18), control bytes in the key header (row 23), deep nesting (row 19), the
+//! connection released after a timeout (row 5) and the drain caps after a client leaves (row 10).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use schemas::{ChannelAdded, EventBody, GLOBAL_TENANT};
 use serde_json::{Value, json};
 use testkit::fake_openai::{FakeOpenAi, Scenario};
@@ -230,5 +232,217 @@ async fn row18_bytes_that_are_not_utf8_from_the_upstream_are_an_error_in_every_p
     assert_eq!(app.post("/v1/chat/completions", &chat(MODEL)).await?.status(), 200);
     // Streams that started are billed; the unreadable JSON answers are not.
     assert_eq!(app.wait_usage(4).await?.len(), 3 + 1);
+    Ok(())
+}
+
+/// Sends one raw HTTP/1.1 request with `header: value` (any bytes) and returns the status and
+/// body of the answer.
+async fn raw_request(app: &TestApp, path: &str, header: &str, value: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = br#"{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut req =
+        format!("POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n", app.addr).into_bytes();
+    req.extend_from_slice(format!("{header}: Bearer sk-").as_bytes());
+    req.extend_from_slice(value);
+    req.extend_from_slice(format!("\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes());
+    req.extend_from_slice(body);
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await?;
+    conn.write_all(&req).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out)).await??;
+    let text = String::from_utf8_lossy(&out);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.as_bytes().to_vec()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// FAULTS.md row 23: a NUL or another control byte in `Authorization` or `x-api-key` is refused
+/// by the HTTP parser with 400 before any handler runs, and bytes that are not text (obs-text)
+/// get 401 `invalid_api_key` in the protocol's shape; never a 5xx, never the raw value echoed.
+#[tokio::test]
+async fn row23_control_bytes_in_authorization_are_refused_never_a_500() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    for header in ["authorization", "x-api-key"] {
+        for bad in [&b"ab\x00cd"[..], b"ab\x01cd", b"ab\x1bcd", b"ab\x7fcd"] {
+            for path in ["/v1/chat/completions", "/v1/messages"] {
+                let (status, body) = raw_request(&app, path, header, bad).await?;
+                assert_eq!(status, 400, "{header} {bad:?} {path}: {}", String::from_utf8_lossy(&body));
+            }
+        }
+        for path in ["/v1/chat/completions", "/v1/messages"] {
+            let (status, body) = raw_request(&app, path, header, b"ab\xff\xfecd").await?;
+            assert_eq!(status, 401, "{header} obs-text {path}: {}", String::from_utf8_lossy(&body));
+            let v: Value = serde_json::from_slice(&body)?;
+            if path == "/v1/messages" {
+                assert_eq!(
+                    (v["type"].as_str(), v["error"]["type"].as_str()),
+                    (Some("error"), Some("authentication_error"))
+                );
+            } else {
+                assert_eq!(v["error"]["code"], "invalid_api_key", "{v}");
+            }
+            assert!(!body.windows(2).any(|w| w == b"\xff\xfe"), "the raw value is echoed");
+        }
+    }
+    assert!(app.fake.requests().is_empty(), "no upstream call");
+    Ok(())
+}
+
+/// FAULTS.md row 19 over HTTP: 100,000 nested `[` as a whole body, and as the value of a field,
+/// get 400 `invalid_json` quickly on every protocol, with no upstream call and no stack overflow.
+#[tokio::test]
+async fn row19_deeply_nested_json_over_http_is_a_quick_400() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    let deep = "[".repeat(100_000);
+    let in_field = format!(r#"{{"model":"{MODEL}","max_tokens":8,"messages":{deep}"#);
+    let gemini = format!("/v1beta/models/{MODEL}:generateContent");
+    for path in ["/v1/chat/completions", "/v1/messages", "/v1/embeddings", gemini.as_str()] {
+        for body in [deep.clone(), in_field.clone()] {
+            let started = Instant::now();
+            let resp = app
+                .http
+                .post(app.url(path))
+                .bearer_auth(&app.key)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await?;
+            assert_eq!(status, 400, "{path}: {text}");
+            assert!(text.len() < 2048, "{path}: the body is not echoed ({} bytes)", text.len());
+            assert!(started.elapsed() < Duration::from_secs(5), "{path}: took {:?}", started.elapsed());
+        }
+    }
+    // The gateway still serves.
+    let ok = app
+        .post("/v1/chat/completions", &json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+        .await?;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(app.fake.requests().len(), 1, "only the last request reached the upstream");
+    Ok(())
+}
+
+/// A raw upstream on loopback: each connection's request is read, then `answer` runs on the
+/// socket; the time each connection was found closed (a read of 0 or a failed write) is sent.
+async fn raw_upstream<F, Fut>(answer: F) -> anyhow::Result<(String, tokio::sync::mpsc::UnboundedReceiver<Instant>)>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}/v1", listener.local_addr()?);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (tx, answer) = (tx.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                answer(conn).await;
+                let _ = tx.send(Instant::now());
+            });
+        }
+    });
+    Ok((base, rx))
+}
+
+/// FAULTS.md row 5: an upstream that never answers gets 504 after `first_byte_timeout`, and its
+/// connection is closed then (the slot and task are released), not kept until the upstream gives up.
+#[tokio::test]
+async fn row5_after_an_upstream_that_never_answers_times_out_its_connection_is_closed() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let app = spawn_with(|cfg| cfg.first_byte_timeout = Duration::from_millis(500)).await?;
+    let (base, mut closed) = raw_upstream(|mut conn| async move {
+        // Never answers; waits for the gateway to hang up (at most a minute).
+        let mut buf = [0u8; 1024];
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while !matches!(conn.read(&mut buf).await, Ok(0) | Err(_)) {}
+        })
+        .await;
+    })
+    .await?;
+    add_channel(&app, "ch_silent", base).await?;
+    let (status, body) = error_of(app.post("/v1/chat/completions", &chat(ONLY_HERE)).await?).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (504, Some("upstream_timeout")), "{body}");
+    let answered = Instant::now();
+    let at = tokio::time::timeout(Duration::from_secs(5), closed.recv()).await?.context("the upstream task ended")?;
+    assert!(
+        at.saturating_duration_since(answered) < Duration::from_secs(3),
+        "closed {:?} after the 504",
+        at - answered
+    );
+    Ok(())
+}
+
+/// A chunk of an endless OpenAI stream.
+const ENDLESS_CHUNK: &[u8] = b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello \"},\"finish_reason\":null}]}\n\n";
+
+/// Streams [`ENDLESS_CHUNK`] every `every` until a write fails.
+async fn stream_forever(mut conn: tokio::net::TcpStream, every: Duration) {
+    use tokio::io::AsyncWriteExt as _;
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+    if conn.write_all(head).await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if conn.write_all(ENDLESS_CHUNK).await.is_err() || conn.flush().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Starts a stream, reads its first bytes and leaves; returns when the client left.
+async fn leave_a_stream(app: &TestApp) -> anyhow::Result<Instant> {
+    let mut body = chat(ONLY_HERE);
+    body["stream"] = json!(true);
+    let mut resp = app.post("/v1/chat/completions", &body).await?;
+    assert_eq!(resp.status(), 200);
+    let first = resp.chunk().await?;
+    assert!(first.is_some_and(|c| !c.is_empty()), "no first chunk");
+    drop(resp);
+    Ok(Instant::now())
+}
+
+/// FAULTS.md row 10: after a client leaves a stream, the upstream is drained at most
+/// `drain_timeout` (here 300 ms, with an upstream that never ends) and at most `drain_max_bytes`
+/// (here 4 KiB, with a fast upstream and a long timeout): its connection is closed by then.
+#[tokio::test]
+async fn row10_after_a_client_leaves_the_upstream_is_drained_at_most_the_drain_caps() -> anyhow::Result<()> {
+    // The time cap: a slow endless stream.
+    let app = spawn_with(|cfg| {
+        cfg.drain_timeout = Duration::from_millis(300);
+        cfg.drain_max_bytes = 1 << 30;
+    })
+    .await?;
+    let (base, mut closed) = raw_upstream(|conn| stream_forever(conn, Duration::from_millis(20))).await?;
+    add_channel(&app, "ch_endless", base).await?;
+    let left = leave_a_stream(&app).await?;
+    let at = tokio::time::timeout(Duration::from_secs(10), closed.recv()).await?.context("the upstream task ended")?;
+    let after = at.saturating_duration_since(left);
+    assert!(after < Duration::from_secs(3), "the upstream was drained for {after:?} with a 300 ms cap");
+
+    // The byte cap: a fast endless stream, a drain time far longer than the test.
+    let app = spawn_with(|cfg| {
+        cfg.drain_timeout = Duration::from_secs(60);
+        cfg.drain_max_bytes = 4096;
+    })
+    .await?;
+    let (base, mut closed) = raw_upstream(|conn| stream_forever(conn, Duration::from_millis(1))).await?;
+    add_channel(&app, "ch_endless", base).await?;
+    let left = leave_a_stream(&app).await?;
+    let at = tokio::time::timeout(Duration::from_secs(20), closed.recv()).await?.context("the upstream task ended")?;
+    let after = at.saturating_duration_since(left);
+    assert!(after < Duration::from_secs(10), "the upstream was drained for {after:?} with a 4 KiB cap and 60 s");
     Ok(())
 }

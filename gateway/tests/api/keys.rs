@@ -419,7 +419,28 @@ async fn when_every_key_rests_the_client_gets_503_with_the_time_left_and_no_upst
         resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
     assert!((25..=30).contains(&left), "Retry-After {left}");
     let (_, body) = helpers::error_of(resp).await?;
-    assert_eq!(body["error"]["code"], "upstream_overloaded");
+    assert_eq!(body["error"]["code"], "no_healthy_upstream");
+    assert_eq!(body["error"]["type"], "upstream_error");
+    // The same in the Anthropic and Gemini shapes, with the same Retry-After.
+    let anthropic = json!({"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
+    let gemini = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
+    for (path, body) in
+        [("/v1/messages".to_owned(), anthropic), (format!("/v1beta/models/{MODEL}:generateContent"), gemini)]
+    {
+        let resp = app.post(&path, &body).await?;
+        assert_eq!(resp.status(), 503, "{path}");
+        let left: u64 =
+            resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert!((25..=30).contains(&left), "{path}: Retry-After {left}");
+        let (_, body) = helpers::error_of(resp).await?;
+        if path == "/v1/messages" {
+            assert_eq!(body["type"], "error", "{body}");
+            assert_eq!(body["error"]["type"], "overloaded_error", "{body}");
+        } else {
+            assert_eq!(body["error"]["code"], 503, "{body}");
+            assert_eq!(body["error"]["status"], "UNAVAILABLE", "{body}");
+        }
+    }
     assert_eq!(app.fake.requests().len(), 1, "the resting key was called again");
     Ok(())
 }

@@ -230,3 +230,24 @@ async fn no_retry_starts_once_the_requests_time_budget_is_spent() -> anyhow::Res
     assert_eq!(ask_as(&app, MODEL, &[]).await?, 200);
     Ok(())
 }
+
+/// FAULTS.md row 2: a 429 on the first channel tried moves the call to the next channel, and the
+/// client sees a 200 (the first channel's key rests; the next request goes straight to the second).
+#[tokio::test]
+async fn row2_a_429_on_the_first_channel_moves_the_call_to_the_second_and_the_client_sees_200() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    let cheap = FakeOpenAi::start().await?;
+    channel(&app, "ch_cheap", "openai", &cheap, &[MODEL]).await?;
+    price(&app, MODEL, "ch_fake", 900_000_000).await?;
+    price(&app, MODEL, "ch_cheap", 100_000_000).await?;
+    route(&app, MODEL, RouteStrategy::LowestCost, &[]).await?;
+    cheap.set_scenario(Scenario::FailStatus { status: 429, retry_after: Some(30) });
+    assert_eq!(ask_as(&app, MODEL, &[]).await?, 200);
+    assert_eq!((cheap.requests().len(), app.fake.requests().len()), (1, 1), "tried the cheap channel, then the other");
+    let usage = app.wait_usage(1).await?;
+    assert!(usage.iter().all(|(_, u)| u.channel_id == "ch_fake"), "billed at the serving channel");
+    // The rate-limited channel's key rests: the next call does not try it again.
+    assert_eq!(ask_as(&app, MODEL, &[]).await?, 200);
+    assert_eq!((cheap.requests().len(), app.fake.requests().len()), (1, 2));
+    Ok(())
+}

@@ -203,8 +203,26 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Constant-time comparison of two short strings.
-fn same(a: &str, b: &str) -> bool {
+pub(crate) fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The user a session token belongs to, when the token is valid now: signed by this router,
+/// not expired, its user enabled and not logged out since it was issued.
+pub(crate) fn session_user(admin: &AdminState, token: &str) -> Option<User> {
+    let claims = admin.signer().and_then(|s| s.verify(token, now_us() / 1_000_000))?;
+    let snapshot = admin.live.snapshot();
+    snapshot.user(&claims.sub).filter(|u| !u.disabled() && claims.iat_us >= u.sessions_not_before_us).cloned()
+}
+
+/// The user the request's session cookie belongs to (the dashboard's pages read only the cookie).
+pub(crate) fn cookie_user(admin: &AdminState, headers: &HeaderMap) -> Option<User> {
+    session_user(admin, cookie(headers, SESSION_COOKIE)?)
+}
+
+/// The request's CSRF cookie, which the dashboard's forms repeat in a hidden field.
+pub(crate) fn csrf_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, CSRF_COOKIE).filter(|c| !c.is_empty())
 }
 
 /// Middleware: authenticates the session and puts the [`Caller`] in the request's extensions.
@@ -216,21 +234,33 @@ pub async fn require_session(State(state): State<WebState>, mut req: Request, ne
         None => (cookie(headers, SESSION_COOKIE), true),
     };
     let Some(token) = token else { return ApiError::unauthenticated().into_response() };
-    let Some(claims) = admin.signer().and_then(|s| s.verify(token, now_us() / 1_000_000)) else {
-        return ApiError::unauthenticated().into_response();
-    };
-    let snapshot = admin.live.snapshot();
-    let Some(user) = snapshot.user(&claims.sub).filter(|u| !u.disabled() && claims.iat_us >= u.sessions_not_before_us)
-    else {
+    let Some(user) = session_user(admin, token) else {
         return ApiError::unauthenticated().into_response();
     };
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if via_cookie && unsafe_method && !csrf_ok(headers) {
         return ApiError::csrf().into_response();
     }
-    let caller = Caller { user: user.clone(), addr: client_addr(req.extensions()) };
+    let caller = Caller { user, addr: client_addr(req.extensions()) };
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// A form post of the dashboard must come from its own pages: a browser says where a request
+/// comes from in `Sec-Fetch-Site` and `Origin`, and either one naming another site (or an opaque
+/// `null` origin) refuses it. This guards the login form against login CSRF (another site
+/// logging the browser in as its own user), where no session or CSRF cookie exists yet. A client
+/// that sends neither header is not a browser acting for another site.
+pub(crate) fn same_origin_form(headers: &HeaderMap) -> bool {
+    let site = headers.get("sec-fetch-site").map(|v| v.to_str().unwrap_or("invalid"));
+    if site.is_some_and(|s| s != "same-origin") {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host =
+        origin.to_str().ok().and_then(|o| o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 /// A cookie-authenticated write must come from a same-origin page (when the browser says) and
@@ -308,6 +338,65 @@ fn set_cookie(res: &mut Response, name: &str, value: &str, max_age: i64, http_on
     }
 }
 
+/// A new session: its token, lifetime and user.
+pub(crate) struct Session {
+    pub(crate) token: String,
+    ttl_secs: i64,
+    exp: i64,
+    pub(crate) user: User,
+}
+
+/// Checks an email and password and issues a session: the one login path of the API and the
+/// dashboard's form. Throttled per email and address before any password is checked; a wrong
+/// password, an unknown email and a disabled user get the same answer after the same work.
+pub(crate) async fn authenticate(
+    admin: &AdminState,
+    addr: Option<IpAddr>,
+    email: &str,
+    password: String,
+) -> Result<Session, ApiError> {
+    let email = email.trim().to_lowercase();
+    if email.is_empty() || email.len() > 254 || password.len() > 4 * schemas::password::MAX_LEN {
+        return Err(ApiError::bad_credentials());
+    }
+    if let Some(wait) = admin.throttle.check(&email, addr) {
+        return Err(ApiError::throttled(wait));
+    }
+    let signer =
+        admin.signer().ok_or_else(|| ApiError::unavailable("no_session_secret", "Sessions are not set up yet."))?;
+    let user = admin.live.snapshot().user_by_email(&email).cloned();
+    let ok = verify(admin, password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let user = match user {
+        Some(u) if ok && !u.disabled() => u,
+        _ => {
+            admin.throttle.failed(&email, addr);
+            return Err(ApiError::bad_credentials());
+        }
+    };
+    admin.throttle.succeeded(&email);
+    let now = now_us();
+    let ttl_secs = i64::try_from(admin.cfg.session_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let claims =
+        token::Claims { sub: user.user_id.clone(), iat: now / 1_000_000, exp: now / 1_000_000 + ttl_secs, iat_us: now };
+    let token = signer.sign(&claims);
+    tracing::info!(user = %user.user_id, "Admin login.");
+    Ok(Session { token, ttl_secs, exp: claims.exp, user })
+}
+
+/// Sets the session cookie (HttpOnly) and a fresh CSRF cookie on `res`.
+pub(crate) fn set_session_cookies(res: &mut Response, headers: &HeaderMap, session: &Session) {
+    let secure = is_https(headers);
+    set_cookie(res, SESSION_COOKIE, &session.token, session.ttl_secs, true, secure);
+    set_cookie(res, CSRF_COOKIE, &schemas::keys::random_token(), session.ttl_secs, false, secure);
+}
+
+/// Clears both session cookies on `res`.
+pub(crate) fn clear_session_cookies(res: &mut Response, headers: &HeaderMap) {
+    let secure = is_https(headers);
+    set_cookie(res, SESSION_COOKIE, "", 0, true, secure);
+    set_cookie(res, CSRF_COOKIE, "", 0, false, secure);
+}
+
 /// Logs in: a token in the body, the same token in an HttpOnly cookie, and a CSRF cookie.
 #[utoipa::path(post, path = "/api/auth/login", request_body = LoginRequest, tag = "auth", security(()),
     responses((status = 200, body = LoginResponse), (status = 401), (status = 429)))]
@@ -318,39 +407,14 @@ pub async fn login(
     StrictJson(body): StrictJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let admin = state.admin().ok_or_else(|| ApiError::not_found("route"))?;
-    let email = body.email.trim().to_lowercase();
-    if email.is_empty() || email.len() > 254 || body.password.len() > 4 * schemas::password::MAX_LEN {
-        return Err(ApiError::bad_credentials());
-    }
-    if let Some(wait) = admin.throttle.check(&email, addr) {
-        return Err(ApiError::throttled(wait));
-    }
-    let signer =
-        admin.signer().ok_or_else(|| ApiError::unavailable("no_session_secret", "Sessions are not set up yet."))?;
-    let user = admin.live.snapshot().user_by_email(&email).cloned();
-    let ok = verify(admin, body.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
-    let user = match user {
-        Some(u) if ok && !u.disabled() => u,
-        _ => {
-            admin.throttle.failed(&email, addr);
-            return Err(ApiError::bad_credentials());
-        }
-    };
-    admin.throttle.succeeded(&email);
-    let now = now_us();
-    let ttl = i64::try_from(admin.cfg.session_ttl.as_secs()).unwrap_or(i64::MAX / 2);
-    let claims =
-        token::Claims { sub: user.user_id.clone(), iat: now / 1_000_000, exp: now / 1_000_000 + ttl, iat_us: now };
-    let token = signer.sign(&claims);
-    let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0)
+    let session = authenticate(admin, addr, &body.email, body.password).await?;
+    let expires_at = chrono::DateTime::from_timestamp(session.exp, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
-    tracing::info!(user = %user.user_id, "Admin login.");
     let mut res =
-        Json(LoginResponse { token: token.clone(), expires_at, user: SessionUser::from(&user) }).into_response();
-    let secure = is_https(&headers);
-    set_cookie(&mut res, SESSION_COOKIE, &token, ttl, true, secure);
-    set_cookie(&mut res, CSRF_COOKIE, &schemas::keys::random_token(), ttl, false, secure);
+        Json(LoginResponse { token: session.token.clone(), expires_at, user: SessionUser::from(&session.user) })
+            .into_response();
+    set_session_cookies(&mut res, &headers, &session);
     Ok(res)
 }
 
@@ -381,13 +445,17 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let admin = state.admin().ok_or_else(|| ApiError::not_found("route"))?;
+    end_sessions(&state, admin, &caller).await?;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    clear_session_cookies(&mut res, &headers);
+    Ok(res)
+}
+
+/// Ends every session of the caller (on every gateway) and waits until that is in force here.
+pub(crate) async fn end_sessions(state: &WebState, admin: &AdminState, caller: &Caller) -> Result<(), ApiError> {
     caller.admin(admin).revoke_sessions(&caller.user.user_id).await?;
     admin.settle(state.log(), state.store()).await;
-    let mut res = StatusCode::NO_CONTENT.into_response();
-    let secure = is_https(&headers);
-    set_cookie(&mut res, SESSION_COOKIE, "", 0, true, secure);
-    set_cookie(&mut res, CSRF_COOKIE, "", 0, false, secure);
-    Ok(res)
+    Ok(())
 }
 
 /// Who the session belongs to.
@@ -424,5 +492,25 @@ mod tests {
         assert!(!csrf_ok(&h), "another site");
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
         assert!(csrf_ok(&h));
+    }
+
+    #[test]
+    fn a_login_form_from_another_site_is_refused() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin_form(&h), "no browser headers");
+        h.insert(header::HOST, HeaderValue::from_static("router.example:8080"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://router.example:8080"));
+        assert!(same_origin_form(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert!(!same_origin_form(&h), "another origin");
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!same_origin_form(&h), "an opaque origin");
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://router.example:8080"));
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(!same_origin_form(&h), "another site");
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
+        assert!(!same_origin_form(&h), "a sibling subdomain");
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin_form(&h));
     }
 }
