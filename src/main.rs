@@ -300,20 +300,30 @@ enum ProjectionCmd {
 
 #[derive(Subcommand)]
 enum ReportCmd {
-    /// Usage and cost by day and model.
+    /// Usage and cost by day, ISO week, month, model or key, in the tenant's time zone (the
+    /// same report as `GET /api/reports/usage`).
     Usage {
         /// Tenant.
         #[arg(long)]
         tenant: String,
-        /// First day (YYYY-MM-DD), inclusive.
+        /// First local day (YYYY-MM-DD), inclusive.
         #[arg(long)]
         from: String,
-        /// Last day (YYYY-MM-DD), inclusive.
+        /// Last local day (YYYY-MM-DD), inclusive.
         #[arg(long)]
         to: String,
         /// Output format.
         #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
         format: String,
+        /// What a row is.
+        #[arg(long, default_value = "day", value_parser = ["day", "week", "month", "model", "key"])]
+        group_by: String,
+        /// Prefix CSV with a UTF-8 byte order mark (Excel).
+        #[arg(long)]
+        bom: bool,
+        /// The billing sequence to report as of (default: the latest).
+        #[arg(long)]
+        as_of: Option<u64>,
     },
 }
 
@@ -561,8 +571,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections(ProjectionCmd::Rebuild { name }) => run::rebuild(cfg, &name).await,
-        Command::Reports(ReportCmd::Usage { tenant, from, to, format }) => {
-            run::report_usage(cfg, &tenant, &from, &to, &format).await
+        Command::Reports(ReportCmd::Usage { tenant, from, to, format, group_by, bom, as_of }) => {
+            let opts = run::ReportOptions { format, group_by, bom, as_of };
+            run::report_usage(cfg, &tenant, &from, &to, &opts).await
         }
         Command::Users(cmd) => users::run(&cfg, cmd).await,
     }

@@ -700,7 +700,7 @@ async fn the_usage_report_over_http_matches_the_clis() -> anyhow::Result<()> {
     for (q, want) in [
         (format!("tenant=acme&from={from}&to={to}&colour=red"), 400),
         (format!("tenant=acme&from={to}&to={from}"), 400),
-        (format!("tenant=acme&from={from}&to={to}&group_by=week"), 400),
+        (format!("tenant=acme&from={from}&to={to}&group_by=year"), 400),
         (format!("tenant=nope&from={from}&to={to}"), 404),
         (format!("tenant=acme&from=2026-02-30&to={to}"), 400),
     ] {
@@ -716,6 +716,81 @@ async fn the_usage_report_over_http_matches_the_clis() -> anyhow::Result<()> {
     let (status, body) = call(&env, "GET", &own, &billing, None).await?;
     ensure!(status == 200 && body["tenant"] == "beta", "{status} {body}");
     Ok(())
+}
+
+/// `group_by=day|week|month|model|key` in the tenant's time zone: the API and the CLI give the
+/// same bytes, rows fall on the tenant's local day and ISO week, every grouping totals the same
+/// requests and nanos, and a bad grouping is a 400.
+async fn usage_report_groupings_follow_the_tenants_zone(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::new(backend).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
+    env.add_fake_channel()?;
+    env.cli(&["tenants", "create", "east", "--display-name", "华东分公司", "--time-zone", "Asia/Shanghai"])?;
+    let out = env.cli(&["keys", "create", "--tenant", "east", "--name", "test"])?;
+    let key = out.lines().last().map(str::to_owned).filter(|k| k.starts_with("sk-")).context("no key")?;
+    env.wait_for_model(&serve, &key, crate::helpers::MODEL).await?;
+    for _ in 0..2 {
+        ensure!(env.chat(&serve, &key, false).await?.0 == 200);
+    }
+    env.wait_for_usage(&serve, &key, 2).await?;
+    let shanghai = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let base = serve.base.clone();
+    let owner = token(&env, &base, "admin@localhost", "owner-password-123").await?;
+    let (from, to) = ((shanghai - chrono::Days::new(40)).to_string(), (shanghai + chrono::Days::new(1)).to_string());
+    let mut totals = Vec::new();
+    for group_by in ["day", "week", "month", "model", "key"] {
+        let url = format!("{base}/api/reports/usage?tenant=east&from={from}&to={to}&group_by={group_by}&format=csv");
+        let r = env.http.get(url).bearer_auth(&owner).send().await?;
+        ensure!(r.status() == 200, "{group_by}: {}", r.status());
+        let as_of = r.headers().get("x-as-of-seq").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let csv = r.text().await?;
+        let args = ["reports", "usage", "--tenant", "east", "--from", &from, "--to", &to, "--group-by", group_by];
+        let cli = env.cli(&[&args[..], &["--as-of", &as_of]].concat())?;
+        ensure!(csv == cli, "{group_by}: API\n{csv}\n!= CLI\n{cli}");
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        let header = if group_by == "model" { "model,currency," } else { &format!("{group_by},model,currency,") };
+        ensure!(lines[0].starts_with(header), "{group_by}: {csv}");
+        let label = match group_by {
+            "day" => shanghai.to_string(),
+            "week" => {
+                use chrono::Datelike as _;
+                format!("{}-W{:02}", shanghai.iso_week().year(), shanghai.iso_week().week())
+            }
+            "month" => shanghai.format("%Y-%m").to_string(),
+            "model" => crate::helpers::MODEL.to_owned(),
+            _ => "key_".to_owned(),
+        };
+        ensure!(lines.get(1).is_some_and(|l| l.starts_with(&label)), "{group_by}: want {label}: {csv}");
+        let total = lines.iter().find(|l| l.starts_with("total,")).map(|l| {
+            let cols: Vec<&str> = l.split(',').collect();
+            (cols[cols.len() - 7].to_owned(), cols[cols.len() - 1].to_owned())
+        });
+        totals.push(total.context("no totals row")?);
+    }
+    ensure!(totals.iter().all(|t| *t == totals[0] && t.0 == "2"), "every grouping, the same totals: {totals:?}");
+    let json: Value = env
+        .http
+        .get(format!("{base}/api/reports/usage?tenant=east&from={from}&to={to}&group_by=week"))
+        .bearer_auth(&owner)
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(json["group_by"] == "week" && json["time_zone"] == "Asia/Shanghai", "{json}");
+    ensure!(json["rows"][0]["week"].as_str().is_some_and(|w| w.contains("-W")) && json["rows"][0]["day"].is_null());
+    let bad = format!("{base}/api/reports/usage?tenant=east&from={from}&to={to}&group_by=hour");
+    ensure!(call(&env, "GET", &bad, &owner, None).await?.0 == 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn usage_report_groupings_follow_the_tenants_zone_embedded() -> anyhow::Result<()> {
+    usage_report_groupings_follow_the_tenants_zone(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn usage_report_groupings_follow_the_tenants_zone_cluster() -> anyhow::Result<()> {
+    usage_report_groupings_follow_the_tenants_zone(Backend::Cluster).await
 }
 
 /// `users create --password-stdin` takes the password from stdin and prints none; a short one

@@ -10,7 +10,9 @@ use sqlx::{Any, Executor, Row};
 
 use crate::{Projection, ProjectionError, ReadStore};
 
-pub use report::{Report, UsageTotal, usage_report, usage_report_as_of};
+pub use report::{
+    GroupBy, Report, UsageTotal, grouped_usage_report, report_in_zone, slot_of, usage_report, usage_report_as_of,
+};
 
 /// One day of one model's usage (tenant-wide or for one key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
