@@ -30,6 +30,7 @@ use crate::{audit, auth, health, keys, prices, reports, users};
         prices::list,
         prices::set,
         reports::usage,
+        reports::billing,
         openapi_json,
     ),
     modifiers(&Security),

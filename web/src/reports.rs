@@ -131,3 +131,117 @@ fn respond(report: &projections::read::Report, wants_csv: bool, bom: bool) -> Re
     }
     res
 }
+
+/// Query of the billing report.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BillingReportQuery {
+    /// One tenant (a tenant-scoped user's own by default); every tenant when omitted.
+    pub tenant: Option<String>,
+    /// First local day (each tenant's own zone), `YYYY-MM-DD`, inclusive.
+    pub from: String,
+    /// Last local day, `YYYY-MM-DD`, inclusive.
+    pub to: String,
+    /// `day`, `week` (ISO) or `month` (default).
+    pub period: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+    /// Prefix CSV with a UTF-8 byte order mark (Excel).
+    pub bom: Option<bool>,
+    /// The billing sequence to report as of (default: the latest).
+    pub as_of: Option<u64>,
+}
+
+/// Most tenants one billing report covers; past that, ask per tenant.
+const MAX_TENANTS: usize = 1000;
+
+/// The billing report: per tenant and period, requests, tokens by kind and cost (decimal and
+/// nanos) per currency, in each tenant's time zone; for finance, so viewers get 403.
+#[utoipa::path(get, path = "/api/reports/billing", tag = "reports", operation_id = "billing_report",
+    params(BillingReportQuery),
+    responses((status = 200, description = "JSON or CSV"), (status = 400), (status = 403), (status = 404), (status = 409)))]
+pub async fn billing(
+    State(state): State<WebState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    StrictQuery(q): StrictQuery<BillingReportQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Owner, Role::Admin, Role::Billing])?;
+    let only = match (&caller.user.tenant, q.tenant) {
+        (Some(mine), None) => Some(mine.clone()),
+        (Some(mine), Some(t)) if *mine == t => Some(t),
+        (Some(_), Some(_)) => return Err(ApiError::not_found("tenant")),
+        (None, t) => t,
+    };
+    let period = match q.period.as_deref() {
+        None | Some("month") => projections::read::GroupBy::Month,
+        Some("week") => projections::read::GroupBy::Week,
+        Some("day") => projections::read::GroupBy::Day,
+        Some(_) => return Err(ApiError::bad_request("invalid_parameter", "period must be `day`, `week` or `month`")),
+    };
+    let day = |name: &str, v: &str| {
+        chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+            .map_err(|_| ApiError::bad_request("invalid_parameter", format!("{name} must be a date, YYYY-MM-DD")))
+    };
+    let (from, to) = (day("from", &q.from)?, day("to", &q.to)?);
+    if !(0..=MAX_DAYS).contains(&(to - from).num_days()) {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("from must not be after to, at most {MAX_DAYS} days"),
+        ));
+    }
+    let wants_csv = match q.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        None => headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv")),
+        Some(_) => return Err(ApiError::bad_request("invalid_parameter", "format must be `json` or `csv`")),
+    };
+    let mut records = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = projections::read::tenants_page(state.store(), only.as_deref(), after.as_deref(), 200).await?;
+        let last = page.last().map(|t| t.name.clone());
+        records.extend(page);
+        if records.len() > MAX_TENANTS {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("more than {MAX_TENANTS} tenants: ask for one tenant at a time"),
+            ));
+        }
+        match last {
+            Some(l) if only.is_none() => after = Some(l),
+            _ => break,
+        }
+    }
+    if only.is_some() && records.is_empty() {
+        return Err(ApiError::not_found("tenant"));
+    }
+    let mut tenants = Vec::with_capacity(records.len());
+    for t in records {
+        let zone: chrono_tz::Tz = match t.time_zone.as_deref() {
+            None => chrono_tz::UTC,
+            Some(z) => z.parse().map_err(|_| {
+                ApiError::conflict("unknown_time_zone", format!("The time zone {z:?} of {} is not known here.", t.name))
+            })?,
+        };
+        tenants.push((t, zone));
+    }
+    let report = match projections::read::billing_report(state.store(), &tenants, period, from, to, q.as_of).await {
+        Err(projections::ProjectionError::NotCaughtUp { .. }) => {
+            return Err(ApiError::conflict("not_caught_up", "The ledger has not reached that sequence yet."));
+        }
+        other => other?,
+    };
+    let (mut body, content_type) =
+        if wants_csv { (report.to_csv(), "text/csv; charset=utf-8") } else { (report.to_json(), "application/json") };
+    if wants_csv && q.bom == Some(true) {
+        body.splice(0..0, [0xEF, 0xBB, 0xBF]);
+    }
+    let mut res = body.into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&report.as_of_seq.to_string()) {
+        res.headers_mut().insert("x-as-of-seq", v);
+    }
+    Ok(res)
+}

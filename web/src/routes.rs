@@ -34,6 +34,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/api/prices", get(prices::list).put(prices::set))
         .route("/api/reports/usage", get(reports::usage))
+        .route("/api/reports/billing", get(reports::billing))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found("route") }))
         // The last layer runs first: the session, then the idempotency check (which needs the
         // caller).

@@ -134,12 +134,39 @@ pub async fn grouped_usage_report(
     as_of_seq: Option<u64>,
 ) -> Result<Report, ProjectionError> {
     let mut tx = begin_snapshot(store).await?;
-    let applied = ledger_checkpoint(&mut tx).await?;
-    let seq = match as_of_seq {
-        Some(want) if applied < want => return Err(ProjectionError::NotCaughtUp { as_of_seq: want, applied }),
-        Some(want) => want,
-        None => applied,
-    };
+    let seq = snapshot_seq(&mut tx, as_of_seq).await?;
+    let rows = grouped_rows(&mut tx, tenant, zone, group_by, from, to, as_of_seq).await?;
+    tx.commit().await?;
+    let mut report = Report::new(tenant, &from.to_string(), &to.to_string(), seq, rows);
+    report.group_by = group_by;
+    report.time_zone = zone.name().to_owned();
+    Ok(report)
+}
+
+/// The sequence a report read in `tx` reflects: `as_of_seq` when the ledger has reached it
+/// (else [`ProjectionError::NotCaughtUp`]), the ledger's checkpoint without one.
+pub(super) async fn snapshot_seq(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    as_of_seq: Option<u64>,
+) -> Result<u64, ProjectionError> {
+    let applied = ledger_checkpoint(tx).await?;
+    match as_of_seq {
+        Some(want) if applied < want => Err(ProjectionError::NotCaughtUp { as_of_seq: want, applied }),
+        Some(want) => Ok(want),
+        None => Ok(applied),
+    }
+}
+
+/// The rows of [`grouped_usage_report`], read inside `tx`, by label, model and currency.
+pub(super) async fn grouped_rows(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: &str,
+    zone: chrono_tz::Tz,
+    group_by: GroupBy,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    as_of_seq: Option<u64>,
+) -> Result<Vec<UsageDay>, ProjectionError> {
     // The UTC window that holds every local day of the range in any zone (offsets stay within
     // ±14 h); rows outside the range's local days are dropped below.
     let window_from = from - chrono::Days::new(1);
@@ -159,7 +186,7 @@ pub async fn grouped_usage_report(
                 .bind(window_from.to_string())
                 .bind(window_to.to_string())
                 .bind(i64::try_from(want).unwrap_or(i64::MAX))
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?
             }
             None if utc => {
@@ -172,7 +199,7 @@ pub async fn grouped_usage_report(
                 .bind(tenant)
                 .bind(from.to_string())
                 .bind(to.to_string())
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?
             }
             None => sqlx::query(&format!(
@@ -184,10 +211,9 @@ pub async fn grouped_usage_report(
             .bind(tenant)
             .bind(slot_of(midnight_us(window_from)))
             .bind(slot_of(midnight_us(window_to + chrono::Days::new(1))))
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?,
         };
-    tx.commit().await?;
     let mut buckets: BTreeMap<(String, String, String), UsageDay> = BTreeMap::new();
     for r in &rows {
         let day_text: String = r.try_get("day")?;
@@ -236,10 +262,7 @@ pub async fn grouped_usage_report(
         b.reasoning_tokens = b.reasoning_tokens.saturating_add(part.reasoning_tokens);
         b.cost_nanos = b.cost_nanos.saturating_add(part.cost_nanos);
     }
-    let mut report = Report::new(tenant, &from.to_string(), &to.to_string(), seq, buckets.into_values().collect());
-    report.group_by = group_by;
-    report.time_zone = zone.name().to_owned();
-    Ok(report)
+    Ok(buckets.into_values().collect())
 }
 
 /// The report the CLI and the admin API both give: by day in UTC from the daily rollups
@@ -326,7 +349,9 @@ pub async fn usage_report_as_of(
 
 /// A read transaction whose statements all see one snapshot: Postgres needs REPEATABLE READ for
 /// that; a SQLite read transaction is one snapshot already.
-async fn begin_snapshot(store: &ReadStore) -> Result<sqlx::Transaction<'static, sqlx::Any>, ProjectionError> {
+pub(super) async fn begin_snapshot(
+    store: &ReadStore,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, ProjectionError> {
     let mut tx = store.pool().begin().await?;
     if store.backend() == Backend::Postgres {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
