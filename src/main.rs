@@ -325,6 +325,31 @@ enum ReportCmd {
         #[arg(long)]
         as_of: Option<u64>,
     },
+    /// Per tenant and period, requests, tokens and cost (the same report as
+    /// `GET /api/reports/billing`).
+    Billing {
+        /// One tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// First local day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last local day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: String,
+        /// Period of a row.
+        #[arg(long, default_value = "month", value_parser = ["day", "week", "month"])]
+        period: String,
+        /// Output format.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+        /// Prefix CSV with a UTF-8 byte order mark (Excel).
+        #[arg(long)]
+        bom: bool,
+        /// The billing sequence to report as of (default: the latest).
+        #[arg(long)]
+        as_of: Option<u64>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -574,6 +599,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Reports(ReportCmd::Usage { tenant, from, to, format, group_by, bom, as_of }) => {
             let opts = run::ReportOptions { format, group_by, bom, as_of };
             run::report_usage(cfg, &tenant, &from, &to, &opts).await
+        }
+        Command::Reports(ReportCmd::Billing { tenant, from, to, period, format, bom, as_of }) => {
+            let opts = run::ReportOptions { format, group_by: period, bom, as_of };
+            run::report_billing(cfg, tenant.as_deref(), &from, &to, &opts).await
         }
         Command::Users(cmd) => users::run(&cfg, cmd).await,
     }

@@ -815,6 +815,8 @@ async fn usage_report_groupings_follow_the_tenants_zone(backend: Backend) -> any
     let again =
         env.http.get(billing_url(&format!("&format=csv&bom=true&as_of={as_of}"))).bearer_auth(&owner).send().await?;
     ensure!(again.bytes().await? == csv, "the same bytes at the same as_of");
+    let cli = env.cli(&["reports", "billing", "--from", &from, "--to", &to, "--bom", "--as-of", &as_of])?;
+    ensure!(cli.as_bytes() == &csv[..], "the CLI's billing report, byte for byte:\n{cli}\n{text}");
     for (q, want) in [("&period=year", 400), ("&tenant=nope", 404), ("&colour=red", 400), ("&as_of=999999999", 409)] {
         let status = call(&env, "GET", &billing_url(q), &owner, None).await?.0;
         ensure!(status == want, "{q}: {status}, want {want}");
