@@ -300,20 +300,55 @@ enum ProjectionCmd {
 
 #[derive(Subcommand)]
 enum ReportCmd {
-    /// Usage and cost by day and model.
+    /// Usage and cost by day, ISO week, month, model or key, in the tenant's time zone (the
+    /// same report as `GET /api/reports/usage`).
     Usage {
         /// Tenant.
         #[arg(long)]
         tenant: String,
-        /// First day (YYYY-MM-DD), inclusive.
+        /// First local day (YYYY-MM-DD), inclusive.
         #[arg(long)]
         from: String,
-        /// Last day (YYYY-MM-DD), inclusive.
+        /// Last local day (YYYY-MM-DD), inclusive.
         #[arg(long)]
         to: String,
         /// Output format.
         #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
         format: String,
+        /// What a row is.
+        #[arg(long, default_value = "day", value_parser = ["day", "week", "month", "model", "key"])]
+        group_by: String,
+        /// Prefix CSV with a UTF-8 byte order mark (Excel).
+        #[arg(long)]
+        bom: bool,
+        /// The billing sequence to report as of (default: the latest).
+        #[arg(long)]
+        as_of: Option<u64>,
+    },
+    /// Per tenant and period, requests, tokens and cost (the same report as
+    /// `GET /api/reports/billing`).
+    Billing {
+        /// One tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// First local day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last local day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: String,
+        /// Period of a row.
+        #[arg(long, default_value = "month", value_parser = ["day", "week", "month"])]
+        period: String,
+        /// Output format.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+        /// Prefix CSV with a UTF-8 byte order mark (Excel).
+        #[arg(long)]
+        bom: bool,
+        /// The billing sequence to report as of (default: the latest).
+        #[arg(long)]
+        as_of: Option<u64>,
     },
 }
 
@@ -562,8 +597,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections(ProjectionCmd::Rebuild { name }) => run::rebuild(cfg, &name).await,
-        Command::Reports(ReportCmd::Usage { tenant, from, to, format }) => {
-            run::report_usage(cfg, &tenant, &from, &to, &format).await
+        Command::Reports(ReportCmd::Usage { tenant, from, to, format, group_by, bom, as_of }) => {
+            let opts = run::ReportOptions { format, group_by, bom, as_of };
+            run::report_usage(cfg, &tenant, &from, &to, &opts).await
+        }
+        Command::Reports(ReportCmd::Billing { tenant, from, to, period, format, bom, as_of }) => {
+            let opts = run::ReportOptions { format, group_by: period, bom, as_of };
+            run::report_billing(cfg, tenant.as_deref(), &from, &to, &opts).await
         }
         Command::Users(cmd) => users::run(&cfg, cmd).await,
     }

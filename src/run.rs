@@ -490,15 +490,97 @@ pub async fn rebuild(cfg: Config, name: &str) -> anyhow::Result<()> {
 }
 
 /// `reports usage`: written to stdout as CSV or JSON, byte-for-byte deterministic.
-pub async fn report_usage(cfg: Config, tenant: &str, from: &str, to: &str, format: &str) -> anyhow::Result<()> {
+/// How `reports usage` renders its report.
+pub struct ReportOptions {
+    /// `csv` or `json`.
+    pub format: String,
+    /// `day`, `week`, `month`, `model` or `key`.
+    pub group_by: String,
+    /// Prefix CSV with a UTF-8 byte order mark.
+    pub bom: bool,
+    /// The billing sequence to report as of.
+    pub as_of: Option<u64>,
+}
+
+/// `reports billing`: every tenant (or one), each in its own zone, in one snapshot.
+pub async fn report_billing(
+    cfg: Config,
+    tenant: Option<&str>,
+    from: &str,
+    to: &str,
+    opts: &ReportOptions,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let parse = |flag: &str, day: &str| {
+        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|e| anyhow::anyhow!("{flag} {day}: {e}"))
+    };
+    let (from, to) = (parse("--from", from)?, parse("--to", to)?);
+    anyhow::ensure!(from <= to, "--from must not be after --to");
+    let period = match opts.group_by.as_str() {
+        "day" => projections::read::GroupBy::Day,
+        "week" => projections::read::GroupBy::Week,
+        _ => projections::read::GroupBy::Month,
+    };
+    let store = open_store(&cfg).await?;
+    let mut tenants = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = projections::read::tenants_page(&store, tenant, after.as_deref(), 500).await?;
+        after = page.last().map(|t| t.name.clone());
+        for t in page {
+            let zone: chrono_tz::Tz = match t.time_zone.as_deref() {
+                None => chrono_tz::UTC,
+                Some(z) => {
+                    z.parse().map_err(|_| anyhow::anyhow!("the time zone {z:?} of {} is not known here", t.name))?
+                }
+            };
+            tenants.push((t, zone));
+        }
+        if after.is_none() || tenant.is_some() {
+            break;
+        }
+    }
+    if let Some(t) = tenant {
+        anyhow::ensure!(!tenants.is_empty(), "no tenant {t}");
+    }
+    let report = projections::read::billing_report(&store, &tenants, period, from, to, opts.as_of).await?;
+    let mut bytes = if opts.format == "json" { report.to_json() } else { report.to_csv() };
+    if opts.format != "json" && opts.bom {
+        bytes.splice(0..0, [0xEF, 0xBB, 0xBF]);
+    }
+    std::io::stdout().write_all(&bytes)?;
+    store.close().await;
+    Ok(())
+}
+
+pub async fn report_usage(cfg: Config, tenant: &str, from: &str, to: &str, opts: &ReportOptions) -> anyhow::Result<()> {
     use std::io::Write as _;
     let tenant = schemas::TenantId::parse(tenant)?;
+    let mut days = Vec::new();
     for (flag, day) in [("--from", from), ("--to", to)] {
         projections::Day::parse(day).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
+        days.push(chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|e| anyhow::anyhow!("{flag} {e}"))?);
     }
+    let (from, to) = (days[0], days[1]);
+    anyhow::ensure!(from <= to, "--from must not be after --to");
+    let group_by = projections::read::GroupBy::parse(&opts.group_by)
+        .ok_or_else(|| anyhow::anyhow!("--group-by must be day, week, month, model or key"))?;
     let store = open_store(&cfg).await?;
-    let report = projections::read::usage_report(&store, tenant.as_str(), from, to).await?;
-    let bytes = if format == "json" { report.to_json() } else { report.to_csv() };
+    let record = projections::read::tenants_page(&store, Some(tenant.as_str()), None, 1)
+        .await?
+        .into_iter()
+        .find(|t| t.name == tenant.as_str())
+        .ok_or_else(|| anyhow::anyhow!("no tenant {tenant}"))?;
+    let zone: chrono_tz::Tz = match record.time_zone.as_deref() {
+        None => chrono_tz::UTC,
+        Some(z) => z.parse().map_err(|_| anyhow::anyhow!("the tenant's time zone {z:?} is not known here"))?,
+    };
+    let report =
+        projections::read::report_in_zone(&store, tenant.as_str(), zone, group_by, from, to, opts.as_of).await?;
+    let mut bytes = if opts.format == "json" { report.to_json() } else { report.to_csv() };
+    if opts.format != "json" && opts.bom {
+        bytes.splice(0..0, [0xEF, 0xBB, 0xBF]);
+    }
     std::io::stdout().write_all(&bytes)?;
     store.close().await;
     Ok(())

@@ -36,9 +36,12 @@ const KEY_TENANT_USAGE: Migration = Migration {
 const USERS: Migration =
     Migration { version: 4, name: "users", sql: include_str!("../migrations/shared/0004_users.sql") };
 
-const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS];
+const USAGE_SLOTS: Migration =
+    Migration { version: 5, name: "usage_slots", sql: include_str!("../migrations/shared/0005_usage_slots.sql") };
 
-const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS];
+const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS];
+
+const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
      (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT)";

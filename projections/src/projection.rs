@@ -53,6 +53,7 @@ impl Projection {
                 "DELETE FROM ledger WHERE generation <> $1",
                 "DELETE FROM usage_daily WHERE generation <> $1",
                 "DELETE FROM usage_daily_key WHERE generation <> $1",
+                "DELETE FROM usage_slot_key WHERE generation <> $1",
             ],
         }
     }

@@ -700,7 +700,7 @@ async fn the_usage_report_over_http_matches_the_clis() -> anyhow::Result<()> {
     for (q, want) in [
         (format!("tenant=acme&from={from}&to={to}&colour=red"), 400),
         (format!("tenant=acme&from={to}&to={from}"), 400),
-        (format!("tenant=acme&from={from}&to={to}&group_by=week"), 400),
+        (format!("tenant=acme&from={from}&to={to}&group_by=year"), 400),
         (format!("tenant=nope&from={from}&to={to}"), 404),
         (format!("tenant=acme&from=2026-02-30&to={to}"), 400),
     ] {
@@ -716,6 +716,133 @@ async fn the_usage_report_over_http_matches_the_clis() -> anyhow::Result<()> {
     let (status, body) = call(&env, "GET", &own, &billing, None).await?;
     ensure!(status == 200 && body["tenant"] == "beta", "{status} {body}");
     Ok(())
+}
+
+/// `group_by=day|week|month|model|key` in the tenant's time zone: the API and the CLI give the
+/// same bytes, rows fall on the tenant's local day and ISO week, every grouping totals the same
+/// requests and nanos, and a bad grouping is a 400. The billing report over the same usage.
+async fn usage_report_groupings_follow_the_tenants_zone(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::new(backend).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
+    env.add_fake_channel()?;
+    env.cli(&["tenants", "create", "east", "--display-name", "华东分公司", "--time-zone", "Asia/Shanghai"])?;
+    let out = env.cli(&["keys", "create", "--tenant", "east", "--name", "test"])?;
+    let key = out.lines().last().map(str::to_owned).filter(|k| k.starts_with("sk-")).context("no key")?;
+    env.wait_for_model(&serve, &key, crate::helpers::MODEL).await?;
+    for _ in 0..2 {
+        ensure!(env.chat(&serve, &key, false).await?.0 == 200);
+    }
+    env.wait_for_usage(&serve, &key, 2).await?;
+    let shanghai = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let base = serve.base.clone();
+    let owner = token(&env, &base, "admin@localhost", "owner-password-123").await?;
+    let (from, to) = ((shanghai - chrono::Days::new(40)).to_string(), (shanghai + chrono::Days::new(1)).to_string());
+    let mut totals = Vec::new();
+    for group_by in ["day", "week", "month", "model", "key"] {
+        let url = format!("{base}/api/reports/usage?tenant=east&from={from}&to={to}&group_by={group_by}&format=csv");
+        let r = env.http.get(url).bearer_auth(&owner).send().await?;
+        ensure!(r.status() == 200, "{group_by}: {}", r.status());
+        let as_of = r.headers().get("x-as-of-seq").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let csv = r.text().await?;
+        let args = ["reports", "usage", "--tenant", "east", "--from", &from, "--to", &to, "--group-by", group_by];
+        let cli = env.cli(&[&args[..], &["--as-of", &as_of]].concat())?;
+        ensure!(csv == cli, "{group_by}: API\n{csv}\n!= CLI\n{cli}");
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        let header = if group_by == "model" { "model,currency," } else { &format!("{group_by},model,currency,") };
+        ensure!(lines[0].starts_with(header), "{group_by}: {csv}");
+        let label = match group_by {
+            "day" => shanghai.to_string(),
+            "week" => {
+                use chrono::Datelike as _;
+                format!("{}-W{:02}", shanghai.iso_week().year(), shanghai.iso_week().week())
+            }
+            "month" => shanghai.format("%Y-%m").to_string(),
+            "model" => crate::helpers::MODEL.to_owned(),
+            _ => "key_".to_owned(),
+        };
+        ensure!(lines.get(1).is_some_and(|l| l.starts_with(&label)), "{group_by}: want {label}: {csv}");
+        let total = lines.iter().find(|l| l.starts_with("total,")).map(|l| {
+            let cols: Vec<&str> = l.split(',').collect();
+            (cols[cols.len() - 7].to_owned(), cols[cols.len() - 1].to_owned())
+        });
+        totals.push(total.context("no totals row")?);
+    }
+    ensure!(totals.iter().all(|t| *t == totals[0] && t.0 == "2"), "every grouping, the same totals: {totals:?}");
+    let json: Value = env
+        .http
+        .get(format!("{base}/api/reports/usage?tenant=east&from={from}&to={to}&group_by=week"))
+        .bearer_auth(&owner)
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(json["group_by"] == "week" && json["time_zone"] == "Asia/Shanghai", "{json}");
+    ensure!(json["rows"][0]["week"].as_str().is_some_and(|w| w.contains("-W")) && json["rows"][0]["day"].is_null());
+    let bad = format!("{base}/api/reports/usage?tenant=east&from={from}&to={to}&group_by=hour");
+    ensure!(call(&env, "GET", &bad, &owner, None).await?.0 == 400);
+
+    // The billing report: every tenant for the owner, the display name beside the slug, the
+    // same requests and nanos as the usage report, the same bytes at its as_of.
+    env.cli(&["tenants", "create", "west", "--display-name", "West, \"Ltd\""])?;
+    let billing_url = |q: &str| format!("{base}/api/reports/billing?from={from}&to={to}{q}");
+    let (status, all) = call(&env, "GET", &billing_url("&period=week"), &owner, None).await?;
+    ensure!(status == 200 && all["period"] == "week", "{status} {all}");
+    let rows = all["rows"].as_array().context("rows")?;
+    ensure!(
+        rows.iter()
+            .any(|r| r["tenant"] == "east" && r["display_name"] == "华东分公司" && r["time_zone"] == "Asia/Shanghai"),
+        "{all}"
+    );
+    let east: Vec<&Value> = rows.iter().filter(|r| r["tenant"] == "east").collect();
+    let requests: i64 = east.iter().filter_map(|r| r["requests"].as_i64()).sum();
+    let nanos: i64 = east.iter().filter_map(|r| r["cost_nanos"].as_i64()).sum();
+    let usage: Value = env
+        .http
+        .get(format!("{base}/api/reports/usage?tenant=east&from={from}&to={to}&group_by=model"))
+        .bearer_auth(&owner)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let usage_cost = usage["totals"][0]["cost"].as_str().unwrap_or_default().replace('.', "");
+    ensure!(requests == 2 && usage_cost.trim_start_matches('0') == nanos.to_string(), "{all}\n{usage}");
+    let r = env.http.get(billing_url("&format=csv&bom=true")).bearer_auth(&owner).send().await?;
+    let as_of = r.headers().get("x-as-of-seq").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let csv = r.bytes().await?;
+    ensure!(csv.starts_with(&[0xEF, 0xBB, 0xBF]), "BOM");
+    let text = String::from_utf8(csv[3..].to_vec())?;
+    ensure!(text.starts_with("tenant,display_name,") && text.contains("\r\neast,华东分公司,Asia/Shanghai,"), "{text}");
+    let again =
+        env.http.get(billing_url(&format!("&format=csv&bom=true&as_of={as_of}"))).bearer_auth(&owner).send().await?;
+    ensure!(again.bytes().await? == csv, "the same bytes at the same as_of");
+    let cli = env.cli(&["reports", "billing", "--from", &from, "--to", &to, "--bom", "--as-of", &as_of])?;
+    ensure!(cli.as_bytes() == &csv[..], "the CLI's billing report, byte for byte:\n{cli}\n{text}");
+    for (q, want) in [("&period=year", 400), ("&tenant=nope", 404), ("&colour=red", 400), ("&as_of=999999999", 409)] {
+        let status = call(&env, "GET", &billing_url(q), &owner, None).await?.0;
+        ensure!(status == want, "{q}: {status}, want {want}");
+    }
+    // Roles: a viewer may not; a billing user of one tenant sees only that tenant.
+    for (email, role, tenant) in [("v@x.example", "viewer", None), ("b@east.example", "billing", Some("west"))] {
+        let body = json!({"email": email, "role": role, "tenant": tenant, "password": "long-enough-password"});
+        ensure!(call(&env, "POST", &format!("{base}/api/users"), &owner, Some(body)).await?.0 == 201);
+    }
+    let viewer = token(&env, &base, "v@x.example", "long-enough-password").await?;
+    ensure!(call(&env, "GET", &billing_url(""), &viewer, None).await?.0 == 403, "a viewer reads billing");
+    let west = token(&env, &base, "b@east.example", "long-enough-password").await?;
+    ensure!(call(&env, "GET", &billing_url("&tenant=east"), &west, None).await?.0 == 404, "another tenant's bill");
+    let (status, own) = call(&env, "GET", &billing_url(""), &west, None).await?;
+    ensure!(status == 200 && own["rows"].as_array().is_some_and(Vec::is_empty), "{status} {own}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn usage_report_groupings_follow_the_tenants_zone_embedded() -> anyhow::Result<()> {
+    usage_report_groupings_follow_the_tenants_zone(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn usage_report_groupings_follow_the_tenants_zone_cluster() -> anyhow::Result<()> {
+    usage_report_groupings_follow_the_tenants_zone(Backend::Cluster).await
 }
 
 /// `users create --password-stdin` takes the password from stdin and prints none; a short one

@@ -41,6 +41,7 @@ use crate::{audit, auth, channels, health, keys, prices, reports, routing, users
         channels::disable_key,
         routing::list,
         routing::set,
+        reports::billing,
         openapi_json,
     ),
     modifiers(&Security),

@@ -49,6 +49,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/channels/{id}/keys/{key_id}/disable", post(channels::disable_key))
         .route("/api/routes", get(routing::list))
         .route("/api/routes/{model}", axum::routing::put(routing::set))
+        .route("/api/reports/billing", get(reports::billing))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found("route") }))
         // The last layer runs first: the session, then the idempotency check (which needs the
         // caller).

@@ -152,5 +152,32 @@ pub(super) async fn apply(
     .bind(u.cost_nanos)
     .execute(&mut *conn)
     .await?;
+    sqlx::query(
+        "INSERT INTO usage_slot_key (generation, tenant, slot, key_id, model, currency, requests, input_tokens, \
+         cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (generation, tenant, slot, key_id, model, currency) DO UPDATE SET \
+         requests = usage_slot_key.requests + excluded.requests, \
+         input_tokens = usage_slot_key.input_tokens + excluded.input_tokens, \
+         cached_input_tokens = usage_slot_key.cached_input_tokens + excluded.cached_input_tokens, \
+         cache_write_tokens = usage_slot_key.cache_write_tokens + excluded.cache_write_tokens, \
+         output_tokens = usage_slot_key.output_tokens + excluded.output_tokens, \
+         reasoning_tokens = usage_slot_key.reasoning_tokens + excluded.reasoning_tokens, \
+         cost_nanos = usage_slot_key.cost_nanos + excluded.cost_nanos",
+    )
+    .bind(generation)
+    .bind(&env.tenant)
+    .bind(crate::read::slot_of(env.occurred_at_us))
+    .bind(&u.key_id)
+    .bind(&u.model_requested)
+    .bind(&u.currency)
+    .bind(c.input)
+    .bind(c.cached)
+    .bind(c.cache_write)
+    .bind(c.output)
+    .bind(c.reasoning)
+    .bind(u.cost_nanos)
+    .execute(&mut *conn)
+    .await?;
     Ok(Folded::Applied)
 }

@@ -2,6 +2,7 @@
 //! generation of its projection in a single statement, so it answers from the old version during
 //! a rebuild and from the new one after the swap, never from a mix.
 
+mod billing;
 mod report;
 
 use serde::Serialize;
@@ -10,7 +11,10 @@ use sqlx::{Any, Executor, Row};
 
 use crate::{Projection, ProjectionError, ReadStore};
 
-pub use report::{Report, UsageTotal, usage_report, usage_report_as_of};
+pub use billing::{BillingReport, BillingRow, billing_report};
+pub use report::{
+    GroupBy, Report, UsageTotal, grouped_usage_report, report_in_zone, slot_of, usage_report, usage_report_as_of,
+};
 
 /// One day of one model's usage (tenant-wide or for one key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::Datelike;
 use schemas::format_nanos;
 use serde::Serialize;
 use sqlx::Row;
@@ -13,9 +14,50 @@ use super::{UsageDay, fetch_usage, to_u64, usage_day};
 use crate::store::Backend;
 use crate::{ProjectionError, ReadStore};
 
-/// The CSV header, in column order.
-const CSV_HEADER: &str = "day,model,currency,requests,input_tokens,cached_input_tokens,cache_write_tokens,\
-                          output_tokens,reasoning_tokens,cost";
+/// The CSV header after the first column, in column order.
+const CSV_HEADER_TAIL: &str = "model,currency,requests,input_tokens,cached_input_tokens,cache_write_tokens,\
+                               output_tokens,reasoning_tokens,cost";
+
+/// What one report row stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupBy {
+    /// A local day (`2026-11-30`) and model.
+    #[default]
+    Day,
+    /// An ISO week (`2026-W48`) and model.
+    Week,
+    /// A month (`2026-11`) and model.
+    Month,
+    /// A model over the whole range.
+    Model,
+    /// An API key and model over the whole range.
+    Key,
+}
+
+impl GroupBy {
+    /// Parses `day|week|month|model|key`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "day" => Some(GroupBy::Day),
+            "week" => Some(GroupBy::Week),
+            "month" => Some(GroupBy::Month),
+            "model" => Some(GroupBy::Model),
+            "key" => Some(GroupBy::Key),
+            _ => None,
+        }
+    }
+
+    /// The name of the first column (and JSON row field); none when rows are by model alone.
+    pub fn column(self) -> Option<&'static str> {
+        match self {
+            GroupBy::Day => Some("day"),
+            GroupBy::Week => Some("week"),
+            GroupBy::Month => Some("month"),
+            GroupBy::Model => None,
+            GroupBy::Key => Some("key"),
+        }
+    }
+}
 /// What the `day` column of a totals row says.
 const TOTAL_LABEL: &str = "total";
 
@@ -49,9 +91,14 @@ pub struct Report {
     pub from_day: String,
     /// Last day, inclusive.
     pub to_day: String,
+    /// What a row is: its first column (none for [`GroupBy::Model`]).
+    pub group_by: GroupBy,
+    /// The IANA zone whose local days bound the report and its periods.
+    pub time_zone: String,
     /// The billing stream sequence the ledger had applied when the report was read.
     pub as_of_seq: u64,
-    /// Rows by day, model, currency.
+    /// Rows by period (or key), model, currency; `day` holds the period label (`2026-11-30`,
+    /// `2026-W48`, `2026-11`), the key id, or nothing for [`GroupBy::Model`].
     pub rows: Vec<UsageDay>,
     /// One row per currency, by currency.
     pub totals: Vec<UsageTotal>,
@@ -70,6 +117,194 @@ pub async fn usage_report(
     let seq = ledger_checkpoint(&mut tx).await?;
     tx.commit().await?;
     Ok(Report::new(tenant, from_day, to_day, seq, rows))
+}
+
+/// The usage report grouped by `group_by`, with days, ISO weeks and months taken in `zone`.
+/// Read from rollups only: the daily per-key rollups when `zone` is UTC, otherwise the
+/// quarter-hour rollups folded into local days (exact: every zone offset in use is a whole
+/// number of quarter-hours). With `as_of_seq`, summed from the ledger rows up to that sequence
+/// instead, so the same `as_of` gives the same bytes after a rebuild.
+pub async fn grouped_usage_report(
+    store: &ReadStore,
+    tenant: &str,
+    zone: chrono_tz::Tz,
+    group_by: GroupBy,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    as_of_seq: Option<u64>,
+) -> Result<Report, ProjectionError> {
+    let mut tx = begin_snapshot(store).await?;
+    let seq = snapshot_seq(&mut tx, as_of_seq).await?;
+    let rows = grouped_rows(&mut tx, tenant, zone, group_by, from, to, as_of_seq).await?;
+    tx.commit().await?;
+    let mut report = Report::new(tenant, &from.to_string(), &to.to_string(), seq, rows);
+    report.group_by = group_by;
+    report.time_zone = zone.name().to_owned();
+    Ok(report)
+}
+
+/// The sequence a report read in `tx` reflects: `as_of_seq` when the ledger has reached it
+/// (else [`ProjectionError::NotCaughtUp`]), the ledger's checkpoint without one.
+pub(super) async fn snapshot_seq(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    as_of_seq: Option<u64>,
+) -> Result<u64, ProjectionError> {
+    let applied = ledger_checkpoint(tx).await?;
+    match as_of_seq {
+        Some(want) if applied < want => Err(ProjectionError::NotCaughtUp { as_of_seq: want, applied }),
+        Some(want) => Ok(want),
+        None => Ok(applied),
+    }
+}
+
+/// The rows of [`grouped_usage_report`], read inside `tx`, by label, model and currency.
+pub(super) async fn grouped_rows(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: &str,
+    zone: chrono_tz::Tz,
+    group_by: GroupBy,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    as_of_seq: Option<u64>,
+) -> Result<Vec<UsageDay>, ProjectionError> {
+    // The UTC window that holds every local day of the range in any zone (offsets stay within
+    // ±14 h); rows outside the range's local days are dropped below.
+    let window_from = from - chrono::Days::new(1);
+    let window_to = to + chrono::Days::new(1);
+    let utc = zone == chrono_tz::UTC;
+    let rows =
+        match as_of_seq {
+            Some(want) => {
+                sqlx::query(&format!(
+                    "SELECT CAST(occurred_at_us / {SLOT_US} AS BIGINT) AS slot, '' AS day, key_id, \
+                 model_requested AS model, currency, CAST(COUNT(*) AS BIGINT) AS requests, {SUMS} FROM ledger \
+                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+                 AND tenant = $1 AND day >= $2 AND day <= $3 AND seq <= $4 \
+                 GROUP BY CAST(occurred_at_us / {SLOT_US} AS BIGINT), key_id, model_requested, currency"
+                ))
+                .bind(tenant)
+                .bind(window_from.to_string())
+                .bind(window_to.to_string())
+                .bind(i64::try_from(want).unwrap_or(i64::MAX))
+                .fetch_all(&mut **tx)
+                .await?
+            }
+            None if utc => {
+                sqlx::query(&format!(
+                    "SELECT CAST(0 AS BIGINT) AS slot, day, key_id, model, currency, \
+                 CAST(SUM(requests) AS BIGINT) AS requests, {SUMS} FROM usage_daily_key \
+                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+                 AND tenant = $1 AND day >= $2 AND day <= $3 GROUP BY day, key_id, model, currency"
+                ))
+                .bind(tenant)
+                .bind(from.to_string())
+                .bind(to.to_string())
+                .fetch_all(&mut **tx)
+                .await?
+            }
+            None => sqlx::query(&format!(
+                "SELECT slot, '' AS day, key_id, model, currency, CAST(SUM(requests) AS BIGINT) AS requests, {SUMS} \
+                 FROM usage_slot_key \
+                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+                 AND tenant = $1 AND slot >= $2 AND slot < $3 GROUP BY slot, key_id, model, currency"
+            ))
+            .bind(tenant)
+            .bind(slot_of(midnight_us(window_from)))
+            .bind(slot_of(midnight_us(window_to + chrono::Days::new(1))))
+            .fetch_all(&mut **tx)
+            .await?,
+        };
+    let mut buckets: BTreeMap<(String, String, String), UsageDay> = BTreeMap::new();
+    for r in &rows {
+        let day_text: String = r.try_get("day")?;
+        let local = if day_text.is_empty() {
+            let slot: i64 = r.try_get("slot")?;
+            let Some(at) = chrono::DateTime::from_timestamp_micros(slot.saturating_mul(SLOT_US)) else { continue };
+            at.with_timezone(&zone).date_naive()
+        } else {
+            match chrono::NaiveDate::parse_from_str(&day_text, "%Y-%m-%d") {
+                Ok(d) => d,
+                Err(_) => continue,
+            }
+        };
+        if local < from || local > to {
+            continue;
+        }
+        let key_id: String = r.try_get("key_id")?;
+        let label = match group_by {
+            GroupBy::Day => local.format("%Y-%m-%d").to_string(),
+            GroupBy::Week => {
+                let w = local.iso_week();
+                format!("{}-W{:02}", w.year(), w.week())
+            }
+            GroupBy::Month => local.format("%Y-%m").to_string(),
+            GroupBy::Model => String::new(),
+            GroupBy::Key => key_id,
+        };
+        let part = usage_day(r)?;
+        let b = buckets.entry((label.clone(), part.model.clone(), part.currency.clone())).or_insert_with(|| UsageDay {
+            day: label,
+            model: part.model.clone(),
+            currency: part.currency.clone(),
+            requests: 0,
+            input_tokens: 0,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            output_tokens: 0,
+            reasoning_tokens: 0,
+            cost_nanos: 0,
+        });
+        b.requests = b.requests.saturating_add(part.requests);
+        b.input_tokens = b.input_tokens.saturating_add(part.input_tokens);
+        b.cached_input_tokens = b.cached_input_tokens.saturating_add(part.cached_input_tokens);
+        b.cache_write_tokens = b.cache_write_tokens.saturating_add(part.cache_write_tokens);
+        b.output_tokens = b.output_tokens.saturating_add(part.output_tokens);
+        b.reasoning_tokens = b.reasoning_tokens.saturating_add(part.reasoning_tokens);
+        b.cost_nanos = b.cost_nanos.saturating_add(part.cost_nanos);
+    }
+    Ok(buckets.into_values().collect())
+}
+
+/// The report the CLI and the admin API both give: by day in UTC from the daily rollups
+/// ([`usage_report`], [`usage_report_as_of`]), any other grouping or zone through
+/// [`grouped_usage_report`].
+pub async fn report_in_zone(
+    store: &ReadStore,
+    tenant: &str,
+    zone: chrono_tz::Tz,
+    group_by: GroupBy,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    as_of_seq: Option<u64>,
+) -> Result<Report, ProjectionError> {
+    if group_by != GroupBy::Day || zone != chrono_tz::UTC {
+        return grouped_usage_report(store, tenant, zone, group_by, from, to, as_of_seq).await;
+    }
+    let (from, to) = (from.to_string(), to.to_string());
+    match as_of_seq {
+        None => usage_report(store, tenant, &from, &to).await,
+        Some(seq) => usage_report_as_of(store, tenant, &from, &to, seq).await,
+    }
+}
+
+/// Microseconds in one rollup slot (a quarter-hour).
+const SLOT_US: i64 = 900_000_000;
+
+/// The summed token and cost columns every grouped query selects.
+const SUMS: &str = "CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
+                    CAST(SUM(cached_input_tokens) AS BIGINT) AS cached_input_tokens, \
+                    CAST(SUM(cache_write_tokens) AS BIGINT) AS cache_write_tokens, \
+                    CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
+                    CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, \
+                    CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos";
+
+/// The quarter-hour slot (since the epoch, UTC) holding `occurred_at_us`.
+pub fn slot_of(occurred_at_us: i64) -> i64 {
+    occurred_at_us.div_euclid(SLOT_US)
+}
+
+fn midnight_us(day: chrono::NaiveDate) -> i64 {
+    day.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_micros()
 }
 
 /// The report as it was when the ledger had applied the billing stream up to `as_of_seq`:
@@ -114,7 +349,9 @@ pub async fn usage_report_as_of(
 
 /// A read transaction whose statements all see one snapshot: Postgres needs REPEATABLE READ for
 /// that; a SQLite read transaction is one snapshot already.
-async fn begin_snapshot(store: &ReadStore) -> Result<sqlx::Transaction<'static, sqlx::Any>, ProjectionError> {
+pub(super) async fn begin_snapshot(
+    store: &ReadStore,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, ProjectionError> {
     let mut tx = store.pool().begin().await?;
     if store.backend() == Backend::Postgres {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
@@ -158,6 +395,8 @@ impl Report {
             tenant: tenant.to_owned(),
             from_day: from_day.to_owned(),
             to_day: to_day.to_owned(),
+            group_by: GroupBy::Day,
+            time_zone: "UTC".to_owned(),
             as_of_seq,
             rows,
             totals,
@@ -167,11 +406,19 @@ impl Report {
     /// RFC 4180 CSV: a header, the rows, then a `total` row per currency; `\r\n` line ends.
     pub fn to_csv(&self) -> Vec<u8> {
         let mut out = String::new();
-        out.push_str(CSV_HEADER);
+        let first = self.group_by.column();
+        if let Some(c) = first {
+            out.push_str(c);
+            out.push(',');
+        }
+        out.push_str(CSV_HEADER_TAIL);
         out.push_str("\r\n");
         for r in &self.rows {
+            if first.is_some() {
+                out.push_str(&csv_field(&r.day));
+                out.push(',');
+            }
             let fields = [
-                csv_field(&r.day),
                 csv_field(&r.model),
                 csv_field(&r.currency),
                 r.requests.to_string(),
@@ -186,9 +433,10 @@ impl Report {
             out.push_str("\r\n");
         }
         for t in &self.totals {
+            // The totals row names itself in the first column, or in the model column when
+            // rows are by model alone.
             let fields = [
-                TOTAL_LABEL.to_owned(),
-                String::new(),
+                if first.is_some() { format!("{TOTAL_LABEL},") } else { TOTAL_LABEL.to_owned() },
                 csv_field(&t.currency),
                 t.requests.to_string(),
                 t.input_tokens.to_string(),
@@ -210,8 +458,10 @@ impl Report {
             tenant: &self.tenant,
             from_day: &self.from_day,
             to_day: &self.to_day,
+            group_by: self.group_by.column().unwrap_or("model"),
+            time_zone: &self.time_zone,
             as_of_seq: self.as_of_seq,
-            rows: self.rows.iter().map(JsonRow::from).collect(),
+            rows: self.rows.iter().map(|r| JsonRow::of(r, self.group_by)).collect(),
             totals: self
                 .totals
                 .iter()
@@ -241,6 +491,8 @@ struct JsonReport<'a> {
     tenant: &'a str,
     from_day: &'a str,
     to_day: &'a str,
+    group_by: &'a str,
+    time_zone: &'a str,
     as_of_seq: u64,
     rows: Vec<JsonRow<'a>>,
     totals: Vec<JsonTotal<'a>>,
@@ -248,7 +500,14 @@ struct JsonReport<'a> {
 
 #[derive(Serialize)]
 struct JsonRow<'a> {
-    day: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    day: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    week: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    month: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
     model: &'a str,
     currency: &'a str,
     requests: i64,
@@ -260,10 +519,15 @@ struct JsonRow<'a> {
     cost: String,
 }
 
-impl<'a> From<&'a UsageDay> for JsonRow<'a> {
-    fn from(r: &'a UsageDay) -> Self {
+impl<'a> JsonRow<'a> {
+    /// The row with its label under the field `group_by` names.
+    fn of(r: &'a UsageDay, group_by: GroupBy) -> Self {
+        let label = |g: GroupBy| (group_by == g).then_some(r.day.as_str());
         JsonRow {
-            day: &r.day,
+            day: label(GroupBy::Day),
+            week: label(GroupBy::Week),
+            month: label(GroupBy::Month),
+            key: label(GroupBy::Key),
             model: &r.model,
             currency: &r.currency,
             requests: r.requests,
@@ -319,7 +583,7 @@ mod tests {
         );
         let csv = String::from_utf8(r.to_csv()).unwrap_or_default();
         let lines: Vec<&str> = csv.split("\r\n").collect();
-        assert_eq!(lines[0], CSV_HEADER);
+        assert_eq!(lines[0], format!("day,{CSV_HEADER_TAIL}"));
         assert_eq!(lines[1], "2026-01-01,\"a,\"\"x\"\"\",USD,1,10,0,0,5,0,0.000000001");
         assert_eq!(lines[2], "2026-01-02,b,USD,1,10,0,0,5,0,1.500000000");
         assert_eq!(lines[3], "total,,USD,2,20,0,0,10,0,1.500000001");

@@ -7,3 +7,4 @@ mod ledger;
 mod rebuild;
 mod runner;
 mod store;
+mod zones;
