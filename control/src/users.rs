@@ -15,7 +15,7 @@ use crate::{Admin, AdminError, load};
 const MAX_EMAIL: usize = 254;
 
 /// What `users create` needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewUser {
     /// Login name; trimmed and lower-cased.
     pub email: String,
@@ -28,7 +28,7 @@ pub struct NewUser {
 }
 
 /// A user just created.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CreatedUser {
     /// `usr_…`
     pub user_id: String,
@@ -39,7 +39,7 @@ pub struct CreatedUser {
 }
 
 /// What `users update` changes; `None` keeps the current value.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct UserChanges {
     /// New role.
     pub role: Option<Role>,

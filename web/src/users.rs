@@ -57,7 +57,7 @@ pub struct UserList {
 }
 
 /// `POST /api/users` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// Login email.
@@ -72,7 +72,7 @@ pub struct CreateUser {
 }
 
 /// `POST /api/users` answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedUser {
     /// `usr_…`
     pub id: String,
@@ -87,7 +87,7 @@ pub struct CreatedUser {
 }
 
 /// `PATCH /api/users/{id}` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     /// New role.

@@ -277,7 +277,7 @@ fn csrf_ok(headers: &HeaderMap) -> bool {
 }
 
 /// `POST /api/auth/login` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// The user's email.
