@@ -224,6 +224,9 @@ impl TestApp {
     /// Waits until every spooled event reached the log (JetStream; at once on the embedded log),
     /// so that what the gateway made durable before answering can be read back.
     pub async fn settled(&self) -> anyhow::Result<()> {
+        // `append_nowait` events (key state changes) wait in the spool's queue before they count
+        // in its depth; the flush passes that queue first.
+        self.log.flush(Duration::from_secs(10)).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while self.log.health().await.spool_depth > 0 {
             anyhow::ensure!(tokio::time::Instant::now() < deadline, "the spool did not drain");
