@@ -448,7 +448,7 @@ impl Config {
             auth_failure_limit,
             auth_failure_window,
             request_log_retention: Duration::from_secs(request_log_days.saturating_mul(24 * 3600)),
-            limits: gateway::limits::Limits { max_output_tokens, max_messages },
+            limits: gateway::limits::Limits { max_output_tokens, max_messages, max_n: gateway::limits::MAX_N },
             egress: egress::Policy::new(allow_private),
             breaker,
             retry_time_budget,

@@ -80,6 +80,31 @@ enum TenantCmd {
         /// The IANA time zone of its reports (default UTC), e.g. Asia/Shanghai.
         #[arg(long)]
         time_zone: Option<String>,
+        /// Cap on every request's output tokens (`max_tokens` and its synonyms) for its keys;
+        /// the smallest of the gateway's, the tenant's and the key's cap applies.
+        #[arg(long)]
+        max_output_tokens: Option<u64>,
+        /// Cap on every request's choices (`n`, Gemini's `candidateCount`) for its keys.
+        #[arg(long)]
+        max_n: Option<u64>,
+    },
+    /// Changes a tenant's display name, time zone or request caps.
+    Update {
+        /// The tenant's name.
+        name: String,
+        /// A new display name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// A new IANA time zone.
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// Cap on every request's output tokens (`max_tokens` and its synonyms) for its keys;
+        /// the smallest of the gateway's, the tenant's and the key's cap applies. `0` removes it.
+        #[arg(long)]
+        max_output_tokens: Option<u64>,
+        /// Cap on every request's choices (`n`, Gemini's `candidateCount`) for its keys. `0` removes it.
+        #[arg(long)]
+        max_n: Option<u64>,
     },
     /// Lists tenants.
     List,
@@ -102,6 +127,19 @@ enum KeyCmd {
         /// key reads only its own.
         #[arg(long)]
         tenant_usage: bool,
+        /// Cap on a request's output tokens (`max_tokens` and its synonyms); the smallest of the
+        /// gateway's, the tenant's and the key's cap applies.
+        #[arg(long)]
+        max_output_tokens: Option<u64>,
+        /// Cap on a request's choices (`n`, Gemini's `candidateCount`).
+        #[arg(long)]
+        max_n: Option<u64>,
+        /// The key stops working after this long: `45s`, `90m`, `12h`, `30d`, `2w`.
+        #[arg(long, conflicts_with = "expires_at")]
+        expires_in: Option<String>,
+        /// The key stops working at this RFC 3339 time (`2027-01-01T00:00:00Z`).
+        #[arg(long)]
+        expires_at: Option<String>,
     },
     /// Revokes a key by id, display prefix, or the whole key.
     Revoke {
@@ -371,6 +409,35 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `\tmax_output_tokens=N\tmax_n=N` for the caps that are set (listings of keys and tenants).
+fn caps_columns(max_output_tokens: Option<u64>, max_n: Option<u64>) -> String {
+    let mut out = String::new();
+    if let Some(m) = max_output_tokens {
+        out.push_str(&format!("\tmax_output_tokens={m}"));
+    }
+    if let Some(m) = max_n {
+        out.push_str(&format!("\tmax_n={m}"));
+    }
+    out
+}
+
+/// A key's expiry from `--expires-in` or `--expires-at`, µs since the epoch.
+fn expiry(expires_in: Option<&str>, expires_at: Option<&str>) -> anyhow::Result<Option<i64>> {
+    match (expires_in, expires_at) {
+        (Some(d), _) => {
+            let lifetime = control::parse_lifetime(d)
+                .ok_or_else(|| anyhow::anyhow!("--expires-in takes a number and a unit: 45s, 90m, 12h, 30d or 2w"))?;
+            Ok(Some(control::now_us().saturating_add(lifetime)))
+        }
+        (None, Some(t)) => {
+            let at = chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|_| anyhow::anyhow!("--expires-at takes an RFC 3339 time such as 2027-01-01T00:00:00Z"))?;
+            Ok(Some(at.timestamp_micros()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let listen = match &cli.command {
         Command::Serve { listen } | Command::Gateway { listen } => listen.clone(),
@@ -384,11 +451,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Tenants(cmd) => {
             let log = run::open_log(&cfg).await?;
             match cmd {
-                TenantCmd::Create { name, display_name, time_zone } => {
-                    let profile = control::TenantProfile { display_name, time_zone };
+                TenantCmd::Create { name, display_name, time_zone, max_output_tokens, max_n } => {
+                    let profile = control::TenantProfile { display_name, time_zone, max_output_tokens, max_n };
                     admin::admin(&log).create_tenant_with(&name, profile).await?;
                     applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Tenant {name} created."));
+                }
+                TenantCmd::Update { name, display_name, time_zone, max_output_tokens, max_n } => {
+                    let profile = control::TenantProfile { display_name, time_zone, max_output_tokens, max_n };
+                    admin::admin(&log).update_tenant(&name, profile).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
+                    run::say(&format!("Tenant {name} updated."));
                 }
                 TenantCmd::List => {
                     let model = control::load(&log).await?;
@@ -396,15 +469,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     let mut tenants: Vec<_> = model.tenants.values().collect();
                     tenants.sort_by_key(|t| t.created_at_us);
                     for t in tenants {
-                        match (&t.display_name, &t.time_zone) {
-                            (None, None) => run::say(&t.name),
-                            (d, z) => run::say(&format!(
-                                "{}\t{}\t{}",
-                                t.name,
-                                d.as_deref().unwrap_or(""),
-                                z.as_deref().unwrap_or("UTC")
-                            )),
-                        }
+                        let line = match (&t.display_name, &t.time_zone) {
+                            (None, None) => t.name.clone(),
+                            (d, z) => {
+                                format!("{}\t{}\t{}", t.name, d.as_deref().unwrap_or(""), z.as_deref().unwrap_or("UTC"))
+                            }
+                        };
+                        run::say(&format!("{line}{}", caps_columns(t.max_output_tokens, t.max_n)));
                     }
                 }
             }
@@ -413,8 +484,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => {
             let log = run::open_log(&cfg).await?;
             match cmd {
-                KeyCmd::Create { tenant, name, models, tenant_usage } => {
-                    let k = admin::admin(&log).create_key(&tenant, name, models, tenant_usage).await?;
+                KeyCmd::Create {
+                    tenant,
+                    name,
+                    models,
+                    tenant_usage,
+                    max_output_tokens,
+                    max_n,
+                    expires_in,
+                    expires_at,
+                } => {
+                    let expires_at_us = expiry(expires_in.as_deref(), expires_at.as_deref())?;
+                    let limits = control::KeyLimits { max_output_tokens, max_n, expires_at_us };
+                    let k = admin::admin(&log).create_key_with(&tenant, name, models, tenant_usage, limits).await?;
                     applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Key {} ({}) issued for tenant {tenant}. It is shown once:", k.key_id, k.prefix));
                     run::say(&k.key);
@@ -427,9 +509,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 KeyCmd::List { tenant } => {
                     let model = control::load(&log).await?;
                     for k in model.keys.values().filter(|k| tenant.as_ref().is_none_or(|t| *t == k.tenant)) {
-                        let state = if k.revoked() { "revoked" } else { "active" };
+                        let state = if k.revoked() {
+                            "revoked"
+                        } else if k.expired(control::now_us()) {
+                            "expired"
+                        } else {
+                            "active"
+                        };
                         let name = k.name.as_deref().unwrap_or("");
-                        run::say(&format!("{}\t{}\t{}…\t{state}\t{name}", k.key_id, k.tenant, k.prefix));
+                        let mut extra = caps_columns(k.max_output_tokens, k.max_n);
+                        if let Some(at) = k.expires_at_us.and_then(chrono::DateTime::from_timestamp_micros) {
+                            extra.push_str(&format!(
+                                "\texpires_at={}",
+                                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            ));
+                        }
+                        run::say(&format!("{}\t{}\t{}…\t{state}\t{name}{extra}", k.key_id, k.tenant, k.prefix));
                     }
                 }
             }

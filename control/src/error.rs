@@ -122,6 +122,15 @@ pub enum AdminError {
     /// Not an IANA time zone.
     #[error("unknown time zone {0:?}; give an IANA name such as Asia/Shanghai or UTC")]
     BadTimeZone(String),
+    /// A request cap of zero (on a key) or beyond what the gateway accepts at all.
+    #[error("{0} must be between 1 and {1}")]
+    BadCap(&'static str, u64),
+    /// A key's expiry that is not in the future.
+    #[error("the expiry must be in the future")]
+    ExpiryPast,
+    /// `tenants update` without a change.
+    #[error("nothing to change; give a display name, a time zone or a cap")]
+    NoTenantChange,
     /// `users update` without a change.
     #[error("nothing to change; give a role or a password")]
     NoUserChange,

@@ -144,19 +144,93 @@ pub struct ChannelChanges {
     pub enabled: Option<bool>,
 }
 
-/// A tenant's profile: display name and time zone.
+/// A tenant's profile: display name, time zone and request caps.
 #[derive(Debug, Clone, Default)]
 pub struct TenantProfile {
     /// Any script, 1-128 characters, no control characters (trimmed).
     pub display_name: Option<String>,
     /// An IANA zone name (`Asia/Shanghai`).
     pub time_zone: Option<String>,
+    /// Cap on every request's output tokens for the tenant's keys; `0` removes it.
+    pub max_output_tokens: Option<u64>,
+    /// Cap on every request's choices (`n`) for the tenant's keys; `0` removes it.
+    pub max_n: Option<u64>,
+}
+
+/// The largest output-token cap a key or tenant may be given (the gateway's own default limit).
+pub const MAX_OUTPUT_TOKENS_CAP: u64 = 1_000_000;
+/// The largest choices cap a key or tenant may be given (the gateway's own limit on `n`).
+pub const MAX_N_CAP: u64 = 128;
+
+/// A key's caps and expiry, checked by [`Admin::create_key_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyLimits {
+    /// Cap on a request's output tokens, `1..=`[`MAX_OUTPUT_TOKENS_CAP`].
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices, `1..=`[`MAX_N_CAP`].
+    pub max_n: Option<u64>,
+    /// When the key stops working, µs since the epoch; must be in the future.
+    pub expires_at_us: Option<i64>,
+}
+
+impl KeyLimits {
+    fn checked(self, now_us: i64) -> Result<KeyLimits, AdminError> {
+        cap(self.max_output_tokens, "max_output_tokens", MAX_OUTPUT_TOKENS_CAP, false)?;
+        cap(self.max_n, "max_n", MAX_N_CAP, false)?;
+        if self.expires_at_us.is_some_and(|at| at <= now_us) {
+            return Err(AdminError::ExpiryPast);
+        }
+        Ok(self)
+    }
+}
+
+/// A cap in `1..=max` (or `0` where `zero_clears`).
+fn cap(value: Option<u64>, name: &'static str, max: u64, zero_clears: bool) -> Result<(), AdminError> {
+    match value {
+        Some(0) if zero_clears => Ok(()),
+        Some(v) if v == 0 || v > max => Err(AdminError::BadCap(name, max)),
+        _ => Ok(()),
+    }
+}
+
+/// A key's lifetime such as `30d`, `12h`, `90m`, `45s` or `2w`, as µs.
+pub fn parse_lifetime(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(unit_at);
+    let n: i64 = n.parse().ok().filter(|n| *n > 0)?;
+    let secs: i64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(secs)?.checked_mul(1_000_000)
 }
 
 /// The longest display name, in characters.
 const MAX_DISPLAY_NAME: usize = 128;
 
 impl TenantProfile {
+    fn is_empty(&self) -> bool {
+        self.display_name.is_none()
+            && self.time_zone.is_none()
+            && self.max_output_tokens.is_none()
+            && self.max_n.is_none()
+    }
+
+    fn into_event(self, tenant: &TenantId) -> EventBody {
+        EventBody::TenantUpdated(schemas::TenantUpdated {
+            name: tenant.to_string(),
+            display_name: self.display_name,
+            time_zone: self.time_zone,
+            max_output_tokens: self.max_output_tokens,
+            max_n: self.max_n,
+        })
+    }
+
     fn checked(self) -> Result<TenantProfile, AdminError> {
         let display_name = match self.display_name.map(|d| d.trim().to_owned()) {
             Some(d) if d.is_empty() || d.chars().count() > MAX_DISPLAY_NAME || d.chars().any(char::is_control) => {
@@ -171,7 +245,9 @@ impl TenantProfile {
             },
             None => None,
         };
-        Ok(TenantProfile { display_name, time_zone })
+        cap(self.max_output_tokens, "max_output_tokens", MAX_OUTPUT_TOKENS_CAP, true)?;
+        cap(self.max_n, "max_n", MAX_N_CAP, true)?;
+        Ok(TenantProfile { display_name, time_zone, max_output_tokens: self.max_output_tokens, max_n: self.max_n })
     }
 }
 
@@ -253,7 +329,8 @@ pub struct NewPrice<'a> {
     pub cache_write: Option<&'a str>,
 }
 
-fn now_us() -> i64 {
+/// Now, in µs since the Unix epoch.
+pub fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
@@ -388,15 +465,43 @@ impl Admin {
         }
         let env = self.event(tenant.as_str(), EventBody::TenantCreated(TenantCreated { name: tenant.to_string() }));
         self.append(&env).await?;
-        if profile.display_name.is_some() || profile.time_zone.is_some() {
-            let body = EventBody::TenantUpdated(schemas::TenantUpdated {
-                name: tenant.to_string(),
-                display_name: profile.display_name,
-                time_zone: profile.time_zone,
-            });
-            self.append(&self.event(tenant.as_str(), body)).await?;
+        if !profile.is_empty() {
+            self.append(&self.event(tenant.as_str(), profile.into_event(&tenant))).await?;
         }
         Ok(())
+    }
+
+    /// `tenants update NAME [--display-name TEXT] [--time-zone ZONE] [--max-output-tokens N]
+    /// [--max-n N]`: one `tenant.updated` with the fields given (a cap of `0` removes it).
+    pub async fn update_tenant(&self, name: &str, profile: TenantProfile) -> Result<(), AdminError> {
+        let tenant = TenantId::parse(name)?;
+        let profile = profile.checked()?;
+        if profile.is_empty() {
+            return Err(AdminError::NoTenantChange);
+        }
+        let model = load(&self.log).await?;
+        if !model.tenants.contains_key(tenant.as_str()) {
+            return Err(AdminError::NoTenant(tenant.to_string()));
+        }
+        self.append(&self.event(tenant.as_str(), profile.into_event(&tenant))).await
+    }
+
+    /// `keys create --tenant T [--max-output-tokens N] [--max-n N] [--expires-in D | --expires-at T]`.
+    pub async fn create_key_with(
+        &self,
+        tenant: &str,
+        name: Option<String>,
+        models: Option<Vec<String>>,
+        tenant_usage: bool,
+        limits: KeyLimits,
+    ) -> Result<IssuedKey, AdminError> {
+        let tenant = TenantId::parse(tenant)?;
+        let limits = limits.checked(now_us())?;
+        let model = load(&self.log).await?;
+        if !model.tenants.contains_key(tenant.as_str()) {
+            return Err(AdminError::NoTenant(tenant.to_string()));
+        }
+        self.issue_key_with(tenant.as_str(), name, models, tenant_usage, limits).await
     }
 
     /// `keys create --tenant T`: the tenant must exist.
@@ -412,7 +517,7 @@ impl Admin {
         if !model.tenants.contains_key(tenant.as_str()) {
             return Err(AdminError::NoTenant(tenant.to_string()));
         }
-        self.issue_key(tenant.as_str(), name, models, tenant_usage).await
+        self.issue_key_with(tenant.as_str(), name, models, tenant_usage, KeyLimits::default()).await
     }
 
     /// Appends `api_key.issued` for a fresh key of `tenant`, without checking the tenant.
@@ -422,6 +527,17 @@ impl Admin {
         name: Option<String>,
         models: Option<Vec<String>>,
         tenant_usage: bool,
+    ) -> Result<IssuedKey, AdminError> {
+        self.issue_key_with(tenant, name, models, tenant_usage, KeyLimits::default()).await
+    }
+
+    async fn issue_key_with(
+        &self,
+        tenant: &str,
+        name: Option<String>,
+        models: Option<Vec<String>>,
+        tenant_usage: bool,
+        limits: KeyLimits,
     ) -> Result<IssuedKey, AdminError> {
         let key = schemas::keys::generate();
         let key_id = format!("key_{}", uuid::Uuid::now_v7().simple());
@@ -434,6 +550,9 @@ impl Admin {
                 name,
                 models,
                 tenant_usage,
+                max_output_tokens: limits.max_output_tokens,
+                max_n: limits.max_n,
+                expires_at_us: limits.expires_at_us,
             }),
         );
         self.append(&env).await?;
@@ -741,6 +860,7 @@ mod tests {
                 name: None,
                 models: None,
                 tenant_usage: false,
+                ..Default::default()
             });
             model.apply(i as u64 + 1, &Envelope::new("t", "test", 1, body));
         }
@@ -759,7 +879,8 @@ mod tests {
     #[test]
     fn tenant_profiles_take_any_script_and_iana_zones_only() {
         let p = |d: Option<&str>, z: Option<&str>| {
-            TenantProfile { display_name: d.map(str::to_owned), time_zone: z.map(str::to_owned) }.checked()
+            TenantProfile { display_name: d.map(str::to_owned), time_zone: z.map(str::to_owned), ..Default::default() }
+                .checked()
         };
         let ok = p(Some(" 华东分公司 "), Some("Asia/Shanghai")).ok();
         assert_eq!(ok.as_ref().and_then(|t| t.display_name.as_deref()), Some("华东分公司"));

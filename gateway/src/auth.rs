@@ -55,8 +55,10 @@ async fn lookup(key: &str, state: &Control) -> Result<Arc<KeyEntry>, Failure> {
         return Err(Failure::bare(Reason::Malformed));
     }
     match state.key(&schemas::keys::hash(key)).await {
-        Some(k) if !k.revoked => Ok(k),
-        Some(_) => Err(Failure::of(Reason::Revoked, key)),
+        Some(k) if k.revoked => Err(Failure::of(Reason::Revoked, key)),
+        // Expiry needs no event: the clock at request time decides.
+        Some(k) if k.expired(crate::health::now_us()) => Err(Failure::of(Reason::Expired, key)),
+        Some(k) => Ok(k),
         None => Err(Failure::of(Reason::Unknown, key)),
     }
 }

@@ -43,6 +43,8 @@ pub enum Reason {
     Unknown,
     /// A revoked key.
     Revoked,
+    /// A key past its expiry.
+    Expired,
 }
 
 /// A failed authentication: why, and a short prefix of what was presented.
@@ -125,6 +127,7 @@ struct Interval {
     malformed: u64,
     unknown: u64,
     revoked: u64,
+    expired: u64,
     throttled: u64,
     addresses: HashSet<Addr>,
     prefixes: Vec<String>,
@@ -133,7 +136,7 @@ struct Interval {
 
 impl Interval {
     fn is_empty(&self) -> bool {
-        self.missing + self.malformed + self.unknown + self.revoked + self.throttled == 0
+        self.missing + self.malformed + self.unknown + self.revoked + self.expired + self.throttled == 0
     }
 
     fn saw(&mut self, addr: Option<Addr>) {
@@ -206,6 +209,7 @@ impl AuthFailures {
                 Reason::Malformed => i.malformed += 1,
                 Reason::Unknown => i.unknown += 1,
                 Reason::Revoked => i.revoked += 1,
+                Reason::Expired => i.expired += 1,
             }
             i.saw(addr);
             if let Some(p) = failure.prefix
@@ -267,6 +271,7 @@ impl AuthFailures {
             malformed: i.malformed,
             unknown: i.unknown,
             revoked: i.revoked,
+            expired: i.expired,
             throttled: i.throttled,
             distinct_addresses: i.addresses.len() as u64,
             key_prefixes: i.prefixes,

@@ -49,11 +49,27 @@ pub struct Limits {
     pub max_output_tokens: u64,
     /// Most `messages` / `contents` entries accepted.
     pub max_messages: usize,
+    /// Most choices (`n`, `candidateCount`) accepted: [`MAX_N`] unless a key or tenant caps it.
+    pub max_n: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS, max_messages: DEFAULT_MAX_MESSAGES }
+        Limits { max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS, max_messages: DEFAULT_MAX_MESSAGES, max_n: MAX_N }
+    }
+}
+
+impl Limits {
+    /// These limits tightened by a key's (or its tenant's) caps: the smallest cap wins. Two
+    /// integer compares on values already in the key entry.
+    pub fn capped(mut self, max_output_tokens: Option<u64>, max_n: Option<u64>) -> Limits {
+        if let Some(m) = max_output_tokens {
+            self.max_output_tokens = self.max_output_tokens.min(m);
+        }
+        if let Some(m) = max_n {
+            self.max_n = self.max_n.min(m);
+        }
+        self
     }
 }
 
@@ -145,7 +161,7 @@ impl Limits {
     pub fn check_field(&self, endpoint: Endpoint, name: &str, raw: &RawValue) -> Result<(), ApiError> {
         let max_out = self.max_output_tokens;
         match (endpoint, name) {
-            (Endpoint::ChatCompletions | Endpoint::Completions, "n") => integer(raw, name, 1, MAX_N),
+            (Endpoint::ChatCompletions | Endpoint::Completions, "n") => integer(raw, name, 1, self.max_n),
             (Endpoint::ChatCompletions, "max_tokens" | "max_completion_tokens") => integer(raw, name, 1, max_out),
             // `max_tokens: 0` with `echo` asks the legacy endpoint for the prompt's logprobs alone.
             (Endpoint::Completions, "max_tokens") => integer(raw, name, 0, max_out),
@@ -179,7 +195,7 @@ impl Limits {
         let Some(c) = config else { return Ok(()) };
         let p = |field: &str| format!("generationConfig.{field}");
         let checks: [(Option<&RawValue>, &str, Check); 7] = [
-            (c.candidate_count, "candidateCount", Check::Integer(1, MAX_N)),
+            (c.candidate_count, "candidateCount", Check::Integer(1, self.max_n)),
             (c.max_output_tokens, "maxOutputTokens", Check::Integer(1, self.max_output_tokens)),
             (c.temperature, "temperature", Check::Number(0.0, 2.0)),
             (c.top_p, "topP", Check::Number(0.0, 1.0)),

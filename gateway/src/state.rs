@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use nats::EventLog;
-use schemas::control::{Change, ControlModel, Outcome};
+use schemas::control::{Change, ControlModel, Outcome, tighter};
 use schemas::secret::MasterKey;
 use schemas::{AppliedPrice, Envelope, Stream};
 use tokio::sync::{Notify, watch};
@@ -30,12 +30,38 @@ pub struct KeyEntry {
     pub models: Option<Vec<String>>,
     /// Revoked keys stay in the table so a late `issued` replay cannot resurrect them.
     pub revoked: bool,
+    /// The tighter of the key's and its tenant's cap on output tokens; `None` = only the
+    /// gateway's own limit applies.
+    pub max_output_tokens: Option<u64>,
+    /// The tighter of the key's and its tenant's cap on choices (`n`, `candidateCount`).
+    pub max_n: Option<u64>,
+    /// When the key stops working (µs since the epoch); `None` = never.
+    pub expires_at_us: Option<i64>,
 }
 
 impl KeyEntry {
     /// Whether this key may call `model`.
     pub fn allows(&self, model: &str) -> bool {
         self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+    }
+
+    /// Whether the key has expired at `now_us`.
+    pub fn expired(&self, now_us: i64) -> bool {
+        self.expires_at_us.is_some_and(|at| now_us >= at)
+    }
+}
+
+/// The gateway's entry for key `k`, its caps the tighter of its own and its tenant's.
+fn key_entry(model: &ControlModel, k: &schemas::control::Key) -> KeyEntry {
+    let tenant = model.tenants.get(&k.tenant);
+    KeyEntry {
+        key_id: k.key_id.clone(),
+        tenant: k.tenant.clone(),
+        models: k.models.clone(),
+        revoked: k.revoked(),
+        max_output_tokens: tighter(k.max_output_tokens, tenant.and_then(|t| t.max_output_tokens)),
+        max_n: tighter(k.max_n, tenant.and_then(|t| t.max_n)),
+        expires_at_us: k.expires_at_us,
     }
 }
 
@@ -110,16 +136,16 @@ impl ControlState {
     /// Brings the entity `change` names in line with `model` (which has just applied it).
     fn update(&mut self, model: &ControlModel, change: &Change, master_key: &MasterKey) {
         match change {
-            Change::Tenant(_) | Change::User(_) | Change::SessionSecret => {}
+            Change::User(_) | Change::SessionSecret => {}
+            // The tenant's caps are folded into each of its keys' entries.
+            Change::Tenant(name) => {
+                for k in model.keys.values().filter(|k| &k.tenant == name) {
+                    self.keys.insert(k.hash.clone(), Arc::new(key_entry(model, k)));
+                }
+            }
             Change::Key(id) => {
                 if let Some(k) = model.keys.get(id) {
-                    let entry = KeyEntry {
-                        key_id: k.key_id.clone(),
-                        tenant: k.tenant.clone(),
-                        models: k.models.clone(),
-                        revoked: k.revoked(),
-                    };
-                    self.keys.insert(k.hash.clone(), Arc::new(entry));
+                    self.keys.insert(k.hash.clone(), Arc::new(key_entry(model, k)));
                 }
             }
             Change::Channel(id) => match model.channels.get(id) {

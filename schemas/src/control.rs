@@ -69,6 +69,10 @@ pub struct Tenant {
     pub display_name: Option<String>,
     /// IANA time zone of its reports; `None` = UTC.
     pub time_zone: Option<String>,
+    /// Cap on a request's output tokens for every key of the tenant; `None` = none.
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices for every key of the tenant; `None` = none.
+    pub max_n: Option<u64>,
 }
 
 /// A virtual key: its hash and display prefix, never the key.
@@ -92,6 +96,12 @@ pub struct Key {
     pub created_at_us: i64,
     /// When it was first revoked.
     pub revoked_at_us: Option<i64>,
+    /// Cap on a request's output tokens; `None` = no key cap.
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices; `None` = no key cap.
+    pub max_n: Option<u64>,
+    /// When it stops working (µs); `None` = never. Judged at request time, no event marks it.
+    pub expires_at_us: Option<i64>,
 }
 
 impl Key {
@@ -103,6 +113,19 @@ impl Key {
     /// Whether this key may call `model`.
     pub fn allows(&self, model: &str) -> bool {
         self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+    }
+
+    /// Whether the key has expired at `now_us`.
+    pub fn expired(&self, now_us: i64) -> bool {
+        self.expires_at_us.is_some_and(|at| now_us >= at)
+    }
+}
+
+/// The smaller of two optional caps (`None` = no cap).
+pub fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -367,7 +390,14 @@ impl ControlModel {
                 if self.tenants.contains_key(&t.name) {
                     return Outcome::Unchanged;
                 }
-                let tenant = Tenant { name: t.name.clone(), created_at_us: at, display_name: None, time_zone: None };
+                let tenant = Tenant {
+                    name: t.name.clone(),
+                    created_at_us: at,
+                    display_name: None,
+                    time_zone: None,
+                    max_output_tokens: None,
+                    max_n: None,
+                };
                 self.tenants.insert(t.name.clone(), tenant);
                 Outcome::Changed(Change::Tenant(t.name.clone()))
             }
@@ -378,6 +408,13 @@ impl ControlModel {
                 }
                 if let Some(z) = &u.time_zone {
                     t.time_zone = Some(z.clone());
+                }
+                // A present cap replaces the old one; `0` removes it.
+                if let Some(m) = u.max_output_tokens {
+                    t.max_output_tokens = (m > 0).then_some(m);
+                }
+                if let Some(m) = u.max_n {
+                    t.max_n = (m > 0).then_some(m);
                 }
                 Outcome::Changed(Change::Tenant(u.name.clone()))
             }
@@ -517,6 +554,9 @@ impl ControlModel {
             tenant_usage: k.tenant_usage,
             created_at_us: at,
             revoked_at_us: None,
+            max_output_tokens: k.max_output_tokens,
+            max_n: k.max_n,
+            expires_at_us: k.expires_at_us,
         });
         Outcome::Changed(Change::Key(k.key_id.clone()))
     }
@@ -647,6 +687,7 @@ mod tests {
             name: None,
             models: None,
             tenant_usage: false,
+            ..Default::default()
         })
     }
 
@@ -750,6 +791,7 @@ mod tests {
                 name: name.into(),
                 display_name: Some("华东分公司".into()),
                 time_zone: tz.map(str::to_owned),
+                ..Default::default()
             })
         };
         assert_eq!(m.apply(6, &ev("t", 6, profile("nope", None))), Outcome::Unchanged);

@@ -92,10 +92,18 @@ pub struct TenantUpdated {
     /// The IANA time zone its reports use (`Asia/Shanghai`); absent = UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// Cap on a request's output tokens (`max_tokens` and its synonyms) for every key of the
+    /// tenant; `0` removes the cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices (`n`, Gemini's `candidateCount`) for every key of the tenant;
+    /// `0` removes the cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_n: Option<u64>,
 }
 
 /// `api_key.issued`: only the hash and a display prefix, never the key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyIssued {
     /// Stable id (`key_…`).
     pub key_id: String,
@@ -112,6 +120,16 @@ pub struct ApiKeyIssued {
     /// The key may read its whole tenant's usage (`/v1/usage?scope=tenant`); absent = its own only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tenant_usage: bool,
+    /// Cap on a request's output tokens (`max_tokens` and its synonyms); absent = no key cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices (`n`, Gemini's `candidateCount`); absent = no key cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_n: Option<u64>,
+    /// When the key stops working (µs since the epoch), judged against the clock at request time;
+    /// absent = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_us: Option<i64>,
 }
 
 /// `api_key.revoked`
@@ -403,6 +421,9 @@ pub struct AuthFailuresCounted {
     /// A revoked key.
     #[serde(default)]
     pub revoked: u64,
+    /// A key past its expiry.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub expired: u64,
     /// Requests refused with 429, unread, because their address had failed too often.
     #[serde(default)]
     pub throttled: u64,
@@ -627,6 +648,10 @@ pub struct UpstreamKeyStateChanged {
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 

@@ -129,6 +129,7 @@ impl From<control::AdminError> for ApiError {
             | E::NoUserChange
             | E::BadDisplayName
             | E::BadTimeZone(_) => ApiError::unprocessable("invalid_value", e.to_string()),
+            E::ExpiryPast => ApiError::bad_request("invalid_value", e.to_string()),
             E::NoTenant(_) => ApiError::not_found("tenant"),
             E::NoUser => ApiError::not_found("user"),
             E::UserExists(_) => ApiError::conflict("user_exists", e.to_string()),

@@ -62,6 +62,15 @@ pub struct KeyView {
     pub created_at: String,
     /// RFC 3339, when revoked.
     pub revoked_at: Option<String>,
+    /// Cap on a request's output tokens (absent: none of the key's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices, `n` (absent: none of the key's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_n: Option<u64>,
+    /// RFC 3339, when the key stops working (absent: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// A page of keys.
@@ -99,6 +108,9 @@ pub async fn list_keys(
             models: k.models,
             created_at: rfc3339(k.created_at_us),
             revoked_at: k.revoked_at_us.map(rfc3339),
+            max_output_tokens: k.max_output_tokens,
+            max_n: k.max_n,
+            expires_at: k.expires_at_us.map(rfc3339),
         })
         .collect();
     Ok(Json(KeyList { data, next_cursor }))
@@ -114,6 +126,13 @@ pub struct CreateKey {
     pub name: Option<String>,
     /// Restrict the key to these models.
     pub models: Option<Vec<String>>,
+    /// Cap on a request's output tokens (`max_tokens` and its synonyms), 1 to 1,000,000; the
+    /// smallest of the gateway's, the tenant's and the key's cap applies.
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices (`n`, Gemini's `candidateCount`), 1 to 128.
+    pub max_n: Option<u64>,
+    /// RFC 3339: the key stops working then (401). Must be in the future.
+    pub expires_at: Option<String>,
 }
 
 /// A key just issued: the key itself is shown this once.
@@ -133,6 +152,15 @@ pub struct IssuedKey {
     pub models: Option<Vec<String>>,
     /// RFC 3339.
     pub created_at: String,
+    /// Cap on a request's output tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_n: Option<u64>,
+    /// RFC 3339, when the key stops working.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// The longest key label, and the most models a key may name.
@@ -141,7 +169,7 @@ const MAX_MODELS: usize = 256;
 
 /// Issues an API key.
 #[utoipa::path(post, path = "/api/api-keys", tag = "api-keys", request_body = CreateKey,
-    responses((status = 201, body = IssuedKey), (status = 403), (status = 404), (status = 422)))]
+    responses((status = 201, body = IssuedKey), (status = 400), (status = 403), (status = 404), (status = 422)))]
 pub async fn create_key(
     State(state): State<WebState>,
     Extension(caller): Extension<Caller>,
@@ -159,11 +187,30 @@ pub async fn create_key(
     if models.as_ref().is_some_and(|m| m.is_empty() || m.len() > MAX_MODELS || m.iter().any(|x| x.len() > 256)) {
         return Err(ApiError::unprocessable("invalid_value", "models: 1 to 256 names of at most 256 bytes"));
     }
-    let key = caller.admin(admin).create_key(&tenant, body.name.clone(), models.clone(), false).await?;
+    let expires_at_us = match body.expires_at.as_deref() {
+        None => None,
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|_| ApiError::bad_request("invalid_value", "expires_at: an RFC 3339 time"))?
+                .timestamp_micros(),
+        ),
+    };
+    let limits = control::KeyLimits { max_output_tokens: body.max_output_tokens, max_n: body.max_n, expires_at_us };
+    let key = caller.admin(admin).create_key_with(&tenant, body.name.clone(), models.clone(), false, limits).await?;
     admin.settle(state.log(), state.store()).await;
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let out =
-        IssuedKey { id: key.key_id, key: key.key, prefix: key.prefix, tenant, name: body.name, models, created_at };
+    let out = IssuedKey {
+        id: key.key_id,
+        key: key.key,
+        prefix: key.prefix,
+        tenant,
+        name: body.name,
+        models,
+        created_at,
+        max_output_tokens: body.max_output_tokens,
+        max_n: body.max_n,
+        expires_at: expires_at_us.map(rfc3339),
+    };
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
@@ -205,6 +252,25 @@ pub struct TenantView {
     pub time_zone: String,
     /// RFC 3339.
     pub created_at: String,
+    /// Cap on a request's output tokens for every key of the tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices for every key of the tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_n: Option<u64>,
+}
+
+impl From<projections::read::TenantRecord> for TenantView {
+    fn from(t: projections::read::TenantRecord) -> TenantView {
+        TenantView {
+            name: t.name,
+            display_name: t.display_name,
+            time_zone: t.time_zone.unwrap_or_else(|| "UTC".to_owned()),
+            created_at: rfc3339(t.created_at_us),
+            max_output_tokens: t.max_output_tokens,
+            max_n: t.max_n,
+        }
+    }
 }
 
 /// A page of tenants.
@@ -231,15 +297,7 @@ pub async fn list_tenants(
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor = if more { rows.last().map(|t| t.name.clone()) } else { None };
-    let data = rows
-        .into_iter()
-        .map(|t| TenantView {
-            name: t.name,
-            display_name: t.display_name,
-            time_zone: t.time_zone.unwrap_or_else(|| "UTC".to_owned()),
-            created_at: rfc3339(t.created_at_us),
-        })
-        .collect();
+    let data = rows.into_iter().map(TenantView::from).collect();
     Ok(Json(TenantList { data, next_cursor }))
 }
 
@@ -253,6 +311,10 @@ pub struct CreateTenant {
     pub display_name: Option<String>,
     /// IANA time zone of its reports (default UTC).
     pub time_zone: Option<String>,
+    /// Cap on a request's output tokens for every key of the tenant, 1 to 1,000,000.
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices (`n`) for every key of the tenant, 1 to 128.
+    pub max_n: Option<u64>,
 }
 
 /// Creates a tenant (owners and unscoped admins).
@@ -268,18 +330,21 @@ pub async fn create_tenant(
     if caller.user.tenant.is_some() {
         return Err(ApiError::forbidden("A tenant-scoped user cannot create tenants."));
     }
-    let profile = control::TenantProfile { display_name: body.display_name, time_zone: body.time_zone };
+    if body.max_output_tokens == Some(0) || body.max_n == Some(0) {
+        return Err(ApiError::unprocessable("invalid_value", "a cap must be at least 1"));
+    }
+    let profile = control::TenantProfile {
+        display_name: body.display_name,
+        time_zone: body.time_zone,
+        max_output_tokens: body.max_output_tokens,
+        max_n: body.max_n,
+    };
     caller.admin(admin).create_tenant_with(&body.name, profile).await?;
     admin.settle(state.log(), state.store()).await;
     let tenant =
         projections::read::tenants_page(state.store(), Some(&body.name), None, 1).await?.pop().ok_or_else(|| {
             ApiError::unavailable("read_store_lagging", "The tenant was created; the list shows it shortly.")
         })?;
-    let view = TenantView {
-        name: tenant.name,
-        display_name: tenant.display_name,
-        time_zone: tenant.time_zone.unwrap_or_else(|| "UTC".to_owned()),
-        created_at: rfc3339(tenant.created_at_us),
-    };
+    let view = TenantView::from(tenant);
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }

@@ -78,7 +78,15 @@ fn state_with(strategy: RouteStrategy) -> Folder {
 #[expect(clippy::print_stdout, reason = "the benchmark's report is its output")]
 fn main() -> anyhow::Result<()> {
     let iterations: u32 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(200_000);
-    let key = KeyEntry { key_id: "key_bench".into(), tenant: "acme".into(), models: None, revoked: false };
+    let key = KeyEntry {
+        key_id: "key_bench".into(),
+        tenant: "acme".into(),
+        models: None,
+        revoked: false,
+        max_output_tokens: None,
+        max_n: None,
+        expires_at_us: None,
+    };
     let filter = ProviderFilter::default();
     println!("| strategy | lanes returned | ns per decision (median of 5 runs of {iterations}) |");
     println!("|---|---|---|");

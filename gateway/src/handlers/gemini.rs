@@ -51,7 +51,12 @@ pub async fn action(
     });
     let providers = routing::ProviderFilter::from_headers(req.headers());
     let prepared = match proxy::read(&app, req).await {
-        Ok(bytes) => request::prepare_gemini(&model, stream, bytes, &app.cfg.limits),
+        Ok(bytes) => request::prepare_gemini(
+            &model,
+            stream,
+            bytes,
+            &app.cfg.limits.capped(caller.0.max_output_tokens, caller.0.max_n),
+        ),
         Err(e) => Err(e),
     };
     let Caller(key) = caller;

@@ -57,7 +57,7 @@ pub(super) async fn proxy(
     let anthropic_beta = req.headers().get("anthropic-beta").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let providers = crate::routing::ProviderFilter::from_headers(req.headers());
     let prepared = match read(&app, req).await {
-        Ok(bytes) => request::prepare(endpoint, bytes, &app.cfg.limits),
+        Ok(bytes) => request::prepare(endpoint, bytes, &app.cfg.limits.capped(key.max_output_tokens, key.max_n)),
         Err(e) => Err(e),
     };
     let options = CallOptions { anthropic_beta, gemini_sse: true, providers };

@@ -67,20 +67,16 @@ pub struct Issued {
 }
 
 pub async fn issue_key(log: &EventLog, models: Option<Vec<String>>) -> anyhow::Result<Issued> {
+    issue_key_with(log, |k| k.models = models).await
+}
+
+/// Issues a key of [`TENANT`] with the fields `tweak` sets (caps, expiry, models).
+pub async fn issue_key_with(log: &EventLog, tweak: impl FnOnce(&mut ApiKeyIssued)) -> anyhow::Result<Issued> {
     let k = schemas::keys::generate();
     let key_id = format!("key_{}", uuid::Uuid::now_v7().simple());
-    log.append_acked(&control(
-        TENANT,
-        EventBody::ApiKeyIssued(ApiKeyIssued {
-            key_id: key_id.clone(),
-            hash: k.hash,
-            prefix: k.prefix,
-            name: None,
-            models,
-            tenant_usage: false,
-        }),
-    ))
-    .await?;
+    let mut issued = ApiKeyIssued { key_id: key_id.clone(), hash: k.hash, prefix: k.prefix, ..Default::default() };
+    tweak(&mut issued);
+    log.append_acked(&control(TENANT, EventBody::ApiKeyIssued(issued))).await?;
     Ok(Issued { plaintext: k.plaintext, key_id })
 }
 

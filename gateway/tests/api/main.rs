@@ -2,6 +2,7 @@
 //! log in a temp dir. Assertions are on the responses and on the events appended.
 
 mod anthropic;
+mod caps;
 mod conformance;
 mod egress;
 mod failures;

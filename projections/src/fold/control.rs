@@ -128,8 +128,8 @@ async fn load_keys(
     model: &mut ControlModel,
 ) -> Result<(), sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT key_id, tenant, hash, prefix, name, models, tenant_usage, created_at_us, revoked_at_us \
-         FROM api_keys WHERE generation = $1 AND (key_id = $2 OR hash = $3)",
+        "SELECT key_id, tenant, hash, prefix, name, models, tenant_usage, created_at_us, revoked_at_us, \
+         max_output_tokens, max_n, expires_at_us FROM api_keys WHERE generation = $1 AND (key_id = $2 OR hash = $3)",
     )
     .bind(generation)
     .bind(key_id)
@@ -148,9 +148,17 @@ async fn load_keys(
             tenant_usage: r.try_get::<i64, _>("tenant_usage")? != 0,
             created_at_us: r.try_get("created_at_us")?,
             revoked_at_us: r.try_get("revoked_at_us")?,
+            max_output_tokens: cap(&r, "max_output_tokens")?,
+            max_n: cap(&r, "max_n")?,
+            expires_at_us: r.try_get("expires_at_us")?,
         });
     }
     Ok(())
+}
+
+/// A nullable cap column.
+fn cap(r: &sqlx::any::AnyRow, column: &str) -> Result<Option<u64>, sqlx::Error> {
+    Ok(r.try_get::<Option<i64>, _>(column)?.and_then(|v| u64::try_from(v).ok()))
 }
 
 async fn load_tenant(
@@ -160,7 +168,8 @@ async fn load_tenant(
     model: &mut ControlModel,
 ) -> Result<(), sqlx::Error> {
     let row = sqlx::query(
-        "SELECT name, created_at_us, display_name, time_zone FROM tenants WHERE generation = $1 AND name = $2",
+        "SELECT name, created_at_us, display_name, time_zone, max_output_tokens, max_n FROM tenants \
+         WHERE generation = $1 AND name = $2",
     )
     .bind(generation)
     .bind(name)
@@ -172,6 +181,8 @@ async fn load_tenant(
             created_at_us: r.try_get("created_at_us")?,
             display_name: r.try_get("display_name")?,
             time_zone: r.try_get("time_zone")?,
+            max_output_tokens: cap(&r, "max_output_tokens")?,
+            max_n: cap(&r, "max_n")?,
         };
         model.tenants.insert(tenant.name.clone(), tenant);
     }
@@ -269,15 +280,18 @@ async fn write(
         Change::Tenant(name) => {
             let Some(t) = model.tenants.get(name) else { return Ok(()) };
             sqlx::query(
-                "INSERT INTO tenants (generation, name, created_at_us, display_name, time_zone) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (generation, name) DO UPDATE SET \
-                 display_name = excluded.display_name, time_zone = excluded.time_zone",
+                "INSERT INTO tenants (generation, name, created_at_us, display_name, time_zone, max_output_tokens, max_n) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (generation, name) DO UPDATE SET \
+                 display_name = excluded.display_name, time_zone = excluded.time_zone, \
+                 max_output_tokens = excluded.max_output_tokens, max_n = excluded.max_n",
             )
             .bind(generation)
             .bind(&t.name)
             .bind(t.created_at_us)
             .bind(t.display_name.clone())
             .bind(t.time_zone.clone())
+            .bind(t.max_output_tokens.and_then(|m| i64::try_from(m).ok()))
+            .bind(t.max_n.and_then(|m| i64::try_from(m).ok()))
             .execute(&mut *conn)
             .await?;
         }
@@ -286,7 +300,8 @@ async fn write(
             let models = k.models.as_ref().map(serde_json::to_string).transpose().map_err(encode)?;
             sqlx::query(
                 "INSERT INTO api_keys (generation, key_id, tenant, hash, prefix, name, models, revoked, \
-                 created_at_us, revoked_at_us, tenant_usage) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 created_at_us, revoked_at_us, tenant_usage, max_output_tokens, max_n, expires_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                  ON CONFLICT (generation, key_id) DO UPDATE SET revoked = excluded.revoked, \
                  revoked_at_us = excluded.revoked_at_us",
             )
@@ -301,6 +316,9 @@ async fn write(
             .bind(k.created_at_us)
             .bind(k.revoked_at_us)
             .bind(i64::from(k.tenant_usage))
+            .bind(k.max_output_tokens.and_then(|m| i64::try_from(m).ok()))
+            .bind(k.max_n.and_then(|m| i64::try_from(m).ok()))
+            .bind(k.expires_at_us)
             .execute(&mut *conn)
             .await?;
         }

@@ -75,6 +75,12 @@ pub struct ApiKeyRecord {
     pub created_at_us: i64,
     /// When it was revoked.
     pub revoked_at_us: Option<i64>,
+    /// Cap on a request's output tokens; `None` = no key cap.
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices; `None` = no key cap.
+    pub max_n: Option<u64>,
+    /// When it stops working (µs since the epoch); `None` = never.
+    pub expires_at_us: Option<i64>,
 }
 
 /// A tenant.
@@ -88,6 +94,10 @@ pub struct TenantRecord {
     pub display_name: Option<String>,
     /// IANA time zone of its reports; `None` = UTC.
     pub time_zone: Option<String>,
+    /// Cap on a request's output tokens for its keys; `None` = none.
+    pub max_output_tokens: Option<u64>,
+    /// Cap on a request's choices for its keys; `None` = none.
+    pub max_n: Option<u64>,
 }
 
 /// An admin user as the read model has it (no password hash).
@@ -415,7 +425,7 @@ pub async fn checkpoints(store: &ReadStore) -> Result<Vec<Checkpoint>, Projectio
 /// Every tenant, by name.
 pub async fn tenants(store: &ReadStore) -> Result<Vec<TenantRecord>, ProjectionError> {
     let rows = sqlx::query(
-        "SELECT name, created_at_us, display_name, time_zone FROM tenants \
+        "SELECT name, created_at_us, display_name, time_zone, max_output_tokens, max_n FROM tenants \
          WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
          ORDER BY name",
     )
@@ -430,47 +440,33 @@ fn tenant_record(r: &AnyRow) -> Result<TenantRecord, ProjectionError> {
         created_at_us: r.try_get("created_at_us")?,
         display_name: r.try_get("display_name")?,
         time_zone: r.try_get("time_zone")?,
+        max_output_tokens: cap(r, "max_output_tokens")?,
+        max_n: cap(r, "max_n")?,
     })
 }
 
 /// API keys of one tenant, or of all, ordered by tenant and key id.
 pub async fn api_keys(store: &ReadStore, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, ProjectionError> {
     let rows = match tenant {
-        Some(tenant) => {
-            sqlx::query(
-                "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us FROM api_keys \
+        Some(tenant) => sqlx::query(
+            "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us, max_output_tokens, \
+         max_n, expires_at_us FROM api_keys \
                  WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
                  AND tenant = $1 ORDER BY tenant, key_id",
-            )
-            .bind(tenant)
-            .fetch_all(store.pool())
-            .await?
-        }
-        None => {
-            sqlx::query(
-                "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us FROM api_keys \
+        )
+        .bind(tenant)
+        .fetch_all(store.pool())
+        .await?,
+        None => sqlx::query(
+            "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us, max_output_tokens, \
+         max_n, expires_at_us FROM api_keys \
                  WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
                  ORDER BY tenant, key_id",
-            )
-            .fetch_all(store.pool())
-            .await?
-        }
+        )
+        .fetch_all(store.pool())
+        .await?,
     };
-    rows.iter()
-        .map(|r| {
-            let models: Option<String> = r.try_get("models")?;
-            Ok(ApiKeyRecord {
-                key_id: r.try_get("key_id")?,
-                tenant: r.try_get("tenant")?,
-                prefix: r.try_get("prefix")?,
-                name: r.try_get("name")?,
-                models: models.as_deref().map(json_list).transpose()?,
-                revoked: flag(r, "revoked")?,
-                created_at_us: r.try_get("created_at_us")?,
-                revoked_at_us: r.try_get("revoked_at_us")?,
-            })
-        })
-        .collect()
+    rows.iter().map(api_key_record).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
 }
 
 /// Up to `limit` users after the id `after` (exclusive; `None` = from the start), in id order
@@ -515,7 +511,8 @@ pub async fn api_keys_page(
     limit: u32,
 ) -> Result<Vec<ApiKeyRecord>, ProjectionError> {
     let rows = sqlx::query(
-        "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us FROM api_keys \
+        "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us, max_output_tokens, \
+         max_n, expires_at_us FROM api_keys \
          WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
          AND ($1 = 0 OR tenant = $2) AND key_id > $3 ORDER BY key_id LIMIT $4",
     )
@@ -531,7 +528,8 @@ pub async fn api_keys_page(
 /// The API key with this id.
 pub async fn api_key(store: &ReadStore, key_id: &str) -> Result<Option<ApiKeyRecord>, ProjectionError> {
     let row = sqlx::query(
-        "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us FROM api_keys \
+        "SELECT key_id, tenant, prefix, name, models, revoked, created_at_us, revoked_at_us, max_output_tokens, \
+         max_n, expires_at_us FROM api_keys \
          WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
          AND key_id = $1",
     )
@@ -552,7 +550,15 @@ fn api_key_record(r: &AnyRow) -> Result<ApiKeyRecord, sqlx::Error> {
         revoked: flag(r, "revoked")?,
         created_at_us: r.try_get("created_at_us")?,
         revoked_at_us: r.try_get("revoked_at_us")?,
+        max_output_tokens: cap(r, "max_output_tokens")?,
+        max_n: cap(r, "max_n")?,
+        expires_at_us: r.try_get("expires_at_us")?,
     })
+}
+
+/// A nullable cap column.
+fn cap(r: &AnyRow, column: &str) -> Result<Option<u64>, sqlx::Error> {
+    Ok(r.try_get::<Option<i64>, _>(column)?.and_then(|v| u64::try_from(v).ok()))
 }
 
 /// Up to `limit` tenants after the name `after`, by name; with `only`, that tenant alone.
@@ -563,7 +569,7 @@ pub async fn tenants_page(
     limit: u32,
 ) -> Result<Vec<TenantRecord>, ProjectionError> {
     let rows = sqlx::query(
-        "SELECT name, created_at_us, display_name, time_zone FROM tenants \
+        "SELECT name, created_at_us, display_name, time_zone, max_output_tokens, max_n FROM tenants \
          WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
          AND ($1 = 0 OR name = $2) AND name > $3 ORDER BY name LIMIT $4",
     )

@@ -210,6 +210,7 @@ pub fn key_issued(tenant: &str, key_id: &str, hash: &str, at: i64) -> Envelope {
             name: Some(format!("{key_id} label")),
             models: None,
             tenant_usage: false,
+            ..Default::default()
         }),
     )
 }
