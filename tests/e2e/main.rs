@@ -3,6 +3,7 @@
 
 mod admin_api;
 mod anthropic;
+mod caps;
 mod chaos;
 mod dashboard;
 mod egress;
