@@ -67,3 +67,105 @@ async fn row22_row24_cli_caps_and_expiry_are_enforced_by_serve_and_listed() -> a
     assert!(err.contains("max_n must be between 1 and 128"), "{err}");
     Ok(())
 }
+
+/// A POST or GET on the admin API with the owner's token; returns (status, JSON body).
+async fn admin_call(
+    env: &Env,
+    url: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let req = match body {
+        Some(b) => env.http.post(url).bearer_auth(token).json(&b),
+        None => env.http.get(url).bearer_auth(token),
+    };
+    let r = req.send().await?;
+    Ok((r.status().as_u16(), r.json().await.unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn row22_row24_the_admin_api_sets_and_lists_caps_and_expiry() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
+    env.add_fake_channel()?;
+    let base = serve.base.clone();
+    let login = env
+        .http
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"email": "admin@localhost", "password": "owner-password-123"}))
+        .send()
+        .await?;
+    let login: serde_json::Value = login.json().await?;
+    let token = login["token"].as_str().unwrap_or_default().to_owned();
+
+    let (status, t) = admin_call(
+        &env,
+        &format!("{base}/api/tenants"),
+        &token,
+        Some(serde_json::json!({"name": "acme", "max_output_tokens": 700, "max_n": 2})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{t}");
+    assert_eq!((t["max_output_tokens"].as_u64(), t["max_n"].as_u64()), (Some(700), Some(2)), "{t}");
+
+    let expires_at =
+        (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (status, k) = admin_call(
+        &env,
+        &format!("{base}/api/api-keys"),
+        &token,
+        Some(serde_json::json!({"tenant": "acme", "max_output_tokens": 300, "expires_at": expires_at})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{k}");
+    assert_eq!(k["max_output_tokens"].as_u64(), Some(300), "{k}");
+    assert_eq!(k["expires_at"].as_str(), Some(expires_at.as_str()), "{k}");
+    let key = k["key"].as_str().unwrap_or_default().to_owned();
+
+    let (_, list) = admin_call(&env, &format!("{base}/api/api-keys?tenant=acme"), &token, None).await?;
+    let listed = list["data"].as_array().and_then(|d| d.iter().find(|x| x["id"] == k["id"])).cloned();
+    let listed = listed.unwrap_or_default();
+    assert_eq!(listed["max_output_tokens"].as_u64(), Some(300), "{list}");
+    assert_eq!(listed["expires_at"].as_str(), Some(expires_at.as_str()), "{list}");
+    let (_, tenants) = admin_call(&env, &format!("{base}/api/tenants"), &token, None).await?;
+    assert!(
+        tenants["data"].as_array().into_iter().flatten().any(|t| t["name"] == "acme" && t["max_n"] == 2),
+        "{tenants}"
+    );
+
+    // The key works within its caps and is refused above them.
+    env.wait_for_model(&serve, &key, MODEL).await?;
+    assert_eq!(chat(&env, &serve, &key, 300, 2).await?.0, 200);
+    let (status, body) = chat(&env, &serve, &key, 301, 1).await?;
+    assert!(status == 400 && body.contains("<= 300"), "{status} {body}");
+
+    // A past expiry is a 400, a zero cap a 422, and the OpenAPI document lists the fields.
+    let (status, body) = admin_call(
+        &env,
+        &format!("{base}/api/api-keys"),
+        &token,
+        Some(serde_json::json!({"tenant": "acme", "expires_at": "2020-01-01T00:00:00Z"})),
+    )
+    .await?;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = admin_call(
+        &env,
+        &format!("{base}/api/api-keys"),
+        &token,
+        Some(serde_json::json!({"tenant": "acme", "max_n": 0})),
+    )
+    .await?;
+    assert_eq!(status, 422);
+    let (_, doc) = admin_call(&env, &format!("{base}/api/openapi.json"), &token, None).await?;
+    for schema in ["CreateKey", "KeyView", "IssuedKey"] {
+        let props = &doc["components"]["schemas"][schema]["properties"];
+        for field in ["max_output_tokens", "max_n", "expires_at"] {
+            assert!(props[field].is_object(), "{schema}.{field} missing from the OpenAPI document");
+        }
+    }
+    for schema in ["CreateTenant", "TenantView"] {
+        let props = &doc["components"]["schemas"][schema]["properties"];
+        assert!(props["max_output_tokens"].is_object() && props["max_n"].is_object(), "{schema}");
+    }
+    Ok(())
+}
