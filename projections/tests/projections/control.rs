@@ -291,7 +291,28 @@ fn fixture() -> Vec<Envelope> {
         price_published("m", 110, BASE_US + 26),
         added("ch_c", 27, 0),
         updated(28, ChannelUpdated { channel_id: "ch_c".into(), enabled: Some(false), ..ChannelUpdated::default() }),
+        // Caps and expiry (the events above carry none, as logs written before them do).
+        {
+            let mut e = key_issued("beta", "key_4", "h4h4", BASE_US + 29);
+            if let EventBody::ApiKeyIssued(k) = &mut e.body {
+                k.max_output_tokens = Some(4096);
+                k.max_n = Some(2);
+                k.expires_at_us = Some(BASE_US + 1_000_000);
+            }
+            e
+        },
+        at("beta", 30, tenant_caps("beta", Some(800), Some(3))),
+        at("beta", 31, tenant_caps("beta", Some(0), None)),
     ]
+}
+
+fn tenant_caps(name: &str, max_output_tokens: Option<u64>, max_n: Option<u64>) -> EventBody {
+    EventBody::TenantUpdated(schemas::TenantUpdated {
+        name: name.into(),
+        max_output_tokens,
+        max_n,
+        ..Default::default()
+    })
 }
 
 #[tokio::test]
@@ -313,15 +334,27 @@ async fn the_sql_projection_and_the_control_model_agree_on_one_fixture_log() -> 
         h.append_all(&events).await?;
         h.catch_up(Projection::Control).await?;
 
-        let tenants: Vec<(String, i64)> =
-            read::tenants(&h.store).await?.into_iter().map(|t| (t.name, t.created_at_us)).collect();
-        let want: Vec<(String, i64)> = model.tenants.values().map(|t| (t.name.clone(), t.created_at_us)).collect();
+        let tenants: Vec<_> = read::tenants(&h.store)
+            .await?
+            .into_iter()
+            .map(|t| (t.name, t.created_at_us, t.max_output_tokens, t.max_n))
+            .collect();
+        let want: Vec<_> =
+            model.tenants.values().map(|t| (t.name.clone(), t.created_at_us, t.max_output_tokens, t.max_n)).collect();
+        ensure!(
+            model.tenants["beta"].max_output_tokens.is_none() && model.tenants["beta"].max_n == Some(3),
+            "{:?}",
+            model.tenants["beta"]
+        );
         ensure!(tenants == want, "{backend:?}: tenants {tenants:?} != {want:?}");
 
         let keys: Vec<_> = read::api_keys(&h.store, None)
             .await?
             .into_iter()
-            .map(|k| (k.key_id, k.tenant, k.prefix, k.name, k.models, k.revoked, k.created_at_us, k.revoked_at_us))
+            .map(|k| {
+                let caps = (k.max_output_tokens, k.max_n, k.expires_at_us);
+                (k.key_id, k.tenant, k.prefix, k.name, k.models, k.revoked, k.created_at_us, k.revoked_at_us, caps)
+            })
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -331,7 +364,8 @@ async fn the_sql_projection_and_the_control_model_agree_on_one_fixture_log() -> 
             .map(|k| {
                 let k = k.clone();
                 let revoked = k.revoked();
-                (k.key_id, k.tenant, k.prefix, k.name, k.models, revoked, k.created_at_us, k.revoked_at_us)
+                let caps = (k.max_output_tokens, k.max_n, k.expires_at_us);
+                (k.key_id, k.tenant, k.prefix, k.name, k.models, revoked, k.created_at_us, k.revoked_at_us, caps)
             })
             .collect();
         ensure!(keys == want, "{backend:?}: keys\n{keys:?}\n!=\n{want:?}");
