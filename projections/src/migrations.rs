@@ -39,9 +39,12 @@ const USERS: Migration =
 const USAGE_SLOTS: Migration =
     Migration { version: 5, name: "usage_slots", sql: include_str!("../migrations/shared/0005_usage_slots.sql") };
 
-const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS];
+const REQUEST_LOG: Migration =
+    Migration { version: 7, name: "request_log", sql: include_str!("../migrations/shared/0007_request_log.sql") };
 
-const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS];
+const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_LOG];
+
+const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_LOG];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
      (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT)";
