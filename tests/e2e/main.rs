@@ -11,6 +11,7 @@ mod gemini;
 mod helpers;
 mod keys;
 mod providers;
+mod requests;
 
 use std::time::{Duration, Instant};
 
