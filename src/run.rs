@@ -355,11 +355,12 @@ async fn web_state(
 
 /// Runs the projections until the returned sender says stop.
 fn spawn_workers(
+    cfg: &Config,
     store: &projections::ReadStore,
     log: &EventLog,
 ) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(workers::run_projections(store.clone(), log.clone(), stopped));
+    let task = tokio::spawn(workers::run_projections(store.clone(), log.clone(), stopped, cfg.request_log_retention));
     (stop, task)
 }
 
@@ -381,7 +382,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let instance = instance_name();
     builtin_prices(&log, &instance).await;
-    let (stop, workers) = spawn_workers(&store, &log);
+    let (stop, workers) = spawn_workers(&cfg, &store, &log);
     let retention = spawn_retention(&cfg, &log);
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
     let web = web_state(&cfg, &store, &log, &instance, &gw).await?;
@@ -454,7 +455,7 @@ pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
 pub async fn worker(cfg: Config) -> anyhow::Result<()> {
     let log = open_service_log(&cfg).await?;
     let store = open_store(&cfg).await?;
-    let (stop, workers) = spawn_workers(&store, &log);
+    let (stop, workers) = spawn_workers(&cfg, &store, &log);
     tracing::info!("Workers running.");
     shutdown_signal().await;
     let _ = stop.send(true);

@@ -185,6 +185,9 @@ pub enum AdminError {
         /// The log's error.
         source: nats::LogError,
     },
+    /// Disabling or demoting the only enabled owner would leave nobody able to manage owners.
+    #[error("user {0} is the last enabled owner; make another user owner first")]
+    LastOwner(String),
 }
 
 impl AdminError {

@@ -126,6 +126,9 @@ impl Admin {
         if c.role.is_none() && c.password.is_none() {
             return Err(AdminError::NoUserChange);
         }
+        if c.role.is_some_and(|r| r != Role::Owner) {
+            refuse_last_owner(&model, user)?;
+        }
         let password_hash = match c.password {
             Some(p) => Some(hash(p).await?),
             None => None,
@@ -142,6 +145,7 @@ impl Admin {
         if user.disabled() {
             return Err(AdminError::UserDisabled(user.user_id.clone()));
         }
+        refuse_last_owner(&model, user)?;
         let body = EventBody::UserDisabled(UserDisabled { user_id: user.user_id.clone() });
         self.append(&self.event(user_tenant(user), body)).await?;
         Ok(user.user_id.clone())
@@ -173,6 +177,20 @@ impl Admin {
 
 fn user_tenant(user: &User) -> &str {
     user.tenant.as_deref().unwrap_or(GLOBAL_TENANT)
+}
+
+/// Refuses to take `user` out of the owners when it is the only enabled one. Checked against
+/// the control model as loaded: two owners disabling each other at the same instant could
+/// still both pass (the log has no compare-and-append); the CLI can then create a new owner.
+fn refuse_last_owner(model: &ControlModel, user: &User) -> Result<(), AdminError> {
+    if user.role != Role::Owner || user.disabled() {
+        return Ok(());
+    }
+    let owners = model.users.values().filter(|u| u.role == Role::Owner && !u.disabled()).count();
+    if owners <= 1 {
+        return Err(AdminError::LastOwner(user.user_id.clone()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

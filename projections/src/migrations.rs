@@ -42,9 +42,13 @@ const USAGE_SLOTS: Migration =
 const REQUEST_CAPS: Migration =
     Migration { version: 6, name: "request_caps", sql: include_str!("../migrations/shared/0006_request_caps.sql") };
 
-const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS];
+const REQUEST_LOG: Migration =
+    Migration { version: 7, name: "request_log", sql: include_str!("../migrations/shared/0007_request_log.sql") };
 
-const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS];
+const POSTGRES: &[Migration] =
+    &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG];
+
+const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
      (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT)";

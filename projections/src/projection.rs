@@ -15,17 +15,20 @@ pub enum Projection {
     Control,
     /// The billing ledger and its daily rollups from `LLMR_BILLING`.
     Ledger,
+    /// The request log and its quarter-hour rollup from `LLMR_REQUESTS`.
+    Requests,
 }
 
 impl Projection {
     /// Every projection, in a fixed order.
-    pub const ALL: [Projection; 2] = [Projection::Control, Projection::Ledger];
+    pub const ALL: [Projection; 3] = [Projection::Control, Projection::Ledger, Projection::Requests];
 
     /// The stable name used in bookkeeping tables and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Projection::Control => "control",
             Projection::Ledger => "ledger",
+            Projection::Requests => "requests",
         }
     }
 
@@ -34,6 +37,7 @@ impl Projection {
         match self {
             Projection::Control => Stream::Control,
             Projection::Ledger => Stream::Billing,
+            Projection::Requests => Stream::Requests,
         }
     }
 
@@ -55,6 +59,11 @@ impl Projection {
                 "DELETE FROM usage_daily_key WHERE generation <> $1",
                 "DELETE FROM usage_slot_key WHERE generation <> $1",
             ],
+            Projection::Requests => &[
+                "DELETE FROM request_log WHERE generation <> $1",
+                "DELETE FROM request_slot WHERE generation <> $1",
+                "DELETE FROM request_slot_latency WHERE generation <> $1",
+            ],
         }
     }
 
@@ -63,6 +72,7 @@ impl Projection {
         match self {
             Projection::Control => 1,
             Projection::Ledger => 2,
+            Projection::Requests => 3,
         }
     }
 }

@@ -32,11 +32,20 @@ pub struct RunOptions {
     pub max_wait: Duration,
     /// How often a standby runner retries the single-writer lock.
     pub lock_retry: Duration,
+    /// How long the request log keeps a row (the Requests stream's retention window): after
+    /// each batch the `requests` projection deletes rows older than its newest row minus this,
+    /// a bounded number per batch.
+    pub request_log_retention: Duration,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { max_batch: 500, max_wait: Duration::from_millis(20), lock_retry: Duration::from_millis(500) }
+        RunOptions {
+            max_batch: 500,
+            max_wait: Duration::from_millis(20),
+            lock_retry: Duration::from_millis(500),
+            request_log_retention: nats::DEFAULT_REQUESTS_MAX_AGE,
+        }
     }
 }
 
@@ -106,11 +115,35 @@ async fn follow(
                 }
             }
             match apply_batch(store, projection, generation, Mode::Live, &batch).await? {
-                BatchOutcome::Committed => {}
+                BatchOutcome::Committed => {
+                    if projection == Projection::Requests {
+                        expire_request_log(store, generation, opts.request_log_retention).await?;
+                    }
+                }
                 BatchOutcome::GenerationChanged => break,
             }
         }
     }
+}
+
+/// Deletes request-log rows of `generation` older than its newest row minus `window`, at most
+/// `RETENTION_ROWS_PER_PASS`. The cutoff comes from the rows, not the clock, so a replay of the
+/// same log keeps the same rows.
+async fn expire_request_log(store: &ReadStore, generation: i64, window: Duration) -> Result<(), ProjectionError> {
+    let newest: Option<i64> =
+        sqlx::query("SELECT MAX(occurred_at_us) AS newest FROM request_log WHERE generation = $1")
+            .bind(generation)
+            .fetch_one(store.pool())
+            .await?
+            .try_get("newest")?;
+    let Some(newest) = newest else { return Ok(()) };
+    let window_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+    let mut conn = store.pool().acquire().await?;
+    let deleted = fold::requests::delete_expired(&mut conn, generation, newest.saturating_sub(window_us)).await?;
+    if deleted > 0 {
+        tracing::info!(deleted, "Request-log rows past the retention window deleted.");
+    }
+    Ok(())
 }
 
 /// Whether a batch goes to the serving generation or to one being rebuilt.

@@ -12,6 +12,7 @@ mod gemini;
 mod helpers;
 mod keys;
 mod providers;
+mod requests;
 
 use std::time::{Duration, Instant};
 

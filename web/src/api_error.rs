@@ -144,6 +144,7 @@ impl From<control::AdminError> for ApiError {
             E::LastApiKey(_) => ApiError::conflict("last_key", e.to_string()),
             E::KeyStateUnchanged(..) => ApiError::conflict("state_unchanged", e.to_string()),
             E::TooManyApiKeys(_) => ApiError::conflict("too_many_keys", e.to_string()),
+            E::LastOwner(_) => ApiError::conflict("last_owner", e.to_string()),
             E::KeyUnopenable(_) => {
                 tracing::error!(error = %e, "A channel key cannot be opened with this master key.");
                 ApiError::unavailable("key_unopenable", "A key of this channel cannot be opened here.")

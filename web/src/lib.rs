@@ -17,6 +17,7 @@ mod pages;
 mod prices;
 mod query;
 mod reports;
+mod requests;
 mod routes;
 mod routing;
 mod usage;

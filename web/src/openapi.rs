@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::{audit, auth, channels, health, keys, prices, reports, routing, users};
+use crate::{audit, auth, channels, health, keys, prices, reports, requests, routing, users};
 
 /// The document.
 #[derive(OpenApi)]
@@ -42,6 +42,8 @@ use crate::{audit, auth, channels, health, keys, prices, reports, routing, users
         routing::list,
         routing::set,
         reports::billing,
+        requests::list,
+        requests::stats,
         openapi_json,
     ),
     modifiers(&Security),

@@ -14,7 +14,8 @@ use axum::routing::{get, patch, post};
 
 use crate::api_error::ApiError;
 use crate::{
-    WebState, audit, auth, channels, health, idempotency, keys, openapi, pages, prices, reports, routing, usage, users,
+    WebState, audit, auth, channels, health, idempotency, keys, openapi, pages, prices, reports, requests, routing,
+    usage, users,
 };
 
 /// Largest admin API request body.
@@ -50,6 +51,8 @@ pub fn router(state: WebState) -> Router {
         .route("/api/routes", get(routing::list))
         .route("/api/routes/{model}", axum::routing::put(routing::set))
         .route("/api/reports/billing", get(reports::billing))
+        .route("/api/requests", get(requests::list))
+        .route("/api/dashboard/stats", get(requests::stats))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found("route") }))
         // The last layer runs first: the session, then the idempotency check (which needs the
         // caller).

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use nats::EventLog;
-use projections::{Projection, ReadStore};
+use projections::{Projection, ReadStore, RunOptions};
 use tokio::sync::watch;
 
 /// First wait before restarting a failed projection; doubles up to [`MAX_BACKOFF`].
@@ -12,18 +12,31 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait between restarts, so recovery after an outage is noticed quickly.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Runs every projection until `shutdown` turns true.
-pub async fn run_projections(store: ReadStore, log: EventLog, shutdown: watch::Receiver<bool>) {
+/// Runs every projection until `shutdown` turns true. The request log keeps
+/// `request_log_retention` (the Requests stream's window).
+pub async fn run_projections(
+    store: ReadStore,
+    log: EventLog,
+    shutdown: watch::Receiver<bool>,
+    request_log_retention: Duration,
+) {
+    let opts = RunOptions { request_log_retention, ..RunOptions::default() };
     let tasks: Vec<_> = Projection::ALL
         .into_iter()
-        .map(|p| tokio::spawn(supervise(store.clone(), log.clone(), p, shutdown.clone())))
+        .map(|p| tokio::spawn(supervise(store.clone(), log.clone(), p, shutdown.clone(), opts.clone())))
         .collect();
     for t in tasks {
         let _ = t.await;
     }
 }
 
-async fn supervise(store: ReadStore, log: EventLog, projection: Projection, mut shutdown: watch::Receiver<bool>) {
+async fn supervise(
+    store: ReadStore,
+    log: EventLog,
+    projection: Projection,
+    mut shutdown: watch::Receiver<bool>,
+    opts: RunOptions,
+) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         if *shutdown.borrow() {
@@ -35,7 +48,7 @@ async fn supervise(store: ReadStore, log: EventLog, projection: Projection, mut 
                 let _ = s.wait_for(|v| *v).await;
             }
         };
-        match projections::run(&store, &log, projection, stop).await {
+        match projections::run_with(&store, &log, projection, stop, opts.clone()).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(%projection, error = %e, retry_in = ?backoff, "Projection stopped; restarting from its checkpoint.");

@@ -4,6 +4,7 @@
 
 mod control;
 mod ledger;
+pub(crate) mod requests;
 
 use schemas::Envelope;
 use sqlx::AnyConnection;
@@ -33,6 +34,7 @@ pub(crate) async fn apply(
     match projection {
         Projection::Control => control::apply(conn, generation, seq, env).await,
         Projection::Ledger => ledger::apply(conn, generation, seq, env).await,
+        Projection::Requests => requests::apply(conn, generation, seq, env).await,
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod billing;
 mod report;
+mod requests;
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -14,6 +15,10 @@ use crate::{Projection, ProjectionError, ReadStore};
 pub use billing::{BillingReport, BillingRow, billing_report};
 pub use report::{
     GroupBy, Report, UsageTotal, grouped_usage_report, report_in_zone, slot_of, usage_report, usage_report_as_of,
+};
+pub use requests::{
+    BUCKETS_PER_DOUBLING, CurrencyCost, MAX_BUCKET, RequestFilter, RequestRecord, RequestStats, StatusFilter,
+    bucket_upper_us, latency_bucket, percentile, request_log_page, request_stats,
 };
 
 /// One day of one model's usage (tenant-wide or for one key).

@@ -5,6 +5,7 @@ mod control;
 mod helpers;
 mod ledger;
 mod rebuild;
+mod requests;
 mod runner;
 mod store;
 mod zones;

@@ -1,0 +1,116 @@
+//! The `requests` projection: one `request_log` row per `request.logged` and the quarter-hour
+//! rollup of the dashboard (`request_slot`, `request_slot_latency`) in the same transaction.
+//! `auth.failures_counted` shares the stream and is ignored. A second event for a request id
+//! already logged is dropped (not poison: the log is informational, the first one stands).
+
+use schemas::{Envelope, EventBody};
+use sqlx::AnyConnection;
+
+use super::{Folded, to_i64};
+use crate::read::{latency_bucket, slot_of};
+
+pub(super) async fn apply(
+    conn: &mut AnyConnection,
+    generation: i64,
+    seq: i64,
+    env: &Envelope,
+) -> Result<Folded, sqlx::Error> {
+    let EventBody::RequestLogged(r) = &env.body else {
+        return Ok(Folded::Ignored);
+    };
+    let latency = match to_i64(r.latency_us, "latency_us") {
+        Ok(v) => v,
+        Err(reason) => return Ok(Folded::Rejected(reason)),
+    };
+    let ttft = match r.ttft_us.map(|t| to_i64(t, "ttft_us")).transpose() {
+        Ok(v) => v,
+        Err(reason) => return Ok(Folded::Rejected(reason)),
+    };
+    let status = i64::from(r.status);
+    let class = status / 100;
+    // The per-attempt classes, comma-separated: at most MAX_LOGGED_ATTEMPTS short stable names.
+    let attempt_classes = (!r.attempt_log.is_empty())
+        .then(|| r.attempt_log.iter().map(|a| a.class.as_str()).collect::<Vec<_>>().join(","));
+    let inserted = sqlx::query(
+        "INSERT INTO request_log (generation, request_id, seq, occurred_at_us, tenant, key_id, endpoint, model, \
+         provider, channel_id, status, status_class, latency_us, ttft_us, attempts, error_class, streamed, \
+         attempt_classes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(generation)
+    .bind(&r.request_id)
+    .bind(seq)
+    .bind(env.occurred_at_us)
+    .bind(&env.tenant)
+    .bind(r.key_id.clone())
+    .bind(&r.endpoint)
+    .bind(r.model.clone())
+    .bind(r.provider.clone())
+    .bind(r.channel_id.clone())
+    .bind(status)
+    .bind(class)
+    .bind(latency)
+    .bind(ttft)
+    .bind(i64::from(r.attempts))
+    .bind(r.error_class.clone())
+    .bind(i64::from(r.streamed))
+    .bind(attempt_classes)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted != 1 {
+        return Ok(Folded::Applied);
+    }
+    let slot = slot_of(env.occurred_at_us);
+    let (ok, client, server) = (i64::from(status < 400), i64::from(class == 4), i64::from(class >= 5));
+    sqlx::query(
+        "INSERT INTO request_slot (generation, tenant, slot, requests, succeeded, client_errors, server_errors) \
+         VALUES ($1, $2, $3, 1, $4, $5, $6) ON CONFLICT (generation, tenant, slot) DO UPDATE SET \
+         requests = request_slot.requests + 1, \
+         succeeded = request_slot.succeeded + excluded.succeeded, \
+         client_errors = request_slot.client_errors + excluded.client_errors, \
+         server_errors = request_slot.server_errors + excluded.server_errors",
+    )
+    .bind(generation)
+    .bind(&env.tenant)
+    .bind(slot)
+    .bind(ok)
+    .bind(client)
+    .bind(server)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO request_slot_latency (generation, tenant, slot, bucket, requests) VALUES ($1, $2, $3, $4, 1) \
+         ON CONFLICT (generation, tenant, slot, bucket) DO UPDATE SET requests = request_slot_latency.requests + 1",
+    )
+    .bind(generation)
+    .bind(&env.tenant)
+    .bind(slot)
+    .bind(latency_bucket(latency))
+    .execute(&mut *conn)
+    .await?;
+    Ok(Folded::Applied)
+}
+
+/// Most request-log rows one retention pass deletes, so a pass after a long pause (or a shorter
+/// window) stays a short transaction; the next batches delete the rest.
+pub(crate) const RETENTION_ROWS_PER_PASS: i64 = 1000;
+
+/// Deletes up to [`RETENTION_ROWS_PER_PASS`] rows of `generation` that occurred before
+/// `before_us`, oldest first. Returns how many went.
+pub(crate) async fn delete_expired(
+    conn: &mut AnyConnection,
+    generation: i64,
+    before_us: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM request_log WHERE generation = $1 AND request_id IN (SELECT request_id FROM request_log \
+         WHERE generation = $1 AND occurred_at_us < $2 ORDER BY occurred_at_us LIMIT $3)",
+    )
+    .bind(generation)
+    .bind(before_us)
+    .bind(RETENTION_ROWS_PER_PASS)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
