@@ -46,6 +46,25 @@ pub struct FileConfig {
     /// Upstream keys' circuit breaker and rate-limit rests.
     #[serde(default)]
     pub breaker: BreakerFile,
+    /// Health checks of upstream keys.
+    #[serde(default)]
+    pub health: HealthFile,
+}
+
+/// `[health]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// Whether keys are probed.
+    pub enabled: Option<bool>,
+    /// Seconds between two probes of a key.
+    pub interval: Option<u64>,
+    /// Seconds one try of a probe may take.
+    pub timeout: Option<u64>,
+    /// Retries inside one probe.
+    pub retry_count: Option<u32>,
+    /// Failed probes in a row that disable a key.
+    pub failure_threshold: Option<u32>,
 }
 
 /// `[breaker]` in the config file.
@@ -226,6 +245,8 @@ pub struct Config {
     pub retry_budget_ratio: f64,
     /// Retries per window whatever the traffic.
     pub retry_budget_min: u64,
+    /// Health checks of upstream keys.
+    pub health: workers::health::HealthConfig,
 }
 
 impl Config {
@@ -411,6 +432,39 @@ impl Config {
             (MIN_ANSWER_BYTES..=MAX_ANSWER_BYTES).contains(&max_answer_bytes),
             "[upstream] max_answer_bytes: must be {MIN_ANSWER_BYTES} to {MAX_ANSWER_BYTES}"
         );
+        let health = {
+            let d = workers::health::HealthConfig::default();
+            let h = &f.health;
+            let enabled = match env("HEALTH_CHECK_ENABLED") {
+                Some(v) => match v.to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" => false,
+                    _ => anyhow::bail!("HEALTH_CHECK_ENABLED: {v:?} is not true or false"),
+                },
+                None => h.enabled.unwrap_or(d.enabled),
+            };
+            let secs = |name: &str, file: Option<u64>, default: Duration| -> anyhow::Result<Duration> {
+                Ok(num(name, env(name))?.or(file).map_or(default, Duration::from_secs))
+            };
+            let count = |name: &str, file: Option<u32>, default: u32| -> anyhow::Result<u32> {
+                Ok(num(name, env(name))?.map_or(file.unwrap_or(default), |v| u32::try_from(v).unwrap_or(u32::MAX)))
+            };
+            let health = workers::health::HealthConfig {
+                enabled,
+                interval: secs("HEALTH_CHECK_INTERVAL", h.interval, d.interval)?,
+                timeout: secs("HEALTH_CHECK_TIMEOUT", h.timeout, d.timeout)?,
+                retry_count: count("HEALTH_CHECK_RETRY_COUNT", h.retry_count, d.retry_count)?,
+                failure_threshold: count("HEALTH_CHECK_FAILURE_THRESHOLD", h.failure_threshold, d.failure_threshold)?,
+            };
+            anyhow::ensure!(!health.interval.is_zero(), "[health] interval: must be at least 1");
+            anyhow::ensure!(!health.timeout.is_zero(), "[health] timeout: must be at least 1");
+            anyhow::ensure!(health.retry_count <= 10, "[health] retry_count: must be 0 to 10");
+            anyhow::ensure!(
+                (1..=1000).contains(&health.failure_threshold),
+                "[health] failure_threshold: must be 1 to 1000"
+            );
+            health
+        };
         let jetstream_defaults = nats::JetStreamOptions::default();
         Ok(Config {
             data_dir,
@@ -454,6 +508,7 @@ impl Config {
             retry_time_budget,
             retry_budget_ratio,
             retry_budget_min,
+            health,
         })
     }
 }
@@ -637,6 +692,38 @@ mod tests {
             let env = |k: &str| (k == key).then(|| value.to_owned());
             let err = Config::resolve(FileConfig::default(), &env, &Overrides::default(), None).err();
             assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("[breaker]"), "{key}={value}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn health_settings_have_the_seed_defaults_and_come_from_the_file_and_the_environment() -> anyhow::Result<()> {
+        let c = Config::resolve(FileConfig::default(), &no_env, &Overrides::default(), None)?;
+        assert_eq!(c.health, workers::health::HealthConfig::default());
+        assert!(c.health.enabled);
+        assert_eq!(c.health.interval, Duration::from_secs(60));
+        assert_eq!(c.health.timeout, Duration::from_secs(10));
+        assert_eq!((c.health.retry_count, c.health.failure_threshold), (3, 3));
+        let file: FileConfig = toml::from_str(
+            "[health]\nenabled = false\ninterval = 30\ntimeout = 5\nretry_count = 1\nfailure_threshold = 2",
+        )?;
+        let env = |k: &str| match k {
+            "HEALTH_CHECK_ENABLED" => Some("true".to_owned()),
+            "HEALTH_CHECK_INTERVAL" => Some("15".to_owned()),
+            _ => None,
+        };
+        let c = Config::resolve(file, &env, &Overrides::default(), None)?;
+        assert!(c.health.enabled, "the environment overrides the file");
+        assert_eq!(c.health.interval, Duration::from_secs(15));
+        assert_eq!(c.health.timeout, Duration::from_secs(5));
+        assert_eq!((c.health.retry_count, c.health.failure_threshold), (1, 2));
+        for (key, value) in
+            [("HEALTH_CHECK_ENABLED", "maybe"), ("HEALTH_CHECK_INTERVAL", "0"), ("HEALTH_CHECK_FAILURE_THRESHOLD", "0")]
+        {
+            let env = |k: &str| (k == key).then(|| value.to_owned());
+            let err = Config::resolve(FileConfig::default(), &env, &Overrides::default(), None).err();
+            let msg = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains("HEALTH_CHECK") || msg.contains("[health]"), "{key}={value}: {msg}");
         }
         Ok(())
     }

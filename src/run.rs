@@ -353,15 +353,30 @@ async fn web_state(
     Ok(web::WebState::with_admin(store.clone(), log.clone(), instance, api).await)
 }
 
-/// Runs the projections until the returned sender says stop.
+/// Runs the projections, and the health checks when enabled, until the returned sender says stop.
 fn spawn_workers(
     cfg: &Config,
     store: &projections::ReadStore,
     log: &EventLog,
-) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    instance: &str,
+) -> anyhow::Result<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(workers::run_projections(store.clone(), log.clone(), stopped, cfg.request_log_retention));
-    (stop, task)
+    let health = if cfg.health.enabled {
+        let master = crate::master_key::load(&cfg.data_dir)?;
+        let prober = workers::health::Prober::connect(cfg.connect_timeout, cfg.egress.clone(), cfg.health, master)
+            .context("Failed to build the health checks' HTTP client")?;
+        Some(tokio::spawn(workers::health::run(prober, log.clone(), instance.to_owned(), stopped.clone())))
+    } else {
+        None
+    };
+    let projections = tokio::spawn(workers::run_projections(store.clone(), log.clone(), stopped, cfg.request_log_retention));
+    let task = tokio::spawn(async move {
+        let _ = projections.await;
+        if let Some(h) = health {
+            let _ = h.await;
+        }
+    });
+    Ok((stop, task))
 }
 
 async fn drain(log: &EventLog) {
@@ -382,7 +397,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
     let instance = instance_name();
     builtin_prices(&log, &instance).await;
-    let (stop, workers) = spawn_workers(&cfg, &store, &log);
+    let (stop, workers) = spawn_workers(&cfg, &store, &log, &instance)?;
     let retention = spawn_retention(&cfg, &log);
     let gw = gateway::Gateway::start(log.clone(), gateway_config(&cfg, &instance)?).await?;
     let web = web_state(&cfg, &store, &log, &instance, &gw).await?;
@@ -455,7 +470,7 @@ pub async fn gateway(cfg: Config) -> anyhow::Result<()> {
 pub async fn worker(cfg: Config) -> anyhow::Result<()> {
     let log = open_service_log(&cfg).await?;
     let store = open_store(&cfg).await?;
-    let (stop, workers) = spawn_workers(&cfg, &store, &log);
+    let (stop, workers) = spawn_workers(&cfg, &store, &log, &instance_name())?;
     tracing::info!("Workers running.");
     shutdown_signal().await;
     let _ = stop.send(true);

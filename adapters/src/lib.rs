@@ -13,6 +13,7 @@
 //! client sees) is decided by the caller.
 
 pub mod anthropic;
+pub mod balance;
 pub mod canonical;
 pub mod channel;
 pub mod failure;

@@ -185,9 +185,12 @@ impl EmbeddedLog {
     /// the stream's last event, so its last sequence never goes back. Returns how many were deleted.
     pub async fn purge_requests_before(&self, cutoff_us: i64) -> Result<u64, LogError> {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || purge_requests(&path, cutoff_us))
-            .await
-            .map_err(|e| LogError::Sqlite(e.to_string()))?
+        // The ops stream (`health.checked`) is kept for the same window.
+        tokio::task::spawn_blocking(move || {
+            Ok(purge_stream(&path, Stream::Requests, cutoff_us)? + purge_stream(&path, Stream::Ops, cutoff_us)?)
+        })
+        .await
+        .map_err(|e| LogError::Sqlite(e.to_string()))?
     }
 
     /// The embedded log is reachable when its file can be read.
@@ -201,9 +204,9 @@ impl EmbeddedLog {
     }
 }
 
-fn purge_requests(path: &Path, cutoff_us: i64) -> Result<u64, LogError> {
+fn purge_stream(path: &Path, stream: Stream, cutoff_us: i64) -> Result<u64, LogError> {
     let conn = open_durable(path)?;
-    let stream = Stream::Requests.name();
+    let stream = stream.name();
     let mut deleted = 0u64;
     loop {
         let last: i64 = conn

@@ -188,7 +188,7 @@ impl EventLog {
         }
     }
 
-    /// Drops request-log events (`LLMR_REQUESTS`) older than `max_age` from the embedded log;
+    /// Drops request-log and ops events (`LLMR_REQUESTS`, `LLMR_OPS`) older than `max_age` from the embedded log;
     /// JetStream does this itself (the stream's `max_age`, see [`JetStreamOptions`]). Billing and
     /// control events are never dropped. Returns how many events were dropped.
     pub async fn enforce_request_retention(&self, max_age: Duration) -> Result<u64, LogError> {

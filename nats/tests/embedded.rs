@@ -233,3 +233,31 @@ async fn the_log_is_created_owner_only_in_an_owner_only_directory() -> anyhow::R
     assert_eq!(mode(&data.join("events.db-wal"))?, 0o600);
     Ok(())
 }
+
+#[tokio::test]
+async fn two_probes_of_the_same_slot_store_one_health_checked() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = EventLog::open_embedded(dir.path()).await?;
+    let checked = |source: &str, latency_us: u64| {
+        let body = schemas::EventBody::HealthChecked(schemas::HealthChecked {
+            resource_id: "ukey_1".into(),
+            channel_id: Some("ch_1".into()),
+            slot_us: 60_000_000,
+            outcome: "ok".into(),
+            latency_us,
+            attempts: 1,
+            balance: None,
+            reason: None,
+            on_demand: false,
+        });
+        let mut env = schemas::Envelope::new(schemas::GLOBAL_TENANT, source, 61_000_000, body);
+        env.id = schemas::health_check_id("ukey_1", 60_000_000);
+        env
+    };
+    log.append(&checked("worker-a", 100)).await?;
+    // A second worker probing the same slot: stored once, whether the append says so or not.
+    let _ = log.append(&checked("worker-b", 200)).await;
+    assert_eq!(count(&log, Stream::Ops).await?, 1);
+    assert_eq!(count(&log, Stream::Control).await?, 0, "health facts stay out of the control stream");
+    Ok(())
+}

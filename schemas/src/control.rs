@@ -495,9 +495,10 @@ impl ControlModel {
                 self.routes.insert(r.model.clone(), r.clone());
                 Outcome::Changed(Change::Route(r.model.clone()))
             }
-            EventBody::UsageRecorded(_) | EventBody::RequestLogged(_) | EventBody::AuthFailuresCounted(_) => {
-                Outcome::NotControl
-            }
+            EventBody::UsageRecorded(_)
+            | EventBody::RequestLogged(_)
+            | EventBody::AuthFailuresCounted(_)
+            | EventBody::HealthChecked(_) => Outcome::NotControl,
         }
     }
 

@@ -21,11 +21,13 @@ pub enum Stream {
     Billing,
     /// `request.logged`: kept 90 days.
     Requests,
+    /// Operational facts (`health.checked`): kept for a retention window like the request log.
+    Ops,
 }
 
 impl Stream {
     /// Every stream, in a fixed order.
-    pub const ALL: [Stream; 3] = [Stream::Control, Stream::Billing, Stream::Requests];
+    pub const ALL: [Stream; 4] = [Stream::Control, Stream::Billing, Stream::Requests, Stream::Ops];
 
     /// The JetStream stream name.
     pub fn name(self) -> &'static str {
@@ -33,6 +35,7 @@ impl Stream {
             Stream::Control => "LLMR_CONTROL",
             Stream::Billing => "LLMR_BILLING",
             Stream::Requests => "LLMR_REQUESTS",
+            Stream::Ops => "LLMR_OPS",
         }
     }
 
@@ -42,6 +45,7 @@ impl Stream {
             Stream::Control => "llmr.v1.control.>",
             Stream::Billing => "llmr.v1.usage.>",
             Stream::Requests => "llmr.v1.req.>",
+            Stream::Ops => "llmr.v1.ops.>",
         }
     }
 
@@ -655,6 +659,60 @@ fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
+/// `health.checked`: one health probe of a resource (an upstream key `ukey_…`; later a proxy
+/// `prx_…`). Small and bounded: a class, a latency, an optional balance, a short reason of our
+/// own words, never vendor text. Its id is [`health_check_id`]`(resource_id, slot_us)`, so two
+/// workers probing the same slot store it once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthChecked {
+    /// What was probed: `ukey_…` (an upstream key), later `prx_…` (a proxy).
+    pub resource_id: String,
+    /// The channel the key belongs to, for keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
+    /// Start of the probe slot (the interval the probe belongs to), microseconds since the epoch.
+    pub slot_us: i64,
+    /// `ok`, or the failure class of the last try (`key_invalid`, `rate_limited`, `first_byte_timeout`, …).
+    pub outcome: String,
+    /// Time of the last try, in microseconds.
+    pub latency_us: u64,
+    /// Tries made (1 + retries).
+    #[serde(default = "one")]
+    pub attempts: u32,
+    /// The account balance, where the vendor tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Balance>,
+    /// A short reason in our words (at most [`MAX_HEALTH_REASON`] characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Run on an admin's request (`POST …/check`) rather than by the schedule.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Longest [`HealthChecked::reason`].
+pub const MAX_HEALTH_REASON: usize = 200;
+
+/// An account balance read from a vendor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// Nanos of `currency` (negative when the account is overdrawn).
+    pub nanos: i64,
+    /// ISO currency code (`USD`, `CNY`).
+    pub currency: String,
+}
+
+/// The deterministic id of the `health.checked` of `resource_id` in the slot starting at
+/// `slot_us` (UUIDv5): re-derived by every worker, stored once.
+pub fn health_check_id(resource_id: &str, slot_us: i64) -> Uuid {
+    let ns = Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://llm-router.invalid/health-checked");
+    Uuid::new_v5(&ns, format!("{resource_id}\n{slot_us}").as_bytes())
+}
+
 /// How a model's requests choose among the channels and keys serving it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -736,6 +794,8 @@ pub enum EventBody {
     UpstreamKeyStateChanged(UpstreamKeyStateChanged),
     /// `route.set`
     RouteSet(RouteSet),
+    /// `health.checked`
+    HealthChecked(HealthChecked),
 }
 
 impl EventBody {
@@ -762,6 +822,7 @@ impl EventBody {
             EventBody::ChannelKeyRemoved(_) => "channel.key_removed",
             EventBody::UpstreamKeyStateChanged(_) => "upstream_key.state_changed",
             EventBody::RouteSet(_) => "route.set",
+            EventBody::HealthChecked(_) => "health.checked",
         }
     }
 
@@ -794,6 +855,7 @@ impl EventBody {
             | EventBody::ChannelKeyRemoved(_)
             | EventBody::UpstreamKeyStateChanged(_)
             | EventBody::RouteSet(_) => Stream::Control,
+            EventBody::HealthChecked(_) => Stream::Ops,
         }
     }
 
@@ -816,6 +878,7 @@ impl EventBody {
             EventBody::ChannelKeyAdded(_) | EventBody::ChannelKeyRemoved(_) => "channel",
             EventBody::UpstreamKeyStateChanged(_) => "upstream_key",
             EventBody::RouteSet(_) => "route",
+            EventBody::HealthChecked(_) => "health",
         }
     }
 }
@@ -876,6 +939,7 @@ impl Envelope {
             Stream::Control => format!("llmr.v1.control.{}.{}", self.tenant, self.body.entity()),
             Stream::Billing => format!("llmr.v1.usage.{}", self.tenant),
             Stream::Requests => format!("llmr.v1.req.{}", self.tenant),
+            Stream::Ops => format!("llmr.v1.ops.{}.{}", self.tenant, self.body.entity()),
         }
     }
 
@@ -933,6 +997,7 @@ impl Serialize for Envelope {
             EventBody::ChannelKeyRemoved(d) => st.serialize_field("data", d)?,
             EventBody::UpstreamKeyStateChanged(d) => st.serialize_field("data", d)?,
             EventBody::RouteSet(d) => st.serialize_field("data", d)?,
+            EventBody::HealthChecked(d) => st.serialize_field("data", d)?,
         }
         st.end()
     }
@@ -989,6 +1054,7 @@ impl<'de> Deserialize<'de> for Envelope {
             ("channel.key_removed", 1) => EventBody::ChannelKeyRemoved(p(data)?),
             ("upstream_key.state_changed", 1) => EventBody::UpstreamKeyStateChanged(p(data)?),
             ("route.set", 1) => EventBody::RouteSet(p(data)?),
+            ("health.checked", 1) => EventBody::HealthChecked(p(data)?),
             (kind, v) => return Err(D::Error::custom(format!("unknown event type {kind:?} v{v}"))),
         };
         Ok(Envelope {

@@ -15,6 +15,7 @@ pub use event::{
     TenantCreated, UsageRecorded, UsageSource,
 };
 pub use event::{AttemptRecord, MAX_LOGGED_ATTEMPTS};
+pub use event::{Balance, HealthChecked, MAX_HEALTH_REASON, health_check_id};
 pub use event::{
     ChannelKeyAdded, ChannelKeyRemoved, UpstreamKeyState, UpstreamKeyStateChanged, key_seal_context, legacy_key_id,
 };

@@ -52,6 +52,7 @@ fn every_event_type_has_a_fixture() -> anyhow::Result<()> {
         "user.sessions_revoked",
         "session_secret.generated",
         "tenant.updated",
+        "health.checked",
     ] {
         assert!(names.iter().any(|n| n.ends_with(&format!("{t}.json"))), "no fixture for {t}");
     }
@@ -91,6 +92,7 @@ fn subjects_follow_the_stream_layout() -> anyhow::Result<()> {
     assert_eq!(s("auth.failures_counted.json")?, "llmr.v1.req._global");
     assert_eq!(s("user.created.json")?, "llmr.v1.control.acme.user");
     assert_eq!(s("session_secret.generated.json")?, "llmr.v1.control._global.session_secret");
+    assert_eq!(s("health.checked.json")?, "llmr.v1.ops._global.health");
     Ok(())
 }
 
@@ -137,4 +139,13 @@ fn user_events_carry_the_actor_and_its_address_and_never_print_a_password_hash()
     assert_eq!((u.role, u.tenant.as_deref()), (schemas::Role::Admin, Some("acme")));
     assert!(!format!("{env:?}").contains("argon2"), "the hash is kept out of Debug output");
     Ok(())
+}
+
+#[test]
+fn a_health_check_id_is_the_same_for_the_same_resource_and_slot_only() {
+    let a = schemas::health_check_id("ukey_1", 60_000_000);
+    assert_eq!(a, schemas::health_check_id("ukey_1", 60_000_000));
+    assert_ne!(a, schemas::health_check_id("ukey_1", 120_000_000));
+    assert_ne!(a, schemas::health_check_id("ukey_2", 60_000_000));
+    assert_eq!(a.get_version_num(), 5);
 }

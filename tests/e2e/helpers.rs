@@ -105,6 +105,8 @@ impl Env {
         let mut c = Command::new(env!("CARGO_BIN_EXE_llm-router"));
         // By environment, so that a test may give one process another directory with `--data-dir`.
         c.env("LLM_ROUTER_DATA_DIR", self.data.path()).env("RUST_LOG", "info").env_remove("OPENAI_API_KEY");
+        // Health probes would add requests to the fake upstream; a test that wants them sets this again.
+        c.env("HEALTH_CHECK_ENABLED", "false");
         if let Some(n) = &self.nats {
             c.arg("--nats-url").arg(n.url());
         }

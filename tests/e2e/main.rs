@@ -9,6 +9,7 @@ mod dashboard;
 mod egress;
 mod faults;
 mod gemini;
+mod health;
 mod helpers;
 mod keys;
 mod providers;

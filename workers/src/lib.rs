@@ -1,6 +1,8 @@
 //! Runs the projections (and, later, side effects) until shutdown. A projection that fails —
 //! Postgres restarting, say — is restarted with backoff from its checkpoint; it never skips.
 
+pub mod health;
+
 use std::time::Duration;
 
 use nats::EventLog;

@@ -75,7 +75,10 @@ pub async fn send(
 }
 
 /// Adds the channel's key the way its preset sends it.
-fn authorize(req: reqwest::RequestBuilder, channel: &Channel) -> Result<reqwest::RequestBuilder, AttemptError> {
+pub(crate) fn authorize(
+    req: reqwest::RequestBuilder,
+    channel: &Channel,
+) -> Result<reqwest::RequestBuilder, AttemptError> {
     Ok(match (channel.preset.auth, &channel.api_key) {
         (Auth::ApiKeyHeader, _) => super::with_key(req, channel, "api-key")?,
         (Auth::Bearer | Auth::None, Some(key)) => req.bearer_auth(key),

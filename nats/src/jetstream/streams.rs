@@ -13,6 +13,10 @@ use crate::LogError;
 /// short NATS outage; longer outages are absorbed by the projections' dedup by event id.
 const BILLING_DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 
+/// The ops stream dedups by `Nats-Msg-Id` for 10 minutes: longer than the gap between two
+/// workers probing the same slot.
+const OPS_DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+
 /// The configuration we require for `s`: `opts.replicas` copies, and the request log kept for
 /// `opts.requests_max_age`.
 pub(crate) fn config(s: Stream, opts: &JetStreamOptions) -> stream::Config {
@@ -36,10 +40,15 @@ pub(crate) fn config(s: Stream, opts: &JetStreamOptions) -> stream::Config {
             ..base
         },
         Stream::Requests => stream::Config { max_age: opts.requests_max_age, ..base },
+        // Health probes: kept as long as the request log; a probe slot's event id is derived,
+        // so two workers probing the same slot store one event.
+        Stream::Ops => {
+            stream::Config { max_age: opts.requests_max_age, duplicate_window: OPS_DUPLICATE_WINDOW, ..base }
+        }
     }
 }
 
-/// Creates the three streams, or brings existing ones to our configuration; safe to run on
+/// Creates the streams, or brings existing ones to our configuration; safe to run on
 /// every start and from several processes at once.
 pub(crate) async fn ensure(js: &jetstream::Context, opts: &JetStreamOptions) -> Result<(), LogError> {
     for s in Stream::ALL {

@@ -57,7 +57,8 @@ fn entity_id(body: &EventBody) -> Option<&str> {
         EventBody::SessionSecretGenerated(_)
         | EventBody::UsageRecorded(_)
         | EventBody::RequestLogged(_)
-        | EventBody::AuthFailuresCounted(_) => None,
+        | EventBody::AuthFailuresCounted(_)
+        | EventBody::HealthChecked(_) => None,
     }
 }
 
@@ -109,7 +110,8 @@ async fn touched(conn: &mut AnyConnection, generation: i64, env: &Envelope) -> R
         | EventBody::PricePublished(_)
         | EventBody::UsageRecorded(_)
         | EventBody::RequestLogged(_)
-        | EventBody::AuthFailuresCounted(_) => {}
+        | EventBody::AuthFailuresCounted(_)
+        | EventBody::HealthChecked(_) => {}
         // Upstream keys and their states live in the gateways' memory and the log; the channel
         // read model does not list them (yet), so nothing is loaded and nothing written.
         EventBody::ChannelKeyAdded(_)

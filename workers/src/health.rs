@@ -1,0 +1,384 @@
+//! Health checks of upstream keys: a worker beside the projections, never on the hot path.
+
+use std::time::Duration;
+
+/// `[health]`: the probe schedule and when a failing key is taken out of rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Whether the worker probes at all (`HEALTH_CHECK_ENABLED`).
+    pub enabled: bool,
+    /// Time between two probes of a resource (`HEALTH_CHECK_INTERVAL`, seconds).
+    pub interval: Duration,
+    /// Time one try of a probe may take (`HEALTH_CHECK_TIMEOUT`, seconds).
+    pub timeout: Duration,
+    /// Retries inside one probe after a failed try (`HEALTH_CHECK_RETRY_COUNT`).
+    pub retry_count: u32,
+    /// Failed probes in a row that disable a key (`HEALTH_CHECK_FAILURE_THRESHOLD`).
+    pub failure_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            enabled: true,
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+            retry_count: 3,
+            failure_threshold: 3,
+        }
+    }
+}
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use adapters::{Channel, FailureClass};
+use futures::StreamExt as _;
+use nats::EventLog;
+use schemas::control::{ControlModel, UpstreamKey};
+use schemas::secret::MasterKey;
+use schemas::{Envelope, EventBody, HealthChecked, Stream, UpstreamKeyState, UpstreamKeyStateChanged, health_check_id};
+use tokio::sync::watch;
+
+/// Keys probed at once: probes are background work and must not crowd the upstreams.
+pub const MAX_CONCURRENT_PROBES: usize = 8;
+
+/// Pause between two tries of one probe.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// The result of one probe of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// `None` when the key answered; else the failure class of the last try.
+    pub failure: Option<FailureClass>,
+    /// Time of the last try.
+    pub latency: Duration,
+    /// Tries made.
+    pub attempts: u32,
+    /// The balance, where the vendor tells it.
+    pub balance: Option<schemas::Balance>,
+    /// Why the balance is missing although the vendor exposes one (a failure class name).
+    pub balance_failure: Option<&'static str>,
+}
+
+impl ProbeResult {
+    /// `ok` or the failure class name.
+    pub fn outcome(&self) -> &'static str {
+        self.failure.map_or("ok", FailureClass::as_str)
+    }
+
+    /// The `health.checked` of this result for `key` of `channel_id`.
+    pub fn event(&self, channel_id: &str, key_id: &str, slot_us: i64, on_demand: bool) -> HealthChecked {
+        let reason = match (self.failure, self.balance_failure) {
+            (Some(f), _) if is_key_class(f) => Some(format!("the key is refused: {}", f.as_str())),
+            (Some(f), _) => Some(format!("transient failure: {}", f.as_str())),
+            (None, Some(b)) => Some(format!("balance not read: {b}")),
+            (None, None) => None,
+        };
+        HealthChecked {
+            resource_id: key_id.to_owned(),
+            channel_id: Some(channel_id.to_owned()),
+            slot_us,
+            outcome: self.outcome().to_owned(),
+            latency_us: u64::try_from(self.latency.as_micros()).unwrap_or(u64::MAX),
+            attempts: self.attempts,
+            balance: self.balance.clone(),
+            reason: reason.map(|r| r.chars().take(schemas::MAX_HEALTH_REASON).collect()),
+            on_demand,
+        }
+    }
+}
+
+/// A failure that says the key itself is unusable (no retry helps).
+pub fn is_key_class(f: FailureClass) -> bool {
+    matches!(f, FailureClass::KeyInvalid | FailureClass::QuotaExhausted | FailureClass::PermissionDenied)
+}
+
+/// Probes upstream keys with the adapters' own code: a model listing (never a billable call),
+/// then the balance where the vendor exposes one.
+#[derive(Clone)]
+pub struct Prober {
+    http: reqwest::Client,
+    cfg: HealthConfig,
+    master: Arc<MasterKey>,
+}
+
+impl Prober {
+    /// A prober calling out through `http` (built by [`adapters::http::client`]).
+    pub fn new(http: reqwest::Client, cfg: HealthConfig, master: MasterKey) -> Prober {
+        Prober { http, cfg, master: Arc::new(master) }
+    }
+
+    /// A prober with its own upstream HTTP client, under the outbound address policy `egress`.
+    pub fn connect(
+        connect_timeout: Duration,
+        egress: egress::Policy,
+        cfg: HealthConfig,
+        master: MasterKey,
+    ) -> reqwest::Result<Prober> {
+        let http = adapters::http::client(connect_timeout, egress, egress::Dns::system())?;
+        Ok(Prober::new(http, cfg, master))
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HealthConfig {
+        &self.cfg
+    }
+
+    /// The channel `c` as the adapters call it with `key`'s credential; `None` when the key does
+    /// not open.
+    fn open(&self, c: &schemas::control::Channel, key: &UpstreamKey) -> Option<Channel> {
+        let base = Channel::open(c, &self.master);
+        let api_key = match &key.sealed {
+            None => None,
+            Some(s) => Some(Arc::from(self.master.open(s, &key.seal_context(&c.channel_id)).ok()?)),
+        };
+        Some(Channel { api_key, key_unusable: false, enabled: true, ..base })
+    }
+
+    /// One probe of `key` of channel `c`: up to `1 + retry_count` tries of a model listing,
+    /// each within the timeout (a key-class failure is not retried), then the balance.
+    pub async fn probe(&self, c: &schemas::control::Channel, key: &UpstreamKey) -> ProbeResult {
+        let Some(channel) = self.open(c, key) else {
+            return ProbeResult {
+                failure: Some(FailureClass::KeyInvalid),
+                latency: Duration::ZERO,
+                attempts: 0,
+                balance: None,
+                balance_failure: None,
+            };
+        };
+        let mut attempts = 0;
+        let (failure, latency) = loop {
+            attempts += 1;
+            let started = tokio::time::Instant::now();
+            let deadline = started + self.cfg.timeout;
+            let listed = tokio::time::timeout_at(
+                deadline,
+                adapters::models::list(&self.http, &channel, deadline, self.cfg.timeout),
+            )
+            .await;
+            let failure = match listed {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.class),
+                Err(_) => Some(FailureClass::Timeout(adapters::TimeoutPhase::Idle)),
+            };
+            let latency = started.elapsed();
+            match failure {
+                Some(f) if !is_key_class(f) && attempts <= self.cfg.retry_count => {
+                    tokio::time::sleep(RETRY_PAUSE).await
+                }
+                _ => break (failure, latency),
+            }
+        };
+        let (mut balance, mut balance_failure) = (None, None);
+        if failure.is_none() {
+            let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+            match tokio::time::timeout_at(
+                deadline,
+                adapters::balance::read(&self.http, &channel, deadline, self.cfg.timeout),
+            )
+            .await
+            {
+                Ok(Ok(b)) => balance = b,
+                Ok(Err(e)) => balance_failure = Some(e.class.as_str()),
+                Err(_) => balance_failure = Some("timeout"),
+            }
+        }
+        ProbeResult { failure, latency, attempts, balance, balance_failure }
+    }
+}
+
+/// The start of the probe slot `now_us` falls in.
+pub fn slot_of(now_us: i64, interval: Duration) -> i64 {
+    let step = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX).max(1);
+    now_us - now_us.rem_euclid(step)
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What a probe result does to a key's state: `Some(event)` when it changes. `failures` is the
+/// count of failed probes in a row including this one. A manual disable is never touched.
+pub fn state_change(
+    channel_id: &str,
+    key: &UpstreamKey,
+    result: &ProbeResult,
+    failures: u32,
+    threshold: u32,
+) -> Option<UpstreamKeyStateChanged> {
+    if key.manual {
+        return None;
+    }
+    let change = |state, reason: String| UpstreamKeyStateChanged {
+        channel_id: channel_id.to_owned(),
+        key_id: key.key_id.clone(),
+        state,
+        until_us: None,
+        reason,
+        manual: false,
+        opens: 0,
+    };
+    match result.failure {
+        None if key.state == UpstreamKeyState::Disabled => Some(change(UpstreamKeyState::Active, "recovered".into())),
+        None => None,
+        Some(_) if key.state == UpstreamKeyState::Disabled || failures < threshold => None,
+        Some(f) if is_key_class(f) => Some(change(UpstreamKeyState::Disabled, f.as_str().to_owned())),
+        Some(f) => Some(change(UpstreamKeyState::Disabled, format!("health_check_transient_{}", f.as_str()))),
+    }
+}
+
+/// Follows the control stream into `model`.
+async fn follow_control(log: EventLog, model: Arc<RwLock<ControlModel>>, mut shutdown: watch::Receiver<bool>) {
+    let mut tail = log.tail(Stream::Control, 0);
+    loop {
+        let next = tokio::select! {
+            next = tail.next() => next,
+            _ = shutdown.wait_for(|v| *v) => None,
+        };
+        match next {
+            Some(Ok(ev)) => {
+                if let Ok(env) = ev.decode()
+                    && let Ok(mut m) = model.write()
+                {
+                    m.apply(ev.seq, &env);
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "Health checks: control stream failed; following again.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let after = model.read().map(|m| m.seq).unwrap_or(0);
+                tail = log.tail(Stream::Control, after);
+            }
+            None => return,
+        }
+    }
+}
+
+/// Runs the health checks until `shutdown` turns true: every interval each enabled or
+/// automatically disabled key of each enabled channel is probed (at most
+/// [`MAX_CONCURRENT_PROBES`] at once); each result is a `health.checked`, and a key that failed
+/// `failure_threshold` probes in a row is disabled (one that answers again is enabled).
+pub async fn run(prober: Prober, log: EventLog, instance: String, shutdown: watch::Receiver<bool>) {
+    if !prober.cfg.enabled {
+        return;
+    }
+    let model = Arc::new(RwLock::new(ControlModel::default()));
+    tokio::spawn(follow_control(log.clone(), model.clone(), shutdown.clone()));
+    let mut failures: HashMap<String, u32> = HashMap::new();
+    let mut stop = shutdown.clone();
+    // The first round waits a little, so the control stream has been read.
+    let mut next = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep_until(next) => false,
+            _ = stop.wait_for(|v| *v) => true,
+        };
+        if stopped {
+            return;
+        }
+        next = tokio::time::Instant::now() + prober.cfg.interval;
+        let slot_us = slot_of(now_us(), prober.cfg.interval);
+        let targets: Vec<(schemas::control::Channel, UpstreamKey)> = match model.read() {
+            Ok(m) => m
+                .channels
+                .values()
+                .filter(|c| c.enabled)
+                .flat_map(|c| c.keys.iter().filter(|k| !k.manual).map(move |k| (c.clone(), k.clone())))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let results: Vec<_> = futures::stream::iter(targets)
+            .map(|(c, k)| {
+                let prober = prober.clone();
+                async move {
+                    let r = prober.probe(&c, &k).await;
+                    (c, k, r)
+                }
+            })
+            .buffer_unordered(MAX_CONCURRENT_PROBES)
+            .collect()
+            .await;
+        for (c, k, r) in results {
+            let count = failures.entry(k.key_id.clone()).or_insert(0);
+            *count = if r.failure.is_some() { count.saturating_add(1) } else { 0 };
+            let checked = r.event(&c.channel_id, &k.key_id, slot_us, false);
+            let mut env = Envelope::new(&c.tenant, &instance, now_us(), EventBody::HealthChecked(checked));
+            env.id = health_check_id(&k.key_id, slot_us);
+            if let Err(e) = log.append(&env).await {
+                tracing::warn!(error = %e, key_id = %k.key_id, "Health check result not stored.");
+            }
+            if let Some(change) = state_change(&c.channel_id, &k, &r, *count, prober.cfg.failure_threshold) {
+                tracing::info!(channel_id = %c.channel_id, key_id = %k.key_id, state = change.state.as_str(),
+                    reason = %change.reason, "Health checks changed an upstream key's state.");
+                let mut env = Envelope::new(&c.tenant, &instance, now_us(), EventBody::UpstreamKeyStateChanged(change));
+                env.causation_id = Some(health_check_id(&k.key_id, slot_us));
+                if let Err(e) = log.append(&env).await {
+                    tracing::warn!(error = %e, key_id = %k.key_id, "Upstream key state change not stored.");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(state: UpstreamKeyState, manual: bool) -> UpstreamKey {
+        UpstreamKey {
+            key_id: "ukey_1".into(),
+            sealed: None,
+            fingerprint: None,
+            state,
+            until_us: None,
+            reason: None,
+            manual,
+            opens: 0,
+            added_at_us: 0,
+        }
+    }
+
+    fn result(failure: Option<FailureClass>) -> ProbeResult {
+        ProbeResult { failure, latency: Duration::from_millis(5), attempts: 1, balance: None, balance_failure: None }
+    }
+
+    #[test]
+    fn a_key_is_disabled_at_the_threshold_and_enabled_when_it_answers_again() {
+        let active = key(UpstreamKeyState::Active, false);
+        let invalid = result(Some(FailureClass::KeyInvalid));
+        assert_eq!(state_change("ch_1", &active, &invalid, 2, 3), None);
+        let off = state_change("ch_1", &active, &invalid, 3, 3).map(|c| (c.state, c.reason, c.manual));
+        assert_eq!(off, Some((UpstreamKeyState::Disabled, "key_invalid".to_owned(), false)));
+        let slow = result(Some(FailureClass::Timeout(adapters::TimeoutPhase::FirstByte)));
+        let reason = state_change("ch_1", &active, &slow, 3, 3).map(|c| c.reason).unwrap_or_default();
+        assert!(reason.contains("transient"), "{reason}");
+        let disabled = key(UpstreamKeyState::Disabled, false);
+        assert_eq!(state_change("ch_1", &disabled, &invalid, 9, 3), None, "no second disable");
+        let back = state_change("ch_1", &disabled, &result(None), 0, 3).map(|c| c.state);
+        assert_eq!(back, Some(UpstreamKeyState::Active));
+        assert_eq!(state_change("ch_1", &active, &result(None), 0, 3), None);
+    }
+
+    #[test]
+    fn a_manual_disable_is_never_undone_by_a_probe() {
+        let manual = key(UpstreamKeyState::Disabled, true);
+        assert_eq!(state_change("ch_1", &manual, &result(None), 0, 3), None);
+        assert_eq!(state_change("ch_1", &manual, &result(Some(FailureClass::KeyInvalid)), 5, 3), None);
+    }
+
+    #[test]
+    fn a_probe_slot_is_the_interval_the_time_falls_in_and_its_event_is_small() {
+        let i = Duration::from_secs(60);
+        assert_eq!(slot_of(125_000_000, i), 120_000_000);
+        assert_eq!(slot_of(120_000_000, i), 120_000_000);
+        let ev = result(Some(FailureClass::KeyInvalid)).event("ch_1", "ukey_1", 120_000_000, false);
+        assert_eq!((ev.outcome.as_str(), ev.resource_id.as_str()), ("key_invalid", "ukey_1"));
+        assert!(ev.reason.is_some_and(|r| r.len() <= schemas::MAX_HEALTH_REASON));
+        assert_eq!(result(None).event("ch_1", "ukey_1", 0, false).reason, None);
+    }
+}
