@@ -369,7 +369,8 @@ fn spawn_workers(
     } else {
         None
     };
-    let projections = tokio::spawn(workers::run_projections(store.clone(), log.clone(), stopped, cfg.request_log_retention));
+    let projections =
+        tokio::spawn(workers::run_projections(store.clone(), log.clone(), stopped, cfg.request_log_retention));
     let task = tokio::spawn(async move {
         let _ = projections.await;
         if let Some(h) = health {

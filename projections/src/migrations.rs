@@ -45,8 +45,7 @@ const REQUEST_CAPS: Migration =
 const REQUEST_LOG: Migration =
     Migration { version: 7, name: "request_log", sql: include_str!("../migrations/shared/0007_request_log.sql") };
 
-const POSTGRES: &[Migration] =
-    &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG];
+const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG];
 
 const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG];
 

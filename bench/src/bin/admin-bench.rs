@@ -39,7 +39,8 @@ fn arg(name: &str, default: i64) -> anyhow::Result<i64> {
 fn seed(db: &Path, keys: i64, rows: i64) -> anyhow::Result<()> {
     let conn = rusqlite::Connection::open(db)?;
     conn.busy_timeout(Duration::from_secs(60))?;
-    let series = |n: i64| format!("WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {}) ", n - 1);
+    let series =
+        |n: i64| format!("WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {}) ", n - 1);
     let tenant = "printf('t%03d', i % 100)";
     let sql = [
         format!(
@@ -176,7 +177,11 @@ async fn main() -> anyhow::Result<()> {
         }
         times.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        out.push_str(&format!("| `{path}` | {:.1} | {:.1} |\n", ms(times[times.len() / 2]), ms(times[times.len() - 1])));
+        out.push_str(&format!(
+            "| `{path}` | {:.1} | {:.1} |\n",
+            ms(times[times.len() / 2]),
+            ms(times[times.len() - 1])
+        ));
     }
     tracing_line(&format!("{keys} keys, {rows} ledger rows, {rows} request-log rows, {runs} runs each\n{out}"));
     Ok(())
