@@ -206,6 +206,7 @@ pub(crate) async fn apply_batch(
     .bind(seq_i64(last.seq))
     .execute(&mut *tx)
     .await?;
+    let mut pending = fold::rollup::Pending::default();
     for ev in events {
         let seq = seq_i64(ev.seq);
         let env = match ev.decode() {
@@ -232,11 +233,12 @@ pub(crate) async fn apply_batch(
         if !fresh {
             continue;
         }
-        if let Folded::Rejected(reason) = fold::apply(&mut tx, projection, generation, seq, &env).await? {
+        if let Folded::Rejected(reason) = fold::apply(&mut tx, &mut pending, projection, generation, seq, &env).await? {
             tracing::warn!(%projection, seq, event_id, reason, "Event rejected by the projection.");
             record_poison(&mut tx, projection, generation, ev, Some(&event_id), &reason).await?;
         }
     }
+    pending.flush(&mut tx, generation).await?;
     tx.commit().await?;
     Ok(BatchOutcome::Committed)
 }

@@ -1,11 +1,13 @@
-//! The `ledger` projection: one row per `usage.recorded` and the daily rollups by tenant and by
-//! key, updated in the same transaction. Rollups group by the model the client asked for: that
+//! The `ledger` projection: one row per `usage.recorded`, and its counters added to the daily
+//! rollups by tenant and by key and the quarter-hour rollup by key, written once per batch in the
+//! same transaction ([`super::rollup`]). Rollups group by the model the client asked for: that
 //! is the name tenants know and the one prices are published under. Amounts come from the event
 //! (it carries the price it was charged at); nothing is looked up.
 
 use schemas::{Envelope, EventBody, StreamOutcome, UsageRecorded, UsageSource};
 use sqlx::AnyConnection;
 
+use super::rollup::{Pending, USAGE_DAILY, USAGE_DAILY_KEY, USAGE_SLOT_KEY};
 use super::{Folded, to_i64};
 use crate::utc_day;
 
@@ -47,6 +49,7 @@ fn stream_outcome(s: StreamOutcome) -> &'static str {
 
 pub(super) async fn apply(
     conn: &mut AnyConnection,
+    pending: &mut Pending,
     generation: i64,
     seq: i64,
     env: &Envelope,
@@ -99,85 +102,16 @@ pub(super) async fn apply(
         // A different event for a request already billed: bill it once, keep the evidence.
         return Ok(Folded::Rejected(format!("request {} is already in the ledger", u.request_id)));
     }
-    sqlx::query(
-        "INSERT INTO usage_daily (generation, tenant, day, model, currency, requests, input_tokens, \
-         cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos) \
-         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (generation, tenant, day, model, currency) DO UPDATE SET \
-         requests = usage_daily.requests + excluded.requests, \
-         input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
-         cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens, \
-         cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens, \
-         output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
-         reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens, \
-         cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos",
-    )
-    .bind(generation)
-    .bind(&env.tenant)
-    .bind(&day)
-    .bind(&u.model_requested)
-    .bind(&u.currency)
-    .bind(c.input)
-    .bind(c.cached)
-    .bind(c.cache_write)
-    .bind(c.output)
-    .bind(c.reasoning)
-    .bind(u.cost_nanos)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO usage_daily_key (generation, tenant, key_id, day, model, currency, requests, input_tokens, \
-         cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos) \
-         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (generation, tenant, key_id, day, model, currency) DO UPDATE SET \
-         requests = usage_daily_key.requests + excluded.requests, \
-         input_tokens = usage_daily_key.input_tokens + excluded.input_tokens, \
-         cached_input_tokens = usage_daily_key.cached_input_tokens + excluded.cached_input_tokens, \
-         cache_write_tokens = usage_daily_key.cache_write_tokens + excluded.cache_write_tokens, \
-         output_tokens = usage_daily_key.output_tokens + excluded.output_tokens, \
-         reasoning_tokens = usage_daily_key.reasoning_tokens + excluded.reasoning_tokens, \
-         cost_nanos = usage_daily_key.cost_nanos + excluded.cost_nanos",
-    )
-    .bind(generation)
-    .bind(&env.tenant)
-    .bind(&u.key_id)
-    .bind(&day)
-    .bind(&u.model_requested)
-    .bind(&u.currency)
-    .bind(c.input)
-    .bind(c.cached)
-    .bind(c.cache_write)
-    .bind(c.output)
-    .bind(c.reasoning)
-    .bind(u.cost_nanos)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO usage_slot_key (generation, tenant, slot, key_id, model, currency, requests, input_tokens, \
-         cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos) \
-         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (generation, tenant, slot, key_id, model, currency) DO UPDATE SET \
-         requests = usage_slot_key.requests + excluded.requests, \
-         input_tokens = usage_slot_key.input_tokens + excluded.input_tokens, \
-         cached_input_tokens = usage_slot_key.cached_input_tokens + excluded.cached_input_tokens, \
-         cache_write_tokens = usage_slot_key.cache_write_tokens + excluded.cache_write_tokens, \
-         output_tokens = usage_slot_key.output_tokens + excluded.output_tokens, \
-         reasoning_tokens = usage_slot_key.reasoning_tokens + excluded.reasoning_tokens, \
-         cost_nanos = usage_slot_key.cost_nanos + excluded.cost_nanos",
-    )
-    .bind(generation)
-    .bind(&env.tenant)
-    .bind(crate::read::slot_of(env.occurred_at_us))
-    .bind(&u.key_id)
-    .bind(&u.model_requested)
-    .bind(&u.currency)
-    .bind(c.input)
-    .bind(c.cached)
-    .bind(c.cache_write)
-    .bind(c.output)
-    .bind(c.reasoning)
-    .bind(u.cost_nanos)
-    .execute(&mut *conn)
-    .await?;
+    let counters = [1, c.input, c.cached, c.cache_write, c.output, c.reasoning, u.cost_nanos];
+    let (tenant, model, currency) = (env.tenant.as_str(), u.model_requested.as_str(), u.currency.as_str());
+    let key = u.key_id.as_str();
+    let slot = crate::read::slot_of(env.occurred_at_us);
+    pending.add(&USAGE_DAILY, vec![tenant.into(), day.as_str().into(), model.into(), currency.into()], &counters);
+    pending.add(
+        &USAGE_DAILY_KEY,
+        vec![tenant.into(), key.into(), day.as_str().into(), model.into(), currency.into()],
+        &counters,
+    );
+    pending.add(&USAGE_SLOT_KEY, vec![tenant.into(), slot.into(), key.into(), model.into(), currency.into()], &counters);
     Ok(Folded::Applied)
 }

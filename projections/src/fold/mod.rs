@@ -5,6 +5,7 @@
 mod control;
 mod ledger;
 pub(crate) mod requests;
+pub(crate) mod rollup;
 
 use schemas::Envelope;
 use sqlx::AnyConnection;
@@ -24,8 +25,10 @@ pub(crate) enum Folded {
 }
 
 /// Applies `env` to `projection`'s rows of `generation`. `seq` is the event's stream sequence.
+/// Rollup counters go to `pending`, which the caller flushes before its transaction commits.
 pub(crate) async fn apply(
     conn: &mut AnyConnection,
+    pending: &mut rollup::Pending,
     projection: Projection,
     generation: i64,
     seq: i64,
@@ -33,8 +36,8 @@ pub(crate) async fn apply(
 ) -> Result<Folded, sqlx::Error> {
     match projection {
         Projection::Control => control::apply(conn, generation, seq, env).await,
-        Projection::Ledger => ledger::apply(conn, generation, seq, env).await,
-        Projection::Requests => requests::apply(conn, generation, seq, env).await,
+        Projection::Ledger => ledger::apply(conn, pending, generation, seq, env).await,
+        Projection::Requests => requests::apply(conn, pending, generation, seq, env).await,
     }
 }
 

@@ -1,16 +1,19 @@
 //! The `requests` projection: one `request_log` row per `request.logged` and the quarter-hour
-//! rollup of the dashboard (`request_slot`, `request_slot_latency`) in the same transaction.
+//! rollup of the dashboard (`request_slot`, `request_slot_latency`), written once per batch in the
+//! same transaction ([`super::rollup`]).
 //! `auth.failures_counted` shares the stream and is ignored. A second event for a request id
 //! already logged is dropped (not poison: the log is informational, the first one stands).
 
 use schemas::{Envelope, EventBody};
 use sqlx::AnyConnection;
 
+use super::rollup::{Pending, REQUEST_SLOT, REQUEST_SLOT_LATENCY};
 use super::{Folded, to_i64};
 use crate::read::{latency_bucket, slot_of};
 
 pub(super) async fn apply(
     conn: &mut AnyConnection,
+    pending: &mut Pending,
     generation: i64,
     seq: i64,
     env: &Envelope,
@@ -63,32 +66,9 @@ pub(super) async fn apply(
     }
     let slot = slot_of(env.occurred_at_us);
     let (ok, client, server) = (i64::from(status < 400), i64::from(class == 4), i64::from(class >= 5));
-    sqlx::query(
-        "INSERT INTO request_slot (generation, tenant, slot, requests, succeeded, client_errors, server_errors) \
-         VALUES ($1, $2, $3, 1, $4, $5, $6) ON CONFLICT (generation, tenant, slot) DO UPDATE SET \
-         requests = request_slot.requests + 1, \
-         succeeded = request_slot.succeeded + excluded.succeeded, \
-         client_errors = request_slot.client_errors + excluded.client_errors, \
-         server_errors = request_slot.server_errors + excluded.server_errors",
-    )
-    .bind(generation)
-    .bind(&env.tenant)
-    .bind(slot)
-    .bind(ok)
-    .bind(client)
-    .bind(server)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO request_slot_latency (generation, tenant, slot, bucket, requests) VALUES ($1, $2, $3, $4, 1) \
-         ON CONFLICT (generation, tenant, slot, bucket) DO UPDATE SET requests = request_slot_latency.requests + 1",
-    )
-    .bind(generation)
-    .bind(&env.tenant)
-    .bind(slot)
-    .bind(latency_bucket(latency))
-    .execute(&mut *conn)
-    .await?;
+    let tenant = env.tenant.as_str();
+    pending.add(&REQUEST_SLOT, vec![tenant.into(), slot.into()], &[1, ok, client, server]);
+    pending.add(&REQUEST_SLOT_LATENCY, vec![tenant.into(), slot.into(), latency_bucket(latency).into()], &[1]);
     Ok(Folded::Applied)
 }
 
