@@ -80,11 +80,11 @@ enum TenantCmd {
         /// The IANA time zone of its reports (default UTC), e.g. Asia/Shanghai.
         #[arg(long)]
         time_zone: Option<String>,
-        /// Cap on every request's output tokens (`max_tokens` and its synonyms) for its keys;
-        /// the smallest of the gateway's, the tenant's and the key's cap applies.
+        /// Cap on every request's output tokens (`max_tokens` and its synonyms) for its keys,
+        /// 1 to 1,000,000; the smallest of the gateway's, the tenant's and the key's cap applies.
         #[arg(long)]
         max_output_tokens: Option<u64>,
-        /// Cap on every request's choices (`n`, Gemini's `candidateCount`) for its keys.
+        /// Cap on every request's choices (`n`, Gemini's `candidateCount`) for its keys, 1 to 128.
         #[arg(long)]
         max_n: Option<u64>,
     },

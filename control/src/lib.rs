@@ -231,7 +231,9 @@ impl TenantProfile {
         })
     }
 
-    fn checked(self) -> Result<TenantProfile, AdminError> {
+    /// The profile with its display name trimmed and its zone canonical; a cap of `0` removes the
+    /// cap where `zero_clears` (an update) and is refused otherwise (a new tenant).
+    fn checked(self, zero_clears: bool) -> Result<TenantProfile, AdminError> {
         let display_name = match self.display_name.map(|d| d.trim().to_owned()) {
             Some(d) if d.is_empty() || d.chars().count() > MAX_DISPLAY_NAME || d.chars().any(char::is_control) => {
                 return Err(AdminError::BadDisplayName);
@@ -245,8 +247,8 @@ impl TenantProfile {
             },
             None => None,
         };
-        cap(self.max_output_tokens, "max_output_tokens", MAX_OUTPUT_TOKENS_CAP, true)?;
-        cap(self.max_n, "max_n", MAX_N_CAP, true)?;
+        cap(self.max_output_tokens, "max_output_tokens", MAX_OUTPUT_TOKENS_CAP, zero_clears)?;
+        cap(self.max_n, "max_n", MAX_N_CAP, zero_clears)?;
         Ok(TenantProfile { display_name, time_zone, max_output_tokens: self.max_output_tokens, max_n: self.max_n })
     }
 }
@@ -458,7 +460,7 @@ impl Admin {
     /// `tenant.updated` with the profile when one is given (checked before anything is appended).
     pub async fn create_tenant_with(&self, name: &str, profile: TenantProfile) -> Result<(), AdminError> {
         let tenant = TenantId::parse(name)?;
-        let profile = profile.checked()?;
+        let profile = profile.checked(false)?;
         let model = load(&self.log).await?;
         if model.tenants.contains_key(tenant.as_str()) {
             return Err(AdminError::TenantExists(tenant.to_string()));
@@ -475,7 +477,7 @@ impl Admin {
     /// [--max-n N]`: one `tenant.updated` with the fields given (a cap of `0` removes it).
     pub async fn update_tenant(&self, name: &str, profile: TenantProfile) -> Result<(), AdminError> {
         let tenant = TenantId::parse(name)?;
-        let profile = profile.checked()?;
+        let profile = profile.checked(true)?;
         if profile.is_empty() {
             return Err(AdminError::NoTenantChange);
         }
@@ -880,7 +882,7 @@ mod tests {
     fn tenant_profiles_take_any_script_and_iana_zones_only() {
         let p = |d: Option<&str>, z: Option<&str>| {
             TenantProfile { display_name: d.map(str::to_owned), time_zone: z.map(str::to_owned), ..Default::default() }
-                .checked()
+                .checked(false)
         };
         let ok = p(Some(" 华东分公司 "), Some("Asia/Shanghai")).ok();
         assert_eq!(ok.as_ref().and_then(|t| t.display_name.as_deref()), Some("华东分公司"));
@@ -890,6 +892,15 @@ mod tests {
         assert!(matches!(p(Some(&"名".repeat(129)), None), Err(AdminError::BadDisplayName)));
         assert!(matches!(p(None, Some("Mars/Olympus")), Err(AdminError::BadTimeZone(_))));
         assert!(p(None, Some("UTC")).is_ok());
+    }
+
+    #[test]
+    fn a_zero_cap_is_refused_on_a_new_tenant_and_removes_the_cap_on_an_update() {
+        let zero = TenantProfile { max_n: Some(0), ..Default::default() };
+        assert!(matches!(zero.clone().checked(false), Err(AdminError::BadCap("max_n", MAX_N_CAP))));
+        assert_eq!(zero.checked(true).ok().and_then(|p| p.max_n), Some(0));
+        let over = TenantProfile { max_output_tokens: Some(MAX_OUTPUT_TOKENS_CAP + 1), ..Default::default() };
+        assert!(matches!(over.checked(true), Err(AdminError::BadCap("max_output_tokens", _))));
     }
 
     #[test]

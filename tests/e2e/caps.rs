@@ -19,8 +19,17 @@ fn last_line(out: &str) -> String {
 }
 
 #[tokio::test]
-async fn row22_row24_cli_caps_and_expiry_are_enforced_by_serve_and_listed() -> anyhow::Result<()> {
-    let env = Env::new(Backend::Embedded).await?;
+async fn row22_row24_cli_caps_and_expiry_are_enforced_by_serve_and_listed_embedded() -> anyhow::Result<()> {
+    row22_row24_cli_caps_and_expiry_are_enforced_by_serve_and_listed(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn row22_row24_cli_caps_and_expiry_are_enforced_by_serve_and_listed_cluster() -> anyhow::Result<()> {
+    row22_row24_cli_caps_and_expiry_are_enforced_by_serve_and_listed(Backend::Cluster).await
+}
+
+async fn row22_row24_cli_caps_and_expiry_are_enforced_by_serve_and_listed(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::new(backend).await?;
     let serve = env.serve().await?;
     env.add_fake_channel()?;
     env.cli(&["tenants", "create", "acme", "--max-output-tokens", "800", "--max-n", "3"])?;
@@ -65,10 +74,20 @@ async fn row22_row24_cli_caps_and_expiry_are_enforced_by_serve_and_listed() -> a
     assert!(err.contains("--expires-in"), "{err}");
     let err = env.cli_fails(&["keys", "create", "--tenant", "acme", "--max-n", "0"])?;
     assert!(err.contains("max_n must be between 1 and 128"), "{err}");
+    // A zero cap on a new tenant is refused as on a key; on `tenants update` it removes the cap.
+    let err = env.cli_fails(&["tenants", "create", "zero", "--max-n", "0"])?;
+    assert!(err.contains("max_n must be between 1 and 128"), "{err}");
+    assert!(!env.cli(&["tenants", "list"])?.contains("zero"), "nothing was written");
+    env.cli(&["tenants", "update", "acme", "--max-output-tokens", "0"])?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.cli(&["tenants", "list"])?.contains("max_output_tokens=100") {
+        anyhow::ensure!(Instant::now() < deadline, "the tenant's cap was never removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(())
 }
 
-/// A POST or GET on the admin API with the owner's token; returns (status, JSON body).
+/// A POST (with a body) or GET on the admin API with the owner's token; returns (status, JSON body).
 async fn admin_call(
     env: &Env,
     url: &str,
@@ -79,13 +98,36 @@ async fn admin_call(
         Some(b) => env.http.post(url).bearer_auth(token).json(&b),
         None => env.http.get(url).bearer_auth(token),
     };
+    send(req).await
+}
+
+/// A PATCH on the admin API with the owner's token; returns (status, JSON body).
+async fn admin_patch(
+    env: &Env,
+    url: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    send(env.http.patch(url).bearer_auth(token).json(&body)).await
+}
+
+async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<(u16, serde_json::Value)> {
     let r = req.send().await?;
     Ok((r.status().as_u16(), r.json().await.unwrap_or_default()))
 }
 
 #[tokio::test]
-async fn row22_row24_the_admin_api_sets_and_lists_caps_and_expiry() -> anyhow::Result<()> {
-    let env = Env::new(Backend::Embedded).await?;
+async fn row22_row24_the_admin_api_sets_and_lists_caps_and_expiry_embedded() -> anyhow::Result<()> {
+    row22_row24_the_admin_api_sets_and_lists_caps_and_expiry(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn row22_row24_the_admin_api_sets_and_lists_caps_and_expiry_cluster() -> anyhow::Result<()> {
+    row22_row24_the_admin_api_sets_and_lists_caps_and_expiry(Backend::Cluster).await
+}
+
+async fn row22_row24_the_admin_api_sets_and_lists_caps_and_expiry(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::new(backend).await?;
     let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
     env.add_fake_channel()?;
     let base = serve.base.clone();
@@ -139,6 +181,28 @@ async fn row22_row24_the_admin_api_sets_and_lists_caps_and_expiry() -> anyhow::R
     let (status, body) = chat(&env, &serve, &key, 301, 1).await?;
     assert!(status == 400 && body.contains("<= 300"), "{status} {body}");
 
+    // PATCH tightens the tenant's caps for the key at once (read your own writes) ...
+    let (status, t) =
+        admin_patch(&env, &format!("{base}/api/tenants/acme"), &token, serde_json::json!({"max_output_tokens": 250}))
+            .await?;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!((t["max_output_tokens"].as_u64(), t["max_n"].as_u64()), (Some(250), Some(2)), "{t}");
+    let (status, body) = chat(&env, &serve, &key, 251, 1).await?;
+    assert!(status == 400 && body.contains("<= 250"), "{status} {body}");
+    // ... and `null` removes a cap, leaving the key's own.
+    let (status, t) = admin_patch(
+        &env,
+        &format!("{base}/api/tenants/acme"),
+        &token,
+        serde_json::json!({"max_output_tokens": null, "max_n": 0}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{t}");
+    assert!(t["max_output_tokens"].is_null() && t["max_n"].is_null(), "{t}");
+    assert_eq!(chat(&env, &serve, &key, 300, 3).await?.0, 200);
+    let (status, body) = chat(&env, &serve, &key, 301, 1).await?;
+    assert!(status == 400 && body.contains("<= 300"), "{status} {body}");
+
     // A past expiry is a 400, a zero cap a 422, and the OpenAPI document lists the fields.
     let (status, body) = admin_call(
         &env,
@@ -163,7 +227,7 @@ async fn row22_row24_the_admin_api_sets_and_lists_caps_and_expiry() -> anyhow::R
             assert!(props[field].is_object(), "{schema}.{field} missing from the OpenAPI document");
         }
     }
-    for schema in ["CreateTenant", "TenantView"] {
+    for schema in ["CreateTenant", "UpdateTenant", "TenantView"] {
         let props = &doc["components"]["schemas"][schema]["properties"];
         assert!(props["max_output_tokens"].is_object() && props["max_n"].is_object(), "{schema}");
     }

@@ -348,3 +348,65 @@ pub async fn create_tenant(
     let view = TenantView::from(tenant);
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
+
+/// `PATCH /api/tenants/{name}` body: only the fields given change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    /// A new display name in any script (1-128 characters).
+    pub display_name: Option<String>,
+    /// A new IANA time zone of its reports.
+    pub time_zone: Option<String>,
+    /// A new cap on a request's output tokens for every key of the tenant, 1 to 1,000,000;
+    /// `null` (or `0`) removes the cap.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub max_output_tokens: Option<Option<u64>>,
+    /// A new cap on a request's choices (`n`), 1 to 128; `null` (or `0`) removes the cap.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub max_n: Option<Option<u64>>,
+}
+
+/// A field that is present (`Some`), possibly `null` (`Some(None)`); absent fields take the
+/// `#[serde(default)]` `None`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Changes a tenant's display name, time zone or request caps (owners and unscoped admins; a
+/// tenant-scoped user may not change its own caps, and another tenant is 404 to it).
+#[utoipa::path(patch, path = "/api/tenants/{name}", tag = "tenants", operation_id = "update_tenant",
+    params(("name" = String, Path, description = "The tenant's slug")), request_body = UpdateTenant,
+    responses((status = 200, body = TenantView), (status = 403), (status = 404), (status = 422)))]
+pub async fn update_tenant(
+    State(state): State<WebState>,
+    Extension(caller): Extension<Caller>,
+    name: Result<Path<String>, PathRejection>,
+    StrictJson(body): StrictJson<UpdateTenant>,
+) -> Result<Json<TenantView>, ApiError> {
+    let admin = admin(&state)?;
+    caller.require(&[Role::Owner, Role::Admin])?;
+    let Path(name) = name.map_err(|_| ApiError::not_found("tenant"))?;
+    if schemas::TenantId::parse(&name).is_err() {
+        return Err(ApiError::not_found("tenant"));
+    }
+    match caller.user.tenant.as_deref() {
+        Some(own) if own != name => return Err(ApiError::not_found("tenant")),
+        Some(_) => return Err(ApiError::forbidden("A tenant-scoped user cannot change its tenant.")),
+        None => {}
+    }
+    let profile = control::TenantProfile {
+        display_name: body.display_name,
+        time_zone: body.time_zone,
+        max_output_tokens: body.max_output_tokens.map(|m| m.unwrap_or(0)),
+        max_n: body.max_n.map(|m| m.unwrap_or(0)),
+    };
+    caller.admin(admin).update_tenant(&name, profile).await?;
+    admin.settle(state.log(), state.store()).await;
+    let tenant =
+        projections::read::tenants_page(state.store(), Some(&name), None, 1).await?.pop().ok_or_else(|| {
+            ApiError::unavailable("read_store_lagging", "The tenant was changed; the list shows it shortly.")
+        })?;
+    Ok(Json(TenantView::from(tenant)))
+}

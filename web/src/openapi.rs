@@ -23,6 +23,7 @@ use crate::{audit, auth, channels, health, keys, prices, reports, requests, rout
         users::disable,
         keys::list_tenants,
         keys::create_tenant,
+        keys::update_tenant,
         keys::list_keys,
         keys::create_key,
         keys::revoke_key,

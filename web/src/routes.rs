@@ -39,6 +39,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/api-keys", get(keys::list_keys).post(keys::create_key))
         .route("/api/api-keys/{id}", axum::routing::delete(keys::revoke_key))
         .route("/api/tenants", get(keys::list_tenants).post(keys::create_tenant))
+        .route("/api/tenants/{name}", patch(keys::update_tenant))
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/api/prices", get(prices::list).put(prices::set))
         .route("/api/reports/usage", get(reports::usage))
