@@ -147,7 +147,7 @@ async fn row22_a_tenant_cap_applies_to_its_keys_and_the_smallest_cap_wins() -> a
 
 #[tokio::test]
 async fn row24_an_expiring_key_works_before_and_gets_401_after_without_an_upstream_call() -> anyhow::Result<()> {
-    let app = spawn().await?;
+    let app = helpers::spawn_with(|c| c.auth_failure_report_interval = Duration::from_millis(100)).await?;
     let expires_at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
     let k = helpers::issue_key_with(&app.log, |k| k.expires_at_us = Some(expires_at.timestamp_micros())).await?;
     passed(&three_protocols(&app, &k.plaintext, 10, 1).await?)?;
@@ -169,6 +169,17 @@ async fn row24_an_expiring_key_works_before_and_gets_401_after_without_an_upstre
         .await?;
     let (status, unknown) = error_of(unknown).await?;
     ensure!(status == 401 && unknown == answers[0].1, "{unknown} vs {}", answers[0].1);
+    // Counted apart from unknown keys in the aggregate failure reports (never one event each).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reports = app.failure_reports().await?;
+        let (expired, unknown) = reports.iter().fold((0, 0), |(e, u), r| (e + r.expired, u + r.unknown));
+        if expired == 3 && unknown == 1 {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "expired {expired}, unknown {unknown} counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Billed only for the three requests before the expiry.
     app.settled().await?;
     let usage = app.usage().await?;

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use gateway::server::ServerConfig;
-use schemas::{AuthFailuresCounted, Envelope, EventBody};
+use schemas::AuthFailuresCounted;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,25 +18,11 @@ fn client_from(ip: [u8; 4]) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().local_address(IpAddr::from(ip)).build()?)
 }
 
-/// Every `auth.failures_counted` appended so far.
-async fn failure_reports(app: &TestApp) -> anyhow::Result<Vec<AuthFailuresCounted>> {
-    Ok(app
-        .raw_events()
-        .await?
-        .iter()
-        .filter_map(|raw| Envelope::from_json(raw.as_bytes()).ok())
-        .filter_map(|e| match e.body {
-            EventBody::AuthFailuresCounted(r) => Some(r),
-            _ => None,
-        })
-        .collect())
-}
-
 /// Waits until the reports add up to `failed` failures and `throttled` refusals.
 async fn wait_reports(app: &TestApp, failed: u64, throttled: u64) -> anyhow::Result<Vec<AuthFailuresCounted>> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let reports = failure_reports(app).await?;
+        let reports = app.failure_reports().await?;
         let f: u64 = reports.iter().map(|r| r.missing + r.malformed + r.unknown + r.revoked).sum();
         let t: u64 = reports.iter().map(|r| r.throttled).sum();
         if (f >= failed && t >= throttled) || Instant::now() > deadline {

@@ -272,6 +272,20 @@ impl TestApp {
         Ok(out)
     }
 
+    /// Every `auth.failures_counted` appended so far.
+    pub async fn failure_reports(&self) -> anyhow::Result<Vec<schemas::AuthFailuresCounted>> {
+        Ok(self
+            .raw_events()
+            .await?
+            .iter()
+            .filter_map(|raw| schemas::Envelope::from_json(raw.as_bytes()).ok())
+            .filter_map(|e| match e.body {
+                schemas::EventBody::AuthFailuresCounted(r) => Some(r),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Every `usage.recorded` so far, with its envelope.
     pub async fn usage(&self) -> anyhow::Result<Vec<(Envelope, UsageRecorded)>> {
         Ok(self
