@@ -112,6 +112,10 @@ pub(super) async fn apply(
         vec![tenant.into(), key.into(), day.as_str().into(), model.into(), currency.into()],
         &counters,
     );
-    pending.add(&USAGE_SLOT_KEY, vec![tenant.into(), slot.into(), key.into(), model.into(), currency.into()], &counters);
+    pending.add(
+        &USAGE_SLOT_KEY,
+        vec![tenant.into(), slot.into(), key.into(), model.into(), currency.into()],
+        &counters,
+    );
     Ok(Folded::Applied)
 }

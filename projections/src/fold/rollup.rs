@@ -32,11 +32,17 @@ const USAGE_COUNTERS: &[&str] = &[
 pub(crate) const USAGE_DAILY: Table =
     Table { name: "usage_daily", keys: &["tenant", "day", "model", "currency"], counters: USAGE_COUNTERS };
 /// Daily usage per key and model.
-pub(crate) const USAGE_DAILY_KEY: Table =
-    Table { name: "usage_daily_key", keys: &["tenant", "key_id", "day", "model", "currency"], counters: USAGE_COUNTERS };
+pub(crate) const USAGE_DAILY_KEY: Table = Table {
+    name: "usage_daily_key",
+    keys: &["tenant", "key_id", "day", "model", "currency"],
+    counters: USAGE_COUNTERS,
+};
 /// Quarter-hour usage per key and model.
-pub(crate) const USAGE_SLOT_KEY: Table =
-    Table { name: "usage_slot_key", keys: &["tenant", "slot", "key_id", "model", "currency"], counters: USAGE_COUNTERS };
+pub(crate) const USAGE_SLOT_KEY: Table = Table {
+    name: "usage_slot_key",
+    keys: &["tenant", "slot", "key_id", "model", "currency"],
+    counters: USAGE_COUNTERS,
+};
 /// Quarter-hour request counts per tenant.
 pub(crate) const REQUEST_SLOT: Table = Table {
     name: "request_slot",
@@ -116,7 +122,8 @@ impl Pending {
 /// `INSERT … ON CONFLICT (generation, keys…) DO UPDATE SET c = t.c + excluded.c, …`, the same
 /// text on SQLite and Postgres.
 fn upsert_sql(t: &Table) -> String {
-    let columns: Vec<&str> = std::iter::once("generation").chain(t.keys.iter().copied()).chain(t.counters.iter().copied()).collect();
+    let columns: Vec<&str> =
+        std::iter::once("generation").chain(t.keys.iter().copied()).chain(t.counters.iter().copied()).collect();
     let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
     let sums: Vec<String> = t.counters.iter().map(|c| format!("{c} = {}.{c} + excluded.{c}", t.name)).collect();
     format!(
