@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::helpers::{Backend, Env};
 
 /// A client that shows redirects instead of following them.
-fn browser() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn browser() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(30))
@@ -49,7 +49,7 @@ async fn form_login(
 }
 
 /// Logs in with the form; returns the cookie header for later requests and the CSRF value.
-async fn logged_in(
+pub(crate) async fn logged_in(
     http: &reqwest::Client,
     base: &str,
     email: &str,

@@ -165,12 +165,25 @@ async fn row34_postgres_down_keeps_completions_working_reads_say_unavailable_and
     let (target, path) = rest.split_once('/').context("no database in the URL")?;
     let switch = PgSwitch::start(target.to_owned()).await?;
     let url = format!("{prefix}@127.0.0.1:{}/{path}", switch.port);
-    let serve = env.serve_with_env(&[("DATABASE_URL", &url)]).await?;
+    let serve =
+        env.serve_with_env(&[("DATABASE_URL", &url), ("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
     env.add_fake_channel()?;
     let key = env.tenant_key("acme")?;
     env.wait_for_model(&serve, &key, MODEL).await?;
     assert_eq!(env.chat(&serve, &key, false).await?.0, 200);
     env.wait_for_usage(&serve, &key, 1).await?;
+    let browser = crate::dashboard::browser()?;
+    let (jar, _) = crate::dashboard::logged_in(&browser, &serve.base, "admin@localhost", "owner-password-123").await?;
+    let usage_seq = |health: &serde_json::Value| {
+        health["projections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "ledger")
+            .map(|p| p["stream_seq"].as_u64())
+    };
+    let health: serde_json::Value = env.http.get(format!("{}/api/health", serve.base)).send().await?.json().await?;
+    let seq_before = usage_seq(&health).flatten().context("no ledger projection in /api/health")?;
 
     switch.set(false);
     // Completions go on: billing is the event log's, not the database's.
@@ -193,12 +206,36 @@ async fn row34_postgres_down_keeps_completions_working_reads_say_unavailable_and
     }
     let health = env.http.get(format!("{}/api/health", serve.base)).send().await?;
     assert_eq!(health.status(), 503);
+    // The usage stream grew past what the ledger had applied: the lag the projections must drain.
+    let health: serde_json::Value = health.json().await?;
+    assert_eq!(health["read_store"], "unavailable", "{health}");
+    let seq_cut = usage_seq(&health).flatten().context("the stream's position is still known")?;
+    assert!(seq_cut >= seq_before + 4, "usage stream {seq_before} → {seq_cut}");
+    // The dashboard says so with a 503 page, not a page of zeros.
+    let page = browser.get(format!("{}/", serve.base)).header("cookie", &jar).send().await?;
+    assert_eq!(page.status(), 503);
+    assert!(page.headers().contains_key("retry-after"));
+    let html = page.text().await?;
+    assert!(html.contains("store-unavailable") && html.contains("admin@localhost"), "{html}");
 
-    // Back: the projections catch up with the five billed requests.
+    // Back: the projections catch up with the five billed requests, and the lag drains to 0.
     switch.set(true);
     env.wait_for_usage(&serve, &key, 5).await?;
-    let health = env.http.get(format!("{}/api/health", serve.base)).send().await?;
-    assert_eq!(health.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let health = env.http.get(format!("{}/api/health", serve.base)).send().await?;
+        let status = health.status();
+        let health: serde_json::Value = health.json().await?;
+        let lags: Vec<u64> =
+            health["projections"].as_array().into_iter().flatten().filter_map(|p| p["lag"].as_u64()).collect();
+        if status == 200 && !lags.is_empty() && lags.iter().all(|l| *l == 0) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the lag never drained: {status} {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = browser.get(format!("{}/", serve.base)).header("cookie", &jar).send().await?;
+    assert_eq!(page.status(), 200);
     drop(serve);
     drop(switch);
     drop(db);

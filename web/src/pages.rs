@@ -26,8 +26,9 @@ struct Overview<'a> {
     backend: &'a str,
     reachable: bool,
     spool_depth: u64,
-    tenants: usize,
-    channels: usize,
+    /// `None` while the read store is unavailable (the page is then a 503 that says so).
+    tenants: Option<usize>,
+    channels: Option<usize>,
 }
 
 #[derive(Template)]
@@ -80,14 +81,13 @@ pub async fn overview(State(state): State<WebState>, headers: HeaderMap) -> Resp
     let Some(user) = auth::cookie_user(admin, &headers) else { return to_login() };
     let Some(csrf) = auth::csrf_cookie(&headers) else { return to_login() };
     let log = state.log().health().await;
-    let tenants = projections::read::tenants(state.store())
-        .await
-        .map(|t| t.iter().filter(|t| user.sees(&t.name)).count())
-        .unwrap_or(0);
+    let tenants =
+        projections::read::tenants(state.store()).await.map(|t| t.iter().filter(|t| user.sees(&t.name)).count()).ok();
     let channels = projections::read::channels(state.store())
         .await
         .map(|c| c.iter().filter(|c| !c.removed && user.sees(&c.tenant)).count())
-        .unwrap_or(0);
+        .ok();
+    let store_ok = tenants.is_some() && channels.is_some();
     let view = Overview {
         instance: state.instance(),
         email: &user.email,
@@ -100,7 +100,14 @@ pub async fn overview(State(state): State<WebState>, headers: HeaderMap) -> Resp
         tenants,
         channels,
     };
-    page(StatusCode::OK, &view)
+    if store_ok {
+        return page(StatusCode::OK, &view);
+    }
+    // The figures come from the read store: while it is down the page says so, as a 503 that a
+    // monitor sees and a browser retries.
+    let mut res = page(StatusCode::SERVICE_UNAVAILABLE, &view);
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    res
 }
 
 /// `GET /login`: the form (a logged-in user goes straight to `/`).
