@@ -41,9 +41,36 @@ pub struct Serve {
 }
 
 impl Drop for Serve {
+    /// Stops the process, then sweeps its log for every secret the test handed out (FAULTS row
+    /// 40 over the whole suite: every `serve`, `gateway` and `worker` of every test is checked).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            return;
+        }
+        let log = self.log();
+        let secrets = SECRETS.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Some(leaked) = secrets.iter().find(|s| log.contains(s.as_str())) {
+            let shown: String = leaked.chars().take(12).collect();
+            panic!("a secret ({shown}…) reached the log of {}", self.stderr.display());
+        }
+    }
+}
+
+/// The upstream key of [`Env::add_fake_channel`]'s channel.
+pub const UPSTREAM_KEY: &str = "sk-upstream-canary-123";
+
+/// Secrets no process log may hold: the fake channel's upstream key, every key the CLI printed
+/// and every password or signing secret given to a process.
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn remember_secret(secret: &str) {
+    if secret.len() >= 8
+        && let Ok(mut s) = SECRETS.lock()
+        && !s.iter().any(|k| k == secret)
+    {
+        s.push(secret.to_owned());
     }
 }
 
@@ -122,7 +149,14 @@ impl Env {
         if !out.status.success() {
             bail!("llm-router {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        Ok(String::from_utf8(out.stdout)?)
+        let out = String::from_utf8(out.stdout)?;
+        // A key or a generated password is printed alone on the last line.
+        if let Some(last) =
+            out.lines().last().filter(|l| l.starts_with("sk-") || args.starts_with(&["users", "create"]))
+        {
+            remember_secret(last.trim());
+        }
+        Ok(out)
     }
 
     /// Runs an admin command that must fail; returns stderr.
@@ -176,6 +210,12 @@ impl Env {
         vars: &[(&str, &str)],
         args: &[&str],
     ) -> anyhow::Result<Serve> {
+        remember_secret(UPSTREAM_KEY);
+        for (name, value) in vars {
+            if name.contains("PASSWORD") || name.contains("SECRET") {
+                remember_secret(value);
+            }
+        }
         let stderr = self.data.path().join(format!("serve-{port}.log"));
         let mut child = self
             .command()
@@ -246,7 +286,7 @@ impl Env {
             "--base-url",
             &self.fake.base_url(),
             "--api-key",
-            "sk-upstream-canary-123",
+            UPSTREAM_KEY,
             "--models",
             &format!("{MODEL},{EMBED_MODEL}"),
         ])?;
