@@ -546,14 +546,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     anthropic_beta,
                 } => {
                     let master = master_key::load(&cfg.data_dir)?;
-                    let mut keys = api_key.into_iter().filter(|k| !k.trim().is_empty());
-                    let first = keys.next();
                     let c = control::NewChannel {
                         name: name.clone(),
                         provider,
                         base_url,
                         api_version,
-                        api_key: first,
+                        api_keys: api_key,
                         models,
                         priority,
                         weight,
@@ -561,12 +559,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         anthropic_beta,
                     };
                     let admin = admin::admin(&log);
-                    let id = admin.add_channel(&master, c).await?;
-                    let mut added = Vec::new();
-                    for key in keys {
-                        let (_, key_id, fingerprint) = admin.add_key(&master, &id, &key).await?;
-                        added.push(format!("{key_id} ({fingerprint})"));
-                    }
+                    let added = admin.add_channel(&master, c).await?;
+                    let id = added.channel_id;
+                    let added: Vec<String> = added.more_keys.iter().map(|(k, f)| format!("{k} ({f})")).collect();
                     applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Channel {name} added as {id}."));
                     if !added.is_empty() {

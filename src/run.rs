@@ -150,7 +150,7 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             provider: default.provider.to_owned(),
             base_url: Some(base_url),
             api_version: None,
-            api_key: Some(api_key),
+            api_keys: vec![api_key],
             models: vec!["*".to_owned()],
             priority: 0,
             weight: 1,
@@ -160,7 +160,8 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
         let id = admin
             .add_channel(&master, channel)
             .await
-            .with_context(|| format!("The default {} channel from {}", default.provider, default.url_var))?;
+            .with_context(|| format!("The default {} channel from {}", default.provider, default.url_var))?
+            .channel_id;
         created.push(default.provider);
         tracing::info!(channel = %id, provider = default.provider, var = default.key_var, "Default channel created from the environment.");
     }

@@ -154,6 +154,9 @@ pub enum AdminError {
     /// Removing the only key of a channel.
     #[error("key {0} is the channel's only key; add another first, or replace it with `channels update --api-key`")]
     LastApiKey(String),
+    /// The same key given twice for one new channel.
+    #[error("the same --api-key is given twice")]
+    RepeatedApiKey,
     /// More keys than a channel may hold.
     #[error("a channel holds at most {0} keys")]
     TooManyApiKeys(usize),

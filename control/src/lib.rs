@@ -105,8 +105,9 @@ pub struct NewChannel {
     pub base_url: Option<String>,
     /// `api-version` (Azure); `None` takes the provider's default.
     pub api_version: Option<String>,
-    /// Upstream API key (sealed before it leaves the operation).
-    pub api_key: Option<String>,
+    /// Upstream API keys, at most [`MAX_KEYS_PER_CHANNEL`], each sealed before it leaves the
+    /// operation; requests rotate across them. Empty for a keyless provider.
+    pub api_keys: Vec<String>,
     /// Models served.
     pub models: Vec<String>,
     /// Priority.
@@ -117,6 +118,15 @@ pub struct NewChannel {
     pub insecure_http: bool,
     /// `anthropic-beta` values clients may switch on through the channel (`--anthropic-beta`).
     pub anthropic_beta: Vec<String>,
+}
+
+/// A channel [`Admin::add_channel`] added.
+#[derive(Debug, Clone)]
+pub struct AddedChannel {
+    /// `ch_…`
+    pub channel_id: String,
+    /// The keys after the first (`channel.key_added`): id and fingerprint, never the key.
+    pub more_keys: Vec<(String, String)>,
 }
 
 /// What `channels update` changes; `None` keeps the current value.
@@ -581,7 +591,10 @@ impl Admin {
     }
 
     /// `channels add`. Returns the channel id.
-    pub async fn add_channel(&self, master: &MasterKey, c: NewChannel) -> Result<String, AdminError> {
+    /// `channels add`: one `channel.added` holding the first key, then one `channel.key_added` per
+    /// further key. Every key is checked (count, repeats) before anything is appended. Returns the
+    /// channel id and the further keys' ids and fingerprints.
+    pub async fn add_channel(&self, master: &MasterKey, c: NewChannel) -> Result<AddedChannel, AdminError> {
         let provider = self.provider(&c.provider)?;
         let Some(url) = c.base_url.filter(|u| !u.trim().is_empty()).or(provider.default_base_url.map(str::to_owned))
         else {
@@ -597,7 +610,15 @@ impl Admin {
         if c.weight == 0 {
             return Err(AdminError::ZeroWeight);
         }
-        let api_key = c.api_key.filter(|k| !k.is_empty());
+        let keys: Vec<String> = c.api_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+        if keys.len() > MAX_KEYS_PER_CHANNEL {
+            return Err(AdminError::TooManyApiKeys(MAX_KEYS_PER_CHANNEL));
+        }
+        if keys.iter().enumerate().any(|(i, k)| keys[..i].contains(k)) {
+            return Err(AdminError::RepeatedApiKey);
+        }
+        let mut keys = keys.into_iter();
+        let api_key = keys.next();
         if let (Some(header), None) = (provider.key_required, &api_key) {
             return Err(AdminError::KeyRequired { provider: c.provider, header });
         }
@@ -624,7 +645,20 @@ impl Admin {
             }),
         );
         self.append(&env).await?;
-        Ok(channel_id)
+        let mut more_keys = Vec::new();
+        for key in keys {
+            let key_id = format!("ukey_{}", uuid::Uuid::now_v7().simple());
+            let fingerprint = schemas::secret::fingerprint(&key);
+            let body = EventBody::ChannelKeyAdded(ChannelKeyAdded {
+                channel_id: channel_id.clone(),
+                key_id: key_id.clone(),
+                api_key: master.seal(&key, &schemas::key_seal_context(&channel_id, &key_id)),
+                fingerprint: Some(fingerprint.clone()),
+            });
+            self.append(&self.event(GLOBAL_TENANT, body)).await?;
+            more_keys.push((key_id, fingerprint));
+        }
+        Ok(AddedChannel { channel_id, more_keys })
     }
 
     /// `channels update NAME_OR_ID`: appends one `channel.updated` carrying only the fields

@@ -1063,6 +1063,23 @@ async fn channels_over_http_keep_their_keys_write_only(backend: Backend) -> anyh
     ensure!(status == 204, "remove: {status}");
     ensure!(call(&env, "GET", &url(&format!("/api/channels/{id}")), &owner, None).await?.0 == 404, "removed");
 
+    // Several keys at once: each its own id and fingerprint, checked before anything is stored.
+    let many = |keys: Vec<String>| json!({"name": "many", "provider": "openai", "api_keys": keys, "models": ["m"]});
+    let (status, answer) =
+        call(&env, "POST", &url("/api/channels"), &owner, Some(many(vec![SECRET_1.into(), SECRET_1.into()]))).await?;
+    ensure!(status == 422 && !answer.to_string().contains(SECRET_1), "a repeated key: {status} {answer}");
+    let too_many: Vec<String> = (0..65).map(|i| format!("sk-many-{i:02}-0123456789")).collect();
+    let (status, answer) = call(&env, "POST", &url("/api/channels"), &owner, Some(many(too_many))).await?;
+    ensure!(status == 422, "65 keys: {status} {answer}");
+    let (status, ch) =
+        call(&env, "POST", &url("/api/channels"), &owner, Some(many(vec![SECRET_1.into(), SECRET_2.into()]))).await?;
+    let keys = ch["keys"].as_array().cloned().unwrap_or_default();
+    ensure!(status == 201 && keys.len() == 2, "{status} {ch}");
+    ensure!(keys[0]["id"] != keys[1]["id"] && keys[0]["fingerprint"] != keys[1]["fingerprint"], "{ch}");
+    ensure!(!ch.to_string().contains(SECRET_1) && !ch.to_string().contains(SECRET_2), "{ch}");
+    let list = env.cli(&["channels", "list"])?;
+    ensure!(list.matches("many").count() == 1, "one channel, nothing stored twice: {list}");
+
     let (_, audit) = call(&env, "GET", &url("/api/audit?limit=200"), &owner, None).await?;
     let entries = audit["data"].as_array().context("data")?;
     for action in

@@ -225,8 +225,12 @@ pub struct CreateChannel {
     pub base_url: Option<String>,
     /// `api-version` (Azure; default: the provider's).
     pub api_version: Option<String>,
-    /// The upstream API key (never returned; more keys through `/api/channels/{id}/keys`).
+    /// The upstream API key (write-only: never returned).
     pub api_key: Option<String>,
+    /// Several upstream API keys, rotated across (write-only; at most 64 with `api_key`). More can
+    /// be added later through `/api/channels/{id}/keys`.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
     /// Models served (at least one).
     pub models: Vec<String>,
     /// Higher is tried first (default 0).
@@ -259,6 +263,15 @@ pub async fn create(
     check_len("base_url", body.base_url.as_deref(), MAX_URL)?;
     check_len("api_version", body.api_version.as_deref(), MAX_VERSION)?;
     check_len("api_key", body.api_key.as_deref(), MAX_API_KEY)?;
+    for k in &body.api_keys {
+        check_len("api_keys", Some(k), MAX_API_KEY)?;
+    }
+    if body.api_keys.len() > control::MAX_KEYS_PER_CHANNEL {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            format!("api_keys: at most {} keys", control::MAX_KEYS_PER_CHANNEL),
+        ));
+    }
     check_len("provider", Some(&body.provider), MAX_MODEL)?;
     check_models(Some(&body.models))?;
     let c = control::NewChannel {
@@ -266,14 +279,14 @@ pub async fn create(
         provider: body.provider,
         base_url: body.base_url,
         api_version: body.api_version,
-        api_key: body.api_key.map(|k| k.trim().to_owned()),
+        api_keys: body.api_key.into_iter().chain(body.api_keys).collect(),
         models: body.models,
         priority: body.priority.unwrap_or(0),
         weight: body.weight.unwrap_or(1),
         insecure_http: body.insecure_http,
         anthropic_beta: body.anthropic_beta,
     };
-    let id = caller.admin(admin).add_channel(&admin.cfg.master, c).await?;
+    let id = caller.admin(admin).add_channel(&admin.cfg.master, c).await?.channel_id;
     admin.settle(state.log(), state.store()).await;
     let view = visible(admin, &caller, &id)
         .map_err(|_| ApiError::unavailable("live_view_lagging", "The channel was added; the list shows it shortly."))?;
