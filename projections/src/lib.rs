@@ -6,6 +6,7 @@
 mod day;
 mod error;
 mod fold;
+pub mod idempotency;
 mod locks;
 mod migrations;
 mod projection;

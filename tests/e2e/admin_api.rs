@@ -668,6 +668,55 @@ async fn a_retried_post_with_an_idempotency_key_returns_the_first_answer() -> an
     Ok(())
 }
 
+/// In a cluster the kept answers are shared: a retry sent to another gateway replays the first
+/// answer (the key is issued once), another body is 422 there too, and the stored answer is
+/// sealed (the new key is not in the database in plain text).
+#[tokio::test]
+async fn a_retry_to_another_gateway_replays_the_first_answer() -> anyhow::Result<()> {
+    use sqlx::{Connection as _, Row as _};
+    let env = Env::new(Backend::Cluster).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
+    let master = std::fs::read_to_string(env.data.path().join("master.key"))?;
+    let dir = tempfile::tempdir()?;
+    let other = env
+        .http_service(
+            "gateway",
+            &[("LLM_ROUTER_MASTER_KEY", master.trim())],
+            &["--data-dir", dir.path().to_str().unwrap_or_default()],
+        )
+        .await?;
+    let owner = token(&env, &serve.base, "admin@localhost", "owner-password-123").await?;
+    env.cli(&["tenants", "create", "acme"])?;
+    let post = |base: &str, body: Value| {
+        env.http
+            .post(format!("{base}/api/api-keys"))
+            .bearer_auth(&owner)
+            .header("idempotency-key", "cluster-retry-1")
+            .json(&body)
+            .send()
+    };
+    let first = post(&serve.base, json!({"tenant": "acme", "name": "label-once"})).await?;
+    ensure!(first.status() == 201, "{}", first.status());
+    let first: Value = first.json().await?;
+    let again = post(&other.base, json!({"tenant": "acme", "name": "label-once"})).await?;
+    ensure!(again.status() == 201 && again.headers().get("idempotent-replayed").is_some(), "{}", again.status());
+    let again: Value = again.json().await?;
+    ensure!(again == first, "{again} != {first}");
+    let other_body = post(&other.base, json!({"tenant": "acme", "name": "twice"})).await?;
+    ensure!(other_body.status() == 422, "{}", other_body.status());
+    let (_, list) = call(&env, "GET", &format!("{}/api/api-keys?tenant=acme", other.base), &owner, None).await?;
+    ensure!(list["data"].as_array().map(Vec::len) == Some(1), "one key, not two: {list}");
+
+    let key = first["key"].as_str().context("the key")?;
+    let db = env.db.as_ref().context("a database")?;
+    let mut conn = sqlx::PgConnection::connect(db.url()).await?;
+    let rows = sqlx::query("SELECT sealed_body FROM idempotency").fetch_all(&mut conn).await?;
+    ensure!(rows.len() == 1, "{} rows", rows.len());
+    let stored: String = rows[0].try_get("sealed_body")?;
+    ensure!(!stored.contains(key) && !stored.contains("label-once"), "the answer is stored sealed");
+    Ok(())
+}
+
 /// `GET /api/reports/usage` gives the CLI's report byte for byte (CSV and JSON), with a BOM on
 /// request, `X-As-Of-Seq`, the same bytes again at that `as_of`, and tenant isolation.
 #[tokio::test]

@@ -83,7 +83,6 @@ pub struct AdminState {
     slots: Semaphore,
     waiting: AtomicUsize,
     signer: std::sync::OnceLock<token::Signer>,
-    pub(crate) idempotency: crate::idempotency::Idempotency,
 }
 
 impl AdminState {
@@ -99,7 +98,6 @@ impl AdminState {
             slots: Semaphore::new(cfg.verify_slots.max(1)),
             waiting: AtomicUsize::new(0),
             signer,
-            idempotency: Default::default(),
             live,
             cfg,
         }
