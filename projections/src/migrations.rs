@@ -45,9 +45,14 @@ const REQUEST_CAPS: Migration =
 const REQUEST_LOG: Migration =
     Migration { version: 7, name: "request_log", sql: include_str!("../migrations/shared/0007_request_log.sql") };
 
-const POSTGRES: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG];
+const HEALTH: Migration =
+    Migration { version: 8, name: "health", sql: include_str!("../migrations/shared/0008_health.sql") };
 
-const SQLITE: &[Migration] = &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG];
+const POSTGRES: &[Migration] =
+    &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG, HEALTH];
+
+const SQLITE: &[Migration] =
+    &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG, HEALTH];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
      (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT)";

@@ -1,5 +1,5 @@
-//! The `ledger` projection: one row per `usage.recorded` and the daily rollups by tenant and by
-//! key, updated in the same transaction. Rollups group by the model the client asked for: that
+//! The `ledger` projection: one row per `usage.recorded` and the daily rollups by tenant, by key
+//! and by channel, updated in the same transaction. Rollups group by the model the client asked for: that
 //! is the name tenants know and the one prices are published under. Amounts come from the event
 //! (it carries the price it was charged at); nothing is looked up.
 
@@ -176,6 +176,19 @@ pub(super) async fn apply(
     .bind(c.cache_write)
     .bind(c.output)
     .bind(c.reasoning)
+    .bind(u.cost_nanos)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO usage_daily_channel (generation, channel_id, day, currency, requests, cost_nanos) \
+         VALUES ($1, $2, $3, $4, 1, $5) ON CONFLICT (generation, channel_id, day, currency) DO UPDATE SET \
+         requests = usage_daily_channel.requests + 1, \
+         cost_nanos = usage_daily_channel.cost_nanos + excluded.cost_nanos",
+    )
+    .bind(generation)
+    .bind(&u.channel_id)
+    .bind(&day)
+    .bind(&u.currency)
     .bind(u.cost_nanos)
     .execute(&mut *conn)
     .await?;
