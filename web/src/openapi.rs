@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::{audit, auth, channels, health, keys, prices, reports, requests, routing, users};
+use crate::{audit, auth, channels, health, health_keys, keys, prices, reports, requests, routing, users};
 
 /// The document.
 #[derive(OpenApi)]
@@ -44,6 +44,10 @@ use crate::{audit, auth, channels, health, keys, prices, reports, requests, rout
         reports::billing,
         requests::list,
         requests::stats,
+        health_keys::list,
+        health_keys::get_one,
+        health_keys::history,
+        health_keys::check,
         openapi_json,
     ),
     modifiers(&Security),
