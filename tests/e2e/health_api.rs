@@ -123,6 +123,7 @@ async fn health_api(backend: Backend) -> anyhow::Result<()> {
     let ds = key_ids(&env, "ds")?;
     ensure!(probed.len() == 2 && ds.len() == 1, "{probed:?} {ds:?}");
     let (k1, k2, k3) = (probed[0].clone(), probed[1].clone(), ds[0].clone());
+    let ch_probed = key_health(&env, &base, &owner, &k2).await?["channel_id"].as_str().unwrap_or_default().to_owned();
 
     // The upstream refuses K1: probes fail, the key goes down; then it answers again.
     env.fake.set_key_scenario(K1, Some(Scenario::FailStatus { status: 401, retry_after: None }));
@@ -168,6 +169,33 @@ async fn health_api(backend: Backend) -> anyhow::Result<()> {
     let low = wait_health(&env, &base, &owner, &k3, "low", |v| v["health"] == "degraded").await?;
     ensure!(low["health_reason"] == "low_balance" && low["state"] == "active", "{low}");
     ensure!(low["low_balance_threshold"] == "5.000000000", "{low}");
+    // The same threshold over the admin API: set, refused when not a decimal, cleared, set again.
+    let key_url = format!("{base}/api/channels/{}/keys/{k3}", low["channel_id"].as_str().unwrap_or_default());
+    for (body, want) in [
+        (json!({"low_balance_threshold": "2.5"}), 200),
+        (json!({"low_balance_threshold": "-1"}), 422),
+        (json!({"low_balance_threshold": 7}), 422),
+        (json!({}), 422),
+        (json!({"low_balance_threshold": null}), 200),
+        (json!({"low_balance_threshold": "5"}), 200),
+    ] {
+        let r = env.http.patch(&key_url).bearer_auth(&owner).json(&body).send().await?;
+        let status = r.status().as_u16();
+        let answer: Value = r.json().await.unwrap_or_default();
+        ensure!(status == want, "PATCH {body}: {status} {answer}");
+        if status == 200 {
+            let shown = answer["keys"].as_array().and_then(|ks| ks.iter().find(|k| k["id"] == k3.as_str()).cloned());
+            let want_shown =
+                body["low_balance_threshold"].as_str().map(|a| if a == "2.5" { "2.500000000" } else { "5.000000000" });
+            ensure!(
+                shown.as_ref().map(|k| k["low_balance_threshold"].as_str()) == Some(want_shown),
+                "{body}: {answer}"
+            );
+        }
+    }
+    let again =
+        wait_health(&env, &base, &owner, &k3, "low again", |v| v["low_balance_threshold"] == "5.000000000").await?;
+    ensure!(again["health"] == "degraded" && again["health_reason"] == "low_balance", "{again}");
     env.fake.set_balance(Some("12.00"));
     wait_health(&env, &base, &owner, &k3, "topped up", |v| {
         v["health"] == "healthy" && v["balance"]["nanos"] == 12_000_000_000i64
@@ -317,6 +345,17 @@ async fn health_api(backend: Backend) -> anyhow::Result<()> {
     for (who, method, path, want) in cases {
         let (status, body) = call(&env, method, &format!("{base}{path}"), &tokens[who]).await?;
         ensure!(status == want, "{who} {method} {path}: {status} {body}, want {want}");
+    }
+    for who in ["viewer", "acme-admin"] {
+        let r = env
+            .http
+            .patch(format!("{base}/api/channels/{ch_probed}/keys/{k2}"))
+            .bearer_auth(&tokens[who])
+            .json(&json!({"low_balance_threshold": "1"}))
+            .send()
+            .await?;
+        let want = if who == "viewer" { 403 } else { 404 };
+        ensure!(r.status().as_u16() == want, "{who} PATCH a key: {}", r.status());
     }
     let (_, scoped) = call(&env, "GET", &format!("{base}/api/health/api-keys"), &tokens["acme-admin"]).await?;
     ensure!(scoped["data"].as_array().is_some_and(Vec::is_empty), "{scoped}");

@@ -37,6 +37,7 @@ use crate::{audit, auth, channels, health, health_keys, keys, prices, reports, r
         channels::remove,
         channels::add_key,
         channels::remove_key,
+        channels::update_key,
         channels::enable_key,
         channels::disable_key,
         routing::list,

@@ -46,7 +46,10 @@ pub fn router(state: WebState) -> Router {
         .route("/api/channels", get(channels::list).post(channels::create))
         .route("/api/channels/{id}", get(channels::get_one).patch(channels::update).delete(channels::remove))
         .route("/api/channels/{id}/keys", post(channels::add_key))
-        .route("/api/channels/{id}/keys/{key_id}", axum::routing::delete(channels::remove_key))
+        .route(
+            "/api/channels/{id}/keys/{key_id}",
+            axum::routing::delete(channels::remove_key).patch(channels::update_key),
+        )
         .route("/api/channels/{id}/keys/{key_id}/enable", post(channels::enable_key))
         .route("/api/channels/{id}/keys/{key_id}/disable", post(channels::disable_key))
         .route("/api/routes", get(routing::list))
