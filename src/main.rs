@@ -341,7 +341,7 @@ enum PriceCmd {
 enum ProjectionCmd {
     /// Rebuilds a projection from sequence 1 while the old version serves, then swaps.
     Rebuild {
-        /// `control` or `ledger`.
+        /// `control`, `ledger`, `requests` or `health`.
         name: String,
     },
 }
