@@ -293,6 +293,16 @@ enum ChannelKeyCmd {
         /// The key's id (`ukey_…`).
         key_id: String,
     },
+    /// Sets the balance under which health reports the key `degraded` (`low_balance`); `off`
+    /// clears it. The amount is in the currency the key's vendor reports its balance in.
+    LowBalance {
+        /// Name or id.
+        channel: String,
+        /// The key's id (`ukey_…`).
+        key_id: String,
+        /// A decimal amount (`5`, `2.50`) or `off`.
+        amount: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -331,7 +341,7 @@ enum PriceCmd {
 enum ProjectionCmd {
     /// Rebuilds a projection from sequence 1 while the old version serves, then swaps.
     Rebuild {
-        /// `control` or `ledger`.
+        /// `control`, `ledger`, `requests` or `health`.
         name: String,
     },
 }
@@ -723,6 +733,15 @@ async fn channel_keys(cfg: &Config, log: &nats::EventLog, cmd: ChannelKeyCmd) ->
             let id = admin.set_key_enabled(&channel, &key_id, true).await?;
             applied::wait(&cfg.data_dir, log).await;
             run::say(&format!("Key {key_id} of channel {id} enabled."));
+        }
+        ChannelKeyCmd::LowBalance { channel, key_id, amount } => {
+            let amount = (amount != "off").then_some(amount.as_str());
+            let id = admin.set_key_low_balance(&channel, &key_id, amount).await?;
+            applied::wait(&cfg.data_dir, log).await;
+            match amount {
+                Some(a) => run::say(&format!("Key {key_id} of channel {id} is reported low below a balance of {a}.")),
+                None => run::say(&format!("Key {key_id} of channel {id} has no low-balance threshold.")),
+            }
         }
         ChannelKeyCmd::List { channel } => {
             let model = control::load(log).await?;

@@ -351,6 +351,13 @@ async fn web_state(
         api.session_ttl = Duration::from_secs(secs);
     }
     api.gateway_applied = Some(gw.control_applied());
+    // Admins' on-demand checks use the health worker's prober and settings, whether or not the
+    // scheduled probes run in this process.
+    let checks_master = crate::master_key::load(&cfg.data_dir)?;
+    api.health_checks = Some(
+        workers::health::Prober::connect(cfg.connect_timeout, cfg.egress.clone(), cfg.health, checks_master)
+            .context("Failed to build the health checks' HTTP client")?,
+    );
     Ok(web::WebState::with_admin(store.clone(), log.clone(), instance, api).await)
 }
 

@@ -15,7 +15,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("gateway", &["schemas", "nats", "egress", "adapters"]),
     // Health probes call upstreams with the gateway's own adapters, never the gateway.
     ("workers", &["schemas", "nats", "projections", "egress", "adapters"]),
-    ("web", &["schemas", "nats", "projections", "control", "egress"]),
+    // The admin API runs the health worker's probe on request (`POST /api/health/…/check`).
+    ("web", &["schemas", "nats", "projections", "control", "egress", "workers", "adapters"]),
     ("testkit", &[]),
     // The outbound address policy: a leaf every side that connects out may use.
     ("egress", &[]),

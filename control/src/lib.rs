@@ -12,9 +12,9 @@ use nats::EventLog;
 use schemas::control::{ControlModel, Key};
 use schemas::secret::MasterKey;
 use schemas::{
-    ApiKeyIssued, ApiKeyRevoked, ChannelAdded, ChannelKeyAdded, ChannelKeyRemoved, ChannelRemoved, ChannelUpdated,
-    Envelope, EventBody, GLOBAL_TENANT, PricePublished, RouteSet, RouteStrategy, Stream, TenantCreated, TenantId,
-    UpstreamKeyState, UpstreamKeyStateChanged,
+    ApiKeyIssued, ApiKeyRevoked, ChannelAdded, ChannelKeyAdded, ChannelKeyRemoved, ChannelKeyUpdated, ChannelRemoved,
+    ChannelUpdated, Envelope, EventBody, GLOBAL_TENANT, PricePublished, RouteSet, RouteStrategy, Stream, TenantCreated,
+    TenantId, UpstreamKeyState, UpstreamKeyStateChanged,
 };
 
 pub use crate::error::AdminError;
@@ -281,6 +281,8 @@ pub struct KeyView {
     pub until_us: Option<i64>,
     /// Disabled by an admin.
     pub manual: bool,
+    /// The balance under which it is reported `degraded` (nanos).
+    pub low_balance_nanos: Option<i64>,
 }
 
 /// The keys of `channel`, opened with `master` only to fingerprint the ones whose event carried
@@ -305,6 +307,7 @@ pub fn key_views(channel: &schemas::control::Channel, master: Option<&MasterKey>
                 reason: k.reason.clone(),
                 until_us: k.until_us,
                 manual: k.manual,
+                low_balance_nanos: k.low_balance_nanos,
             }
         })
         .collect()
@@ -809,6 +812,36 @@ impl Admin {
             reason: "admin".to_owned(),
             manual: true,
             opens: 0,
+        });
+        self.append(&self.event(&ch.tenant, body)).await?;
+        Ok(channel_id)
+    }
+
+    /// `channels keys low-balance CHANNEL KEY_ID AMOUNT|off`: the balance (a decimal in the
+    /// currency the key's vendor reports) under which the key is reported `degraded` with the
+    /// reason `low_balance`; `None` clears it. Returns the channel id.
+    pub async fn set_key_low_balance(
+        &self,
+        needle: &str,
+        key_id: &str,
+        amount: Option<&str>,
+    ) -> Result<String, AdminError> {
+        let nanos = amount
+            .map(|a| {
+                schemas::money::parse_per_mtok(a)
+                    .map_err(|source| AdminError::BadAmount { flag: "low-balance", source })
+            })
+            .transpose()?;
+        let model = load(&self.log).await?;
+        let ch = model.find_channel(needle).ok_or_else(|| AdminError::NoChannel(needle.to_owned()))?;
+        let channel_id = ch.channel_id.clone();
+        if !ch.keys.iter().any(|k| k.key_id == key_id) {
+            return Err(AdminError::NoUpstreamKey { channel: channel_id, key_id: key_id.to_owned() });
+        }
+        let body = EventBody::ChannelKeyUpdated(ChannelKeyUpdated {
+            channel_id: channel_id.clone(),
+            key_id: key_id.to_owned(),
+            low_balance_nanos: Some(nanos),
         });
         self.append(&self.event(&ch.tenant, body)).await?;
         Ok(channel_id)

@@ -45,14 +45,17 @@ const REQUEST_CAPS: Migration =
 const REQUEST_LOG: Migration =
     Migration { version: 7, name: "request_log", sql: include_str!("../migrations/shared/0007_request_log.sql") };
 
+const HEALTH: Migration =
+    Migration { version: 8, name: "health", sql: include_str!("../migrations/shared/0008_health.sql") };
+
 const IDEMPOTENCY: Migration =
     Migration { version: 10, name: "idempotency", sql: include_str!("../migrations/shared/0010_idempotency.sql") };
 
 const POSTGRES: &[Migration] =
-    &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG, IDEMPOTENCY];
+    &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG, HEALTH, IDEMPOTENCY];
 
 const SQLITE: &[Migration] =
-    &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG, IDEMPOTENCY];
+    &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG, HEALTH, IDEMPOTENCY];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
      (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT)";

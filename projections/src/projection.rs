@@ -17,11 +17,15 @@ pub enum Projection {
     Ledger,
     /// The request log and its quarter-hour rollup from `LLMR_REQUESTS`.
     Requests,
+    /// Health probe results, the last one per resource and the hourly availability rollup
+    /// from `LLMR_OPS`.
+    Health,
 }
 
 impl Projection {
     /// Every projection, in a fixed order.
-    pub const ALL: [Projection; 3] = [Projection::Control, Projection::Ledger, Projection::Requests];
+    pub const ALL: [Projection; 4] =
+        [Projection::Control, Projection::Ledger, Projection::Requests, Projection::Health];
 
     /// The stable name used in bookkeeping tables and on the command line.
     pub fn name(self) -> &'static str {
@@ -29,6 +33,7 @@ impl Projection {
             Projection::Control => "control",
             Projection::Ledger => "ledger",
             Projection::Requests => "requests",
+            Projection::Health => "health",
         }
     }
 
@@ -38,6 +43,7 @@ impl Projection {
             Projection::Control => Stream::Control,
             Projection::Ledger => Stream::Billing,
             Projection::Requests => Stream::Requests,
+            Projection::Health => Stream::Ops,
         }
     }
 
@@ -58,11 +64,17 @@ impl Projection {
                 "DELETE FROM usage_daily WHERE generation <> $1",
                 "DELETE FROM usage_daily_key WHERE generation <> $1",
                 "DELETE FROM usage_slot_key WHERE generation <> $1",
+                "DELETE FROM usage_daily_channel WHERE generation <> $1",
             ],
             Projection::Requests => &[
                 "DELETE FROM request_log WHERE generation <> $1",
                 "DELETE FROM request_slot WHERE generation <> $1",
                 "DELETE FROM request_slot_latency WHERE generation <> $1",
+            ],
+            Projection::Health => &[
+                "DELETE FROM health_check WHERE generation <> $1",
+                "DELETE FROM health_latest WHERE generation <> $1",
+                "DELETE FROM health_hour WHERE generation <> $1",
             ],
         }
     }
@@ -73,6 +85,7 @@ impl Projection {
             Projection::Control => 1,
             Projection::Ledger => 2,
             Projection::Requests => 3,
+            Projection::Health => 4,
         }
     }
 }

@@ -32,9 +32,9 @@ pub struct RunOptions {
     pub max_wait: Duration,
     /// How often a standby runner retries the single-writer lock.
     pub lock_retry: Duration,
-    /// How long the request log keeps a row (the Requests stream's retention window): after
-    /// each batch the `requests` projection deletes rows older than its newest row minus this,
-    /// a bounded number per batch.
+    /// How long the request log and the health-check history keep a row (the Requests and Ops
+    /// streams' retention window): after each batch the `requests` and `health` projections
+    /// delete rows older than their newest row minus this, a bounded number per batch.
     pub request_log_retention: Duration,
 }
 
@@ -115,11 +115,11 @@ async fn follow(
                 }
             }
             match apply_batch(store, projection, generation, Mode::Live, &batch).await? {
-                BatchOutcome::Committed => {
-                    if projection == Projection::Requests {
-                        expire_request_log(store, generation, opts.request_log_retention).await?;
-                    }
-                }
+                BatchOutcome::Committed => match projection {
+                    Projection::Requests => expire_request_log(store, generation, opts.request_log_retention).await?,
+                    Projection::Health => expire_health_checks(store, generation, opts.request_log_retention).await?,
+                    Projection::Control | Projection::Ledger => {}
+                },
                 BatchOutcome::GenerationChanged => break,
             }
         }
@@ -142,6 +142,26 @@ async fn expire_request_log(store: &ReadStore, generation: i64, window: Duration
     let deleted = fold::requests::delete_expired(&mut conn, generation, newest.saturating_sub(window_us)).await?;
     if deleted > 0 {
         tracing::info!(deleted, "Request-log rows past the retention window deleted.");
+    }
+    Ok(())
+}
+
+/// Deletes probe rows of `generation` older than its newest row minus `window` (the ops stream
+/// is kept for the request-log window too), at most `RETENTION_ROWS_PER_PASS`; like the request
+/// log, the cutoff comes from the rows, not the clock.
+async fn expire_health_checks(store: &ReadStore, generation: i64, window: Duration) -> Result<(), ProjectionError> {
+    let newest: Option<i64> =
+        sqlx::query("SELECT MAX(checked_at_us) AS newest FROM health_check WHERE generation = $1")
+            .bind(generation)
+            .fetch_one(store.pool())
+            .await?
+            .try_get("newest")?;
+    let Some(newest) = newest else { return Ok(()) };
+    let window_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+    let mut conn = store.pool().acquire().await?;
+    let deleted = fold::health::delete_expired(&mut conn, generation, newest.saturating_sub(window_us)).await?;
+    if deleted > 0 {
+        tracing::info!(deleted, "Health-check rows past the retention window deleted.");
     }
     Ok(())
 }

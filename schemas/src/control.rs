@@ -186,6 +186,8 @@ pub struct UpstreamKey {
     pub opens: u32,
     /// When it was added.
     pub added_at_us: i64,
+    /// The balance under which it is reported `degraded` (nanos of its vendor's currency).
+    pub low_balance_nanos: Option<i64>,
 }
 
 impl UpstreamKey {
@@ -200,6 +202,7 @@ impl UpstreamKey {
             manual: false,
             opens: 0,
             added_at_us: at,
+            low_balance_nanos: None,
         }
     }
 
@@ -489,6 +492,15 @@ impl ControlModel {
                 }
                 ch.updated_at_us = at;
                 Outcome::Changed(Change::Channel(r.channel_id.clone()))
+            }
+            EventBody::ChannelKeyUpdated(u) => {
+                let Some(ch) = self.channels.get_mut(&u.channel_id) else { return Outcome::Unchanged };
+                let Some(key) = ch.keys.iter_mut().find(|k| k.key_id == u.key_id) else { return Outcome::Unchanged };
+                if let Some(low) = u.low_balance_nanos {
+                    key.low_balance_nanos = low;
+                }
+                ch.updated_at_us = at;
+                Outcome::Changed(Change::Channel(u.channel_id.clone()))
             }
             EventBody::UpstreamKeyStateChanged(c) => self.key_state(c),
             EventBody::RouteSet(r) => {
@@ -900,6 +912,31 @@ mod tests {
             manual,
             opens: 0,
         })
+    }
+
+    #[test]
+    fn a_key_update_sets_and_clears_its_low_balance_threshold() {
+        let update = |low: Option<Option<i64>>, key: &str| {
+            EventBody::ChannelKeyUpdated(crate::event::ChannelKeyUpdated {
+                channel_id: "ch".into(),
+                key_id: key.into(),
+                low_balance_nanos: low,
+            })
+        };
+        let (m, out) = fold(&[
+            ev("_global", 1, added("ch")),
+            ev("_global", 2, key_added("ch", "ukey_a")),
+            ev("_global", 3, update(Some(Some(5_000_000_000)), "ukey_a")),
+            ev("_global", 4, update(Some(Some(1)), "ukey_nope")),
+        ]);
+        assert_eq!(out[2], Outcome::Changed(Change::Channel("ch".into())));
+        assert_eq!(out[3], Outcome::Unchanged, "an unknown key");
+        assert_eq!(m.channels["ch"].keys[0].low_balance_nanos, Some(5_000_000_000));
+        let mut m = m;
+        m.apply(5, &ev("_global", 5, update(None, "ukey_a")));
+        assert_eq!(m.channels["ch"].keys[0].low_balance_nanos, Some(5_000_000_000), "absent leaves it");
+        m.apply(6, &ev("_global", 6, update(Some(None), "ukey_a")));
+        assert_eq!(m.channels["ch"].keys[0].low_balance_nanos, None, "null clears it");
     }
 
     fn key_ids(m: &ControlModel) -> Vec<&str> {

@@ -586,6 +586,35 @@ pub struct ChannelKeyRemoved {
     pub key_id: String,
 }
 
+/// `channel.key_updated`: an upstream key's settings changed. Only what it carries changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelKeyUpdated {
+    /// The channel's id.
+    pub channel_id: String,
+    /// The key's id.
+    pub key_id: String,
+    /// The balance under which the key is reported `degraded` (`low_balance`), in nanos of the
+    /// currency its vendor reports the balance in; `Some(None)` clears it, absent leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option")]
+    pub low_balance_nanos: Option<Option<i64>>,
+}
+
+/// `Option<Option<T>>` on the wire: absent is `None`, `null` is `Some(None)`.
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
 /// The id of the key a channel got from `channel.added`'s (or `channel.updated`'s) `api_key`,
 /// or of its keyless slot: derived from the channel id, so old events fold to the same id.
 pub fn legacy_key_id(channel_id: &str) -> String {
@@ -790,6 +819,8 @@ pub enum EventBody {
     ChannelKeyAdded(ChannelKeyAdded),
     /// `channel.key_removed`
     ChannelKeyRemoved(ChannelKeyRemoved),
+    /// `channel.key_updated`
+    ChannelKeyUpdated(ChannelKeyUpdated),
     /// `upstream_key.state_changed`
     UpstreamKeyStateChanged(UpstreamKeyStateChanged),
     /// `route.set`
@@ -820,6 +851,7 @@ impl EventBody {
             EventBody::TenantUpdated(_) => "tenant.updated",
             EventBody::ChannelKeyAdded(_) => "channel.key_added",
             EventBody::ChannelKeyRemoved(_) => "channel.key_removed",
+            EventBody::ChannelKeyUpdated(_) => "channel.key_updated",
             EventBody::UpstreamKeyStateChanged(_) => "upstream_key.state_changed",
             EventBody::RouteSet(_) => "route.set",
             EventBody::HealthChecked(_) => "health.checked",
@@ -853,6 +885,7 @@ impl EventBody {
             | EventBody::TenantUpdated(_) => Stream::Control,
             EventBody::ChannelKeyAdded(_)
             | EventBody::ChannelKeyRemoved(_)
+            | EventBody::ChannelKeyUpdated(_)
             | EventBody::UpstreamKeyStateChanged(_)
             | EventBody::RouteSet(_) => Stream::Control,
             EventBody::HealthChecked(_) => Stream::Ops,
@@ -875,7 +908,9 @@ impl EventBody {
             | EventBody::UserSessionsRevoked(_) => "user",
             EventBody::SessionSecretGenerated(_) => "session_secret",
             EventBody::TenantUpdated(_) => "tenant",
-            EventBody::ChannelKeyAdded(_) | EventBody::ChannelKeyRemoved(_) => "channel",
+            EventBody::ChannelKeyAdded(_) | EventBody::ChannelKeyRemoved(_) | EventBody::ChannelKeyUpdated(_) => {
+                "channel"
+            }
             EventBody::UpstreamKeyStateChanged(_) => "upstream_key",
             EventBody::RouteSet(_) => "route",
             EventBody::HealthChecked(_) => "health",
@@ -995,6 +1030,7 @@ impl Serialize for Envelope {
             EventBody::TenantUpdated(d) => st.serialize_field("data", d)?,
             EventBody::ChannelKeyAdded(d) => st.serialize_field("data", d)?,
             EventBody::ChannelKeyRemoved(d) => st.serialize_field("data", d)?,
+            EventBody::ChannelKeyUpdated(d) => st.serialize_field("data", d)?,
             EventBody::UpstreamKeyStateChanged(d) => st.serialize_field("data", d)?,
             EventBody::RouteSet(d) => st.serialize_field("data", d)?,
             EventBody::HealthChecked(d) => st.serialize_field("data", d)?,
@@ -1052,6 +1088,7 @@ impl<'de> Deserialize<'de> for Envelope {
             ("tenant.updated", 1) => EventBody::TenantUpdated(p(data)?),
             ("channel.key_added", 1) => EventBody::ChannelKeyAdded(p(data)?),
             ("channel.key_removed", 1) => EventBody::ChannelKeyRemoved(p(data)?),
+            ("channel.key_updated", 1) => EventBody::ChannelKeyUpdated(p(data)?),
             ("upstream_key.state_changed", 1) => EventBody::UpstreamKeyStateChanged(p(data)?),
             ("route.set", 1) => EventBody::RouteSet(p(data)?),
             ("health.checked", 1) => EventBody::HealthChecked(p(data)?),

@@ -17,7 +17,8 @@ pub use event::{
 pub use event::{AttemptRecord, MAX_LOGGED_ATTEMPTS};
 pub use event::{Balance, HealthChecked, MAX_HEALTH_REASON, health_check_id};
 pub use event::{
-    ChannelKeyAdded, ChannelKeyRemoved, UpstreamKeyState, UpstreamKeyStateChanged, key_seal_context, legacy_key_id,
+    ChannelKeyAdded, ChannelKeyRemoved, ChannelKeyUpdated, UpstreamKeyState, UpstreamKeyStateChanged, key_seal_context,
+    legacy_key_id,
 };
 pub use event::{
     Role, SESSION_SECRET_CONTEXT, SessionSecretGenerated, TenantUpdated, UserCreated, UserDisabled,

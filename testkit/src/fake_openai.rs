@@ -240,6 +240,8 @@ struct Shared {
     requests: Vec<RecordedRequest>,
     recording: bool,
     tool_calls: bool,
+    /// The `total_balance` DeepSeek's `GET /user/balance` answers (CNY); `None`: 404.
+    balance: Option<String>,
 }
 
 #[derive(Clone)]
@@ -279,12 +281,15 @@ impl FakeOpenAi {
             requests: Vec::new(),
             recording: true,
             tool_calls: false,
+            balance: None,
         })));
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/completions", post(completions))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
+            // DeepSeek's balance, from the base URL's origin.
+            .route("/user/balance", get(deepseek_balance))
             // Azure OpenAI: `/openai/deployments/{deployment}/…?api-version=…` with an `api-key` header.
             .route("/openai/deployments/{deployment}/chat/completions", post(azure_chat))
             .route("/openai/deployments/{deployment}/embeddings", post(azure_embeddings))
@@ -362,6 +367,12 @@ impl FakeOpenAi {
     /// tools and expect text keep getting text).
     pub fn set_tool_calls(&self, on: bool) {
         self.state.with(|s| s.tool_calls = on);
+    }
+
+    /// Sets the CNY balance `GET /user/balance` answers in DeepSeek's shape (`"110.00"`);
+    /// `None` answers 404.
+    pub fn set_balance(&self, total: Option<&str>) {
+        self.state.with(|s| s.balance = total.map(str::to_owned));
     }
 
     /// Forgets the recorded requests.
@@ -691,7 +702,7 @@ async fn embeddings(State(state): State<FakeState>, uri: Uri, headers: HeaderMap
 
 async fn models(State(state): State<FakeState>, uri: Uri, headers: HeaderMap) -> Response {
     let plan = record(&state, &uri, &headers, &Bytes::new());
-    if matches!(plan.scenario, Scenario::ErrorBody { .. } | Scenario::FailStatus { .. })
+    if matches!(plan.scenario, Scenario::ErrorBody { .. } | Scenario::FailStatus { .. } | Scenario::Hang)
         && let Some(resp) = common_failure(&plan).await
     {
         return resp;
@@ -701,6 +712,22 @@ async fn models(State(state): State<FakeState>, uri: Uri, headers: HeaderMap) ->
         {"id": "text-embedding-3-small", "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
     ]}))
     .into_response()
+}
+
+async fn deepseek_balance(State(state): State<FakeState>, uri: Uri, headers: HeaderMap) -> Response {
+    let plan = record(&state, &uri, &headers, &Bytes::new());
+    if matches!(plan.scenario, Scenario::ErrorBody { .. } | Scenario::FailStatus { .. })
+        && let Some(resp) = common_failure(&plan).await
+    {
+        return resp;
+    }
+    match state.with(|s| s.balance.clone()) {
+        Some(total) => axum::Json(json!({"is_available": true, "balance_infos": [
+            {"currency": "CNY", "total_balance": total, "granted_balance": "0.00", "topped_up_balance": total}
+        ]}))
+        .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 enum Frame {

@@ -10,6 +10,7 @@ mod egress;
 mod faults;
 mod gemini;
 mod health;
+mod health_api;
 mod helpers;
 mod keys;
 mod providers;

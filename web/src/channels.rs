@@ -40,6 +40,8 @@ pub struct UpstreamKeyView {
     pub until: Option<String>,
     /// Disabled by an admin (stays out of rotation until enabled).
     pub manual: bool,
+    /// The balance under which health reports it `degraded` (decimal, the vendor's currency).
+    pub low_balance_threshold: Option<String>,
 }
 
 /// A channel as listed.
@@ -96,6 +98,7 @@ fn view(ch: &Channel, master: &schemas::secret::MasterKey) -> ChannelView {
             reason: k.reason,
             until: k.until_us.map(rfc3339),
             manual: k.manual,
+            low_balance_threshold: k.low_balance_nanos.map(schemas::format_nanos),
         })
         .collect();
     ChannelView {
@@ -453,6 +456,45 @@ async fn set_key_enabled(
     caller.admin(admin).set_key_enabled(&id, &key_id, enabled).await?;
     admin.settle(state.log(), state.store()).await;
     Ok(Json(visible(admin, caller, &id)?))
+}
+
+/// `PATCH /api/channels/{id}/keys/{key_id}` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKey {
+    /// The balance under which health reports the key `degraded` (`low_balance`): a decimal
+    /// string in the currency its vendor reports (`"5"`, `"2.50"`), or `null` to clear it.
+    #[schema(value_type = Option<String>)]
+    pub low_balance_threshold: serde_json::Value,
+}
+
+/// Sets an upstream key's low-balance threshold, as `channels keys low-balance`.
+#[utoipa::path(patch, path = "/api/channels/{id}/keys/{key_id}", tag = "channels",
+    operation_id = "update_channel_key",
+    params(("id" = String, Path, description = "ch_…"), ("key_id" = String, Path, description = "ukey_…")),
+    request_body = UpdateKey,
+    responses((status = 200, body = ChannelView), (status = 403), (status = 404), (status = 422)))]
+pub async fn update_key(
+    State(state): State<WebState>,
+    Extension(caller): Extension<Caller>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    StrictJson(body): StrictJson<UpdateKey>,
+) -> Result<Json<ChannelView>, ApiError> {
+    let admin = admin(&state)?;
+    caller.require(&[Role::Owner, Role::Admin])?;
+    let (id, key_id) = key_path(p)?;
+    visible(admin, &caller, &id)?;
+    require_writer(&caller)?;
+    let bad =
+        || ApiError::unprocessable("invalid_value", "low_balance_threshold: a non-negative decimal string or null");
+    let amount = match &body.low_balance_threshold {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(a) if a.len() <= 32 && schemas::parse_per_mtok(a).is_ok() => Some(a.as_str()),
+        _ => return Err(bad()),
+    };
+    caller.admin(admin).set_key_low_balance(&id, &key_id, amount).await?;
+    admin.settle(state.log(), state.store()).await;
+    Ok(Json(visible(admin, &caller, &id)?))
 }
 
 /// Puts an upstream key back in rotation (clears a manual or automatic disable, a cool-down

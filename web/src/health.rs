@@ -1,5 +1,6 @@
 //! `GET /api/health`: is the log reachable, how deep is the spool, how far behind is each
-//! projection. 200 when the log is reachable and the read store answers, else 503.
+//! projection, and how many upstream keys are healthy, degraded, down or not yet probed (counts
+//! only). 200 when the log is reachable and the read store answers, else 503.
 
 use axum::Json;
 use axum::extract::State;
@@ -31,6 +32,7 @@ pub async fn health(State(state): State<WebState>) -> (StatusCode, Json<serde_js
         }));
     }
     let ok = log.reachable && store_ok;
+    let upstream_keys = if store_ok { crate::health_keys::summary(&state).await } else { None };
     let body = json!({
         "status": if ok { "ok" } else { "degraded" },
         "instance": state.instance(),
@@ -38,6 +40,7 @@ pub async fn health(State(state): State<WebState>) -> (StatusCode, Json<serde_js
         "read_store": if store_ok { "ok" } else { "unavailable" },
         "projections": projections_json,
         "streams": Stream::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        "upstream_keys": upstream_keys,
     });
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }

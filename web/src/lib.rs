@@ -8,6 +8,7 @@ pub mod auth;
 mod channels;
 mod error;
 mod health;
+mod health_keys;
 mod idempotency;
 mod json;
 mod keys;

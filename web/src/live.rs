@@ -78,6 +78,7 @@ fn relevant(body: &EventBody) -> bool {
             | EventBody::ChannelRemoved(_)
             | EventBody::ChannelKeyAdded(_)
             | EventBody::ChannelKeyRemoved(_)
+            | EventBody::ChannelKeyUpdated(_)
             | EventBody::UpstreamKeyStateChanged(_)
             | EventBody::RouteSet(_)
     )

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::{audit, auth, channels, health, keys, prices, reports, requests, routing, users};
+use crate::{audit, auth, channels, health, health_keys, keys, prices, reports, requests, routing, users};
 
 /// The document.
 #[derive(OpenApi)]
@@ -38,6 +38,7 @@ use crate::{audit, auth, channels, health, keys, prices, reports, requests, rout
         channels::remove,
         channels::add_key,
         channels::remove_key,
+        channels::update_key,
         channels::enable_key,
         channels::disable_key,
         routing::list,
@@ -45,6 +46,10 @@ use crate::{audit, auth, channels, health, keys, prices, reports, requests, rout
         reports::billing,
         requests::list,
         requests::stats,
+        health_keys::list,
+        health_keys::get_one,
+        health_keys::history,
+        health_keys::check,
         openapi_json,
     ),
     modifiers(&Security),

@@ -1,5 +1,6 @@
 //! Every read and admin route, path → handler. Authentication: `/v1/usage` takes a virtual key;
-//! `/api/health` and `/api/auth/login` are open (health shows no tenant data); every other
+//! `/api/health` and `/api/auth/login` are open (health shows no tenant data; `/api/health/*` needs a
+//! session); every other
 //! `/api/*` route needs an admin session (`auth::require_session`), and an unknown `/api/*` path
 //! is 401 without one and 404 with one, so paths cannot be probed anonymously. A known `/api/*`
 //! path with a method it does not take is 405 in the API's error shape. The dashboard (`/`) needs
@@ -14,8 +15,8 @@ use axum::routing::{get, patch, post};
 
 use crate::api_error::ApiError;
 use crate::{
-    WebState, audit, auth, channels, health, idempotency, keys, openapi, pages, prices, reports, requests, routing,
-    usage, users,
+    WebState, audit, auth, channels, health, health_keys, idempotency, keys, openapi, pages, prices, reports, requests,
+    routing, usage, users,
 };
 
 /// Largest admin API request body.
@@ -46,7 +47,10 @@ pub fn router(state: WebState) -> Router {
         .route("/api/channels", get(channels::list).post(channels::create))
         .route("/api/channels/{id}", get(channels::get_one).patch(channels::update).delete(channels::remove))
         .route("/api/channels/{id}/keys", post(channels::add_key))
-        .route("/api/channels/{id}/keys/{key_id}", axum::routing::delete(channels::remove_key))
+        .route(
+            "/api/channels/{id}/keys/{key_id}",
+            axum::routing::delete(channels::remove_key).patch(channels::update_key),
+        )
         .route("/api/channels/{id}/keys/{key_id}/enable", post(channels::enable_key))
         .route("/api/channels/{id}/keys/{key_id}/disable", post(channels::disable_key))
         .route("/api/routes", get(routing::list))
@@ -54,6 +58,10 @@ pub fn router(state: WebState) -> Router {
         .route("/api/reports/billing", get(reports::billing))
         .route("/api/requests", get(requests::list))
         .route("/api/dashboard/stats", get(requests::stats))
+        .route("/api/health/api-keys", get(health_keys::list))
+        .route("/api/health/api-keys/{id}", get(health_keys::get_one))
+        .route("/api/health/api-keys/{id}/check", post(health_keys::check))
+        .route("/api/health/history", get(health_keys::history))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found("route") }))
         // The last layer runs first: the session, then the idempotency check (which needs the
         // caller).

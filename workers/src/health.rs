@@ -189,6 +189,69 @@ impl Prober {
     }
 }
 
+/// What an admin's check of a key found and did.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The probe's result.
+    pub result: ProbeResult,
+    /// The `health.checked` appended for it.
+    pub event: HealthChecked,
+    /// The state change appended after it (an automatically disabled key that answered).
+    pub state_change: Option<UpstreamKeyStateChanged>,
+}
+
+impl Prober {
+    /// The longest a [`Prober::check`] takes: one try of the model listing and one balance
+    /// read, each within the timeout, and a second of slack for appending.
+    pub fn check_bound(&self) -> Duration {
+        self.cfg.timeout.saturating_mul(2).saturating_add(Duration::from_secs(1))
+    }
+
+    /// An admin's check of `key` of channel `c` now: the scheduled probe's code with a single
+    /// try (an admin is waiting; the schedule does the retries), within [`Prober::check_bound`].
+    /// Its `health.checked` is `on_demand` and keeps the envelope's own id (a UUIDv7) rather
+    /// than the slot's UUIDv5, so it neither replaces nor is dropped as a duplicate of the
+    /// scheduled probe of the same slot; its `slot_us` is the time of the check. A key the
+    /// schedule disabled that answers is enabled as the schedule would; a failure changes no
+    /// state (only the schedule counts failures in a row). Returns once both are appended.
+    pub async fn check(
+        &self,
+        log: &EventLog,
+        instance: &str,
+        c: &schemas::control::Channel,
+        key: &UpstreamKey,
+    ) -> Result<Checked, nats::LogError> {
+        let single = Prober { cfg: HealthConfig { retry_count: 0, ..self.cfg }, ..self.clone() };
+        let result = match tokio::time::timeout(self.check_bound(), single.probe(c, key)).await {
+            Ok(r) => r,
+            Err(_) => ProbeResult {
+                failure: Some(FailureClass::Timeout(adapters::TimeoutPhase::Idle)),
+                latency: self.check_bound(),
+                attempts: 1,
+                balance: None,
+                balance_failure: None,
+            },
+        };
+        let now = now_us();
+        let event = result.event(&c.channel_id, &key.key_id, now, true);
+        let env = Envelope::new(&c.tenant, instance, now, EventBody::HealthChecked(event.clone()));
+        log.append(&env).await?;
+        let state_change = match result.failure {
+            None => state_change(&c.channel_id, key, &result, 0, self.cfg.failure_threshold),
+            Some(_) => None,
+        };
+        if let Some(change) = &state_change {
+            tracing::info!(channel_id = %c.channel_id, key_id = %key.key_id, state = change.state.as_str(),
+                "An admin's health check enabled an upstream key again.");
+            let mut next =
+                Envelope::new(&c.tenant, instance, now_us(), EventBody::UpstreamKeyStateChanged(change.clone()));
+            next.causation_id = Some(env.id);
+            log.append(&next).await?;
+        }
+        Ok(Checked { result, event, state_change })
+    }
+}
+
 /// The start of the probe slot `now_us` falls in.
 pub fn slot_of(now_us: i64, interval: Duration) -> i64 {
     let step = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX).max(1);
@@ -340,6 +403,7 @@ mod tests {
             manual,
             opens: 0,
             added_at_us: 0,
+            low_balance_nanos: None,
         }
     }
 

@@ -20,6 +20,7 @@ fn channel(base_url: &str, master: &MasterKey) -> anyhow::Result<(Channel, Upstr
         manual: false,
         opens: 0,
         added_at_us: 0,
+        low_balance_nanos: None,
     };
     let c = Channel {
         channel_id: "ch_1".into(),

@@ -52,6 +52,7 @@ fn entity_id(body: &EventBody) -> Option<&str> {
         EventBody::UserSessionsRevoked(u) => Some(&u.user_id),
         EventBody::ChannelKeyAdded(k) => Some(&k.key_id),
         EventBody::ChannelKeyRemoved(k) => Some(&k.key_id),
+        EventBody::ChannelKeyUpdated(k) => Some(&k.key_id),
         EventBody::UpstreamKeyStateChanged(k) => Some(&k.key_id),
         EventBody::RouteSet(r) => Some(&r.model),
         EventBody::SessionSecretGenerated(_)
@@ -116,6 +117,7 @@ async fn touched(conn: &mut AnyConnection, generation: i64, env: &Envelope) -> R
         // read model does not list them (yet), so nothing is loaded and nothing written.
         EventBody::ChannelKeyAdded(_)
         | EventBody::ChannelKeyRemoved(_)
+        | EventBody::ChannelKeyUpdated(_)
         | EventBody::UpstreamKeyStateChanged(_)
         | EventBody::RouteSet(_) => {}
     }

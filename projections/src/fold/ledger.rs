@@ -1,5 +1,5 @@
 //! The `ledger` projection: one row per `usage.recorded`, and its counters added to the daily
-//! rollups by tenant and by key and the quarter-hour rollup by key, written once per batch in the
+//! rollups by tenant, by key and by channel and the quarter-hour rollup by key, written once per batch in the
 //! same transaction ([`super::rollup`]). Rollups group by the model the client asked for: that
 //! is the name tenants know and the one prices are published under. Amounts come from the event
 //! (it carries the price it was charged at); nothing is looked up.
@@ -7,7 +7,7 @@
 use schemas::{Envelope, EventBody, StreamOutcome, UsageRecorded, UsageSource};
 use sqlx::AnyConnection;
 
-use super::rollup::{Pending, USAGE_DAILY, USAGE_DAILY_KEY, USAGE_SLOT_KEY};
+use super::rollup::{Pending, USAGE_DAILY, USAGE_DAILY_CHANNEL, USAGE_DAILY_KEY, USAGE_SLOT_KEY};
 use super::{Folded, to_i64};
 use crate::utc_day;
 
@@ -116,6 +116,11 @@ pub(super) async fn apply(
         &USAGE_SLOT_KEY,
         vec![tenant.into(), slot.into(), key.into(), model.into(), currency.into()],
         &counters,
+    );
+    pending.add(
+        &USAGE_DAILY_CHANNEL,
+        vec![u.channel_id.as_str().into(), day.as_str().into(), currency.into()],
+        &[1, u.cost_nanos],
     );
     Ok(Folded::Applied)
 }

@@ -3,6 +3,7 @@
 //! own generation's rows. Exactly-once is the runner's job (`applied_event`), not the fold's.
 
 mod control;
+pub(crate) mod health;
 mod ledger;
 pub(crate) mod requests;
 pub(crate) mod rollup;
@@ -38,6 +39,7 @@ pub(crate) async fn apply(
         Projection::Control => control::apply(conn, generation, seq, env).await,
         Projection::Ledger => ledger::apply(conn, pending, generation, seq, env).await,
         Projection::Requests => requests::apply(conn, pending, generation, seq, env).await,
+        Projection::Health => health::apply(conn, pending, generation, seq, env).await,
     }
 }
 

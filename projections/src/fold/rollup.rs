@@ -43,6 +43,15 @@ pub(crate) const USAGE_SLOT_KEY: Table = Table {
     keys: &["tenant", "slot", "key_id", "model", "currency"],
     counters: USAGE_COUNTERS,
 };
+/// Daily requests and cost per channel (the spend shown for keys whose vendor reports no balance).
+pub(crate) const USAGE_DAILY_CHANNEL: Table = Table {
+    name: "usage_daily_channel",
+    keys: &["channel_id", "day", "currency"],
+    counters: &["requests", "cost_nanos"],
+};
+/// Hourly probe outcomes and latency per health-checked resource.
+pub(crate) const HEALTH_HOUR: Table =
+    Table { name: "health_hour", keys: &["resource_id", "hour"], counters: &["ok", "failed", "latency_us_sum"] };
 /// Quarter-hour request counts per tenant.
 pub(crate) const REQUEST_SLOT: Table = Table {
     name: "request_slot",

@@ -3,6 +3,7 @@
 //! a rebuild and from the new one after the swap, never from a mix.
 
 mod billing;
+mod health;
 mod report;
 mod requests;
 
@@ -13,6 +14,10 @@ use sqlx::{Any, Executor, Row};
 use crate::{Projection, ProjectionError, ReadStore};
 
 pub use billing::{BillingReport, BillingRow, billing_report};
+pub use health::{
+    Availability, ChannelSpend, CheckFilter, CheckRecord, KnownBalance, LatestCheck, ProbeCounts, all_latest_checks,
+    availability, channel_spend, check_history_page, latest_checks,
+};
 pub use report::{
     GroupBy, Report, UsageTotal, grouped_usage_report, report_in_zone, slot_of, usage_report, usage_report_as_of,
 };

@@ -2,6 +2,7 @@
 //! and both read-store backends (SQLite and a fresh Postgres database).
 
 mod control;
+mod health;
 mod helpers;
 mod ledger;
 mod rebuild;

@@ -51,6 +51,8 @@ pub struct AdminConfig {
     pub gateway_applied: Option<tokio::sync::watch::Receiver<u64>>,
     /// Password checks at once (default: the cores).
     pub verify_slots: usize,
+    /// Runs `POST /api/health/api-keys/{id}/check` (absent: the route answers 503).
+    pub health_checks: Option<workers::health::Prober>,
 }
 
 impl AdminConfig {
@@ -64,6 +66,7 @@ impl AdminConfig {
             throttle: throttle::Limits::default(),
             gateway_applied: None,
             verify_slots: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            health_checks: None,
         }
     }
 }
@@ -83,6 +86,7 @@ pub struct AdminState {
     slots: Semaphore,
     waiting: AtomicUsize,
     signer: std::sync::OnceLock<token::Signer>,
+    pub(crate) checks: Option<crate::health_keys::Checks>,
 }
 
 impl AdminState {
@@ -98,6 +102,7 @@ impl AdminState {
             slots: Semaphore::new(cfg.verify_slots.max(1)),
             waiting: AtomicUsize::new(0),
             signer,
+            checks: cfg.health_checks.clone().map(crate::health_keys::Checks::new),
             live,
             cfg,
         }
