@@ -53,6 +53,9 @@ fn every_event_type_has_a_fixture() -> anyhow::Result<()> {
         "session_secret.generated",
         "tenant.updated",
         "health.checked",
+        "proxy.added",
+        "proxy.removed",
+        "proxy.state_changed",
     ] {
         assert!(names.iter().any(|n| n.ends_with(&format!("{t}.json"))), "no fixture for {t}");
     }

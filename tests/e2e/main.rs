@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod keys;
 mod providers;
+mod proxies;
 mod requests;
 
 use std::time::{Duration, Instant};
