@@ -168,7 +168,7 @@ impl Pool {
                 (last.as_deref() != Some(n.id.as_str()), n.shared.health.ttfb_us(), h.finish(), n.clone())
             })
             .collect();
-        nodes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        nodes.sort_by_key(|a| (a.0, a.1, a.2));
         nodes.into_iter().map(|(_, _, _, n)| n).collect()
     }
 
