@@ -247,6 +247,8 @@ pub struct Config {
     pub retry_budget_min: u64,
     /// Health checks of upstream keys.
     pub health: workers::health::HealthConfig,
+    /// The `PROXY_POOL_URL` sync, when `PROXY_POOL_ENABLED`.
+    pub proxy_pool: Option<crate::proxy_pool::PoolSyncConfig>,
 }
 
 impl Config {
@@ -509,6 +511,7 @@ impl Config {
             retry_budget_ratio,
             retry_budget_min,
             health,
+            proxy_pool: crate::proxy_pool::PoolSyncConfig::from_env(env)?,
         })
     }
 }

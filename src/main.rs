@@ -5,6 +5,7 @@ mod admin;
 mod applied;
 mod config;
 mod master_key;
+mod proxy_pool;
 mod run;
 mod users;
 
@@ -51,6 +52,9 @@ enum Command {
     /// Upstream channels.
     #[command(subcommand)]
     Channels(ChannelCmd),
+    /// Egress proxies, grouped in pools that channels send through.
+    #[command(subcommand)]
+    Proxies(ProxyCmd),
     /// How each model's requests are routed.
     #[command(subcommand)]
     Routes(RouteCmd),
@@ -192,6 +196,10 @@ enum ChannelCmd {
         /// default none: the upstream account is shared).
         #[arg(long, value_delimiter = ',')]
         anthropic_beta: Vec<String>,
+        /// Send every call of the channel (requests, probes, balance checks) through a proxy of
+        /// this pool (see `llm-router proxies`).
+        #[arg(long)]
+        proxy_pool: Option<String>,
     },
     /// Changes a channel in place (by name or id); flags not given keep their value, the
     /// upstream key included.
@@ -225,6 +233,9 @@ enum ChannelCmd {
         /// New `anthropic-beta` allow list (comma-separated), replacing the old one; "" clears it.
         #[arg(long, value_delimiter = ',')]
         anthropic_beta: Option<Vec<String>>,
+        /// New proxy pool; "" sends the channel direct again.
+        #[arg(long)]
+        proxy_pool: Option<String>,
     },
     /// Removes a channel by name or id.
     Remove {
@@ -236,6 +247,30 @@ enum ChannelCmd {
     /// A channel's upstream keys.
     #[command(subcommand)]
     Keys(ChannelKeyCmd),
+}
+
+#[derive(Subcommand)]
+enum ProxyCmd {
+    /// Adds a proxy to a pool. Credentials in the URL are stored sealed and shown as `***`.
+    Add {
+        /// The pool (created by its first proxy).
+        #[arg(long)]
+        pool: String,
+        /// http://, https://, socks5:// or socks5h:// URL, with `user:password@` if the proxy
+        /// needs it.
+        #[arg(long, env = "LLM_ROUTER_PROXY_URL", hide_env_values = true)]
+        url: String,
+        /// Unique name (default: the pool's name and a number).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Removes a proxy by name or id.
+    Remove {
+        /// Name or id.
+        proxy: String,
+    },
+    /// Lists proxies: id, pool, name, masked URL, state, until, origin.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -554,6 +589,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     weight,
                     insecure_http,
                     anthropic_beta,
+                    proxy_pool,
                 } => {
                     let master = master_key::load(&cfg.data_dir)?;
                     let c = control::NewChannel {
@@ -567,6 +603,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         weight,
                         insecure_http,
                         anthropic_beta,
+                        proxy_pool,
                     };
                     let admin = admin::admin(&log);
                     let added = admin.add_channel(&master, c).await?;
@@ -589,6 +626,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     api_version,
                     insecure_http,
                     anthropic_beta,
+                    proxy_pool,
                 } => {
                     let master = master_key::load(&cfg.data_dir)?;
                     let changes = control::ChannelChanges {
@@ -602,6 +640,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         insecure_http,
                         anthropic_beta,
                         enabled: None,
+                        proxy_pool,
                     };
                     let id = admin::admin(&log).update_channel(&master, &channel, changes).await?;
                     applied::wait(&cfg.data_dir, &log).await;
@@ -629,6 +668,39 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 ChannelCmd::Keys(cmd) => channel_keys(&cfg, &log, cmd).await?,
+            }
+            Ok(())
+        }
+        Command::Proxies(cmd) => {
+            let log = run::open_log(&cfg).await?;
+            match cmd {
+                ProxyCmd::Add { pool, url, name } => {
+                    let master = master_key::load(&cfg.data_dir)?;
+                    let (id, name) =
+                        admin::admin(&log).add_proxy(&master, control::NewProxy { pool, url, name }).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
+                    run::say(&format!("Proxy {name} added as {id}."));
+                }
+                ProxyCmd::Remove { proxy } => {
+                    let id = admin::admin(&log).remove_proxy(&proxy).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
+                    run::say(&format!("Proxy {id} removed."));
+                }
+                ProxyCmd::List => {
+                    run::say("id\tpool\tname\turl\tstate\tuntil_us\torigin");
+                    for p in control::load(&log).await?.proxies.values() {
+                        let until = p.until_us.map(|u| u.to_string()).unwrap_or_default();
+                        let origin = if p.from_pool_url { "pool_url" } else { "admin" };
+                        run::say(&format!(
+                            "{}\t{}\t{}\t{}\t{}\t{until}\t{origin}",
+                            p.proxy_id,
+                            p.pool,
+                            p.name,
+                            p.masked_url(),
+                            p.state.as_str()
+                        ));
+                    }
+                }
             }
             Ok(())
         }

@@ -156,6 +156,7 @@ async fn bootstrap(cfg: &Config, log: &EventLog) -> anyhow::Result<()> {
             weight: 1,
             insecure_http: false,
             anthropic_beta: Vec::new(),
+            proxy_pool: None,
         };
         let id = admin
             .add_channel(&master, channel)
@@ -377,11 +378,24 @@ fn spawn_workers(
     } else {
         None
     };
+    let pool_sync = match &cfg.proxy_pool {
+        Some(sync) => {
+            let master = crate::master_key::load(&cfg.data_dir)?;
+            let http = adapters::http::client(cfg.connect_timeout, cfg.egress.clone(), egress::Dns::system())
+                .context("Failed to build the proxy list's HTTP client")?;
+            let admin = crate::admin::admin(log)
+                .acting_as("proxy_pool_sync", None)
+                .with_egress(cfg.egress.clone(), egress::Dns::system());
+            let task = crate::proxy_pool::run(sync.clone(), admin, master, http, cfg.egress.clone(), stopped.clone());
+            Some(tokio::spawn(task))
+        }
+        None => None,
+    };
     let projections =
         tokio::spawn(workers::run_projections(store.clone(), log.clone(), stopped, cfg.request_log_retention));
     let task = tokio::spawn(async move {
         let _ = projections.await;
-        if let Some(h) = health {
+        for h in [health, pool_sync].into_iter().flatten() {
             let _ = h.await;
         }
     });

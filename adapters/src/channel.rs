@@ -43,6 +43,8 @@ pub struct Channel {
     pub egress_refused: Option<egress::UrlRefused>,
     /// `anthropic-beta` values clients may pass through (Anthropic channels); empty: none.
     pub anthropic_beta: Vec<String>,
+    /// The proxy pool every call of the channel goes through; `None`: direct.
+    pub proxy_pool: Option<String>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -86,6 +88,7 @@ impl Channel {
             enabled: c.enabled,
             egress_refused: egress_verdict(&c.channel_id, &c.base_url),
             anthropic_beta: c.anthropic_beta.clone(),
+            proxy_pool: c.proxy_pool.clone(),
         }
     }
 }

@@ -50,6 +50,9 @@ pub enum FailureClass {
     Timeout(TimeoutPhase),
     /// DNS, refused or reset connection, TLS failure, or a stream closed before its first event.
     ConnectionFailed,
+    /// The egress proxy could not be reached or refused the handshake (or every node of the
+    /// channel's pool failed before the upstream was reached): never the upstream key's fault.
+    ProxyFailed,
     /// The upstream failed (5xx, or an error object inside a 200).
     UpstreamServerError,
     /// A 200 that is not the protocol: HTML, truncated JSON, a stream that is not SSE.
@@ -82,6 +85,7 @@ impl FailureClass {
             FailureClass::Timeout(TimeoutPhase::Reported) => "upstream_timeout",
             FailureClass::Timeout(TimeoutPhase::Total) => "stream_too_long",
             FailureClass::ConnectionFailed => "connection_failed",
+            FailureClass::ProxyFailed => "proxy_failed",
             FailureClass::UpstreamServerError => "upstream_server_error",
             FailureClass::InvalidResponse => "invalid_response",
             FailureClass::ClientError => "client_error",
@@ -222,6 +226,7 @@ mod tests {
             FailureClass::Timeout(TimeoutPhase::Idle),
             FailureClass::Timeout(TimeoutPhase::Reported),
             FailureClass::ConnectionFailed,
+            FailureClass::ProxyFailed,
             FailureClass::UpstreamServerError,
             FailureClass::InvalidResponse,
             FailureClass::ClientError,

@@ -102,10 +102,10 @@ pub async fn dispatch(
             // The reqwest error text can carry the URL; only its class is logged.
             tracing::warn!(channel_id = %channel.id, connect = e.is_connect(), timeout = e.is_timeout(),
                 "Upstream request failed.");
-            let class = if e.is_timeout() {
-                FailureClass::Timeout(TimeoutPhase::Connect)
-            } else {
-                FailureClass::ConnectionFailed
+            let class = match http::proxy_fault(&e) {
+                Some(http::ProxyFault::Down) => FailureClass::ProxyFailed,
+                _ if e.is_timeout() => FailureClass::Timeout(TimeoutPhase::Connect),
+                _ => FailureClass::ConnectionFailed,
             };
             Err(AttemptError::new(class))
         }

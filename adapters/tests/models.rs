@@ -24,6 +24,7 @@ fn channel(provider: &str, base_url: &str) -> Channel {
         enabled: true,
         egress_refused: None,
         anthropic_beta: Vec::new(),
+        proxy_pool: None,
     }
 }
 

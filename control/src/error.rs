@@ -26,6 +26,24 @@ pub enum AdminError {
     /// Revoking a revoked key.
     #[error("key {0} is already revoked")]
     AlreadyRevoked(String),
+    /// A proxy URL that is not one (the message never quotes the URL: it may hold a password).
+    #[error("invalid proxy URL: {0}")]
+    BadProxyUrl(String),
+    /// A pool or proxy name outside 1-64 letters, digits, `-`, `_`, `.`.
+    #[error("invalid pool or proxy name {0:?}: use 1-64 letters, digits, '-', '_' or '.'")]
+    BadProxyName(String),
+    /// No live proxy with that name or id.
+    #[error("no proxy {0:?}; see `llm-router proxies list`")]
+    NoProxy(String),
+    /// Proxy names are unique.
+    #[error("a proxy named {0:?} exists")]
+    ProxyNameTaken(String),
+    /// The pool has this proxy already (same scheme, host and port).
+    #[error("the pool has this proxy already, as {0:?}")]
+    DuplicateProxy(String),
+    /// A pool holds at most this many proxies.
+    #[error("a pool holds at most {0} proxies")]
+    TooManyProxies(usize),
     /// No live channel with that name or id.
     #[error("no channel {0:?}; see `llm-router channels list`")]
     NoChannel(String),

@@ -5,6 +5,7 @@
 //! No HTTP, no printing, no provider code here: the provider catalog is given by the caller.
 
 mod error;
+mod proxies;
 mod users;
 
 use futures::StreamExt as _;
@@ -18,6 +19,10 @@ use schemas::{
 };
 
 pub use crate::error::AdminError;
+pub use crate::proxies::{
+    MAX_PROXIES_PER_POOL, NewProxy, PROXY_SCHEMES, PoolSync, ProxyUrl, checked_proxy_name, parse_proxy_list,
+    parse_proxy_url, proxy_url_with_credentials,
+};
 pub use crate::users::{CreatedUser, NewUser, UserChanges, find_user, normalise_email};
 
 /// Reads the control stream up to its current end and folds it into the control model.
@@ -118,6 +123,8 @@ pub struct NewChannel {
     pub insecure_http: bool,
     /// `anthropic-beta` values clients may switch on through the channel (`--anthropic-beta`).
     pub anthropic_beta: Vec<String>,
+    /// The proxy pool its calls go through (`--proxy-pool`); `None`: direct.
+    pub proxy_pool: Option<String>,
 }
 
 /// A channel [`Admin::add_channel`] added.
@@ -152,6 +159,8 @@ pub struct ChannelChanges {
     pub anthropic_beta: Option<Vec<String>>,
     /// Enable or disable the whole channel (a disabled channel serves nothing).
     pub enabled: Option<bool>,
+    /// A new proxy pool (`--proxy-pool`); the empty string sends the channel direct again.
+    pub proxy_pool: Option<String>,
 }
 
 /// A tenant's profile: display name, time zone and request caps.
@@ -645,6 +654,7 @@ impl Admin {
                 api_version,
                 insecure_http: c.insecure_http,
                 anthropic_beta: checked_betas(c.anthropic_beta)?,
+                proxy_pool: c.proxy_pool.as_deref().map(checked_proxy_name).transpose()?,
             }),
         );
         self.append(&env).await?;
@@ -711,6 +721,11 @@ impl Admin {
             weight: c.weight,
             enabled: c.enabled,
             api_version,
+            proxy_pool: match c.proxy_pool.as_deref().map(str::trim) {
+                None => None,
+                Some("") => Some(String::new()),
+                Some(p) => Some(checked_proxy_name(p)?),
+            },
         };
         if update == (ChannelUpdated { channel_id: channel_id.clone(), ..ChannelUpdated::default() }) {
             return Err(AdminError::NothingToChange);

@@ -79,6 +79,7 @@ mod layering;
 pub mod limits;
 pub mod prices;
 mod protocol;
+pub mod proxy;
 mod request;
 mod routes;
 pub mod routing;

@@ -583,6 +583,7 @@ mod openai_body_tests {
             enabled: true,
             egress_refused: None,
             anthropic_beta: Vec::new(),
+            proxy_pool: None,
         }
     }
 }

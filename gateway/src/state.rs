@@ -17,6 +17,7 @@ use schemas::{AppliedPrice, Envelope, Stream};
 use tokio::sync::{Notify, watch};
 
 use crate::health::{KeyHealth, KeyStatus};
+use crate::proxy::{Pool, ProxyNode};
 pub use adapters::{ANY_MODEL, Channel};
 
 /// A virtual key as the gateway knows it. Never holds the key itself.
@@ -120,6 +121,8 @@ pub struct ControlState {
     /// Per-channel overrides: channel id → model → price (the model's rules: see
     /// `schemas::control`).
     pub channel_prices: HashMap<String, HashMap<String, Arc<AppliedPrice>>>,
+    /// Egress proxy pools by name (a pool without a live proxy is absent).
+    pub pools: HashMap<String, Arc<Pool>>,
 }
 
 impl ControlState {
@@ -137,6 +140,18 @@ impl ControlState {
     fn update(&mut self, model: &ControlModel, change: &Change, master_key: &MasterKey) {
         match change {
             Change::User(_) | Change::SessionSecret => {}
+            Change::Proxy(id) => {
+                if let Some(p) = model.proxies.get(id) {
+                    self.update_pool(model, &p.pool, master_key);
+                }
+            }
+            Change::ProxyRemoved(id) => {
+                let pool =
+                    self.pools.iter().find(|(_, p)| p.nodes.iter().any(|n| &n.id == id)).map(|(name, _)| name.clone());
+                if let Some(pool) = pool {
+                    self.update_pool(model, &pool, master_key);
+                }
+            }
             // The tenant's caps are folded into each of its keys' entries.
             Change::Tenant(name) => {
                 for k in model.keys.values().filter(|k| &k.tenant == name) {
@@ -184,6 +199,25 @@ impl ControlState {
 }
 
 impl ControlState {
+    /// Rebuilds pool `name` from the model; each node keeps its breaker and client, and the
+    /// pool what it remembers of each key's node.
+    fn update_pool(&mut self, model: &ControlModel, name: &str, master_key: &MasterKey) {
+        let old = self.pools.get(name).cloned();
+        let nodes: Vec<Arc<ProxyNode>> = model
+            .pool(name)
+            .into_iter()
+            .map(|p| {
+                let previous = old.as_ref().and_then(|o| o.nodes.iter().find(|n| n.id == p.proxy_id));
+                Arc::new(ProxyNode::open(p, master_key, previous.map(|n| n.as_ref())))
+            })
+            .collect();
+        if nodes.is_empty() {
+            self.pools.remove(name);
+        } else {
+            self.pools.insert(name.to_owned(), Arc::new(Pool::new(nodes, old.as_deref())));
+        }
+    }
+
     /// Rebuilds a channel's entry and lanes from the model; each key keeps its health counters
     /// (and the channel its rotation) from the previous snapshot.
     fn update_channel(&mut self, c: &schemas::control::Channel, master_key: &MasterKey) {
@@ -496,6 +530,7 @@ mod tests {
             api_version: None,
             insecure_http: false,
             anthropic_beta: Vec::new(),
+            proxy_pool: None,
         }))
     }
 

@@ -48,14 +48,26 @@ const REQUEST_LOG: Migration =
 const HEALTH: Migration =
     Migration { version: 8, name: "health", sql: include_str!("../migrations/shared/0008_health.sql") };
 
+const PROXIES: Migration =
+    Migration { version: 9, name: "proxies", sql: include_str!("../migrations/shared/0009_proxies.sql") };
+
 const IDEMPOTENCY: Migration =
     Migration { version: 10, name: "idempotency", sql: include_str!("../migrations/shared/0010_idempotency.sql") };
 
-const POSTGRES: &[Migration] =
-    &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG, HEALTH, IDEMPOTENCY];
+const POSTGRES: &[Migration] = &[
+    INIT,
+    CHANNEL_PRICES,
+    KEY_TENANT_USAGE,
+    USERS,
+    USAGE_SLOTS,
+    REQUEST_CAPS,
+    REQUEST_LOG,
+    HEALTH,
+    PROXIES,
+    IDEMPOTENCY,
+];
 
-const SQLITE: &[Migration] =
-    &[INIT, CHANNEL_PRICES, KEY_TENANT_USAGE, USERS, USAGE_SLOTS, REQUEST_CAPS, REQUEST_LOG, HEALTH, IDEMPOTENCY];
+const SQLITE: &[Migration] = POSTGRES;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
      (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT)";

@@ -44,6 +44,15 @@
 //!
 //! - **Routes** (`route.set`): the last one per model wins, whole (strategy and fallback list).
 //!
+//! - **Proxies** (`proxy.added`): the first addition of an id wins (a second one is refused), and
+//!   so does the first live proxy of a name: a name is unique among live proxies. `proxy.removed`
+//!   drops the proxy; an unknown id changes nothing. A channel names its pool
+//!   (`channel.added`/`channel.updated` `proxy_pool`; an empty name sends it direct again); a
+//!   pool is the set of live proxies naming it, so a pool without proxies leaves its channels
+//!   with no way out (their calls fail, they never go direct).
+//! - **Proxy states** (`proxy.state_changed`): the last event wins; an `active` for a proxy
+//!   already active changes nothing; unknown proxies are left alone.
+//!
 //! A new entity (users, budgets, rate limits, proxies, alert rules) is one map here, one
 //! [`Change`] variant and its arm in `apply`; every consumer then gets it with the same rules.
 
@@ -53,8 +62,9 @@ use uuid::Uuid;
 
 use crate::AppliedPrice;
 use crate::event::{
-    ApiKeyIssued, ChannelAdded, ChannelKeyAdded, ChannelUpdated, Envelope, EventBody, PricePublished, Role, Stream,
-    UpstreamKeyState, UpstreamKeyStateChanged, UserCreated, UserUpdated, legacy_key_id,
+    ApiKeyIssued, ChannelAdded, ChannelKeyAdded, ChannelUpdated, Envelope, EventBody, PricePublished, ProxyAdded,
+    ProxyState, ProxyStateChanged, Role, Stream, UpstreamKeyState, UpstreamKeyStateChanged, UserCreated, UserUpdated,
+    legacy_key_id,
 };
 use crate::secret::Sealed;
 
@@ -159,6 +169,8 @@ pub struct Channel {
     pub api_version: Option<String>,
     /// `anthropic-beta` values clients may pass through (empty: none).
     pub anthropic_beta: Vec<String>,
+    /// The proxy pool its outbound calls go through; `None`: direct.
+    pub proxy_pool: Option<String>,
     /// When it was added.
     pub created_at_us: i64,
     /// When it last changed.
@@ -215,6 +227,49 @@ impl UpstreamKey {
 /// The keys of a channel whose only key is `api_key` (or none).
 fn legacy_keys(channel_id: &str, api_key: Option<&Sealed>, at: i64) -> Vec<UpstreamKey> {
     vec![UpstreamKey::new(legacy_key_id(channel_id), api_key.cloned(), None, at)]
+}
+
+/// An egress proxy node. Its credentials stay sealed; [`Proxy::masked_url`] is what is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// `px_…`
+    pub proxy_id: String,
+    /// Its pool.
+    pub pool: String,
+    /// Display name.
+    pub name: String,
+    /// `scheme://host:port`, without credentials.
+    pub url: String,
+    /// The sealed `user:password` of the URL, if it had one.
+    pub credentials: Option<Sealed>,
+    /// Synced from `PROXY_POOL_URL` rather than added by an admin.
+    pub from_pool_url: bool,
+    /// The breaker state last applied.
+    pub state: ProxyState,
+    /// End of an open breaker (µs since the epoch).
+    pub until_us: Option<i64>,
+    /// Why it is in its state.
+    pub reason: Option<String>,
+    /// Consecutive breaker openings.
+    pub opens: u32,
+    /// When it was added.
+    pub added_at_us: i64,
+}
+
+impl Proxy {
+    /// The URL as listings, logs and errors show it: credentials, when there are any, as `***`.
+    pub fn masked_url(&self) -> String {
+        masked_proxy_url(&self.url, self.credentials.is_some())
+    }
+}
+
+/// `scheme://***@host:port` when `has_credentials`, else `url` as it is. `url` never holds
+/// credentials (they are sealed apart), so nothing is parsed here.
+pub fn masked_proxy_url(url: &str, has_credentials: bool) -> String {
+    match (has_credentials, url.split_once("://")) {
+        (true, Some((scheme, rest))) => format!("{scheme}://***@{rest}"),
+        _ => url.to_owned(),
+    }
 }
 
 /// A price as published.
@@ -307,6 +362,10 @@ pub enum Change {
     User(String),
     /// The session-signing secret was set.
     SessionSecret,
+    /// A proxy was added or changed state (by id).
+    Proxy(String),
+    /// A proxy was removed (by id).
+    ProxyRemoved(String),
 }
 
 /// What [`ControlModel::apply`] did with an event.
@@ -346,6 +405,8 @@ pub struct ControlModel {
     user_ids_by_email: HashMap<String, String>,
     /// The sealed secret that signs session tokens, when one was generated.
     pub session_secret: Option<Sealed>,
+    /// Live egress proxies by id.
+    pub proxies: BTreeMap<String, Proxy>,
     /// The last stream sequence applied.
     pub seq: u64,
 }
@@ -507,11 +568,67 @@ impl ControlModel {
                 self.routes.insert(r.model.clone(), r.clone());
                 Outcome::Changed(Change::Route(r.model.clone()))
             }
+            EventBody::ProxyAdded(p) => self.add_proxy(at, p),
+            EventBody::ProxyRemoved(r) => match self.proxies.remove(&r.proxy_id) {
+                Some(_) => Outcome::Changed(Change::ProxyRemoved(r.proxy_id.clone())),
+                None => Outcome::Unchanged,
+            },
+            EventBody::ProxyStateChanged(c) => self.proxy_state(c),
             EventBody::UsageRecorded(_)
             | EventBody::RequestLogged(_)
             | EventBody::AuthFailuresCounted(_)
             | EventBody::HealthChecked(_) => Outcome::NotControl,
         }
+    }
+
+    fn add_proxy(&mut self, at: i64, p: &ProxyAdded) -> Outcome {
+        if self.proxies.contains_key(&p.proxy_id) {
+            return Outcome::Rejected(format!("proxy {} exists already", p.proxy_id));
+        }
+        if let Some(other) = self.proxies.values().find(|x| x.name == p.name) {
+            return Outcome::Rejected(format!("proxy {} has the name of proxy {}", p.proxy_id, other.proxy_id));
+        }
+        self.proxies.insert(
+            p.proxy_id.clone(),
+            Proxy {
+                proxy_id: p.proxy_id.clone(),
+                pool: p.pool.clone(),
+                name: p.name.clone(),
+                url: p.url.clone(),
+                credentials: p.credentials.clone(),
+                from_pool_url: p.origin.as_deref() == Some(crate::event::PROXY_ORIGIN_POOL_URL),
+                state: ProxyState::Active,
+                until_us: None,
+                reason: None,
+                opens: 0,
+                added_at_us: at,
+            },
+        );
+        Outcome::Changed(Change::Proxy(p.proxy_id.clone()))
+    }
+
+    fn proxy_state(&mut self, c: &ProxyStateChanged) -> Outcome {
+        let Some(p) = self.proxies.get_mut(&c.proxy_id) else { return Outcome::Unchanged };
+        if c.state == ProxyState::Active && p.state == ProxyState::Active {
+            return Outcome::Unchanged;
+        }
+        p.state = c.state;
+        p.until_us = c.until_us;
+        p.reason = Some(c.reason.clone());
+        p.opens = if c.state == ProxyState::Active { 0 } else { c.opens.max(p.opens) };
+        Outcome::Changed(Change::Proxy(c.proxy_id.clone()))
+    }
+
+    /// The live proxies of `pool`, in the order they were added.
+    pub fn pool(&self, pool: &str) -> Vec<&Proxy> {
+        let mut nodes: Vec<&Proxy> = self.proxies.values().filter(|p| p.pool == pool).collect();
+        nodes.sort_by(|a, b| (a.added_at_us, &a.proxy_id).cmp(&(b.added_at_us, &b.proxy_id)));
+        nodes
+    }
+
+    /// A live proxy by id or by name.
+    pub fn find_proxy(&self, needle: &str) -> Option<&Proxy> {
+        self.proxies.get(needle).or_else(|| self.proxies.values().find(|p| p.name == needle))
     }
 
     fn create_user(&mut self, at: i64, u: &UserCreated) -> Outcome {
@@ -633,6 +750,7 @@ impl ControlModel {
                 enabled: true,
                 api_version: c.api_version.clone(),
                 anthropic_beta: c.anthropic_beta.clone(),
+                proxy_pool: c.proxy_pool.clone().filter(|p| !p.is_empty()),
                 created_at_us,
                 updated_at_us: at,
             },
@@ -673,6 +791,9 @@ impl ControlModel {
         if let Some(v) = &u.anthropic_beta {
             ch.anthropic_beta = v.clone();
         }
+        if let Some(v) = &u.proxy_pool {
+            ch.proxy_pool = (!v.is_empty()).then(|| v.clone());
+        }
         ch.updated_at_us = at;
         Outcome::Changed(Change::Channel(u.channel_id.clone()))
     }
@@ -686,7 +807,9 @@ impl ControlModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ApiKeyRevoked, ChannelKeyRemoved, ChannelRemoved, TenantCreated};
+    use crate::event::{
+        ApiKeyRevoked, ChannelKeyRemoved, ChannelRemoved, ProxyAdded, ProxyStateChanged, TenantCreated,
+    };
 
     fn ev(tenant: &str, at: i64, body: EventBody) -> Envelope {
         Envelope::new(tenant, "test", at, body)
@@ -717,6 +840,7 @@ mod tests {
             api_version: None,
             insecure_http: false,
             anthropic_beta: Vec::new(),
+            proxy_pool: None,
         })
     }
 
@@ -1007,5 +1131,78 @@ mod tests {
             Outcome::Unchanged,
             "an unknown key"
         );
+    }
+
+    fn proxy_added(id: &str, name: &str, pool: &str) -> EventBody {
+        EventBody::ProxyAdded(ProxyAdded {
+            proxy_id: id.into(),
+            pool: pool.into(),
+            name: name.into(),
+            url: "socks5://10.0.0.9:1080".into(),
+            credentials: Some(Sealed { alg: "x".into(), nonce: "n".into(), ct: "c".into() }),
+            origin: None,
+        })
+    }
+
+    fn proxy_state(id: &str, state: ProxyState, opens: u32) -> EventBody {
+        EventBody::ProxyStateChanged(ProxyStateChanged {
+            proxy_id: id.into(),
+            state,
+            until_us: Some(99),
+            reason: "proxy_failed".into(),
+            opens,
+        })
+    }
+
+    #[test]
+    fn a_proxy_id_and_a_live_name_are_added_once_and_removal_frees_the_name() {
+        let (m, out) = fold(&[
+            ev("_global", 1, proxy_added("px_a", "a", "eu")),
+            ev("_global", 2, proxy_added("px_a", "other", "eu")),
+            ev("_global", 3, proxy_added("px_b", "a", "eu")),
+            ev("_global", 4, proxy_added("px_c", "c", "eu")),
+            ev("_global", 5, proxy_added("px_d", "d", "us")),
+        ]);
+        assert!(matches!(out[1], Outcome::Rejected(_)) && matches!(out[2], Outcome::Rejected(_)), "{out:?}");
+        let eu: Vec<&str> = m.pool("eu").iter().map(|p| p.proxy_id.as_str()).collect();
+        assert_eq!(eu, ["px_a", "px_c"]);
+        assert_eq!(m.find_proxy("a").map(|p| p.masked_url()), Some("socks5://***@10.0.0.9:1080".to_owned()));
+        let mut m = m;
+        let removed = |id: &str| EventBody::ProxyRemoved(crate::event::ProxyRemoved { proxy_id: id.into() });
+        assert_eq!(
+            m.apply(6, &ev("_global", 6, removed("px_a"))),
+            Outcome::Changed(Change::ProxyRemoved("px_a".into()))
+        );
+        assert_eq!(m.apply(7, &ev("_global", 7, removed("px_a"))), Outcome::Unchanged);
+        assert!(matches!(m.apply(8, &ev("_global", 8, proxy_added("px_e", "a", "eu"))), Outcome::Changed(_)));
+    }
+
+    #[test]
+    fn proxy_states_follow_the_last_event_and_a_channel_names_its_pool() {
+        let (m, out) = fold(&[
+            ev("_global", 1, proxy_added("px_a", "a", "eu")),
+            ev("_global", 2, proxy_state("px_a", ProxyState::Active, 0)),
+            ev("_global", 3, proxy_state("px_a", ProxyState::Open, 2)),
+            ev("_global", 4, proxy_state("px_x", ProxyState::Open, 1)),
+        ]);
+        assert_eq!((out[1].clone(), out[3].clone()), (Outcome::Unchanged, Outcome::Unchanged));
+        let p = &m.proxies["px_a"];
+        assert_eq!((p.state, p.until_us, p.opens), (ProxyState::Open, Some(99), 2));
+        let mut m = m;
+        m.apply(5, &ev("_global", 5, proxy_state("px_a", ProxyState::Active, 0)));
+        assert_eq!((m.proxies["px_a"].state, m.proxies["px_a"].opens), (ProxyState::Active, 0));
+        let mut with_pool = added("ch");
+        if let EventBody::ChannelAdded(c) = &mut with_pool {
+            c.proxy_pool = Some("eu".into());
+        }
+        m.apply(6, &ev("_global", 6, with_pool));
+        assert_eq!(m.channels["ch"].proxy_pool.as_deref(), Some("eu"));
+        let direct = EventBody::ChannelUpdated(ChannelUpdated {
+            channel_id: "ch".into(),
+            proxy_pool: Some(String::new()),
+            ..ChannelUpdated::default()
+        });
+        m.apply(7, &ev("_global", 7, direct));
+        assert_eq!(m.channels["ch"].proxy_pool, None);
     }
 }

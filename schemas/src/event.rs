@@ -176,6 +176,9 @@ pub struct ChannelAdded {
     /// absent = none: the upstream account is shared, so a beta is the admin's choice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anthropic_beta: Vec<String>,
+    /// The proxy pool every outbound call of the channel goes through; absent: direct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_pool: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -218,6 +221,9 @@ pub struct ChannelUpdated {
     /// New `anthropic-beta` allow list (replaces the old one; empty = none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anthropic_beta: Option<Vec<String>>,
+    /// A new proxy pool for the channel; the empty string sends it direct again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_pool: Option<String>,
 }
 
 /// `channel.removed`
@@ -766,6 +772,75 @@ impl RouteStrategy {
     }
 }
 
+/// `proxy.added`: an egress proxy node joins pool `pool`. The URL is stored without its
+/// credentials; those travel sealed (context: the proxy id), like upstream keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyAdded {
+    /// `px_…`
+    pub proxy_id: String,
+    /// The pool's name (channels name it with `--proxy-pool`).
+    pub pool: String,
+    /// Display name, unique among the live proxies.
+    pub name: String,
+    /// `scheme://host:port`, never with credentials.
+    pub url: String,
+    /// The URL's `user:password`, sealed; absent for a proxy without credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Sealed>,
+    /// Where the proxy came from: absent for an admin, `pool_url` for the `PROXY_POOL_URL` sync
+    /// (whose list is judged as outside input by the outbound address policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+/// The `origin` of proxies synced from `PROXY_POOL_URL`.
+pub const PROXY_ORIGIN_POOL_URL: &str = "pool_url";
+
+/// `proxy.removed`: the node leaves its pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyRemoved {
+    /// `px_…`
+    pub proxy_id: String,
+}
+
+/// The breaker state of an egress proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyState {
+    /// In rotation.
+    Active,
+    /// Its breaker is open until `until_us`; then one call is let through (half-open).
+    Open,
+}
+
+impl ProxyState {
+    /// The state's name in events and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyState::Active => "active",
+            ProxyState::Open => "open",
+        }
+    }
+}
+
+/// `proxy.state_changed`: a proxy's breaker opened or closed, as one gateway saw it; every
+/// gateway folds it, so a cluster agrees (the mirror of `upstream_key.state_changed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyStateChanged {
+    /// `px_…`
+    pub proxy_id: String,
+    /// The new state.
+    pub state: ProxyState,
+    /// End of the open period (µs since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_us: Option<i64>,
+    /// Why: a failure class name or `recovered`.
+    pub reason: String,
+    /// Consecutive openings.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub opens: u32,
+}
+
 /// `route.set`: how requests for `model` are routed, replacing what was set before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSet {
@@ -827,6 +902,12 @@ pub enum EventBody {
     RouteSet(RouteSet),
     /// `health.checked`
     HealthChecked(HealthChecked),
+    /// `proxy.added`
+    ProxyAdded(ProxyAdded),
+    /// `proxy.removed`
+    ProxyRemoved(ProxyRemoved),
+    /// `proxy.state_changed`
+    ProxyStateChanged(ProxyStateChanged),
 }
 
 impl EventBody {
@@ -855,6 +936,9 @@ impl EventBody {
             EventBody::UpstreamKeyStateChanged(_) => "upstream_key.state_changed",
             EventBody::RouteSet(_) => "route.set",
             EventBody::HealthChecked(_) => "health.checked",
+            EventBody::ProxyAdded(_) => "proxy.added",
+            EventBody::ProxyRemoved(_) => "proxy.removed",
+            EventBody::ProxyStateChanged(_) => "proxy.state_changed",
         }
     }
 
@@ -889,6 +973,7 @@ impl EventBody {
             | EventBody::UpstreamKeyStateChanged(_)
             | EventBody::RouteSet(_) => Stream::Control,
             EventBody::HealthChecked(_) => Stream::Ops,
+            EventBody::ProxyAdded(_) | EventBody::ProxyRemoved(_) | EventBody::ProxyStateChanged(_) => Stream::Control,
         }
     }
 
@@ -914,6 +999,7 @@ impl EventBody {
             EventBody::UpstreamKeyStateChanged(_) => "upstream_key",
             EventBody::RouteSet(_) => "route",
             EventBody::HealthChecked(_) => "health",
+            EventBody::ProxyAdded(_) | EventBody::ProxyRemoved(_) | EventBody::ProxyStateChanged(_) => "proxy",
         }
     }
 }
@@ -1034,6 +1120,9 @@ impl Serialize for Envelope {
             EventBody::UpstreamKeyStateChanged(d) => st.serialize_field("data", d)?,
             EventBody::RouteSet(d) => st.serialize_field("data", d)?,
             EventBody::HealthChecked(d) => st.serialize_field("data", d)?,
+            EventBody::ProxyAdded(d) => st.serialize_field("data", d)?,
+            EventBody::ProxyRemoved(d) => st.serialize_field("data", d)?,
+            EventBody::ProxyStateChanged(d) => st.serialize_field("data", d)?,
         }
         st.end()
     }
@@ -1092,6 +1181,9 @@ impl<'de> Deserialize<'de> for Envelope {
             ("upstream_key.state_changed", 1) => EventBody::UpstreamKeyStateChanged(p(data)?),
             ("route.set", 1) => EventBody::RouteSet(p(data)?),
             ("health.checked", 1) => EventBody::HealthChecked(p(data)?),
+            ("proxy.added", 1) => EventBody::ProxyAdded(p(data)?),
+            ("proxy.removed", 1) => EventBody::ProxyRemoved(p(data)?),
+            ("proxy.state_changed", 1) => EventBody::ProxyStateChanged(p(data)?),
             (kind, v) => return Err(D::Error::custom(format!("unknown event type {kind:?} v{v}"))),
         };
         Ok(Envelope {

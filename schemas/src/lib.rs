@@ -21,9 +21,11 @@ pub use event::{
     legacy_key_id,
 };
 pub use event::{
+    PROXY_ORIGIN_POOL_URL, ProxyAdded, ProxyRemoved, ProxyState, ProxyStateChanged, RouteSet, RouteStrategy,
+};
+pub use event::{
     Role, SESSION_SECRET_CONTEXT, SessionSecretGenerated, TenantUpdated, UserCreated, UserDisabled,
     UserSessionsRevoked, UserUpdated,
 };
-pub use event::{RouteSet, RouteStrategy};
 pub use ids::{IdError, TenantId};
 pub use money::{MoneyError, cost_nanos, format_nanos, parse_per_mtok};

@@ -54,6 +54,9 @@ fn every_event_type_has_a_fixture() -> anyhow::Result<()> {
         "tenant.updated",
         "health.checked",
         "channel.key_updated",
+        "proxy.added",
+        "proxy.removed",
+        "proxy.state_changed",
     ] {
         assert!(names.iter().any(|n| n.ends_with(&format!("{t}.json"))), "no fixture for {t}");
     }

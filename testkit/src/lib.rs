@@ -6,4 +6,5 @@ pub mod fake_gemini;
 pub mod fake_openai;
 pub mod nats_server;
 pub mod postgres;
+pub mod proxy;
 pub mod tls;

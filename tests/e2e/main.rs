@@ -14,6 +14,7 @@ mod health_api;
 mod helpers;
 mod keys;
 mod providers;
+mod proxies;
 mod requests;
 
 use std::time::{Duration, Instant};

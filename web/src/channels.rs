@@ -288,6 +288,7 @@ pub async fn create(
         weight: body.weight.unwrap_or(1),
         insecure_http: body.insecure_http,
         anthropic_beta: body.anthropic_beta,
+        proxy_pool: None,
     };
     let id = caller.admin(admin).add_channel(&admin.cfg.master, c).await?.channel_id;
     admin.settle(state.log(), state.store()).await;
@@ -358,6 +359,7 @@ pub async fn update(
         insecure_http: body.insecure_http,
         anthropic_beta: body.anthropic_beta,
         enabled: body.enabled,
+        proxy_pool: None,
     };
     caller.admin(admin).update_channel(&admin.cfg.master, &id, changes).await?;
     admin.settle(state.log(), state.store()).await;

@@ -553,6 +553,7 @@ pub async fn check(
     let id = key_id(id)?;
     let snapshot = admin_state.live.snapshot();
     let (ch, key) = find(&snapshot, &caller, &id)?;
+    let nodes = workers::health::nodes_in_rotation(snapshot.model(), ch, chrono::Utc::now().timestamp_micros());
     let (ch, key) = (ch.clone(), key.clone());
     let Some(checks) = &admin_state.checks else {
         return Err(ApiError::unavailable("checks_unavailable", "Health checks are not available on this server."));
@@ -574,7 +575,7 @@ pub async fn check(
     let task = tokio::spawn(async move {
         let _guard = guard;
         let _permit = permit;
-        prober.check(&log, &instance, &ch, &key).await
+        prober.check(&log, &instance, &ch, &key, &nodes).await
     });
     let checked = match task.await {
         Ok(Ok(c)) => c,

@@ -35,6 +35,11 @@ impl Snapshot {
         self.model.user_by_email(email)
     }
 
+    /// The whole control model (e.g. for a channel's proxy pool).
+    pub fn model(&self) -> &ControlModel {
+        &self.model
+    }
+
     /// The live channels, by id (creation order: ids are UUIDv7).
     pub fn channels(&self) -> impl Iterator<Item = &schemas::control::Channel> {
         self.model.channels.values()

@@ -35,9 +35,11 @@ use std::sync::{Arc, RwLock};
 use adapters::{Channel, FailureClass};
 use futures::StreamExt as _;
 use nats::EventLog;
-use schemas::control::{ControlModel, UpstreamKey};
+use schemas::control::{ControlModel, Proxy, UpstreamKey};
 use schemas::secret::MasterKey;
-use schemas::{Envelope, EventBody, HealthChecked, Stream, UpstreamKeyState, UpstreamKeyStateChanged, health_check_id};
+use schemas::{
+    Envelope, EventBody, HealthChecked, ProxyState, Stream, UpstreamKeyState, UpstreamKeyStateChanged, health_check_id,
+};
 use tokio::sync::watch;
 
 /// Keys probed at once: probes are background work and must not crowd the upstreams.
@@ -101,12 +103,30 @@ pub struct Prober {
     http: reqwest::Client,
     cfg: HealthConfig,
     master: Arc<MasterKey>,
+    /// For the clients through proxy nodes: the connect timeout and the address policy.
+    connect_timeout: Duration,
+    egress: egress::Policy,
+    /// A client per proxy node, built on first use (a node's URL never changes).
+    proxied: Arc<std::sync::Mutex<HashMap<String, reqwest::Client>>>,
 }
+
+/// The most proxy nodes one probe tries before it reports the pool as failing.
+const MAX_NODES_PER_PROBE: usize = 3;
+
+/// The default connect timeout of clients through proxy nodes.
+const DEFAULT_PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Prober {
     /// A prober calling out through `http` (built by [`adapters::http::client`]).
     pub fn new(http: reqwest::Client, cfg: HealthConfig, master: MasterKey) -> Prober {
-        Prober { http, cfg, master: Arc::new(master) }
+        Prober {
+            http,
+            cfg,
+            master: Arc::new(master),
+            connect_timeout: DEFAULT_PROXY_CONNECT_TIMEOUT,
+            egress: egress::Policy::default(),
+            proxied: Arc::default(),
+        }
     }
 
     /// A prober with its own upstream HTTP client, under the outbound address policy `egress`.
@@ -116,8 +136,51 @@ impl Prober {
         cfg: HealthConfig,
         master: MasterKey,
     ) -> reqwest::Result<Prober> {
-        let http = adapters::http::client(connect_timeout, egress, egress::Dns::system())?;
-        Ok(Prober::new(http, cfg, master))
+        let http = adapters::http::client(connect_timeout, egress.clone(), egress::Dns::system())?;
+        Ok(Prober { connect_timeout, egress, ..Prober::new(http, cfg, master) })
+    }
+
+    /// The clients a probe of a channel goes out through: the direct one, or one per node of
+    /// its pool in rotation (`nodes`, at most [`MAX_NODES_PER_PROBE`]); empty when the channel
+    /// has a pool and no node of it can be used (its calls never go direct).
+    fn clients(&self, c: &schemas::control::Channel, nodes: &[Proxy]) -> Vec<reqwest::Client> {
+        if c.proxy_pool.is_none() {
+            return vec![self.http.clone()];
+        }
+        let Ok(mut cache) = self.proxied.lock() else { return Vec::new() };
+        let mut out = Vec::new();
+        for p in nodes.iter().take(MAX_NODES_PER_PROBE) {
+            if let Some(client) = cache.get(&p.proxy_id) {
+                out.push(client.clone());
+                continue;
+            }
+            let url = match &p.credentials {
+                None => p.url.clone(),
+                Some(sealed) => match (self.master.open(sealed, &p.proxy_id), p.url.split_once("://")) {
+                    (Ok(login), Some((scheme, rest))) => format!("{scheme}://{login}@{rest}"),
+                    _ => continue,
+                },
+            };
+            let trust = if p.from_pool_url { egress::Trust::Alert } else { egress::Trust::Admin };
+            let (_, host) = p.url.split_once("://").unwrap_or(("", &p.url));
+            if self.egress.check_url(&format!("http://{host}"), trust, true).is_err() {
+                continue;
+            }
+            match adapters::http::proxied_client(
+                self.connect_timeout,
+                self.egress.clone(),
+                trust,
+                egress::Dns::system(),
+                &url,
+            ) {
+                Ok(client) => {
+                    cache.insert(p.proxy_id.clone(), client.clone());
+                    out.push(client);
+                }
+                Err(why) => tracing::warn!(proxy_id = %p.proxy_id, why, "Health checks: proxy unusable."),
+            }
+        }
+        out
     }
 
     /// The settings.
@@ -136,9 +199,21 @@ impl Prober {
         Some(Channel { api_key, key_unusable: false, enabled: true, ..base })
     }
 
-    /// One probe of `key` of channel `c`: up to `1 + retry_count` tries of a model listing,
-    /// each within the timeout (a key-class failure is not retried), then the balance.
-    pub async fn probe(&self, c: &schemas::control::Channel, key: &UpstreamKey) -> ProbeResult {
+    /// One probe of `key` of channel `c`, through a node of the channel's pool (`nodes`: the
+    /// pool's nodes in rotation) when it has one: up to `1 + retry_count` tries of a model
+    /// listing, each within the timeout (a key-class failure is not retried; a node that fails
+    /// before the upstream answers gives way to the next), then the balance.
+    pub async fn probe(&self, c: &schemas::control::Channel, key: &UpstreamKey, nodes: &[Proxy]) -> ProbeResult {
+        let clients = self.clients(c, nodes);
+        if clients.is_empty() {
+            return ProbeResult {
+                failure: Some(FailureClass::ProxyFailed),
+                latency: Duration::ZERO,
+                attempts: 0,
+                balance: None,
+                balance_failure: None,
+            };
+        }
         let Some(channel) = self.open(c, key) else {
             return ProbeResult {
                 failure: Some(FailureClass::KeyInvalid),
@@ -149,20 +224,28 @@ impl Prober {
             };
         };
         let mut attempts = 0;
+        let mut http = &clients[0];
         let (failure, latency) = loop {
             attempts += 1;
             let started = tokio::time::Instant::now();
             let deadline = started + self.cfg.timeout;
-            let listed = tokio::time::timeout_at(
-                deadline,
-                adapters::models::list(&self.http, &channel, deadline, self.cfg.timeout),
-            )
-            .await;
-            let failure = match listed {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(e.class),
-                Err(_) => Some(FailureClass::Timeout(adapters::TimeoutPhase::Idle)),
-            };
+            let mut failure = None;
+            for client in &clients {
+                http = client;
+                let listed = tokio::time::timeout_at(
+                    deadline,
+                    adapters::models::list(client, &channel, deadline, self.cfg.timeout),
+                )
+                .await;
+                failure = match listed {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.class),
+                    Err(_) => Some(FailureClass::Timeout(adapters::TimeoutPhase::Idle)),
+                };
+                if failure != Some(FailureClass::ProxyFailed) {
+                    break;
+                }
+            }
             let latency = started.elapsed();
             match failure {
                 Some(f) if !is_key_class(f) && attempts <= self.cfg.retry_count => {
@@ -174,11 +257,8 @@ impl Prober {
         let (mut balance, mut balance_failure) = (None, None);
         if failure.is_none() {
             let deadline = tokio::time::Instant::now() + self.cfg.timeout;
-            match tokio::time::timeout_at(
-                deadline,
-                adapters::balance::read(&self.http, &channel, deadline, self.cfg.timeout),
-            )
-            .await
+            match tokio::time::timeout_at(deadline, adapters::balance::read(http, &channel, deadline, self.cfg.timeout))
+                .await
             {
                 Ok(Ok(b)) => balance = b,
                 Ok(Err(e)) => balance_failure = Some(e.class.as_str()),
@@ -213,16 +293,19 @@ impl Prober {
     /// than the slot's UUIDv5, so it neither replaces nor is dropped as a duplicate of the
     /// scheduled probe of the same slot; its `slot_us` is the time of the check. A key the
     /// schedule disabled that answers is enabled as the schedule would; a failure changes no
-    /// state (only the schedule counts failures in a row). Returns once both are appended.
+    /// state (only the schedule counts failures in a row). It goes through `nodes` (the channel's
+    /// pool nodes in rotation, [`nodes_in_rotation`]) as the schedule does. Returns once both are
+    /// appended.
     pub async fn check(
         &self,
         log: &EventLog,
         instance: &str,
         c: &schemas::control::Channel,
         key: &UpstreamKey,
+        nodes: &[Proxy],
     ) -> Result<Checked, nats::LogError> {
         let single = Prober { cfg: HealthConfig { retry_count: 0, ..self.cfg }, ..self.clone() };
-        let result = match tokio::time::timeout(self.check_bound(), single.probe(c, key)).await {
+        let result = match tokio::time::timeout(self.check_bound(), single.probe(c, key, nodes)).await {
             Ok(r) => r,
             Err(_) => ProbeResult {
                 failure: Some(FailureClass::Timeout(adapters::TimeoutPhase::Idle)),
@@ -287,12 +370,25 @@ pub fn state_change(
         opens: 0,
     };
     match result.failure {
+        // The proxies failed, not the key: it says nothing about the key.
+        Some(FailureClass::ProxyFailed) => None,
         None if key.state == UpstreamKeyState::Disabled => Some(change(UpstreamKeyState::Active, "recovered".into())),
         None => None,
         Some(_) if key.state == UpstreamKeyState::Disabled || failures < threshold => None,
         Some(f) if is_key_class(f) => Some(change(UpstreamKeyState::Disabled, f.as_str().to_owned())),
         Some(f) => Some(change(UpstreamKeyState::Disabled, format!("health_check_transient_{}", f.as_str()))),
     }
+}
+
+/// The nodes of `c`'s proxy pool that the control log keeps in rotation at `now` (an open
+/// breaker whose period is over is in: the probe is its trial), in the order they were added.
+pub fn nodes_in_rotation(m: &ControlModel, c: &schemas::control::Channel, now: i64) -> Vec<Proxy> {
+    let Some(pool) = &c.proxy_pool else { return Vec::new() };
+    m.pool(pool)
+        .into_iter()
+        .filter(|p| p.state == ProxyState::Active || p.until_us.is_some_and(|u| u <= now))
+        .cloned()
+        .collect()
 }
 
 /// Follows the control stream into `model`.
@@ -346,20 +442,24 @@ pub async fn run(prober: Prober, log: EventLog, instance: String, shutdown: watc
         }
         next = tokio::time::Instant::now() + prober.cfg.interval;
         let slot_us = slot_of(now_us(), prober.cfg.interval);
-        let targets: Vec<(schemas::control::Channel, UpstreamKey)> = match model.read() {
+        let now = now_us();
+        let targets: Vec<(schemas::control::Channel, UpstreamKey, Vec<Proxy>)> = match model.read() {
             Ok(m) => m
                 .channels
                 .values()
                 .filter(|c| c.enabled)
-                .flat_map(|c| c.keys.iter().filter(|k| !k.manual).map(move |k| (c.clone(), k.clone())))
+                .flat_map(|c| {
+                    let nodes = nodes_in_rotation(&m, c, now);
+                    c.keys.iter().filter(|k| !k.manual).map(move |k| (c.clone(), k.clone(), nodes.clone()))
+                })
                 .collect(),
             Err(_) => Vec::new(),
         };
         let results: Vec<_> = futures::stream::iter(targets)
-            .map(|(c, k)| {
+            .map(|(c, k, nodes)| {
                 let prober = prober.clone();
                 async move {
-                    let r = prober.probe(&c, &k).await;
+                    let r = prober.probe(&c, &k, &nodes).await;
                     (c, k, r)
                 }
             })
@@ -368,7 +468,12 @@ pub async fn run(prober: Prober, log: EventLog, instance: String, shutdown: watc
             .await;
         for (c, k, r) in results {
             let count = failures.entry(k.key_id.clone()).or_insert(0);
-            *count = if r.failure.is_some() { count.saturating_add(1) } else { 0 };
+            *count = match r.failure {
+                // Not the key's failure: its count stays where it was.
+                Some(FailureClass::ProxyFailed) => *count,
+                Some(_) => count.saturating_add(1),
+                None => 0,
+            };
             let checked = r.event(&c.channel_id, &k.key_id, slot_us, false);
             let mut env = Envelope::new(&c.tenant, &instance, now_us(), EventBody::HealthChecked(checked));
             env.id = health_check_id(&k.key_id, slot_us);

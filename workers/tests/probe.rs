@@ -36,6 +36,7 @@ fn channel(base_url: &str, master: &MasterKey) -> anyhow::Result<(Channel, Upstr
         enabled: true,
         api_version: None,
         anthropic_beta: Vec::new(),
+        proxy_pool: None,
         created_at_us: 0,
         updated_at_us: 0,
     };
@@ -49,11 +50,54 @@ async fn a_probe_lists_models_and_a_refused_key_is_key_invalid() -> anyhow::Resu
     let (c, k) = channel(&fake.base_url(), &master)?;
     let cfg = HealthConfig { timeout: Duration::from_secs(2), retry_count: 0, ..HealthConfig::default() };
     let prober = Prober::connect(Duration::from_secs(2), egress::Policy::default(), cfg, master)?;
-    let ok = prober.probe(&c, &k).await;
+    let ok = prober.probe(&c, &k, &[]).await;
     assert_eq!(ok.outcome(), "ok", "{ok:?}");
     assert!(fake.requests().iter().any(|r| r.path.ends_with("/models")));
     fake.set_scenario(Scenario::FailStatus { status: 401, retry_after: None });
-    let refused = prober.probe(&c, &k).await;
+    let refused = prober.probe(&c, &k, &[]).await;
     assert_eq!(refused.outcome(), "key_invalid", "{refused:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_probe_of_a_channel_with_a_pool_goes_through_its_proxy_and_a_pool_without_one_blames_no_key()
+-> anyhow::Result<()> {
+    use schemas::control::Proxy;
+    use testkit::proxy::{Kind, TestProxy};
+
+    let fake = FakeOpenAi::start().await?;
+    let master = MasterKey::generate();
+    let (mut c, k) = channel(&fake.base_url(), &master)?;
+    c.proxy_pool = Some("eu".into());
+    let cfg = HealthConfig { timeout: Duration::from_secs(2), retry_count: 0, ..HealthConfig::default() };
+    let prober = Prober::connect(Duration::from_secs(2), egress::Policy::default(), cfg, master.clone())?;
+    let proxy = TestProxy::start(Kind::Socks5, Some(("probe", "probe-pass-canary"))).await?;
+    let node = Proxy {
+        proxy_id: "px_1".into(),
+        pool: "eu".into(),
+        name: "eu-1".into(),
+        url: proxy.url(),
+        credentials: Some(master.seal("probe:probe-pass-canary", "px_1")),
+        from_pool_url: false,
+        state: schemas::ProxyState::Active,
+        until_us: None,
+        reason: None,
+        opens: 0,
+        added_at_us: 0,
+    };
+    let ok = prober.probe(&c, &k, std::slice::from_ref(&node)).await;
+    anyhow::ensure!(ok.failure.is_none(), "{ok:?}");
+    anyhow::ensure!(proxy.count("GET /v1/models") == 1, "the probe did not go through the proxy");
+
+    // Its only node dead: the probe fails as the proxy's failure, which changes no key.
+    proxy.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let dead = prober.probe(&c, &k, std::slice::from_ref(&node)).await;
+    anyhow::ensure!(dead.failure == Some(adapters::FailureClass::ProxyFailed), "{dead:?}");
+    anyhow::ensure!(workers::health::state_change("ch_1", &k, &dead, 99, 1).is_none());
+    // No node at all: never direct.
+    let before = fake.requests().len();
+    let none = prober.probe(&c, &k, &[]).await;
+    anyhow::ensure!(none.failure == Some(adapters::FailureClass::ProxyFailed) && fake.requests().len() == before);
     Ok(())
 }

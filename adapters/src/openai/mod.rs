@@ -170,6 +170,7 @@ mod tests {
             enabled: true,
             egress_refused: None,
             anthropic_beta: Vec::new(),
+            proxy_pool: None,
         }
     }
 

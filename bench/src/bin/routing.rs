@@ -44,6 +44,7 @@ fn state_with(strategy: RouteStrategy) -> Folder {
                 api_version: None,
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         );
         for k in 1..KEYS {

@@ -9,6 +9,7 @@
 //! `usage.recorded` and `request.logged`, and the seam for settlement.
 
 mod body;
+mod egress;
 mod policy;
 mod record;
 mod stream;
@@ -212,7 +213,7 @@ async fn run(app: AppState, mut call: Call, reply: oneshot::Sender<Response>) {
         // One first-byte budget per attempt, covering the headers and (for streams) the first event.
         let first_byte_deadline = started + app.cfg.first_byte_timeout;
         let route = vendor::Route::new(call.prepared.endpoint.protocol(), Provider::of(&channel.provider));
-        let sent = match vendor::send(&app, &call, channel, route, first_byte_deadline).await {
+        let sent = match egress::send(&app, &call, &lanes[i - 1], route, first_byte_deadline).await {
             Ok(resp) if call.prepared.stream => match stream::start(resp, first_byte_deadline).await {
                 // An error as the very first event: nothing reached the client, another channel may serve.
                 Ok(s) => match s.first_data().and_then(|d| route.upstream.first_event_failure(d)) {

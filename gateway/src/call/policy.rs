@@ -58,6 +58,9 @@ pub fn decide(failure: &AttemptError, channel: &Channel) -> Decision {
         FailureClass::ConnectionFailed | FailureClass::UpstreamServerError => {
             (Verdict::Breaker, NextChannel, ApiError::Upstream)
         }
+        // Every node of the channel's proxy pool failed before the upstream was reached: the
+        // proxies' breakers counted it, the key is not to blame; another channel may go another way.
+        FailureClass::ProxyFailed => (Verdict::Neutral, NextChannel, ApiError::Upstream),
         // A connect timeout is cheap to retry; so is an upstream that said it timed out.
         FailureClass::Timeout(TimeoutPhase::Connect | TimeoutPhase::Reported) => {
             (Verdict::Breaker, NextChannel, ApiError::UpstreamTimeout)
@@ -169,6 +172,7 @@ mod tests {
             enabled: true,
             egress_refused: None,
             anthropic_beta: Vec::new(),
+            proxy_pool: None,
         }
     }
 
@@ -214,6 +218,13 @@ mod tests {
         let invalid = decide(&AttemptError::status(FailureClass::KeyInvalid, 401), &ch);
         assert_eq!((invalid.next, invalid.key), (Next::Key, Verdict::Disable("key_invalid")));
         assert!(matches!(limited.client, ApiError::UpstreamOverloaded { retry_after: Some(4) }));
+        let proxies = decide(&AttemptError::new(FailureClass::ProxyFailed), &ch);
+        assert_eq!(
+            (proxies.next, proxies.key),
+            (Next::Channel, Verdict::Neutral),
+            "a proxy's failure is not the key's"
+        );
+        assert!(matches!(proxies.client, ApiError::Upstream));
     }
 
     #[test]

@@ -141,15 +141,17 @@ fn openai_request(call: &Call) -> Result<Prepared, AttemptError> {
     })
 }
 
-/// Sends one attempt of `call` to `channel` on `route`, translating the request when needed.
+/// Sends one attempt of `call` to `channel` on `route` with the client `http` (direct, or through
+/// one proxy node), translating the request when needed.
 pub async fn send(
     app: &AppState,
     call: &Call,
     channel: &Channel,
     route: Route,
+    http: &reqwest::Client,
     deadline: tokio::time::Instant,
 ) -> Result<reqwest::Response, AttemptError> {
-    let (http, idle) = (&app.http, app.cfg.idle_timeout);
+    let idle = app.cfg.idle_timeout;
     let p = &call.prepared;
     match route.upstream {
         Provider::OpenAi if route.is_pass() => openai::send(http, channel, &p.openai(), deadline, idle).await,

@@ -43,6 +43,7 @@ async fn env() -> anyhow::Result<Env> {
                 api_version: None,
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         ))
         .await?;

@@ -295,6 +295,7 @@ impl Ctx {
                     api_version: (p.auth == Auth::ApiKeyHeader).then(|| "2024-10-21".to_owned()),
                     insecure_http: false,
                     anthropic_beta: Vec::new(),
+                    proxy_pool: None,
                 }),
             ))
             .await?;

@@ -37,6 +37,7 @@ async fn add_channel(app: &TestApp, id: &str, base_url: String, models: &[&str],
                 api_version: None,
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         ))
         .await?;

@@ -38,6 +38,7 @@ async fn add_channel(app: &TestApp, id: &str, provider: &str, base_url: String, 
                 api_version: None,
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         ))
         .await?;

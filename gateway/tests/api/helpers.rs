@@ -113,6 +113,7 @@ pub async fn spawn_served(
             api_version: None,
             insecure_http: false,
             anthropic_beta: Vec::new(),
+            proxy_pool: None,
         }),
     ))
     .await?;

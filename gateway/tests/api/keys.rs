@@ -183,6 +183,7 @@ async fn a_channel_whose_only_key_turns_invalid_stops_receiving_requests_and_the
                 api_version: None,
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         ))
         .await?;
@@ -364,6 +365,7 @@ async fn two_gateways_on_one_jetstream_agree_on_a_breaker_opening_within_a_secon
                 api_version: None,
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         ))
         .await?;
@@ -471,6 +473,7 @@ async fn a_dead_upstream_opens_its_keys_breaker_and_is_no_longer_tried() -> anyh
                 api_version: None,
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         ))
         .await?;

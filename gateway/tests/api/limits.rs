@@ -323,6 +323,7 @@ async fn spawn_jetstream() -> anyhow::Result<JsApp> {
             api_version: None,
             insecure_http: false,
             anthropic_beta: Vec::new(),
+            proxy_pool: None,
         }),
     ))
     .await?;

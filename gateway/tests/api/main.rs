@@ -13,6 +13,7 @@ mod helpers;
 mod keys;
 mod limits;
 mod providers;
+mod proxies;
 mod routes;
 mod stream_bounds;
 mod tokens;
@@ -565,6 +566,7 @@ async fn a_failing_channel_is_skipped_before_the_first_byte_and_the_call_is_bill
                 api_version: None,
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         ))
         .await?;

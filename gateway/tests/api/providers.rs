@@ -36,6 +36,7 @@ async fn add_channel(
                 api_version: api_version.map(str::to_owned),
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         ))
         .await?;

@@ -38,6 +38,7 @@ async fn channel(app: &TestApp, id: &str, provider: &str, fake: &FakeOpenAi, mod
                 api_version: None,
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         ))
         .await?;

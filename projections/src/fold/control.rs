@@ -7,7 +7,9 @@
 //! into a partial [`ControlModel`], the model applies the event, and what it changed is written
 //! back. No rule is decided here.
 
-use schemas::control::{Change, Channel, ControlModel, Key, Outcome, Tenant, User};
+use schemas::ProxyState;
+use schemas::control::{Change, Channel, ControlModel, Key, Outcome, Proxy, Tenant, User};
+use schemas::secret::Sealed;
 use schemas::{Envelope, EventBody};
 use sqlx::{AnyConnection, Row as _};
 
@@ -55,6 +57,9 @@ fn entity_id(body: &EventBody) -> Option<&str> {
         EventBody::ChannelKeyUpdated(k) => Some(&k.key_id),
         EventBody::UpstreamKeyStateChanged(k) => Some(&k.key_id),
         EventBody::RouteSet(r) => Some(&r.model),
+        EventBody::ProxyAdded(p) => Some(&p.proxy_id),
+        EventBody::ProxyRemoved(p) => Some(&p.proxy_id),
+        EventBody::ProxyStateChanged(p) => Some(&p.proxy_id),
         EventBody::SessionSecretGenerated(_)
         | EventBody::UsageRecorded(_)
         | EventBody::RequestLogged(_)
@@ -107,6 +112,9 @@ async fn touched(conn: &mut AnyConnection, generation: i64, env: &Envelope) -> R
         EventBody::UserUpdated(u) => load_users(conn, generation, &u.user_id, "", &mut model).await?,
         EventBody::UserDisabled(u) => load_users(conn, generation, &u.user_id, "", &mut model).await?,
         EventBody::UserSessionsRevoked(u) => load_users(conn, generation, &u.user_id, "", &mut model).await?,
+        EventBody::ProxyAdded(p) => load_proxies(conn, generation, &p.proxy_id, &p.name, &mut model).await?,
+        EventBody::ProxyRemoved(p) => load_proxies(conn, generation, &p.proxy_id, "", &mut model).await?,
+        EventBody::ProxyStateChanged(p) => load_proxies(conn, generation, &p.proxy_id, "", &mut model).await?,
         EventBody::SessionSecretGenerated(_)
         | EventBody::PricePublished(_)
         | EventBody::UsageRecorded(_)
@@ -230,6 +238,55 @@ async fn load_users(
     Ok(())
 }
 
+/// Loads the live proxies with this id or name. Their sealed credentials are not stored: a loaded
+/// proxy carries a stand-in when it had some, so [`Proxy::masked_url`] stays right; the model's
+/// rules never open it.
+async fn load_proxies(
+    conn: &mut AnyConnection,
+    generation: i64,
+    proxy_id: &str,
+    name: &str,
+    model: &mut ControlModel,
+) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT proxy_id, pool, name, masked_url, has_credentials, from_pool_url, state, until_us, reason, opens, \
+         added_at_us FROM proxies WHERE generation = $1 AND removed = 0 AND (proxy_id = $2 OR name = $3)",
+    )
+    .bind(generation)
+    .bind(proxy_id)
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in rows {
+        let state: String = r.try_get("state")?;
+        let state = match state.as_str() {
+            "open" => ProxyState::Open,
+            _ => ProxyState::Active,
+        };
+        let masked: String = r.try_get("masked_url")?;
+        let has_credentials = r.try_get::<i64, _>("has_credentials")? != 0;
+        let proxy = Proxy {
+            proxy_id: r.try_get("proxy_id")?,
+            pool: r.try_get("pool")?,
+            name: r.try_get("name")?,
+            url: masked.replacen("***@", "", 1),
+            credentials: has_credentials.then(|| Sealed {
+                alg: String::new(),
+                nonce: String::new(),
+                ct: String::new(),
+            }),
+            from_pool_url: r.try_get::<i64, _>("from_pool_url")? != 0,
+            state,
+            until_us: r.try_get("until_us")?,
+            reason: r.try_get("reason")?,
+            opens: u32::try_from(r.try_get::<i64, _>("opens")?).unwrap_or(0),
+            added_at_us: r.try_get("added_at_us")?,
+        };
+        model.proxies.insert(proxy.proxy_id.clone(), proxy);
+    }
+    Ok(())
+}
+
 /// Loads a live channel. Its sealed key and api-version are not stored; the model's rules never
 /// read them, and nothing here writes them.
 async fn load_channel(
@@ -240,7 +297,7 @@ async fn load_channel(
 ) -> Result<(), sqlx::Error> {
     let row = sqlx::query(
         "SELECT channel_id, tenant, name, provider, base_url, models, priority, weight, enabled, created_at_us, \
-         updated_at_us FROM channels WHERE generation = $1 AND channel_id = $2 AND removed = 0",
+         updated_at_us, proxy_pool FROM channels WHERE generation = $1 AND channel_id = $2 AND removed = 0",
     )
     .bind(generation)
     .bind(channel_id)
@@ -262,6 +319,7 @@ async fn load_channel(
         enabled: r.try_get::<i64, _>("enabled")? != 0,
         api_version: None,
         anthropic_beta: Vec::new(),
+        proxy_pool: r.try_get("proxy_pool")?,
         created_at_us: r.try_get("created_at_us")?,
         updated_at_us: r.try_get("updated_at_us")?,
     };
@@ -331,12 +389,13 @@ async fn write(
             let models = serde_json::to_string(&c.models).map_err(encode)?;
             sqlx::query(
                 "INSERT INTO channels (generation, channel_id, tenant, name, provider, base_url, models, priority, \
-                 weight, enabled, removed, created_at_us, updated_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12) \
+                 weight, enabled, removed, created_at_us, updated_at_us, proxy_pool) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12, $13) \
                  ON CONFLICT (generation, channel_id) DO UPDATE SET tenant = excluded.tenant, name = excluded.name, \
                  provider = excluded.provider, base_url = excluded.base_url, models = excluded.models, \
                  priority = excluded.priority, weight = excluded.weight, enabled = excluded.enabled, removed = 0, \
-                 created_at_us = excluded.created_at_us, updated_at_us = excluded.updated_at_us",
+                 created_at_us = excluded.created_at_us, updated_at_us = excluded.updated_at_us, \
+                 proxy_pool = excluded.proxy_pool",
             )
             .bind(generation)
             .bind(&c.channel_id)
@@ -350,6 +409,7 @@ async fn write(
             .bind(i64::from(c.enabled))
             .bind(c.created_at_us)
             .bind(c.updated_at_us)
+            .bind(c.proxy_pool.clone())
             .execute(&mut *conn)
             .await?;
         }
@@ -421,6 +481,42 @@ async fn write(
         }
         // The secret stays in the log; a read model holds no secrets.
         Change::SessionSecret => {}
+        Change::Proxy(id) => {
+            let Some(p) = model.proxies.get(id) else { return Ok(()) };
+            sqlx::query(
+                "INSERT INTO proxies (generation, proxy_id, pool, name, masked_url, has_credentials, from_pool_url, \
+                 state, until_us, reason, opens, removed, added_at_us, updated_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13) \
+                 ON CONFLICT (generation, proxy_id) DO UPDATE SET pool = excluded.pool, name = excluded.name, \
+                 masked_url = excluded.masked_url, has_credentials = excluded.has_credentials, \
+                 from_pool_url = excluded.from_pool_url, state = excluded.state, until_us = excluded.until_us, \
+                 reason = excluded.reason, opens = excluded.opens, removed = 0, \
+                 added_at_us = excluded.added_at_us, updated_at_us = excluded.updated_at_us",
+            )
+            .bind(generation)
+            .bind(&p.proxy_id)
+            .bind(&p.pool)
+            .bind(&p.name)
+            .bind(p.masked_url())
+            .bind(i64::from(p.credentials.is_some()))
+            .bind(i64::from(p.from_pool_url))
+            .bind(p.state.as_str())
+            .bind(p.until_us)
+            .bind(p.reason.clone())
+            .bind(i64::from(p.opens))
+            .bind(p.added_at_us)
+            .bind(env.occurred_at_us)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Change::ProxyRemoved(id) => {
+            sqlx::query("UPDATE proxies SET removed = 1, updated_at_us = $1 WHERE generation = $2 AND proxy_id = $3")
+                .bind(env.occurred_at_us)
+                .bind(generation)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(())
 }

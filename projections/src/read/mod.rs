@@ -215,6 +215,61 @@ pub struct ChannelRecord {
     pub created_at_us: i64,
     /// When it last changed.
     pub updated_at_us: i64,
+    /// The proxy pool its calls go through; `None`: direct.
+    pub proxy_pool: Option<String>,
+}
+
+/// A live egress proxy as listed: its URL masked, never its credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyRecord {
+    /// `px_…`
+    pub proxy_id: String,
+    /// Its pool.
+    pub pool: String,
+    /// Display name.
+    pub name: String,
+    /// `scheme://***@host:port` with credentials, else `scheme://host:port`.
+    pub url: String,
+    /// Synced from `PROXY_POOL_URL`.
+    pub from_pool_url: bool,
+    /// `active` or `open`.
+    pub state: String,
+    /// End of an open breaker (µs).
+    pub until_us: Option<i64>,
+    /// Why it is in its state.
+    pub reason: Option<String>,
+    /// Consecutive openings.
+    pub opens: i64,
+    /// When it was added.
+    pub added_at_us: i64,
+}
+
+/// The live proxies, by pool, then id.
+pub async fn proxies(store: &ReadStore) -> Result<Vec<ProxyRecord>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT proxy_id, pool, name, masked_url, from_pool_url, state, until_us, reason, opens, added_at_us \
+         FROM proxies \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
+         AND removed = 0 ORDER BY pool, proxy_id",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ProxyRecord {
+                proxy_id: r.try_get("proxy_id")?,
+                pool: r.try_get("pool")?,
+                name: r.try_get("name")?,
+                url: r.try_get("masked_url")?,
+                from_pool_url: flag(r, "from_pool_url")?,
+                state: r.try_get("state")?,
+                until_us: r.try_get("until_us")?,
+                reason: r.try_get("reason")?,
+                opens: r.try_get("opens")?,
+                added_at_us: r.try_get("added_at_us")?,
+            })
+        })
+        .collect()
 }
 
 /// A published price.
@@ -596,7 +651,7 @@ pub async fn tenants_page(
 pub async fn channels(store: &ReadStore) -> Result<Vec<ChannelRecord>, ProjectionError> {
     let rows = sqlx::query(
         "SELECT channel_id, tenant, name, provider, base_url, models, priority, weight, enabled, removed, \
-         created_at_us, updated_at_us FROM channels \
+         created_at_us, updated_at_us, proxy_pool FROM channels \
          WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'control') \
          ORDER BY channel_id",
     )
@@ -618,6 +673,7 @@ pub async fn channels(store: &ReadStore) -> Result<Vec<ChannelRecord>, Projectio
                 removed: flag(r, "removed")?,
                 created_at_us: r.try_get("created_at_us")?,
                 updated_at_us: r.try_get("updated_at_us")?,
+                proxy_pool: r.try_get("proxy_pool")?,
             })
         })
         .collect()

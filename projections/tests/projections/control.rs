@@ -26,6 +26,7 @@ fn channel_events() -> Vec<Envelope> {
                 api_version: None,
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         ),
         Envelope::new(
@@ -44,6 +45,7 @@ fn channel_events() -> Vec<Envelope> {
                 api_version: None,
                 insecure_http: false,
                 anthropic_beta: Vec::new(),
+                proxy_pool: None,
             }),
         ),
         Envelope::new(
@@ -222,6 +224,7 @@ fn added(id: &str, t: i64, priority: i32) -> Envelope {
             api_version: None,
             insecure_http: false,
             anthropic_beta: Vec::new(),
+            proxy_pool: None,
         }),
     )
 }
@@ -303,7 +306,41 @@ fn fixture() -> Vec<Envelope> {
         },
         at("beta", 30, tenant_caps("beta", Some(800), Some(3))),
         at("beta", 31, tenant_caps("beta", Some(0), None)),
+        at(GLOBAL_TENANT, 40, proxy_added("px_a", "eu-1", true)),
+        at(GLOBAL_TENANT, 41, proxy_added("px_b", "eu-2", false)),
+        // The name of a live proxy is refused (seq 34).
+        at(GLOBAL_TENANT, 42, proxy_added("px_c", "eu-1", false)),
+        at(
+            GLOBAL_TENANT,
+            43,
+            EventBody::ProxyStateChanged(schemas::ProxyStateChanged {
+                proxy_id: "px_a".into(),
+                state: schemas::ProxyState::Open,
+                until_us: Some(BASE_US + 99),
+                reason: "proxy_failed".into(),
+                opens: 2,
+            }),
+        ),
+        at(GLOBAL_TENANT, 44, EventBody::ProxyRemoved(schemas::ProxyRemoved { proxy_id: "px_b".into() })),
+        // A removed id comes back whole.
+        at(GLOBAL_TENANT, 45, proxy_added("px_b", "eu-2b", true)),
+        updated(46, ChannelUpdated { channel_id: "ch_a".into(), proxy_pool: Some("eu".into()), ..Default::default() }),
     ]
+}
+
+fn proxy_added(id: &str, name: &str, credentials: bool) -> EventBody {
+    EventBody::ProxyAdded(schemas::ProxyAdded {
+        proxy_id: id.into(),
+        pool: "eu".into(),
+        name: name.into(),
+        url: format!("socks5h://{name}.example:1080"),
+        credentials: credentials.then(|| schemas::secret::Sealed {
+            alg: "x".into(),
+            nonce: "n".into(),
+            ct: "c".into(),
+        }),
+        origin: None,
+    })
 }
 
 fn tenant_caps(name: &str, max_output_tokens: Option<u64>, max_n: Option<u64>) -> EventBody {
@@ -327,7 +364,7 @@ async fn the_sql_projection_and_the_control_model_agree_on_one_fixture_log() -> 
             rejected.push(i as u64 + 1);
         }
     }
-    ensure!(rejected == [5, 6, 11], "the fixture's refused issuances: {rejected:?}");
+    ensure!(rejected == [5, 6, 11, 34], "the fixture's refused events: {rejected:?}");
 
     for backend in BACKENDS {
         let h = Harness::new(backend).await?;
@@ -391,6 +428,7 @@ async fn the_sql_projection_and_the_control_model_agree_on_one_fixture_log() -> 
                     c.enabled,
                     c.created_at_us,
                     c.updated_at_us,
+                    c.proxy_pool,
                 )
             })
             .collect();
@@ -411,10 +449,37 @@ async fn the_sql_projection_and_the_control_model_agree_on_one_fixture_log() -> 
                     c.enabled,
                     c.created_at_us,
                     c.updated_at_us,
+                    c.proxy_pool,
                 )
             })
             .collect();
         ensure!(channels == want, "{backend:?}: channels\n{channels:?}\n!=\n{want:?}");
+
+        let proxies: Vec<_> = read::proxies(&h.store)
+            .await?
+            .into_iter()
+            .map(|p| (p.proxy_id, p.pool, p.name, p.url, p.state, p.until_us, p.opens, p.added_at_us))
+            .collect();
+        let want: Vec<_> = model
+            .proxies
+            .values()
+            .map(|p| {
+                let opens = i64::from(p.opens);
+                let state = p.state.as_str().to_owned();
+                (
+                    p.proxy_id.clone(),
+                    p.pool.clone(),
+                    p.name.clone(),
+                    p.masked_url(),
+                    state,
+                    p.until_us,
+                    opens,
+                    p.added_at_us,
+                )
+            })
+            .collect();
+        ensure!(want.len() == 2 && want[0].3 == "socks5h://***@eu-1.example:1080", "{want:?}");
+        ensure!(proxies == want, "{backend:?}: proxies\n{proxies:?}\n!=\n{want:?}");
 
         let prices: Vec<_> = read::latest_prices(&h.store)
             .await?

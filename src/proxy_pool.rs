@@ -1,0 +1,155 @@
+//! The `PROXY_POOL_URL` sync: with `PROXY_POOL_ENABLED`, a task fetches a list of proxies (one
+//! URL per line, or a JSON array) every `PROXY_POOL_INTERVAL` seconds and makes the synced
+//! members of pool `PROXY_POOL_NAME` match it through `control::Admin::sync_pool` (`proxy.added`
+//! and `proxy.removed` events, so every gateway follows). The fetch goes out under the outbound
+//! address policy like every other connection; the list is bounded in size and entries.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+/// The sync's settings (environment only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSyncConfig {
+    /// Where the list is.
+    pub url: String,
+    /// The pool its proxies join.
+    pub pool: String,
+    /// Time between two fetches.
+    pub interval: Duration,
+}
+
+/// The pool synced proxies join when `PROXY_POOL_NAME` is not set.
+pub const DEFAULT_POOL: &str = "default";
+/// Five minutes between fetches: a provider's list changes in minutes, and each change is a
+/// control event every gateway applies.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+/// The largest list read (256 proxies of a long URL each fit many times over).
+const MAX_LIST_BYTES: usize = 1024 * 1024;
+/// One fetch may take this long.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl PoolSyncConfig {
+    /// From `PROXY_POOL_ENABLED`, `PROXY_POOL_URL`, `PROXY_POOL_NAME` and `PROXY_POOL_INTERVAL`
+    /// as `env` gives them; `None` when the sync is off.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<PoolSyncConfig>> {
+        let enabled = match env("PROXY_POOL_ENABLED").map(|v| v.to_ascii_lowercase()) {
+            None => false,
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => true,
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => false,
+            Some(v) => anyhow::bail!("PROXY_POOL_ENABLED: {v:?} is not true or false"),
+        };
+        if !enabled {
+            return Ok(None);
+        }
+        let url = env("PROXY_POOL_URL").filter(|u| !u.trim().is_empty());
+        let url = url.context("PROXY_POOL_URL: required when PROXY_POOL_ENABLED is true")?.trim().to_owned();
+        anyhow::ensure!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "PROXY_POOL_URL: must be an http:// or https:// URL"
+        );
+        let pool = env("PROXY_POOL_NAME").unwrap_or_else(|| DEFAULT_POOL.to_owned());
+        let pool = control::checked_proxy_name(&pool).map_err(|e| anyhow::anyhow!("PROXY_POOL_NAME: {e}"))?;
+        let interval = match env("PROXY_POOL_INTERVAL") {
+            None => DEFAULT_INTERVAL,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(s) if s > 0 => Duration::from_secs(s),
+                _ => anyhow::bail!("PROXY_POOL_INTERVAL: {v:?} is not a number of seconds (at least 1)"),
+            },
+        };
+        Ok(Some(PoolSyncConfig { url, pool, interval }))
+    }
+}
+
+/// Fetches the list once: the URL's literal host judged by the policy (names by the client's
+/// resolver), at most [`MAX_LIST_BYTES`] read. Errors never hold the URL (it may carry a token).
+async fn fetch(http: &reqwest::Client, egress: &egress::Policy, url: &str) -> anyhow::Result<String> {
+    if let Err(e @ (egress::UrlRefused::Address(_) | egress::UrlRefused::Disguised { .. })) =
+        egress.check_url(url, egress::Trust::Admin, true)
+    {
+        anyhow::bail!("refused by the outbound address policy: {e}");
+    }
+    let mut resp = tokio::time::timeout(FETCH_TIMEOUT, http.get(url).send())
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))?
+        .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
+    anyhow::ensure!(resp.status().is_success(), "answered {}", resp.status().as_u16());
+    let mut body = Vec::new();
+    let deadline = tokio::time::Instant::now() + FETCH_TIMEOUT;
+    while let Some(chunk) = tokio::time::timeout_at(deadline, resp.chunk())
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))?
+        .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?
+    {
+        anyhow::ensure!(body.len() + chunk.len() <= MAX_LIST_BYTES, "the list is over {MAX_LIST_BYTES} bytes");
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Syncs the pool every interval until `stop` turns true. A failed fetch changes nothing (the
+/// pool keeps its proxies) and is logged without the URL.
+pub async fn run(
+    cfg: PoolSyncConfig,
+    admin: control::Admin,
+    master: schemas::secret::MasterKey,
+    http: reqwest::Client,
+    egress: egress::Policy,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match fetch(&http, &egress, &cfg.url).await {
+            Ok(body) => {
+                let entries = control::parse_proxy_list(&body);
+                match admin.sync_pool(&master, &cfg.pool, &entries).await {
+                    Ok(r) if r.added + r.removed + r.skipped > 0 => {
+                        tracing::info!(pool = %cfg.pool, added = r.added, removed = r.removed, skipped = r.skipped,
+                            "Proxy pool synced from PROXY_POOL_URL.");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(pool = %cfg.pool, error = %e, "Proxy pool sync failed."),
+                }
+            }
+            Err(e) => tracing::warn!(pool = %cfg.pool, error = %e, "Proxy list not fetched from PROXY_POOL_URL."),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.interval) => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sync_is_off_by_default_and_its_settings_name_themselves() -> anyhow::Result<()> {
+        assert_eq!(PoolSyncConfig::from_env(|_| None)?, None);
+        let on = |extra: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                [("PROXY_POOL_ENABLED", "true"), ("PROXY_POOL_URL", "https://lists.example/p.txt")]
+                    .iter()
+                    .chain(extra)
+                    .rev()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let c = PoolSyncConfig::from_env(on(&[]))?.context("on")?;
+        assert_eq!((c.pool.as_str(), c.interval), (DEFAULT_POOL, DEFAULT_INTERVAL));
+        let c =
+            PoolSyncConfig::from_env(on(&[("PROXY_POOL_NAME", "eu"), ("PROXY_POOL_INTERVAL", "60")]))?.context("on")?;
+        assert_eq!((c.pool.as_str(), c.interval), ("eu", Duration::from_secs(60)));
+        for (bad, name) in [
+            (&[("PROXY_POOL_URL", "")][..], "PROXY_POOL_URL"),
+            (&[("PROXY_POOL_URL", "ftp://x")][..], "PROXY_POOL_URL"),
+            (&[("PROXY_POOL_INTERVAL", "0")][..], "PROXY_POOL_INTERVAL"),
+            (&[("PROXY_POOL_ENABLED", "maybe")][..], "PROXY_POOL_ENABLED"),
+        ] {
+            let e = PoolSyncConfig::from_env(on(bad)).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(name), "{bad:?}: {e}");
+        }
+        Ok(())
+    }
+}
