@@ -16,10 +16,15 @@ pub fn init_tracing() {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
-/// Command output, one line on stdout.
-#[expect(clippy::print_stdout, reason = "the CLI's output is its interface")]
+/// Command output, one line on stdout. A closed stdout (a reader that went away, as in
+/// `llm-router serve | head -2`) is logged, never fatal: `serve` prints its first-start key and
+/// password and must keep serving whoever reads them.
 pub fn say(line: &str) {
-    println!("{line}");
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        tracing::warn!("Standard output is closed; a line of command output was not shown.");
+    }
 }
 
 /// Opens the event log for an admin command: JetStream when a NATS URL is configured (and then

@@ -149,9 +149,12 @@ async fn start_router(args: &Args, fake: &FakeOpenAi) -> anyhow::Result<Router> 
     let key = if args.mode == "serve" {
         tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
             use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stdout).lines() {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
                 let line = line?;
                 if line.starts_with("sk-") {
+                    // Keep reading what `serve` prints after the key (the owner's password).
+                    std::thread::spawn(move || lines.for_each(drop));
                     return Ok(line);
                 }
             }

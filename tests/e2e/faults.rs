@@ -455,3 +455,40 @@ async fn row23_the_raw_value_of_a_bad_key_header_is_never_logged() -> anyhow::Re
     assert!(!log.contains(canary), "the raw key header reached the log");
     Ok(())
 }
+
+/// `serve` whose stdout reader is gone (`serve | head -2` after two lines, a closed pipe) keeps
+/// serving: printing the first-start key and the owner's password to a closed pipe is logged,
+/// not fatal.
+#[tokio::test]
+async fn serve_keeps_serving_when_its_stdout_is_a_closed_pipe() -> anyhow::Result<()> {
+    let env = Env::new(Backend::Embedded).await?;
+    let port = crate::helpers::free_port()?;
+    let stderr = env.data.path().join("serve-closed-stdout.log");
+    let mut child = env
+        .command()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr)?)
+        .spawn()?;
+    drop(child.stdout.take());
+    let url = format!("http://127.0.0.1:{port}/api/health");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.http.get(&url).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+        anyhow::ensure!(Instant::now() < deadline && child.try_wait()?.is_none(), "serve never came up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A key made by the CLI works on it, and it is still alive after printing into the pipe.
+    env.cli(&["tenants", "create", "acme"])?;
+    let out = env.cli(&["keys", "create", "--tenant", "acme"])?;
+    let key = out.lines().last().unwrap_or_default().to_owned();
+    let r = env.http.get(format!("http://127.0.0.1:{port}/v1/models")).bearer_auth(&key).send().await?;
+    let status = r.status().as_u16();
+    let alive = child.try_wait()?.is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    anyhow::ensure!(status == 200 && alive, "status {status}, alive {alive}: {log}");
+    anyhow::ensure!(log.contains("Standard output is closed"), "{log}");
+    Ok(())
+}

@@ -43,6 +43,7 @@ pub struct Serve {
 impl Drop for Serve {
     /// Stops the process, then sweeps its log for every secret the test handed out (FAULTS row
     /// 40 over the whole suite: every `serve`, `gateway` and `worker` of every test is checked).
+    #[expect(clippy::panic, reason = "a leaked secret fails the test whose process leaked it")]
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -107,7 +108,7 @@ impl Serve {
 pub const MODEL: &str = "gpt-4o-mini";
 pub const EMBED_MODEL: &str = "text-embedding-3-small";
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
