@@ -160,7 +160,12 @@ async fn main() -> anyhow::Result<()> {
         "/api/reports/usage?tenant=t042&from=2026-11-01&to=2026-11-30".to_owned(),
         "/api/reports/usage?tenant=t042&from=2026-11-01&to=2026-11-30&group_by=key".to_owned(),
         "/api/reports/billing?tenant=t042&from=2026-11-01&to=2026-11-30".to_owned(),
+        "/api/reports/billing?from=2026-11-01&to=2026-11-30".to_owned(),
         "/api/audit?limit=200".to_owned(),
+        "/api/users?limit=200".to_owned(),
+        "/api/channels?limit=200".to_owned(),
+        "/api/health/api-keys?limit=200".to_owned(),
+        "/api/health".to_owned(),
     ];
     let mut out = String::from("| endpoint | p50 ms | max ms |\n|---|---|---|\n");
     for path in &endpoints {
