@@ -116,8 +116,12 @@ async fn follow(
             }
             match apply_batch(store, projection, generation, Mode::Live, &batch).await? {
                 BatchOutcome::Committed => match projection {
-                    Projection::Requests => expire_request_log(store, generation, opts.request_log_retention).await?,
-                    Projection::Health => expire_health_checks(store, generation, opts.request_log_retention).await?,
+                    Projection::Requests => {
+                        expire(store, generation, opts.request_log_retention, &REQUEST_LOG).await?;
+                    }
+                    Projection::Health => {
+                        expire(store, generation, opts.request_log_retention, &HEALTH_CHECKS).await?;
+                    }
                     Projection::Control | Projection::Ledger => {}
                 },
                 BatchOutcome::GenerationChanged => break,
@@ -126,44 +130,56 @@ async fn follow(
     }
 }
 
-/// Deletes request-log rows of `generation` older than its newest row minus `window`, at most
-/// `RETENTION_ROWS_PER_PASS`. The cutoff comes from the rows, not the clock, so a replay of the
-/// same log keeps the same rows.
-async fn expire_request_log(store: &ReadStore, generation: i64, window: Duration) -> Result<(), ProjectionError> {
-    let newest: Option<i64> =
-        sqlx::query("SELECT MAX(occurred_at_us) AS newest FROM request_log WHERE generation = $1")
-            .bind(generation)
-            .fetch_one(store.pool())
-            .await?
-            .try_get("newest")?;
-    let Some(newest) = newest else { return Ok(()) };
-    let window_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
-    let mut conn = store.pool().acquire().await?;
-    let deleted = fold::requests::delete_expired(&mut conn, generation, newest.saturating_sub(window_us)).await?;
-    if deleted > 0 {
-        tracing::info!(deleted, "Request-log rows past the retention window deleted.");
-    }
-    Ok(())
+/// A table whose rows are kept for a retention window: its name, its row key within a
+/// generation and its time column (µs).
+struct Retained {
+    table: &'static str,
+    key: &'static str,
+    time: &'static str,
+    what: &'static str,
 }
 
-/// Deletes probe rows of `generation` older than its newest row minus `window` (the ops stream
-/// is kept for the request-log window too), at most `RETENTION_ROWS_PER_PASS`; like the request
-/// log, the cutoff comes from the rows, not the clock.
-async fn expire_health_checks(store: &ReadStore, generation: i64, window: Duration) -> Result<(), ProjectionError> {
+/// The request log (`request.logged` rows).
+const REQUEST_LOG: Retained =
+    Retained { table: "request_log", key: "request_id", time: "occurred_at_us", what: "Request-log" };
+/// The probe history (the ops stream is kept for the request-log window too).
+const HEALTH_CHECKS: Retained =
+    Retained { table: "health_check", key: "seq", time: "checked_at_us", what: "Health-check" };
+
+/// Most rows one retention pass deletes, so a pass after a long pause (or a shorter window) stays
+/// a short transaction; the next batches delete the rest.
+pub(crate) const RETENTION_ROWS_PER_PASS: i64 = 1000;
+
+/// Deletes rows of `r` in `generation` older than its newest row minus `window`, at most
+/// [`RETENTION_ROWS_PER_PASS`], oldest first. The cutoff comes from the rows, not the clock, so
+/// a replay of the same log keeps the same rows. Returns how many went.
+async fn expire(store: &ReadStore, generation: i64, window: Duration, r: &Retained) -> Result<u64, ProjectionError> {
     let newest: Option<i64> =
-        sqlx::query("SELECT MAX(checked_at_us) AS newest FROM health_check WHERE generation = $1")
+        sqlx::query(&format!("SELECT MAX({}) AS newest FROM {} WHERE generation = $1", r.time, r.table))
             .bind(generation)
             .fetch_one(store.pool())
             .await?
             .try_get("newest")?;
-    let Some(newest) = newest else { return Ok(()) };
+    let Some(newest) = newest else { return Ok(0) };
     let window_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
-    let mut conn = store.pool().acquire().await?;
-    let deleted = fold::health::delete_expired(&mut conn, generation, newest.saturating_sub(window_us)).await?;
+    let sql = format!(
+        "DELETE FROM {t} WHERE generation = $1 AND {k} IN (SELECT {k} FROM {t} \
+         WHERE generation = $1 AND {c} < $2 ORDER BY {c} LIMIT $3)",
+        t = r.table,
+        k = r.key,
+        c = r.time
+    );
+    let deleted = sqlx::query(&sql)
+        .bind(generation)
+        .bind(newest.saturating_sub(window_us))
+        .bind(RETENTION_ROWS_PER_PASS)
+        .execute(store.pool())
+        .await?
+        .rows_affected();
     if deleted > 0 {
-        tracing::info!(deleted, "Health-check rows past the retention window deleted.");
+        tracing::info!(deleted, "{} rows past the retention window deleted.", r.what);
     }
-    Ok(())
+    Ok(deleted)
 }
 
 /// Whether a batch goes to the serving generation or to one being rebuilt.

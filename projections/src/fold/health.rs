@@ -90,25 +90,3 @@ pub(super) async fn apply(
     );
     Ok(Folded::Applied)
 }
-
-/// Most probe rows one retention pass deletes (as for the request log).
-pub(crate) const RETENTION_ROWS_PER_PASS: i64 = 1000;
-
-/// Deletes up to [`RETENTION_ROWS_PER_PASS`] probe rows of `generation` checked before
-/// `before_us`, oldest first. Returns how many went. The last result and the rollup stay.
-pub(crate) async fn delete_expired(
-    conn: &mut AnyConnection,
-    generation: i64,
-    before_us: i64,
-) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "DELETE FROM health_check WHERE generation = $1 AND seq IN (SELECT seq FROM health_check \
-         WHERE generation = $1 AND checked_at_us < $2 ORDER BY checked_at_us LIMIT $3)",
-    )
-    .bind(generation)
-    .bind(before_us)
-    .bind(RETENTION_ROWS_PER_PASS)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected())
-}

@@ -71,26 +71,3 @@ pub(super) async fn apply(
     pending.add(&REQUEST_SLOT_LATENCY, vec![tenant.into(), slot.into(), latency_bucket(latency).into()], &[1]);
     Ok(Folded::Applied)
 }
-
-/// Most request-log rows one retention pass deletes, so a pass after a long pause (or a shorter
-/// window) stays a short transaction; the next batches delete the rest.
-pub(crate) const RETENTION_ROWS_PER_PASS: i64 = 1000;
-
-/// Deletes up to [`RETENTION_ROWS_PER_PASS`] rows of `generation` that occurred before
-/// `before_us`, oldest first. Returns how many went.
-pub(crate) async fn delete_expired(
-    conn: &mut AnyConnection,
-    generation: i64,
-    before_us: i64,
-) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "DELETE FROM request_log WHERE generation = $1 AND request_id IN (SELECT request_id FROM request_log \
-         WHERE generation = $1 AND occurred_at_us < $2 ORDER BY occurred_at_us LIMIT $3)",
-    )
-    .bind(generation)
-    .bind(before_us)
-    .bind(RETENTION_ROWS_PER_PASS)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected())
-}
