@@ -10,6 +10,8 @@
 //! the `applied_event` primary key still lets each event through once, and the rows written at
 //! the start of every batch (generation, checkpoint) serialise their transactions.
 
+use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::time::Duration;
 
@@ -242,41 +244,70 @@ pub(crate) async fn apply_batch(
     .bind(seq_i64(last.seq))
     .execute(&mut *tx)
     .await?;
-    let mut pending = fold::rollup::Pending::default();
+    let mut decoded = Vec::with_capacity(events.len());
     for ev in events {
-        let seq = seq_i64(ev.seq);
-        let env = match ev.decode() {
-            Ok(env) => env,
+        match ev.decode() {
+            Ok(env) => decoded.push((ev, env)),
             Err(e) => {
+                let seq = seq_i64(ev.seq);
                 tracing::warn!(%projection, seq, error = %e, "Poison event skipped.");
                 record_poison(&mut tx, projection, generation, ev, None, &e.to_string()).await?;
-                continue;
             }
-        };
+        }
+    }
+    let mut fresh = claim_events(&mut tx, name, generation, &decoded).await?;
+    let mut pending = fold::rollup::Pending::default();
+    for (ev, env) in &decoded {
         let event_id = env.id.to_string();
-        let fresh = sqlx::query(
-            "INSERT INTO applied_event (projection, generation, event_id, seq) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(name)
-        .bind(generation)
-        .bind(&event_id)
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
+        // `remove`: a second copy of an event in one batch is not fresh either.
+        if !fresh.remove(&event_id) {
             continue;
         }
-        if let Folded::Rejected(reason) = fold::apply(&mut tx, &mut pending, projection, generation, seq, &env).await? {
+        let seq = seq_i64(ev.seq);
+        if let Folded::Rejected(reason) = fold::apply(&mut tx, &mut pending, projection, generation, seq, env).await? {
             tracing::warn!(%projection, seq, event_id, reason, "Event rejected by the projection.");
             record_poison(&mut tx, projection, generation, ev, Some(&event_id), &reason).await?;
         }
     }
-    pending.flush(&mut tx, generation).await?;
+    for row in pending.flush(&mut tx, generation).await? {
+        let Some((ev, env)) = decoded.iter().find(|(ev, _)| seq_i64(ev.seq) == row.seq) else { continue };
+        let event_id = env.id.to_string();
+        tracing::warn!(%projection, seq = row.seq, event_id, reason = row.reason, "Event rejected by the projection.");
+        record_poison(&mut tx, projection, generation, ev, Some(&event_id), &row.reason).await?;
+    }
     tx.commit().await?;
     Ok(BatchOutcome::Committed)
+}
+
+/// Most `applied_event` rows claimed by one statement (four parameters each).
+const CLAIMS_PER_STATEMENT: usize = 2_000;
+
+/// Inserts the `applied_event` rows of `events` (a few multi-row statements per batch, not one
+/// per event) and returns the ids that were new: the events this generation has not applied.
+async fn claim_events(
+    conn: &mut AnyConnection,
+    name: &str,
+    generation: i64,
+    events: &[(&StoredEvent, schemas::Envelope)],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut fresh = HashSet::with_capacity(events.len());
+    for chunk in events.chunks(CLAIMS_PER_STATEMENT) {
+        let mut sql = String::from("INSERT INTO applied_event (projection, generation, event_id, seq) VALUES ");
+        for i in 0..chunk.len() {
+            let p = i * 4;
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4);
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING RETURNING event_id");
+        let mut q = sqlx::query(&sql);
+        for (ev, env) in chunk {
+            q = q.bind(name).bind(generation).bind(env.id.to_string()).bind(seq_i64(ev.seq));
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            fresh.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(fresh)
 }
 
 async fn record_poison(

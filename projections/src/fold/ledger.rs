@@ -1,13 +1,14 @@
 //! The `ledger` projection: one row per `usage.recorded`, and its counters added to the daily
-//! rollups by tenant, by key and by channel and the quarter-hour rollup by key, written once per batch in the
-//! same transaction ([`super::rollup`]). Rollups group by the model the client asked for: that
+//! rollups by tenant, by key and by channel and the quarter-hour rollup by key. The row and the
+//! counters are staged and written once per batch in the same transaction ([`super::rollup`]). Rollups group by the model the client asked for: that
 //! is the name tenants know and the one prices are published under. Amounts come from the event
 //! (it carries the price it was charged at); nothing is looked up.
 
 use schemas::{Envelope, EventBody, StreamOutcome, UsageRecorded, UsageSource};
-use sqlx::AnyConnection;
 
-use super::rollup::{Pending, USAGE_DAILY, USAGE_DAILY_CHANNEL, USAGE_DAILY_KEY, USAGE_SLOT_KEY};
+use super::rollup::{
+    Pending, Rollups, RowTable, Staged, USAGE_DAILY, USAGE_DAILY_CHANNEL, USAGE_DAILY_KEY, USAGE_SLOT_KEY, Val,
+};
 use super::{Folded, to_i64};
 use crate::utc_day;
 
@@ -47,80 +48,103 @@ fn stream_outcome(s: StreamOutcome) -> &'static str {
     }
 }
 
-pub(super) async fn apply(
-    conn: &mut AnyConnection,
-    pending: &mut Pending,
-    generation: i64,
-    seq: i64,
-    env: &Envelope,
-) -> Result<Folded, sqlx::Error> {
+/// The ledger's rows, one per billed request.
+const LEDGER: RowTable = RowTable {
+    name: "ledger",
+    key: "request_id",
+    columns: &[
+        "request_id",
+        "event_id",
+        "seq",
+        "tenant",
+        "key_id",
+        "end_user",
+        "day",
+        "occurred_at_us",
+        "endpoint",
+        "model_requested",
+        "model_served",
+        "provider",
+        "channel_id",
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "usage_source",
+        "stream_outcome",
+        "streamed",
+        "price_version",
+        "currency",
+        "cost_nanos",
+    ],
+};
+
+/// Stages the event's ledger row with its rollup counters. A different event for a request
+/// already billed is rejected at the flush: billed once, the evidence kept as a poison event.
+pub(super) fn apply(pending: &mut Pending, seq: i64, env: &Envelope) -> Folded {
     let EventBody::UsageRecorded(u) = &env.body else {
-        return Ok(Folded::Ignored);
+        return Folded::Ignored;
     };
     let c = match Counts::of(u) {
         Ok(c) => c,
-        Err(reason) => return Ok(Folded::Rejected(reason)),
+        Err(reason) => return Folded::Rejected(reason),
     };
     let day = utc_day(env.occurred_at_us);
-    let inserted = sqlx::query(
-        "INSERT INTO ledger (generation, request_id, event_id, seq, tenant, key_id, end_user, day, occurred_at_us, \
-         endpoint, model_requested, model_served, provider, channel_id, input_tokens, cached_input_tokens, \
-         cache_write_tokens, output_tokens, reasoning_tokens, usage_source, stream_outcome, streamed, \
-         price_version, currency, cost_nanos) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-         $22, $23, $24, $25) ON CONFLICT DO NOTHING",
-    )
-    .bind(generation)
-    .bind(&u.request_id)
-    .bind(env.id.to_string())
-    .bind(seq)
-    .bind(&env.tenant)
-    .bind(&u.key_id)
-    .bind(u.user.clone())
-    .bind(&day)
-    .bind(env.occurred_at_us)
-    .bind(&u.endpoint)
-    .bind(&u.model_requested)
-    .bind(&u.model_served)
-    .bind(&u.provider)
-    .bind(&u.channel_id)
-    .bind(c.input)
-    .bind(c.cached)
-    .bind(c.cache_write)
-    .bind(c.output)
-    .bind(c.reasoning)
-    .bind(usage_source(u.usage_source))
-    .bind(stream_outcome(u.stream_outcome))
-    .bind(i64::from(u.streamed))
-    .bind(u.price.as_ref().map(|p| p.version.clone()))
-    .bind(&u.currency)
-    .bind(u.cost_nanos)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted != 1 {
-        // A different event for a request already billed: bill it once, keep the evidence.
-        return Ok(Folded::Rejected(format!("request {} is already in the ledger", u.request_id)));
-    }
+    let values = vec![
+        Val::Text(u.request_id.clone()),
+        Val::Text(env.id.to_string()),
+        Val::Int(seq),
+        Val::Text(env.tenant.clone()),
+        Val::Text(u.key_id.clone()),
+        Val::OptText(u.user.clone()),
+        Val::Text(day.clone()),
+        Val::Int(env.occurred_at_us),
+        Val::Text(u.endpoint.clone()),
+        Val::Text(u.model_requested.clone()),
+        Val::Text(u.model_served.clone()),
+        Val::Text(u.provider.clone()),
+        Val::Text(u.channel_id.clone()),
+        Val::Int(c.input),
+        Val::Int(c.cached),
+        Val::Int(c.cache_write),
+        Val::Int(c.output),
+        Val::Int(c.reasoning),
+        Val::Text(usage_source(u.usage_source).to_owned()),
+        Val::Text(stream_outcome(u.stream_outcome).to_owned()),
+        Val::Int(i64::from(u.streamed)),
+        Val::OptText(u.price.as_ref().map(|p| p.version.clone())),
+        Val::Text(u.currency.clone()),
+        Val::Int(u.cost_nanos),
+    ];
     let counters = [1, c.input, c.cached, c.cache_write, c.output, c.reasoning, u.cost_nanos];
     let (tenant, model, currency) = (env.tenant.as_str(), u.model_requested.as_str(), u.currency.as_str());
     let key = u.key_id.as_str();
     let slot = crate::read::slot_of(env.occurred_at_us);
-    pending.add(&USAGE_DAILY, vec![tenant.into(), day.as_str().into(), model.into(), currency.into()], &counters);
-    pending.add(
+    let mut rollups = Rollups::default();
+    rollups.add(&USAGE_DAILY, vec![tenant.into(), day.as_str().into(), model.into(), currency.into()], &counters);
+    rollups.add(
         &USAGE_DAILY_KEY,
         vec![tenant.into(), key.into(), day.as_str().into(), model.into(), currency.into()],
         &counters,
     );
-    pending.add(
+    rollups.add(
         &USAGE_SLOT_KEY,
         vec![tenant.into(), slot.into(), key.into(), model.into(), currency.into()],
         &counters,
     );
-    pending.add(
+    rollups.add(
         &USAGE_DAILY_CHANNEL,
         vec![u.channel_id.as_str().into(), day.as_str().into(), currency.into()],
         &[1, u.cost_nanos],
     );
-    Ok(Folded::Applied)
+    pending.stage(Staged {
+        table: &LEDGER,
+        key: u.request_id.clone(),
+        values,
+        rollups,
+        repeat: Some(format!("request {} is already in the ledger", u.request_id)),
+        seq,
+    });
+    Folded::Applied
 }

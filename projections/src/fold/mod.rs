@@ -37,8 +37,8 @@ pub(crate) async fn apply(
 ) -> Result<Folded, sqlx::Error> {
     match projection {
         Projection::Control => control::apply(conn, generation, seq, env).await,
-        Projection::Ledger => ledger::apply(conn, pending, generation, seq, env).await,
-        Projection::Requests => requests::apply(conn, pending, generation, seq, env).await,
+        Projection::Ledger => Ok(ledger::apply(pending, seq, env)),
+        Projection::Requests => Ok(requests::apply(pending, seq, env)),
         Projection::Health => health::apply(conn, pending, generation, seq, env).await,
     }
 }

@@ -3,10 +3,16 @@
 //! the batch's transaction commits. Under load a batch holds hundreds of events of a few tenants,
 //! so the rollups cost a few statements per batch instead of one per event and rollup.
 //!
+//! The per-request rows (`ledger`, `request_log`) are staged the same way: a fold hands its row
+//! and the rollup counters that go with it to [`Pending::stage`], and the flush inserts a batch's
+//! rows of a table with one multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING key`. Only the
+//! rows that went in add their counters, so a repeated request id is counted once, exactly as
+//! with one insert per event (rows are inserted in event order, so the first event still wins).
+//!
 //! Nothing here changes what the rows hold: the sums are the same, they land in the same
 //! transaction as the events' rows, and a batch that rolls back takes its `Pending` with it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use sqlx::AnyConnection;
 
@@ -81,11 +87,64 @@ impl From<i64> for Key {
     }
 }
 
-/// The rollup deltas of one batch, by table and key.
+/// The rollup deltas of one batch, by table and key, and the rows staged for insertion.
 #[derive(Default)]
 pub(crate) struct Pending {
     rows: BTreeMap<(&'static str, Vec<Key>), Row>,
+    staged: Vec<Staged>,
 }
+
+/// A table of per-event rows inserted once per batch: its name, the column its rows are unique
+/// by within a generation (returned by the insert) and every column after `generation`.
+pub(crate) struct RowTable {
+    pub(crate) name: &'static str,
+    pub(crate) key: &'static str,
+    pub(crate) columns: &'static [&'static str],
+}
+
+/// A column value of a staged row.
+#[derive(Debug, Clone)]
+pub(crate) enum Val {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(String),
+    OptText(Option<String>),
+}
+
+/// The rollup counters that go with one staged row, added only if the row is inserted.
+#[derive(Default)]
+pub(crate) struct Rollups(Vec<(&'static Table, Vec<Key>, Vec<i64>)>);
+
+impl Rollups {
+    /// As [`Pending::add`], held back until the row is known to be new.
+    pub(crate) fn add(&mut self, table: &'static Table, keys: Vec<Key>, counters: &[i64]) {
+        self.0.push((table, keys, counters.to_vec()));
+    }
+}
+
+/// One event's row, staged for its table's multi-row insert.
+pub(crate) struct Staged {
+    pub(crate) table: &'static RowTable,
+    /// The value of `table.key` (also among `values`).
+    pub(crate) key: String,
+    /// One value per `table.columns`.
+    pub(crate) values: Vec<Val>,
+    pub(crate) rollups: Rollups,
+    /// Why a repeat of `key` is rejected (recorded as a poison event), or `None` to drop it.
+    pub(crate) repeat: Option<String>,
+    /// The staging event's stream sequence.
+    pub(crate) seq: i64,
+}
+
+/// A staged row that was not inserted and whose table rejects repeats: the event's sequence and
+/// the reason.
+pub(crate) struct RejectedRow {
+    pub(crate) seq: i64,
+    pub(crate) reason: String,
+}
+
+/// Most bind parameters in one statement: under SQLite's limit (32,766) and Postgres's (65,535).
+const MAX_PARAMS: usize = 16_000;
 
 struct Row {
     table: &'static Table,
@@ -107,9 +166,44 @@ impl Pending {
         }
     }
 
-    /// Upserts every touched row of `generation`, once each, in key order (so two writers of one
-    /// table always lock rows in the same order), and empties `self`.
-    pub(crate) async fn flush(&mut self, conn: &mut AnyConnection, generation: i64) -> Result<(), sqlx::Error> {
+    /// Stages `row` for its table's insert at [`Pending::flush`].
+    pub(crate) fn stage(&mut self, row: Staged) {
+        debug_assert_eq!(row.values.len(), row.table.columns.len(), "{}", row.table.name);
+        self.staged.push(row);
+    }
+
+    /// Inserts the staged rows of `generation` (one multi-row statement per table and chunk, in
+    /// staging order), adds the counters of the rows that went in, then upserts every touched
+    /// rollup row, once each, in key order (so two writers of one table always lock rows in the
+    /// same order), and empties `self`. Returns the staged rows that were repeats their table
+    /// rejects.
+    pub(crate) async fn flush(
+        &mut self,
+        conn: &mut AnyConnection,
+        generation: i64,
+    ) -> Result<Vec<RejectedRow>, sqlx::Error> {
+        let mut rejected = Vec::new();
+        let mut staged = std::mem::take(&mut self.staged);
+        while let Some(first) = staged.first() {
+            let table = first.table;
+            let (now, later): (Vec<Staged>, Vec<Staged>) =
+                staged.into_iter().partition(|r| std::ptr::eq(r.table, table));
+            staged = later;
+            let per_row = table.columns.len() + 1;
+            for chunk in now.chunks((MAX_PARAMS / per_row).max(1)) {
+                let mut inserted = insert_rows(conn, table, generation, chunk).await?;
+                for row in chunk {
+                    // `remove`: a later row of the same key in this chunk is a repeat.
+                    if inserted.remove(&row.key) {
+                        for (t, keys, counters) in &row.rollups.0 {
+                            self.add(t, keys.clone(), counters);
+                        }
+                    } else if let Some(reason) = &row.repeat {
+                        rejected.push(RejectedRow { seq: row.seq, reason: reason.clone() });
+                    }
+                }
+            }
+        }
         for ((_, keys), row) in std::mem::take(&mut self.rows) {
             let sql = upsert_sql(row.table);
             let mut q = sqlx::query(&sql).bind(generation);
@@ -124,8 +218,54 @@ impl Pending {
             }
             q.execute(&mut *conn).await?;
         }
-        Ok(())
+        Ok(rejected)
     }
+}
+
+/// Inserts `rows` of `table` in one statement and returns the keys that went in.
+async fn insert_rows(
+    conn: &mut AnyConnection,
+    table: &RowTable,
+    generation: i64,
+    rows: &[Staged],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let sql = insert_sql(table, rows.len());
+    let mut q = sqlx::query(&sql);
+    for row in rows {
+        q = q.bind(generation);
+        for v in &row.values {
+            q = match v {
+                Val::Int(v) => q.bind(*v),
+                Val::OptInt(v) => q.bind(*v),
+                Val::Text(v) => q.bind(v.as_str()),
+                Val::OptText(v) => q.bind(v.as_deref()),
+            };
+        }
+    }
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for r in q.fetch_all(&mut *conn).await? {
+        inserted.insert(sqlx::Row::try_get::<String, _>(&r, 0)?);
+    }
+    Ok(inserted)
+}
+
+/// `INSERT INTO t (generation, columns…) VALUES ($1, …), (…) ON CONFLICT DO NOTHING RETURNING key`
+/// for `rows` rows, the same text on SQLite and Postgres. Within one statement a later row with
+/// the key of an earlier one is skipped like a row already in the table.
+fn insert_sql(t: &RowTable, rows: usize) -> String {
+    use std::fmt::Write as _;
+    let per_row = t.columns.len() + 1;
+    let mut sql = format!("INSERT INTO {} (generation, {}) VALUES ", t.name, t.columns.join(", "));
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..per_row {
+            let sep = if c == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", r * per_row + c + 1);
+        }
+        sql.push(')');
+    }
+    let _ = write!(sql, " ON CONFLICT DO NOTHING RETURNING {}", t.key);
+    sql
 }
 
 /// `INSERT … ON CONFLICT (generation, keys…) DO UPDATE SET c = t.c + excluded.c, …`, the same
@@ -156,6 +296,15 @@ mod tests {
             "INSERT INTO request_slot_latency (generation, tenant, slot, bucket, requests) VALUES ($1, $2, $3, $4, \
              $5) ON CONFLICT (generation, tenant, slot, bucket) DO UPDATE SET requests = \
              request_slot_latency.requests + excluded.requests"
+        );
+    }
+
+    #[test]
+    fn the_row_insert_numbers_every_parameter_once() {
+        const T: RowTable = RowTable { name: "t", key: "k", columns: &["k", "v"] };
+        assert_eq!(
+            insert_sql(&T, 2),
+            "INSERT INTO t (generation, k, v) VALUES ($1, $2, $3), ($4, $5, $6) ON CONFLICT DO NOTHING RETURNING k"
         );
     }
 
