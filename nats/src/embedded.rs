@@ -47,7 +47,9 @@ struct Row {
 pub struct EmbeddedLog {
     path: Arc<PathBuf>,
     writer: GroupCommit<Row>,
-    appended: watch::Receiver<u64>,
+    /// Per stream (in [`Stream::ALL`] order): the number of commits that held rows of it, so a
+    /// tail wakes only for its own stream's appends.
+    appended: Arc<[watch::Receiver<u64>; 4]>,
     /// Appends refused since start because the event was over [`MAX_EVENT_BYTES`].
     refused: Arc<AtomicU64>,
 }
@@ -66,8 +68,9 @@ impl EmbeddedLog {
             .await
             .map_err(|e| LogError::Sqlite(e.to_string()))??
         };
-        let (notify, appended) = watch::channel(0u64);
-        let mut commits = 0u64;
+        let channels = Stream::ALL.map(|_| watch::channel(0u64));
+        let appended = Arc::new(channels.each_ref().map(|(_, rx)| rx.clone()));
+        let notify = channels.map(|(tx, _)| tx);
         let writer = GroupCommit::start(
             "llmr-events",
             conn,
@@ -80,9 +83,12 @@ impl EmbeddedLog {
                 }
                 Ok(())
             },
-            move || {
-                commits += 1;
-                notify.send_replace(commits);
+            move |rows: &[Row]| {
+                for (stream, tx) in Stream::ALL.iter().zip(&notify) {
+                    if rows.iter().any(|r| r.stream == stream.name()) {
+                        tx.send_modify(|n| *n += 1);
+                    }
+                }
             },
         )?;
         Ok(Self { path: Arc::new(path), writer, appended, refused: Arc::new(AtomicU64::new(0)) })
@@ -133,7 +139,7 @@ impl EmbeddedLog {
                     return;
                 }
             };
-            let mut appended = this.appended.clone();
+            let mut appended = this.appended[stream_index(stream)].clone();
             let mut last = after;
             loop {
                 let c = conn.clone();
@@ -237,6 +243,11 @@ fn purge_stream(path: &Path, stream: Stream, cutoff_us: i64) -> Result<u64, LogE
         }
     }
     Ok(deleted)
+}
+
+/// `stream`'s place in [`Stream::ALL`].
+fn stream_index(stream: Stream) -> usize {
+    Stream::ALL.iter().position(|s| *s == stream).unwrap_or(0)
 }
 
 fn read_batch(conn: &Mutex<Connection>, stream: Stream, after: u64) -> Result<Vec<StoredEvent>, LogError> {

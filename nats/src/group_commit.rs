@@ -35,7 +35,7 @@ impl<R: Send + 'static> GroupCommit<R> {
     pub fn start<W, C>(name: &str, mut conn: Connection, mut write: W, mut committed: C) -> Result<Self, LogError>
     where
         W: FnMut(&Transaction<'_>, &[R]) -> rusqlite::Result<()> + Send + 'static,
-        C: FnMut() + Send + 'static,
+        C: FnMut(&[R]) + Send + 'static,
     {
         let (tx, rx) = mpsc::channel::<Job<R>>();
         std::thread::Builder::new()
@@ -61,7 +61,7 @@ impl<R: Send + 'static> GroupCommit<R> {
                     })();
                     let failed = result.as_ref().err().map(|e| e.to_string());
                     if failed.is_none() {
-                        committed();
+                        committed(&rows);
                     } else {
                         tracing::error!(error = ?failed, rows = rows.len(), "Event commit failed.");
                     }

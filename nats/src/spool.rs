@@ -172,7 +172,7 @@ impl Spool {
             {
                 let depth = depth.clone();
                 let mut commits = 0u64;
-                move || {
+                move |_: &[_]| {
                     let delta = pending.swap(0, Ordering::SeqCst);
                     let _ = depth.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| {
                         Some(if delta >= 0 {

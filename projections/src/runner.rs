@@ -11,7 +11,6 @@
 //! the start of every batch (generation, checkpoint) serialise their transactions.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::time::Duration;
 
@@ -279,11 +278,8 @@ pub(crate) async fn apply_batch(
     Ok(BatchOutcome::Committed)
 }
 
-/// Most `applied_event` rows claimed by one statement (four parameters each).
-const CLAIMS_PER_STATEMENT: usize = 2_000;
-
 /// Inserts the `applied_event` rows of `events` (a few multi-row statements per batch, not one
-/// per event) and returns the ids that were new: the events this generation has not applied.
+/// per event, in the fixed chunk sizes of [`fold::rollup::CHUNK_ROWS`]) and returns the ids that were new: the events this generation has not applied.
 async fn claim_events(
     conn: &mut AnyConnection,
     name: &str,
@@ -291,14 +287,13 @@ async fn claim_events(
     events: &[(&StoredEvent, schemas::Envelope)],
 ) -> Result<HashSet<String>, sqlx::Error> {
     let mut fresh = HashSet::with_capacity(events.len());
-    for chunk in events.chunks(CLAIMS_PER_STATEMENT) {
-        let mut sql = String::from("INSERT INTO applied_event (projection, generation, event_id, seq) VALUES ");
-        for i in 0..chunk.len() {
-            let p = i * 4;
-            let sep = if i == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4);
-        }
-        sql.push_str(" ON CONFLICT DO NOTHING RETURNING event_id");
+    let placeholders = fold::rollup::Placeholders::of(conn);
+    for chunk in fold::rollup::chunks(events) {
+        let sql = format!(
+            "INSERT INTO applied_event (projection, generation, event_id, seq) VALUES {} \
+             ON CONFLICT DO NOTHING RETURNING event_id",
+            placeholders.tuples(chunk.len(), 4)
+        );
         let mut q = sqlx::query(&sql);
         for (ev, env) in chunk {
             q = q.bind(name).bind(generation).bind(env.id.to_string()).bind(seq_i64(ev.seq));

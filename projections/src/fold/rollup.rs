@@ -143,8 +143,20 @@ pub(crate) struct RejectedRow {
     pub(crate) reason: String,
 }
 
-/// Most bind parameters in one statement: under SQLite's limit (32,766) and Postgres's (65,535).
-const MAX_PARAMS: usize = 16_000;
+/// The row counts of the multi-row statements, largest first. A batch's rows go in chunks of
+/// these sizes only, so each table has a handful of statement texts, prepared once and cached;
+/// a statement per batch size would be prepared (and cached, at up to a megabyte each) anew.
+pub(crate) const CHUNK_ROWS: [usize; 4] = [64, 16, 4, 1];
+
+/// Splits `rows` into chunks of [`CHUNK_ROWS`] sizes, largest first.
+pub(crate) fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = CHUNK_ROWS.into_iter().find(|&n| n <= rows.len())?;
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
 
 struct Row {
     table: &'static Table,
@@ -189,8 +201,7 @@ impl Pending {
             let (now, later): (Vec<Staged>, Vec<Staged>) =
                 staged.into_iter().partition(|r| std::ptr::eq(r.table, table));
             staged = later;
-            let per_row = table.columns.len() + 1;
-            for chunk in now.chunks((MAX_PARAMS / per_row).max(1)) {
+            for chunk in chunks(&now) {
                 let mut inserted = insert_rows(conn, table, generation, chunk).await?;
                 for row in chunk {
                     // `remove`: a later row of the same key in this chunk is a repeat.
@@ -229,7 +240,7 @@ async fn insert_rows(
     generation: i64,
     rows: &[Staged],
 ) -> Result<HashSet<String>, sqlx::Error> {
-    let sql = insert_sql(table, rows.len());
+    let sql = insert_sql(table, rows.len(), Placeholders::of(conn));
     let mut q = sqlx::query(&sql);
     for row in rows {
         q = q.bind(generation);
@@ -249,23 +260,60 @@ async fn insert_rows(
     Ok(inserted)
 }
 
-/// `INSERT INTO t (generation, columns…) VALUES ($1, …), (…) ON CONFLICT DO NOTHING RETURNING key`
-/// for `rows` rows, the same text on SQLite and Postgres. Within one statement a later row with
-/// the key of an earlier one is skipped like a row already in the table.
-fn insert_sql(t: &RowTable, rows: usize) -> String {
-    use std::fmt::Write as _;
-    let per_row = t.columns.len() + 1;
-    let mut sql = format!("INSERT INTO {} (generation, {}) VALUES ", t.name, t.columns.join(", "));
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..per_row {
-            let sep = if c == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}${}", r * per_row + c + 1);
+/// How a multi-row statement numbers its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placeholders {
+    /// `$1, $2, …` (Postgres).
+    Numbered,
+    /// `?, ?, …` in order (SQLite). The SQLite driver looks up the name of every numbered
+    /// parameter with a linear search, which makes binding a statement of n numbered parameters
+    /// cost n²; anonymous ones have no name to look up.
+    Anonymous,
+}
+
+impl Placeholders {
+    pub(crate) fn of(conn: &AnyConnection) -> Placeholders {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            Placeholders::Anonymous
+        } else {
+            Placeholders::Numbered
         }
-        sql.push(')');
     }
-    let _ = write!(sql, " ON CONFLICT DO NOTHING RETURNING {}", t.key);
-    sql
+
+    /// `(p, p, …), (…)`: `rows` tuples of `per_row` parameters.
+    pub(crate) fn tuples(self, rows: usize, per_row: usize) -> String {
+        use std::fmt::Write as _;
+        let mut sql = String::with_capacity(rows * per_row * 5);
+        for r in 0..rows {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for c in 0..per_row {
+                let sep = if c == 0 { "" } else { ", " };
+                match self {
+                    Placeholders::Numbered => {
+                        let _ = write!(sql, "{sep}${}", r * per_row + c + 1);
+                    }
+                    Placeholders::Anonymous => {
+                        let _ = write!(sql, "{sep}?");
+                    }
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
+}
+
+/// `INSERT INTO t (generation, columns…) VALUES (…), (…) ON CONFLICT DO NOTHING RETURNING key`
+/// for `rows` rows. Within one statement a later row with the key of an earlier one is skipped
+/// like a row already in the table.
+fn insert_sql(t: &RowTable, rows: usize, p: Placeholders) -> String {
+    format!(
+        "INSERT INTO {} (generation, {}) VALUES {} ON CONFLICT DO NOTHING RETURNING {}",
+        t.name,
+        t.columns.join(", "),
+        p.tuples(rows, t.columns.len() + 1),
+        t.key
+    )
 }
 
 /// `INSERT … ON CONFLICT (generation, keys…) DO UPDATE SET c = t.c + excluded.c, …`, the same
@@ -303,9 +351,22 @@ mod tests {
     fn the_row_insert_numbers_every_parameter_once() {
         const T: RowTable = RowTable { name: "t", key: "k", columns: &["k", "v"] };
         assert_eq!(
-            insert_sql(&T, 2),
+            insert_sql(&T, 2, Placeholders::Numbered),
             "INSERT INTO t (generation, k, v) VALUES ($1, $2, $3), ($4, $5, $6) ON CONFLICT DO NOTHING RETURNING k"
         );
+        assert_eq!(
+            insert_sql(&T, 2, Placeholders::Anonymous),
+            "INSERT INTO t (generation, k, v) VALUES (?, ?, ?), (?, ?, ?) ON CONFLICT DO NOTHING RETURNING k"
+        );
+    }
+
+    #[test]
+    fn rows_go_in_chunks_of_the_fixed_sizes_in_order() {
+        let rows: Vec<u32> = (0..87).collect();
+        let sizes: Vec<usize> = chunks(&rows).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [64, 16, 4, 1, 1, 1]);
+        assert_eq!(chunks(&rows).flatten().copied().collect::<Vec<_>>(), rows);
+        assert_eq!(chunks::<u32>(&[]).count(), 0);
     }
 
     #[test]
