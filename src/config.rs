@@ -49,6 +49,23 @@ pub struct FileConfig {
     /// Health checks of upstream keys.
     #[serde(default)]
     pub health: HealthFile,
+    /// The `PROXY_POOL_URL` sync.
+    #[serde(default)]
+    pub proxy_pool: ProxyPoolFile,
+}
+
+/// `[proxy_pool]` in the config file (`PROXY_POOL_*` in the environment override each key).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyPoolFile {
+    /// Whether a pool is synced from `url`.
+    pub enabled: Option<bool>,
+    /// The http(s) URL of the proxy list.
+    pub url: Option<String>,
+    /// The pool the listed proxies join.
+    pub name: Option<String>,
+    /// Seconds between two fetches.
+    pub interval: Option<u64>,
 }
 
 /// `[health]` in the config file.
@@ -511,7 +528,7 @@ impl Config {
             retry_budget_ratio,
             retry_budget_min,
             health,
-            proxy_pool: crate::proxy_pool::PoolSyncConfig::from_env(env)?,
+            proxy_pool: crate::proxy_pool::PoolSyncConfig::resolve(&f.proxy_pool, env)?,
         })
     }
 }
@@ -728,6 +745,45 @@ mod tests {
             let msg = err.map(|e| e.to_string()).unwrap_or_default();
             assert!(msg.contains("HEALTH_CHECK") || msg.contains("[health]"), "{key}={value}: {msg}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_proxy_pool_sync_comes_from_the_file_and_the_environment_overrides_it() -> anyhow::Result<()> {
+        let c = Config::resolve(FileConfig::default(), &no_env, &Overrides::default(), None)?;
+        assert_eq!(c.proxy_pool, None, "off by default");
+        let file = || {
+            toml::from_str::<FileConfig>(
+                "[proxy_pool]\nenabled = true\nurl = \"https://lists.example/p.txt\"\nname = \"eu\"\ninterval = 60",
+            )
+        };
+        let c = Config::resolve(file()?, &no_env, &Overrides::default(), None)?;
+        let sync = c.proxy_pool.context("on from the file")?;
+        assert_eq!(
+            (sync.url.as_str(), sync.pool.as_str(), sync.interval),
+            ("https://lists.example/p.txt", "eu", Duration::from_secs(60))
+        );
+        let env = |k: &str| match k {
+            "PROXY_POOL_NAME" => Some("us".to_owned()),
+            "PROXY_POOL_INTERVAL" => Some("30".to_owned()),
+            _ => None,
+        };
+        let sync = Config::resolve(file()?, &env, &Overrides::default(), None)?.proxy_pool.context("on")?;
+        assert_eq!((sync.pool.as_str(), sync.interval), ("us", Duration::from_secs(30)));
+        let off = |k: &str| (k == "PROXY_POOL_ENABLED").then(|| "false".to_owned());
+        assert_eq!(Config::resolve(file()?, &off, &Overrides::default(), None)?.proxy_pool, None);
+        for (toml, name) in [
+            ("[proxy_pool]\nenabled = true", "[proxy_pool] url"),
+            ("[proxy_pool]\nenabled = true\nurl = \"ftp://x\"", "[proxy_pool] url"),
+            ("[proxy_pool]\nenabled = true\nurl = \"https://x\"\ninterval = 0", "[proxy_pool] interval"),
+            ("[proxy_pool]\nenabled = true\nurl = \"https://x\"\nname = \"a b\"", "[proxy_pool] name"),
+        ] {
+            let err = Config::resolve(toml::from_str(toml)?, &no_env, &Overrides::default(), None).err();
+            let msg = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains(name), "{toml}: {msg}");
+        }
+        let unknown = toml::from_str::<FileConfig>("[proxy_pool]\nlist_url = \"x\"").err();
+        assert!(unknown.map(|e| e.to_string()).unwrap_or_default().contains("list_url"));
         Ok(())
     }
 

@@ -288,6 +288,12 @@ enum RouteCmd {
         #[arg(long, value_delimiter = ',')]
         fallback: Vec<String>,
     },
+    /// Removes a model's route: it is routed by the default again (priority, no fallback).
+    Remove {
+        /// The model, as clients name it.
+        #[arg(long)]
+        model: String,
+    },
     /// Lists the routes: model, strategy, fallback models.
     List,
 }
@@ -711,6 +717,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     admin::admin(&log).set_route(&model, &strategy, fallback).await?;
                     applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Route for {} set.", model.trim()));
+                }
+                RouteCmd::Remove { model } => {
+                    admin::admin(&log).remove_route(&model).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
+                    run::say(&format!("Route for {} removed.", model.trim()));
                 }
                 RouteCmd::List => {
                     run::say("model\tstrategy\tfallback");

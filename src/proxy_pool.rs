@@ -3,12 +3,19 @@
 //! members of pool `PROXY_POOL_NAME` match it through `control::Admin::sync_pool` (`proxy.added`
 //! and `proxy.removed` events, so every gateway follows). The fetch goes out under the outbound
 //! address policy like every other connection; the list is bounded in size and entries.
+//!
+//! One process of a cluster syncs: every `serve` and `worker` with the sync enabled runs the
+//! task, but a round runs only while the task holds the read store's `proxy_pool_sync` lease
+//! (`projections::Lease`: a Postgres advisory lock on its own session, freed when that process
+//! dies; in-process on SQLite, where one process owns the store). The others wait and take over
+//! at their next round once it is free.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-/// The sync's settings (environment only).
+/// The sync's settings: `[proxy_pool]` in the config file, each key overridden by its
+/// `PROXY_POOL_*` variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSyncConfig {
     /// Where the list is.
@@ -31,10 +38,14 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl PoolSyncConfig {
     /// From `PROXY_POOL_ENABLED`, `PROXY_POOL_URL`, `PROXY_POOL_NAME` and `PROXY_POOL_INTERVAL`
-    /// as `env` gives them; `None` when the sync is off.
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<PoolSyncConfig>> {
+    /// as `env` gives them, else `[proxy_pool] enabled|url|name|interval` of `file`; `None` when
+    /// the sync is off. An error names the setting the bad value came from.
+    pub fn resolve(
+        file: &crate::config::ProxyPoolFile,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Option<PoolSyncConfig>> {
         let enabled = match env("PROXY_POOL_ENABLED").map(|v| v.to_ascii_lowercase()) {
-            None => false,
+            None => file.enabled.unwrap_or(false),
             Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => true,
             Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => false,
             Some(v) => anyhow::bail!("PROXY_POOL_ENABLED: {v:?} is not true or false"),
@@ -42,19 +53,28 @@ impl PoolSyncConfig {
         if !enabled {
             return Ok(None);
         }
-        let url = env("PROXY_POOL_URL").filter(|u| !u.trim().is_empty());
-        let url = url.context("PROXY_POOL_URL: required when PROXY_POOL_ENABLED is true")?.trim().to_owned();
+        // Each value with the name of the setting it came from.
+        let pick = |var: &'static str, key: &'static str, from_file: Option<String>| {
+            env(var).map(|v| (var, v)).or_else(|| from_file.map(|v| (key, v)))
+        };
+        let (url_from, url) = pick("PROXY_POOL_URL", "[proxy_pool] url", file.url.clone())
+            .filter(|(_, u)| !u.trim().is_empty())
+            .context("PROXY_POOL_URL ([proxy_pool] url): required when the sync is enabled")?;
+        let url = url.trim().to_owned();
         anyhow::ensure!(
             url.starts_with("http://") || url.starts_with("https://"),
-            "PROXY_POOL_URL: must be an http:// or https:// URL"
+            "{url_from}: must be an http:// or https:// URL"
         );
-        let pool = env("PROXY_POOL_NAME").unwrap_or_else(|| DEFAULT_POOL.to_owned());
-        let pool = control::checked_proxy_name(&pool).map_err(|e| anyhow::anyhow!("PROXY_POOL_NAME: {e}"))?;
-        let interval = match env("PROXY_POOL_INTERVAL") {
+        let pool = match pick("PROXY_POOL_NAME", "[proxy_pool] name", file.name.clone()) {
+            None => DEFAULT_POOL.to_owned(),
+            Some((from, name)) => control::checked_proxy_name(&name).map_err(|e| anyhow::anyhow!("{from}: {e}"))?,
+        };
+        let interval = match pick("PROXY_POOL_INTERVAL", "[proxy_pool] interval", file.interval.map(|i| i.to_string()))
+        {
             None => DEFAULT_INTERVAL,
-            Some(v) => match v.trim().parse::<u64>() {
+            Some((from, v)) => match v.trim().parse::<u64>() {
                 Ok(s) if s > 0 => Duration::from_secs(s),
-                _ => anyhow::bail!("PROXY_POOL_INTERVAL: {v:?} is not a number of seconds (at least 1)"),
+                _ => anyhow::bail!("{from}: {v:?} is not a number of seconds (at least 1)"),
             },
         };
         Ok(Some(PoolSyncConfig { url, pool, interval }))
@@ -87,35 +107,70 @@ async fn fetch(http: &reqwest::Client, egress: &egress::Policy, url: &str) -> an
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Syncs the pool every interval until `stop` turns true. A failed fetch changes nothing (the
-/// pool keeps its proxies) and is logged without the URL.
+/// Syncs the pool every interval until `stop` turns true, in rounds this process runs only while
+/// it holds the `proxy_pool_sync` lease of `store` (taken, or checked still held, at the start of
+/// each round). A failed fetch changes nothing (the pool keeps its proxies) and is logged
+/// without the URL.
 pub async fn run(
     cfg: PoolSyncConfig,
     admin: control::Admin,
     master: schemas::secret::MasterKey,
     http: reqwest::Client,
     egress: egress::Policy,
+    store: projections::ReadStore,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut lease: Option<projections::Lease> = None;
     loop {
-        match fetch(&http, &egress, &cfg.url).await {
-            Ok(body) => {
-                let entries = control::parse_proxy_list(&body);
-                match admin.sync_pool(&master, &cfg.pool, &entries).await {
-                    Ok(r) if r.added + r.removed + r.skipped > 0 => {
-                        tracing::info!(pool = %cfg.pool, added = r.added, removed = r.removed, skipped = r.skipped,
-                            "Proxy pool synced from PROXY_POOL_URL.");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(pool = %cfg.pool, error = %e, "Proxy pool sync failed."),
+        if let Some(held) = lease.as_mut()
+            && !held.still_held().await
+        {
+            tracing::warn!(pool = %cfg.pool, "Proxy pool sync lease lost with its database session; retrying.");
+            lease = None;
+        }
+        if lease.is_none() {
+            match projections::Lease::try_take(&store, projections::LeaseTask::ProxyPoolSync).await {
+                Ok(Some(taken)) => {
+                    tracing::info!(pool = %cfg.pool, "Proxy pool sync lease taken; this process syncs the pool.");
+                    lease = Some(taken);
                 }
+                Ok(None) => tracing::debug!(pool = %cfg.pool, "Another process holds the proxy pool sync lease."),
+                Err(e) => tracing::warn!(error = %e, "Proxy pool sync lease not taken: the read store failed."),
             }
-            Err(e) => tracing::warn!(pool = %cfg.pool, error = %e, "Proxy list not fetched from PROXY_POOL_URL."),
+        }
+        if lease.is_some() {
+            sync_once(&cfg, &admin, &master, &http, &egress).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(cfg.interval) => {}
-            _ = stop.wait_for(|v| *v) => return,
+            _ = stop.wait_for(|v| *v) => break,
         }
+    }
+    if let Some(held) = lease {
+        held.release().await;
+    }
+}
+
+async fn sync_once(
+    cfg: &PoolSyncConfig,
+    admin: &control::Admin,
+    master: &schemas::secret::MasterKey,
+    http: &reqwest::Client,
+    egress: &egress::Policy,
+) {
+    match fetch(http, egress, &cfg.url).await {
+        Ok(body) => {
+            let entries = control::parse_proxy_list(&body);
+            match admin.sync_pool(master, &cfg.pool, &entries).await {
+                Ok(r) if r.added + r.removed + r.skipped > 0 => {
+                    tracing::info!(pool = %cfg.pool, added = r.added, removed = r.removed, skipped = r.skipped,
+                        "Proxy pool synced from PROXY_POOL_URL.");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(pool = %cfg.pool, error = %e, "Proxy pool sync failed."),
+            }
+        }
+        Err(e) => tracing::warn!(pool = %cfg.pool, error = %e, "Proxy list not fetched from PROXY_POOL_URL."),
     }
 }
 
@@ -125,7 +180,7 @@ mod tests {
 
     #[test]
     fn the_sync_is_off_by_default_and_its_settings_name_themselves() -> anyhow::Result<()> {
-        assert_eq!(PoolSyncConfig::from_env(|_| None)?, None);
+        assert_eq!(PoolSyncConfig::resolve(&crate::config::ProxyPoolFile::default(), |_| None)?, None);
         let on = |extra: &'static [(&'static str, &'static str)]| {
             move |k: &str| {
                 [("PROXY_POOL_ENABLED", "true"), ("PROXY_POOL_URL", "https://lists.example/p.txt")]
@@ -136,10 +191,13 @@ mod tests {
                     .map(|(_, v)| (*v).to_owned())
             }
         };
-        let c = PoolSyncConfig::from_env(on(&[]))?.context("on")?;
+        let c = PoolSyncConfig::resolve(&crate::config::ProxyPoolFile::default(), on(&[]))?.context("on")?;
         assert_eq!((c.pool.as_str(), c.interval), (DEFAULT_POOL, DEFAULT_INTERVAL));
-        let c =
-            PoolSyncConfig::from_env(on(&[("PROXY_POOL_NAME", "eu"), ("PROXY_POOL_INTERVAL", "60")]))?.context("on")?;
+        let c = PoolSyncConfig::resolve(
+            &crate::config::ProxyPoolFile::default(),
+            on(&[("PROXY_POOL_NAME", "eu"), ("PROXY_POOL_INTERVAL", "60")]),
+        )?
+        .context("on")?;
         assert_eq!((c.pool.as_str(), c.interval), ("eu", Duration::from_secs(60)));
         for (bad, name) in [
             (&[("PROXY_POOL_URL", "")][..], "PROXY_POOL_URL"),
@@ -147,7 +205,10 @@ mod tests {
             (&[("PROXY_POOL_INTERVAL", "0")][..], "PROXY_POOL_INTERVAL"),
             (&[("PROXY_POOL_ENABLED", "maybe")][..], "PROXY_POOL_ENABLED"),
         ] {
-            let e = PoolSyncConfig::from_env(on(bad)).err().map(|e| e.to_string()).unwrap_or_default();
+            let e = PoolSyncConfig::resolve(&crate::config::ProxyPoolFile::default(), on(bad))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.contains(name), "{bad:?}: {e}");
         }
         Ok(())

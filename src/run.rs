@@ -391,7 +391,15 @@ fn spawn_workers(
             let admin = crate::admin::admin(log)
                 .acting_as("proxy_pool_sync", None)
                 .with_egress(cfg.egress.clone(), egress::Dns::system());
-            let task = crate::proxy_pool::run(sync.clone(), admin, master, http, cfg.egress.clone(), stopped.clone());
+            let task = crate::proxy_pool::run(
+                sync.clone(),
+                admin,
+                master,
+                http,
+                cfg.egress.clone(),
+                store.clone(),
+                stopped.clone(),
+            );
             Some(tokio::spawn(task))
         }
         None => None,

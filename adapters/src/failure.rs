@@ -150,6 +150,22 @@ impl AttemptError {
     }
 }
 
+/// The rest a `Retry-After` value asks for, in whole seconds (RFC 9110 §10.2.3): delay-seconds,
+/// or an HTTP date (IMF-fixdate, or the obsolete RFC 850 and asctime forms a recipient must
+/// accept) counted from `now` and rounded up, so the rest never ends before the date the vendor
+/// named; a date already past is 0. Anything else (garbage, a negative or fractional number) is
+/// `None`, so the caller's default rest applies. The caller caps the result.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<u64> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is still "a long time", not garbage.
+        return Some(value.parse::<u64>().unwrap_or(u64::MAX));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let wait = at.duration_since(now).unwrap_or_default();
+    Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+}
+
 /// Lower-cased `text` contains any of `needles` (given lower-case).
 pub(crate) fn mentions(text: &str, needles: &[&str]) -> bool {
     let lower = text.to_ascii_lowercase();
@@ -211,6 +227,27 @@ pub(crate) fn says_context_exceeded(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date_and_ignores_garbage() {
+        use std::time::{Duration, SystemTime};
+        // Sun, 06 Nov 1994 08:49:37 GMT, the example of RFC 9110.
+        let date = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let now = date - Duration::from_millis(2_500);
+        assert_eq!(parse_retry_after("2", now), Some(2));
+        assert_eq!(parse_retry_after(" 120 ", now), Some(120));
+        assert_eq!(parse_retry_after("0", now), Some(0));
+        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(u64::MAX));
+        // The three date forms; 2.5 s away rounds up to 3.
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(3));
+        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", now), Some(3));
+        assert_eq!(parse_retry_after("Sun Nov  6 08:49:37 1994", now), Some(3));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", date), Some(0));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", date + Duration::from_secs(60)), Some(0));
+        for garbage in ["", "soon", "-5", "1.5", "2 s", "Sun, 06 Nov 1994 25:61:00 GMT", "Sun, 06 Nov 1994"] {
+            assert_eq!(parse_retry_after(garbage, now), None, "{garbage:?}");
+        }
+    }
 
     #[test]
     fn every_class_has_a_distinct_stable_name() {

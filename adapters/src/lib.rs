@@ -140,7 +140,7 @@ pub async fn read_error(
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .and_then(|v| failure::parse_retry_after(v, std::time::SystemTime::now()));
     tracing::warn!(channel_id = %channel.id, status, "Upstream answered with an error status.");
     let mut body = Vec::new();
     let deadline = tokio::time::Instant::now() + idle;

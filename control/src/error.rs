@@ -44,6 +44,11 @@ pub enum AdminError {
     /// A pool holds at most this many proxies.
     #[error("a pool holds at most {0} proxies")]
     TooManyProxies(usize),
+    /// A channel named a pool that holds no proxy.
+    #[error(
+        "no proxy pool {0:?}: a pool exists while it holds a proxy; add one with `llm-router proxies add --pool {0} --url …`"
+    )]
+    UnknownPool(String),
     /// No live channel with that name or id.
     #[error("no channel {0:?}; see `llm-router channels list`")]
     NoChannel(String),
@@ -187,6 +192,9 @@ pub enum AdminError {
     /// A route strategy outside the three.
     #[error("unknown strategy {0:?}; known: priority, least-latency, lowest-cost")]
     UnknownStrategy(String),
+    /// `routes remove` for a model without a route.
+    #[error("no route for model {0:?}; see `llm-router routes list`")]
+    NoRoute(String),
     /// A fallback list that names the model itself, or too many models.
     #[error("--fallback: {0}")]
     BadFallback(String),

@@ -14,8 +14,8 @@ use schemas::control::{ControlModel, Key};
 use schemas::secret::MasterKey;
 use schemas::{
     ApiKeyIssued, ApiKeyRevoked, ChannelAdded, ChannelKeyAdded, ChannelKeyRemoved, ChannelKeyUpdated, ChannelRemoved,
-    ChannelUpdated, Envelope, EventBody, GLOBAL_TENANT, PricePublished, RouteSet, RouteStrategy, Stream, TenantCreated,
-    TenantId, UpstreamKeyState, UpstreamKeyStateChanged,
+    ChannelUpdated, Envelope, EventBody, GLOBAL_TENANT, PricePublished, RouteRemoved, RouteSet, RouteStrategy, Stream,
+    TenantCreated, TenantId, UpstreamKeyState, UpstreamKeyStateChanged,
 };
 
 pub use crate::error::AdminError;
@@ -324,6 +324,17 @@ pub fn key_views(channel: &schemas::control::Channel, master: Option<&MasterKey>
 
 /// The most fallback models one route may list.
 pub const MAX_FALLBACKS: usize = 8;
+
+/// `pool` when it holds at least one live proxy: a channel sent through an empty pool would
+/// have no way out, so naming one is refused rather than taken for a typo's silent outage. (A
+/// pool that empties later — its last proxy removed, or dropped from `PROXY_POOL_URL` — keeps
+/// its channels; their calls fail with `proxy_failed` until it holds a proxy again.)
+fn known_pool(model: &ControlModel, pool: &str) -> Result<String, AdminError> {
+    if model.pool(pool).is_empty() {
+        return Err(AdminError::UnknownPool(pool.to_owned()));
+    }
+    Ok(pool.to_owned())
+}
 
 /// Parses a route strategy's name.
 pub fn parse_strategy(name: &str) -> Result<RouteStrategy, AdminError> {
@@ -634,9 +645,13 @@ impl Admin {
         if let (Some(header), None) = (provider.key_required, &api_key) {
             return Err(AdminError::KeyRequired { provider: c.provider, header });
         }
+        let proxy_pool = c.proxy_pool.as_deref().map(checked_proxy_name).transpose()?;
         let model = load(&self.log).await?;
         if model.channels.values().any(|ch| ch.name == c.name) {
             return Err(AdminError::ChannelNameTaken(c.name));
+        }
+        if let Some(pool) = &proxy_pool {
+            known_pool(&model, pool)?;
         }
         let channel_id = format!("ch_{}", uuid::Uuid::now_v7().simple());
         let sealed = api_key.map(|k| master.seal(&k, &channel_id));
@@ -654,7 +669,7 @@ impl Admin {
                 api_version,
                 insecure_http: c.insecure_http,
                 anthropic_beta: checked_betas(c.anthropic_beta)?,
-                proxy_pool: c.proxy_pool.as_deref().map(checked_proxy_name).transpose()?,
+                proxy_pool,
             }),
         );
         self.append(&env).await?;
@@ -724,7 +739,7 @@ impl Admin {
             proxy_pool: match c.proxy_pool.as_deref().map(str::trim) {
                 None => None,
                 Some("") => Some(String::new()),
-                Some(p) => Some(checked_proxy_name(p)?),
+                Some(p) => Some(known_pool(&model, &checked_proxy_name(p)?)?),
             },
         };
         if update == (ChannelUpdated { channel_id: channel_id.clone(), ..ChannelUpdated::default() }) {
@@ -884,6 +899,20 @@ impl Admin {
             return Err(AdminError::BadFallback(format!("at most {MAX_FALLBACKS} models")));
         }
         let body = EventBody::RouteSet(RouteSet { model: model.to_owned(), strategy, fallback: list });
+        self.append(&self.event(GLOBAL_TENANT, body)).await
+    }
+
+    /// `routes remove --model M`: the model is routed by the default again (priority, no
+    /// fallback). Refused for a model without a route, so a typo does not pass for a removal.
+    pub async fn remove_route(&self, model: &str) -> Result<(), AdminError> {
+        let model = model.trim();
+        if model.is_empty() {
+            return Err(AdminError::EmptyModel);
+        }
+        if !load(&self.log).await?.routes.contains_key(model) {
+            return Err(AdminError::NoRoute(model.to_owned()));
+        }
+        let body = EventBody::RouteRemoved(RouteRemoved { model: model.to_owned() });
         self.append(&self.event(GLOBAL_TENANT, body)).await
     }
 

@@ -17,6 +17,7 @@ mod store;
 
 pub use day::{Day, DayError, utc_day};
 pub use error::ProjectionError;
+pub use locks::{Lease, LeaseTask};
 pub use projection::Projection;
 pub use rebuild::{RebuildOutcome, rebuild};
 pub use runner::{RunOptions, run, run_with};

@@ -1,7 +1,7 @@
-//! Single-writer locks. Postgres: a session-level advisory lock held on a dedicated connection,
-//! so writers in other processes wait; it is freed when the connection ends, even on a crash.
-//! SQLite: the single-node mode runs in one process, so an in-process guard keyed by store and
-//! purpose is enough.
+//! Single-writer locks, and leases on tasks one process of a cluster runs. Postgres: a
+//! session-level advisory lock held on a dedicated connection, so writers in other processes
+//! wait; it is freed when the connection ends, even on a crash. SQLite: the single-node mode runs
+//! in one process, so an in-process guard keyed by store and purpose is enough.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
@@ -97,5 +97,72 @@ pub(crate) async fn try_lock(
             let set = guard.get_or_insert_with(HashSet::new);
             if set.insert(key.clone()) { Ok(Some(Lock::InProcess(InProcessGuard(key)))) } else { Ok(None) }
         }
+    }
+}
+
+/// A task that one process of a cluster runs at a time, whichever holds its [`Lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseTask {
+    /// The `PROXY_POOL_URL` sync: two syncing processes would add each listed proxy twice.
+    ProxyPoolSync,
+}
+
+impl LeaseTask {
+    fn name(self) -> &'static str {
+        match self {
+            LeaseTask::ProxyPoolSync => "proxy_pool_sync",
+        }
+    }
+
+    /// The advisory lock key: in this crate's namespace, with a middle part no projection's
+    /// index reaches, so it never meets a projection's writer or rebuild lock.
+    fn key(self) -> i64 {
+        let index = match self {
+            LeaseTask::ProxyPoolSync => 1,
+        };
+        LOCK_NAMESPACE | (0xff_ffff << 8) | index
+    }
+}
+
+/// The lease on a [`LeaseTask`]: held until dropped or released, or until its Postgres session
+/// ends (the process died, or the database restarted; [`Lease::still_held`] tells).
+pub struct Lease(Lock);
+
+impl Lease {
+    /// Takes the lease on `task` if no process holds it; `None` when one does.
+    pub async fn try_take(store: &ReadStore, task: LeaseTask) -> Result<Option<Lease>, ProjectionError> {
+        match store.backend() {
+            Backend::Postgres => {
+                let mut conn = store.dedicated_connection().await?;
+                let (got,): (bool,) =
+                    sqlx::query_as("SELECT pg_try_advisory_lock($1)").bind(task.key()).fetch_one(&mut conn).await?;
+                if got {
+                    Ok(Some(Lease(Lock::Postgres(conn))))
+                } else {
+                    let _ = conn.close().await;
+                    Ok(None)
+                }
+            }
+            Backend::Sqlite => {
+                let key = format!("lease/{}/{}", task.name(), store.url());
+                let mut guard = held();
+                let set = guard.get_or_insert_with(HashSet::new);
+                if set.insert(key.clone()) { Ok(Some(Lease(Lock::InProcess(InProcessGuard(key))))) } else { Ok(None) }
+            }
+        }
+    }
+
+    /// Whether the lease still holds: on Postgres, whether the session holding the lock still
+    /// answers (a session that ended took the lock with it, and another process may hold it now).
+    pub async fn still_held(&mut self) -> bool {
+        match &mut self.0 {
+            Lock::Postgres(conn) => conn.ping().await.is_ok(),
+            Lock::InProcess(_) => true,
+        }
+    }
+
+    /// Gives the lease up now.
+    pub async fn release(self) {
+        self.0.release().await;
     }
 }

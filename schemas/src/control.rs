@@ -349,7 +349,7 @@ pub enum Change {
     Channel(String),
     /// A channel and its price overrides were dropped.
     ChannelRemoved(String),
-    /// The route of a model was set.
+    /// The route of a model was set or removed (then `routes` no longer holds it).
     Route(String),
     /// The price of `model` (on `channel_id` alone when set) was published.
     Price {
@@ -568,6 +568,10 @@ impl ControlModel {
                 self.routes.insert(r.model.clone(), r.clone());
                 Outcome::Changed(Change::Route(r.model.clone()))
             }
+            EventBody::RouteRemoved(r) => match self.routes.remove(&r.model) {
+                Some(_) => Outcome::Changed(Change::Route(r.model.clone())),
+                None => Outcome::Unchanged,
+            },
             EventBody::ProxyAdded(p) => self.add_proxy(at, p),
             EventBody::ProxyRemoved(r) => match self.proxies.remove(&r.proxy_id) {
                 Some(_) => Outcome::Changed(Change::ProxyRemoved(r.proxy_id.clone())),
@@ -1204,5 +1208,23 @@ mod tests {
         });
         m.apply(7, &ev("_global", 7, direct));
         assert_eq!(m.channels["ch"].proxy_pool, None);
+    }
+
+    #[test]
+    fn a_removed_route_is_gone_and_removing_it_again_changes_nothing() {
+        let set = |model: &str| {
+            EventBody::RouteSet(crate::event::RouteSet {
+                model: model.into(),
+                strategy: crate::event::RouteStrategy::LeastLatency,
+                fallback: vec!["m2".into()],
+            })
+        };
+        let removed = |model: &str| EventBody::RouteRemoved(crate::event::RouteRemoved { model: model.into() });
+        let (mut m, _) = fold(&[ev("_global", 1, set("m")), ev("_global", 2, set("n"))]);
+        assert_eq!(m.apply(3, &ev("_global", 3, removed("m"))), Outcome::Changed(Change::Route("m".into())));
+        assert_eq!(m.routes.keys().collect::<Vec<_>>(), ["n"]);
+        assert_eq!(m.apply(4, &ev("_global", 4, removed("m"))), Outcome::Unchanged);
+        assert!(matches!(m.apply(5, &ev("_global", 5, set("m"))), Outcome::Changed(_)));
+        assert_eq!(m.routes["m"].fallback, ["m2"]);
     }
 }

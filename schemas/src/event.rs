@@ -855,6 +855,13 @@ pub struct RouteSet {
     pub fallback: Vec<String>,
 }
 
+/// `route.removed`: `model` is routed by the default again (priority, no fallback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRemoved {
+    /// The model (as clients name it).
+    pub model: String,
+}
+
 /// The typed body of an event: its `type` and `data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventBody {
@@ -900,6 +907,8 @@ pub enum EventBody {
     UpstreamKeyStateChanged(UpstreamKeyStateChanged),
     /// `route.set`
     RouteSet(RouteSet),
+    /// `route.removed`
+    RouteRemoved(RouteRemoved),
     /// `health.checked`
     HealthChecked(HealthChecked),
     /// `proxy.added`
@@ -935,6 +944,7 @@ impl EventBody {
             EventBody::ChannelKeyUpdated(_) => "channel.key_updated",
             EventBody::UpstreamKeyStateChanged(_) => "upstream_key.state_changed",
             EventBody::RouteSet(_) => "route.set",
+            EventBody::RouteRemoved(_) => "route.removed",
             EventBody::HealthChecked(_) => "health.checked",
             EventBody::ProxyAdded(_) => "proxy.added",
             EventBody::ProxyRemoved(_) => "proxy.removed",
@@ -971,7 +981,8 @@ impl EventBody {
             | EventBody::ChannelKeyRemoved(_)
             | EventBody::ChannelKeyUpdated(_)
             | EventBody::UpstreamKeyStateChanged(_)
-            | EventBody::RouteSet(_) => Stream::Control,
+            | EventBody::RouteSet(_)
+            | EventBody::RouteRemoved(_) => Stream::Control,
             EventBody::HealthChecked(_) => Stream::Ops,
             EventBody::ProxyAdded(_) | EventBody::ProxyRemoved(_) | EventBody::ProxyStateChanged(_) => Stream::Control,
         }
@@ -997,7 +1008,7 @@ impl EventBody {
                 "channel"
             }
             EventBody::UpstreamKeyStateChanged(_) => "upstream_key",
-            EventBody::RouteSet(_) => "route",
+            EventBody::RouteSet(_) | EventBody::RouteRemoved(_) => "route",
             EventBody::HealthChecked(_) => "health",
             EventBody::ProxyAdded(_) | EventBody::ProxyRemoved(_) | EventBody::ProxyStateChanged(_) => "proxy",
         }
@@ -1119,6 +1130,7 @@ impl Serialize for Envelope {
             EventBody::ChannelKeyUpdated(d) => st.serialize_field("data", d)?,
             EventBody::UpstreamKeyStateChanged(d) => st.serialize_field("data", d)?,
             EventBody::RouteSet(d) => st.serialize_field("data", d)?,
+            EventBody::RouteRemoved(d) => st.serialize_field("data", d)?,
             EventBody::HealthChecked(d) => st.serialize_field("data", d)?,
             EventBody::ProxyAdded(d) => st.serialize_field("data", d)?,
             EventBody::ProxyRemoved(d) => st.serialize_field("data", d)?,
@@ -1180,6 +1192,7 @@ impl<'de> Deserialize<'de> for Envelope {
             ("channel.key_updated", 1) => EventBody::ChannelKeyUpdated(p(data)?),
             ("upstream_key.state_changed", 1) => EventBody::UpstreamKeyStateChanged(p(data)?),
             ("route.set", 1) => EventBody::RouteSet(p(data)?),
+            ("route.removed", 1) => EventBody::RouteRemoved(p(data)?),
             ("health.checked", 1) => EventBody::HealthChecked(p(data)?),
             ("proxy.added", 1) => EventBody::ProxyAdded(p(data)?),
             ("proxy.removed", 1) => EventBody::ProxyRemoved(p(data)?),

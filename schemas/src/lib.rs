@@ -21,7 +21,8 @@ pub use event::{
     legacy_key_id,
 };
 pub use event::{
-    PROXY_ORIGIN_POOL_URL, ProxyAdded, ProxyRemoved, ProxyState, ProxyStateChanged, RouteSet, RouteStrategy,
+    PROXY_ORIGIN_POOL_URL, ProxyAdded, ProxyRemoved, ProxyState, ProxyStateChanged, RouteRemoved, RouteSet,
+    RouteStrategy,
 };
 pub use event::{
     Role, SESSION_SECRET_CONTEXT, SessionSecretGenerated, TenantUpdated, UserCreated, UserDisabled,

@@ -57,6 +57,8 @@ fn every_event_type_has_a_fixture() -> anyhow::Result<()> {
         "proxy.added",
         "proxy.removed",
         "proxy.state_changed",
+        "route.set",
+        "route.removed",
     ] {
         assert!(names.iter().any(|n| n.ends_with(&format!("{t}.json"))), "no fixture for {t}");
     }

@@ -46,13 +46,13 @@ async fn login(env: &Env, base: &str, email: &str, password: &str) -> anyhow::Re
     Ok((status, r.json().await.unwrap_or_default(), cookies))
 }
 
-async fn token(env: &Env, base: &str, email: &str, password: &str) -> anyhow::Result<String> {
+pub(crate) async fn token(env: &Env, base: &str, email: &str, password: &str) -> anyhow::Result<String> {
     let (status, body, _) = login(env, base, email, password).await?;
     ensure!(status == 200, "login of {email}: {status} {body}");
     body["token"].as_str().map(str::to_owned).context("no token")
 }
 
-async fn call(
+pub(crate) async fn call(
     env: &Env,
     method: &str,
     url: &str,
@@ -1155,9 +1155,10 @@ async fn channels_over_http_keep_their_keys_write_only_cluster() -> anyhow::Resu
     channels_over_http_keep_their_keys_write_only(Backend::Cluster).await
 }
 
-/// `/api/routes` over HTTP, the same operation as `routes set|list`: owners and unscoped admins
-/// set, viewers and tenant users read, billing is refused; bad strategies, self-fallbacks and
-/// unknown fields are 422; a route set over HTTP is what the CLI lists, and is audited.
+/// `/api/routes` over HTTP, the same operations as `routes set|remove|list`: owners and unscoped
+/// admins set and remove, viewers and tenant users read, billing is refused; bad strategies,
+/// self-fallbacks and unknown fields are 422, removing a route that does not exist is 404; a
+/// route set or removed over HTTP is what the CLI lists, and is audited.
 async fn routes_over_http_are_the_clis(backend: Backend) -> anyhow::Result<()> {
     let env = Env::new(backend).await?;
     let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
@@ -1193,7 +1194,10 @@ async fn routes_over_http_are_the_clis(backend: Backend) -> anyhow::Result<()> {
         ("owner", "PUT", "/api/routes/%20", set("priority", &[]), 422),
         ("owner", "PUT", "/api/routes/gpt-4o", Some(json!({"strategy": "priority", "colour": "red"})), 422),
         ("owner", "PUT", "/api/routes/gpt-4o", set("priority", &["a", "b", "c", "d", "e", "f", "g", "h", "i"]), 422),
-        ("owner", "DELETE", "/api/routes/gpt-4o", None, 405),
+        ("viewer", "DELETE", "/api/routes/m3", None, 403),
+        ("acme-admin", "DELETE", "/api/routes/m3", None, 403),
+        ("owner", "DELETE", "/api/routes/no-such-route", None, 404),
+        ("owner", "POST", "/api/routes/gpt-4o", None, 405),
     ];
     for (who, method, path, body, want) in cases {
         let (status, answer) = call(&env, method, &format!("{base}{path}"), &tokens[who], body).await?;
@@ -1222,9 +1226,22 @@ async fn routes_over_http_are_the_clis(backend: Backend) -> anyhow::Result<()> {
         ensure!(Instant::now() < deadline, "a route set with the CLI never showed: {all}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Removal: over HTTP and with the CLI, the same `route.removed`.
+    let (status, _) = call(&env, "DELETE", &format!("{base}/api/routes/gpt-4o"), &tokens["admin"], None).await?;
+    ensure!(status == 204, "remove over HTTP: {status}");
+    let (_, all) = call(&env, "GET", &format!("{base}/api/routes"), &owner, None).await?;
+    ensure!(!all.to_string().contains("\"gpt-4o\""), "a removed route is still listed: {all}");
+    ensure!(call(&env, "DELETE", &format!("{base}/api/routes/gpt-4o"), &owner, None).await?.0 == 404, "twice");
+    env.cli(&["routes", "remove", "--model", "m4"])?;
+    let err = env.cli_fails(&["routes", "remove", "--model", "m4"])?;
+    ensure!(err.contains("no route for model"), "{err}");
+    let list = env.cli(&["routes", "list"])?;
+    ensure!(!list.contains("gpt-4o\t") && !list.contains("m4\t") && list.contains("m3\tlowest-cost"), "{list}");
     let (_, audit) = call(&env, "GET", &format!("{base}/api/audit?limit=200"), &owner, None).await?;
     let e = audit["data"].as_array().into_iter().flatten().find(|e| e["action"] == "route.set").cloned();
     ensure!(e.is_some_and(|e| e["actor_addr"] == "127.0.0.1" || e["source"] == "cli"), "{audit}");
+    let e = audit["data"].as_array().into_iter().flatten().find(|e| e["action"] == "route.removed").cloned();
+    ensure!(e.is_some_and(|e| e["actor"].is_string()), "route.removed is audited: {audit}");
     Ok(())
 }
 

@@ -73,6 +73,8 @@ pub struct ChannelView {
     pub key_set: bool,
     /// Its upstream keys in the order they were added.
     pub keys: Vec<UpstreamKeyView>,
+    /// The proxy pool its calls go through (`/api/proxies`); absent: direct.
+    pub proxy_pool: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -115,6 +117,7 @@ fn view(ch: &Channel, master: &schemas::secret::MasterKey) -> ChannelView {
         anthropic_beta: ch.anthropic_beta.clone(),
         key_set: ch.keys.iter().any(|k| k.sealed.is_some()),
         keys,
+        proxy_pool: ch.proxy_pool.clone(),
         created_at: rfc3339(ch.created_at_us),
         updated_at: rfc3339(ch.updated_at_us),
     }
@@ -246,6 +249,8 @@ pub struct CreateChannel {
     /// `anthropic-beta` values clients may switch on through the channel.
     #[serde(default)]
     pub anthropic_beta: Vec<String>,
+    /// The proxy pool its calls go through; it must hold a proxy (else 422 `unknown_pool`).
+    pub proxy_pool: Option<String>,
 }
 
 /// Adds a channel (owners and unscoped admins).
@@ -276,6 +281,7 @@ pub async fn create(
         ));
     }
     check_len("provider", Some(&body.provider), MAX_MODEL)?;
+    check_len("proxy_pool", body.proxy_pool.as_deref(), MAX_NAME)?;
     check_models(Some(&body.models))?;
     let c = control::NewChannel {
         name,
@@ -288,7 +294,7 @@ pub async fn create(
         weight: body.weight.unwrap_or(1),
         insecure_http: body.insecure_http,
         anthropic_beta: body.anthropic_beta,
-        proxy_pool: None,
+        proxy_pool: body.proxy_pool,
     };
     let id = caller.admin(admin).add_channel(&admin.cfg.master, c).await?.channel_id;
     admin.settle(state.log(), state.store()).await;
@@ -322,6 +328,16 @@ pub struct UpdateChannel {
     pub api_version: Option<String>,
     /// New `anthropic-beta` allow list (empty clears it).
     pub anthropic_beta: Option<Vec<String>>,
+    /// A proxy pool holding a proxy (else 422 `unknown_pool`), or `null` to send the channel
+    /// direct again; absent keeps the current one.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub proxy_pool: Option<Option<String>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`, through `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// Changes a channel (owners and unscoped admins).
@@ -359,7 +375,16 @@ pub async fn update(
         insecure_http: body.insecure_http,
         anthropic_beta: body.anthropic_beta,
         enabled: body.enabled,
-        proxy_pool: None,
+        // The control operation takes "" for "direct"; a pool named "" is refused here, not
+        // taken for a removal.
+        proxy_pool: match body.proxy_pool {
+            None => None,
+            Some(None) => Some(String::new()),
+            Some(Some(p)) if p.trim().is_empty() || p.len() > MAX_NAME => {
+                return Err(ApiError::unprocessable("invalid_value", "proxy_pool: a pool's name, or null"));
+            }
+            Some(Some(p)) => Some(p),
+        },
     };
     caller.admin(admin).update_channel(&admin.cfg.master, &id, changes).await?;
     admin.settle(state.log(), state.store()).await;

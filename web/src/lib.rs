@@ -16,6 +16,7 @@ pub mod live;
 pub mod openapi;
 mod pages;
 mod prices;
+mod proxies;
 mod query;
 mod reports;
 mod requests;

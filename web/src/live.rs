@@ -4,10 +4,11 @@
 //! a logged-out token stops working as soon as this process has read the event (JetStream
 //! pushes it; the embedded log wakes tails on an append and polls every 100 ms).
 //!
-//! Only user, session-secret, channel and route events are folded: the users' rules depend on
-//! nothing else, channels (with their upstream keys' states) and routes are few and
-//! `/api/channels` and `/api/routes` list them from here, and the gateway already holds API
-//! keys — this view stays small however many keys exist.
+//! Only user, session-secret, channel, route and proxy events are folded: the users' rules
+//! depend on nothing else, channels (with their upstream keys' states), routes and proxies (at
+//! most 256 per pool) are few and `/api/channels`, `/api/routes` and `/api/proxies` list them
+//! from here, and the gateway already holds API keys — this view stays small however many keys
+//! exist.
 
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -50,6 +51,11 @@ impl Snapshot {
         self.model.channels.get(channel_id)
     }
 
+    /// The live proxies, by id (creation order: ids are UUIDv7).
+    pub fn proxies(&self) -> impl Iterator<Item = &schemas::control::Proxy> {
+        self.model.proxies.values()
+    }
+
     /// The routes, by model.
     pub fn routes(&self) -> impl Iterator<Item = &schemas::RouteSet> {
         self.model.routes.values()
@@ -86,6 +92,10 @@ fn relevant(body: &EventBody) -> bool {
             | EventBody::ChannelKeyUpdated(_)
             | EventBody::UpstreamKeyStateChanged(_)
             | EventBody::RouteSet(_)
+            | EventBody::RouteRemoved(_)
+            | EventBody::ProxyAdded(_)
+            | EventBody::ProxyRemoved(_)
+            | EventBody::ProxyStateChanged(_)
     )
 }
 

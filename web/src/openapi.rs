@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::{audit, auth, channels, health, health_keys, keys, prices, reports, requests, routing, users};
+use crate::{audit, auth, channels, health, health_keys, keys, prices, proxies, reports, requests, routing, users};
 
 /// The document.
 #[derive(OpenApi)]
@@ -43,6 +43,10 @@ use crate::{audit, auth, channels, health, health_keys, keys, prices, reports, r
         channels::disable_key,
         routing::list,
         routing::set,
+        routing::remove,
+        proxies::list,
+        proxies::create,
+        proxies::remove,
         reports::billing,
         requests::list,
         requests::stats,

@@ -15,8 +15,8 @@ use axum::routing::{get, patch, post};
 
 use crate::api_error::ApiError;
 use crate::{
-    WebState, audit, auth, channels, health, health_keys, idempotency, keys, openapi, pages, prices, reports, requests,
-    routing, usage, users,
+    WebState, audit, auth, channels, health, health_keys, idempotency, keys, openapi, pages, prices, proxies, reports,
+    requests, routing, usage, users,
 };
 
 /// Largest admin API request body.
@@ -54,7 +54,9 @@ pub fn router(state: WebState) -> Router {
         .route("/api/channels/{id}/keys/{key_id}/enable", post(channels::enable_key))
         .route("/api/channels/{id}/keys/{key_id}/disable", post(channels::disable_key))
         .route("/api/routes", get(routing::list))
-        .route("/api/routes/{model}", axum::routing::put(routing::set))
+        .route("/api/routes/{model}", axum::routing::put(routing::set).delete(routing::remove))
+        .route("/api/proxies", get(proxies::list).post(proxies::create))
+        .route("/api/proxies/{id}", axum::routing::delete(proxies::remove))
         .route("/api/reports/billing", get(reports::billing))
         .route("/api/requests", get(requests::list))
         .route("/api/dashboard/stats", get(requests::stats))

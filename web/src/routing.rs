@@ -1,10 +1,11 @@
-//! `/api/routes`: the routes in force and `PUT /api/routes/{model}` to replace one — the same
-//! operation as `routes set`. The control model has no way to remove a route (there is no
-//! `route.removed` event), so there is no `DELETE`: a route is put back to the default with
-//! `{"strategy": "priority", "fallback": []}`. Routes are shared by every tenant.
+//! `/api/routes`: the routes in force, `PUT /api/routes/{model}` to replace one and `DELETE
+//! /api/routes/{model}` to remove one (`route.removed`: the model is routed by the default
+//! again) — the same operations as `routes set` and `routes remove`. Routes are shared by every
+//! tenant.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use schemas::Role;
 use serde::{Deserialize, Serialize};
@@ -103,4 +104,29 @@ pub async fn set(
             ApiError::unavailable("live_view_lagging", "The route was set; the list shows it shortly.")
         })?;
     Ok(Json(route))
+}
+
+/// Removes a model's route (owners and admins without a tenant): the model is routed by the
+/// default (priority, no fallback) from the next request on.
+#[utoipa::path(delete, path = "/api/routes/{model}", tag = "routes", operation_id = "remove_route",
+    params(("model" = String, Path, description = "the model")),
+    responses((status = 204), (status = 403), (status = 404)))]
+pub async fn remove(
+    State(state): State<WebState>,
+    Extension(caller): Extension<Caller>,
+    model: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let admin = state.admin().ok_or_else(|| ApiError::not_found("route"))?;
+    caller.require(&[Role::Owner, Role::Admin])?;
+    if caller.user.tenant.is_some() {
+        return Err(ApiError::forbidden("Routes are shared by every tenant; a tenant-scoped user cannot remove them."));
+    }
+    let Path(model) = model.map_err(|_| ApiError::not_found("route"))?;
+    let model = model.trim().to_owned();
+    if model.is_empty() || model.len() > MAX_MODEL {
+        return Err(ApiError::not_found("route"));
+    }
+    caller.admin(admin).remove_route(&model).await?;
+    admin.settle(state.log(), state.store()).await;
+    Ok(StatusCode::NO_CONTENT)
 }

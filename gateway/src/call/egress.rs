@@ -36,6 +36,9 @@ pub async fn send(
         tracing::warn!(channel_id = %channel.id, pool = pool_name, "The channel's proxy pool has no proxy; the call is not sent.");
         return Err(AttemptError::new(FailureClass::ProxyFailed));
     };
+    if !upstream_name_allowed(app, channel, deadline).await {
+        return Err(AttemptError::new(FailureClass::ConnectionFailed));
+    }
     let nodes = pool.order(&lane.key.id, crate::health::now_us());
     if nodes.is_empty() {
         tracing::warn!(channel_id = %channel.id, pool = pool_name, "No proxy of the channel's pool is in rotation.");
@@ -63,6 +66,17 @@ pub async fn send(
                     "Proxy failed before the upstream answered; trying the next proxy of the pool.");
                 judged(app, node, admission, Verdict::Breaker, None);
             }
+            Err(e) if forwarded(node, channel) && e.status == Some(502) => {
+                // A forwarding proxy that could not reach the upstream answers 502 itself. Over
+                // plain http nothing tells its 502 from one the upstream sent, so neither the key
+                // nor the node is blamed: the attempt is `proxy_failed` and the next channel is
+                // tried. (A node that answers nothing but 502 keeps its place in the pool; its
+                // probes, which reach a target of their own, tell whether it is the node.)
+                tracing::warn!(proxy_id = %node.id, proxy = %node.masked,
+                    "Forwarding proxy answered 502: it could not reach the upstream.");
+                judged(app, node, admission, Verdict::Neutral, None);
+                return Err(AttemptError::status(FailureClass::ProxyFailed, 502));
+            }
             Err(e) => {
                 // The proxy carried the attempt; what failed was the upstream.
                 let verdict = if e.status.is_some() { Verdict::Success } else { Verdict::Neutral };
@@ -79,18 +93,50 @@ pub async fn send(
     Err(AttemptError::new(FailureClass::ProxyFailed))
 }
 
+/// Whether the upstream's name may be handed to a proxy. A proxy that resolves names itself
+/// (HTTP CONNECT and forwarding, `socks5h://`) is given the name, never an address, so the
+/// client's checking resolver would not see it: the name is looked up here first, with the
+/// resolver and address policy of direct calls, and the attempt is refused (as a failed
+/// connection, before any proxy is contacted) when any address it resolves to is forbidden — a
+/// name rebound to a metadata or otherwise forbidden address fails as it would direct. A name
+/// that does not resolve here (or not before the attempt's deadline) goes to the proxy, whose
+/// network may know it; literal addresses were judged when the channel was built. What the
+/// proxy's own lookup returns afterwards is the proxy's network's answer, outside this check.
+async fn upstream_name_allowed(app: &AppState, channel: &Channel, deadline: tokio::time::Instant) -> bool {
+    let Ok(url) = reqwest::Url::parse(&channel.base_url) else { return true };
+    let Some(name) = url.host_str().filter(|h| !h.starts_with('[') && h.parse::<std::net::IpAddr>().is_err()) else {
+        return true;
+    };
+    let Ok(Ok(addrs)) = tokio::time::timeout_at(deadline, app.cfg.dns.lookup(name)).await else { return true };
+    match addrs.iter().find_map(|ip| app.cfg.egress.check_ip(*ip, egress::Trust::Admin).err()) {
+        None => true,
+        Some(refused) => {
+            tracing::warn!(channel_id = %channel.id, host = name, %refused,
+                "Upstream name refused by the address policy before it was handed to a proxy.");
+            false
+        }
+    }
+}
+
 /// Whether a failed attempt through `node` is the node's failure: the proxy could not be
 /// reached or refused the handshake, or the connection timed out (it covers the handshake); a
 /// failed connection or a 407 too when the node forwards plain http (the only connection made
 /// is the proxy's, and the proxy answers for itself).
 fn node_failed(node: &ProxyNode, channel: &Channel, e: &AttemptError) -> bool {
-    let forwarded = node.forwards_http && channel.base_url.starts_with("http://");
+    let forwarded = forwarded(node, channel);
     match e.class {
         FailureClass::ProxyFailed | FailureClass::Timeout(TimeoutPhase::Connect) => true,
         FailureClass::ConnectionFailed => forwarded,
         // A forwarding proxy refusing our login answers in HTTP itself (407).
         _ => forwarded && e.status == Some(407),
     }
+}
+
+/// Whether `node` forwards the channel's calls as plain-http requests (an HTTP proxy and an
+/// `http://` upstream) rather than tunnelling them: then the proxy's own answers (407, 502) reach
+/// us as HTTP responses.
+fn forwarded(node: &ProxyNode, channel: &Channel) -> bool {
+    node.forwards_http && channel.base_url.starts_with("http://")
 }
 
 /// Records an attempt's outcome on `node`'s breaker and, when that changed its state, publishes

@@ -224,3 +224,101 @@ async fn each_upstream_key_goes_out_through_one_proxy() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A plain-http upstream the forwarding proxy cannot reach: the proxy answers 502 itself. That is
+/// `proxy_failed` — the upstream key is not blamed (no state change), nor is the node (it
+/// carried the call; its breaker, which opens at one failure here, stays shut).
+#[tokio::test]
+async fn a_forwarding_proxys_502_is_proxy_failed_and_blames_neither_the_key_nor_the_node() -> anyhow::Result<()> {
+    let app = spawn_fast_breaker().await?;
+    let proxy = TestProxy::start(Kind::Http, None).await?;
+    add_proxy(&app, "px_fwd", "fwd", &proxy).await?;
+    use_pool(&app, "fwd").await?;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    apply(
+        &app,
+        EventBody::ChannelUpdated(schemas::ChannelUpdated {
+            channel_id: "ch_fake".into(),
+            base_url: Some(format!("http://127.0.0.1:{dead}/v1")),
+            ..Default::default()
+        }),
+    )
+    .await?;
+    for _ in 0..3 {
+        let resp = app.post("/v1/chat/completions", &chat()).await?;
+        let (status, body) = crate::helpers::error_of(resp).await?;
+        ensure!(status == 502, "{status} {body}");
+    }
+    ensure!(proxy.connections() >= 1, "the calls did not go through the proxy");
+    let logs = app.request_logs(3).await?;
+    let classes: Vec<&str> = logs.iter().filter_map(|l| l.attempt_log.last()).map(|a| a.class.as_str()).collect();
+    ensure!(classes == ["proxy_failed"; 3], "{classes:?}");
+    let events = app.raw_events().await?;
+    ensure!(
+        !events.iter().any(|e| e.contains("upstream_key.state_changed")),
+        "the proxy's 502 was held against the upstream key"
+    );
+    ensure!(proxy_states(&app).await?.is_empty(), "the node that carried the calls was ejected");
+    Ok(())
+}
+
+/// DNS rebinding through a proxy: the channel's host is a name the gateway's resolver answers
+/// with a metadata address beside loopback, while the proxy (which resolves names itself for
+/// forwarding and `socks5h://`) would reach the fake upstream under it. The name is looked up
+/// and judged before it is handed to any proxy, so the call is refused and nothing reaches the
+/// upstream; once the name resolves to loopback alone, the same proxies carry the call.
+#[tokio::test]
+async fn a_name_resolving_to_a_forbidden_address_is_refused_even_when_the_proxy_resolves_it() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let rebound = Arc::new(AtomicBool::new(true));
+    let flag = rebound.clone();
+    let app = spawn_with(move |cfg| {
+        cfg.breaker.window = 32;
+        cfg.breaker.failures = 32;
+        cfg.dns = egress::Dns::from_fn(move |host| {
+            let ip = |s: &str| s.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+            match host {
+                "localhost" if flag.load(Ordering::SeqCst) => Ok(vec![ip("127.0.0.1"), ip("169.254.169.254")]),
+                "localhost" => Ok(vec![ip("127.0.0.1")]),
+                _ => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "unknown test host")),
+            }
+        });
+    })
+    .await?;
+    let port = app.fake.addr().port();
+    apply(
+        &app,
+        EventBody::ChannelUpdated(schemas::ChannelUpdated {
+            channel_id: "ch_fake".into(),
+            base_url: Some(format!("http://localhost:{port}/v1")),
+            ..Default::default()
+        }),
+    )
+    .await?;
+    let http = TestProxy::start(Kind::Http, None).await?;
+    let socks = TestProxy::start(Kind::Socks5, None).await?;
+    for (id, url) in [
+        ("px_forward", http.url()),
+        ("px_socks5h", format!("socks5h://{}", socks.addr())),
+        ("px_socks5", format!("socks5://{}", socks.addr())),
+    ] {
+        add_proxy_at(&app, id, id, &url, false).await?;
+        use_pool(&app, id).await?;
+        rebound.store(true, Ordering::SeqCst);
+        let before = app.fake.requests().len();
+        let (status, body) = crate::helpers::error_of(app.post("/v1/chat/completions", &chat()).await?).await?;
+        ensure!(status == 502 && body["error"]["code"] == "upstream_error", "{id}: {status} {body}");
+        ensure!(!body.to_string().contains("localhost"), "{id}: the refusal names the host: {body}");
+        ensure!(app.fake.requests().len() == before, "{id}: the rebound name reached the upstream");
+        rebound.store(false, Ordering::SeqCst);
+        let resp = app.post("/v1/chat/completions", &chat()).await?;
+        ensure!(resp.status() == 200, "{id}: an allowed name through the proxy: {}", resp.status());
+        ensure!(app.fake.requests().len() == before + 1, "{id}: the allowed call did not arrive");
+    }
+    ensure!(http.connections() >= 1 && socks.connections() >= 2, "the allowed calls went through the proxies");
+    Ok(())
+}

@@ -252,3 +252,27 @@ async fn row2_a_429_on_the_first_channel_moves_the_call_to_the_second_and_the_cl
     assert_eq!((cheap.requests().len(), app.fake.requests().len()), (1, 2));
     Ok(())
 }
+
+/// `route.removed`: the model's fallback stops serving from the next request on (the default
+/// route has no fallback), and setting a route again brings it back.
+#[tokio::test]
+async fn a_removed_route_stops_applying_on_the_next_request() -> anyhow::Result<()> {
+    let app = spawn().await?;
+    let big = FakeOpenAi::start().await?;
+    channel(&app, "ch_big", "openai", &big, &["gpt-big-window"]).await?;
+    route(&app, MODEL, RouteStrategy::Priority, &["gpt-big-window"]).await?;
+    app.fake.set_scenario(Scenario::FailStatus { status: 500, retry_after: None });
+    assert_eq!(ask_as(&app, MODEL, &[]).await?, 200, "the fallback serves while the route holds");
+    assert_eq!(big.requests().len(), 1);
+
+    let body = EventBody::RouteRemoved(schemas::RouteRemoved { model: MODEL.into() });
+    app.log.append_acked(&helpers::control(GLOBAL_TENANT, body)).await?;
+    applied(&app).await?;
+    assert_eq!(ask_as(&app, MODEL, &[]).await?, 502, "no fallback once the route is removed");
+    assert_eq!(big.requests().len(), 1, "the removed route's fallback was still used");
+
+    route(&app, MODEL, RouteStrategy::Priority, &["gpt-big-window"]).await?;
+    assert_eq!(ask_as(&app, MODEL, &[]).await?, 200);
+    assert_eq!(big.requests().len(), 2);
+    Ok(())
+}

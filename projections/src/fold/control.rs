@@ -57,6 +57,7 @@ fn entity_id(body: &EventBody) -> Option<&str> {
         EventBody::ChannelKeyUpdated(k) => Some(&k.key_id),
         EventBody::UpstreamKeyStateChanged(k) => Some(&k.key_id),
         EventBody::RouteSet(r) => Some(&r.model),
+        EventBody::RouteRemoved(r) => Some(&r.model),
         EventBody::ProxyAdded(p) => Some(&p.proxy_id),
         EventBody::ProxyRemoved(p) => Some(&p.proxy_id),
         EventBody::ProxyStateChanged(p) => Some(&p.proxy_id),
@@ -127,7 +128,8 @@ async fn touched(conn: &mut AnyConnection, generation: i64, env: &Envelope) -> R
         | EventBody::ChannelKeyRemoved(_)
         | EventBody::ChannelKeyUpdated(_)
         | EventBody::UpstreamKeyStateChanged(_)
-        | EventBody::RouteSet(_) => {}
+        | EventBody::RouteSet(_)
+        | EventBody::RouteRemoved(_) => {}
     }
     Ok(model)
 }

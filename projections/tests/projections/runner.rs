@@ -133,3 +133,38 @@ async fn a_second_runner_waits_while_the_first_holds_the_writer_lock() -> anyhow
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn one_process_at_a_time_holds_a_task_lease_and_another_takes_it_when_freed() -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use projections::{Lease, LeaseTask};
+    for backend in BACKENDS {
+        let h = Harness::new(backend).await?;
+        // A second connection to the same store stands for another process of the cluster.
+        let other = projections::ReadStore::connect(&h.store_url).await?;
+        let mut first =
+            Lease::try_take(&h.store, LeaseTask::ProxyPoolSync).await?.context("the first taker gets the lease")?;
+        ensure!(first.still_held().await, "{backend:?}: a fresh lease holds");
+        ensure!(
+            Lease::try_take(&other, LeaseTask::ProxyPoolSync).await?.is_none(),
+            "{backend:?}: a second process must not get a held lease"
+        );
+        first.release().await;
+        let second = Lease::try_take(&other, LeaseTask::ProxyPoolSync).await?;
+        ensure!(second.is_some(), "{backend:?}: a freed lease goes to the next taker");
+        // Dropping (a process that dies) frees it as well.
+        drop(second);
+        if backend == Backend::Postgres {
+            // The session closes in the background; the server frees the lock when it notices.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while Lease::try_take(&h.store, LeaseTask::ProxyPoolSync).await?.is_none() {
+                ensure!(std::time::Instant::now() < deadline, "{backend:?}: a dropped lease was never freed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            ensure!(Lease::try_take(&h.store, LeaseTask::ProxyPoolSync).await?.is_some(), "{backend:?}: not freed");
+        }
+        other.close().await;
+    }
+    Ok(())
+}
