@@ -15,6 +15,7 @@ mod helpers;
 mod keys;
 mod providers;
 mod proxies;
+mod proxy_health;
 mod requests;
 
 use std::time::{Duration, Instant};
