@@ -4,9 +4,9 @@
 //! a logged-out token stops working as soon as this process has read the event (JetStream
 //! pushes it; the embedded log wakes tails on an append and polls every 100 ms).
 //!
-//! Only user, session-secret, channel and route events are folded: the users' rules depend on
-//! nothing else, channels (with their upstream keys' states) and routes are few and
-//! `/api/channels` and `/api/routes` list them from here, and the gateway already holds API
+//! Only user, session-secret, channel, route and proxy events are folded: the users' rules depend
+//! on nothing else, channels (with their upstream keys' states), routes and proxies (with their
+//! states) are few and `/api/channels`, `/api/routes` and `/api/health/*` read them from here, and the gateway already holds API
 //! keys — this view stays small however many keys exist.
 
 use std::sync::{Arc, RwLock, Weak};
@@ -86,6 +86,9 @@ fn relevant(body: &EventBody) -> bool {
             | EventBody::ChannelKeyUpdated(_)
             | EventBody::UpstreamKeyStateChanged(_)
             | EventBody::RouteSet(_)
+            | EventBody::ProxyAdded(_)
+            | EventBody::ProxyRemoved(_)
+            | EventBody::ProxyStateChanged(_)
     )
 }
 
