@@ -124,6 +124,31 @@ pub struct Prober {
     proxied: Arc<std::sync::Mutex<HashMap<String, reqwest::Client>>>,
 }
 
+/// How a probe's request leaves: direct, or through a proxy node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Direct,
+    /// A tunnel (CONNECT or SOCKS5) to the upstream.
+    Tunnel,
+    /// An HTTP proxy forwarding a plain-http request: the only connection made is the proxy's.
+    Forwarding,
+}
+
+impl Via {
+    /// Whether a failed request says the node failed rather than the upstream (the gateway's
+    /// rule, `call::egress`): the proxy could not be reached or refused the handshake, the
+    /// connection timed out, or, where the node forwards, a failed connection or its own 407.
+    fn node_failed(self, e: &adapters::AttemptError) -> bool {
+        let forwarded = self == Via::Forwarding;
+        match e.class {
+            _ if self == Via::Direct => false,
+            FailureClass::ProxyFailed | FailureClass::Timeout(adapters::TimeoutPhase::Connect) => true,
+            FailureClass::ConnectionFailed => forwarded,
+            _ => forwarded && e.status == Some(407),
+        }
+    }
+}
+
 /// The most proxy nodes one probe tries before it reports the pool as failing.
 const MAX_NODES_PER_PROBE: usize = 3;
 
@@ -158,11 +183,19 @@ impl Prober {
     /// The clients a probe of a channel goes out through: the direct one, or one per node of
     /// its pool in rotation (`nodes`, at most [`MAX_NODES_PER_PROBE`]); empty when the channel
     /// has a pool and no node of it can be used (its calls never go direct).
-    fn clients(&self, c: &schemas::control::Channel, nodes: &[Proxy]) -> Vec<reqwest::Client> {
+    fn clients(&self, c: &schemas::control::Channel, nodes: &[Proxy]) -> Vec<(reqwest::Client, Via)> {
         if c.proxy_pool.is_none() {
-            return vec![self.http.clone()];
+            return vec![(self.http.clone(), Via::Direct)];
         }
-        nodes.iter().take(MAX_NODES_PER_PROBE).filter_map(|p| self.proxy_client(p)).collect()
+        let plain = c.base_url.starts_with("http://");
+        nodes
+            .iter()
+            .take(MAX_NODES_PER_PROBE)
+            .filter_map(|p| {
+                let forwards = plain && (p.url.starts_with("http://") || p.url.starts_with("https://"));
+                self.proxy_client(p).map(|client| (client, if forwards { Via::Forwarding } else { Via::Tunnel }))
+            })
+            .collect()
     }
 
     /// The client through proxy `p` (built on first use): `None` when its credentials do not
@@ -237,13 +270,13 @@ impl Prober {
             };
         };
         let mut attempts = 0;
-        let mut http = &clients[0];
+        let mut http = &clients[0].0;
         let (failure, latency) = loop {
             attempts += 1;
             let started = tokio::time::Instant::now();
             let deadline = started + self.cfg.timeout;
             let mut failure = None;
-            for client in &clients {
+            for (client, via) in &clients {
                 http = client;
                 let listed = tokio::time::timeout_at(
                     deadline,
@@ -252,6 +285,8 @@ impl Prober {
                 .await;
                 failure = match listed {
                     Ok(Ok(_)) => None,
+                    // The node failed, not the key: the next node is tried.
+                    Ok(Err(e)) if via.node_failed(&e) => Some(FailureClass::ProxyFailed),
                     Ok(Err(e)) => Some(e.class),
                     Err(_) => Some(FailureClass::Timeout(adapters::TimeoutPhase::Idle)),
                 };
