@@ -126,11 +126,14 @@ async fn proxy_probes(backend: Backend) -> anyhow::Result<()> {
 
     // A stopped proxy: disabled by probes after the threshold; calls go through the other node.
     a.stop();
-    let down = wait_proxy(&env, &base, &owner, "eu-a", "disabled", |v| v["state"] == "disabled").await?;
+    // The state comes from the control stream, the streak from the health projection: both.
+    let down = wait_proxy(&env, &base, &owner, "eu-a", "disabled", |v| {
+        v["state"] == "disabled" && v["failed_probes_in_a_row"].as_i64() >= Some(2)
+    })
+    .await?;
     ensure!(down["manual"] == false && down["health"] == "down", "{down}");
     ensure!(down["state_reason"].as_str().is_some_and(|r| r.starts_with("health_check_")), "{down}");
     ensure!(down["last_check"]["outcome"] == "proxy_failed", "{down}");
-    ensure!(down["failed_probes_in_a_row"].as_i64() >= Some(2), "{down}");
     let listed = env.cli(&["proxies", "list"])?;
     ensure!(listed.lines().any(|l| l.contains("eu-a") && l.contains("\tdisabled\t")), "{listed}");
     let carried = b.count("/v1/chat/completions");
