@@ -80,8 +80,10 @@ pub struct HealthFile {
     pub timeout: Option<u64>,
     /// Retries inside one probe.
     pub retry_count: Option<u32>,
-    /// Failed probes in a row that disable a key.
+    /// Failed probes in a row that disable a key or a proxy.
     pub failure_threshold: Option<u32>,
+    /// The URL proxies are probed against (`off` turns proxy probes off).
+    pub proxy_target: Option<String>,
 }
 
 /// `[breaker]` in the config file.
@@ -474,7 +476,19 @@ impl Config {
                 timeout: secs("HEALTH_CHECK_TIMEOUT", h.timeout, d.timeout)?,
                 retry_count: count("HEALTH_CHECK_RETRY_COUNT", h.retry_count, d.retry_count)?,
                 failure_threshold: count("HEALTH_CHECK_FAILURE_THRESHOLD", h.failure_threshold, d.failure_threshold)?,
+                proxy_target: match env("HEALTH_CHECK_PROXY_TARGET").or_else(|| h.proxy_target.clone()) {
+                    None => d.proxy_target.clone(),
+                    Some(t) if t.trim().is_empty() || t.trim().eq_ignore_ascii_case("off") => None,
+                    Some(t) => Some(t.trim().to_owned()),
+                },
             };
+            if let Some(target) = &health.proxy_target {
+                // Judged like an alert destination: the router sends probes on its own.
+                let policy = egress::Policy::new(allow_private.clone());
+                if let Err(e) = policy.check_url(target, egress::Trust::Alert, true) {
+                    anyhow::bail!("[health] proxy_target (HEALTH_CHECK_PROXY_TARGET): {e}");
+                }
+            }
             anyhow::ensure!(!health.interval.is_zero(), "[health] interval: must be at least 1");
             anyhow::ensure!(!health.timeout.is_zero(), "[health] timeout: must be at least 1");
             anyhow::ensure!(health.retry_count <= 10, "[health] retry_count: must be 0 to 10");
@@ -725,7 +739,8 @@ mod tests {
         assert_eq!(c.health.timeout, Duration::from_secs(10));
         assert_eq!((c.health.retry_count, c.health.failure_threshold), (3, 3));
         let file: FileConfig = toml::from_str(
-            "[health]\nenabled = false\ninterval = 30\ntimeout = 5\nretry_count = 1\nfailure_threshold = 2",
+            "[health]\nenabled = false\ninterval = 30\ntimeout = 5\nretry_count = 1\nfailure_threshold = 2\n\
+             proxy_target = \"https://probe.example/204\"",
         )?;
         let env = |k: &str| match k {
             "HEALTH_CHECK_ENABLED" => Some("true".to_owned()),
@@ -737,9 +752,20 @@ mod tests {
         assert_eq!(c.health.interval, Duration::from_secs(15));
         assert_eq!(c.health.timeout, Duration::from_secs(5));
         assert_eq!((c.health.retry_count, c.health.failure_threshold), (1, 2));
-        for (key, value) in
-            [("HEALTH_CHECK_ENABLED", "maybe"), ("HEALTH_CHECK_INTERVAL", "0"), ("HEALTH_CHECK_FAILURE_THRESHOLD", "0")]
-        {
+        assert_eq!(c.health.proxy_target.as_deref(), Some("https://probe.example/204"));
+        let off = |k: &str| (k == "HEALTH_CHECK_PROXY_TARGET").then(|| "off".to_owned());
+        assert_eq!(
+            Config::resolve(FileConfig::default(), &off, &Overrides::default(), None)?.health.proxy_target,
+            None
+        );
+        for (key, value) in [
+            ("HEALTH_CHECK_ENABLED", "maybe"),
+            ("HEALTH_CHECK_INTERVAL", "0"),
+            ("HEALTH_CHECK_FAILURE_THRESHOLD", "0"),
+            // Loopback outside the allow list, and not a web URL.
+            ("HEALTH_CHECK_PROXY_TARGET", "http://127.0.0.1:9/"),
+            ("HEALTH_CHECK_PROXY_TARGET", "ftp://probe.example/"),
+        ] {
             let env = |k: &str| (k == key).then(|| value.to_owned());
             let err = Config::resolve(FileConfig::default(), &env, &Overrides::default(), None).err();
             let msg = err.map(|e| e.to_string()).unwrap_or_default();

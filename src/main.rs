@@ -271,6 +271,16 @@ enum ProxyCmd {
     },
     /// Lists proxies: id, pool, name, masked URL, state, until, origin.
     List,
+    /// Takes a proxy out of rotation until an admin enables it (probes never do).
+    Disable {
+        /// Name or id.
+        proxy: String,
+    },
+    /// Puts a proxy back in rotation (also after a disable by probes or an open breaker).
+    Enable {
+        /// Name or id.
+        proxy: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -691,6 +701,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     let id = admin::admin(&log).remove_proxy(&proxy).await?;
                     applied::wait(&cfg.data_dir, &log).await;
                     run::say(&format!("Proxy {id} removed."));
+                }
+                ProxyCmd::Disable { proxy } => {
+                    let id = admin::admin(&log).set_proxy_enabled(&proxy, false).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
+                    run::say(&format!("Proxy {id} disabled."));
+                }
+                ProxyCmd::Enable { proxy } => {
+                    let id = admin::admin(&log).set_proxy_enabled(&proxy, true).await?;
+                    applied::wait(&cfg.data_dir, &log).await;
+                    run::say(&format!("Proxy {id} enabled."));
                 }
                 ProxyCmd::List => {
                     run::say("id\tpool\tname\turl\tstate\tuntil_us\torigin");

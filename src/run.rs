@@ -361,7 +361,7 @@ async fn web_state(
     // scheduled probes run in this process.
     let checks_master = crate::master_key::load(&cfg.data_dir)?;
     api.health_checks = Some(
-        workers::health::Prober::connect(cfg.connect_timeout, cfg.egress.clone(), cfg.health, checks_master)
+        workers::health::Prober::connect(cfg.connect_timeout, cfg.egress.clone(), cfg.health.clone(), checks_master)
             .context("Failed to build the health checks' HTTP client")?,
     );
     Ok(web::WebState::with_admin(store.clone(), log.clone(), instance, api).await)
@@ -377,9 +377,11 @@ fn spawn_workers(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let health = if cfg.health.enabled {
         let master = crate::master_key::load(&cfg.data_dir)?;
-        let prober = workers::health::Prober::connect(cfg.connect_timeout, cfg.egress.clone(), cfg.health, master)
-            .context("Failed to build the health checks' HTTP client")?;
-        Some(tokio::spawn(workers::health::run(prober, log.clone(), instance.to_owned(), stopped.clone())))
+        let prober =
+            workers::health::Prober::connect(cfg.connect_timeout, cfg.egress.clone(), cfg.health.clone(), master)
+                .context("Failed to build the health checks' HTTP client")?;
+        let task = workers::health::run(prober, log.clone(), Some(store.clone()), instance.to_owned(), stopped.clone());
+        Some(tokio::spawn(task))
     } else {
         None
     };

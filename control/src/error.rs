@@ -186,6 +186,9 @@ pub enum AdminError {
     /// Enabling a key that is active, or disabling one an admin disabled.
     #[error("key {0} is {1} already")]
     KeyStateUnchanged(String, &'static str),
+    /// Enabling a proxy that is active, or disabling one an admin disabled.
+    #[error("proxy {0} is {1} already")]
+    ProxyStateUnchanged(String, &'static str),
     /// A sealed key could not be opened to compare it (the wrong master key).
     #[error("a key of channel {0} could not be opened with this master key")]
     KeyUnopenable(String),

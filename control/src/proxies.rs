@@ -4,7 +4,7 @@
 //! `scheme://host:port` (or its masked form `scheme://***@host:port`).
 
 use schemas::secret::MasterKey;
-use schemas::{EventBody, GLOBAL_TENANT, ProxyAdded, ProxyRemoved};
+use schemas::{EventBody, GLOBAL_TENANT, ProxyAdded, ProxyRemoved, ProxyState, ProxyStateChanged};
 
 use crate::{Admin, AdminError, load};
 
@@ -160,6 +160,31 @@ impl Admin {
         let p = model.find_proxy(needle).ok_or_else(|| AdminError::NoProxy(needle.to_owned()))?;
         let proxy_id = p.proxy_id.clone();
         let body = EventBody::ProxyRemoved(ProxyRemoved { proxy_id: proxy_id.clone() });
+        self.append(&self.event(GLOBAL_TENANT, body)).await?;
+        Ok(proxy_id)
+    }
+}
+
+impl Admin {
+    /// `proxies disable|enable NAME_OR_ID`: an admin's state change. A disabled proxy stays out of
+    /// rotation whatever probes or live traffic see, until an admin enables it; enabling also
+    /// clears a disable by probes or an open breaker. Returns the id.
+    pub async fn set_proxy_enabled(&self, needle: &str, enabled: bool) -> Result<String, AdminError> {
+        let model = load(&self.log).await?;
+        let p = model.find_proxy(needle).ok_or_else(|| AdminError::NoProxy(needle.to_owned()))?;
+        let state = if enabled { ProxyState::Active } else { ProxyState::Disabled };
+        if p.state == state && (enabled || p.manual) {
+            return Err(AdminError::ProxyStateUnchanged(p.proxy_id.clone(), state.as_str()));
+        }
+        let proxy_id = p.proxy_id.clone();
+        let body = EventBody::ProxyStateChanged(ProxyStateChanged {
+            proxy_id: proxy_id.clone(),
+            state,
+            until_us: None,
+            reason: "admin".to_owned(),
+            opens: 0,
+            manual: true,
+        });
         self.append(&self.event(GLOBAL_TENANT, body)).await?;
         Ok(proxy_id)
     }

@@ -69,8 +69,10 @@ impl ProxyNode {
         let state = match p.state {
             ProxyState::Active => UpstreamKeyState::Active,
             ProxyState::Open => UpstreamKeyState::Open,
+            // Out of rotation until a probe or an admin enables it.
+            ProxyState::Disabled => UpstreamKeyState::Disabled,
         };
-        let status = KeyStatus { state, until_us: p.until_us, manual: false, opens: p.opens };
+        let status = KeyStatus { state, until_us: p.until_us, manual: p.manual, opens: p.opens };
         let shared = match previous {
             Some(old) => {
                 if state == UpstreamKeyState::Active && old.status.state != UpstreamKeyState::Active {
@@ -202,6 +204,7 @@ mod tests {
             until_us: (state == ProxyState::Open).then_some(i64::MAX),
             reason: None,
             opens: 0,
+            manual: false,
             added_at_us: 0,
         }
     }
@@ -227,6 +230,9 @@ mod tests {
         let pool = Pool::new(vec![open, nodes[1].clone(), nodes[2].clone()], Some(&pool));
         assert_eq!(ids(pool.order("ukey_1", 0)), ["px_b", "px_c"]);
         assert_eq!(pool.sticky.lock().map(|m| m.get("ukey_1").cloned()).ok().flatten().as_deref(), Some("px_a"));
+        // Disabled (by probes or an admin): out of rotation with no end.
+        let off = Arc::new(ProxyNode::open(&proxy("px_b", ProxyState::Disabled), &master, Some(&nodes[1])));
+        assert!(off.blocked(i64::MAX - 1));
     }
 
     #[test]

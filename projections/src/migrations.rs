@@ -54,6 +54,9 @@ const PROXIES: Migration =
 const IDEMPOTENCY: Migration =
     Migration { version: 10, name: "idempotency", sql: include_str!("../migrations/shared/0010_idempotency.sql") };
 
+const PROXY_HEALTH: Migration =
+    Migration { version: 12, name: "proxy_health", sql: include_str!("../migrations/shared/0012_proxy_health.sql") };
+
 const POSTGRES: &[Migration] = &[
     INIT,
     CHANNEL_PRICES,
@@ -65,6 +68,7 @@ const POSTGRES: &[Migration] = &[
     HEALTH,
     PROXIES,
     IDEMPOTENCY,
+    PROXY_HEALTH,
 ];
 
 const SQLITE: &[Migration] = POSTGRES;

@@ -51,7 +51,9 @@
 //!   pool is the set of live proxies naming it, so a pool without proxies leaves its channels
 //!   with no way out (their calls fail, they never go direct).
 //! - **Proxy states** (`proxy.state_changed`): the last event wins; an `active` for a proxy
-//!   already active changes nothing; unknown proxies are left alone.
+//!   already active changes nothing; unknown proxies are left alone. A proxy an admin disabled
+//!   (`manual`) stays disabled until an admin enables it, and a breaker opening does not replace
+//!   a disable by probes (only a probe or an admin enables it).
 //!
 //! A new entity (users, budgets, rate limits, proxies, alert rules) is one map here, one
 //! [`Change`] variant and its arm in `apply`; every consumer then gets it with the same rules.
@@ -252,6 +254,8 @@ pub struct Proxy {
     pub reason: Option<String>,
     /// Consecutive breaker openings.
     pub opens: u32,
+    /// Disabled by an admin: only an admin enables it again.
+    pub manual: bool,
     /// When it was added.
     pub added_at_us: i64,
 }
@@ -605,6 +609,7 @@ impl ControlModel {
                 until_us: None,
                 reason: None,
                 opens: 0,
+                manual: false,
                 added_at_us: at,
             },
         );
@@ -613,12 +618,20 @@ impl ControlModel {
 
     fn proxy_state(&mut self, c: &ProxyStateChanged) -> Outcome {
         let Some(p) = self.proxies.get_mut(&c.proxy_id) else { return Outcome::Unchanged };
-        if c.state == ProxyState::Active && p.state == ProxyState::Active {
+        if !c.manual && p.manual && p.state == ProxyState::Disabled {
+            return Outcome::Unchanged;
+        }
+        if !c.manual && c.state == ProxyState::Active && p.state == ProxyState::Active {
+            return Outcome::Unchanged;
+        }
+        // A breaker opening (live traffic) does not shorten a disable by probes.
+        if !c.manual && c.state == ProxyState::Open && p.state == ProxyState::Disabled {
             return Outcome::Unchanged;
         }
         p.state = c.state;
         p.until_us = c.until_us;
         p.reason = Some(c.reason.clone());
+        p.manual = c.manual && c.state == ProxyState::Disabled;
         p.opens = if c.state == ProxyState::Active { 0 } else { c.opens.max(p.opens) };
         Outcome::Changed(Change::Proxy(c.proxy_id.clone()))
     }
@@ -1155,7 +1168,44 @@ mod tests {
             until_us: Some(99),
             reason: "proxy_failed".into(),
             opens,
+            manual: false,
         })
+    }
+
+    #[test]
+    fn a_proxy_disabled_by_an_admin_is_enabled_only_by_an_admin() {
+        let manual = |state| {
+            EventBody::ProxyStateChanged(ProxyStateChanged {
+                proxy_id: "px_a".into(),
+                state,
+                until_us: None,
+                reason: "admin".into(),
+                opens: 0,
+                manual: true,
+            })
+        };
+        let probe = |state| {
+            EventBody::ProxyStateChanged(ProxyStateChanged {
+                proxy_id: "px_a".into(),
+                state,
+                until_us: None,
+                reason: "health_check".into(),
+                opens: 0,
+                manual: false,
+            })
+        };
+        let (mut m, _) =
+            fold(&[ev("_global", 1, proxy_added("px_a", "a", "eu")), ev("_global", 2, manual(ProxyState::Disabled))]);
+        assert_eq!((m.proxies["px_a"].state, m.proxies["px_a"].manual), (ProxyState::Disabled, true));
+        assert_eq!(m.apply(3, &ev("_global", 3, probe(ProxyState::Active))), Outcome::Unchanged);
+        assert_eq!(m.apply(4, &ev("_global", 4, proxy_state("px_a", ProxyState::Open, 1))), Outcome::Unchanged);
+        assert!(matches!(m.apply(5, &ev("_global", 5, manual(ProxyState::Active))), Outcome::Changed(_)));
+        assert_eq!((m.proxies["px_a"].state, m.proxies["px_a"].manual), (ProxyState::Active, false));
+        // Disabled by probes: a breaker opening does not replace it; a probe enables it.
+        m.apply(6, &ev("_global", 6, probe(ProxyState::Disabled)));
+        assert_eq!(m.apply(7, &ev("_global", 7, proxy_state("px_a", ProxyState::Open, 1))), Outcome::Unchanged);
+        assert!(matches!(m.apply(8, &ev("_global", 8, probe(ProxyState::Active))), Outcome::Changed(_)));
+        assert_eq!(m.proxies["px_a"].state, ProxyState::Active);
     }
 
     #[test]

@@ -694,13 +694,13 @@ fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
-/// `health.checked`: one health probe of a resource (an upstream key `ukey_…`; later a proxy
-/// `prx_…`). Small and bounded: a class, a latency, an optional balance, a short reason of our
+/// `health.checked`: one health probe of a resource (an upstream key `ukey_…` or an egress
+/// proxy `px_…`; the id's prefix is the resource's kind). Small and bounded: a class, a latency, an optional balance, a short reason of our
 /// own words, never vendor text. Its id is [`health_check_id`]`(resource_id, slot_us)`, so two
 /// workers probing the same slot store it once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthChecked {
-    /// What was probed: `ukey_…` (an upstream key), later `prx_…` (a proxy).
+    /// What was probed: `ukey_…` (an upstream key) or `px_…` (an egress proxy).
     pub resource_id: String,
     /// The channel the key belongs to, for keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -811,6 +811,9 @@ pub enum ProxyState {
     Active,
     /// Its breaker is open until `until_us`; then one call is let through (half-open).
     Open,
+    /// Out of rotation until enabled again: by an admin (`manual`), or by health probes after
+    /// failed probes in a row (then a probe that gets through enables it).
+    Disabled,
 }
 
 impl ProxyState {
@@ -819,6 +822,7 @@ impl ProxyState {
         match self {
             ProxyState::Active => "active",
             ProxyState::Open => "open",
+            ProxyState::Disabled => "disabled",
         }
     }
 }
@@ -839,6 +843,10 @@ pub struct ProxyStateChanged {
     /// Consecutive openings.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub opens: u32,
+    /// Set by an admin: a manual disable is undone only by an admin, never by probes or the
+    /// breaker.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
 }
 
 /// `route.set`: how requests for `model` are routed, replacing what was set before.

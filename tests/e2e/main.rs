@@ -16,6 +16,7 @@ mod keys;
 mod providers;
 mod proxies;
 mod proxy_api;
+mod proxy_health;
 mod requests;
 
 use std::time::{Duration, Instant};

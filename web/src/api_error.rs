@@ -148,7 +148,9 @@ impl From<control::AdminError> for ApiError {
             E::NoUpstreamKey { .. } => ApiError::not_found("upstream key"),
             E::DuplicateApiKey(..) => ApiError::conflict("duplicate_key", e.to_string()),
             E::LastApiKey(_) => ApiError::conflict("last_key", e.to_string()),
-            E::KeyStateUnchanged(..) => ApiError::conflict("state_unchanged", e.to_string()),
+            E::KeyStateUnchanged(..) | E::ProxyStateUnchanged(..) => {
+                ApiError::conflict("state_unchanged", e.to_string())
+            }
             E::TooManyApiKeys(_) => ApiError::conflict("too_many_keys", e.to_string()),
             E::LastOwner(_) => ApiError::conflict("last_owner", e.to_string()),
             E::KeyUnopenable(_) => {

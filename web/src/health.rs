@@ -1,6 +1,6 @@
 //! `GET /api/health`: is the log reachable, how deep is the spool, how far behind is each
-//! projection, and how many upstream keys are healthy, degraded, down or not yet probed (counts
-//! only). 200 when the log is reachable and the read store answers, else 503.
+//! projection, and how many upstream keys and egress proxies are healthy, degraded, down or not
+//! yet probed (counts only). 200 when the log is reachable and the read store answers, else 503.
 
 use axum::Json;
 use axum::extract::State;
@@ -33,6 +33,7 @@ pub async fn health(State(state): State<WebState>) -> (StatusCode, Json<serde_js
     }
     let ok = log.reachable && store_ok;
     let upstream_keys = if store_ok { crate::health_keys::summary(&state).await } else { None };
+    let proxies = if store_ok { crate::health_proxies::summary(&state).await } else { None };
     let body = json!({
         "status": if ok { "ok" } else { "degraded" },
         "instance": state.instance(),
@@ -41,6 +42,7 @@ pub async fn health(State(state): State<WebState>) -> (StatusCode, Json<serde_js
         "projections": projections_json,
         "streams": Stream::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "upstream_keys": upstream_keys,
+        "proxies": proxies,
     });
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }

@@ -36,10 +36,11 @@ const SPEND_DAYS: i64 = 30;
 const MAX_RESOURCE: usize = 64;
 
 /// The admin checks of keys: the prober, the keys being checked, and the slots.
+/// Keys and proxies share the slots and the set of resources being checked (their ids differ).
 pub(crate) struct Checks {
-    prober: workers::health::Prober,
-    in_flight: Arc<Mutex<HashSet<String>>>,
-    slots: Arc<Semaphore>,
+    pub(crate) prober: workers::health::Prober,
+    pub(crate) in_flight: Arc<Mutex<HashSet<String>>>,
+    pub(crate) slots: Arc<Semaphore>,
 }
 
 impl Checks {
@@ -52,10 +53,11 @@ impl Checks {
     }
 }
 
-/// Removes a key from the keys being checked when its check ends, however it ends.
-struct InFlight {
-    set: Arc<Mutex<HashSet<String>>>,
-    key_id: String,
+/// Removes a key (or proxy) from the resources being checked when its check ends, however it
+/// ends.
+pub(crate) struct InFlight {
+    pub(crate) set: Arc<Mutex<HashSet<String>>>,
+    pub(crate) key_id: String,
 }
 
 impl Drop for InFlight {
@@ -66,11 +68,11 @@ impl Drop for InFlight {
     }
 }
 
-fn admin(state: &WebState) -> Result<&AdminState, ApiError> {
+pub(crate) fn admin(state: &WebState) -> Result<&AdminState, ApiError> {
     state.admin().ok_or_else(|| ApiError::not_found("route"))
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
@@ -84,7 +86,7 @@ pub(crate) enum Health {
 }
 
 impl Health {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Health::Healthy => "healthy",
             Health::Degraded => "degraded",

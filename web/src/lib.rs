@@ -9,6 +9,7 @@ mod channels;
 mod error;
 mod health;
 mod health_keys;
+mod health_proxies;
 mod idempotency;
 mod json;
 mod keys;

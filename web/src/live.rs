@@ -5,10 +5,10 @@
 //! pushes it; the embedded log wakes tails on an append and polls every 100 ms).
 //!
 //! Only user, session-secret, channel, route and proxy events are folded: the users' rules
-//! depend on nothing else, channels (with their upstream keys' states), routes and proxies (at
-//! most 256 per pool) are few and `/api/channels`, `/api/routes` and `/api/proxies` list them
-//! from here, and the gateway already holds API keys — this view stays small however many keys
-//! exist.
+//! depend on nothing else, channels (with their upstream keys' states), routes and proxies (with
+//! their states; at most 256 per pool) are few and `/api/channels`, `/api/routes`,
+//! `/api/proxies` and `/api/health/*` read them from here, and the gateway already holds API
+//! keys — this view stays small however many keys exist.
 
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;

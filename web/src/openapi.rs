@@ -54,6 +54,8 @@ use crate::{audit, auth, channels, health, health_keys, keys, prices, proxies, r
         health_keys::get_one,
         health_keys::history,
         health_keys::check,
+        crate::health_proxies::list,
+        crate::health_proxies::check,
         openapi_json,
     ),
     modifiers(&Security),

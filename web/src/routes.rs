@@ -64,6 +64,8 @@ pub fn router(state: WebState) -> Router {
         .route("/api/health/api-keys/{id}", get(health_keys::get_one))
         .route("/api/health/api-keys/{id}/check", post(health_keys::check))
         .route("/api/health/history", get(health_keys::history))
+        .route("/api/health/proxies", get(crate::health_proxies::list))
+        .route("/api/health/proxies/{id}/check", post(crate::health_proxies::check))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::not_found("route") }))
         // The last layer runs first: the session, then the idempotency check (which needs the
         // caller).

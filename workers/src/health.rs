@@ -1,9 +1,17 @@
-//! Health checks of upstream keys: a worker beside the projections, never on the hot path.
+//! Health checks of upstream keys and egress proxies: a worker beside the projections, never on
+//! the hot path. Proxy probes live in `proxy`.
+
+mod proxy;
 
 use std::time::Duration;
 
-/// `[health]`: the probe schedule and when a failing key is taken out of rotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub use proxy::{ProxyChecked, ProxyOutcome, ProxyProbe, proxy_state_change};
+
+/// The default target of proxy probes: a small, always-on page that answers 204.
+pub const DEFAULT_PROXY_TARGET: &str = "https://www.gstatic.com/generate_204";
+
+/// `[health]`: the probe schedule and when a failing key or proxy is taken out of rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
     /// Whether the worker probes at all (`HEALTH_CHECK_ENABLED`).
     pub enabled: bool,
@@ -13,8 +21,11 @@ pub struct HealthConfig {
     pub timeout: Duration,
     /// Retries inside one probe after a failed try (`HEALTH_CHECK_RETRY_COUNT`).
     pub retry_count: u32,
-    /// Failed probes in a row that disable a key (`HEALTH_CHECK_FAILURE_THRESHOLD`).
+    /// Failed probes in a row that disable a key or a proxy (`HEALTH_CHECK_FAILURE_THRESHOLD`).
     pub failure_threshold: u32,
+    /// The URL proxies are probed against (`HEALTH_CHECK_PROXY_TARGET`); `None` turns proxy
+    /// probes off.
+    pub proxy_target: Option<String>,
 }
 
 impl Default for HealthConfig {
@@ -25,6 +36,7 @@ impl Default for HealthConfig {
             timeout: Duration::from_secs(10),
             retry_count: 3,
             failure_threshold: 3,
+            proxy_target: Some(DEFAULT_PROXY_TARGET.to_owned()),
         }
     }
 }
@@ -46,7 +58,7 @@ use tokio::sync::watch;
 pub const MAX_CONCURRENT_PROBES: usize = 8;
 
 /// Pause between two tries of one probe.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// The result of one probe of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +118,35 @@ pub struct Prober {
     /// For the clients through proxy nodes: the connect timeout and the address policy.
     connect_timeout: Duration,
     egress: egress::Policy,
+    /// The resolver that judges the proxy probe target's name.
+    dns: egress::Dns,
     /// A client per proxy node, built on first use (a node's URL never changes).
     proxied: Arc<std::sync::Mutex<HashMap<String, reqwest::Client>>>,
+}
+
+/// How a probe's request leaves: direct, or through a proxy node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Direct,
+    /// A tunnel (CONNECT or SOCKS5) to the upstream.
+    Tunnel,
+    /// An HTTP proxy forwarding a plain-http request: the only connection made is the proxy's.
+    Forwarding,
+}
+
+impl Via {
+    /// Whether a failed request says the node failed rather than the upstream (the gateway's
+    /// rule, `call::egress`): the proxy could not be reached or refused the handshake, the
+    /// connection timed out, or, where the node forwards, a failed connection or its own 407.
+    fn node_failed(self, e: &adapters::AttemptError) -> bool {
+        let forwarded = self == Via::Forwarding;
+        match e.class {
+            _ if self == Via::Direct => false,
+            FailureClass::ProxyFailed | FailureClass::Timeout(adapters::TimeoutPhase::Connect) => true,
+            FailureClass::ConnectionFailed => forwarded,
+            _ => forwarded && e.status == Some(407),
+        }
+    }
 }
 
 /// The most proxy nodes one probe tries before it reports the pool as failing.
@@ -125,6 +164,7 @@ impl Prober {
             master: Arc::new(master),
             connect_timeout: DEFAULT_PROXY_CONNECT_TIMEOUT,
             egress: egress::Policy::default(),
+            dns: egress::Dns::system(),
             proxied: Arc::default(),
         }
     }
@@ -143,44 +183,50 @@ impl Prober {
     /// The clients a probe of a channel goes out through: the direct one, or one per node of
     /// its pool in rotation (`nodes`, at most [`MAX_NODES_PER_PROBE`]); empty when the channel
     /// has a pool and no node of it can be used (its calls never go direct).
-    fn clients(&self, c: &schemas::control::Channel, nodes: &[Proxy]) -> Vec<reqwest::Client> {
+    fn clients(&self, c: &schemas::control::Channel, nodes: &[Proxy]) -> Vec<(reqwest::Client, Via)> {
         if c.proxy_pool.is_none() {
-            return vec![self.http.clone()];
+            return vec![(self.http.clone(), Via::Direct)];
         }
-        let Ok(mut cache) = self.proxied.lock() else { return Vec::new() };
-        let mut out = Vec::new();
-        for p in nodes.iter().take(MAX_NODES_PER_PROBE) {
-            if let Some(client) = cache.get(&p.proxy_id) {
-                out.push(client.clone());
-                continue;
+        let plain = c.base_url.starts_with("http://");
+        nodes
+            .iter()
+            .take(MAX_NODES_PER_PROBE)
+            .filter_map(|p| {
+                let forwards = plain && (p.url.starts_with("http://") || p.url.starts_with("https://"));
+                self.proxy_client(p).map(|client| (client, if forwards { Via::Forwarding } else { Via::Tunnel }))
+            })
+            .collect()
+    }
+
+    /// The client through proxy `p` (built on first use): `None` when its credentials do not
+    /// open or the address policy refuses its host.
+    fn proxy_client(&self, p: &Proxy) -> Option<reqwest::Client> {
+        let mut cache = self.proxied.lock().ok()?;
+        if let Some(client) = cache.get(&p.proxy_id) {
+            return Some(client.clone());
+        }
+        let url = match &p.credentials {
+            None => p.url.clone(),
+            Some(sealed) => match (self.master.open(sealed, &p.proxy_id), p.url.split_once("://")) {
+                (Ok(login), Some((scheme, rest))) => format!("{scheme}://{login}@{rest}"),
+                _ => return None,
+            },
+        };
+        let trust = if p.from_pool_url { egress::Trust::Alert } else { egress::Trust::Admin };
+        let (_, host) = p.url.split_once("://").unwrap_or(("", &p.url));
+        if self.egress.check_url(&format!("http://{host}"), trust, true).is_err() {
+            return None;
+        }
+        match adapters::http::proxied_client(self.connect_timeout, self.egress.clone(), trust, self.dns.clone(), &url) {
+            Ok(client) => {
+                cache.insert(p.proxy_id.clone(), client.clone());
+                Some(client)
             }
-            let url = match &p.credentials {
-                None => p.url.clone(),
-                Some(sealed) => match (self.master.open(sealed, &p.proxy_id), p.url.split_once("://")) {
-                    (Ok(login), Some((scheme, rest))) => format!("{scheme}://{login}@{rest}"),
-                    _ => continue,
-                },
-            };
-            let trust = if p.from_pool_url { egress::Trust::Alert } else { egress::Trust::Admin };
-            let (_, host) = p.url.split_once("://").unwrap_or(("", &p.url));
-            if self.egress.check_url(&format!("http://{host}"), trust, true).is_err() {
-                continue;
-            }
-            match adapters::http::proxied_client(
-                self.connect_timeout,
-                self.egress.clone(),
-                trust,
-                egress::Dns::system(),
-                &url,
-            ) {
-                Ok(client) => {
-                    cache.insert(p.proxy_id.clone(), client.clone());
-                    out.push(client);
-                }
-                Err(why) => tracing::warn!(proxy_id = %p.proxy_id, why, "Health checks: proxy unusable."),
+            Err(why) => {
+                tracing::warn!(proxy_id = %p.proxy_id, why, "Health checks: proxy unusable.");
+                None
             }
         }
-        out
     }
 
     /// The settings.
@@ -224,13 +270,13 @@ impl Prober {
             };
         };
         let mut attempts = 0;
-        let mut http = &clients[0];
+        let mut http = &clients[0].0;
         let (failure, latency) = loop {
             attempts += 1;
             let started = tokio::time::Instant::now();
             let deadline = started + self.cfg.timeout;
             let mut failure = None;
-            for client in &clients {
+            for (client, via) in &clients {
                 http = client;
                 let listed = tokio::time::timeout_at(
                     deadline,
@@ -239,6 +285,8 @@ impl Prober {
                 .await;
                 failure = match listed {
                     Ok(Ok(_)) => None,
+                    // The node failed, not the key: the next node is tried.
+                    Ok(Err(e)) if via.node_failed(&e) => Some(FailureClass::ProxyFailed),
                     Ok(Err(e)) => Some(e.class),
                     Err(_) => Some(FailureClass::Timeout(adapters::TimeoutPhase::Idle)),
                 };
@@ -304,7 +352,7 @@ impl Prober {
         key: &UpstreamKey,
         nodes: &[Proxy],
     ) -> Result<Checked, nats::LogError> {
-        let single = Prober { cfg: HealthConfig { retry_count: 0, ..self.cfg }, ..self.clone() };
+        let single = Prober { cfg: HealthConfig { retry_count: 0, ..self.cfg.clone() }, ..self.clone() };
         let result = match tokio::time::timeout(self.check_bound(), single.probe(c, key, nodes)).await {
             Ok(r) => r,
             Err(_) => ProbeResult {
@@ -341,7 +389,7 @@ pub fn slot_of(now_us: i64, interval: Duration) -> i64 {
     now_us - now_us.rem_euclid(step)
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
@@ -418,17 +466,66 @@ async fn follow_control(log: EventLog, model: Arc<RwLock<ControlModel>>, mut shu
     }
 }
 
-/// Runs the health checks until `shutdown` turns true: every interval each enabled or
-/// automatically disabled key of each enabled channel is probed (at most
-/// [`MAX_CONCURRENT_PROBES`] at once); each result is a `health.checked`, and a key that failed
-/// `failure_threshold` probes in a row is disabled (one that answers again is enabled).
-pub async fn run(prober: Prober, log: EventLog, instance: String, shutdown: watch::Receiver<bool>) {
+/// How long a starting worker waits for the `health` projection to fold the probes already in
+/// the log, so the streaks it takes up are the latest ones.
+const STREAKS_CATCH_UP: Duration = Duration::from_secs(10);
+
+/// The streaks of failed probes in a row as the `health` projection keeps them (so a restarted
+/// worker continues the count), once it has folded the ops stream as far as it reached at start
+/// (or after [`STREAKS_CATCH_UP`]). Empty when the read store does not answer.
+pub async fn streaks(store: &projections::ReadStore, log: &EventLog) -> HashMap<String, u32> {
+    let deadline = tokio::time::Instant::now() + STREAKS_CATCH_UP;
+    let last = log.last_seq(Stream::Ops).await.unwrap_or(0);
+    loop {
+        let applied = projections::read::checkpoints(store)
+            .await
+            .ok()
+            .and_then(|c| c.into_iter().find(|c| c.projection == projections::Projection::Health.name()))
+            .map_or(0, |c| c.seq);
+        if applied >= last || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    match projections::read::failure_streaks(store).await {
+        Ok(s) => s.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "Health checks: failure streaks not read; counting from zero.");
+            HashMap::new()
+        }
+    }
+}
+
+/// Appends `body` after the `health.checked` with id `cause`, logging a failure.
+async fn append_change(log: &EventLog, tenant: &str, instance: &str, body: EventBody, cause: uuid::Uuid) {
+    let mut env = Envelope::new(tenant, instance, now_us(), body);
+    env.causation_id = Some(cause);
+    if let Err(e) = log.append(&env).await {
+        tracing::warn!(error = %e, "Health check state change not stored.");
+    }
+}
+
+/// Runs the health checks until `shutdown` turns true: every interval each proxy not disabled by
+/// an admin, then each enabled or automatically disabled key of each enabled channel is probed
+/// (at most [`MAX_CONCURRENT_PROBES`] at once); each result is a `health.checked`, and a key or
+/// proxy that failed `failure_threshold` probes in a row is disabled (one that answers again is
+/// enabled). The streaks start from the `health` projection in `store` ([`streaks`]).
+pub async fn run(
+    prober: Prober,
+    log: EventLog,
+    store: Option<projections::ReadStore>,
+    instance: String,
+    shutdown: watch::Receiver<bool>,
+) {
     if !prober.cfg.enabled {
         return;
     }
     let model = Arc::new(RwLock::new(ControlModel::default()));
     tokio::spawn(follow_control(log.clone(), model.clone(), shutdown.clone()));
-    let mut failures: HashMap<String, u32> = HashMap::new();
+    let mut failures: HashMap<String, u32> = match &store {
+        Some(store) => streaks(store, &log).await,
+        None => HashMap::new(),
+    };
     let mut stop = shutdown.clone();
     // The first round waits a little, so the control stream has been read.
     let mut next = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -442,53 +539,107 @@ pub async fn run(prober: Prober, log: EventLog, instance: String, shutdown: watc
         }
         next = tokio::time::Instant::now() + prober.cfg.interval;
         let slot_us = slot_of(now_us(), prober.cfg.interval);
-        let now = now_us();
-        let targets: Vec<(schemas::control::Channel, UpstreamKey, Vec<Proxy>)> = match model.read() {
-            Ok(m) => m
-                .channels
-                .values()
-                .filter(|c| c.enabled)
-                .flat_map(|c| {
-                    let nodes = nodes_in_rotation(&m, c, now);
-                    c.keys.iter().filter(|k| !k.manual).map(move |k| (c.clone(), k.clone(), nodes.clone()))
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        let results: Vec<_> = futures::stream::iter(targets)
-            .map(|(c, k, nodes)| {
-                let prober = prober.clone();
-                async move {
-                    let r = prober.probe(&c, &k, &nodes).await;
-                    (c, k, r)
-                }
+        probe_proxies(&prober, &log, &instance, &model, &mut failures, slot_us).await;
+        probe_keys(&prober, &log, &instance, &model, &mut failures, slot_us).await;
+    }
+}
+
+/// One round of proxy probes.
+async fn probe_proxies(
+    prober: &Prober,
+    log: &EventLog,
+    instance: &str,
+    model: &RwLock<ControlModel>,
+    failures: &mut HashMap<String, u32>,
+    slot_us: i64,
+) {
+    if prober.cfg.proxy_target.is_none() {
+        return;
+    }
+    let proxies: Vec<Proxy> = match model.read() {
+        Ok(m) => m.proxies.values().filter(|p| !p.manual).cloned().collect(),
+        Err(_) => Vec::new(),
+    };
+    let results: Vec<_> = futures::stream::iter(proxies)
+        .map(|p| async move {
+            let r = prober.probe_proxy(&p).await;
+            (p, r)
+        })
+        .buffer_unordered(MAX_CONCURRENT_PROBES)
+        .collect()
+        .await;
+    for (p, r) in results {
+        // The target is refused by the address policy: no proxy's failure.
+        let Some(r) = r else { continue };
+        let count = failures.entry(p.proxy_id.clone()).or_insert(0);
+        *count = if r.outcome == ProxyOutcome::Ok { 0 } else { count.saturating_add(1) };
+        let mut env = Envelope::new(
+            schemas::GLOBAL_TENANT,
+            instance,
+            now_us(),
+            EventBody::HealthChecked(r.event(&p.proxy_id, slot_us, false)),
+        );
+        env.id = health_check_id(&p.proxy_id, slot_us);
+        if let Err(e) = log.append(&env).await {
+            tracing::warn!(error = %e, proxy_id = %p.proxy_id, "Health check result not stored.");
+        }
+        if let Some(change) = proxy_state_change(&p, r.outcome, *count, prober.cfg.failure_threshold) {
+            tracing::warn!(proxy_id = %p.proxy_id, proxy = %p.masked_url(), state = change.state.as_str(),
+                reason = %change.reason, "Health checks changed a proxy's state.");
+            let body = EventBody::ProxyStateChanged(change);
+            append_change(log, schemas::GLOBAL_TENANT, instance, body, env.id).await;
+        }
+    }
+}
+
+/// One round of key probes.
+async fn probe_keys(
+    prober: &Prober,
+    log: &EventLog,
+    instance: &str,
+    model: &RwLock<ControlModel>,
+    failures: &mut HashMap<String, u32>,
+    slot_us: i64,
+) {
+    let now = now_us();
+    let targets: Vec<(schemas::control::Channel, UpstreamKey, Vec<Proxy>)> = match model.read() {
+        Ok(m) => m
+            .channels
+            .values()
+            .filter(|c| c.enabled)
+            .flat_map(|c| {
+                let nodes = nodes_in_rotation(&m, c, now);
+                c.keys.iter().filter(|k| !k.manual).map(move |k| (c.clone(), k.clone(), nodes.clone()))
             })
-            .buffer_unordered(MAX_CONCURRENT_PROBES)
-            .collect()
-            .await;
-        for (c, k, r) in results {
-            let count = failures.entry(k.key_id.clone()).or_insert(0);
-            *count = match r.failure {
-                // Not the key's failure: its count stays where it was.
-                Some(FailureClass::ProxyFailed) => *count,
-                Some(_) => count.saturating_add(1),
-                None => 0,
-            };
-            let checked = r.event(&c.channel_id, &k.key_id, slot_us, false);
-            let mut env = Envelope::new(&c.tenant, &instance, now_us(), EventBody::HealthChecked(checked));
-            env.id = health_check_id(&k.key_id, slot_us);
-            if let Err(e) = log.append(&env).await {
-                tracing::warn!(error = %e, key_id = %k.key_id, "Health check result not stored.");
-            }
-            if let Some(change) = state_change(&c.channel_id, &k, &r, *count, prober.cfg.failure_threshold) {
-                tracing::info!(channel_id = %c.channel_id, key_id = %k.key_id, state = change.state.as_str(),
-                    reason = %change.reason, "Health checks changed an upstream key's state.");
-                let mut env = Envelope::new(&c.tenant, &instance, now_us(), EventBody::UpstreamKeyStateChanged(change));
-                env.causation_id = Some(health_check_id(&k.key_id, slot_us));
-                if let Err(e) = log.append(&env).await {
-                    tracing::warn!(error = %e, key_id = %k.key_id, "Upstream key state change not stored.");
-                }
-            }
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let results: Vec<_> = futures::stream::iter(targets)
+        .map(|(c, k, nodes)| async move {
+            let r = prober.probe(&c, &k, &nodes).await;
+            (c, k, r)
+        })
+        .buffer_unordered(MAX_CONCURRENT_PROBES)
+        .collect()
+        .await;
+    for (c, k, r) in results {
+        let count = failures.entry(k.key_id.clone()).or_insert(0);
+        *count = match r.failure {
+            // Not the key's failure: its count stays where it was.
+            Some(FailureClass::ProxyFailed) => *count,
+            Some(_) => count.saturating_add(1),
+            None => 0,
+        };
+        let checked = r.event(&c.channel_id, &k.key_id, slot_us, false);
+        let mut env = Envelope::new(&c.tenant, instance, now_us(), EventBody::HealthChecked(checked));
+        env.id = health_check_id(&k.key_id, slot_us);
+        if let Err(e) = log.append(&env).await {
+            tracing::warn!(error = %e, key_id = %k.key_id, "Health check result not stored.");
+        }
+        if let Some(change) = state_change(&c.channel_id, &k, &r, *count, prober.cfg.failure_threshold) {
+            tracing::info!(channel_id = %c.channel_id, key_id = %k.key_id, state = change.state.as_str(),
+                reason = %change.reason, "Health checks changed an upstream key's state.");
+            append_change(log, &c.tenant, instance, EventBody::UpstreamKeyStateChanged(change), env.id).await;
         }
     }
 }

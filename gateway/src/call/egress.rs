@@ -164,6 +164,7 @@ fn judged(app: &AppState, node: &ProxyNode, admission: Admission, verdict: Verdi
         until_us,
         reason: reason.to_owned(),
         opens,
+        manual: false,
     });
     app.log.append_nowait(&app.event(schemas::GLOBAL_TENANT, body));
 }

@@ -252,7 +252,7 @@ async fn load_proxies(
 ) -> Result<(), sqlx::Error> {
     let rows = sqlx::query(
         "SELECT proxy_id, pool, name, masked_url, has_credentials, from_pool_url, state, until_us, reason, opens, \
-         added_at_us FROM proxies WHERE generation = $1 AND removed = 0 AND (proxy_id = $2 OR name = $3)",
+         manual, added_at_us FROM proxies WHERE generation = $1 AND removed = 0 AND (proxy_id = $2 OR name = $3)",
     )
     .bind(generation)
     .bind(proxy_id)
@@ -263,6 +263,7 @@ async fn load_proxies(
         let state: String = r.try_get("state")?;
         let state = match state.as_str() {
             "open" => ProxyState::Open,
+            "disabled" => ProxyState::Disabled,
             _ => ProxyState::Active,
         };
         let masked: String = r.try_get("masked_url")?;
@@ -282,6 +283,7 @@ async fn load_proxies(
             until_us: r.try_get("until_us")?,
             reason: r.try_get("reason")?,
             opens: u32::try_from(r.try_get::<i64, _>("opens")?).unwrap_or(0),
+            manual: r.try_get::<i64, _>("manual")? != 0,
             added_at_us: r.try_get("added_at_us")?,
         };
         model.proxies.insert(proxy.proxy_id.clone(), proxy);
@@ -487,12 +489,12 @@ async fn write(
             let Some(p) = model.proxies.get(id) else { return Ok(()) };
             sqlx::query(
                 "INSERT INTO proxies (generation, proxy_id, pool, name, masked_url, has_credentials, from_pool_url, \
-                 state, until_us, reason, opens, removed, added_at_us, updated_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13) \
+                 state, until_us, reason, opens, manual, removed, added_at_us, updated_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14) \
                  ON CONFLICT (generation, proxy_id) DO UPDATE SET pool = excluded.pool, name = excluded.name, \
                  masked_url = excluded.masked_url, has_credentials = excluded.has_credentials, \
                  from_pool_url = excluded.from_pool_url, state = excluded.state, until_us = excluded.until_us, \
-                 reason = excluded.reason, opens = excluded.opens, removed = 0, \
+                 reason = excluded.reason, opens = excluded.opens, manual = excluded.manual, removed = 0, \
                  added_at_us = excluded.added_at_us, updated_at_us = excluded.updated_at_us",
             )
             .bind(generation)
@@ -506,6 +508,7 @@ async fn write(
             .bind(p.until_us)
             .bind(p.reason.clone())
             .bind(i64::from(p.opens))
+            .bind(i64::from(p.manual))
             .bind(p.added_at_us)
             .bind(env.occurred_at_us)
             .execute(&mut *conn)

@@ -13,6 +13,31 @@ use super::{Folded, to_i64};
 /// Microseconds per hour of the availability rollup.
 pub(crate) const HOUR_US: i64 = 3_600_000_000;
 
+/// What a probe result does to its resource's count of failed probes in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Streak {
+    /// Left as it was: an admin's check (only the schedule counts), or a key's probe whose
+    /// proxies failed (that says nothing about the key).
+    Keep = 0,
+    /// Back to zero: the resource answered.
+    Reset = 1,
+    /// One more failure.
+    Add = 2,
+}
+
+impl Streak {
+    /// The move `h` makes (the health worker's own rule, `workers::health`).
+    pub(crate) fn of(h: &schemas::HealthChecked) -> Streak {
+        let key = !h.resource_id.starts_with("px_");
+        match h.outcome.as_str() {
+            _ if h.on_demand => Streak::Keep,
+            "ok" => Streak::Reset,
+            "proxy_failed" if key => Streak::Keep,
+            _ => Streak::Add,
+        }
+    }
+}
+
 pub(super) async fn apply(
     conn: &mut AnyConnection,
     pending: &mut Pending,
@@ -55,18 +80,22 @@ pub(super) async fn apply(
     .execute(&mut *conn)
     .await?;
     // The log's order decides which result is the last one; a probe without a balance keeps the
-    // one read before.
+    // one read before. The streak of failed probes moves as the health worker counts it.
+    let streak = Streak::of(h);
     sqlx::query(
         "INSERT INTO health_latest (generation, resource_id, channel_id, tenant, seq, checked_at_us, outcome, \
-         latency_us, reason, on_demand, balance_nanos, balance_currency, balance_at_us) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         latency_us, reason, on_demand, balance_nanos, balance_currency, balance_at_us, failures) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+         CASE WHEN $14 = 2 THEN 1 ELSE 0 END) \
          ON CONFLICT (generation, resource_id) DO UPDATE SET channel_id = excluded.channel_id, \
          tenant = excluded.tenant, seq = excluded.seq, checked_at_us = excluded.checked_at_us, \
          outcome = excluded.outcome, latency_us = excluded.latency_us, reason = excluded.reason, \
          on_demand = excluded.on_demand, \
          balance_nanos = COALESCE(excluded.balance_nanos, health_latest.balance_nanos), \
          balance_currency = COALESCE(excluded.balance_currency, health_latest.balance_currency), \
-         balance_at_us = COALESCE(excluded.balance_at_us, health_latest.balance_at_us)",
+         balance_at_us = COALESCE(excluded.balance_at_us, health_latest.balance_at_us), \
+         failures = CASE WHEN $14 = 0 THEN health_latest.failures WHEN $14 = 1 THEN 0 \
+         ELSE health_latest.failures + 1 END",
     )
     .bind(generation)
     .bind(&h.resource_id)
@@ -81,6 +110,7 @@ pub(super) async fn apply(
     .bind(balance_nanos)
     .bind(balance_currency)
     .bind(balance_nanos.map(|_| at))
+    .bind(streak as i64)
     .execute(&mut *conn)
     .await?;
     pending.add(

@@ -52,6 +52,9 @@ pub struct LatestCheck {
     pub on_demand: bool,
     /// The last balance read, by this probe or an earlier one.
     pub balance: Option<KnownBalance>,
+    /// Failed scheduled probes in a row (an admin's check does not count; for a key, neither
+    /// does a probe whose proxies failed).
+    pub failures: i64,
 }
 
 /// Probe counts of a period.
@@ -106,11 +109,12 @@ fn latest_row(r: &AnyRow) -> Result<LatestCheck, sqlx::Error> {
             (Some(nanos), Some(currency), Some(at_us)) => Some(KnownBalance { nanos, currency, at_us }),
             _ => None,
         },
+        failures: r.try_get("failures")?,
     })
 }
 
 const LATEST_COLUMNS: &str = "resource_id, channel_id, tenant, checked_at_us, outcome, latency_us, reason, on_demand, \
-     balance_nanos, balance_currency, balance_at_us";
+     balance_nanos, balance_currency, balance_at_us, failures";
 
 /// The last probe of each resource in `ids` that has one.
 pub async fn latest_checks(
@@ -188,6 +192,17 @@ pub async fn all_latest_checks(store: &ReadStore) -> Result<Vec<LatestCheck>, Pr
     let sql = format!("SELECT {LATEST_COLUMNS} FROM health_latest WHERE generation = {ACTIVE} ORDER BY resource_id");
     let rows = sqlx::query(&sql).fetch_all(store.pool()).await?;
     rows.iter().map(latest_row).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
+}
+
+/// Each probed resource's count of failed scheduled probes in a row, as folded so far: where a
+/// restarted health worker takes its streaks up again.
+pub async fn failure_streaks(store: &ReadStore) -> Result<BTreeMap<String, u32>, ProjectionError> {
+    Ok(all_latest_checks(store)
+        .await?
+        .into_iter()
+        .filter(|l| l.failures > 0)
+        .map(|l| (l.resource_id, u32::try_from(l.failures).unwrap_or(u32::MAX)))
+        .collect())
 }
 
 /// One probe result.

@@ -16,7 +16,7 @@ use crate::{Projection, ProjectionError, ReadStore};
 pub use billing::{BillingReport, BillingRow, billing_report};
 pub use health::{
     Availability, ChannelSpend, CheckFilter, CheckRecord, KnownBalance, LatestCheck, ProbeCounts, all_latest_checks,
-    availability, channel_spend, check_history_page, latest_checks,
+    availability, channel_spend, check_history_page, failure_streaks, latest_checks,
 };
 pub use report::{
     GroupBy, Report, UsageTotal, grouped_usage_report, report_in_zone, slot_of, usage_report, usage_report_as_of,

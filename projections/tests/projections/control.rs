@@ -319,6 +319,7 @@ fn fixture() -> Vec<Envelope> {
                 until_us: Some(BASE_US + 99),
                 reason: "proxy_failed".into(),
                 opens: 2,
+                manual: false,
             }),
         ),
         at(GLOBAL_TENANT, 44, EventBody::ProxyRemoved(schemas::ProxyRemoved { proxy_id: "px_b".into() })),

@@ -221,3 +221,52 @@ async fn a_channels_spend_is_read_from_the_daily_channel_rollup() -> anyhow::Res
     }
     Ok(())
 }
+
+fn probe(resource: &str, at: i64, outcome: &str, on_demand: bool) -> Envelope {
+    let body = EventBody::HealthChecked(HealthChecked {
+        resource_id: resource.into(),
+        channel_id: resource.starts_with("ukey_").then(|| "ch_1".into()),
+        slot_us: at,
+        outcome: outcome.into(),
+        latency_us: 1_000,
+        attempts: 1,
+        balance: None,
+        reason: None,
+        on_demand,
+    });
+    let mut e = Envelope::new("_global", "test", at, body);
+    if !on_demand {
+        e.id = health_check_id(resource, at);
+    }
+    e
+}
+
+#[tokio::test]
+async fn the_streak_of_failed_probes_counts_scheduled_failures_and_survives_a_rebuild() -> anyhow::Result<()> {
+    for backend in BACKENDS {
+        let h = Harness::new(backend).await?;
+        let t = BASE_US;
+        let events = vec![
+            probe("ukey_a", t, "key_invalid", false),
+            probe("ukey_a", t + 1, "key_invalid", false),
+            // The key's proxies failed: says nothing about the key.
+            probe("ukey_a", t + 2, "proxy_failed", false),
+            // An admin's check, failed or not, is not the schedule's count.
+            probe("ukey_a", t + 3, "ok", true),
+            probe("ukey_a", t + 4, "key_invalid", false),
+            probe("px_a", t, "proxy_failed", false),
+            probe("px_a", t + 1, "proxy_failed", false),
+            probe("px_b", t, "proxy_failed", false),
+            probe("px_b", t + 1, "ok", false),
+            probe("px_b", t + 2, "connection_failed", true),
+        ];
+        h.append_all(&events).await?;
+        h.catch_up(Projection::Health).await?;
+        let want: BTreeMap<String, u32> = [("ukey_a".to_owned(), 3), ("px_a".to_owned(), 2)].into();
+        let got = read::failure_streaks(&h.store).await?;
+        ensure!(got == want, "{backend:?}: {got:?}");
+        projections::rebuild(&h.store, &h.log, Projection::Health, |_, _| {}).await?;
+        ensure!(read::failure_streaks(&h.store).await? == want, "{backend:?}: after a rebuild");
+    }
+    Ok(())
+}
