@@ -1,13 +1,16 @@
 //! The `ledger` projection: one row per `usage.recorded`, and its counters added to the daily
-//! rollups by tenant, by key and by channel and the quarter-hour rollup by key, written once per batch in the
-//! same transaction ([`super::rollup`]). Rollups group by the model the client asked for: that
+//! rollups by tenant (and every tenant), by key and by channel, the monthly rollup by key and
+//! the quarter-hour rollups by tenant (and every tenant) and by key, written once per batch in
+//! the same transaction ([`super::rollup`]). Rollups group by the model the client asked for: that
 //! is the name tenants know and the one prices are published under. Amounts come from the event
 //! (it carries the price it was charged at); nothing is looked up.
 
 use schemas::{Envelope, EventBody, StreamOutcome, UsageRecorded, UsageSource};
 use sqlx::AnyConnection;
 
-use super::rollup::{Pending, USAGE_DAILY, USAGE_DAILY_CHANNEL, USAGE_DAILY_KEY, USAGE_SLOT_KEY};
+use super::rollup::{
+    ALL_TENANTS, Pending, USAGE_DAILY, USAGE_DAILY_CHANNEL, USAGE_DAILY_KEY, USAGE_MONTH_KEY, USAGE_SLOT, USAGE_SLOT_KEY,
+};
 use super::{Folded, to_i64};
 use crate::utc_day;
 
@@ -106,7 +109,17 @@ pub(super) async fn apply(
     let (tenant, model, currency) = (env.tenant.as_str(), u.model_requested.as_str(), u.currency.as_str());
     let key = u.key_id.as_str();
     let slot = crate::read::slot_of(env.occurred_at_us);
-    pending.add(&USAGE_DAILY, vec![tenant.into(), day.as_str().into(), model.into(), currency.into()], &counters);
+    for scope in [tenant, ALL_TENANTS] {
+        pending.add(&USAGE_DAILY, vec![scope.into(), day.as_str().into(), model.into(), currency.into()], &counters);
+        pending.add(&USAGE_SLOT, vec![scope.into(), slot.into(), model.into(), currency.into()], &counters);
+    }
+    // `YYYY-MM`: the day's first seven characters.
+    let month = day.get(..7).unwrap_or(&day);
+    pending.add(
+        &USAGE_MONTH_KEY,
+        vec![tenant.into(), month.into(), key.into(), model.into(), currency.into()],
+        &counters,
+    );
     pending.add(
         &USAGE_DAILY_KEY,
         vec![tenant.into(), key.into(), day.as_str().into(), model.into(), currency.into()],

@@ -60,6 +60,10 @@ pub struct BillingReport {
     pub as_of_seq: u64,
     /// Rows by tenant, period and currency.
     pub rows: Vec<BillingRow>,
+    /// When the report is a page of the tenants: the last tenant of this page, to pass as
+    /// `after` for the next; `None` on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Reads the billing report of `tenants` (each with its parsed zone), one row per tenant,
@@ -122,6 +126,7 @@ pub async fn billing_report(
         period: period.column().unwrap_or("day").to_owned(),
         as_of_seq: seq,
         rows,
+        next_cursor: None,
     })
 }
 
@@ -190,6 +195,7 @@ mod tests {
             period: "week".into(),
             as_of_seq: 9,
             rows: vec![row],
+            next_cursor: None,
         };
         let csv = String::from_utf8(r.to_csv()).unwrap_or_default();
         let lines: Vec<&str> = csv.split("\r\n").collect();

@@ -3,14 +3,15 @@
 //! `schemas::format_nanos`, one totals row per currency. The same events therefore give the same
 //! bytes, before and after a rebuild.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use chrono::Datelike;
+use chrono::{Datelike, Offset, TimeZone};
 use schemas::format_nanos;
 use serde::Serialize;
 use sqlx::Row;
 
 use super::{UsageDay, fetch_usage, to_u64, usage_day};
+use crate::fold::rollup::SLOTS_PER_DAY;
 use crate::store::Backend;
 use crate::{ProjectionError, ReadStore};
 
@@ -120,7 +121,8 @@ pub async fn usage_report(
 }
 
 /// The usage report grouped by `group_by`, with days, ISO weeks and months taken in `zone`.
-/// Read from rollups only: the daily per-key rollups when `zone` is UTC, otherwise the
+/// Read from rollups only: whole UTC months (by key) and days inside one period from the
+/// monthly and daily rollups, the UTC days a period boundary of `zone` cuts from the
 /// quarter-hour rollups folded into local days (exact: every zone offset in use is a whole
 /// number of quarter-hours). With `as_of_seq`, summed from the ledger rows up to that sequence
 /// instead, so the same `as_of` gives the same bytes after a rebuild.
@@ -167,80 +169,64 @@ pub(super) async fn grouped_rows(
     to: chrono::NaiveDate,
     as_of_seq: Option<u64>,
 ) -> Result<Vec<UsageDay>, ProjectionError> {
-    // The UTC window that holds every local day of the range in any zone (offsets stay within
-    // ±14 h); rows outside the range's local days are dropped below.
-    let window_from = from - chrono::Days::new(1);
-    let window_to = to + chrono::Days::new(1);
-    let utc = zone == chrono_tz::UTC;
-    let rows =
-        match as_of_seq {
-            Some(want) => {
-                sqlx::query(&format!(
-                    "SELECT CAST(occurred_at_us / {SLOT_US} AS BIGINT) AS slot, '' AS day, key_id, \
+    let periods = Periods { zone, group_by, from, to };
+    // Whole months and days map their `day` column (`2026-11`, `2026-11-30`) to a label; slot
+    // rows (`day` empty) are labelled by their quarter-hour.
+    let mut labels: HashMap<String, Option<String>> = HashMap::new();
+    let mut rows = Vec::new();
+    match as_of_seq {
+        Some(want) => {
+            // The UTC window that holds every local day of the range in any zone (offsets stay
+            // within ±14 h); slots outside the range's local days are dropped below.
+            let (window_from, window_to) = (from - chrono::Days::new(1), to + chrono::Days::new(1));
+            rows = sqlx::query(&format!(
+                "SELECT CAST(occurred_at_us / {SLOT_US} AS BIGINT) AS slot, '' AS day, key_id, \
                  model_requested AS model, currency, CAST(COUNT(*) AS BIGINT) AS requests, {SUMS} FROM ledger \
                  WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
                  AND tenant = $1 AND day >= $2 AND day <= $3 AND seq <= $4 \
                  GROUP BY CAST(occurred_at_us / {SLOT_US} AS BIGINT), key_id, model_requested, currency"
-                ))
-                .bind(tenant)
-                .bind(window_from.to_string())
-                .bind(window_to.to_string())
-                .bind(i64::try_from(want).unwrap_or(i64::MAX))
-                .fetch_all(&mut **tx)
-                .await?
-            }
-            None if utc => {
-                sqlx::query(&format!(
-                    "SELECT CAST(0 AS BIGINT) AS slot, day, key_id, model, currency, \
-                 CAST(SUM(requests) AS BIGINT) AS requests, {SUMS} FROM usage_daily_key \
-                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
-                 AND tenant = $1 AND day >= $2 AND day <= $3 GROUP BY day, key_id, model, currency"
-                ))
-                .bind(tenant)
-                .bind(from.to_string())
-                .bind(to.to_string())
-                .fetch_all(&mut **tx)
-                .await?
-            }
-            None => sqlx::query(&format!(
-                "SELECT slot, '' AS day, key_id, model, currency, CAST(SUM(requests) AS BIGINT) AS requests, {SUMS} \
-                 FROM usage_slot_key \
-                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
-                 AND tenant = $1 AND slot >= $2 AND slot < $3 GROUP BY slot, key_id, model, currency"
             ))
             .bind(tenant)
-            .bind(slot_of(midnight_us(window_from)))
-            .bind(slot_of(midnight_us(window_to + chrono::Days::new(1))))
+            .bind(window_from.to_string())
+            .bind(window_to.to_string())
+            .bind(i64::try_from(want).unwrap_or(i64::MAX))
             .fetch_all(&mut **tx)
-            .await?,
-        };
+            .await?;
+        }
+        None => {
+            let plan = periods.plan();
+            let by_key = group_by == GroupBy::Key;
+            let (month_sql, day_sql, slot_sql) = if by_key {
+                (Some(MONTHS_BY_KEY), DAYS_BY_KEY, SLOTS_BY_KEY)
+            } else {
+                (None, DAYS_BY_MODEL, SLOTS_BY_MODEL)
+            };
+            labels.extend(plan.months.iter().map(|(m, p)| (m.clone(), p.clone())));
+            labels.extend(plan.days.iter().map(|(d, p)| (d.to_string(), p.clone())));
+            if let Some(sql) = month_sql {
+                for (first, last) in runs(&plan.months, |a, b| next_month(a) == *b) {
+                    rows.extend(sqlx::query(sql).bind(tenant).bind(first).bind(last).fetch_all(&mut **tx).await?);
+                }
+            }
+            for (first, last) in runs(&plan.days, |a, b| a.succ_opt() == Some(*b)) {
+                let (first, last) = (first.to_string(), last.to_string());
+                rows.extend(sqlx::query(day_sql).bind(tenant).bind(first).bind(last).fetch_all(&mut **tx).await?);
+            }
+            for (lo, hi) in &plan.slots {
+                rows.extend(sqlx::query(slot_sql).bind(tenant).bind(lo).bind(hi).fetch_all(&mut **tx).await?);
+            }
+        }
+    }
     let mut buckets: BTreeMap<(String, String, String), UsageDay> = BTreeMap::new();
     for r in &rows {
         let day_text: String = r.try_get("day")?;
-        let local = if day_text.is_empty() {
-            let slot: i64 = r.try_get("slot")?;
-            let Some(at) = chrono::DateTime::from_timestamp_micros(slot.saturating_mul(SLOT_US)) else { continue };
-            at.with_timezone(&zone).date_naive()
+        let period = if day_text.is_empty() {
+            periods.of_slot(r.try_get("slot")?)
         } else {
-            match chrono::NaiveDate::parse_from_str(&day_text, "%Y-%m-%d") {
-                Ok(d) => d,
-                Err(_) => continue,
-            }
+            labels.get(&day_text).cloned().flatten()
         };
-        if local < from || local > to {
-            continue;
-        }
-        let key_id: String = r.try_get("key_id")?;
-        let label = match group_by {
-            GroupBy::Day => local.format("%Y-%m-%d").to_string(),
-            GroupBy::Week => {
-                let w = local.iso_week();
-                format!("{}-W{:02}", w.year(), w.week())
-            }
-            GroupBy::Month => local.format("%Y-%m").to_string(),
-            GroupBy::Model => String::new(),
-            GroupBy::Key => key_id,
-        };
+        let Some(period) = period else { continue };
+        let label = if group_by == GroupBy::Key { r.try_get("key_id")? } else { period };
         let part = usage_day(r)?;
         let b = buckets.entry((label.clone(), part.model.clone(), part.currency.clone())).or_insert_with(|| UsageDay {
             day: label,
@@ -264,6 +250,167 @@ pub(super) async fn grouped_rows(
     }
     Ok(buckets.into_values().collect())
 }
+
+/// The periods of a report: local days from `from` to `to` in `zone`, labelled per `group_by`.
+struct Periods {
+    zone: chrono_tz::Tz,
+    group_by: GroupBy,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+}
+
+/// Which rollup tier each part of a report's UTC window is read from.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Plan {
+    /// Whole UTC months (`YYYY-MM`) inside one period, with its label: `usage_month_key`
+    /// (reports by key only).
+    months: Vec<(String, Option<String>)>,
+    /// Whole UTC days inside one period and not in a month above: the daily rollups.
+    days: Vec<(chrono::NaiveDate, Option<String>)>,
+    /// Quarter-hours `lo..hi` of the UTC days a period boundary cuts: the slot rollups.
+    slots: Vec<(i64, i64)>,
+}
+
+impl Periods {
+    /// The period label of a local day, or `None` outside the range (by key and by model every
+    /// day of the range is one period, labelled later by key or not at all).
+    fn of_day(&self, local: chrono::NaiveDate) -> Option<String> {
+        if local < self.from || local > self.to {
+            return None;
+        }
+        Some(match self.group_by {
+            GroupBy::Day => local.format("%Y-%m-%d").to_string(),
+            GroupBy::Week => {
+                let w = local.iso_week();
+                format!("{}-W{:02}", w.year(), w.week())
+            }
+            GroupBy::Month => local.format("%Y-%m").to_string(),
+            GroupBy::Model | GroupBy::Key => String::new(),
+        })
+    }
+
+    /// The period of a quarter-hour: every zone offset in use is a whole number of quarter-hours,
+    /// so the slot lies in one local day.
+    fn of_slot(&self, slot: i64) -> Option<String> {
+        let at = chrono::DateTime::from_timestamp_micros(slot.saturating_mul(SLOT_US))?;
+        self.of_day(at.with_timezone(&self.zone).date_naive())
+    }
+
+    fn offset(&self, slot: i64) -> Option<chrono::FixedOffset> {
+        let at = chrono::DateTime::from_timestamp_micros(slot.saturating_mul(SLOT_US))?;
+        Some(self.zone.offset_from_utc_datetime(&at.naive_utc()).fix())
+    }
+
+    /// Splits the UTC window holding the range's local days (a day either side: offsets stay
+    /// within ±14 h) into whole months, whole days and quarter-hours. A UTC day is whole when
+    /// its first and last quarter-hour have the same period and the same offset (no zone in the
+    /// database changes its offset twice within a day, so the period holds for the whole day);
+    /// whole days outside the range are left out. A month is whole when all of its days are
+    /// whole and in one period.
+    fn plan(&self) -> Plan {
+        let mut plan = Plan::default();
+        let (first, last) = (self.from - chrono::Days::new(1), self.to + chrono::Days::new(1));
+        let mut whole: Vec<(chrono::NaiveDate, Option<String>)> = Vec::new();
+        let mut day = first;
+        while day <= last {
+            let s0 = slot_of(midnight_us(day));
+            let s1 = s0 + SLOTS_PER_DAY - 1;
+            let period = self.of_slot(s0);
+            if period == self.of_slot(s1) && self.offset(s0) == self.offset(s1) {
+                whole.push((day, period));
+            } else {
+                match plan.slots.last_mut() {
+                    Some((_, hi)) if *hi == s0 => *hi = s1 + 1,
+                    _ => plan.slots.push((s0, s1 + 1)),
+                }
+            }
+            let Some(next) = day.succ_opt() else { break };
+            day = next;
+        }
+        whole.retain(|(_, p)| p.is_some());
+        if self.group_by == GroupBy::Key {
+            let mut rest = Vec::with_capacity(whole.len());
+            let mut i = 0;
+            while i < whole.len() {
+                let (d, period) = &whole[i];
+                let days_in_month = month_days(*d);
+                let j = i + usize::try_from(days_in_month).unwrap_or(usize::MAX);
+                let month = whole.get(i..j.min(whole.len())).unwrap_or_default();
+                let full = d.day() == 1
+                    && month.len() as u32 == days_in_month
+                    && month.iter().all(|(e, p)| p == period && e.month() == d.month());
+                if full {
+                    plan.months.push((d.format("%Y-%m").to_string(), period.clone()));
+                    i = j;
+                } else {
+                    rest.push((*d, period.clone()));
+                    i += 1;
+                }
+            }
+            whole = rest;
+        }
+        plan.days = whole;
+        plan
+    }
+}
+
+/// The number of days in the month of `d`.
+fn month_days(d: chrono::NaiveDate) -> u32 {
+    let first = d.with_day(1).unwrap_or(d);
+    let next = first.checked_add_months(chrono::Months::new(1)).unwrap_or(first);
+    u32::try_from((next - first).num_days()).unwrap_or(0)
+}
+
+/// `YYYY-MM` of the month after `m` (`YYYY-MM`).
+fn next_month(m: &str) -> String {
+    chrono::NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+        .map(|d| d.format("%Y-%m").to_string())
+        .unwrap_or_default()
+}
+
+/// Runs of consecutive items (`next(a, b)` when `b` follows `a`) as `(first, last)`: one
+/// index range each.
+fn runs<T: Clone>(items: &[(T, Option<String>)], next: impl Fn(&T, &T) -> bool) -> Vec<(T, T)> {
+    let mut out: Vec<(T, T)> = Vec::new();
+    for (item, _) in items {
+        match out.last_mut() {
+            Some((_, last)) if next(last, item) => *last = item.clone(),
+            _ => out.push((item.clone(), item.clone())),
+        }
+    }
+    out
+}
+
+/// The tiers' statements: each selects `day` (the month or day; empty for a quarter-hour),
+/// `slot`, `key_id`, `model`, `currency` and the counters of one row, one row per rollup row (the
+/// rows are unique by their key already, so nothing is grouped in SQL).
+const MONTHS_BY_KEY: &str = "SELECT month AS day, CAST(0 AS BIGINT) AS slot, key_id, model, currency, requests, \
+     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
+     FROM usage_month_key \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+     AND tenant = $1 AND month >= $2 AND month <= $3";
+const DAYS_BY_KEY: &str = "SELECT day, CAST(0 AS BIGINT) AS slot, key_id, model, currency, requests, \
+     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
+     FROM usage_daily_key \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+     AND tenant = $1 AND day >= $2 AND day <= $3";
+const SLOTS_BY_KEY: &str = "SELECT '' AS day, slot, key_id, model, currency, requests, \
+     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
+     FROM usage_slot_key \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+     AND tenant = $1 AND slot >= $2 AND slot < $3";
+const DAYS_BY_MODEL: &str = "SELECT day, CAST(0 AS BIGINT) AS slot, '' AS key_id, model, currency, requests, \
+     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
+     FROM usage_daily \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+     AND tenant = $1 AND day >= $2 AND day <= $3";
+const SLOTS_BY_MODEL: &str = "SELECT '' AS day, slot, '' AS key_id, model, currency, requests, \
+     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
+     FROM usage_slot \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+     AND tenant = $1 AND slot >= $2 AND slot < $3";
 
 /// The report the CLI and the admin API both give: by day in UTC from the daily rollups
 /// ([`usage_report`], [`usage_report_as_of`]), any other grouping or zone through
