@@ -9,7 +9,8 @@ use schemas::{Envelope, EventBody, StreamOutcome, UsageRecorded, UsageSource};
 use sqlx::AnyConnection;
 
 use super::rollup::{
-    ALL_TENANTS, Pending, USAGE_DAILY, USAGE_DAILY_CHANNEL, USAGE_DAILY_KEY, USAGE_MONTH_KEY, USAGE_SLOT, USAGE_SLOT_KEY,
+    ALL_TENANTS, Pending, USAGE_DAILY, USAGE_DAILY_CHANNEL, USAGE_DAILY_KEY, USAGE_MONTH_KEY, USAGE_SLOT,
+    USAGE_SLOT_KEY,
 };
 use super::{Folded, to_i64};
 use crate::utc_day;

@@ -173,7 +173,7 @@ pub(super) async fn grouped_rows(
     // Whole months and days map their `day` column (`2026-11`, `2026-11-30`) to a label; slot
     // rows (`day` empty) are labelled by their quarter-hour.
     let mut labels: HashMap<String, Option<String>> = HashMap::new();
-    let mut rows = Vec::new();
+    let (mut rows, mut minus) = (Vec::new(), Vec::new());
     match as_of_seq {
         Some(want) => {
             // The UTC window that holds every local day of the range in any zone (offsets stay
@@ -215,19 +215,38 @@ pub(super) async fn grouped_rows(
             for (lo, hi) in &plan.slots {
                 rows.extend(sqlx::query(slot_sql).bind(tenant).bind(lo).bind(hi).fetch_all(&mut **tx).await?);
             }
+            for (lo, hi) in &plan.minus {
+                minus.extend(sqlx::query(slot_sql).bind(tenant).bind(lo).bind(hi).fetch_all(&mut **tx).await?);
+            }
         }
     }
     let mut buckets: BTreeMap<(String, String, String), UsageDay> = BTreeMap::new();
-    for r in &rows {
+    let signed = rows.iter().map(|r| (r, 1)).chain(minus.iter().map(|r| (r, -1)));
+    for (r, sign) in signed {
         let day_text: String = r.try_get("day")?;
         let period = if day_text.is_empty() {
             periods.of_slot(r.try_get("slot")?)
         } else {
             labels.get(&day_text).cloned().flatten()
         };
+        // A subtracted quarter-hour counts only outside the range (inside, its month holds it).
+        let period = if sign < 0 { if period.is_some() { None } else { Some(String::new()) } } else { period };
         let Some(period) = period else { continue };
         let label = if group_by == GroupBy::Key { r.try_get("key_id")? } else { period };
-        let part = usage_day(r)?;
+        let mut part = usage_day(r)?;
+        if sign < 0 {
+            for c in [
+                &mut part.requests,
+                &mut part.input_tokens,
+                &mut part.cached_input_tokens,
+                &mut part.cache_write_tokens,
+                &mut part.output_tokens,
+                &mut part.reasoning_tokens,
+                &mut part.cost_nanos,
+            ] {
+                *c = c.saturating_neg();
+            }
+        }
         let b = buckets.entry((label.clone(), part.model.clone(), part.currency.clone())).or_insert_with(|| UsageDay {
             day: label,
             model: part.model.clone(),
@@ -248,7 +267,8 @@ pub(super) async fn grouped_rows(
         b.reasoning_tokens = b.reasoning_tokens.saturating_add(part.reasoning_tokens);
         b.cost_nanos = b.cost_nanos.saturating_add(part.cost_nanos);
     }
-    Ok(buckets.into_values().collect())
+    // Every ledger row is a request: a key whose month was all subtracted has none left here.
+    Ok(buckets.into_values().filter(|b| b.requests != 0).collect())
 }
 
 /// The periods of a report: local days from `from` to `to` in `zone`, labelled per `group_by`.
@@ -262,13 +282,16 @@ struct Periods {
 /// Which rollup tier each part of a report's UTC window is read from.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Plan {
-    /// Whole UTC months (`YYYY-MM`) inside one period, with its label: `usage_month_key`
-    /// (reports by key only).
+    /// UTC months (`YYYY-MM`) inside the range but for the cut days at its ends, with their
+    /// label: `usage_month_key` (reports by key only).
     months: Vec<(String, Option<String>)>,
     /// Whole UTC days inside one period and not in a month above: the daily rollups.
     days: Vec<(chrono::NaiveDate, Option<String>)>,
     /// Quarter-hours `lo..hi` of the UTC days a period boundary cuts: the slot rollups.
     slots: Vec<(i64, i64)>,
+    /// Quarter-hours `lo..hi` of the cut days inside a month above: those outside the range are
+    /// subtracted from the month's rows (by key only).
+    minus: Vec<(i64, i64)>,
 }
 
 impl Periods {
@@ -310,47 +333,56 @@ impl Periods {
     fn plan(&self) -> Plan {
         let mut plan = Plan::default();
         let (first, last) = (self.from - chrono::Days::new(1), self.to + chrono::Days::new(1));
-        let mut whole: Vec<(chrono::NaiveDate, Option<String>)> = Vec::new();
+        // Each UTC day of the window: `Some(period)` when whole, `None` when a boundary cuts it.
+        let mut days: Vec<(chrono::NaiveDate, Option<Option<String>>)> = Vec::new();
         let mut day = first;
         while day <= last {
             let s0 = slot_of(midnight_us(day));
             let s1 = s0 + SLOTS_PER_DAY - 1;
             let period = self.of_slot(s0);
-            if period == self.of_slot(s1) && self.offset(s0) == self.offset(s1) {
-                whole.push((day, period));
-            } else {
-                match plan.slots.last_mut() {
-                    Some((_, hi)) if *hi == s0 => *hi = s1 + 1,
-                    _ => plan.slots.push((s0, s1 + 1)),
-                }
-            }
+            let whole = period == self.of_slot(s1) && self.offset(s0) == self.offset(s1);
+            days.push((day, whole.then_some(period)));
             let Some(next) = day.succ_opt() else { break };
             day = next;
         }
-        whole.retain(|(_, p)| p.is_some());
-        if self.group_by == GroupBy::Key {
-            let mut rest = Vec::with_capacity(whole.len());
-            let mut i = 0;
-            while i < whole.len() {
-                let (d, period) = &whole[i];
-                let days_in_month = month_days(*d);
-                let j = i + usize::try_from(days_in_month).unwrap_or(usize::MAX);
-                let month = whole.get(i..j.min(whole.len())).unwrap_or_default();
-                let full = d.day() == 1
-                    && month.len() as u32 == days_in_month
-                    && month.iter().all(|(e, p)| p == period && e.month() == d.month());
-                if full {
-                    plan.months.push((d.format("%Y-%m").to_string(), period.clone()));
-                    i = j;
-                } else {
-                    rest.push((*d, period.clone()));
-                    i += 1;
+        let mut i = 0;
+        while i < days.len() {
+            let (d, kind) = &days[i];
+            // By key the range is one period: a UTC month of the window with no day wholly
+            // outside the range is read as its month rows, less the quarter-hours of its cut
+            // days that fall outside the range.
+            if self.group_by == GroupBy::Key && d.day() == 1 {
+                let n = usize::try_from(month_days(*d)).unwrap_or(usize::MAX);
+                if let Some(month) = days.get(i..i.saturating_add(n))
+                    && month.iter().all(|(e, k)| e.month() == d.month() && !matches!(k, Some(None)))
+                {
+                    plan.months.push((d.format("%Y-%m").to_string(), Some(String::new())));
+                    for (e, k) in month {
+                        if k.is_none() {
+                            push_day_slots(&mut plan.minus, *e);
+                        }
+                    }
+                    i += n;
+                    continue;
                 }
             }
-            whole = rest;
+            match kind {
+                Some(Some(period)) => plan.days.push((*d, Some(period.clone()))),
+                Some(None) => {}
+                None => push_day_slots(&mut plan.slots, *d),
+            }
+            i += 1;
         }
-        plan.days = whole;
         plan
+    }
+}
+
+/// Adds the quarter-hours of UTC day `day` to `ranges`, joining a range it follows.
+fn push_day_slots(ranges: &mut Vec<(i64, i64)>, day: chrono::NaiveDate) {
+    let lo = slot_of(midnight_us(day));
+    match ranges.last_mut() {
+        Some((_, hi)) if *hi == lo => *hi = lo + SLOTS_PER_DAY,
+        _ => ranges.push((lo, lo + SLOTS_PER_DAY)),
     }
 }
 
@@ -717,6 +749,49 @@ mod tests {
             reasoning_tokens: 0,
             cost_nanos: cost,
         }
+    }
+
+    fn plan(zone: chrono_tz::Tz, group_by: GroupBy, from: &str, to: &str) -> Plan {
+        let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default();
+        Periods { zone, group_by, from: d(from), to: d(to) }.plan()
+    }
+
+    fn day_slots(day: &str) -> (i64, i64) {
+        let d = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap_or_default();
+        let lo = slot_of(midnight_us(d));
+        (lo, lo + SLOTS_PER_DAY)
+    }
+
+    #[test]
+    fn utc_reads_months_and_days_and_no_quarter_hours() {
+        let p = plan(chrono_tz::UTC, GroupBy::Key, "2026-11-01", "2026-11-30");
+        assert_eq!(p.months, [("2026-11".to_owned(), Some(String::new()))]);
+        assert!(p.days.is_empty() && p.slots.is_empty() && p.minus.is_empty(), "{p:?}");
+        let p = plan(chrono_tz::UTC, GroupBy::Week, "2026-11-01", "2026-11-30");
+        assert_eq!(p.days.len(), 30);
+        assert_eq!(p.days[1].1.as_deref(), Some("2026-W45"));
+        assert!(p.months.is_empty() && p.slots.is_empty());
+        let p = plan(chrono_tz::UTC, GroupBy::Key, "2026-11-05", "2026-12-02");
+        assert!(p.months.is_empty() && p.days.len() == 28 && p.slots.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn a_zone_reads_quarter_hours_only_where_its_boundaries_cut_a_utc_day() {
+        // Kolkata (+5:30): Nov 1..30 local is Oct 31 18:30 .. Nov 30 18:30 UTC.
+        let p = plan(chrono_tz::Asia::Kolkata, GroupBy::Key, "2026-11-01", "2026-11-30");
+        assert_eq!(p.months, [("2026-11".to_owned(), Some(String::new()))]);
+        assert_eq!(p.slots, [day_slots("2026-10-31")]);
+        assert_eq!(p.minus, [day_slots("2026-11-30")]);
+        let p = plan(chrono_tz::Asia::Kolkata, GroupBy::Month, "2026-11-01", "2026-11-30");
+        assert_eq!(p.days.len(), 29);
+        assert!(p.days.iter().all(|(_, l)| l.as_deref() == Some("2026-11")));
+        assert_eq!(p.slots, [day_slots("2026-10-31"), day_slots("2026-11-30")]);
+        // By day every UTC day is cut: one run of quarter-hours, no days.
+        let p = plan(chrono_tz::Asia::Kolkata, GroupBy::Day, "2026-11-01", "2026-11-30");
+        assert!(p.days.is_empty() && p.slots == [(day_slots("2026-10-31").0, day_slots("2026-11-30").1)], "{p:?}");
+        // A DST change cuts its UTC day even where no period boundary falls.
+        let p = plan(chrono_tz::Europe::London, GroupBy::Model, "2026-10-01", "2026-10-31");
+        assert!(p.slots.contains(&day_slots("2026-10-25")) || p.minus.contains(&day_slots("2026-10-25")), "{p:?}");
     }
 
     #[test]
