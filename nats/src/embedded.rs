@@ -48,6 +48,8 @@ pub struct EmbeddedLog {
     path: Arc<PathBuf>,
     writer: GroupCommit<Row>,
     appended: watch::Receiver<u64>,
+    /// Wakes this process's tails after a commit (the writer's, or a conditional append's).
+    notify: Arc<watch::Sender<u64>>,
     /// Appends refused since start because the event was over [`MAX_EVENT_BYTES`].
     refused: Arc<AtomicU64>,
 }
@@ -67,7 +69,8 @@ impl EmbeddedLog {
             .map_err(|e| LogError::Sqlite(e.to_string()))??
         };
         let (notify, appended) = watch::channel(0u64);
-        let mut commits = 0u64;
+        let notify = Arc::new(notify);
+        let wake = notify.clone();
         let writer = GroupCommit::start(
             "llmr-events",
             conn,
@@ -80,12 +83,9 @@ impl EmbeddedLog {
                 }
                 Ok(())
             },
-            move || {
-                commits += 1;
-                notify.send_replace(commits);
-            },
+            move || wake.send_modify(|commits| *commits += 1),
         )?;
-        Ok(Self { path: Arc::new(path), writer, appended, refused: Arc::new(AtomicU64::new(0)) })
+        Ok(Self { path: Arc::new(path), writer, appended, notify, refused: Arc::new(AtomicU64::new(0)) })
     }
 
     /// The row for `env`, or [`LogError::TooLarge`] (logged, counted) when it is over
@@ -101,6 +101,34 @@ impl EmbeddedLog {
     /// Appends and waits for the commit; [`LogError::TooLarge`] for an event over the limit.
     pub async fn append(&self, env: &Envelope) -> Result<(), LogError> {
         self.writer.write(vec![self.row(env)?]).await
+    }
+
+    /// Appends only if the last sequence of the event's stream is `last_seq`: the check and the
+    /// insert are one `BEGIN IMMEDIATE` transaction on a connection of its own, so the group
+    /// writer (and any other process on the file) waits for it or goes first.
+    pub async fn append_if_last(&self, env: &Envelope, last_seq: u64) -> Result<(), LogError> {
+        let row = self.row(env)?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), LogError> {
+            let mut conn = open_durable(&path)?;
+            let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite)?;
+            let last: i64 = t
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events WHERE stream = ?1", [row.stream], |r| r.get(0))
+                .map_err(sqlite)?;
+            if u64::try_from(last).unwrap_or(0) != last_seq {
+                return Err(LogError::Conflict(last_seq));
+            }
+            t.execute(
+                "INSERT OR IGNORE INTO events (id, stream, subject, payload) VALUES (?1, ?2, ?3, ?4)",
+                params![row.id, row.stream, row.subject, row.payload],
+            )
+            .map_err(sqlite)?;
+            t.commit().map_err(sqlite)
+        })
+        .await
+        .map_err(|e| LogError::Sqlite(e.to_string()))??;
+        self.notify.send_modify(|commits| *commits += 1);
+        Ok(())
     }
 
     /// Appends without waiting. An event over the limit is dropped (logged at ERROR, counted in

@@ -225,8 +225,7 @@ pub async fn billing(
         };
         tenants.push((t, zone));
     }
-    let mut report = match projections::read::billing_report(state.store(), &tenants, period, from, to, q.as_of).await
-    {
+    let mut report = match projections::read::billing_report(state.store(), &tenants, period, from, to, q.as_of).await {
         Err(projections::ProjectionError::NotCaughtUp { .. }) => {
             return Err(ApiError::conflict("not_caught_up", "The ledger has not reached that sequence yet."));
         }

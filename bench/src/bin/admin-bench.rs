@@ -2,7 +2,7 @@
 //! (embedded log, SQLite read store), seeds its read store by direct SQL inserts into the
 //! read-model tables (100 tenants, `--keys` API keys, `--rows` ledger rows with their rollups and
 //! as many request-log rows with theirs, over 30 days; every rollup tier filled as the
-//! projections fold it, the all-tenant `*` rows included), then times each list and report
+//! projections fold it, the all-tenant `*` rows included; one tenant, t043, in Asia/Kolkata), then times each list and report
 //! endpoint over HTTP on loopback. Seeding bypasses the event log on purpose: folding a million
 //! events first would measure the projections, not the endpoints.
 //!
@@ -45,7 +45,8 @@ fn seed(db: &Path, keys: i64, rows: i64) -> anyhow::Result<()> {
     let tenant = "printf('t%03d', i % 100)";
     let sql = [
         format!(
-            "{}INSERT INTO tenants (generation, name, created_at_us) SELECT 1, printf('t%03d', i), {START_US} FROM s",
+            "{}INSERT INTO tenants (generation, name, created_at_us, time_zone) SELECT 1, printf('t%03d', i), {START_US}, \
+             CASE WHEN i = 43 THEN 'Asia/Kolkata' END FROM s",
             series(TENANTS)
         ),
         format!(
@@ -192,7 +193,11 @@ async fn main() -> anyhow::Result<()> {
         "/api/reports/usage?tenant=t042&from=2026-11-01&to=2026-11-30".to_owned(),
         "/api/reports/usage?tenant=t042&from=2026-11-01&to=2026-11-30&group_by=key".to_owned(),
         "/api/reports/billing?tenant=t042&from=2026-11-01&to=2026-11-30".to_owned(),
-        "/api/reports/billing?from=2026-11-01&to=2026-11-30".to_owned(),
+        // t043 keeps Asia/Kolkata (+5:30): its local days cut every UTC day.
+        "/api/reports/usage?tenant=t043&from=2026-11-01&to=2026-11-30".to_owned(),
+        "/api/reports/usage?tenant=t043&from=2026-11-01&to=2026-11-30&group_by=key".to_owned(),
+        "/api/reports/billing?tenant=t043&from=2026-11-01&to=2026-11-30".to_owned(),
+        "/api/reports/billing?from=2026-11-01&to=2026-11-30&limit=200".to_owned(),
         "/api/audit?limit=200".to_owned(),
         "/api/users?limit=200".to_owned(),
         "/api/channels?limit=200".to_owned(),
