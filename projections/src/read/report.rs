@@ -9,6 +9,7 @@ use chrono::{Datelike, Offset, TimeZone};
 use schemas::format_nanos;
 use serde::Serialize;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{UsageDay, fetch_usage, to_u64, usage_day};
 use crate::fold::rollup::SLOTS_PER_DAY;
@@ -169,60 +170,98 @@ pub(super) async fn grouped_rows(
     to: chrono::NaiveDate,
     as_of_seq: Option<u64>,
 ) -> Result<Vec<UsageDay>, ProjectionError> {
+    let Some(want) = as_of_seq else {
+        let mut by_tenant = grouped_rows_of(tx, &[tenant], zone, group_by, from, to).await?;
+        return Ok(by_tenant.remove(tenant).unwrap_or_default());
+    };
+    // The UTC window that holds every local day of the range in any zone (offsets stay within
+    // ±14 h); slots outside the range's local days are dropped in the fold.
+    let (window_from, window_to) = (from - chrono::Days::new(1), to + chrono::Days::new(1));
+    let rows = sqlx::query(&format!(
+        "SELECT tenant, CAST(occurred_at_us / {SLOT_US} AS BIGINT) AS slot, '' AS day, key_id, \
+         model_requested AS model, currency, CAST(COUNT(*) AS BIGINT) AS requests, {SUMS} FROM ledger \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+         AND tenant = $1 AND day >= $2 AND day <= $3 AND seq <= $4 \
+         GROUP BY tenant, CAST(occurred_at_us / {SLOT_US} AS BIGINT), key_id, model_requested, currency"
+    ))
+    .bind(tenant)
+    .bind(window_from.to_string())
+    .bind(window_to.to_string())
+    .bind(i64::try_from(want).unwrap_or(i64::MAX))
+    .fetch_all(&mut **tx)
+    .await?;
     let periods = Periods { zone, group_by, from, to };
+    let mut by_tenant = fold(&periods, &HashMap::new(), rows.iter().map(|r| (r, 1)))?;
+    Ok(by_tenant.remove(tenant).unwrap_or_default())
+}
+
+/// The live rows of several tenants sharing one zone, by tenant: each tier's rows of every
+/// tenant in one statement (`tenant IN (…)`, one index range per tenant), so a page of tenants
+/// costs a few statements, not a few per tenant.
+pub(super) async fn grouped_rows_of(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenants: &[&str],
+    zone: chrono_tz::Tz,
+    group_by: GroupBy,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<BTreeMap<String, Vec<UsageDay>>, ProjectionError> {
+    let periods = Periods { zone, group_by, from, to };
+    let plan = periods.plan();
+    let (month_sql, day_sql, slot_sql) = if group_by == GroupBy::Key {
+        (Some(MONTHS_BY_KEY), DAYS_BY_KEY, SLOTS_BY_KEY)
+    } else {
+        (None, DAYS_BY_MODEL, SLOTS_BY_MODEL)
+    };
     // Whole months and days map their `day` column (`2026-11`, `2026-11-30`) to a label; slot
     // rows (`day` empty) are labelled by their quarter-hour.
     let mut labels: HashMap<String, Option<String>> = HashMap::new();
+    labels.extend(plan.months.iter().map(|(m, p)| (m.clone(), p.clone())));
+    labels.extend(plan.days.iter().map(|(d, p)| (d.to_string(), p.clone())));
     let (mut rows, mut minus) = (Vec::new(), Vec::new());
-    match as_of_seq {
-        Some(want) => {
-            // The UTC window that holds every local day of the range in any zone (offsets stay
-            // within ±14 h); slots outside the range's local days are dropped below.
-            let (window_from, window_to) = (from - chrono::Days::new(1), to + chrono::Days::new(1));
-            rows = sqlx::query(&format!(
-                "SELECT CAST(occurred_at_us / {SLOT_US} AS BIGINT) AS slot, '' AS day, key_id, \
-                 model_requested AS model, currency, CAST(COUNT(*) AS BIGINT) AS requests, {SUMS} FROM ledger \
-                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
-                 AND tenant = $1 AND day >= $2 AND day <= $3 AND seq <= $4 \
-                 GROUP BY CAST(occurred_at_us / {SLOT_US} AS BIGINT), key_id, model_requested, currency"
-            ))
-            .bind(tenant)
-            .bind(window_from.to_string())
-            .bind(window_to.to_string())
-            .bind(i64::try_from(want).unwrap_or(i64::MAX))
-            .fetch_all(&mut **tx)
-            .await?;
-        }
-        None => {
-            let plan = periods.plan();
-            let by_key = group_by == GroupBy::Key;
-            let (month_sql, day_sql, slot_sql) = if by_key {
-                (Some(MONTHS_BY_KEY), DAYS_BY_KEY, SLOTS_BY_KEY)
-            } else {
-                (None, DAYS_BY_MODEL, SLOTS_BY_MODEL)
-            };
-            labels.extend(plan.months.iter().map(|(m, p)| (m.clone(), p.clone())));
-            labels.extend(plan.days.iter().map(|(d, p)| (d.to_string(), p.clone())));
-            if let Some(sql) = month_sql {
-                for (first, last) in runs(&plan.months, |a, b| next_month(a) == *b) {
-                    rows.extend(sqlx::query(sql).bind(tenant).bind(first).bind(last).fetch_all(&mut **tx).await?);
-                }
-            }
-            for (first, last) in runs(&plan.days, |a, b| a.succ_opt() == Some(*b)) {
-                let (first, last) = (first.to_string(), last.to_string());
-                rows.extend(sqlx::query(day_sql).bind(tenant).bind(first).bind(last).fetch_all(&mut **tx).await?);
-            }
-            for (lo, hi) in &plan.slots {
-                rows.extend(sqlx::query(slot_sql).bind(tenant).bind(lo).bind(hi).fetch_all(&mut **tx).await?);
-            }
-            for (lo, hi) in &plan.minus {
-                minus.extend(sqlx::query(slot_sql).bind(tenant).bind(lo).bind(hi).fetch_all(&mut **tx).await?);
-            }
+    if let Some(sql) = month_sql {
+        for (first, last) in runs(&plan.months, |a, b| next_month(a) == *b) {
+            let sql = ranged(sql, "month", tenants.len(), "<=");
+            rows.extend(bind_tenants(&sql, tenants).bind(first).bind(last).fetch_all(&mut **tx).await?);
         }
     }
-    let mut buckets: BTreeMap<(String, String, String), UsageDay> = BTreeMap::new();
+    for (first, last) in runs(&plan.days, |a, b| a.succ_opt() == Some(*b)) {
+        let (first, last) = (first.to_string(), last.to_string());
+        let sql = ranged(day_sql, "day", tenants.len(), "<=");
+        rows.extend(bind_tenants(&sql, tenants).bind(first).bind(last).fetch_all(&mut **tx).await?);
+    }
+    let sql = ranged(slot_sql, "slot", tenants.len(), "<");
+    for (lo, hi) in &plan.slots {
+        rows.extend(bind_tenants(&sql, tenants).bind(lo).bind(hi).fetch_all(&mut **tx).await?);
+    }
+    for (lo, hi) in &plan.minus {
+        minus.extend(bind_tenants(&sql, tenants).bind(lo).bind(hi).fetch_all(&mut **tx).await?);
+    }
     let signed = rows.iter().map(|r| (r, 1)).chain(minus.iter().map(|r| (r, -1)));
-    for (r, sign) in signed {
+    fold(&periods, &labels, signed)
+}
+
+/// `sql` (a tier's statement up to its generation condition) with the tenant list and the range
+/// of `column` as bound parameters: `$1…$n` the tenants, then the range's two ends. Only the
+/// count of placeholders varies; every value is bound.
+fn ranged(sql: &str, column: &str, tenants: usize, upper: &str) -> String {
+    let list: Vec<String> = (1..=tenants).map(|i| format!("${i}")).collect();
+    let (lo, hi) = (tenants + 1, tenants + 2);
+    format!("{sql} AND tenant IN ({}) AND {column} >= ${lo} AND {column} {upper} ${hi}", list.join(", "))
+}
+
+fn bind_tenants<'q>(sql: &'q str, tenants: &[&str]) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    tenants.iter().fold(sqlx::query(sql), |q, t| q.bind((*t).to_owned()))
+}
+
+/// Sums `rows` (each with its sign) into report rows by tenant, label, model and currency.
+fn fold<'r>(
+    periods: &Periods,
+    labels: &HashMap<String, Option<String>>,
+    rows: impl Iterator<Item = (&'r AnyRow, i64)>,
+) -> Result<BTreeMap<String, Vec<UsageDay>>, ProjectionError> {
+    let mut buckets: BTreeMap<(String, String, String, String), UsageDay> = BTreeMap::new();
+    for (r, sign) in rows {
         let day_text: String = r.try_get("day")?;
         let period = if day_text.is_empty() {
             periods.of_slot(r.try_get("slot")?)
@@ -232,7 +271,8 @@ pub(super) async fn grouped_rows(
         // A subtracted quarter-hour counts only outside the range (inside, its month holds it).
         let period = if sign < 0 { if period.is_some() { None } else { Some(String::new()) } } else { period };
         let Some(period) = period else { continue };
-        let label = if group_by == GroupBy::Key { r.try_get("key_id")? } else { period };
+        let label = if periods.group_by == GroupBy::Key { r.try_get("key_id")? } else { period };
+        let tenant: String = r.try_get("tenant")?;
         let mut part = usage_day(r)?;
         if sign < 0 {
             for c in [
@@ -247,7 +287,8 @@ pub(super) async fn grouped_rows(
                 *c = c.saturating_neg();
             }
         }
-        let b = buckets.entry((label.clone(), part.model.clone(), part.currency.clone())).or_insert_with(|| UsageDay {
+        let key = (tenant, label.clone(), part.model.clone(), part.currency.clone());
+        let b = buckets.entry(key).or_insert_with(|| UsageDay {
             day: label,
             model: part.model.clone(),
             currency: part.currency.clone(),
@@ -267,8 +308,14 @@ pub(super) async fn grouped_rows(
         b.reasoning_tokens = b.reasoning_tokens.saturating_add(part.reasoning_tokens);
         b.cost_nanos = b.cost_nanos.saturating_add(part.cost_nanos);
     }
-    // Every ledger row is a request: a key whose month was all subtracted has none left here.
-    Ok(buckets.into_values().filter(|b| b.requests != 0).collect())
+    let mut out: BTreeMap<String, Vec<UsageDay>> = BTreeMap::new();
+    for ((tenant, ..), b) in buckets {
+        // Every ledger row is a request: a key whose month was all subtracted has none left here.
+        if b.requests != 0 {
+            out.entry(tenant).or_default().push(b);
+        }
+    }
+    Ok(out)
 }
 
 /// The periods of a report: local days from `from` to `to` in `zone`, labelled per `group_by`.
@@ -415,34 +462,30 @@ fn runs<T: Clone>(items: &[(T, Option<String>)], next: impl Fn(&T, &T) -> bool) 
     out
 }
 
-/// The tiers' statements: each selects `day` (the month or day; empty for a quarter-hour),
-/// `slot`, `key_id`, `model`, `currency` and the counters of one row, one row per rollup row (the
-/// rows are unique by their key already, so nothing is grouped in SQL).
-const MONTHS_BY_KEY: &str = "SELECT month AS day, CAST(0 AS BIGINT) AS slot, key_id, model, currency, requests, \
+/// The tiers' statements up to their generation condition ([`ranged`] adds the tenants and the
+/// range): each selects `tenant`, `day` (the month or day; empty for a quarter-hour), `slot`,
+/// `key_id`, `model`, `currency` and the counters, one row per rollup row (the rows are unique
+/// by their key already, so nothing is grouped in SQL).
+const MONTHS_BY_KEY: &str = "SELECT tenant, month AS day, CAST(0 AS BIGINT) AS slot, key_id, model, currency, requests, \
      input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
      FROM usage_month_key \
-     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
-     AND tenant = $1 AND month >= $2 AND month <= $3";
-const DAYS_BY_KEY: &str = "SELECT day, CAST(0 AS BIGINT) AS slot, key_id, model, currency, requests, \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger')";
+const DAYS_BY_KEY: &str = "SELECT tenant, day, CAST(0 AS BIGINT) AS slot, key_id, model, currency, requests, \
      input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
      FROM usage_daily_key \
-     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
-     AND tenant = $1 AND day >= $2 AND day <= $3";
-const SLOTS_BY_KEY: &str = "SELECT '' AS day, slot, key_id, model, currency, requests, \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger')";
+const SLOTS_BY_KEY: &str = "SELECT tenant, '' AS day, slot, key_id, model, currency, requests, \
      input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
      FROM usage_slot_key \
-     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
-     AND tenant = $1 AND slot >= $2 AND slot < $3";
-const DAYS_BY_MODEL: &str = "SELECT day, CAST(0 AS BIGINT) AS slot, '' AS key_id, model, currency, requests, \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger')";
+const DAYS_BY_MODEL: &str = "SELECT tenant, day, CAST(0 AS BIGINT) AS slot, '' AS key_id, model, currency, requests, \
      input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
      FROM usage_daily \
-     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
-     AND tenant = $1 AND day >= $2 AND day <= $3";
-const SLOTS_BY_MODEL: &str = "SELECT '' AS day, slot, '' AS key_id, model, currency, requests, \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger')";
+const SLOTS_BY_MODEL: &str = "SELECT tenant, '' AS day, slot, '' AS key_id, model, currency, requests, \
      input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
      FROM usage_slot \
-     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
-     AND tenant = $1 AND slot >= $2 AND slot < $3";
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger')";
 
 /// The report the CLI and the admin API both give: by day in UTC from the daily rollups
 /// ([`usage_report`], [`usage_report_as_of`]), any other grouping or zone through
