@@ -220,6 +220,9 @@ pub enum AdminError {
     /// Disabling or demoting the only enabled owner would leave nobody able to manage owners.
     #[error("user {0} is the last enabled owner; make another user owner first")]
     LastOwner(String),
+    /// A conditional write lost to other control events every time it was tried.
+    #[error("the control stream kept changing while this change was checked; nothing was changed, try again")]
+    Busy,
 }
 
 impl AdminError {

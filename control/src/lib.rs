@@ -28,10 +28,16 @@ pub use crate::users::{CreatedUser, NewUser, UserChanges, find_user, normalise_e
 /// Reads the control stream up to its current end and folds it into the control model.
 /// Undecodable events are skipped, as every other consumer skips them.
 pub async fn load(log: &EventLog) -> Result<ControlModel, AdminError> {
+    Ok(load_at(log).await?.0)
+}
+
+/// [`load`], with the control stream's sequence the model reflects: what a conditional append
+/// ([`EventLog::append_if_last`]) expects to still be the stream's last.
+pub async fn load_at(log: &EventLog) -> Result<(ControlModel, u64), AdminError> {
     let end = log.last_seq(Stream::Control).await.map_err(AdminError::log("read the control stream"))?;
     let mut model = ControlModel::default();
     if end == 0 {
-        return Ok(model);
+        return Ok((model, end));
     }
     let mut tail = log.tail(Stream::Control, 0);
     while let Some(ev) = tail.next().await {
@@ -43,7 +49,7 @@ pub async fn load(log: &EventLog) -> Result<ControlModel, AdminError> {
             break;
         }
     }
-    Ok(model)
+    Ok((model, end))
 }
 
 /// Finds a key by id, display prefix, or the whole key. An ambiguous prefix is an error.
@@ -461,6 +467,18 @@ impl Admin {
     async fn append(&self, env: &Envelope) -> Result<(), AdminError> {
         let what = env.body.type_name();
         self.log.append_acked(env).await.map_err(|source| AdminError::Append { what, source })
+    }
+
+    /// Appends `env` only if the control stream still ends at `seen` (the sequence its checks
+    /// were made at): `Ok(false)` when another control event came first, and nothing was
+    /// appended.
+    async fn append_if_unchanged(&self, env: &Envelope, seen: u64) -> Result<bool, AdminError> {
+        let what = env.body.type_name();
+        match self.log.append_if_last(env, seen).await {
+            Ok(()) => Ok(true),
+            Err(nats::LogError::Conflict(_)) => Ok(false),
+            Err(source) => Err(AdminError::Append { what, source }),
+        }
     }
 
     /// The validation step every channel base URL goes through: its shape, then the outbound

@@ -114,41 +114,70 @@ impl Admin {
     }
 
     /// `users update ID_OR_EMAIL`: one `user.updated` with the fields given. Returns the id.
+    /// Demoting an owner is checked and appended with [`Admin::owner_write`].
     pub async fn update_user(&self, needle: &str, c: UserChanges) -> Result<String, AdminError> {
         if let Some(p) = &c.password {
             schemas::password::check(p).map_err(AdminError::BadPassword)?;
         }
-        let model = load(self.log()).await?;
-        let user = find_user(&model, needle)?;
-        if user.disabled() {
-            return Err(AdminError::UserDisabled(user.user_id.clone()));
-        }
-        if c.role.is_none() && c.password.is_none() {
-            return Err(AdminError::NoUserChange);
-        }
-        if c.role.is_some_and(|r| r != Role::Owner) {
-            refuse_last_owner(&model, user)?;
-        }
+        // Hashed before the checks: they may be run more than once, the slow hash only once.
         let password_hash = match c.password {
             Some(p) => Some(hash(p).await?),
             None => None,
         };
-        let body = EventBody::UserUpdated(UserUpdated { user_id: user.user_id.clone(), role: c.role, password_hash });
-        self.append(&self.event(user_tenant(user), body)).await?;
-        Ok(user.user_id.clone())
+        self.owner_write(needle, c.role.is_some_and(|r| r != Role::Owner), |user: &User| {
+            if c.role.is_none() && password_hash.is_none() {
+                return Err(AdminError::NoUserChange);
+            }
+            Ok(EventBody::UserUpdated(UserUpdated {
+                user_id: user.user_id.clone(),
+                role: c.role,
+                password_hash: password_hash.clone(),
+            }))
+        })
+        .await
     }
 
     /// `users disable ID_OR_EMAIL`: final; the user's tokens stop working. Returns the id.
     pub async fn disable_user(&self, needle: &str) -> Result<String, AdminError> {
-        let model = load(self.log()).await?;
-        let user = find_user(&model, needle)?;
-        if user.disabled() {
-            return Err(AdminError::UserDisabled(user.user_id.clone()));
+        self.owner_write(needle, true, |user: &User| {
+            Ok(EventBody::UserDisabled(UserDisabled { user_id: user.user_id.clone() }))
+        })
+        .await
+    }
+
+    /// Finds the enabled user `needle`, refuses to take the last enabled owner out of the owners
+    /// when `removes_owner`, and appends the event `body` makes. Taking an owner out is a
+    /// compare-and-append: the event lands only if the control stream still ends where the check
+    /// read it, else the model is read again and the check redone, so two admins disabling or
+    /// demoting the last two owners at once cannot both succeed (the second gets
+    /// [`AdminError::LastOwner`]). Other writes append as usual.
+    async fn owner_write(
+        &self,
+        needle: &str,
+        removes_owner: bool,
+        body: impl Fn(&User) -> Result<EventBody, AdminError>,
+    ) -> Result<String, AdminError> {
+        for _ in 0..OWNER_WRITE_ATTEMPTS {
+            let (model, seen) = crate::load_at(self.log()).await?;
+            let user = find_user(&model, needle)?;
+            if user.disabled() {
+                return Err(AdminError::UserDisabled(user.user_id.clone()));
+            }
+            let guarded = removes_owner && user.role == Role::Owner;
+            if guarded {
+                refuse_last_owner(&model, user)?;
+            }
+            let env = self.event(user_tenant(user), body(user)?);
+            if !guarded {
+                self.append(&env).await?;
+                return Ok(user.user_id.clone());
+            }
+            if self.append_if_unchanged(&env, seen).await? {
+                return Ok(user.user_id.clone());
+            }
+            tracing::debug!(user_id = %user.user_id, seen, "The control stream moved on; checking the owners again.");
         }
-        refuse_last_owner(&model, user)?;
-        let body = EventBody::UserDisabled(UserDisabled { user_id: user.user_id.clone() });
-        self.append(&self.event(user_tenant(user), body)).await?;
-        Ok(user.user_id.clone())
+        Err(AdminError::Busy)
     }
 
     /// Logout: every token the user holds stops working.
@@ -179,9 +208,13 @@ fn user_tenant(user: &User) -> &str {
     user.tenant.as_deref().unwrap_or(GLOBAL_TENANT)
 }
 
-/// Refuses to take `user` out of the owners when it is the only enabled one. Checked against
-/// the control model as loaded: two owners disabling each other at the same instant could
-/// still both pass (the log has no compare-and-append); the CLI can then create a new owner.
+/// How often an owner-removing write reads the model again after another control event landed
+/// first. Control events are admin writes and key state changes, a few a minute at most, so
+/// running out means the stream is being flooded; the caller is asked to retry.
+const OWNER_WRITE_ATTEMPTS: usize = 8;
+
+/// Refuses to take `user` out of the owners when it is the only enabled one, in the model the
+/// write's compare-and-append was read at ([`Admin::owner_write`]).
 fn refuse_last_owner(model: &ControlModel, user: &User) -> Result<(), AdminError> {
     if user.role != Role::Owner || user.disabled() {
         return Ok(());

@@ -50,6 +50,9 @@ pub struct EmbeddedLog {
     /// Per stream (in [`Stream::ALL`] order): the number of commits that held rows of it, so a
     /// tail wakes only for its own stream's appends.
     appended: Arc<[watch::Receiver<u64>; 4]>,
+    /// Wakes this process's tails of a stream after a commit (the writer's, or a conditional
+    /// append's).
+    notify: Arc<[watch::Sender<u64>; 4]>,
     /// Appends refused since start because the event was over [`MAX_EVENT_BYTES`].
     refused: Arc<AtomicU64>,
 }
@@ -70,7 +73,8 @@ impl EmbeddedLog {
         };
         let channels = Stream::ALL.map(|_| watch::channel(0u64));
         let appended = Arc::new(channels.each_ref().map(|(_, rx)| rx.clone()));
-        let notify = channels.map(|(tx, _)| tx);
+        let notify = Arc::new(channels.map(|(tx, _)| tx));
+        let wake = notify.clone();
         let writer = GroupCommit::start(
             "llmr-events",
             conn,
@@ -84,14 +88,14 @@ impl EmbeddedLog {
                 Ok(())
             },
             move |rows: &[Row]| {
-                for (stream, tx) in Stream::ALL.iter().zip(&notify) {
+                for (stream, tx) in Stream::ALL.iter().zip(wake.iter()) {
                     if rows.iter().any(|r| r.stream == stream.name()) {
                         tx.send_modify(|n| *n += 1);
                     }
                 }
             },
         )?;
-        Ok(Self { path: Arc::new(path), writer, appended, refused: Arc::new(AtomicU64::new(0)) })
+        Ok(Self { path: Arc::new(path), writer, appended, notify, refused: Arc::new(AtomicU64::new(0)) })
     }
 
     /// The row for `env`, or [`LogError::TooLarge`] (logged, counted) when it is over
@@ -107,6 +111,34 @@ impl EmbeddedLog {
     /// Appends and waits for the commit; [`LogError::TooLarge`] for an event over the limit.
     pub async fn append(&self, env: &Envelope) -> Result<(), LogError> {
         self.writer.write(vec![self.row(env)?]).await
+    }
+
+    /// Appends only if the last sequence of the event's stream is `last_seq`: the check and the
+    /// insert are one `BEGIN IMMEDIATE` transaction on a connection of its own, so the group
+    /// writer (and any other process on the file) waits for it or goes first.
+    pub async fn append_if_last(&self, env: &Envelope, last_seq: u64) -> Result<(), LogError> {
+        let row = self.row(env)?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), LogError> {
+            let mut conn = open_durable(&path)?;
+            let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite)?;
+            let last: i64 = t
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events WHERE stream = ?1", [row.stream], |r| r.get(0))
+                .map_err(sqlite)?;
+            if u64::try_from(last).unwrap_or(0) != last_seq {
+                return Err(LogError::Conflict(last_seq));
+            }
+            t.execute(
+                "INSERT OR IGNORE INTO events (id, stream, subject, payload) VALUES (?1, ?2, ?3, ?4)",
+                params![row.id, row.stream, row.subject, row.payload],
+            )
+            .map_err(sqlite)?;
+            t.commit().map_err(sqlite)
+        })
+        .await
+        .map_err(|e| LogError::Sqlite(e.to_string()))??;
+        self.notify[stream_index(env.body.stream())].send_modify(|commits| *commits += 1);
+        Ok(())
     }
 
     /// Appends without waiting. An event over the limit is dropped (logged at ERROR, counted in

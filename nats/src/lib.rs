@@ -76,6 +76,10 @@ pub enum LogError {
     /// A wait ran out.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// A conditional append found the stream past the sequence it was read at: another event
+    /// came first, and nothing was appended. Read again and retry.
+    #[error("the stream has moved past sequence {0} since it was read; nothing was appended")]
+    Conflict(u64),
     /// The event is larger than the log can ever publish; it was refused, not stored. Retrying
     /// cannot help.
     #[error("the {event_type} event is {size} bytes, over the limit of {limit} bytes; refused")]
@@ -152,6 +156,20 @@ impl EventLog {
         match self {
             EventLog::Embedded(l) => l.append(env).await,
             EventLog::JetStream(l) => l.append_acked(env).await,
+        }
+    }
+
+    /// Appends only if the last sequence of the event's stream is still `last_seq` (the one a
+    /// decision was read at), and waits for the log's acknowledgement; else
+    /// [`LogError::Conflict`] and nothing is appended. Compare-and-append, for the few admin
+    /// writes whose check must hold at the moment they land (the last enabled owner): JetStream
+    /// checks `Nats-Expected-Last-Sequence` (the stream's, which NATS 2.9 honours for any value
+    /// above 0, unlike the per-subject header at 0); the embedded log checks and inserts in one
+    /// SQLite write transaction. Not spooled: the caller is waiting for the answer.
+    pub async fn append_if_last(&self, env: &Envelope, last_seq: u64) -> Result<(), LogError> {
+        match self {
+            EventLog::Embedded(l) => l.append_if_last(env, last_seq).await,
+            EventLog::JetStream(l) => l.append_if_last(env, last_seq).await,
         }
     }
 

@@ -261,3 +261,25 @@ async fn two_probes_of_the_same_slot_store_one_health_checked() -> anyhow::Resul
     assert_eq!(count(&log, Stream::Control).await?, 0, "health facts stay out of the control stream");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_conditional_append_lands_only_at_the_sequence_it_was_read_at() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = EventLog::open_embedded(dir.path()).await?;
+    log.append(&tenant_created("a")).await?;
+    let seen = log.last_seq(Stream::Control).await?;
+    // Another stream moving on does not matter; the control stream moving on does.
+    log.append(&request_logged(1)).await?;
+    let mut tail = log.tail(Stream::Control, seen);
+    log.append_if_last(&tenant_created("b"), seen).await?;
+    assert_eq!(next_within(&mut tail, WAIT).await?.decode()?.body, tenant_created("b").body);
+    let late = log.append_if_last(&tenant_created("c"), seen).await;
+    ensure!(matches!(late, Err(LogError::Conflict(s)) if s == seen), "{late:?}");
+    assert_quiet(&mut tail, Duration::from_millis(200)).await?;
+    // A second instance on the same file (the admin CLI) sees the same last sequence.
+    let other = EventLog::open_embedded(dir.path()).await?;
+    let now = other.last_seq(Stream::Control).await?;
+    other.append_if_last(&tenant_created("d"), now).await?;
+    ensure!(matches!(log.append_if_last(&tenant_created("e"), now).await, Err(LogError::Conflict(_))));
+    Ok(())
+}

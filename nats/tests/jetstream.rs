@@ -527,3 +527,23 @@ async fn an_event_jetstream_refuses_for_good_is_set_aside_and_the_events_behind_
     ensure!(reason.starts_with("refused by JetStream") && reason.contains("10054"), "{reason}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_conditional_append_lands_only_at_the_sequence_it_was_read_at() -> anyhow::Result<()> {
+    let nats = NatsServer::start_new()?;
+    let dir = tempfile::tempdir()?;
+    let log = connect(&nats, dir.path()).await?;
+    log.append_acked(&tenant_created("a")).await?;
+    let seen = log.last_seq(Stream::Control).await?;
+    ensure!(seen == 1, "{seen}");
+    log.append_acked(&request_logged(1)).await?;
+    log.append_if_last(&tenant_created("b"), seen).await?;
+    let late = log.append_if_last(&tenant_created("c"), seen).await;
+    ensure!(matches!(late, Err(LogError::Conflict(s)) if s == seen), "{late:?}");
+    let mut tail = log.tail(Stream::Control, 0);
+    let names: Vec<EventBody> =
+        take(&mut tail, 2).await?.iter().map(|e| Ok(e.decode()?.body)).collect::<anyhow::Result<_>>()?;
+    ensure!(names == [tenant_created("a").body, tenant_created("b").body], "{names:?}");
+    ensure!(log.last_seq(Stream::Control).await? == 2, "nothing more was appended");
+    Ok(())
+}

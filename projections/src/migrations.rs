@@ -54,6 +54,9 @@ const PROXIES: Migration =
 const IDEMPOTENCY: Migration =
     Migration { version: 10, name: "idempotency", sql: include_str!("../migrations/shared/0010_idempotency.sql") };
 
+const ROLLUP_TIERS: Migration =
+    Migration { version: 11, name: "rollup_tiers", sql: include_str!("../migrations/shared/0011_rollup_tiers.sql") };
+
 const PROXY_HEALTH: Migration =
     Migration { version: 12, name: "proxy_health", sql: include_str!("../migrations/shared/0012_proxy_health.sql") };
 
@@ -68,6 +71,7 @@ const POSTGRES: &[Migration] = &[
     HEALTH,
     PROXIES,
     IDEMPOTENCY,
+    ROLLUP_TIERS,
     PROXY_HEALTH,
 ];
 

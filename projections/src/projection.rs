@@ -65,11 +65,15 @@ impl Projection {
                 "DELETE FROM usage_daily_key WHERE generation <> $1",
                 "DELETE FROM usage_slot_key WHERE generation <> $1",
                 "DELETE FROM usage_daily_channel WHERE generation <> $1",
+                "DELETE FROM usage_slot WHERE generation <> $1",
+                "DELETE FROM usage_month_key WHERE generation <> $1",
             ],
             Projection::Requests => &[
                 "DELETE FROM request_log WHERE generation <> $1",
                 "DELETE FROM request_slot WHERE generation <> $1",
                 "DELETE FROM request_slot_latency WHERE generation <> $1",
+                "DELETE FROM request_day WHERE generation <> $1",
+                "DELETE FROM request_day_latency WHERE generation <> $1",
             ],
             Projection::Health => &[
                 "DELETE FROM health_check WHERE generation <> $1",

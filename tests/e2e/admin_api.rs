@@ -149,6 +149,65 @@ async fn users_log_in_and_lose_their_sessions_when_disabled_or_logged_out_cluste
     users_log_in_and_lose_their_sessions_when_disabled_or_logged_out(Backend::Cluster).await
 }
 
+/// How many times two owners race to disable each other: once may not overlap; without the
+/// compare-and-append, some round lets both through.
+const OWNER_RACE_ROUNDS: usize = 8;
+
+/// The last two enabled owners disable each other at the same instant, round after round:
+/// exactly one request succeeds, the other gets 409 `last_owner`, and one owner stays enabled
+/// and working.
+async fn two_owners_disabling_each_other_at_once_leave_one_owner(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::new(backend).await?;
+    let serve = env.serve_with_env(&[("LLM_ROUTER_ADMIN_PASSWORD", "owner-password-123")]).await?;
+    let base = serve.base.clone();
+    let mut survivor = token(&env, &base, "admin@localhost", "owner-password-123").await?;
+    let (status, me) = call(&env, "GET", &format!("{base}/api/auth/me"), &survivor, None).await?;
+    ensure!(status == 200, "{status} {me}");
+    let mut survivor_id = me["id"].as_str().context("the first owner's id")?.to_owned();
+    for round in 0..OWNER_RACE_ROUNDS {
+        let email = format!("owner{round}@example.com");
+        let body = json!({"email": email, "role": "owner", "password": "another-owner-password"});
+        let (status, created) = call(&env, "POST", &format!("{base}/api/users"), &survivor, Some(body)).await?;
+        ensure!(status == 201, "{status} {created}");
+        let other_id = created["id"].as_str().context("id")?.to_owned();
+        let other = token(&env, &base, &email, "another-owner-password").await?;
+        let (other_url, survivor_url) =
+            (format!("{base}/api/users/{other_id}"), format!("{base}/api/users/{survivor_id}"));
+        let (a, b) = tokio::join!(
+            call(&env, "DELETE", &other_url, &survivor, None),
+            call(&env, "DELETE", &survivor_url, &other, None),
+        );
+        let (a, b) = (a?, b?);
+        let succeeded = [a.0, b.0].iter().filter(|s| **s == StatusCode::NO_CONTENT).count();
+        ensure!(succeeded == 1, "{backend:?} round {round}: {} {} / {} {}", a.0, a.1, b.0, b.1);
+        let refused = if a.0 == StatusCode::NO_CONTENT { &b } else { &a };
+        ensure!(refused.0 == 409 && refused.1["error"]["code"] == "last_owner", "{} {}", refused.0, refused.1);
+        if b.0 == StatusCode::NO_CONTENT {
+            (survivor, survivor_id) = (other, other_id);
+        }
+    }
+    let (status, users) = call(&env, "GET", &format!("{base}/api/users?limit=200"), &survivor, None).await?;
+    ensure!(status == 200, "the surviving owner still works: {status}");
+    let owners: Vec<&Value> = users["data"]
+        .as_array()
+        .context("users")?
+        .iter()
+        .filter(|u| u["role"] == "owner" && u["disabled_at"].is_null())
+        .collect();
+    ensure!(owners.len() == 1 && owners[0]["id"] == survivor_id.as_str(), "{backend:?}: {owners:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_owners_disabling_each_other_at_once_leave_one_owner_embedded() -> anyhow::Result<()> {
+    two_owners_disabling_each_other_at_once_leave_one_owner(Backend::Embedded).await
+}
+
+#[tokio::test]
+async fn two_owners_disabling_each_other_at_once_leave_one_owner_cluster() -> anyhow::Result<()> {
+    two_owners_disabling_each_other_at_once_leave_one_owner(Backend::Cluster).await
+}
+
 /// Each role against each endpoint, and tenant isolation both ways: a tenant admin sees and
 /// changes only its tenant's users; another tenant's user is 404 to it, never 403.
 async fn roles_and_tenants_decide_what_each_user_may_do(backend: Backend) -> anyhow::Result<()> {
@@ -874,6 +933,28 @@ async fn usage_report_groupings_follow_the_tenants_zone(backend: Backend) -> any
     let again =
         env.http.get(billing_url(&format!("&format=csv&bom=true&as_of={as_of}"))).bearer_auth(&owner).send().await?;
     ensure!(again.bytes().await? == csv, "the same bytes at the same as_of");
+    // Without a tenant the report is paged by tenant name: one tenant a page here, each once,
+    // in order, the cursor in the body and the header, and together the whole report's rows.
+    let mut paged: Vec<Value> = Vec::new();
+    let mut pages = 0;
+    let mut after = String::new();
+    loop {
+        let r = env.http.get(billing_url(&format!("&period=week&limit=1{after}"))).bearer_auth(&owner).send().await?;
+        let header = r.headers().get("x-next-cursor").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let page: Value = r.json().await?;
+        let rows = page["rows"].as_array().context("rows")?;
+        let names: std::collections::BTreeSet<&str> = rows.iter().filter_map(|r| r["tenant"].as_str()).collect();
+        ensure!(names.len() <= 1, "one tenant a page: {page}");
+        ensure!(header.as_deref() == page["next_cursor"].as_str(), "{header:?} {page}");
+        paged.extend(rows.iter().cloned());
+        pages += 1;
+        ensure!(pages < 50, "the pages end");
+        match page["next_cursor"].as_str() {
+            Some(c) => after = format!("&after={c}"),
+            None => break,
+        }
+    }
+    ensure!(pages > 1 && &paged == all["rows"].as_array().context("rows")?, "paged {paged:?} != {all}");
     let cli = env.cli(&["reports", "billing", "--from", &from, "--to", &to, "--bom", "--as-of", &as_of])?;
     ensure!(cli.as_bytes() == &csv[..], "the CLI's billing report, byte for byte:\n{cli}\n{text}");
     for (q, want) in [("&period=year", 400), ("&tenant=nope", 404), ("&colour=red", 400), ("&as_of=999999999", 409)] {

@@ -153,6 +153,7 @@ impl From<control::AdminError> for ApiError {
             }
             E::TooManyApiKeys(_) => ApiError::conflict("too_many_keys", e.to_string()),
             E::LastOwner(_) => ApiError::conflict("last_owner", e.to_string()),
+            E::Busy => ApiError::conflict("busy", e.to_string()),
             E::KeyUnopenable(_) => {
                 tracing::error!(error = %e, "A channel key cannot be opened with this master key.");
                 ApiError::unavailable("key_unopenable", "A key of this channel cannot be opened here.")

@@ -151,13 +151,17 @@ pub struct BillingReportQuery {
     pub bom: Option<bool>,
     /// The billing sequence to report as of (default: the latest).
     pub as_of: Option<u64>,
+    /// Without `tenant`: tenants per page, by name (default 50, at most 200).
+    pub limit: Option<u32>,
+    /// Without `tenant`: the `next_cursor` of the previous page (a tenant name).
+    pub after: Option<String>,
 }
 
-/// Most tenants one billing report covers; past that, ask per tenant.
-const MAX_TENANTS: usize = 1000;
-
 /// The billing report: per tenant and period, requests, tokens by kind and cost (decimal and
-/// nanos) per currency, in each tenant's time zone; for finance, so viewers get 403.
+/// nanos) per currency, in each tenant's time zone; for finance, so viewers get 403. Without
+/// `tenant`, a page of tenants by name (`limit`, `after`): the next page's cursor is
+/// `next_cursor` in JSON and the `X-Next-Cursor` header in both formats; each page is one
+/// snapshot with its own `as_of_seq`, and a tenant's rows are never split across pages.
 #[utoipa::path(get, path = "/api/reports/billing", tag = "reports", operation_id = "billing_report",
     params(BillingReportQuery),
     responses((status = 200, description = "JSON or CSV"), (status = 400), (status = 403), (status = 404), (status = 409)))]
@@ -197,23 +201,17 @@ pub async fn billing(
         None => headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv")),
         Some(_) => return Err(ApiError::bad_request("invalid_parameter", "format must be `json` or `csv`")),
     };
-    let mut records = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = projections::read::tenants_page(state.store(), only.as_deref(), after.as_deref(), 200).await?;
-        let last = page.last().map(|t| t.name.clone());
-        records.extend(page);
-        if records.len() > MAX_TENANTS {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
-                format!("more than {MAX_TENANTS} tenants: ask for one tenant at a time"),
-            ));
-        }
-        match last {
-            Some(l) if only.is_none() => after = Some(l),
-            _ => break,
-        }
-    }
+    // Every tenant is a page of tenants by name: one more than the page is read to tell whether
+    // another page follows.
+    let limit = crate::query::Page { limit: q.limit, after: None }.limit();
+    let after = if only.is_some() { None } else { q.after.as_deref() };
+    let mut records = projections::read::tenants_page(state.store(), only.as_deref(), after, limit + 1).await?;
+    let next_cursor = if only.is_none() && records.len() > limit as usize {
+        records.truncate(limit as usize);
+        records.last().map(|t| t.name.clone())
+    } else {
+        None
+    };
     if only.is_some() && records.is_empty() {
         return Err(ApiError::not_found("tenant"));
     }
@@ -227,12 +225,13 @@ pub async fn billing(
         };
         tenants.push((t, zone));
     }
-    let report = match projections::read::billing_report(state.store(), &tenants, period, from, to, q.as_of).await {
+    let mut report = match projections::read::billing_report(state.store(), &tenants, period, from, to, q.as_of).await {
         Err(projections::ProjectionError::NotCaughtUp { .. }) => {
             return Err(ApiError::conflict("not_caught_up", "The ledger has not reached that sequence yet."));
         }
         other => other?,
     };
+    report.next_cursor = next_cursor;
     let (mut body, content_type) =
         if wants_csv { (report.to_csv(), "text/csv; charset=utf-8") } else { (report.to_json(), "application/json") };
     if wants_csv && q.bom == Some(true) {
@@ -242,6 +241,9 @@ pub async fn billing(
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&report.as_of_seq.to_string()) {
         res.headers_mut().insert("x-as-of-seq", v);
+    }
+    if let Some(v) = report.next_cursor.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        res.headers_mut().insert("x-next-cursor", v);
     }
     Ok(res)
 }

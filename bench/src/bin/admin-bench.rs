@@ -1,7 +1,8 @@
 //! Admin API scale benchmark: starts the real `llm-router serve` on a fresh data directory
 //! (embedded log, SQLite read store), seeds its read store by direct SQL inserts into the
 //! read-model tables (100 tenants, `--keys` API keys, `--rows` ledger rows with their rollups and
-//! as many request-log rows with theirs, over 30 days), then times each list and report
+//! as many request-log rows with theirs, over 30 days; every rollup tier filled as the
+//! projections fold it, the all-tenant `*` rows included; one tenant, t043, in Asia/Kolkata), then times each list and report
 //! endpoint over HTTP on loopback. Seeding bypasses the event log on purpose: folding a million
 //! events first would measure the projections, not the endpoints.
 //!
@@ -44,7 +45,8 @@ fn seed(db: &Path, keys: i64, rows: i64) -> anyhow::Result<()> {
     let tenant = "printf('t%03d', i % 100)";
     let sql = [
         format!(
-            "{}INSERT INTO tenants (generation, name, created_at_us) SELECT 1, printf('t%03d', i), {START_US} FROM s",
+            "{}INSERT INTO tenants (generation, name, created_at_us, time_zone) SELECT 1, printf('t%03d', i), {START_US}, \
+             CASE WHEN i = 43 THEN 'Asia/Kolkata' END FROM s",
             series(TENANTS)
         ),
         format!(
@@ -76,6 +78,25 @@ fn seed(db: &Path, keys: i64, rows: i64) -> anyhow::Result<()> {
          SUM(reasoning_tokens), SUM(cost_nanos) FROM ledger \
          GROUP BY generation, tenant, occurred_at_us / 900000000, key_id, model_requested, currency"
             .to_owned(),
+        // The coarser tiers (migration 0011), as the projection folds them: per tenant and for
+        // every tenant (`*`), by month per key, by day for requests.
+        "INSERT INTO usage_slot SELECT generation, tenant, slot, model, currency, SUM(requests), SUM(input_tokens), \
+         SUM(cached_input_tokens), SUM(cache_write_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_nanos) \
+         FROM usage_slot_key GROUP BY generation, tenant, slot, model, currency"
+            .to_owned(),
+        "INSERT INTO usage_slot SELECT generation, '*', slot, model, currency, SUM(requests), SUM(input_tokens), \
+         SUM(cached_input_tokens), SUM(cache_write_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_nanos) \
+         FROM usage_slot_key GROUP BY generation, slot, model, currency"
+            .to_owned(),
+        "INSERT INTO usage_daily SELECT generation, '*', day, model, currency, SUM(requests), SUM(input_tokens), \
+         SUM(cached_input_tokens), SUM(cache_write_tokens), SUM(output_tokens), SUM(reasoning_tokens), SUM(cost_nanos) \
+         FROM usage_daily WHERE tenant <> '*' GROUP BY generation, day, model, currency"
+            .to_owned(),
+        "INSERT INTO usage_month_key SELECT generation, tenant, substr(day, 1, 7), key_id, model, currency, \
+         SUM(requests), SUM(input_tokens), SUM(cached_input_tokens), SUM(cache_write_tokens), SUM(output_tokens), \
+         SUM(reasoning_tokens), SUM(cost_nanos) FROM usage_daily_key \
+         GROUP BY generation, tenant, substr(day, 1, 7), key_id, model, currency"
+            .to_owned(),
         "INSERT INTO request_log (generation, request_id, seq, occurred_at_us, tenant, key_id, endpoint, model, provider, \
          channel_id, status, status_class, latency_us, ttft_us, attempts, error_class, streamed, attempt_classes) \
          SELECT generation, request_id, seq, occurred_at_us, tenant, key_id, endpoint, model_requested, provider, channel_id, \
@@ -89,6 +110,18 @@ fn seed(db: &Path, keys: i64, rows: i64) -> anyhow::Result<()> {
             .to_owned(),
         "INSERT INTO request_slot_latency SELECT generation, tenant, occurred_at_us / 900000000, 60 + seq % 30, COUNT(*) \
          FROM request_log GROUP BY generation, tenant, occurred_at_us / 900000000, 60 + seq % 30"
+            .to_owned(),
+        "INSERT INTO request_slot SELECT generation, '*', slot, SUM(requests), SUM(succeeded), SUM(client_errors), \
+         SUM(server_errors) FROM request_slot WHERE tenant <> '*' GROUP BY generation, slot"
+            .to_owned(),
+        "INSERT INTO request_slot_latency SELECT generation, '*', slot, bucket, SUM(requests) FROM request_slot_latency \
+         WHERE tenant <> '*' GROUP BY generation, slot, bucket"
+            .to_owned(),
+        "INSERT INTO request_day SELECT generation, tenant, slot / 96, SUM(requests), SUM(succeeded), \
+         SUM(client_errors), SUM(server_errors) FROM request_slot GROUP BY generation, tenant, slot / 96"
+            .to_owned(),
+        "INSERT INTO request_day_latency SELECT generation, tenant, slot / 96, bucket, SUM(requests) \
+         FROM request_slot_latency GROUP BY generation, tenant, slot / 96, bucket"
             .to_owned(),
         "ANALYZE".to_owned(),
     ];
@@ -160,7 +193,11 @@ async fn main() -> anyhow::Result<()> {
         "/api/reports/usage?tenant=t042&from=2026-11-01&to=2026-11-30".to_owned(),
         "/api/reports/usage?tenant=t042&from=2026-11-01&to=2026-11-30&group_by=key".to_owned(),
         "/api/reports/billing?tenant=t042&from=2026-11-01&to=2026-11-30".to_owned(),
-        "/api/reports/billing?from=2026-11-01&to=2026-11-30".to_owned(),
+        // t043 keeps Asia/Kolkata (+5:30): its local days cut every UTC day.
+        "/api/reports/usage?tenant=t043&from=2026-11-01&to=2026-11-30".to_owned(),
+        "/api/reports/usage?tenant=t043&from=2026-11-01&to=2026-11-30&group_by=key".to_owned(),
+        "/api/reports/billing?tenant=t043&from=2026-11-01&to=2026-11-30".to_owned(),
+        "/api/reports/billing?from=2026-11-01&to=2026-11-30&limit=200".to_owned(),
         "/api/audit?limit=200".to_owned(),
         "/api/users?limit=200".to_owned(),
         "/api/channels?limit=200".to_owned(),

@@ -274,6 +274,39 @@ impl JetStreamLog {
         Err(last)
     }
 
+    /// Publishes with `Nats-Expected-Last-Sequence: last_seq` and waits for the PubAck;
+    /// [`LogError::Conflict`] when the stream has moved on. Retried like [`Self::append_acked`]
+    /// on other failures with the same message id, so a publish that landed but whose ack was
+    /// lost is answered as a duplicate rather than appended twice.
+    pub async fn append_if_last(&self, env: &Envelope, last_seq: u64) -> Result<(), LogError> {
+        let payload = bytes::Bytes::from(self.shared.payload(env)?);
+        let subject = env.subject();
+        let id = env.id.to_string();
+        let mut last = LogError::Nats("not attempted".into());
+        for attempt in 1..=ACKED_ATTEMPTS {
+            let publish = jetstream::context::Publish::build()
+                .payload(payload.clone())
+                .message_id(&id)
+                .expected_last_sequence(last_seq);
+            let result = match self.shared.js.send_publish(subject.clone(), publish).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if matches!(e.kind(), jetstream::context::PublishErrorKind::WrongLastSequence) => {
+                    return Err(LogError::Conflict(last_seq));
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, event_id = %id, "Publish not acknowledged; retrying.");
+                    last = LogError::Nats(format!("publish of {id} not acknowledged: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+            }
+        }
+        Err(last)
+    }
+
     /// Every event of `stream` after `after`, then live ones; survives NATS restarts.
     pub fn tail(&self, stream: Stream, after: u64) -> BoxStream<'static, Result<StoredEvent, LogError>> {
         tail::tail(self.shared.client.clone(), self.shared.js.clone(), self.shared.connects.clone(), stream, after)

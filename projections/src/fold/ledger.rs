@@ -1,13 +1,16 @@
 //! The `ledger` projection: one row per `usage.recorded`, and its counters added to the daily
-//! rollups by tenant, by key and by channel and the quarter-hour rollup by key. The row and the
-//! counters are staged and written once per batch in the same transaction ([`super::rollup`]). Rollups group by the model the client asked for: that
+//! rollups by tenant (and every tenant), by key and by channel, the monthly rollup by key and
+//! the quarter-hour rollups by tenant (and every tenant) and by key. The row and its counters are
+//! staged and written once per batch in the same transaction ([`super::rollup`]). Rollups group
+//! by the model the client asked for: that
 //! is the name tenants know and the one prices are published under. Amounts come from the event
 //! (it carries the price it was charged at); nothing is looked up.
 
 use schemas::{Envelope, EventBody, StreamOutcome, UsageRecorded, UsageSource};
 
 use super::rollup::{
-    Pending, Rollups, RowTable, Staged, USAGE_DAILY, USAGE_DAILY_CHANNEL, USAGE_DAILY_KEY, USAGE_SLOT_KEY, Val,
+    ALL_TENANTS, Pending, Rollups, RowTable, Staged, USAGE_DAILY, USAGE_DAILY_CHANNEL, USAGE_DAILY_KEY,
+    USAGE_MONTH_KEY, USAGE_SLOT, USAGE_SLOT_KEY, Val,
 };
 use super::{Folded, to_i64};
 use crate::utc_day;
@@ -122,7 +125,17 @@ pub(super) fn apply(pending: &mut Pending, seq: i64, env: &Envelope) -> Folded {
     let key = u.key_id.as_str();
     let slot = crate::read::slot_of(env.occurred_at_us);
     let mut rollups = Rollups::default();
-    rollups.add(&USAGE_DAILY, vec![tenant.into(), day.as_str().into(), model.into(), currency.into()], &counters);
+    for scope in [tenant, ALL_TENANTS] {
+        rollups.add(&USAGE_DAILY, vec![scope.into(), day.as_str().into(), model.into(), currency.into()], &counters);
+        rollups.add(&USAGE_SLOT, vec![scope.into(), slot.into(), model.into(), currency.into()], &counters);
+    }
+    // `YYYY-MM`: the day's first seven characters.
+    let month = day.get(..7).unwrap_or(&day);
+    rollups.add(
+        &USAGE_MONTH_KEY,
+        vec![tenant.into(), month.into(), key.into(), model.into(), currency.into()],
+        &counters,
+    );
     rollups.add(
         &USAGE_DAILY_KEY,
         vec![tenant.into(), key.into(), day.as_str().into(), model.into(), currency.into()],

@@ -1,12 +1,16 @@
-//! The `requests` projection: one `request_log` row per `request.logged` and the quarter-hour
-//! rollup of the dashboard (`request_slot`, `request_slot_latency`), staged and written once per
-//! batch in the same transaction ([`super::rollup`]).
+//! The `requests` projection: one `request_log` row per `request.logged` and the quarter-hour and
+//! daily rollups of the dashboard (`request_slot`, `request_slot_latency`, `request_day`,
+//! `request_day_latency`, per tenant and for every tenant), staged and written once per batch in
+//! the same transaction ([`super::rollup`]).
 //! `auth.failures_counted` shares the stream and is ignored. A second event for a request id
 //! already logged is dropped (not poison: the log is informational, the first one stands).
 
 use schemas::{Envelope, EventBody};
 
-use super::rollup::{Pending, REQUEST_SLOT, REQUEST_SLOT_LATENCY, Rollups, RowTable, Staged, Val};
+use super::rollup::{
+    ALL_TENANTS, Pending, REQUEST_DAY, REQUEST_DAY_LATENCY, REQUEST_SLOT, REQUEST_SLOT_LATENCY, Rollups, RowTable,
+    SLOTS_PER_DAY, Staged, Val,
+};
 use super::{Folded, to_i64};
 use crate::read::{latency_bucket, slot_of};
 
@@ -74,10 +78,14 @@ pub(super) fn apply(pending: &mut Pending, seq: i64, env: &Envelope) -> Folded {
     ];
     let slot = slot_of(env.occurred_at_us);
     let (ok, client, server) = (i64::from(status < 400), i64::from(class == 4), i64::from(class >= 5));
-    let tenant = env.tenant.as_str();
+    let (day, bucket) = (slot.div_euclid(SLOTS_PER_DAY), latency_bucket(latency));
     let mut rollups = Rollups::default();
-    rollups.add(&REQUEST_SLOT, vec![tenant.into(), slot.into()], &[1, ok, client, server]);
-    rollups.add(&REQUEST_SLOT_LATENCY, vec![tenant.into(), slot.into(), latency_bucket(latency).into()], &[1]);
+    for scope in [env.tenant.as_str(), ALL_TENANTS] {
+        rollups.add(&REQUEST_SLOT, vec![scope.into(), slot.into()], &[1, ok, client, server]);
+        rollups.add(&REQUEST_SLOT_LATENCY, vec![scope.into(), slot.into(), bucket.into()], &[1]);
+        rollups.add(&REQUEST_DAY, vec![scope.into(), day.into()], &[1, ok, client, server]);
+        rollups.add(&REQUEST_DAY_LATENCY, vec![scope.into(), day.into(), bucket.into()], &[1]);
+    }
     pending.stage(Staged { table: &REQUEST_LOG, key: r.request_id.clone(), values, rollups, repeat: None, seq });
     Folded::Applied
 }

@@ -49,6 +49,15 @@ pub(crate) const USAGE_SLOT_KEY: Table = Table {
     keys: &["tenant", "slot", "key_id", "model", "currency"],
     counters: USAGE_COUNTERS,
 };
+/// Quarter-hour usage per tenant (and [`ALL_TENANTS`]) and model.
+pub(crate) const USAGE_SLOT: Table =
+    Table { name: "usage_slot", keys: &["tenant", "slot", "model", "currency"], counters: USAGE_COUNTERS };
+/// Monthly usage per key and model (`month` is `YYYY-MM`, UTC).
+pub(crate) const USAGE_MONTH_KEY: Table = Table {
+    name: "usage_month_key",
+    keys: &["tenant", "month", "key_id", "model", "currency"],
+    counters: USAGE_COUNTERS,
+};
 /// Daily requests and cost per channel (the spend shown for keys whose vendor reports no balance).
 pub(crate) const USAGE_DAILY_CHANNEL: Table = Table {
     name: "usage_daily_channel",
@@ -67,6 +76,23 @@ pub(crate) const REQUEST_SLOT: Table = Table {
 /// Quarter-hour latency histogram per tenant.
 pub(crate) const REQUEST_SLOT_LATENCY: Table =
     Table { name: "request_slot_latency", keys: &["tenant", "slot", "bucket"], counters: &["requests"] };
+
+/// Daily request counts per tenant (`day` = `slot / 96`).
+pub(crate) const REQUEST_DAY: Table = Table {
+    name: "request_day",
+    keys: &["tenant", "day"],
+    counters: &["requests", "succeeded", "client_errors", "server_errors"],
+};
+/// Daily latency histogram per tenant.
+pub(crate) const REQUEST_DAY_LATENCY: Table =
+    Table { name: "request_day_latency", keys: &["tenant", "day", "bucket"], counters: &["requests"] };
+
+/// The tenant whose rows of `usage_daily`, `usage_slot`, `request_slot`, `request_slot_latency`,
+/// `request_day` and `request_day_latency` sum every tenant's (no tenant name holds `*`).
+pub(crate) const ALL_TENANTS: &str = "*";
+
+/// Quarter-hours in a UTC day: a slot's day is `slot.div_euclid(SLOTS_PER_DAY)`.
+pub(crate) const SLOTS_PER_DAY: i64 = 96;
 
 /// A key column's value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -3,14 +3,16 @@
 //! `schemas::format_nanos`, one totals row per currency. The same events therefore give the same
 //! bytes, before and after a rebuild.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use chrono::Datelike;
+use chrono::{Datelike, Offset, TimeZone};
 use schemas::format_nanos;
 use serde::Serialize;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{UsageDay, fetch_usage, to_u64, usage_day};
+use crate::fold::rollup::SLOTS_PER_DAY;
 use crate::store::Backend;
 use crate::{ProjectionError, ReadStore};
 
@@ -120,7 +122,8 @@ pub async fn usage_report(
 }
 
 /// The usage report grouped by `group_by`, with days, ISO weeks and months taken in `zone`.
-/// Read from rollups only: the daily per-key rollups when `zone` is UTC, otherwise the
+/// Read from rollups only: whole UTC months (by key) and days inside one period from the
+/// monthly and daily rollups, the UTC days a period boundary of `zone` cuts from the
 /// quarter-hour rollups folded into local days (exact: every zone offset in use is a whole
 /// number of quarter-hours). With `as_of_seq`, summed from the ledger rows up to that sequence
 /// instead, so the same `as_of` gives the same bytes after a rebuild.
@@ -167,82 +170,125 @@ pub(super) async fn grouped_rows(
     to: chrono::NaiveDate,
     as_of_seq: Option<u64>,
 ) -> Result<Vec<UsageDay>, ProjectionError> {
+    let Some(want) = as_of_seq else {
+        let mut by_tenant = grouped_rows_of(tx, &[tenant], zone, group_by, from, to).await?;
+        return Ok(by_tenant.remove(tenant).unwrap_or_default());
+    };
     // The UTC window that holds every local day of the range in any zone (offsets stay within
-    // ±14 h); rows outside the range's local days are dropped below.
-    let window_from = from - chrono::Days::new(1);
-    let window_to = to + chrono::Days::new(1);
-    let utc = zone == chrono_tz::UTC;
-    let rows =
-        match as_of_seq {
-            Some(want) => {
-                sqlx::query(&format!(
-                    "SELECT CAST(occurred_at_us / {SLOT_US} AS BIGINT) AS slot, '' AS day, key_id, \
-                 model_requested AS model, currency, CAST(COUNT(*) AS BIGINT) AS requests, {SUMS} FROM ledger \
-                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
-                 AND tenant = $1 AND day >= $2 AND day <= $3 AND seq <= $4 \
-                 GROUP BY CAST(occurred_at_us / {SLOT_US} AS BIGINT), key_id, model_requested, currency"
-                ))
-                .bind(tenant)
-                .bind(window_from.to_string())
-                .bind(window_to.to_string())
-                .bind(i64::try_from(want).unwrap_or(i64::MAX))
-                .fetch_all(&mut **tx)
-                .await?
-            }
-            None if utc => {
-                sqlx::query(&format!(
-                    "SELECT CAST(0 AS BIGINT) AS slot, day, key_id, model, currency, \
-                 CAST(SUM(requests) AS BIGINT) AS requests, {SUMS} FROM usage_daily_key \
-                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
-                 AND tenant = $1 AND day >= $2 AND day <= $3 GROUP BY day, key_id, model, currency"
-                ))
-                .bind(tenant)
-                .bind(from.to_string())
-                .bind(to.to_string())
-                .fetch_all(&mut **tx)
-                .await?
-            }
-            None => sqlx::query(&format!(
-                "SELECT slot, '' AS day, key_id, model, currency, CAST(SUM(requests) AS BIGINT) AS requests, {SUMS} \
-                 FROM usage_slot_key \
-                 WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
-                 AND tenant = $1 AND slot >= $2 AND slot < $3 GROUP BY slot, key_id, model, currency"
-            ))
-            .bind(tenant)
-            .bind(slot_of(midnight_us(window_from)))
-            .bind(slot_of(midnight_us(window_to + chrono::Days::new(1))))
-            .fetch_all(&mut **tx)
-            .await?,
-        };
-    let mut buckets: BTreeMap<(String, String, String), UsageDay> = BTreeMap::new();
-    for r in &rows {
-        let day_text: String = r.try_get("day")?;
-        let local = if day_text.is_empty() {
-            let slot: i64 = r.try_get("slot")?;
-            let Some(at) = chrono::DateTime::from_timestamp_micros(slot.saturating_mul(SLOT_US)) else { continue };
-            at.with_timezone(&zone).date_naive()
-        } else {
-            match chrono::NaiveDate::parse_from_str(&day_text, "%Y-%m-%d") {
-                Ok(d) => d,
-                Err(_) => continue,
-            }
-        };
-        if local < from || local > to {
-            continue;
+    // ±14 h); slots outside the range's local days are dropped in the fold.
+    let (window_from, window_to) = (from - chrono::Days::new(1), to + chrono::Days::new(1));
+    let rows = sqlx::query(&format!(
+        "SELECT tenant, CAST(occurred_at_us / {SLOT_US} AS BIGINT) AS slot, '' AS day, key_id, \
+         model_requested AS model, currency, CAST(COUNT(*) AS BIGINT) AS requests, {SUMS} FROM ledger \
+         WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') \
+         AND tenant = $1 AND day >= $2 AND day <= $3 AND seq <= $4 \
+         GROUP BY tenant, CAST(occurred_at_us / {SLOT_US} AS BIGINT), key_id, model_requested, currency"
+    ))
+    .bind(tenant)
+    .bind(window_from.to_string())
+    .bind(window_to.to_string())
+    .bind(i64::try_from(want).unwrap_or(i64::MAX))
+    .fetch_all(&mut **tx)
+    .await?;
+    let periods = Periods { zone, group_by, from, to };
+    let mut by_tenant = fold(&periods, &HashMap::new(), rows.iter().map(|r| (r, 1)))?;
+    Ok(by_tenant.remove(tenant).unwrap_or_default())
+}
+
+/// The live rows of several tenants sharing one zone, by tenant: each tier's rows of every
+/// tenant in one statement (`tenant IN (…)`, one index range per tenant), so a page of tenants
+/// costs a few statements, not a few per tenant.
+pub(super) async fn grouped_rows_of(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenants: &[&str],
+    zone: chrono_tz::Tz,
+    group_by: GroupBy,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<BTreeMap<String, Vec<UsageDay>>, ProjectionError> {
+    let periods = Periods { zone, group_by, from, to };
+    let plan = periods.plan();
+    let (month_sql, day_sql, slot_sql) = if group_by == GroupBy::Key {
+        (Some(MONTHS_BY_KEY), DAYS_BY_KEY, SLOTS_BY_KEY)
+    } else {
+        (None, DAYS_BY_MODEL, SLOTS_BY_MODEL)
+    };
+    // Whole months and days map their `day` column (`2026-11`, `2026-11-30`) to a label; slot
+    // rows (`day` empty) are labelled by their quarter-hour.
+    let mut labels: HashMap<String, Option<String>> = HashMap::new();
+    labels.extend(plan.months.iter().map(|(m, p)| (m.clone(), p.clone())));
+    labels.extend(plan.days.iter().map(|(d, p)| (d.to_string(), p.clone())));
+    let (mut rows, mut minus) = (Vec::new(), Vec::new());
+    if let Some(sql) = month_sql {
+        for (first, last) in runs(&plan.months, |a, b| next_month(a) == *b) {
+            let sql = ranged(sql, "month", tenants.len(), "<=");
+            rows.extend(bind_tenants(&sql, tenants).bind(first).bind(last).fetch_all(&mut **tx).await?);
         }
-        let key_id: String = r.try_get("key_id")?;
-        let label = match group_by {
-            GroupBy::Day => local.format("%Y-%m-%d").to_string(),
-            GroupBy::Week => {
-                let w = local.iso_week();
-                format!("{}-W{:02}", w.year(), w.week())
-            }
-            GroupBy::Month => local.format("%Y-%m").to_string(),
-            GroupBy::Model => String::new(),
-            GroupBy::Key => key_id,
+    }
+    for (first, last) in runs(&plan.days, |a, b| a.succ_opt() == Some(*b)) {
+        let (first, last) = (first.to_string(), last.to_string());
+        let sql = ranged(day_sql, "day", tenants.len(), "<=");
+        rows.extend(bind_tenants(&sql, tenants).bind(first).bind(last).fetch_all(&mut **tx).await?);
+    }
+    let sql = ranged(slot_sql, "slot", tenants.len(), "<");
+    for (lo, hi) in &plan.slots {
+        rows.extend(bind_tenants(&sql, tenants).bind(lo).bind(hi).fetch_all(&mut **tx).await?);
+    }
+    for (lo, hi) in &plan.minus {
+        minus.extend(bind_tenants(&sql, tenants).bind(lo).bind(hi).fetch_all(&mut **tx).await?);
+    }
+    let signed = rows.iter().map(|r| (r, 1)).chain(minus.iter().map(|r| (r, -1)));
+    fold(&periods, &labels, signed)
+}
+
+/// `sql` (a tier's statement up to its generation condition) with the tenant list and the range
+/// of `column` as bound parameters: `$1…$n` the tenants, then the range's two ends. Only the
+/// count of placeholders varies; every value is bound.
+fn ranged(sql: &str, column: &str, tenants: usize, upper: &str) -> String {
+    let list: Vec<String> = (1..=tenants).map(|i| format!("${i}")).collect();
+    let (lo, hi) = (tenants + 1, tenants + 2);
+    format!("{sql} AND tenant IN ({}) AND {column} >= ${lo} AND {column} {upper} ${hi}", list.join(", "))
+}
+
+fn bind_tenants<'q>(sql: &'q str, tenants: &[&str]) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    tenants.iter().fold(sqlx::query(sql), |q, t| q.bind((*t).to_owned()))
+}
+
+/// Sums `rows` (each with its sign) into report rows by tenant, label, model and currency.
+fn fold<'r>(
+    periods: &Periods,
+    labels: &HashMap<String, Option<String>>,
+    rows: impl Iterator<Item = (&'r AnyRow, i64)>,
+) -> Result<BTreeMap<String, Vec<UsageDay>>, ProjectionError> {
+    let mut buckets: BTreeMap<(String, String, String, String), UsageDay> = BTreeMap::new();
+    for (r, sign) in rows {
+        let day_text: String = r.try_get("day")?;
+        let period = if day_text.is_empty() {
+            periods.of_slot(r.try_get("slot")?)
+        } else {
+            labels.get(&day_text).cloned().flatten()
         };
-        let part = usage_day(r)?;
-        let b = buckets.entry((label.clone(), part.model.clone(), part.currency.clone())).or_insert_with(|| UsageDay {
+        // A subtracted quarter-hour counts only outside the range (inside, its month holds it).
+        let period = if sign < 0 { if period.is_some() { None } else { Some(String::new()) } } else { period };
+        let Some(period) = period else { continue };
+        let label = if periods.group_by == GroupBy::Key { r.try_get("key_id")? } else { period };
+        let tenant: String = r.try_get("tenant")?;
+        let mut part = usage_day(r)?;
+        if sign < 0 {
+            for c in [
+                &mut part.requests,
+                &mut part.input_tokens,
+                &mut part.cached_input_tokens,
+                &mut part.cache_write_tokens,
+                &mut part.output_tokens,
+                &mut part.reasoning_tokens,
+                &mut part.cost_nanos,
+            ] {
+                *c = c.saturating_neg();
+            }
+        }
+        let key = (tenant, label.clone(), part.model.clone(), part.currency.clone());
+        let b = buckets.entry(key).or_insert_with(|| UsageDay {
             day: label,
             model: part.model.clone(),
             currency: part.currency.clone(),
@@ -262,8 +308,184 @@ pub(super) async fn grouped_rows(
         b.reasoning_tokens = b.reasoning_tokens.saturating_add(part.reasoning_tokens);
         b.cost_nanos = b.cost_nanos.saturating_add(part.cost_nanos);
     }
-    Ok(buckets.into_values().collect())
+    let mut out: BTreeMap<String, Vec<UsageDay>> = BTreeMap::new();
+    for ((tenant, ..), b) in buckets {
+        // Every ledger row is a request: a key whose month was all subtracted has none left here.
+        if b.requests != 0 {
+            out.entry(tenant).or_default().push(b);
+        }
+    }
+    Ok(out)
 }
+
+/// The periods of a report: local days from `from` to `to` in `zone`, labelled per `group_by`.
+struct Periods {
+    zone: chrono_tz::Tz,
+    group_by: GroupBy,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+}
+
+/// Which rollup tier each part of a report's UTC window is read from.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Plan {
+    /// UTC months (`YYYY-MM`) inside the range but for the cut days at its ends, with their
+    /// label: `usage_month_key` (reports by key only).
+    months: Vec<(String, Option<String>)>,
+    /// Whole UTC days inside one period and not in a month above: the daily rollups.
+    days: Vec<(chrono::NaiveDate, Option<String>)>,
+    /// Quarter-hours `lo..hi` of the UTC days a period boundary cuts: the slot rollups.
+    slots: Vec<(i64, i64)>,
+    /// Quarter-hours `lo..hi` of the cut days inside a month above: those outside the range are
+    /// subtracted from the month's rows (by key only).
+    minus: Vec<(i64, i64)>,
+}
+
+impl Periods {
+    /// The period label of a local day, or `None` outside the range (by key and by model every
+    /// day of the range is one period, labelled later by key or not at all).
+    fn of_day(&self, local: chrono::NaiveDate) -> Option<String> {
+        if local < self.from || local > self.to {
+            return None;
+        }
+        Some(match self.group_by {
+            GroupBy::Day => local.format("%Y-%m-%d").to_string(),
+            GroupBy::Week => {
+                let w = local.iso_week();
+                format!("{}-W{:02}", w.year(), w.week())
+            }
+            GroupBy::Month => local.format("%Y-%m").to_string(),
+            GroupBy::Model | GroupBy::Key => String::new(),
+        })
+    }
+
+    /// The period of a quarter-hour: every zone offset in use is a whole number of quarter-hours,
+    /// so the slot lies in one local day.
+    fn of_slot(&self, slot: i64) -> Option<String> {
+        let at = chrono::DateTime::from_timestamp_micros(slot.saturating_mul(SLOT_US))?;
+        self.of_day(at.with_timezone(&self.zone).date_naive())
+    }
+
+    fn offset(&self, slot: i64) -> Option<chrono::FixedOffset> {
+        let at = chrono::DateTime::from_timestamp_micros(slot.saturating_mul(SLOT_US))?;
+        Some(self.zone.offset_from_utc_datetime(&at.naive_utc()).fix())
+    }
+
+    /// Splits the UTC window holding the range's local days (a day either side: offsets stay
+    /// within ±14 h) into whole months, whole days and quarter-hours. A UTC day is whole when
+    /// its first and last quarter-hour have the same period and the same offset (no zone in the
+    /// database changes its offset twice within a day, so the period holds for the whole day);
+    /// whole days outside the range are left out. A month is whole when all of its days are
+    /// whole and in one period.
+    fn plan(&self) -> Plan {
+        let mut plan = Plan::default();
+        let (first, last) = (self.from - chrono::Days::new(1), self.to + chrono::Days::new(1));
+        // Each UTC day of the window: `Some(period)` when whole, `None` when a boundary cuts it.
+        let mut days: Vec<(chrono::NaiveDate, Option<Option<String>>)> = Vec::new();
+        let mut day = first;
+        while day <= last {
+            let s0 = slot_of(midnight_us(day));
+            let s1 = s0 + SLOTS_PER_DAY - 1;
+            let period = self.of_slot(s0);
+            let whole = period == self.of_slot(s1) && self.offset(s0) == self.offset(s1);
+            days.push((day, whole.then_some(period)));
+            let Some(next) = day.succ_opt() else { break };
+            day = next;
+        }
+        let mut i = 0;
+        while i < days.len() {
+            let (d, kind) = &days[i];
+            // By key the range is one period: a UTC month of the window with no day wholly
+            // outside the range is read as its month rows, less the quarter-hours of its cut
+            // days that fall outside the range.
+            if self.group_by == GroupBy::Key && d.day() == 1 {
+                let n = usize::try_from(month_days(*d)).unwrap_or(usize::MAX);
+                if let Some(month) = days.get(i..i.saturating_add(n))
+                    && month.iter().all(|(e, k)| e.month() == d.month() && !matches!(k, Some(None)))
+                {
+                    plan.months.push((d.format("%Y-%m").to_string(), Some(String::new())));
+                    for (e, k) in month {
+                        if k.is_none() {
+                            push_day_slots(&mut plan.minus, *e);
+                        }
+                    }
+                    i += n;
+                    continue;
+                }
+            }
+            match kind {
+                Some(Some(period)) => plan.days.push((*d, Some(period.clone()))),
+                Some(None) => {}
+                None => push_day_slots(&mut plan.slots, *d),
+            }
+            i += 1;
+        }
+        plan
+    }
+}
+
+/// Adds the quarter-hours of UTC day `day` to `ranges`, joining a range it follows.
+fn push_day_slots(ranges: &mut Vec<(i64, i64)>, day: chrono::NaiveDate) {
+    let lo = slot_of(midnight_us(day));
+    match ranges.last_mut() {
+        Some((_, hi)) if *hi == lo => *hi = lo + SLOTS_PER_DAY,
+        _ => ranges.push((lo, lo + SLOTS_PER_DAY)),
+    }
+}
+
+/// The number of days in the month of `d`.
+fn month_days(d: chrono::NaiveDate) -> u32 {
+    let first = d.with_day(1).unwrap_or(d);
+    let next = first.checked_add_months(chrono::Months::new(1)).unwrap_or(first);
+    u32::try_from((next - first).num_days()).unwrap_or(0)
+}
+
+/// `YYYY-MM` of the month after `m` (`YYYY-MM`).
+fn next_month(m: &str) -> String {
+    chrono::NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+        .map(|d| d.format("%Y-%m").to_string())
+        .unwrap_or_default()
+}
+
+/// Runs of consecutive items (`next(a, b)` when `b` follows `a`) as `(first, last)`: one
+/// index range each.
+fn runs<T: Clone>(items: &[(T, Option<String>)], next: impl Fn(&T, &T) -> bool) -> Vec<(T, T)> {
+    let mut out: Vec<(T, T)> = Vec::new();
+    for (item, _) in items {
+        match out.last_mut() {
+            Some((_, last)) if next(last, item) => *last = item.clone(),
+            _ => out.push((item.clone(), item.clone())),
+        }
+    }
+    out
+}
+
+/// The tiers' statements up to their generation condition ([`ranged`] adds the tenants and the
+/// range): each selects `tenant`, `day` (the month or day; empty for a quarter-hour), `slot`,
+/// `key_id`, `model`, `currency` and the counters, one row per rollup row (the rows are unique
+/// by their key already, so nothing is grouped in SQL).
+const MONTHS_BY_KEY: &str = "SELECT tenant, month AS day, CAST(0 AS BIGINT) AS slot, key_id, model, currency, requests, \
+     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
+     FROM usage_month_key \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger')";
+const DAYS_BY_KEY: &str = "SELECT tenant, day, CAST(0 AS BIGINT) AS slot, key_id, model, currency, requests, \
+     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
+     FROM usage_daily_key \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger')";
+const SLOTS_BY_KEY: &str = "SELECT tenant, '' AS day, slot, key_id, model, currency, requests, \
+     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
+     FROM usage_slot_key \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger')";
+const DAYS_BY_MODEL: &str = "SELECT tenant, day, CAST(0 AS BIGINT) AS slot, '' AS key_id, model, currency, requests, \
+     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
+     FROM usage_daily \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger')";
+const SLOTS_BY_MODEL: &str = "SELECT tenant, '' AS day, slot, '' AS key_id, model, currency, requests, \
+     input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos \
+     FROM usage_slot \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger')";
 
 /// The report the CLI and the admin API both give: by day in UTC from the daily rollups
 /// ([`usage_report`], [`usage_report_as_of`]), any other grouping or zone through
@@ -570,6 +792,49 @@ mod tests {
             reasoning_tokens: 0,
             cost_nanos: cost,
         }
+    }
+
+    fn plan(zone: chrono_tz::Tz, group_by: GroupBy, from: &str, to: &str) -> Plan {
+        let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_default();
+        Periods { zone, group_by, from: d(from), to: d(to) }.plan()
+    }
+
+    fn day_slots(day: &str) -> (i64, i64) {
+        let d = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap_or_default();
+        let lo = slot_of(midnight_us(d));
+        (lo, lo + SLOTS_PER_DAY)
+    }
+
+    #[test]
+    fn utc_reads_months_and_days_and_no_quarter_hours() {
+        let p = plan(chrono_tz::UTC, GroupBy::Key, "2026-11-01", "2026-11-30");
+        assert_eq!(p.months, [("2026-11".to_owned(), Some(String::new()))]);
+        assert!(p.days.is_empty() && p.slots.is_empty() && p.minus.is_empty(), "{p:?}");
+        let p = plan(chrono_tz::UTC, GroupBy::Week, "2026-11-01", "2026-11-30");
+        assert_eq!(p.days.len(), 30);
+        assert_eq!(p.days[1].1.as_deref(), Some("2026-W45"));
+        assert!(p.months.is_empty() && p.slots.is_empty());
+        let p = plan(chrono_tz::UTC, GroupBy::Key, "2026-11-05", "2026-12-02");
+        assert!(p.months.is_empty() && p.days.len() == 28 && p.slots.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn a_zone_reads_quarter_hours_only_where_its_boundaries_cut_a_utc_day() {
+        // Kolkata (+5:30): Nov 1..30 local is Oct 31 18:30 .. Nov 30 18:30 UTC.
+        let p = plan(chrono_tz::Asia::Kolkata, GroupBy::Key, "2026-11-01", "2026-11-30");
+        assert_eq!(p.months, [("2026-11".to_owned(), Some(String::new()))]);
+        assert_eq!(p.slots, [day_slots("2026-10-31")]);
+        assert_eq!(p.minus, [day_slots("2026-11-30")]);
+        let p = plan(chrono_tz::Asia::Kolkata, GroupBy::Month, "2026-11-01", "2026-11-30");
+        assert_eq!(p.days.len(), 29);
+        assert!(p.days.iter().all(|(_, l)| l.as_deref() == Some("2026-11")));
+        assert_eq!(p.slots, [day_slots("2026-10-31"), day_slots("2026-11-30")]);
+        // By day every UTC day is cut: one run of quarter-hours, no days.
+        let p = plan(chrono_tz::Asia::Kolkata, GroupBy::Day, "2026-11-01", "2026-11-30");
+        assert!(p.days.is_empty() && p.slots == [(day_slots("2026-10-31").0, day_slots("2026-11-30").1)], "{p:?}");
+        // A DST change cuts its UTC day even where no period boundary falls.
+        let p = plan(chrono_tz::Europe::London, GroupBy::Model, "2026-10-01", "2026-10-31");
+        assert!(p.slots.contains(&day_slots("2026-10-25")) || p.minus.contains(&day_slots("2026-10-25")), "{p:?}");
     }
 
     #[test]

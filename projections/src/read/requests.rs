@@ -3,14 +3,16 @@
 //! the quarter-hour rollup, tokens and cost from the ledger's slots). Filters are appended as
 //! bound parameters only when given, so each query is one index range of migration 0007.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::fold::rollup::{ALL_TENANTS, SLOTS_PER_DAY};
 use crate::{ProjectionError, ReadStore};
 
 const ACTIVE: &str = "(SELECT active_generation FROM projection_generation WHERE projection = 'requests')";
-const ACTIVE_LEDGER: &str = "(SELECT active_generation FROM projection_generation WHERE projection = 'ledger')";
 
 /// Latency histogram buckets per doubling: bucket `b` holds `[2^(b/4), 2^((b+1)/4))` µs.
 pub const BUCKETS_PER_DOUBLING: i64 = 4;
@@ -219,70 +221,130 @@ pub struct RequestStats {
 }
 
 /// The statistics of quarter-hour slots `from_slot..to_slot` (end exclusive), for one tenant or
-/// all. Percentiles come from the summed histogram: the smallest bucket whose cumulative count
-/// reaches `ceil(q * requests)`.
+/// all (the rollups' [`ALL_TENANTS`] rows). Whole UTC days of the period are read from the daily
+/// rollups, the quarter-hours before the first and after the last whole day from the slot
+/// rollups, so a period costs at most two days of slots plus one row per day (per latency bucket,
+/// per model). Percentiles come from the summed histogram: the smallest bucket whose cumulative
+/// count reaches `ceil(q * requests)`.
 pub async fn request_stats(
     store: &ReadStore,
     tenant: Option<&str>,
     from_slot: i64,
     to_slot: i64,
 ) -> Result<RequestStats, ProjectionError> {
-    let scope = if tenant.is_some() { " AND tenant = $3" } else { "" };
-    let sql = format!(
-        "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests, \
-         CAST(COALESCE(SUM(succeeded), 0) AS BIGINT) AS succeeded, \
-         CAST(COALESCE(SUM(client_errors), 0) AS BIGINT) AS client_errors, \
-         CAST(COALESCE(SUM(server_errors), 0) AS BIGINT) AS server_errors FROM request_slot \
-         WHERE generation = {ACTIVE} AND slot >= $1 AND slot < $2{scope}"
-    );
-    let row = bind_slots(sqlx::query(&sql), from_slot, to_slot, tenant).fetch_one(store.pool()).await?;
-    let mut stats = RequestStats {
-        requests: row.try_get("requests")?,
-        succeeded: row.try_get("succeeded")?,
-        client_errors: row.try_get("client_errors")?,
-        server_errors: row.try_get("server_errors")?,
-        ..RequestStats::default()
-    };
-    let sql = format!(
-        "SELECT bucket, CAST(SUM(requests) AS BIGINT) AS requests FROM request_slot_latency \
-         WHERE generation = {ACTIVE} AND slot >= $1 AND slot < $2{scope} GROUP BY bucket ORDER BY bucket"
-    );
-    let buckets: Vec<(i64, i64)> = bind_slots(sqlx::query(&sql), from_slot, to_slot, tenant)
-        .fetch_all(store.pool())
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("bucket")?, r.try_get("requests")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
+    let scope = tenant.unwrap_or(ALL_TENANTS);
+    let mut stats = RequestStats::default();
+    let mut buckets: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut usage: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
+    for span in spans(from_slot, to_slot) {
+        let (counts, latency, spend) = match span {
+            Span::Slots(..) => (COUNTS_BY_SLOT, LATENCY_BY_SLOT, USAGE_BY_SLOT),
+            Span::Days(..) => (COUNTS_BY_DAY, LATENCY_BY_DAY, USAGE_BY_DAY),
+        };
+        let (lo, hi) = span.bounds();
+        let row = sqlx::query(counts).bind(scope).bind(lo).bind(hi).fetch_one(store.pool()).await?;
+        stats.requests += row.try_get::<i64, _>("requests")?;
+        stats.succeeded += row.try_get::<i64, _>("succeeded")?;
+        stats.client_errors += row.try_get::<i64, _>("client_errors")?;
+        stats.server_errors += row.try_get::<i64, _>("server_errors")?;
+        for r in sqlx::query(latency).bind(scope).bind(lo).bind(hi).fetch_all(store.pool()).await? {
+            *buckets.entry(r.try_get("bucket")?).or_default() += r.try_get::<i64, _>("requests")?;
+        }
+        let q = sqlx::query(spend).bind(scope);
+        let q = match span {
+            Span::Slots(..) => q.bind(lo).bind(hi),
+            // usage_daily keys its days as `YYYY-MM-DD` text, which sorts as the days do.
+            Span::Days(..) => q.bind(day_text(lo)).bind(day_text(hi)),
+        };
+        for r in q.fetch_all(store.pool()).await? {
+            let u = usage.entry(r.try_get("currency")?).or_default();
+            u.0 += r.try_get::<i64, _>("requests")?;
+            u.1 += r.try_get::<i64, _>("input_tokens")?;
+            u.2 += r.try_get::<i64, _>("output_tokens")?;
+            u.3 += r.try_get::<i64, _>("cost_nanos")?;
+        }
+    }
+    let buckets: Vec<(i64, i64)> = buckets.into_iter().collect();
     stats.latency_p50_us = percentile(&buckets, 50);
     stats.latency_p95_us = percentile(&buckets, 95);
-    let sql = format!(
-        "SELECT currency, CAST(SUM(requests) AS BIGINT) AS requests, \
-         CAST(SUM(input_tokens + cached_input_tokens + cache_write_tokens) AS BIGINT) AS input_tokens, \
-         CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos \
-         FROM usage_slot_key WHERE generation = {ACTIVE_LEDGER} AND slot >= $1 AND slot < $2{scope} \
-         GROUP BY currency ORDER BY currency"
-    );
-    for r in bind_slots(sqlx::query(&sql), from_slot, to_slot, tenant).fetch_all(store.pool()).await? {
-        stats.billed_requests += r.try_get::<i64, _>("requests")?;
-        stats.input_tokens += r.try_get::<i64, _>("input_tokens")?;
-        stats.output_tokens += r.try_get::<i64, _>("output_tokens")?;
-        stats.cost.push(CurrencyCost { currency: r.try_get("currency")?, cost_nanos: r.try_get("cost_nanos")? });
+    for (currency, (requests, input, output, cost)) in usage {
+        stats.billed_requests += requests;
+        stats.input_tokens += input;
+        stats.output_tokens += output;
+        stats.cost.push(CurrencyCost { currency, cost_nanos: cost });
     }
     Ok(stats)
 }
 
-fn bind_slots<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    from_slot: i64,
-    to_slot: i64,
-    tenant: Option<&str>,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    let q = q.bind(from_slot).bind(to_slot);
-    match tenant {
-        Some(t) => q.bind(t.to_owned()),
-        None => q,
+/// A part of a period read from one tier of the rollups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Span {
+    /// Quarter-hours `from..to`.
+    Slots(i64, i64),
+    /// Whole UTC days `from..to` (days since 1970-01-01).
+    Days(i64, i64),
+}
+
+impl Span {
+    fn bounds(self) -> (i64, i64) {
+        match self {
+            Span::Slots(a, b) | Span::Days(a, b) => (a, b),
+        }
     }
 }
+
+/// Splits slots `from..to` into the whole UTC days inside it and the slots around them.
+fn spans(from: i64, to: i64) -> Vec<Span> {
+    if from >= to {
+        return Vec::new();
+    }
+    let first_day = from.div_euclid(SLOTS_PER_DAY) + i64::from(from.rem_euclid(SLOTS_PER_DAY) != 0);
+    let end_day = to.div_euclid(SLOTS_PER_DAY);
+    if first_day >= end_day {
+        return vec![Span::Slots(from, to)];
+    }
+    let (day_from, day_to) = (first_day * SLOTS_PER_DAY, end_day * SLOTS_PER_DAY);
+    let mut out = Vec::with_capacity(3);
+    if from < day_from {
+        out.push(Span::Slots(from, day_from));
+    }
+    out.push(Span::Days(first_day, end_day));
+    if day_to < to {
+        out.push(Span::Slots(day_to, to));
+    }
+    out
+}
+
+/// `YYYY-MM-DD` of a day counted since 1970-01-01.
+fn day_text(day: i64) -> String {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    let d = u64::try_from(day).map_or(Some(epoch), |d| epoch.checked_add_days(chrono::Days::new(d)));
+    d.unwrap_or(chrono::NaiveDate::MAX).format("%Y-%m-%d").to_string()
+}
+
+// The statements of each tier, with the generation subqueries of `ACTIVE` (and the ledger's).
+const COUNTS_BY_SLOT: &str = "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests, \
+     CAST(COALESCE(SUM(succeeded), 0) AS BIGINT) AS succeeded, \
+     CAST(COALESCE(SUM(client_errors), 0) AS BIGINT) AS client_errors, \
+     CAST(COALESCE(SUM(server_errors), 0) AS BIGINT) AS server_errors FROM request_slot \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'requests') AND tenant = $1 AND slot >= $2 AND slot < $3";
+const COUNTS_BY_DAY: &str = "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests, \
+     CAST(COALESCE(SUM(succeeded), 0) AS BIGINT) AS succeeded, \
+     CAST(COALESCE(SUM(client_errors), 0) AS BIGINT) AS client_errors, \
+     CAST(COALESCE(SUM(server_errors), 0) AS BIGINT) AS server_errors FROM request_day \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'requests') AND tenant = $1 AND day >= $2 AND day < $3";
+const LATENCY_BY_SLOT: &str = "SELECT bucket, CAST(SUM(requests) AS BIGINT) AS requests FROM request_slot_latency \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'requests') AND tenant = $1 AND slot >= $2 AND slot < $3 GROUP BY bucket";
+const LATENCY_BY_DAY: &str = "SELECT bucket, CAST(SUM(requests) AS BIGINT) AS requests FROM request_day_latency \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'requests') AND tenant = $1 AND day >= $2 AND day < $3 GROUP BY bucket";
+const USAGE_BY_SLOT: &str = "SELECT currency, CAST(SUM(requests) AS BIGINT) AS requests, \
+     CAST(SUM(input_tokens + cached_input_tokens + cache_write_tokens) AS BIGINT) AS input_tokens, \
+     CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos FROM usage_slot \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') AND tenant = $1 AND slot >= $2 AND slot < $3 GROUP BY currency";
+const USAGE_BY_DAY: &str = "SELECT currency, CAST(SUM(requests) AS BIGINT) AS requests, \
+     CAST(SUM(input_tokens + cached_input_tokens + cache_write_tokens) AS BIGINT) AS input_tokens, \
+     CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos FROM usage_daily \
+     WHERE generation = (SELECT active_generation FROM projection_generation WHERE projection = 'ledger') AND tenant = $1 AND day >= $2 AND day < $3 GROUP BY currency";
 
 /// The `q`th percentile (0–100) of a histogram of `(bucket, count)` in bucket order, as the
 /// bucket's upper bound.

@@ -12,7 +12,7 @@ use projections::read::{self, GroupBy, grouped_usage_report, report_in_zone, usa
 use schemas::{Envelope, EventBody};
 use sqlx::{Connection, Row};
 
-use crate::helpers::{BACKENDS, BASE_US, Harness, price, usage, usage_events};
+use crate::helpers::{BACKENDS, BASE_US, DAY_US, Harness, price, usage, usage_events};
 
 /// Half past eleven at night UTC on 2026-11-20: already the 21st in Shanghai.
 const LATE_US: i64 = BASE_US + 23 * 3_600_000_000 + 30 * 60_000_000;
@@ -136,7 +136,9 @@ async fn reports_in_a_tenants_zone_equal_a_fold_of_the_events_and_the_ledger() -
         let after =
             grouped_usage_report(&h.store, "acme", chrono_tz::Asia::Kolkata, GroupBy::Week, from, to, None).await?;
         ensure!(after.to_csv() == before.to_csv() && after.to_json() == before.to_json(), "{backend:?}: rebuild");
-        h.append_all(&usage_events("acme", 10, 13, "later-")).await?;
+        let later = usage_events("acme", 10, 13, "later-");
+        h.append_all(&later).await?;
+        events.extend(later);
         h.catch_up(Projection::Ledger).await?;
         let zone = chrono_tz::Asia::Kolkata;
         let at = grouped_usage_report(&h.store, "acme", zone, GroupBy::Week, from, to, Some(before.as_of_seq)).await?;
@@ -146,6 +148,86 @@ async fn reports_in_a_tenants_zone_equal_a_fold_of_the_events_and_the_ledger() -
         let ahead =
             grouped_usage_report(&h.store, "acme", zone, GroupBy::Week, from, to, Some(now.as_of_seq + 1)).await;
         ensure!(matches!(ahead, Err(projections::ProjectionError::NotCaughtUp { .. })), "{backend:?}: {ahead:?}");
+
+        // Usage at the range's edges, each on a key of its own: in Kolkata (+5:30) Nov 30 ends at
+        // 18:30 UTC and Nov 1 starts at 18:30 UTC on Oct 31, so both UTC days are cut; by key the
+        // month's rows are read less the quarter-hours after the range's end.
+        let hour = 3_600_000_000;
+        let edges = [
+            usage(
+                "acme",
+                "key_edge_out",
+                "edge-out",
+                "edge-model",
+                BASE_US + 10 * DAY_US + 20 * hour,
+                (10, 0, 0, 5, 0),
+                &usd,
+                false,
+            ),
+            usage(
+                "acme",
+                "key_edge_in",
+                "edge-in",
+                "edge-model",
+                BASE_US - 20 * DAY_US + 20 * hour,
+                (20, 0, 0, 5, 0),
+                &usd,
+                false,
+            ),
+        ];
+        h.append_all(&edges).await?;
+        h.catch_up(Projection::Ledger).await?;
+        events.extend(edges);
+        for zone in [chrono_tz::UTC, chrono_tz::Asia::Kolkata, chrono_tz::Asia::Kathmandu, chrono_tz::America::St_Johns]
+        {
+            for group_by in [GroupBy::Key, GroupBy::Model, GroupBy::Month, GroupBy::Day] {
+                let report = grouped_usage_report(&h.store, "acme", zone, group_by, from, to, None).await?;
+                let got: BTreeMap<_, _> = report
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            (r.day.clone(), r.model.clone(), r.currency.clone()),
+                            (r.requests, r.input_tokens, r.cost_nanos),
+                        )
+                    })
+                    .collect();
+                let want = reference(&events, zone, group_by, from, to);
+                ensure!(got == want, "{backend:?} {zone} {group_by:?} with edges:\n got {got:?}\nwant {want:?}");
+            }
+        }
+
+        // The billing report reads tenants of one zone together: each tenant's rows still equal
+        // its own report summed over models, with tenants in two zones and in one.
+        let record = |name: &str| read::TenantRecord {
+            name: name.to_owned(),
+            created_at_us: 0,
+            display_name: None,
+            time_zone: None,
+            max_output_tokens: None,
+            max_n: None,
+        };
+        let kolkata = chrono_tz::Asia::Kolkata;
+        for zones in [[kolkata, chrono_tz::UTC], [kolkata, kolkata]] {
+            let tenants = [(record("acme"), zones[0]), (record("beta"), zones[1])];
+            for period in [GroupBy::Day, GroupBy::Week, GroupBy::Month] {
+                let bill = read::billing_report(&h.store, &tenants, period, from, to, None).await?;
+                let got: BTreeMap<_, _> = bill
+                    .rows
+                    .iter()
+                    .map(|r| ((r.tenant.clone(), r.period.clone(), r.currency.clone()), (r.requests, r.cost_nanos)))
+                    .collect();
+                let mut want = BTreeMap::new();
+                for (t, zone) in &tenants {
+                    for r in grouped_usage_report(&h.store, &t.name, *zone, period, from, to, None).await?.rows {
+                        let e = want.entry((t.name.clone(), r.day.clone(), r.currency.clone())).or_insert((0, 0));
+                        e.0 += r.requests;
+                        e.1 += r.cost_nanos;
+                    }
+                }
+                ensure!(got == want, "{backend:?} {zones:?} {period:?}:\n got {got:?}\nwant {want:?}");
+            }
+        }
     }
     Ok(())
 }
