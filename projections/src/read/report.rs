@@ -225,17 +225,30 @@ pub(super) async fn grouped_rows_of(
             rows.extend(bind_tenants(&sql, tenants).bind(first).bind(last).fetch_all(&mut **tx).await?);
         }
     }
-    for (first, last) in runs(&plan.days, |a, b| a.succ_opt() == Some(*b)) {
+    // Whole days: when every day is its own period (by day), one statement for each run of
+    // consecutive days; otherwise one per run of consecutive days of one period, summed in SQL
+    // (a month of one tenant's days is one row per model, not thirty).
+    let per_day = plan.days.windows(2).all(|w| w[0].1 != w[1].1);
+    let day_runs = if per_day { runs(&plan.days, |a, b| a.succ_opt() == Some(*b)) } else { label_runs(&plan.days) };
+    for (first, last) in day_runs {
         let (first, last) = (first.to_string(), last.to_string());
-        let sql = ranged(day_sql, "day", tenants.len(), "<=");
+        let sql = if per_day {
+            ranged(day_sql, "day", tenants.len(), "<=")
+        } else {
+            summed(day_sql, "day", tenants.len(), "<=", group_by, "MIN(day)", "")
+        };
         rows.extend(bind_tenants(&sql, tenants).bind(first).bind(last).fetch_all(&mut **tx).await?);
     }
-    let sql = ranged(slot_sql, "slot", tenants.len(), "<");
-    for (lo, hi) in &plan.slots {
-        rows.extend(bind_tenants(&sql, tenants).bind(lo).bind(hi).fetch_all(&mut **tx).await?);
-    }
-    for (lo, hi) in &plan.minus {
-        minus.extend(bind_tenants(&sql, tenants).bind(lo).bind(hi).fetch_all(&mut **tx).await?);
+    // Quarter-hours: summed in SQL per local day (`(slot + offset) / 96`), one statement per
+    // range of one UTC offset, so a zone that cuts every UTC day reads a row per local day and
+    // model rather than 96. The group's first slot stands for it: every slot of a group lies in
+    // the same local day.
+    for (ranges, out) in [(&plan.slots, &mut rows), (&plan.minus, &mut minus)] {
+        for (lo, hi, offset) in periods.constant_offsets(ranges) {
+            let group = format!("(slot + ${}) / {SLOTS_PER_DAY}", tenants.len() + 3);
+            let sql = summed(slot_sql, "slot", tenants.len(), "<", group_by, "MIN(slot)", &group);
+            out.extend(bind_tenants(&sql, tenants).bind(lo).bind(hi).bind(offset).fetch_all(&mut **tx).await?);
+        }
     }
     let signed = rows.iter().map(|r| (r, 1)).chain(minus.iter().map(|r| (r, -1)));
     fold(&periods, &labels, signed)
@@ -248,6 +261,42 @@ fn ranged(sql: &str, column: &str, tenants: usize, upper: &str) -> String {
     let list: Vec<String> = (1..=tenants).map(|i| format!("${i}")).collect();
     let (lo, hi) = (tenants + 1, tenants + 2);
     format!("{sql} AND tenant IN ({}) AND {column} >= ${lo} AND {column} {upper} ${hi}", list.join(", "))
+}
+
+/// As [`ranged`], with the tier's counters summed per tenant, key (by key only), model and
+/// currency and `extra` (a grouping expression, or empty): `first` (`MIN(day)` or `MIN(slot)`)
+/// stands for the summed rows.
+fn summed(sql: &str, column: &str, tenants: usize, upper: &str, group_by: GroupBy, first: &str, extra: &str) -> String {
+    // The tier's table and generation condition, after its column list.
+    let (_, from_where) = sql.split_once(" FROM ").unwrap_or(("", sql));
+    let condition = ranged(from_where, column, tenants, upper);
+    let (key, grouping) = if group_by == GroupBy::Key {
+        ("key_id", "tenant, key_id, model, currency")
+    } else {
+        ("'' AS key_id", "tenant, model, currency")
+    };
+    let (day, slot) = if column == "day" {
+        (format!("{first} AS day"), "CAST(0 AS BIGINT) AS slot".to_owned())
+    } else {
+        ("'' AS day".to_owned(), format!("CAST({first} AS BIGINT) AS slot"))
+    };
+    let extra = if extra.is_empty() { String::new() } else { format!(", {extra}") };
+    format!(
+        "SELECT tenant, {day}, {slot}, {key}, model, currency, CAST(SUM(requests) AS BIGINT) AS requests, {SUMS} \
+         FROM {condition} GROUP BY {grouping}{extra}"
+    )
+}
+
+/// Runs of consecutive days of one period, as `(first, last)`.
+fn label_runs(days: &[(chrono::NaiveDate, Option<String>)]) -> Vec<(chrono::NaiveDate, chrono::NaiveDate)> {
+    let mut out: Vec<(chrono::NaiveDate, chrono::NaiveDate, &Option<String>)> = Vec::new();
+    for (day, label) in days {
+        match out.last_mut() {
+            Some((_, last, l)) if last.succ_opt() == Some(*day) && *l == label => *last = *day,
+            _ => out.push((*day, *day, label)),
+        }
+    }
+    out.into_iter().map(|(a, b, _)| (a, b)).collect()
 }
 
 fn bind_tenants<'q>(sql: &'q str, tenants: &[&str]) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
@@ -364,6 +413,38 @@ impl Periods {
     fn of_slot(&self, slot: i64) -> Option<String> {
         let at = chrono::DateTime::from_timestamp_micros(slot.saturating_mul(SLOT_US))?;
         self.of_day(at.with_timezone(&self.zone).date_naive())
+    }
+
+    /// `ranges` (quarter-hours `lo..hi`) split where the zone's offset changes, each piece with
+    /// its offset in quarter-hours. A zone changes its offset at most once a day, so a day's
+    /// change is found by halving within it.
+    fn constant_offsets(&self, ranges: &[(i64, i64)]) -> Vec<(i64, i64, i64)> {
+        let quarters = |slot: i64| self.offset(slot).map_or(0, |o| i64::from(o.local_minus_utc()) / 900);
+        let mut out = Vec::new();
+        for &(lo, hi) in ranges {
+            let (mut start, mut offset) = (lo, quarters(lo));
+            let mut at = lo;
+            while at < hi {
+                let next = (at + SLOTS_PER_DAY).min(hi);
+                if quarters(next - 1) != offset {
+                    // quarters(a) == offset, quarters(b) != offset
+                    let (mut a, mut b) = (at, next - 1);
+                    while b - a > 1 {
+                        let mid = a + (b - a) / 2;
+                        if quarters(mid) == offset {
+                            a = mid;
+                        } else {
+                            b = mid;
+                        }
+                    }
+                    out.push((start, b, offset));
+                    (start, offset) = (b, quarters(b));
+                }
+                at = next;
+            }
+            out.push((start, hi, offset));
+        }
+        out
     }
 
     fn offset(&self, slot: i64) -> Option<chrono::FixedOffset> {
@@ -835,6 +916,32 @@ mod tests {
         // A DST change cuts its UTC day even where no period boundary falls.
         let p = plan(chrono_tz::Europe::London, GroupBy::Model, "2026-10-01", "2026-10-31");
         assert!(p.slots.contains(&day_slots("2026-10-25")) || p.minus.contains(&day_slots("2026-10-25")), "{p:?}");
+    }
+
+    #[test]
+    fn quarter_hours_are_split_where_the_offset_changes_and_nowhere_else() {
+        let periods = |zone| Periods {
+            zone,
+            group_by: GroupBy::Day,
+            from: "2026-03-01".parse().unwrap_or_default(),
+            to: "2026-03-31".parse().unwrap_or_default(),
+        };
+        // New York moves from −5:00 to −4:00 at 2026-03-08 07:00 UTC.
+        let (lo, _) = day_slots("2026-03-01");
+        let (_, hi) = day_slots("2026-03-31");
+        let change = slot_of(
+            chrono::NaiveDate::from_ymd_opt(2026, 3, 8)
+                .and_then(|d| d.and_hms_opt(7, 0, 0))
+                .map_or(0, |t| t.and_utc().timestamp_micros()),
+        );
+        assert_eq!(
+            periods(chrono_tz::America::New_York).constant_offsets(&[(lo, hi)]),
+            [(lo, change, -20), (change, hi, -16)]
+        );
+        assert_eq!(
+            periods(chrono_tz::Asia::Kolkata).constant_offsets(&[(lo, hi), (hi + 5, hi + 9)]),
+            [(lo, hi, 22), (hi + 5, hi + 9, 22)]
+        );
     }
 
     #[test]
