@@ -279,7 +279,8 @@ pub(crate) async fn apply_batch(
 }
 
 /// Inserts the `applied_event` rows of `events` (a few multi-row statements per batch, not one
-/// per event, in the fixed chunk sizes of [`fold::rollup::CHUNK_ROWS`]) and returns the ids that were new: the events this generation has not applied.
+/// per event, in the fixed chunk sizes of [`fold::rollup::CHUNK_ROWS`]) and returns the ids that
+/// were new: the events this generation has not applied.
 async fn claim_events(
     conn: &mut AnyConnection,
     name: &str,

@@ -224,8 +224,7 @@ impl Pending {
         let mut staged = std::mem::take(&mut self.staged);
         while let Some(first) = staged.first() {
             let table = first.table;
-            let (now, later): (Vec<Staged>, Vec<Staged>) =
-                staged.into_iter().partition(|r| std::ptr::eq(r.table, table));
+            let (now, later): (Vec<Staged>, Vec<Staged>) = staged.into_iter().partition(|r| r.table.name == table.name);
             staged = later;
             for chunk in chunks(&now) {
                 let mut inserted = insert_rows(conn, table, generation, chunk).await?;
