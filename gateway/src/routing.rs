@@ -80,12 +80,17 @@ pub fn candidates(
     let mut lanes = Vec::with_capacity(total.min(64));
     let mut back_at = i64::MAX;
     let mut rng = rand::thread_rng();
-    // The channels serving the request, read through their lanes (no lookup by id per channel).
-    let serving = state
-        .lanes
-        .values()
-        .map(|of| &**of)
-        .filter(|of| of.channel.serves(&key.tenant, model) && filter.allows(&of.channel.provider));
+    // The channels serving the request (with their own price's route cost), from the model's
+    // index rather than a scan of every channel.
+    let listed = state.by_model.get(model).map(Vec::as_slice).unwrap_or_default();
+    let serving = listed
+        .iter()
+        .map(|s| (&*s.lanes, s.override_cost))
+        .chain(state.any_model.iter().map(|l| (&**l, l.override_cost(model))))
+        .filter(|(of, _)| {
+            let c = &of.channel;
+            c.enabled && !c.key_unusable && (of.global || c.tenant == key.tenant) && filter.allows(&c.provider)
+        });
     match strategy {
         RouteStrategy::Priority => {
             let mut found: Vec<&Arc<Channel>> = state
@@ -121,9 +126,8 @@ pub fn candidates(
             // Input plus output price per million tokens in force on each channel (its override,
             // else the model's price); unpriced last; equal prices in random order.
             let model_cost = state.prices.get(model).map(|p| route_cost(p));
-            let mut priced: Vec<(i128, u32, &ChannelLanes)> = serving
-                .map(|of| (of.override_cost(model).or(model_cost).unwrap_or(i128::MAX), rng.r#gen::<u32>(), of))
-                .collect();
+            let mut priced: Vec<(i128, u32, &ChannelLanes)> =
+                serving.map(|(of, cost)| (cost.or(model_cost).unwrap_or(i128::MAX), rng.r#gen::<u32>(), of)).collect();
             if priced.is_empty() {
                 return Err(ApiError::ModelNotFound { model: model.to_owned() });
             }
@@ -155,7 +159,7 @@ pub fn candidates(
             let mut served = false;
             let mut all: Vec<&Lane> = Vec::new();
             let mut best: Vec<(u64, &Lane)> = Vec::with_capacity(total.min(64));
-            for of in serving {
+            for (of, _) in serving {
                 served = true;
                 for (lane, k) in of.lanes.iter().zip(&of.keys).filter(|(_, k)| k.usable) {
                     if k.blocked(now_us) {
@@ -475,6 +479,39 @@ mod tests {
             };
             let got = candidates(&f.folder.state, &key, "other", &ProviderFilter::default(), 3, 0);
             assert!(matches!(got, Err(ApiError::ModelNotFound { .. })), "{strategy:?}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn the_model_index_follows_channel_updates_removals_and_wildcards() {
+        for strategy in [RouteStrategy::LowestCost, RouteStrategy::LeastLatency] {
+            let mut f = Fixture::new(4, 1, strategy);
+            let sorted = |f: &Fixture| {
+                let mut order = f.channel_order(3);
+                order.sort();
+                order
+            };
+            assert_eq!(sorted(&f), names(&[0, 1, 2, 3]));
+            let update = |id: &str, models: Option<Vec<String>>, enabled: Option<bool>| {
+                EventBody::ChannelUpdated(schemas::ChannelUpdated {
+                    channel_id: id.into(),
+                    models,
+                    enabled,
+                    ..Default::default()
+                })
+            };
+            f.apply(update("ch_0", Some(vec!["other".into()]), None));
+            f.apply(update("ch_1", Some(vec![crate::state::ANY_MODEL.into(), MODEL.into()]), None));
+            f.apply(update("ch_2", None, Some(false)));
+            f.apply(EventBody::ChannelRemoved(schemas::ChannelRemoved { channel_id: "ch_3".into() }));
+            assert_eq!(sorted(&f), names(&[1]), "{strategy:?}");
+            f.apply(update("ch_2", None, Some(true)));
+            f.apply(update("ch_0", Some(vec![MODEL.into(), MODEL.into()]), None));
+            assert_eq!(sorted(&f), names(&[0, 1, 2]), "{strategy:?}");
+            let state = &f.folder.state;
+            assert_eq!(state.by_model.get(MODEL).map(Vec::len), Some(2), "{strategy:?}");
+            assert!(!state.by_model.contains_key("other"), "{strategy:?}");
+            assert_eq!(state.any_model.len(), 1, "{strategy:?}");
         }
     }
 }

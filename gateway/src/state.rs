@@ -107,6 +107,8 @@ pub struct ChannelLanes {
     pub keys: Vec<RouteKey>,
     /// Advanced once per request that considers the channel (shared across snapshots).
     pub rotation: Arc<AtomicUsize>,
+    /// Whether the channel serves every tenant.
+    pub global: bool,
     /// The channel's price overrides as route costs (input plus output price per million
     /// tokens, in nanos), by model: kept in step with [`ControlState::channel_prices`].
     pub override_costs: Vec<(String, i128)>,
@@ -171,6 +173,20 @@ pub struct ControlState {
     pub channel_prices: HashMap<String, HashMap<String, Arc<AppliedPrice>>>,
     /// Egress proxy pools by name (a pool without a live proxy is absent).
     pub pools: HashMap<String, Arc<Pool>>,
+    /// The channels that list each model (those listing `*` are in `any_model` instead), kept
+    /// with `lanes`: what a routing decision scans instead of every channel.
+    pub by_model: HashMap<String, Vec<Serving>>,
+    /// The channels that list `*`.
+    pub any_model: Vec<Arc<ChannelLanes>>,
+}
+
+/// A channel listing a model, with the route cost of its own price for it.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// The channel's lanes.
+    pub lanes: Arc<ChannelLanes>,
+    /// Its override's route cost for the model ([`ChannelLanes::override_cost`]).
+    pub override_cost: Option<i128>,
 }
 
 impl ControlState {
@@ -215,12 +231,12 @@ impl ControlState {
                 Some(c) => self.update_channel(c, master_key),
                 None => {
                     self.channels.remove(id);
-                    self.lanes.remove(id);
+                    self.set_lanes(id, None);
                 }
             },
             Change::ChannelRemoved(id) => {
                 self.channels.remove(id);
-                self.lanes.remove(id);
+                self.set_lanes(id, None);
                 self.channel_prices.remove(id);
             }
             Change::Route(name) => match model.routes.get(name) {
@@ -247,12 +263,13 @@ impl ControlState {
                             let costs = override_costs(self.channel_prices.get(ch));
                             let next = ChannelLanes {
                                 channel: of.channel.clone(),
+                                global: of.global,
                                 lanes: of.lanes.clone(),
                                 keys: of.keys.clone(),
                                 rotation: of.rotation.clone(),
                                 override_costs: costs,
                             };
-                            self.lanes.insert(ch.clone(), Arc::new(next));
+                            self.set_lanes(ch, Some(Arc::new(next)));
                         }
                     }
                 }
@@ -262,6 +279,41 @@ impl ControlState {
 }
 
 impl ControlState {
+    /// Replaces (or with `None` removes) channel `id`'s lanes, and its place in `by_model` and
+    /// `any_model` with them.
+    fn set_lanes(&mut self, id: &str, next: Option<Arc<ChannelLanes>>) {
+        let previous = match &next {
+            Some(n) => self.lanes.insert(id.to_owned(), n.clone()),
+            None => self.lanes.remove(id),
+        };
+        if let Some(p) = previous {
+            if p.channel.models.iter().any(|m| m == ANY_MODEL) {
+                self.any_model.retain(|l| l.channel.id != id);
+            } else {
+                for m in &p.channel.models {
+                    if let Some(list) = self.by_model.get_mut(m) {
+                        list.retain(|s| s.lanes.channel.id != id);
+                        if list.is_empty() {
+                            self.by_model.remove(m);
+                        }
+                    }
+                }
+            }
+        }
+        let Some(n) = next else { return };
+        if n.channel.models.iter().any(|m| m == ANY_MODEL) {
+            self.any_model.push(n);
+            return;
+        }
+        for m in &n.channel.models {
+            let list = self.by_model.entry(m.clone()).or_default();
+            // A model listed twice is served once.
+            if !list.last().is_some_and(|s| Arc::ptr_eq(&s.lanes, &n)) {
+                list.push(Serving { lanes: n.clone(), override_cost: n.override_cost(m) });
+            }
+        }
+    }
+
     /// Rebuilds pool `name` from the model; each node keeps its breaker and client, and the
     /// pool what it remembers of each key's node.
     fn update_pool(&mut self, model: &ControlModel, name: &str, master_key: &MasterKey) {
@@ -323,7 +375,17 @@ impl ControlState {
             })
             .collect();
         let override_costs = override_costs(self.channel_prices.get(id));
-        self.lanes.insert(id.clone(), Arc::new(ChannelLanes { channel: entry, lanes, keys, rotation, override_costs }));
+        self.set_lanes(
+            id,
+            Some(Arc::new(ChannelLanes {
+                global: entry.tenant == schemas::GLOBAL_TENANT,
+                channel: entry,
+                lanes,
+                keys,
+                rotation,
+                override_costs,
+            })),
+        );
     }
 }
 
