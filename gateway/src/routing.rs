@@ -327,19 +327,24 @@ mod tests {
             }));
         }
 
-        fn lanes(&self, channel: usize) -> &ChannelLanes {
-            self.folder.state.lanes.get(&format!("ch_{channel}")).expect("channel")
+        fn lanes(&self, channel: usize) -> anyhow::Result<&ChannelLanes> {
+            self.folder
+                .state
+                .lanes
+                .get(&format!("ch_{channel}"))
+                .map(|l| &**l)
+                .ok_or_else(|| anyhow::anyhow!("no ch_{channel}"))
         }
 
         /// The channels of `candidates`' lanes, in order, each once.
-        fn channel_order(&self, limit: usize) -> Vec<String> {
+        fn channel_order(&self, limit: usize) -> anyhow::Result<Vec<String>> {
             let mut order: Vec<String> = Vec::new();
-            for lane in self.candidates(limit).expect("lanes") {
+            for lane in self.candidates(limit).map_err(|e| anyhow::anyhow!("{e:?}"))? {
                 if order.last() != Some(&lane.channel.id) {
                     order.push(lane.channel.id.clone());
                 }
             }
-            order
+            Ok(order)
         }
 
         fn candidates(&self, limit: usize) -> Result<Vec<Lane>, ApiError> {
@@ -374,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn lowest_cost_tries_channels_cheapest_first_by_the_price_in_force_and_unpriced_last() {
+    fn lowest_cost_tries_channels_cheapest_first_by_the_price_in_force_and_unpriced_last() -> anyhow::Result<()> {
         let mut f = Fixture::new(8, 2, RouteStrategy::LowestCost);
         // Model-wide 500 on every channel; overrides make 3, 6, 1 and 4 cheaper, 0 dearer; 7 and 2
         // stay at 500 (equal, so in either order); 5 has an override that a later one replaces.
@@ -384,11 +389,11 @@ mod tests {
         }
         f.price(Some(5), 800);
         // Two lanes per channel, six in all: the three cheapest channels.
-        assert_eq!(f.channel_order(2), names(&[3, 6, 1]));
+        assert_eq!(f.channel_order(2)?, names(&[3, 6, 1]));
         // One lane per channel, three in all.
-        assert_eq!(f.channel_order(1), names(&[3, 6, 1]));
+        assert_eq!(f.channel_order(1)?, names(&[3, 6, 1]));
         // Every lane: the whole order, the two at 500 in either order.
-        let order = f.channel_order(8);
+        let order = f.channel_order(8)?;
         assert_eq!(order.len(), 8, "{order:?}");
         assert_eq!(order[..4], names(&[3, 6, 1, 4]));
         let mut tied = order[4..6].to_vec();
@@ -396,35 +401,37 @@ mod tests {
         assert_eq!(tied, names(&[2, 7]));
         assert_eq!(order[6..], names(&[5, 0]));
         // A channel with no key in rotation is passed over for the next cheapest.
-        cool_down(f.lanes(6));
-        assert_eq!(f.channel_order(2), names(&[3, 1, 4]));
+        cool_down(f.lanes(6)?);
+        assert_eq!(f.channel_order(2)?, names(&[3, 1, 4]));
         // A new price takes effect at once.
         f.price(Some(0), 10);
-        assert_eq!(f.channel_order(2), names(&[0, 3, 1]));
+        assert_eq!(f.channel_order(2)?, names(&[0, 3, 1]));
+        Ok(())
     }
 
     #[test]
-    fn lowest_cost_puts_unpriced_channels_last_and_shuffles_equal_prices() {
+    fn lowest_cost_puts_unpriced_channels_last_and_shuffles_equal_prices() -> anyhow::Result<()> {
         let mut f = Fixture::new(4, 1, RouteStrategy::LowestCost);
         f.price(Some(2), 100);
         let mut firsts = std::collections::HashSet::new();
         for _ in 0..200 {
-            let order = f.channel_order(3);
+            let order = f.channel_order(3)?;
             assert_eq!(order.len(), 4, "{order:?}");
             assert_eq!(order[0], "ch_2", "{order:?}");
             firsts.insert(order[1].clone());
         }
         // The three unpriced channels are equal: each comes second some of the time.
         assert_eq!(firsts.len(), 3, "{firsts:?}");
+        Ok(())
     }
 
     #[test]
-    fn least_latency_tries_the_fastest_keys_first_and_still_explores() {
+    fn least_latency_tries_the_fastest_keys_first_and_still_explores() -> anyhow::Result<()> {
         let f = Fixture::new(4, 5, RouteStrategy::LeastLatency);
         // Twenty keys with distinct averages, not in the order they were added; one unmeasured.
         let mut expected: Vec<(u64, String)> = Vec::new();
         for c in 0..4 {
-            for (k, lane) in f.lanes(c).lanes.iter().enumerate() {
+            for (k, lane) in f.lanes(c)?.lanes.iter().enumerate() {
                 let i = c * 5 + k;
                 if i == 13 {
                     expected.push((0, lane.key.id.clone()));
@@ -436,7 +443,7 @@ mod tests {
             }
         }
         // A fast key that is out of rotation is left out.
-        let out = &f.lanes(1).lanes[0];
+        let out = &f.lanes(1)?.lanes[0];
         out.key.health.note_ttfb(Duration::from_micros(1));
         expected.retain(|(_, id)| *id != out.key.id);
         let _ = out.key.health.outcome(
@@ -450,7 +457,8 @@ mod tests {
         let expected: Vec<String> = expected.into_iter().take(9).map(|(_, id)| id).collect();
         let (mut fastest, mut other) = (0, 0);
         for _ in 0..300 {
-            let got: Vec<String> = f.candidates(3).expect("lanes").iter().map(|l| l.key.id.clone()).collect();
+            let got: Vec<String> =
+                f.candidates(3).map_err(|e| anyhow::anyhow!("{e:?}"))?.iter().map(|l| l.key.id.clone()).collect();
             assert_eq!(got.len(), 9);
             assert!(!got.contains(&out.key.id), "{got:?}");
             if got == expected {
@@ -462,10 +470,11 @@ mod tests {
         // One in ten explores (a random order), the rest take the fastest nine in order.
         assert!(fastest >= 230, "{fastest} fastest, {other} other");
         assert!(other >= 5, "{fastest} fastest, {other} other");
+        Ok(())
     }
 
     #[test]
-    fn a_model_no_channel_serves_is_not_found_for_every_strategy() {
+    fn a_model_no_channel_serves_is_not_found_for_every_strategy() -> anyhow::Result<()> {
         for strategy in [RouteStrategy::Priority, RouteStrategy::LowestCost, RouteStrategy::LeastLatency] {
             let f = Fixture::new(2, 2, strategy);
             let key = KeyEntry {
@@ -480,18 +489,19 @@ mod tests {
             let got = candidates(&f.folder.state, &key, "other", &ProviderFilter::default(), 3, 0);
             assert!(matches!(got, Err(ApiError::ModelNotFound { .. })), "{strategy:?}: {got:?}");
         }
+        Ok(())
     }
 
     #[test]
-    fn the_model_index_follows_channel_updates_removals_and_wildcards() {
+    fn the_model_index_follows_channel_updates_removals_and_wildcards() -> anyhow::Result<()> {
         for strategy in [RouteStrategy::LowestCost, RouteStrategy::LeastLatency] {
             let mut f = Fixture::new(4, 1, strategy);
-            let sorted = |f: &Fixture| {
-                let mut order = f.channel_order(3);
+            let sorted = |f: &Fixture| -> anyhow::Result<Vec<String>> {
+                let mut order = f.channel_order(3)?;
                 order.sort();
-                order
+                Ok(order)
             };
-            assert_eq!(sorted(&f), names(&[0, 1, 2, 3]));
+            assert_eq!(sorted(&f)?, names(&[0, 1, 2, 3]));
             let update = |id: &str, models: Option<Vec<String>>, enabled: Option<bool>| {
                 EventBody::ChannelUpdated(schemas::ChannelUpdated {
                     channel_id: id.into(),
@@ -504,14 +514,15 @@ mod tests {
             f.apply(update("ch_1", Some(vec![crate::state::ANY_MODEL.into(), MODEL.into()]), None));
             f.apply(update("ch_2", None, Some(false)));
             f.apply(EventBody::ChannelRemoved(schemas::ChannelRemoved { channel_id: "ch_3".into() }));
-            assert_eq!(sorted(&f), names(&[1]), "{strategy:?}");
+            assert_eq!(sorted(&f)?, names(&[1]), "{strategy:?}");
             f.apply(update("ch_2", None, Some(true)));
             f.apply(update("ch_0", Some(vec![MODEL.into(), MODEL.into()]), None));
-            assert_eq!(sorted(&f), names(&[0, 1, 2]), "{strategy:?}");
+            assert_eq!(sorted(&f)?, names(&[0, 1, 2]), "{strategy:?}");
             let state = &f.folder.state;
             assert_eq!(state.by_model.get(MODEL).map(Vec::len), Some(2), "{strategy:?}");
             assert!(!state.by_model.contains_key("other"), "{strategy:?}");
             assert_eq!(state.any_model.len(), 1, "{strategy:?}");
         }
+        Ok(())
     }
 }
