@@ -95,12 +95,62 @@ pub struct Lane {
 }
 
 /// A channel's lanes, one per key, and the rotation among them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChannelLanes {
+    /// The channel's entry (the same as in [`ControlState::channels`]), so a scan of the lanes
+    /// needs no lookup by id.
+    pub channel: Arc<Channel>,
     /// In the order the keys were added.
     pub lanes: Vec<Lane>,
+    /// What routing reads of each lane's key, at the same index as in `lanes`, side by side so
+    /// a scan of many keys touches little memory.
+    pub keys: Vec<RouteKey>,
     /// Advanced once per request that considers the channel (shared across snapshots).
     pub rotation: Arc<AtomicUsize>,
+    /// Whether the channel serves every tenant.
+    pub global: bool,
+    /// The channel's price overrides as route costs (input plus output price per million
+    /// tokens, in nanos), by model: kept in step with [`ControlState::channel_prices`].
+    pub override_costs: Vec<(String, i128)>,
+}
+
+/// One key of a channel as a routing scan reads it.
+#[derive(Debug, Clone)]
+pub struct RouteKey {
+    /// The key opened (a key that did not is never routed to).
+    pub usable: bool,
+    /// Until when the control log keeps the key out ([`KeyStatus::blocked_until`]).
+    pub log_until_us: i64,
+    /// The key's counters and breaker (the lane's own).
+    pub health: Arc<KeyHealth>,
+}
+
+impl RouteKey {
+    /// Whether the key is out of rotation at `now_us` (as [`UpstreamKey::blocked`]).
+    pub fn blocked(&self, now_us: i64) -> bool {
+        self.health.blocked_after(self.log_until_us, now_us)
+    }
+
+    /// When the key is back at the earliest (as [`KeyHealth::back_at`]).
+    pub fn back_at(&self) -> i64 {
+        self.health.back_at_after(self.log_until_us)
+    }
+}
+
+impl ChannelLanes {
+    /// The route cost of the channel's own price for `model`, if it overrides the model's.
+    pub fn override_cost(&self, model: &str) -> Option<i128> {
+        self.override_costs.iter().find(|(m, _)| m == model).map(|(_, cost)| *cost)
+    }
+}
+
+/// The cost `lowest-cost` orders channels by: input plus output price per million tokens.
+pub fn route_cost(price: &AppliedPrice) -> i128 {
+    i128::from(price.input_per_mtok_nanos) + i128::from(price.output_per_mtok_nanos)
+}
+
+fn override_costs(prices: Option<&HashMap<String, Arc<AppliedPrice>>>) -> Vec<(String, i128)> {
+    prices.map(|by_model| by_model.iter().map(|(m, p)| (m.clone(), route_cost(p))).collect()).unwrap_or_default()
 }
 
 /// One immutable snapshot of the control state, derived from the [`ControlModel`] for the hot
@@ -123,6 +173,20 @@ pub struct ControlState {
     pub channel_prices: HashMap<String, HashMap<String, Arc<AppliedPrice>>>,
     /// Egress proxy pools by name (a pool without a live proxy is absent).
     pub pools: HashMap<String, Arc<Pool>>,
+    /// The channels that list each model (those listing `*` are in `any_model` instead), kept
+    /// with `lanes`: what a routing decision scans instead of every channel.
+    pub by_model: HashMap<String, Vec<Serving>>,
+    /// The channels that list `*`.
+    pub any_model: Vec<Arc<ChannelLanes>>,
+}
+
+/// A channel listing a model, with the route cost of its own price for it.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// The channel's lanes.
+    pub lanes: Arc<ChannelLanes>,
+    /// Its override's route cost for the model ([`ChannelLanes::override_cost`]).
+    pub override_cost: Option<i128>,
 }
 
 impl ControlState {
@@ -167,12 +231,12 @@ impl ControlState {
                 Some(c) => self.update_channel(c, master_key),
                 None => {
                     self.channels.remove(id);
-                    self.lanes.remove(id);
+                    self.set_lanes(id, None);
                 }
             },
             Change::ChannelRemoved(id) => {
                 self.channels.remove(id);
-                self.lanes.remove(id);
+                self.set_lanes(id, None);
                 self.channel_prices.remove(id);
             }
             Change::Route(name) => match model.routes.get(name) {
@@ -190,15 +254,66 @@ impl ControlState {
                 };
                 let Some(price) = price.map(|p| Arc::new(p.applied())) else { return };
                 match channel_id {
-                    None => self.prices.insert(name.clone(), price),
-                    Some(ch) => self.channel_prices.entry(ch.clone()).or_default().insert(name.clone(), price),
-                };
+                    None => {
+                        self.prices.insert(name.clone(), price);
+                    }
+                    Some(ch) => {
+                        self.channel_prices.entry(ch.clone()).or_default().insert(name.clone(), price);
+                        if let Some(of) = self.lanes.get(ch) {
+                            let costs = override_costs(self.channel_prices.get(ch));
+                            let next = ChannelLanes {
+                                channel: of.channel.clone(),
+                                global: of.global,
+                                lanes: of.lanes.clone(),
+                                keys: of.keys.clone(),
+                                rotation: of.rotation.clone(),
+                                override_costs: costs,
+                            };
+                            self.set_lanes(ch, Some(Arc::new(next)));
+                        }
+                    }
+                }
             }
         }
     }
 }
 
 impl ControlState {
+    /// Replaces (or with `None` removes) channel `id`'s lanes, and its place in `by_model` and
+    /// `any_model` with them.
+    fn set_lanes(&mut self, id: &str, next: Option<Arc<ChannelLanes>>) {
+        let previous = match &next {
+            Some(n) => self.lanes.insert(id.to_owned(), n.clone()),
+            None => self.lanes.remove(id),
+        };
+        if let Some(p) = previous {
+            if p.channel.models.iter().any(|m| m == ANY_MODEL) {
+                self.any_model.retain(|l| l.channel.id != id);
+            } else {
+                for m in &p.channel.models {
+                    if let Some(list) = self.by_model.get_mut(m) {
+                        list.retain(|s| s.lanes.channel.id != id);
+                        if list.is_empty() {
+                            self.by_model.remove(m);
+                        }
+                    }
+                }
+            }
+        }
+        let Some(n) = next else { return };
+        if n.channel.models.iter().any(|m| m == ANY_MODEL) {
+            self.any_model.push(n);
+            return;
+        }
+        for m in &n.channel.models {
+            let list = self.by_model.entry(m.clone()).or_default();
+            // A model listed twice is served once.
+            if !list.last().is_some_and(|s| Arc::ptr_eq(&s.lanes, &n)) {
+                list.push(Serving { lanes: n.clone(), override_cost: n.override_cost(m) });
+            }
+        }
+    }
+
     /// Rebuilds pool `name` from the model; each node keeps its breaker and client, and the
     /// pool what it remembers of each key's node.
     fn update_pool(&mut self, model: &ControlModel, name: &str, master_key: &MasterKey) {
@@ -249,9 +364,28 @@ impl ControlState {
             Some(l) => l.channel.clone(),
             None => Arc::new(Channel { key_unusable: true, ..base }),
         };
-        self.channels.insert(id.clone(), entry);
+        self.channels.insert(id.clone(), entry.clone());
         let rotation = old.map(|o| o.rotation.clone()).unwrap_or_default();
-        self.lanes.insert(id.clone(), Arc::new(ChannelLanes { lanes, rotation }));
+        let keys = lanes
+            .iter()
+            .map(|l| RouteKey {
+                usable: !l.channel.key_unusable,
+                log_until_us: l.key.status.blocked_until(),
+                health: l.key.health.clone(),
+            })
+            .collect();
+        let override_costs = override_costs(self.channel_prices.get(id));
+        self.set_lanes(
+            id,
+            Some(Arc::new(ChannelLanes {
+                global: entry.tenant == schemas::GLOBAL_TENANT,
+                channel: entry,
+                lanes,
+                keys,
+                rotation,
+                override_costs,
+            })),
+        );
     }
 }
 
